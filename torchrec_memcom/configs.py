@@ -200,14 +200,16 @@ class QREmbeddingBagConfig(EmbeddingBagConfig):
             return self.num_remainder_rows
         assert self.compression_ratio is not None
         rows_budget = stock_bytes(self) / (self.compression_ratio * self.embedding_dim * _element_size(self))
-        disc = rows_budget * rows_budget - 4 * n
-        if disc < 0:
-            c = math.isqrt(n - 1) + 1 if n > 1 else 1
+        # c = ceil(sqrt(n)) minimises the integer row count ceil(n/c) + c; a budget below it (even one above the
+        # real bound 2*sqrt(n)) has no integer c, and the search below would end at c = n (ratio < 1).
+        c = math.isqrt(n - 1) + 1 if n > 1 else 1
+        if -(-n // c) + c > rows_budget:
             best = stock_bytes(self) / ((-(-n // c) + c) * self.embedding_dim * _element_size(self))
             raise ValueError(
                 f"QR table '{self.name}' (n={n}, d={self.embedding_dim}): compression_ratio={self.compression_ratio} "
                 f"is not reachable; QR needs at least ceil(n/c) + c >= 2*sqrt(n) rows, at most {best:.2f}x"
             )
+        disc = max(0.0, rows_budget * rows_budget - 4 * n)
         c = max(1, math.floor((rows_budget - math.sqrt(disc)) / 2))
         while c < n and -(-n // c) + c > rows_budget:
             c += 1

@@ -16,6 +16,7 @@ All arithmetic stays below 2**62 in int64, so CPU and CUDA give bit-identical re
 
 import math
 from dataclasses import dataclass
+from typing import Tuple, Union
 
 import torch
 
@@ -39,6 +40,20 @@ def mix(x: torch.Tensor, salt: int | torch.Tensor = 0) -> torch.Tensor:
     a1 = (_MIX_A1 + 2 * salt) % (_P - 1) + 1
     a2 = (_MIX_A2 + 7 * salt) % (_P - 1) + 1
     return ((lo % _P) * a1 % _P + hi * a2 % _P + (_MIX_C + salt) % _P) % _P
+
+
+IntOrTensor = Union[int, torch.Tensor]
+
+
+def scramble(ids: torch.Tensor, a: IntOrTensor, c: IntOrTensor, n_pad: IntOrTensor) -> torch.Tensor:
+    """``(a * i + c) mod n_pad``; the parameters may be per-value int64 tensors (several tables at once)."""
+    return (ids.to(torch.int64) * a + c) % n_pad
+
+
+def bucketed_rows(scrambled: torch.Tensor, ids_per_bucket: IntOrTensor, rows_per_bucket: IntOrTensor) -> torch.Tensor:
+    """``b(s) * (m / B) + mix(s) mod (m / B)`` with ``b(s) = s // (n_pad / B)``; parameters may be per-value tensors."""
+    bucket = torch.div(scrambled, ids_per_bucket, rounding_mode="floor")
+    return bucket * rows_per_bucket + mix(scrambled) % rows_per_bucket
 
 
 def _scramble_multiplier(n_pad: int) -> int:
@@ -85,17 +100,20 @@ class BucketedHash:
     def rows_per_bucket(self) -> int:
         return self.num_rows // self.num_buckets
 
+    @property
+    def scramble_params(self) -> Tuple[int, int]:
+        """``(a, c)`` of the scramble ``s = (a * i + c) mod n_pad``."""
+        n_pad = self.padded_num_embeddings
+        return _scramble_multiplier(n_pad), (n_pad // 3) | 1
+
     def scramble(self, ids: torch.Tensor) -> torch.Tensor:
         """The fixed bijection ``s = (a * i + c) mod n_pad`` with ``gcd(a, n_pad) = 1`` (int64 out)."""
-        n_pad = self.padded_num_embeddings
-        a = _scramble_multiplier(n_pad)
-        c = (n_pad // 3) | 1
-        return (ids.to(torch.int64) * a + c) % n_pad
+        a, c = self.scramble_params
+        return scramble(ids, a, c, self.padded_num_embeddings)
 
     def rows_of_scrambled(self, scrambled: torch.Tensor) -> torch.Tensor:
         """Shared-table row of each scrambled id: its bucket's block, then ``mix`` inside the block."""
-        bucket = torch.div(scrambled, self.ids_per_bucket, rounding_mode="floor")
-        return bucket * self.rows_per_bucket + mix(scrambled) % self.rows_per_bucket
+        return bucketed_rows(scrambled, self.ids_per_bucket, self.rows_per_bucket)
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         """Shared-table row ``h(scramble(i))`` of each raw id (int64 out)."""

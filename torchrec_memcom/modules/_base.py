@@ -118,6 +118,10 @@ class CompressedCollection(EmbeddingBagCollectionInterface):
     def _split(self, features: KeyedJaggedTensor) -> Dict[str, JaggedTensor]:
         return split_features(features, self._feature_tables, self._is_weighted)
 
+    def mean_divisors(self, feature_dict: Dict[str, JaggedTensor]) -> Dict[str, torch.Tensor]:
+        """``(B, 1)`` bag sizes of the MEAN-pooled features (the physical tables always pool SUM)."""
+        return {f: pool_lengths(feature_dict[f]) for f, t in self._feature_tables if t.pooling == PoolingType.MEAN}
+
     @abc.abstractmethod
     def memory_report(self) -> MemoryReport:
         """Bytes per table by component, and the compression ratio against stock fp32 tables."""
@@ -151,14 +155,12 @@ def shared_table_config(
     )
 
 
-def finish_pooling(
-    kt: KeyedTensor, feature_tables: Sequence[Tuple[str, EmbeddingBagConfig]], feature_dict: Dict[str, JaggedTensor]
-) -> KeyedTensor:
-    """Applies MEAN pooling to the SUM-pooled ``kt`` (keys = the features, in order) where the table asks for it."""
-    if all(t.pooling != PoolingType.MEAN for _, t in feature_tables):
+def apply_mean_pooling(kt: KeyedTensor, divisors: Dict[str, torch.Tensor]) -> KeyedTensor:
+    """Divides the SUM-pooled features of ``kt`` named in ``divisors`` by their ``(B, 1)`` bag sizes."""
+    if not divisors:
         return kt
     pooled = [
-        p / pool_lengths(feature_dict[f]) if t.pooling == PoolingType.MEAN else p
-        for p, (f, t) in zip(kt.values().split(kt.length_per_key(), dim=1), feature_tables)
+        p / divisors[k] if k in divisors else p
+        for k, p in zip(kt.keys(), kt.values().split(kt.length_per_key(), dim=1))
     ]
     return keyed_tensor(kt.keys(), pooled)

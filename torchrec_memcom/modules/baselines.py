@@ -1,7 +1,7 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """Baselines in the same API: the hashing trick and quotient-remainder (QR) tables."""
 
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
@@ -10,10 +10,10 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 from torchrec_memcom.configs import HashEmbeddingBagConfig, QREmbeddingBagConfig, stock_bytes
 from torchrec_memcom.memory import MemoryReport, TableMemory, tensor_bytes
 from torchrec_memcom.modules._base import (
+    apply_mean_pooling,
     CompressedCollection,
     init_table,
     keyed_tensor,
-    pool_lengths,
     shared_table_config,
 )
 from torchrec_memcom.modules.memcom import _HashedCollection
@@ -41,6 +41,14 @@ class HashEmbeddingBagCollection(_HashedCollection):
     ) -> None:
         super().__init__(tables, HashEmbeddingBagConfig, is_weighted, device, inner_weighted=is_weighted)
         self.reset_parameters()
+
+    def transform(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
+        """Checks ``features``; returns (KJT of shared-table rows ``h(s(i))``, MEAN divisors)."""
+        scrambled, divisors = self.scramble_features(features)
+        return self.hashed_features(scrambled), divisors
+
+    def combine(self, pooled: KeyedTensor, divisors: Dict[str, torch.Tensor]) -> KeyedTensor:
+        return apply_mean_pooling(pooled, divisors)
 
     def reset_parameters(self) -> None:
         self._reset_shared()
@@ -99,8 +107,8 @@ class QREmbeddingBagCollection(CompressedCollection):
     def num_remainder_rows(self, table: str) -> int:
         return self._remainders[table]
 
-    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        """Pools ``pool(x * Q[i // c]) * pool(R[i % c])`` per bag; KJT in, KeyedTensor (keys = features) out."""
+    def transform(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
+        """Checks ``features``; returns (KJT of ``<f>__q = i // c`` and ``<f>__r = i % c``, MEAN divisors)."""
         feature_dict = self._split(features)
         keys, values, lengths, weights = [], [], [], []
         for feature, table in self._feature_tables:
@@ -115,15 +123,23 @@ class QREmbeddingBagCollection(CompressedCollection):
         split = KeyedJaggedTensor(
             keys=keys, values=torch.cat(values), lengths=torch.cat(lengths), weights=torch.cat(weights)
         )
-        pooled = self._embedding_bag_collection(split).to_dict()
+        return split, self.mean_divisors(feature_dict)
+
+    def combine(self, pooled: KeyedTensor, divisors: Dict[str, torch.Tensor]) -> KeyedTensor:
+        """``pool(Q) * pool(R)`` per feature (each side divided by the bag size for MEAN)."""
+        by_key = pooled.to_dict()
         out = []
-        for feature, table in self._feature_tables:
-            q, r = pooled[feature + QUOTIENT_SUFFIX], pooled[feature + REMAINDER_SUFFIX]
-            if table.pooling.name == "MEAN":
-                n = pool_lengths(feature_dict[feature])
-                q, r = q / n, r / n
+        for feature in self.feature_names():
+            q, r = by_key[feature + QUOTIENT_SUFFIX], by_key[feature + REMAINDER_SUFFIX]
+            if feature in divisors:
+                q, r = q / divisors[feature], r / divisors[feature]
             out.append(q * r)
         return keyed_tensor(self.feature_names(), out)
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """Pools ``pool(x * Q[i // c]) * pool(R[i % c])`` per bag; KJT in, KeyedTensor (keys = features) out."""
+        split, divisors = self.transform(features)
+        return self.combine(self._embedding_bag_collection(split), divisors)
 
     def reset_parameters(self) -> None:
         for cfg in self._inner_configs:

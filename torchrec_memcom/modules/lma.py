@@ -2,13 +2,13 @@
 """LMA: embeddings assembled from a shared memory at LSH-chosen locations (Desai et al., 2021)."""
 
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.configs import LMAEmbeddingBagConfig, stock_bytes
 from torchrec_memcom.lsh import (
@@ -23,7 +23,6 @@ from torchrec_memcom.modules._base import (
     CompressedCollection,
     init_table,
     keyed_tensor,
-    pool_lengths,
     shared_table_config,
 )
 
@@ -142,53 +141,91 @@ class LMAEmbeddingBagCollection(CompressedCollection):
         assert self._embedding_bag_collection is not None
         return self._embedding_bag_collection.embedding_bags[memory_table_name(group)].weight
 
-    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        """Pools ``sum_i x_i * concat_k M[loc_k(i)]`` per bag; KJT in, KeyedTensor (keys = features) out."""
-        feature_dict = self._split(features)
+    def chunk_features(self, feature_dict: Dict[str, JaggedTensor]) -> Optional[KeyedJaggedTensor]:
+        """KJT of the sub-features ``f__c<k>`` (values ``loc_k(i)``) of every feature on a TBE memory table."""
         keys: List[str] = []
         values: List[torch.Tensor] = []
         lengths: List[torch.Tensor] = []
         weights: List[torch.Tensor] = []
-        elementwise: Dict[str, torch.Tensor] = {}
         for feature, table in self._feature_tables:
             assert isinstance(table, LMAEmbeddingBagConfig)
+            if table.group() in self.elementwise_memories:
+                continue
             jt = feature_dict[feature]
             loc = self.locations(table.name, jt.values())
-            if table.group() in self.elementwise_memories:
-                emb = self.elementwise_memories[table.group()][loc]  # (N, d)
-                if self._is_weighted:
-                    emb = emb * jt.weights().unsqueeze(1)
-                bag = torch.repeat_interleave(torch.arange(jt.lengths().numel(), device=loc.device), jt.lengths())
-                pooled = emb.new_zeros(jt.lengths().numel(), table.embedding_dim).index_add_(0, bag, emb)
-                elementwise[feature] = pooled
-                continue
             for k in range(table.num_chunks()):
                 keys.append(chunk_feature_name(feature, k))
                 values.append(loc[:, k])
                 lengths.append(jt.lengths())
                 if self._is_weighted:
                     weights.append(jt.weights())
-        chunks: Dict[str, torch.Tensor] = {}
-        if keys:
-            assert self._embedding_bag_collection is not None
-            kjt = KeyedJaggedTensor(
-                keys=keys,
-                values=torch.cat(values),
-                lengths=torch.cat(lengths),
-                weights=torch.cat(weights) if weights else None,
+        if not keys:
+            return None
+        return KeyedJaggedTensor(
+            keys=keys,
+            values=torch.cat(values),
+            lengths=torch.cat(lengths),
+            weights=torch.cat(weights) if weights else None,
+        )
+
+    def transform(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
+        """Checks ``features``; returns (chunk-location KJT for the memory tables, MEAN divisors). TBE groups only."""
+        if len(self.elementwise_memories) > 0:
+            raise ValueError(
+                f"LMA memory groups {list(self.elementwise_memories)} use chunk_size=1 (the plain-PyTorch reference "
+                "path), which has no TBE/sharded form; use a chunk_size that is a multiple of 4"
             )
-            chunks = self._embedding_bag_collection(kjt).to_dict()
+        feature_dict = self._split(features)
+        kjt = self.chunk_features(feature_dict)
+        assert kjt is not None
+        return kjt, self.mean_divisors(feature_dict)
+
+    def _elementwise_pooled(self, feature_dict: Dict[str, JaggedTensor]) -> Dict[str, torch.Tensor]:
+        """Pooled embeddings of the features whose memory has ``Z = 1`` (gather + segment sum, plain PyTorch)."""
+        pooled: Dict[str, torch.Tensor] = {}
+        for feature, table in self._feature_tables:
+            assert isinstance(table, LMAEmbeddingBagConfig)
+            if table.group() not in self.elementwise_memories:
+                continue
+            jt = feature_dict[feature]
+            loc = self.locations(table.name, jt.values())
+            emb = self.elementwise_memories[table.group()][loc]  # (N, d)
+            if self._is_weighted:
+                emb = emb * jt.weights().unsqueeze(1)
+            batch = jt.lengths().numel()
+            bag = torch.repeat_interleave(torch.arange(batch, device=loc.device), jt.lengths())
+            pooled[feature] = emb.new_zeros(batch, table.embedding_dim).index_add_(0, bag, emb)
+        return pooled
+
+    def combine(
+        self,
+        chunks: Optional[KeyedTensor],
+        divisors: Dict[str, torch.Tensor],
+        elementwise: Optional[Dict[str, torch.Tensor]] = None,
+    ) -> KeyedTensor:
+        """Concatenates each feature's ``d / Z`` pooled chunks (or takes its ``Z = 1`` result), then MEAN-divides."""
+        by_key = chunks.to_dict() if chunks is not None else {}
         out = []
         for feature, table in self._feature_tables:
             assert isinstance(table, LMAEmbeddingBagConfig)
-            if feature in elementwise:
+            if elementwise is not None and feature in elementwise:
                 pooled = elementwise[feature]
             else:
-                pooled = torch.cat([chunks[chunk_feature_name(feature, k)] for k in range(table.num_chunks())], dim=1)
-            if table.pooling.name == "MEAN":
-                pooled = pooled / pool_lengths(feature_dict[feature])
+                pooled = torch.cat([by_key[chunk_feature_name(feature, k)] for k in range(table.num_chunks())], dim=1)
+            if feature in divisors:
+                pooled = pooled / divisors[feature]
             out.append(pooled)
         return keyed_tensor(self.feature_names(), out)
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """Pools ``sum_i x_i * concat_k M[loc_k(i)]`` per bag; KJT in, KeyedTensor (keys = features) out."""
+        feature_dict = self._split(features)
+        kjt = self.chunk_features(feature_dict)
+        chunks = None
+        if kjt is not None:
+            assert self._embedding_bag_collection is not None
+            chunks = self._embedding_bag_collection(kjt)
+        return self.combine(chunks, self.mean_divisors(feature_dict), self._elementwise_pooled(feature_dict))
 
     @torch.no_grad()
     def fit_signatures(

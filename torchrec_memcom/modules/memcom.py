@@ -1,19 +1,19 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """MEmCom: a small hashed shared table plus one trainable weight per id."""
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
-from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.configs import HashEmbeddingBagConfig, MEmComEmbeddingBagConfig, stock_bytes
 from torchrec_memcom.hashing import BucketedHash
 from torchrec_memcom.memory import MemoryReport, TableMemory, tensor_bytes
 from torchrec_memcom.modules._base import (
     CompressedCollection,
-    finish_pooling,
+    apply_mean_pooling,
     init_table,
     shared_table_config,
 )
@@ -50,33 +50,45 @@ class _HashedCollection(CompressedCollection):
         """The shared table ``U`` of ``table`` (``num_shared_rows x d``)."""
         return self._embedding_bag_collection.embedding_bags[table].weight
 
+    def scramble_features(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
+        """Checks ``features`` and returns (KJT of this module's features with ids scrambled, MEAN divisors)."""
+        feature_dict = self._split(features)
+        jts = [feature_dict[f] for f, _ in self._feature_tables]
+        scrambled = KeyedJaggedTensor(
+            keys=self.feature_names(),
+            values=torch.cat(
+                [self._hashes[t.name].scramble(jt.values()) for jt, (_, t) in zip(jts, self._feature_tables)]
+            ),
+            lengths=torch.cat([jt.lengths() for jt in jts]),
+            weights=torch.cat([jt.weights() for jt in jts]) if self._is_weighted else None,
+        )
+        return scrambled, self.mean_divisors(feature_dict)
+
     def _per_id_weights(self, table: str, scrambled: torch.Tensor) -> Optional[torch.Tensor]:
         return None
 
-    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        """Pools ``[x_i *] [w[s(i)] *] U[h(s(i))]`` per bag; KJT in, KeyedTensor (keys = features) out."""
-        feature_dict = self._split(features)
+    def hashed_features(self, scrambled: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        """Shared-table rows ``h(s)`` of scrambled ids, weighted by ``[w[s] *] [x]`` (what the shared tables pool)."""
         values: List[torch.Tensor] = []
-        lengths: List[torch.Tensor] = []
         weights: List[torch.Tensor] = []
-        for feature, table in self._feature_tables:
-            jt: JaggedTensor = feature_dict[feature]
-            h = self._hashes[table.name]
-            scrambled = h.scramble(jt.values())
-            values.append(h.rows_of_scrambled(scrambled))
-            lengths.append(jt.lengths())
-            w = self._per_id_weights(table.name, scrambled)
+        for (_, table), jt in zip(self._feature_tables, scrambled.to_dict().values()):
+            values.append(self._hashes[table.name].rows_of_scrambled(jt.values()))
+            w = self._per_id_weights(table.name, jt.values())
             if self._is_weighted:
                 w = jt.weights() if w is None else w * jt.weights()
             if w is not None:
                 weights.append(w)
-        hashed = KeyedJaggedTensor(
-            keys=self.feature_names(),
+        return KeyedJaggedTensor(
+            keys=scrambled.keys(),
             values=torch.cat(values),
-            lengths=torch.cat(lengths),
+            lengths=scrambled.lengths(),
             weights=torch.cat(weights) if weights else None,
         )
-        return finish_pooling(self._embedding_bag_collection(hashed), self._feature_tables, feature_dict)
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """Pools ``[x_i *] [w[s(i)] *] U[h(s(i))]`` per bag; KJT in, KeyedTensor (keys = features) out."""
+        scrambled, divisors = self.scramble_features(features)
+        return apply_mean_pooling(self._embedding_bag_collection(self.hashed_features(scrambled)), divisors)
 
     def _reset_shared(self) -> None:
         for t in self._embedding_bag_configs:
