@@ -67,11 +67,47 @@ def keyed_tensor(keys: List[str], pooled: List[torch.Tensor]) -> KeyedTensor:
     return KeyedTensor(keys=keys, length_per_key=[p.size(1) for p in pooled], values=torch.cat(pooled, dim=1))
 
 
-class CompressedCollection(EmbeddingBagCollectionInterface):
-    """Common base: table configs, feature routing and the interface every compressed collection offers.
+class IdTransform(nn.Module):
+    """Maps a KJT of logical ids to the KJT the physical tables pool, and their pooled output back to the features.
 
-    Subclasses keep their shared tables in a stock ``EmbeddingBagCollection`` stored as ``_embedding_bag_collection``
-    (so that sharding them runs on FBGEMM TBE) and implement ``forward`` and ``memory_report``.
+    It holds no trainable state, so a sharded collection runs it before its input dist (on the data-parallel side)
+    and after its output dist; both the unsharded and the sharded collections register the same instance under
+    ``id_transform``, so any buffers it holds keep the same FQNs.
+    """
+
+    def __init__(self, tables: Sequence[EmbeddingBagConfig], is_weighted: bool) -> None:
+        super().__init__()
+        self._is_weighted = is_weighted
+        # (feature, table config) in output order: tables in config order, each table's features in order.
+        self._feature_tables: List[Tuple[str, EmbeddingBagConfig]] = [(f, t) for t in tables for f in t.feature_names]
+
+    def feature_names(self) -> List[str]:
+        """Output keys, in order."""
+        return [f for f, _ in self._feature_tables]
+
+    def split(self, features: KeyedJaggedTensor) -> Dict[str, JaggedTensor]:
+        """Checks ``features`` (see ``split_features``) and splits it per feature."""
+        return split_features(features, self._feature_tables, self._is_weighted)
+
+    def mean_divisors(self, feature_dict: Dict[str, JaggedTensor]) -> Dict[str, torch.Tensor]:
+        """``(B, 1)`` bag sizes of the MEAN-pooled features (the physical tables always pool SUM)."""
+        return {f: pool_lengths(feature_dict[f]) for f, t in self._feature_tables if t.pooling == PoolingType.MEAN}
+
+    @abc.abstractmethod
+    def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
+        """Checks ``features``; returns (KJT for the physical tables, MEAN divisors by feature)."""
+
+    def combine(self, pooled: KeyedTensor, divisors: Dict[str, torch.Tensor]) -> KeyedTensor:
+        """Turns the physical tables' pooled output into the features' pooled embeddings."""
+        return apply_mean_pooling(pooled, divisors)
+
+
+class CompressedCollection(EmbeddingBagCollectionInterface):
+    """Common base: table configs and the interface every compressed collection offers.
+
+    Subclasses set ``_embedding_bag_collection`` (a stock ``EmbeddingBagCollection`` of the physical tables, so that
+    sharding them runs on FBGEMM TBE) and ``id_transform`` (an ``IdTransform``), and implement ``memory_report`` and
+    ``reset_parameters``; ``forward`` is ``combine(EBC(transform(features)))``.
     """
 
     def __init__(
@@ -98,8 +134,6 @@ class CompressedCollection(EmbeddingBagCollectionInterface):
         self._embedding_bag_configs: List[EmbeddingBagConfig] = list(tables)
         self._is_weighted = is_weighted
         self._device = torch.device(device) if device is not None else torch.device("cpu")
-        # (feature, table config) in output order: tables in config order, each table's features in order.
-        self._feature_tables: List[Tuple[str, EmbeddingBagConfig]] = [(f, t) for t in tables for f in t.feature_names]
 
     def embedding_bag_configs(self) -> List[EmbeddingBagConfig]:
         return self._embedding_bag_configs
@@ -113,14 +147,12 @@ class CompressedCollection(EmbeddingBagCollectionInterface):
 
     def feature_names(self) -> List[str]:
         """Output keys, in order."""
-        return [f for f, _ in self._feature_tables]
+        return [f for t in self._embedding_bag_configs for f in t.feature_names]
 
-    def _split(self, features: KeyedJaggedTensor) -> Dict[str, JaggedTensor]:
-        return split_features(features, self._feature_tables, self._is_weighted)
-
-    def mean_divisors(self, feature_dict: Dict[str, JaggedTensor]) -> Dict[str, torch.Tensor]:
-        """``(B, 1)`` bag sizes of the MEAN-pooled features (the physical tables always pool SUM)."""
-        return {f: pool_lengths(feature_dict[f]) for f, t in self._feature_tables if t.pooling == PoolingType.MEAN}
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """KJT in; KeyedTensor (keys = features, in table order) out."""
+        kjt, divisors = self.id_transform(features)
+        return self.id_transform.combine(self._embedding_bag_collection(kjt), divisors)
 
     @abc.abstractmethod
     def memory_report(self) -> MemoryReport:

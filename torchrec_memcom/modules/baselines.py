@@ -1,7 +1,7 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """Baselines in the same API: the hashing trick and quotient-remainder (QR) tables."""
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
@@ -10,15 +10,15 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 from torchrec_memcom.configs import HashEmbeddingBagConfig, QREmbeddingBagConfig, stock_bytes
 from torchrec_memcom.memory import MemoryReport, TableMemory, tensor_bytes
 from torchrec_memcom.modules._base import (
-    apply_mean_pooling,
     CompressedCollection,
+    IdTransform,
     init_table,
     keyed_tensor,
     shared_table_config,
 )
 from torchrec_memcom.modules.memcom import _HashedCollection
 
-__all__ = ["HashEmbeddingBagCollection", "QREmbeddingBagCollection"]
+__all__ = ["HashEmbeddingBagCollection", "QRIds", "QREmbeddingBagCollection"]
 
 QUOTIENT_SUFFIX = "__q"
 REMAINDER_SUFFIX = "__r"
@@ -42,14 +42,6 @@ class HashEmbeddingBagCollection(_HashedCollection):
         super().__init__(tables, HashEmbeddingBagConfig, is_weighted, device, inner_weighted=is_weighted)
         self.reset_parameters()
 
-    def transform(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
-        """Checks ``features``; returns (KJT of shared-table rows ``h(s(i))``, MEAN divisors)."""
-        scrambled, divisors = self.scramble_features(features)
-        return self.hashed_features(scrambled), divisors
-
-    def combine(self, pooled: KeyedTensor, divisors: Dict[str, torch.Tensor]) -> KeyedTensor:
-        return apply_mean_pooling(pooled, divisors)
-
     def reset_parameters(self) -> None:
         self._reset_shared()
 
@@ -66,6 +58,43 @@ class HashEmbeddingBagCollection(_HashedCollection):
 
 def _ones(t: torch.Tensor) -> torch.Tensor:
     return torch.nn.init.ones_(t)
+
+
+class QRIds(IdTransform):
+    """Splits each feature ``f`` into ``f__q`` (ids ``i // c``, input weights) and ``f__r`` (ids ``i % c``, weight 1);
+    ``combine`` multiplies the two pooled sides."""
+
+    def __init__(self, tables: Sequence[QREmbeddingBagConfig], is_weighted: bool) -> None:
+        super().__init__(tables, is_weighted)
+        self.remainders: Dict[str, int] = {t.name: t.remainder_rows() for t in tables}
+
+    def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
+        feature_dict = self.split(features)
+        keys, values, lengths, weights = [], [], [], []
+        for feature, table in self._feature_tables:
+            jt = feature_dict[feature]
+            ids = jt.values().to(torch.int64)
+            c = self.remainders[table.name]
+            ones = torch.ones(ids.shape, dtype=torch.float32, device=ids.device)
+            keys += [feature + QUOTIENT_SUFFIX, feature + REMAINDER_SUFFIX]
+            values += [torch.div(ids, c, rounding_mode="floor"), ids % c]
+            lengths += [jt.lengths(), jt.lengths()]
+            weights += [jt.weights() if self._is_weighted else ones, ones]
+        split = KeyedJaggedTensor(
+            keys=keys, values=torch.cat(values), lengths=torch.cat(lengths), weights=torch.cat(weights)
+        )
+        return split, self.mean_divisors(feature_dict)
+
+    def combine(self, pooled: KeyedTensor, divisors: Dict[str, torch.Tensor]) -> KeyedTensor:
+        """``pool(Q) * pool(R)`` per feature (each side divided by the bag size for MEAN)."""
+        by_key = pooled.to_dict()
+        out = []
+        for feature in self.feature_names():
+            q, r = by_key[feature + QUOTIENT_SUFFIX], by_key[feature + REMAINDER_SUFFIX]
+            if feature in divisors:
+                q, r = q / divisors[feature], r / divisors[feature]
+            out.append(q * r)
+        return keyed_tensor(self.feature_names(), out)
 
 
 class QREmbeddingBagCollection(CompressedCollection):
@@ -90,56 +119,21 @@ class QREmbeddingBagCollection(CompressedCollection):
         device: Optional[torch.device | str] = None,
     ) -> None:
         super().__init__(tables, QREmbeddingBagConfig, is_weighted, device)
-        self._remainders = {t.name: t.remainder_rows() for t in tables}
+        self.id_transform = QRIds(tables, is_weighted)
         inner = []
         for t in tables:
-            c = self._remainders[t.name]
+            c = self.num_remainder_rows(t.name)
+            q_rows = -(-t.num_embeddings // c)
             q_features = [f + QUOTIENT_SUFFIX for f in t.feature_names]
             r_features = [f + REMAINDER_SUFFIX for f in t.feature_names]
-            inner.append(
-                shared_table_config(t, t.name + QUOTIENT_SUFFIX, -(-t.num_embeddings // c), t.embedding_dim, q_features)
-            )
+            inner.append(shared_table_config(t, t.name + QUOTIENT_SUFFIX, q_rows, t.embedding_dim, q_features))
             inner.append(shared_table_config(t, t.name + REMAINDER_SUFFIX, c, t.embedding_dim, r_features, _ones))
         self._inner_configs = inner
         self._embedding_bag_collection = EmbeddingBagCollection(tables=inner, is_weighted=True, device=device)
         self.reset_parameters()
 
     def num_remainder_rows(self, table: str) -> int:
-        return self._remainders[table]
-
-    def transform(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
-        """Checks ``features``; returns (KJT of ``<f>__q = i // c`` and ``<f>__r = i % c``, MEAN divisors)."""
-        feature_dict = self._split(features)
-        keys, values, lengths, weights = [], [], [], []
-        for feature, table in self._feature_tables:
-            jt = feature_dict[feature]
-            ids = jt.values().to(torch.int64)
-            c = self._remainders[table.name]
-            ones = torch.ones(ids.shape, dtype=torch.float32, device=ids.device)
-            keys += [feature + QUOTIENT_SUFFIX, feature + REMAINDER_SUFFIX]
-            values += [torch.div(ids, c, rounding_mode="floor"), ids % c]
-            lengths += [jt.lengths(), jt.lengths()]
-            weights += [jt.weights() if self._is_weighted else ones, ones]
-        split = KeyedJaggedTensor(
-            keys=keys, values=torch.cat(values), lengths=torch.cat(lengths), weights=torch.cat(weights)
-        )
-        return split, self.mean_divisors(feature_dict)
-
-    def combine(self, pooled: KeyedTensor, divisors: Dict[str, torch.Tensor]) -> KeyedTensor:
-        """``pool(Q) * pool(R)`` per feature (each side divided by the bag size for MEAN)."""
-        by_key = pooled.to_dict()
-        out = []
-        for feature in self.feature_names():
-            q, r = by_key[feature + QUOTIENT_SUFFIX], by_key[feature + REMAINDER_SUFFIX]
-            if feature in divisors:
-                q, r = q / divisors[feature], r / divisors[feature]
-            out.append(q * r)
-        return keyed_tensor(self.feature_names(), out)
-
-    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        """Pools ``pool(x * Q[i // c]) * pool(R[i % c])`` per bag; KJT in, KeyedTensor (keys = features) out."""
-        split, divisors = self.transform(features)
-        return self.combine(self._embedding_bag_collection(split), divisors)
+        return self.id_transform.remainders[table]
 
     def reset_parameters(self) -> None:
         for cfg in self._inner_configs:

@@ -2,7 +2,7 @@
 """LMA: embeddings assembled from a shared memory at LSH-chosen locations (Desai et al., 2021)."""
 
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -21,12 +21,13 @@ from torchrec_memcom.lsh import (
 from torchrec_memcom.memory import MemoryReport, TableMemory, tensor_bytes
 from torchrec_memcom.modules._base import (
     CompressedCollection,
+    IdTransform,
     init_table,
     keyed_tensor,
     shared_table_config,
 )
 
-__all__ = ["LMAEmbeddingBagCollection", "chunk_feature_name", "memory_table_name"]
+__all__ = ["LMAEmbeddingBagCollection", "LMAIds", "chunk_feature_name", "memory_table_name"]
 
 
 def chunk_feature_name(feature: str, chunk: int) -> str:
@@ -39,7 +40,123 @@ def memory_table_name(group: str) -> str:
 
 
 class _Signatures(nn.Module):
-    """Holds one ``(n, signature_bytes)`` uint8 buffer per table (state-dict key ``signatures.<table>``)."""
+    """Holds one ``(n, signature_bytes)`` uint8 buffer per table (state-dict key ``...signatures.<table>``)."""
+
+
+class LMAIds(IdTransform):
+    """Maps ids to LMA chunk locations: feature ``f`` becomes sub-features ``f__c<k>`` with ids ``loc_k(i)``.
+
+    Holds the tables' signature buffers (``signatures.<table>``, uint8 ``(n, signature_bytes)``; all ``0xFF`` = no
+    signature until ``set_signatures``) and the fixed per-chunk key selections.
+    """
+
+    def __init__(
+        self,
+        tables: Sequence[LMAEmbeddingBagConfig],
+        is_weighted: bool,
+        group_rows: Dict[str, int],
+        device: Optional[torch.device | str],
+    ) -> None:
+        super().__init__(tables, is_weighted)
+        self.group_rows = dict(group_rows)
+        self.elementwise_groups = {t.group() for t in tables if t.chunk() == 1}
+        self._tables = {t.name: t for t in tables}
+        self._table_index = {t.name: i for i, t in enumerate(tables)}
+        self.keys_per_chunk = {
+            t.name: t.keys_per_chunk or default_keys_per_chunk(group_rows[t.group()], t.signature_bytes) for t in tables
+        }
+        self.signatures = _Signatures()
+        for t in tables:
+            sig = torch.full((t.num_embeddings, t.signature_bytes), MISSING_KEY * 17, dtype=torch.uint8, device=device)
+            self.signatures.register_buffer(t.name, sig)
+            sel = chunk_key_selection(t.num_chunks(), 2 * t.signature_bytes, self.keys_per_chunk[t.name])
+            self.register_buffer(f"_key_selection_{t.name}", sel.to(device), persistent=False)
+
+    def key_selection(self, table: str) -> torch.Tensor:
+        return getattr(self, f"_key_selection_{table}")
+
+    @torch.no_grad()
+    def reset_buffers(self) -> None:
+        """Clears the signatures (no id has one) and rebuilds the key selections (after ``meta`` + ``to_empty``)."""
+        for name, t in self._tables.items():
+            sig = self.table_signatures(name)
+            if not sig.is_meta:
+                sig.fill_(MISSING_KEY * 17)
+            sel = self.key_selection(name)
+            if not sel.is_meta:
+                sel.copy_(chunk_key_selection(t.num_chunks(), 2 * t.signature_bytes, self.keys_per_chunk[name]))
+
+    def table_signatures(self, table: str) -> torch.Tensor:
+        return getattr(self.signatures, table)
+
+    def locations(self, table: str, ids: torch.Tensor) -> torch.Tensor:
+        """``(N, d / Z)`` memory rows holding the chunks of each id of ``table``."""
+        return chunk_locations(
+            ids,
+            self.table_signatures(table),
+            self.key_selection(table),
+            self.group_rows[self._tables[table].group()],
+            self._table_index[table],
+        )
+
+    def chunk_features(self, feature_dict: Dict[str, JaggedTensor]) -> Optional[KeyedJaggedTensor]:
+        """KJT of the sub-features ``f__c<k>`` (values ``loc_k(i)``) of every feature on a TBE memory table."""
+        keys: List[str] = []
+        values: List[torch.Tensor] = []
+        lengths: List[torch.Tensor] = []
+        weights: List[torch.Tensor] = []
+        for feature, table in self._feature_tables:
+            assert isinstance(table, LMAEmbeddingBagConfig)
+            if table.group() in self.elementwise_groups:
+                continue
+            jt = feature_dict[feature]
+            loc = self.locations(table.name, jt.values())
+            for k in range(table.num_chunks()):
+                keys.append(chunk_feature_name(feature, k))
+                values.append(loc[:, k])
+                lengths.append(jt.lengths())
+                if self._is_weighted:
+                    weights.append(jt.weights())
+        if not keys:
+            return None
+        return KeyedJaggedTensor(
+            keys=keys,
+            values=torch.cat(values),
+            lengths=torch.cat(lengths),
+            weights=torch.cat(weights) if weights else None,
+        )
+
+    def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
+        """Checks ``features``; returns (chunk-location KJT for the memory tables, MEAN divisors). TBE groups only."""
+        if self.elementwise_groups:
+            raise ValueError(
+                f"LMA memory groups {sorted(self.elementwise_groups)} use chunk_size=1 (the plain-PyTorch reference "
+                "path), which has no TBE/sharded form; use a chunk_size that is a multiple of 4"
+            )
+        feature_dict = self.split(features)
+        kjt = self.chunk_features(feature_dict)
+        assert kjt is not None
+        return kjt, self.mean_divisors(feature_dict)
+
+    def combine(
+        self,
+        pooled: Optional[KeyedTensor],
+        divisors: Dict[str, torch.Tensor],
+        elementwise: Optional[Dict[str, torch.Tensor]] = None,
+    ) -> KeyedTensor:
+        """Concatenates each feature's ``d / Z`` pooled chunks (or takes its ``Z = 1`` result), then MEAN-divides."""
+        by_key = pooled.to_dict() if pooled is not None else {}
+        out = []
+        for feature, table in self._feature_tables:
+            assert isinstance(table, LMAEmbeddingBagConfig)
+            if elementwise is not None and feature in elementwise:
+                emb = elementwise[feature]
+            else:
+                emb = torch.cat([by_key[chunk_feature_name(feature, k)] for k in range(table.num_chunks())], dim=1)
+            if feature in divisors:
+                emb = emb / divisors[feature]
+            out.append(emb)
+        return keyed_tensor(self.feature_names(), out)
 
 
 class LMAEmbeddingBagCollection(CompressedCollection):
@@ -71,18 +188,14 @@ class LMAEmbeddingBagCollection(CompressedCollection):
         for t in tables:
             groups.setdefault(t.group(), []).append(t)
         self._groups = groups
-        self._group_rows: Dict[str, int] = {}
+        group_rows: Dict[str, int] = {}
         for g, members in groups.items():
             for attr in ("chunk", "data_type"):
                 values = {str(getattr(m, attr)() if attr == "chunk" else getattr(m, attr)) for m in members}
                 if len(values) > 1:
                     raise ValueError(f"LMA memory_group '{g}': tables {[m.name for m in members]} differ in {attr}")
-            self._group_rows[g] = sum(m.rows() for m in members)
-        self._table_index = {t.name: i for i, t in enumerate(tables)}
-        self._keys_per_chunk = {
-            t.name: t.keys_per_chunk or default_keys_per_chunk(self._group_rows[t.group()], t.signature_bytes)
-            for t in tables
-        }
+            group_rows[g] = sum(m.rows() for m in members)
+        self.id_transform = LMAIds(tables, is_weighted, group_rows, device)
 
         inner: List[EmbeddingBagConfig] = []
         self._inner_configs: Dict[str, EmbeddingBagConfig] = {}
@@ -90,49 +203,34 @@ class LMAEmbeddingBagCollection(CompressedCollection):
         for g, members in groups.items():
             first = members[0]
             if first.chunk() == 1:
-                self.elementwise_memories[g] = nn.Parameter(torch.empty(self._group_rows[g], device=device))
+                self.elementwise_memories[g] = nn.Parameter(torch.empty(group_rows[g], device=device))
                 continue
             features = [
                 chunk_feature_name(f, k) for m in members for f in m.feature_names for k in range(m.num_chunks())
             ]
-            cfg = shared_table_config(first, memory_table_name(g), self._group_rows[g], first.chunk(), features)
+            cfg = shared_table_config(first, memory_table_name(g), group_rows[g], first.chunk(), features)
             inner.append(cfg)
             self._inner_configs[g] = cfg
         self._embedding_bag_collection: Optional[EmbeddingBagCollection] = (
             EmbeddingBagCollection(tables=inner, is_weighted=is_weighted, device=device) if inner else None
         )
-
-        self.signatures = _Signatures()
-        for t in tables:
-            sig = torch.full((t.num_embeddings, t.signature_bytes), MISSING_KEY * 17, dtype=torch.uint8, device=device)
-            self.signatures.register_buffer(t.name, sig)
-            sel = chunk_key_selection(t.num_chunks(), 2 * t.signature_bytes, self._keys_per_chunk[t.name])
-            self.register_buffer(f"_key_selection_{t.name}", sel.to(device), persistent=False)
         self.reset_parameters()
 
     def memory_rows(self, group: str) -> int:
-        return self._group_rows[group]
+        return self.id_transform.group_rows[group]
 
     def keys_per_chunk(self, table: str) -> int:
-        return self._keys_per_chunk[table]
+        return self.id_transform.keys_per_chunk[table]
 
     def key_selection(self, table: str) -> torch.Tensor:
-        return getattr(self, f"_key_selection_{table}")
+        return self.id_transform.key_selection(table)
 
     def table_signatures(self, table: str) -> torch.Tensor:
-        return getattr(self.signatures, table)
+        return self.id_transform.table_signatures(table)
 
     def locations(self, table: str, ids: torch.Tensor) -> torch.Tensor:
         """``(N, d / Z)`` memory rows holding the chunks of each id of ``table``."""
-        t = self._embedding_bag_configs[self._table_index[table]]
-        assert isinstance(t, LMAEmbeddingBagConfig)
-        return chunk_locations(
-            ids,
-            self.table_signatures(table),
-            self.key_selection(table),
-            self._group_rows[t.group()],
-            self._table_index[table],
-        )
+        return self.id_transform.locations(table, ids)
 
     def memory_weight(self, group: str) -> torch.Tensor:
         """The memory ``M`` of ``group``: ``(rows, Z)`` table, or ``(rows,)`` for ``Z = 1``."""
@@ -141,49 +239,10 @@ class LMAEmbeddingBagCollection(CompressedCollection):
         assert self._embedding_bag_collection is not None
         return self._embedding_bag_collection.embedding_bags[memory_table_name(group)].weight
 
-    def chunk_features(self, feature_dict: Dict[str, JaggedTensor]) -> Optional[KeyedJaggedTensor]:
-        """KJT of the sub-features ``f__c<k>`` (values ``loc_k(i)``) of every feature on a TBE memory table."""
-        keys: List[str] = []
-        values: List[torch.Tensor] = []
-        lengths: List[torch.Tensor] = []
-        weights: List[torch.Tensor] = []
-        for feature, table in self._feature_tables:
-            assert isinstance(table, LMAEmbeddingBagConfig)
-            if table.group() in self.elementwise_memories:
-                continue
-            jt = feature_dict[feature]
-            loc = self.locations(table.name, jt.values())
-            for k in range(table.num_chunks()):
-                keys.append(chunk_feature_name(feature, k))
-                values.append(loc[:, k])
-                lengths.append(jt.lengths())
-                if self._is_weighted:
-                    weights.append(jt.weights())
-        if not keys:
-            return None
-        return KeyedJaggedTensor(
-            keys=keys,
-            values=torch.cat(values),
-            lengths=torch.cat(lengths),
-            weights=torch.cat(weights) if weights else None,
-        )
-
-    def transform(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
-        """Checks ``features``; returns (chunk-location KJT for the memory tables, MEAN divisors). TBE groups only."""
-        if len(self.elementwise_memories) > 0:
-            raise ValueError(
-                f"LMA memory groups {list(self.elementwise_memories)} use chunk_size=1 (the plain-PyTorch reference "
-                "path), which has no TBE/sharded form; use a chunk_size that is a multiple of 4"
-            )
-        feature_dict = self._split(features)
-        kjt = self.chunk_features(feature_dict)
-        assert kjt is not None
-        return kjt, self.mean_divisors(feature_dict)
-
     def _elementwise_pooled(self, feature_dict: Dict[str, JaggedTensor]) -> Dict[str, torch.Tensor]:
         """Pooled embeddings of the features whose memory has ``Z = 1`` (gather + segment sum, plain PyTorch)."""
         pooled: Dict[str, torch.Tensor] = {}
-        for feature, table in self._feature_tables:
+        for feature, table in self.id_transform._feature_tables:
             assert isinstance(table, LMAEmbeddingBagConfig)
             if table.group() not in self.elementwise_memories:
                 continue
@@ -197,35 +256,17 @@ class LMAEmbeddingBagCollection(CompressedCollection):
             pooled[feature] = emb.new_zeros(batch, table.embedding_dim).index_add_(0, bag, emb)
         return pooled
 
-    def combine(
-        self,
-        chunks: Optional[KeyedTensor],
-        divisors: Dict[str, torch.Tensor],
-        elementwise: Optional[Dict[str, torch.Tensor]] = None,
-    ) -> KeyedTensor:
-        """Concatenates each feature's ``d / Z`` pooled chunks (or takes its ``Z = 1`` result), then MEAN-divides."""
-        by_key = chunks.to_dict() if chunks is not None else {}
-        out = []
-        for feature, table in self._feature_tables:
-            assert isinstance(table, LMAEmbeddingBagConfig)
-            if elementwise is not None and feature in elementwise:
-                pooled = elementwise[feature]
-            else:
-                pooled = torch.cat([by_key[chunk_feature_name(feature, k)] for k in range(table.num_chunks())], dim=1)
-            if feature in divisors:
-                pooled = pooled / divisors[feature]
-            out.append(pooled)
-        return keyed_tensor(self.feature_names(), out)
-
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         """Pools ``sum_i x_i * concat_k M[loc_k(i)]`` per bag; KJT in, KeyedTensor (keys = features) out."""
-        feature_dict = self._split(features)
-        kjt = self.chunk_features(feature_dict)
+        feature_dict = self.id_transform.split(features)
+        kjt = self.id_transform.chunk_features(feature_dict)
         chunks = None
         if kjt is not None:
             assert self._embedding_bag_collection is not None
             chunks = self._embedding_bag_collection(kjt)
-        return self.combine(chunks, self.mean_divisors(feature_dict), self._elementwise_pooled(feature_dict))
+        return self.id_transform.combine(
+            chunks, self.id_transform.mean_divisors(feature_dict), self._elementwise_pooled(feature_dict)
+        )
 
     @torch.no_grad()
     def fit_signatures(
@@ -263,12 +304,14 @@ class LMAEmbeddingBagCollection(CompressedCollection):
         buf.copy_(signatures)
 
     def reset_parameters(self) -> None:
+        """Initialises every memory from its config and clears all signatures (fit or load them afterwards)."""
         for g, members in self._groups.items():
             weight = self.memory_weight(g)
             if g in self._inner_configs:
                 init_table(weight, self._inner_configs[g])
             else:
                 init_table(weight, members[0])
+        self.id_transform.reset_buffers()
 
     def memory_report(self) -> MemoryReport:
         rows = []

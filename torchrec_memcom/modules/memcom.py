@@ -11,69 +11,45 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 from torchrec_memcom.configs import HashEmbeddingBagConfig, MEmComEmbeddingBagConfig, stock_bytes
 from torchrec_memcom.hashing import BucketedHash
 from torchrec_memcom.memory import MemoryReport, TableMemory, tensor_bytes
-from torchrec_memcom.modules._base import (
-    CompressedCollection,
-    apply_mean_pooling,
-    init_table,
-    shared_table_config,
-)
+from torchrec_memcom.modules._base import CompressedCollection, IdTransform, init_table, shared_table_config
 
-__all__ = ["MEmComEmbeddingBagCollection"]
+__all__ = ["HashedIds", "MEmComEmbeddingBagCollection"]
 
 
-class _HashedCollection(CompressedCollection):
-    """Tables reached through a ``BucketedHash``: ``U[h(s(i))]``, optionally scaled per id by ``w[s(i)]``."""
+class HashedIds(IdTransform):
+    """Scrambles ids and hashes them onto shared rows (``hashing.BucketedHash``), per table.
 
-    def __init__(
-        self,
-        tables: Sequence[MEmComEmbeddingBagConfig | HashEmbeddingBagConfig],
-        config_type: type,
-        is_weighted: bool,
-        device: Optional[torch.device | str],
-        inner_weighted: bool,
-    ) -> None:
-        super().__init__(tables, config_type, is_weighted, device)
-        self._hashes: Dict[str, BucketedHash] = {t.name: t.bucketed_hash() for t in tables}
-        self._embedding_bag_collection = EmbeddingBagCollection(
-            tables=[
-                shared_table_config(t, t.name, self._hashes[t.name].num_rows, t.embedding_dim, t.feature_names)
-                for t in tables
-            ],
-            is_weighted=inner_weighted,
-            device=device,
-        )
+    ``forward`` gives the hashing trick's lookup (rows ``h(s(i))``, weighted by the input weights); MEmCom splits it
+    into ``scramble`` (before a sharded input dist) and ``rows`` (after it, where ``w`` is local).
+    """
 
-    def bucketed_hash(self, table: str) -> BucketedHash:
-        return self._hashes[table]
+    def __init__(self, tables: Sequence[MEmComEmbeddingBagConfig | HashEmbeddingBagConfig], is_weighted: bool) -> None:
+        super().__init__(tables, is_weighted)
+        self.hashes: Dict[str, BucketedHash] = {t.name: t.bucketed_hash() for t in tables}
 
-    def shared_weight(self, table: str) -> nn.Parameter:
-        """The shared table ``U`` of ``table`` (``num_shared_rows x d``)."""
-        return self._embedding_bag_collection.embedding_bags[table].weight
-
-    def scramble_features(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
-        """Checks ``features`` and returns (KJT of this module's features with ids scrambled, MEAN divisors)."""
-        feature_dict = self._split(features)
+    def scramble(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
+        """Checks ``features``; returns (KJT of this module's features with ids scrambled, MEAN divisors)."""
+        feature_dict = self.split(features)
         jts = [feature_dict[f] for f, _ in self._feature_tables]
         scrambled = KeyedJaggedTensor(
             keys=self.feature_names(),
             values=torch.cat(
-                [self._hashes[t.name].scramble(jt.values()) for jt, (_, t) in zip(jts, self._feature_tables)]
+                [self.hashes[t.name].scramble(jt.values()) for jt, (_, t) in zip(jts, self._feature_tables)]
             ),
             lengths=torch.cat([jt.lengths() for jt in jts]),
             weights=torch.cat([jt.weights() for jt in jts]) if self._is_weighted else None,
         )
         return scrambled, self.mean_divisors(feature_dict)
 
-    def _per_id_weights(self, table: str, scrambled: torch.Tensor) -> Optional[torch.Tensor]:
-        return None
-
-    def hashed_features(self, scrambled: KeyedJaggedTensor) -> KeyedJaggedTensor:
+    def rows(
+        self, scrambled: KeyedJaggedTensor, entity_weights: Optional[nn.ParameterDict] = None
+    ) -> KeyedJaggedTensor:
         """Shared-table rows ``h(s)`` of scrambled ids, weighted by ``[w[s] *] [x]`` (what the shared tables pool)."""
         values: List[torch.Tensor] = []
         weights: List[torch.Tensor] = []
         for (_, table), jt in zip(self._feature_tables, scrambled.to_dict().values()):
-            values.append(self._hashes[table.name].rows_of_scrambled(jt.values()))
-            w = self._per_id_weights(table.name, jt.values())
+            values.append(self.hashes[table.name].rows_of_scrambled(jt.values()))
+            w = entity_weights[table.name][jt.values()] if entity_weights is not None else None
             if self._is_weighted:
                 w = jt.weights() if w is None else w * jt.weights()
             if w is not None:
@@ -85,10 +61,39 @@ class _HashedCollection(CompressedCollection):
             weights=torch.cat(weights) if weights else None,
         )
 
-    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        """Pools ``[x_i *] [w[s(i)] *] U[h(s(i))]`` per bag; KJT in, KeyedTensor (keys = features) out."""
-        scrambled, divisors = self.scramble_features(features)
-        return apply_mean_pooling(self._embedding_bag_collection(self.hashed_features(scrambled)), divisors)
+    def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
+        scrambled, divisors = self.scramble(features)
+        return self.rows(scrambled), divisors
+
+
+class _HashedCollection(CompressedCollection):
+    """Tables reached through a ``BucketedHash``: ``U[h(s(i))]`` in a stock ``EmbeddingBagCollection``."""
+
+    def __init__(
+        self,
+        tables: Sequence[MEmComEmbeddingBagConfig | HashEmbeddingBagConfig],
+        config_type: type,
+        is_weighted: bool,
+        device: Optional[torch.device | str],
+        inner_weighted: bool,
+    ) -> None:
+        super().__init__(tables, config_type, is_weighted, device)
+        self.id_transform = HashedIds(tables, is_weighted)
+        self._embedding_bag_collection = EmbeddingBagCollection(
+            tables=[
+                shared_table_config(t, t.name, self.bucketed_hash(t.name).num_rows, t.embedding_dim, t.feature_names)
+                for t in tables
+            ],
+            is_weighted=inner_weighted,
+            device=device,
+        )
+
+    def bucketed_hash(self, table: str) -> BucketedHash:
+        return self.id_transform.hashes[table]
+
+    def shared_weight(self, table: str) -> nn.Parameter:
+        """The shared table ``U`` of ``table`` (``num_shared_rows x d``)."""
+        return self._embedding_bag_collection.embedding_bags[table].weight
 
     def _reset_shared(self) -> None:
         for t in self._embedding_bag_configs:
@@ -128,18 +133,21 @@ class MEmComEmbeddingBagCollection(_HashedCollection):
         super().__init__(tables, MEmComEmbeddingBagConfig, is_weighted, device, inner_weighted=True)
         self.entity_weights = nn.ParameterDict(
             {
-                t.name: nn.Parameter(torch.empty(self._hashes[t.name].padded_num_embeddings, device=device))
+                t.name: nn.Parameter(torch.empty(self.bucketed_hash(t.name).padded_num_embeddings, device=device))
                 for t in tables
             }
         )
         self.reset_parameters()
 
-    def _per_id_weights(self, table: str, scrambled: torch.Tensor) -> Optional[torch.Tensor]:
-        return self.entity_weights[table][scrambled]
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """Pools ``sum_i x_i * w[s(i)] * U[h(s(i))]`` per bag; KJT in, KeyedTensor (keys = features) out."""
+        scrambled, divisors = self.id_transform.scramble(features)
+        pooled = self._embedding_bag_collection(self.id_transform.rows(scrambled, self.entity_weights))
+        return self.id_transform.combine(pooled, divisors)
 
     def entity_weight(self, table: str, ids: torch.Tensor) -> torch.Tensor:
         """``w`` of raw ids (the parameter itself is stored in scrambled order)."""
-        return self.entity_weights[table][self._hashes[table].scramble(ids)]
+        return self.entity_weights[table][self.bucketed_hash(table).scramble(ids)]
 
     def reset_parameters(self) -> None:
         self._reset_shared()
