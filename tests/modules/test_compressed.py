@@ -1,0 +1,215 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""The mixed collection: stock, MEmCom, hashing-trick and QR tables behind one ``EmbeddingBagCollection`` interface."""
+
+from typing import List
+
+import pytest
+import torch
+from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from tests.reference import (
+    check_forward,
+    check_gradients,
+    check_optimizer_steps,
+    id_ranges,
+    init_bound,
+    random_kjt,
+    randomize_,
+    reference_values,
+    tensor_bytes_allocated,
+)
+from torchrec_memcom import (
+    CompressedEmbeddingBagCollection,
+    HashEmbeddingBagConfig,
+    MEmComEmbeddingBagCollection,
+    MEmComEmbeddingBagConfig,
+    QREmbeddingBagConfig,
+)
+
+SUM, MEAN = PoolingType.SUM, PoolingType.MEAN
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _tables(weighted: bool = False) -> List[EmbeddingBagConfig]:
+    """Methods interleaved, so that the output must be regrouped into table order (stock MEAN only unweighted)."""
+    stock_pooling = SUM if weighted else MEAN
+    return [
+        MEmComEmbeddingBagConfig(
+            name="m0",
+            num_embeddings=200,
+            embedding_dim=8,
+            feature_names=["m0a", "m0b"],
+            num_shared_rows=32,
+            num_buckets=4,
+        ),
+        EmbeddingBagConfig(name="s0", num_embeddings=50, embedding_dim=4, feature_names=["s0"]),
+        QREmbeddingBagConfig(
+            name="q0", num_embeddings=300, embedding_dim=8, feature_names=["q0"], num_remainder_rows=20, pooling=MEAN
+        ),
+        HashEmbeddingBagConfig(
+            name="h0", num_embeddings=400, embedding_dim=4, feature_names=["h0a", "h0b"], compression_ratio=4.0
+        ),
+        MEmComEmbeddingBagConfig(
+            name="m1", num_embeddings=100, embedding_dim=4, feature_names=["m1"], compression_ratio=2.0, pooling=MEAN
+        ),
+        EmbeddingBagConfig(name="s1", num_embeddings=30, embedding_dim=8, feature_names=["s1"], pooling=stock_pooling),
+    ]
+
+
+def _module(weighted: bool = False, seed: int = 0) -> CompressedEmbeddingBagCollection:
+    torch.manual_seed(seed)
+    module = CompressedEmbeddingBagCollection(_tables(weighted), is_weighted=weighted)
+    randomize_(module, _gen(seed))
+    return module
+
+
+def _kjt(module: CompressedEmbeddingBagCollection, weighted: bool, seed: int = 1) -> KeyedJaggedTensor:
+    return random_kjt(id_ranges(module.embedding_bag_configs()), 5, _gen(seed), weighted=weighted, extra_keys=["x"])
+
+
+def test_children_group_tables_by_method() -> None:
+    module = _module()
+    children = module.children_by_method
+    assert list(children) == ["memcom", "stock", "qr", "hash"]
+    assert [t.name for t in children["memcom"].embedding_bag_configs()] == ["m0", "m1"]
+    assert [t.name for t in children["stock"].embedding_bag_configs()] == ["s0", "s1"]
+    assert isinstance(children["stock"], EmbeddingBagCollection)
+    assert isinstance(children["memcom"], MEmComEmbeddingBagCollection)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_forward_is_each_tables_reference_in_table_order(weighted: bool) -> None:
+    module = _module(weighted)
+    kjt = _kjt(module, weighted)
+    check_forward(module, kjt)
+    out = module(kjt)
+    assert out.keys() == ["m0a", "m0b", "s0", "q0", "h0a", "h0b", "m1", "s1"]
+    assert out.offset_per_key() == [0, 8, 16, 20, 28, 32, 36, 40, 48]
+    # Each child's slice is that child's own output.
+    pooled = out.to_dict()
+    for child in module.children_by_method.values():
+        for key, value in child(kjt).to_dict().items():
+            assert torch.equal(pooled[key], value)
+
+
+def test_single_method_collection_keeps_config_order() -> None:
+    tables = [t for t in _tables() if isinstance(t, MEmComEmbeddingBagConfig)]
+    module = CompressedEmbeddingBagCollection(tables)
+    randomize_(module, _gen(0))
+    check_forward(module, _kjt(module, False))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gradients_reach_every_child(weighted: bool) -> None:
+    module = _module(weighted)
+    check_gradients(module, _kjt(module, weighted), _gen(2))
+    for name, p in module.named_parameters():
+        assert float(p.grad.abs().sum()) > 0, name
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.SGD, torch.optim.Adagrad])
+def test_optimizer_steps_match_reference(optimizer: type) -> None:
+    module = _module()
+    check_optimizer_steps(module, _kjt(module, False), optimizer, _gen(3))
+
+
+def test_memory_report_covers_every_table() -> None:
+    module = _module()
+    report = module.memory_report()
+    assert report.total_bytes == tensor_bytes_allocated(module)
+    by_name = {t.name: t for t in report.tables}
+    assert sorted(by_name) == sorted(t.name for t in _tables())
+    assert {name: t.method for name, t in by_name.items()} == {
+        "m0": "memcom",
+        "m1": "memcom",
+        "s0": "stock",
+        "s1": "stock",
+        "q0": "qr",
+        "h0": "hash",
+    }
+    for t in _tables():
+        assert by_name[t.name].stock_bytes == t.num_embeddings * t.embedding_dim * 4
+    assert by_name["s0"].components == {"table": 50 * 4 * 4} and by_name["s0"].compression_ratio == 1.0
+    assert by_name["m0"].components == {"shared_table": 32 * 8 * 4, "entity_weights": 200 * 4}
+    assert by_name["q0"].components == {"quotient_table": 15 * 8 * 4, "remainder_table": 20 * 8 * 4}
+    assert report.stock_bytes == sum(t.num_embeddings * t.embedding_dim * 4 for t in _tables())
+    assert report.compression_ratio == pytest.approx(report.stock_bytes / report.total_bytes)
+    assert report.compression_ratio > 1.0
+
+
+FQNS = [
+    "children_by_method.hash._embedding_bag_collection.embedding_bags.h0.weight",
+    "children_by_method.memcom._embedding_bag_collection.embedding_bags.m0.weight",
+    "children_by_method.memcom._embedding_bag_collection.embedding_bags.m1.weight",
+    "children_by_method.memcom.entity_weights.m0",
+    "children_by_method.memcom.entity_weights.m1",
+    "children_by_method.qr._embedding_bag_collection.embedding_bags.q0__q.weight",
+    "children_by_method.qr._embedding_bag_collection.embedding_bags.q0__r.weight",
+    "children_by_method.stock.embedding_bags.s0.weight",
+    "children_by_method.stock.embedding_bags.s1.weight",
+]
+
+
+def test_state_dict_round_trip_and_fqns() -> None:
+    source = _module(seed=5)
+    assert sorted(source.state_dict()) == FQNS
+    target = CompressedEmbeddingBagCollection(_tables())
+    kjt = _kjt(source, False)
+    assert not torch.equal(source(kjt).values(), target(kjt).values())
+    target.load_state_dict(source.state_dict())
+    assert torch.equal(source(kjt).values(), target(kjt).values())
+
+
+def test_meta_construction_then_reset() -> None:
+    tables = _tables()
+    module = CompressedEmbeddingBagCollection(tables, device="meta")
+    assert all(p.is_meta for p in module.parameters())
+    module.to_empty(device="cpu")
+    module.reset_parameters()
+    params = dict(module.named_parameters())
+    for t in tables:
+        for name, p in params.items():
+            if name.endswith(f".{t.name}.weight") or name.endswith(f".{t.name}__q.weight"):
+                assert float(p.abs().max()) <= init_bound(t.num_embeddings) and float(p.std()) > 0, name
+    assert torch.equal(params["children_by_method.memcom.entity_weights.m0"], torch.ones(200))
+    r = params["children_by_method.qr._embedding_bag_collection.embedding_bags.q0__r.weight"]
+    assert torch.equal(r, torch.ones_like(r))
+    kjt = _kjt(module, False)
+    torch.testing.assert_close(module(kjt).values(), reference_values(module, kjt))
+
+
+@pytest.mark.parametrize(
+    "feature,bad_id,match",
+    [
+        ("m1", 100, r"table 'm1', feature 'm1': ids must lie in \[0, 100\)"),
+        ("h0b", -3, r"table 'h0', feature 'h0b': ids must lie in \[0, 400\)"),
+        ("q0", 300, r"table 'q0', feature 'q0': ids must lie in \[0, 300\)"),
+    ],
+)
+def test_bad_ids_of_compressed_tables_raise(feature: str, bad_id: int, match: str) -> None:
+    module = _module()
+    features = id_ranges(_tables())
+    values = torch.tensor([bad_id if f == feature else 0 for f in features])
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        keys=list(features), values=values, lengths=torch.ones(len(features), dtype=torch.int64)
+    )
+    with pytest.raises(ValueError, match=match):
+        module(kjt)
+
+
+def test_configuration_errors() -> None:
+    tables = _tables()
+    with pytest.raises(ValueError, match=r"Duplicate table name"):
+        CompressedEmbeddingBagCollection([tables[0], tables[1], tables[0]])
+    clash = HashEmbeddingBagConfig(
+        name="h9", num_embeddings=10, embedding_dim=4, feature_names=["m0a"], num_shared_rows=2
+    )
+    with pytest.raises(ValueError, match=r"feature names must be unique across tables"):
+        CompressedEmbeddingBagCollection([tables[0], clash])
+    with pytest.raises(ValueError, match=r"needs at least one table"):
+        CompressedEmbeddingBagCollection([])
