@@ -4,7 +4,8 @@
 Context of an entity ``v`` of feature ``f``: the set ``S(v)`` of (feature, value) tokens of the chosen context features
 that occur in the same rows as ``v`` in a sample of training rows (e.g. the users who rated a movie). The signature of
 ``v`` is ``2 * signature_bytes`` MinHash keys of 4 bits: ``key_j(v) = (min_{x in S(v)} g_j(x)) mod 15``, packed two
-per byte. A key matches between ``u`` and ``v`` with probability ``J + (1 - J) / 15`` (``J`` = Jaccard of the
+per byte, with ``g_j = mix(., salt=mix(1000 + j))`` (``mix`` with nearby salts is nearly one function, so the salts are
+themselves hashed). A key matches between ``u`` and ``v`` with probability ``J + (1 - J) / 15`` (``J`` = Jaccard of the
 contexts). The value 15 is reserved: an entity never seen in the sample has all keys 15 ("no signature").
 
 Chunk ``k`` of ``v`` lives at ``loc_k(v) = mix(code_k(v), salt=k) mod rows``, where ``code_k`` concatenates the
@@ -91,7 +92,12 @@ def chunk_locations(
     code = (selected << shifts).sum(-1)  # (N, K) < 2**60
     chunk = torch.arange(num_chunks, device=ids.device, dtype=torch.int64).unsqueeze(0)
     by_signature = mix(code, salt=chunk)
-    fallback = mix((ids << 10 | (table_salt & 0x3FF)).unsqueeze(1), salt=chunk + _FALLBACK_SALT)
+    # mix is linear in its input, so it maps consecutive ids to a lattice: with salt = chunk + const, ids colliding in
+    # one chunk collided in every chunk when num_rows is a power of two, and some salts leave few distinct rows.
+    # Hashed salts and xor-shifts between two rounds make the per-chunk fallbacks behave as independent hashes.
+    y = mix((ids << 10 | (table_salt & 0x3FF)).unsqueeze(1), salt=mix(chunk + _FALLBACK_SALT))
+    y = mix(y ^ (y >> 15), salt=mix(chunk + 2 * _FALLBACK_SALT))
+    fallback = y ^ (y >> 13)
     has_signature = (keys[:, :1] != MISSING_KEY).expand(-1, num_chunks)
     return torch.where(has_signature, by_signature, fallback) % num_rows
 
@@ -143,7 +149,9 @@ class SignatureBuilder:
         self.block = block
         # int32 halves the footprint; every g_j value is < P = 2**31 - 1, and P itself means "never seen".
         self._mins = torch.full((num_entities, self.num_keys), _P, dtype=torch.int32)
-        self._salts = _MINHASH_SALT + torch.arange(self.num_keys, dtype=torch.int64).unsqueeze(0)
+        # Hashed salts: mix(x, salt=s) and mix(x, salt=s + 1) differ by about 2x mod P, so consecutive salts would
+        # pick the same minimising token for nearly every key (one MinHash repeated 2S times, not 2S MinHashes).
+        self._salts = mix(_MINHASH_SALT + torch.arange(self.num_keys, dtype=torch.int64)).unsqueeze(0)
 
     def update(self, entities: torch.Tensor, tokens: torch.Tensor) -> None:
         """Adds (entity, token) pairs; duplicates are harmless (MinHash takes minima)."""

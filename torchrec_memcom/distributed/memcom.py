@@ -277,7 +277,7 @@ class ShardedMEmComEmbeddingBagCollection(
 
     def _sharded_w(self, table: str, flat: torch.Tensor) -> ShardedTensor:
         """``table``'s slice of a flat local vector (weights or optimizer state) as a 1-D ShardedTensor."""
-        local = flat[self._w_slices[table]] if table in self._w_owned else None
+        local = flat.detach()[self._w_slices[table]] if table in self._w_owned else None
         owned = self._w_owned.get(table, range(0))
         n_pad = self._tables[table].bucketed_hash().padded_num_embeddings
         return _sharded_vector(local, owned.start, n_pad, self._w_owners[table], self._pg)

@@ -156,13 +156,13 @@ def physical_constraints(
             assert isinstance(t, LMAEmbeddingBagConfig)
             groups.setdefault(t.group(), []).append(t)
         for g, members in groups.items():
-            given = [(t, out.pop(t.name)) for t in members if t.name in constraints]
+            given = {t.name: out.pop(t.name) for t in members if t.name in constraints}
             if not given:
                 continue
-            base = given[0][1]
+            base = next(iter(given.values()))
             factors: List[float] = []
             for t in members:
-                c = dict(given).get(t)
+                c = given.get(t.name)
                 per_feature = c.pooling_factors if c is not None and c.pooling_factors else [1.0] * t.num_features()
                 factors += [pf for pf in per_feature for _ in range(t.num_chunks())]
             out[memory_table_name(g)] = dataclasses.replace(base, pooling_factors=factors, num_poolings=None)
