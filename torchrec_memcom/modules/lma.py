@@ -126,6 +126,44 @@ class LMAIds(IdTransform):
             weights=torch.cat(weights) if weights else None,
         )
 
+    @torch.no_grad()
+    def fit_signatures(
+        self, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int] = None, progress: bool = False
+    ) -> Dict[str, float]:
+        """Builds every table's signatures from training rows; returns the fraction of ids that got one, per table.
+
+        Works on the unsharded module and on a sharded one alike (every rank must read the same rows, so that the
+        replicated signatures agree).
+
+        Args:
+            batches (Iterable[KeyedJaggedTensor]): training rows holding each table's features and its context
+                features (``context_features``, default every other key of the batch).
+            max_rows (Optional[int]): sample size: rows read at most.
+            progress (bool): show a tqdm bar.
+        """
+        tables = list(self._tables.values())
+        builders = build_signatures(
+            batches,
+            [(t.name, t.num_embeddings, t.feature_names, t.context_features) for t in tables],
+            [t.signature_bytes for t in tables],
+            max_rows=max_rows,
+            progress=progress,
+        )
+        for t, b in zip(tables, builders):
+            self.set_signatures(t.name, b.signatures())
+        return {t.name: b.coverage() for t, b in zip(tables, builders)}
+
+    @torch.no_grad()
+    def set_signatures(self, table: str, signatures: torch.Tensor) -> None:
+        """Loads ``(n, signature_bytes)`` uint8 signatures of ``table`` (as built by ``lsh.SignatureBuilder``)."""
+        buf = self.table_signatures(table)
+        if signatures.shape != buf.shape or signatures.dtype != torch.uint8:
+            raise ValueError(
+                f"LMA table '{table}': signatures must be uint8 of shape {tuple(buf.shape)}, "
+                f"got {signatures.dtype} {tuple(signatures.shape)}"
+            )
+        buf.copy_(signatures)
+
     def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
         """Checks ``features``; returns (chunk-location KJT for the memory tables, MEAN divisors). TBE groups only."""
         if self.elementwise_groups:
@@ -268,40 +306,15 @@ class LMAEmbeddingBagCollection(CompressedCollection):
             chunks, self.id_transform.mean_divisors(feature_dict), self._elementwise_pooled(feature_dict)
         )
 
-    @torch.no_grad()
     def fit_signatures(
         self, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int] = None, progress: bool = False
     ) -> Dict[str, float]:
-        """Builds every table's signatures from training rows; returns the fraction of ids that got one, per table.
+        """Builds every table's signatures from training rows (see ``LMAIds.fit_signatures``)."""
+        return self.id_transform.fit_signatures(batches, max_rows=max_rows, progress=progress)
 
-        Args:
-            batches (Iterable[KeyedJaggedTensor]): training rows holding each table's features and its context
-                features (``context_features``, default every other key of the batch).
-            max_rows (Optional[int]): sample size: rows read at most.
-            progress (bool): show a tqdm bar.
-        """
-        tables = [t for t in self._embedding_bag_configs if isinstance(t, LMAEmbeddingBagConfig)]
-        builders = build_signatures(
-            batches,
-            [(t.name, t.num_embeddings, t.feature_names, t.context_features) for t in tables],
-            [t.signature_bytes for t in tables],
-            max_rows=max_rows,
-            progress=progress,
-        )
-        for t, b in zip(tables, builders):
-            self.set_signatures(t.name, b.signatures())
-        return {t.name: b.coverage() for t, b in zip(tables, builders)}
-
-    @torch.no_grad()
     def set_signatures(self, table: str, signatures: torch.Tensor) -> None:
         """Loads ``(n, signature_bytes)`` uint8 signatures of ``table`` (as built by ``lsh.SignatureBuilder``)."""
-        buf = self.table_signatures(table)
-        if signatures.shape != buf.shape or signatures.dtype != torch.uint8:
-            raise ValueError(
-                f"LMA table '{table}': signatures must be uint8 of shape {tuple(buf.shape)}, "
-                f"got {signatures.dtype} {tuple(signatures.shape)}"
-            )
-        buf.copy_(signatures)
+        self.id_transform.set_signatures(table, signatures)
 
     def reset_parameters(self) -> None:
         """Initialises every memory from its config and clears all signatures (fit or load them afterwards)."""
