@@ -34,7 +34,7 @@ def _worker(rank: int, world_size: int, backend: str, port: int, inbox: Any, out
     torch.set_num_threads(1)
     if backend == "nccl":
         torch.cuda.set_device(rank)
-    dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=180))
+    dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=60))
     while True:
         item = inbox.get()
         if item is None:

@@ -316,9 +316,12 @@ class ShardedMEmComEmbeddingBagCollection(
 
     def _weighted_rows(self, kjt: KeyedJaggedTensor, params: Dict[str, torch.Tensor]) -> KeyedJaggedTensor:
         """Local shared rows and per-sample weights ``w_local[j] (* x)`` of the ids this rank received."""
-        local_ids = kjt.values().to(torch.int64)
         num_features = len(kjt.keys())
-        counts = kjt.lengths().view(num_features, -1).sum(1)
+        if num_features == 0:  # table-wise: this rank holds none of the tables of this sharding
+            return kjt
+        local_ids = kjt.values().to(torch.int64)
+        # a rank that owns none of the features of this sharding (e.g. table-wise) receives a KJT without keys
+        counts = kjt.lengths().view(num_features, -1).sum(1) if num_features else kjt.lengths().new_zeros(0)
         feature = torch.repeat_interleave(
             torch.arange(num_features, device=local_ids.device), counts, output_size=local_ids.numel()
         )

@@ -1,0 +1,34 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Session-wide process worlds: one pool of 2 and one of 4 gloo ranks (CPU), and an NCCL pool on GPUs."""
+
+from typing import Iterator
+
+import pytest
+import torch
+
+from tests.distributed.world import World
+
+
+def _world(size: int, backend: str) -> Iterator[World]:
+    world = World(size, backend)
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+@pytest.fixture(scope="session")
+def world2() -> Iterator[World]:
+    yield from _world(2, "gloo")
+
+
+@pytest.fixture(scope="session")
+def world4() -> Iterator[World]:
+    yield from _world(4, "gloo")
+
+
+@pytest.fixture(scope="session")
+def gpu_world() -> Iterator[World]:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    yield from _world(min(2, torch.cuda.device_count()), "nccl")

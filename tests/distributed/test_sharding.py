@@ -1,0 +1,48 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Sharded vs unsharded: forward, backward and fused optimizer steps, for every sharding type each method offers."""
+
+from typing import Dict, List
+
+import pytest
+
+from tests.distributed import scenarios
+from tests.distributed.world import World
+
+# (method, sharding type, extra options); each case runs on 2 and on 4 ranks.
+CASES: List[Dict] = [
+    dict(method="memcom", sharding_type="row_wise"),
+    dict(method="memcom", sharding_type="row_wise", weighted=True, pooling="MEAN", optimizer="adagrad"),
+    dict(method="memcom", sharding_type="table_wise"),
+    dict(method="memcom", sharding_type="table_wise", weighted=True, optimizer="adagrad"),
+    dict(method="hash", sharding_type="table_wise"),
+    dict(method="hash", sharding_type="row_wise", weighted=True),
+    dict(method="hash", sharding_type="column_wise"),
+    dict(method="hash", sharding_type="table_row_wise"),
+    dict(method="hash", sharding_type="table_column_wise"),
+    dict(method="hash", sharding_type="data_parallel", optimizer="adagrad"),
+    dict(method="qr", sharding_type="table_wise"),
+    dict(method="qr", sharding_type="row_wise", weighted=True, pooling="MEAN"),
+    dict(method="qr", sharding_type="column_wise"),
+    dict(method="qr", sharding_type="data_parallel"),
+    dict(method="lma", sharding_type="table_wise"),
+    dict(method="lma", sharding_type="row_wise", weighted=True, pooling="MEAN", optimizer="adagrad"),
+    dict(method="lma", sharding_type="column_wise"),
+    dict(method="lma", sharding_type="table_row_wise"),
+    dict(method="lma", sharding_type="data_parallel"),
+]
+
+
+def _id(case: Dict) -> str:
+    return "-".join(str(v) for v in case.values())
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_two_ranks(world2: World, case: Dict) -> None:
+    results = world2.run(scenarios.sharded_matches_unsharded, **case)
+    assert all(r["checked"] >= 1 for r in results) or case["sharding_type"] == "table_wise"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_four_ranks(world4: World, case: Dict) -> None:
+    results = world4.run(scenarios.sharded_matches_unsharded, **case)
+    assert sum(r["checked"] for r in results) >= 2
