@@ -231,3 +231,183 @@ def sharded_matches_unsharded(
     out = dmp(slice_batch(batch, lo, hi).to(device))
     torch.testing.assert_close(out.detach().cpu(), reference(batch).detach()[lo:hi], atol=1e-4, rtol=1e-4)
     return {"checked": checked, "plan": str(dmp.plan)}
+
+
+# -- mixed DLRM, pipelining, checkpoints ---------------------------------------------------------------------------
+
+DENSE_IN = 4
+
+
+def make_mixed_tables(dim: int = 16) -> List[EmbeddingBagConfig]:
+    """One table of every kind (same dim, as DLRM needs)."""
+    return [
+        MEmComEmbeddingBagConfig(
+            name="m", num_embeddings=240, embedding_dim=dim, feature_names=["fm"], num_shared_rows=32, num_buckets=8
+        ),
+        LMAEmbeddingBagConfig(
+            name="l", num_embeddings=200, embedding_dim=dim, feature_names=["fl"], memory_rows=24, chunk_size=8
+        ),
+        HashEmbeddingBagConfig(
+            name="h", num_embeddings=300, embedding_dim=dim, feature_names=["fh"], num_shared_rows=40
+        ),
+        QREmbeddingBagConfig(
+            name="q", num_embeddings=150, embedding_dim=dim, feature_names=["fq"], num_remainder_rows=12
+        ),
+        EmbeddingBagConfig(name="s", num_embeddings=50, embedding_dim=dim, feature_names=["fs"]),
+    ]
+
+
+MIXED_CONSTRAINTS = {
+    "m": ("row_wise", "fused"),
+    "l": ("row_wise", "fused"),
+    "h": ("column_wise", "fused"),
+    "q": ("table_wise", "fused"),
+    "s": ("table_wise", "fused"),
+}
+
+
+def mixed_constraints() -> Dict[str, ParameterConstraints]:
+    return {
+        name: ParameterConstraints(sharding_types=[st], compute_kernels=[k], min_partition=8)
+        for name, (st, k) in MIXED_CONSTRAINTS.items()
+    }
+
+
+def make_dlrm(tables: List[EmbeddingBagConfig], device: torch.device, seed: int) -> nn.Module:
+    from torchrec.models.dlrm import DLRM, DLRMTrain
+
+    torch.manual_seed(seed)
+    ebc = CompressedEmbeddingBagCollection(tables, device=device)
+    dense_device = torch.device("cpu") if device.type == "meta" else device
+    return DLRMTrain(
+        DLRM(
+            embedding_bag_collection=ebc,
+            dense_in_features=DENSE_IN,
+            dense_arch_layer_sizes=[8, tables[0].embedding_dim],
+            over_arch_layer_sizes=[8, 1],
+            dense_device=dense_device,
+        )
+    )
+
+
+def make_dlrm_batches(tables: List[EmbeddingBagConfig], global_batch: int, steps: int, seed: int) -> List[Any]:
+    """Global batches (torchrec ``Batch``) with a learnable label."""
+    from torchrec.datasets.utils import Batch
+
+    out = []
+    for step in range(steps):
+        sparse = make_batch(tables, global_batch, weighted=False, seed=seed + step)
+        g = torch.Generator().manual_seed(seed + 1000 + step)
+        dense = torch.randn(global_batch, DENSE_IN, generator=g)
+        labels = (dense[:, 0] > 0).float()
+        out.append(Batch(dense_features=dense, sparse_features=sparse, labels=labels))
+    return out
+
+
+def local_batch(batch: Any, rank: int, per_rank: int, device: torch.device) -> Any:
+    from torchrec.datasets.utils import Batch
+
+    lo, hi = rank * per_rank, (rank + 1) * per_rank
+    return Batch(
+        dense_features=batch.dense_features[lo:hi],
+        sparse_features=slice_batch(batch.sparse_features, lo, hi),
+        labels=batch.labels[lo:hi],
+    ).to(device)
+
+
+def _sharded_dlrm(
+    rank: int, world_size: int, reference_state: Dict[str, torch.Tensor], tables: List[EmbeddingBagConfig]
+) -> Tuple[DistributedModelParallel, CombinedOptimizer]:
+    device = device_for(rank)
+    model = make_dlrm(tables, torch.device("meta"), seed=1)
+    dmp = shard(model, world_size, device, None, "sgd", constraints=mixed_constraints())
+    load_unsharded_state_dict(dmp, reference_state)
+    return dmp, sharded_optimizer(dmp, "sgd")
+
+
+def dlrm_pipeline_matches_reference(rank: int, world_size: int, steps: int = 4) -> Dict[str, Any]:
+    """DLRM with every table kind, built on meta: the TrainPipelineSparseDist losses, the plain DMP loop's losses
+    and the unsharded reference's (torch.optim SGD on the global batch) agree step by step."""
+    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+    device = device_for(rank)
+    tables = make_mixed_tables()
+    reference = make_dlrm(tables, torch.device("cpu"), seed=0)
+    batches = make_dlrm_batches(tables, BATCH_PER_RANK * world_size, steps, seed=7)
+    lma = reference.model.sparse_arch.embedding_bag_collection.children_by_method["lma"]
+    lma.fit_signatures([b.sparse_features for b in batches])
+    state = reference.state_dict()
+
+    plain, plain_opt = _sharded_dlrm(rank, world_size, state, tables)
+    piped, piped_opt = _sharded_dlrm(rank, world_size, state, tables)
+    pipeline = TrainPipelineSparseDist(piped, piped_opt, device)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=LR)
+
+    def mean_over_ranks(x: torch.Tensor) -> float:
+        x = x.detach().clone().to(device)
+        dist.all_reduce(x)
+        return float(x) / world_size
+
+    local = [local_batch(b, rank, BATCH_PER_RANK, device) for b in batches]
+    it = iter(local)
+    losses: Dict[str, List[float]] = {"reference": [], "plain": [], "pipeline": []}
+    for step in range(steps):
+        loss, _ = plain(local[step])
+        loss.backward()
+        plain_opt.step()
+        plain_opt.zero_grad()
+        losses["plain"].append(mean_over_ranks(loss))
+        piped_loss = pipeline.progress(it)[0]  # progress returns DLRMTrain's (loss, logits, labels)
+        losses["pipeline"].append(mean_over_ranks(piped_loss))
+        ref_loss, _ = reference(batches[step])
+        ref_loss.backward()
+        ref_opt.step()
+        ref_opt.zero_grad()
+        losses["reference"].append(float(ref_loss))
+    for name in ("plain", "pipeline"):
+        torch.testing.assert_close(
+            torch.tensor(losses[name]), torch.tensor(losses["reference"]), atol=1e-5, rtol=1e-5, msg=name
+        )
+    assert_state_matches(plain.state_dict(), reference.state_dict(), tol=1e-4)
+    return losses
+
+
+def mixed_wrap(device: torch.device, seed: int) -> Wrap:
+    torch.manual_seed(seed)
+    return Wrap(CompressedEmbeddingBagCollection(make_mixed_tables(), device=device))
+
+
+def eval_batch(global_batch: int) -> KeyedJaggedTensor:
+    return make_batch(make_mixed_tables(), global_batch, weighted=False, seed=999)
+
+
+def checkpoint_roundtrip(
+    rank: int, world_size: int, path: str, action: str, seed: int = 0, train_steps: int = 2
+) -> torch.Tensor:
+    """``save``: shard, load the seeded unsharded state, train a little, save with DCP; ``load``: shard a model with
+    other weights and load the checkpoint. Either way, return this rank's outputs on a fixed evaluation batch."""
+    from torchrec_memcom.distributed import checkpoint
+
+    device = device_for(rank)
+    dmp = shard(mixed_wrap(torch.device("meta"), seed), world_size, device, None, constraints=mixed_constraints())
+    per_rank = 8 // world_size
+    if action == "save":
+        reference = mixed_wrap(torch.device("cpu"), seed)
+        lma = reference.ebc.children_by_method["lma"]
+        lma.fit_signatures([eval_batch(16)])
+        load_unsharded_state_dict(dmp, reference.state_dict())
+        opt = sharded_optimizer(dmp, "sgd")
+        for step in range(train_steps):
+            batch = make_batch(make_mixed_tables(), per_rank * world_size, False, seed=50 + step)
+            out = dmp(slice_batch(batch, rank * per_rank, (rank + 1) * per_rank).to(device))
+            out.square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+        checkpoint.save(dmp, path)
+    elif action == "load":
+        checkpoint.load(dmp, path)
+    else:
+        raise ValueError(action)
+    with torch.no_grad():
+        out = dmp(slice_batch(eval_batch(8), rank * per_rank, (rank + 1) * per_rank).to(device))
+    return out.cpu()

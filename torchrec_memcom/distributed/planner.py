@@ -8,6 +8,7 @@ be added: MEmCom's entity weights (and their optimizer state) travel with each s
 """
 
 import dataclasses
+import warnings
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -18,7 +19,7 @@ from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
 from torchrec.distributed.planner.shard_estimators import EmbeddingPerfEstimator, EmbeddingStorageEstimator
 from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
-from torchrec.distributed.planner.types import ParameterConstraints, ShardingOption, StorageReservation
+from torchrec.distributed.planner.types import ParameterConstraints, ShardingOption
 from torchrec.distributed.types import ModuleSharder, ShardingPlan, ShardingType
 
 from torchrec_memcom.configs import LMAEmbeddingBagConfig, MEmComEmbeddingBagConfig
@@ -96,16 +97,18 @@ class CompressedStorageEstimator(EmbeddingStorageEstimator):
                 )
 
 
-class CompressedStorageReservation(StorageReservation):
-    """Wraps a storage reservation and also reserves, on every rank, the LMA signatures of the model.
+class CompressedStorageReservation(HeuristicalStorageReservation):
+    """TorchRec's heuristic reservation (dense parts, buffers) plus, on every rank, the model's LMA signatures.
 
     Args:
-        base (Optional[StorageReservation]): default ``HeuristicalStorageReservation(percentage=0.15)``.
+        percentage (float): share of each device's memory held back, as in ``HeuristicalStorageReservation``.
+        **kwargs: further ``HeuristicalStorageReservation`` arguments (``parameter_multiplier``, ...).
     """
 
-    def __init__(self, base: Optional[StorageReservation] = None) -> None:
-        self._base = base or HeuristicalStorageReservation(percentage=0.15)
-        self._last: Optional[Topology] = None
+    def __init__(self, percentage: float = 0.15, **kwargs) -> None:  # noqa: ANN003
+        with warnings.catch_warnings():  # its warning is about dry runs on meta dense tensors, not our case
+            warnings.simplefilter("ignore")
+            super().__init__(percentage=percentage, **kwargs)
 
     def reserve(
         self,
@@ -115,7 +118,7 @@ class CompressedStorageReservation(StorageReservation):
         sharders: List[ModuleSharder[nn.Module]],
         constraints: Optional[Dict[str, ParameterConstraints]] = None,
     ) -> Topology:
-        reserved = self._base.reserve(topology, batch_size, module, sharders, constraints)
+        reserved = super().reserve(topology, batch_size, module, sharders, constraints)
         extra = signature_bytes(module)
         if extra:
             on_device = reserved.compute_device != "cpu"
@@ -124,12 +127,7 @@ class CompressedStorageReservation(StorageReservation):
                 device.storage = dataclasses.replace(
                     s, hbm=s.hbm - (extra if on_device else 0), ddr=s.ddr - (0 if on_device else extra)
                 )
-        self._last = reserved
         return reserved
-
-    @property
-    def last_reserved_topology(self) -> Optional[Topology]:
-        return self._last
 
 
 def physical_constraints(
@@ -180,7 +178,7 @@ class CompressedEmbeddingShardingPlanner(EmbeddingShardingPlanner):
         topology (Topology): the cluster (world size, device, HBM/DDR caps).
         batch_size (Optional[int]): per-rank batch size for estimates.
         constraints (Optional[Dict[str, ParameterConstraints]]): keyed by logical or physical table name.
-        storage_reservation (Optional[StorageReservation]): wrapped by ``CompressedStorageReservation``.
+        storage_reservation (Optional[CompressedStorageReservation]): default ``CompressedStorageReservation()``.
         fused_params (Optional[Dict]): the sharders' fused params (sizes the entity weights' optimizer state).
         **kwargs: passed on to ``EmbeddingShardingPlanner``.
     """
@@ -190,7 +188,7 @@ class CompressedEmbeddingShardingPlanner(EmbeddingShardingPlanner):
         topology: Topology,
         batch_size: Optional[int] = None,
         constraints: Optional[Dict[str, ParameterConstraints]] = None,
-        storage_reservation: Optional[StorageReservation] = None,
+        storage_reservation: Optional["CompressedStorageReservation"] = None,
         fused_params: Optional[Dict] = None,
         **kwargs,  # noqa: ANN003
     ) -> None:
@@ -209,7 +207,7 @@ class CompressedEmbeddingShardingPlanner(EmbeddingShardingPlanner):
             topology=topology,
             batch_size=batch_size,
             enumerator=enumerator,
-            storage_reservation=CompressedStorageReservation(storage_reservation),
+            storage_reservation=storage_reservation or CompressedStorageReservation(),
             constraints=constraints,
             **kwargs,
         )
