@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed._shard.metadata import ShardMetadata
 from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor, ShardedTensorMetadata, TensorProperties
+from torchrec.distributed.comm import get_local_size
 from torchrec.distributed.embedding_sharding import EmbeddingShardingContext, KJTListSplitsAwaitable
 from torchrec.distributed.embedding_types import BaseEmbeddingSharder, KJTList, ShardedEmbeddingModule
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder, ShardedEmbeddingBagCollection
@@ -70,13 +71,22 @@ def check_row_wise_buckets(table: MEmComEmbeddingBagConfig, world_size: int) -> 
 
 
 def _sharded_vector(
-    local: Optional[torch.Tensor], offset: int, global_size: int, owners: List[int], pg: dist.ProcessGroup
+    local: Optional[torch.Tensor],
+    offset: int,
+    global_size: int,
+    owners: List[int],
+    pg: dist.ProcessGroup,
+    device_type: str,
 ) -> ShardedTensor:
     """A 1-D ShardedTensor of ``global_size`` whose shards are ``global_size / len(owners)`` contiguous blocks."""
     block = global_size // len(owners)
-    device = local.device if local is not None else torch.device("cpu")
+    local_size = get_local_size(dist.get_world_size(pg))
     metas = [
-        ShardMetadata(shard_offsets=[i * block], shard_sizes=[block], placement=f"rank:{r}/{device}")
+        ShardMetadata(
+            shard_offsets=[i * block],
+            shard_sizes=[block],
+            placement=f"rank:{r}/cuda:{r % local_size}" if device_type == "cuda" else f"rank:{r}/cpu",
+        )
         for i, r in enumerate(owners)
     ]
     dtype = local.dtype if local is not None else torch.float32
@@ -280,7 +290,7 @@ class ShardedMEmComEmbeddingBagCollection(
         local = flat.detach()[self._w_slices[table]] if table in self._w_owned else None
         owned = self._w_owned.get(table, range(0))
         n_pad = self._tables[table].bucketed_hash().padded_num_embeddings
-        return _sharded_vector(local, owned.start, n_pad, self._w_owners[table], self._pg)
+        return _sharded_vector(local, owned.start, n_pad, self._w_owners[table], self._pg, self._device.type)
 
     # -- forward -----------------------------------------------------------------------------------------------
 

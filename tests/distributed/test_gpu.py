@@ -1,0 +1,32 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""The multi-process checks on CUDA with NCCL (1 or 2 GPUs), fused EXACT_SGD (the GPU kit's optimizer kernels)."""
+
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import torch
+
+from tests.distributed import scenarios
+from tests.distributed.test_sharding import CASES, _id
+from tests.distributed.world import World
+
+pytestmark = pytest.mark.gpu
+
+GPU_CASES = [{**c, "optimizer": "sgd"} for c in CASES]
+
+
+@pytest.mark.parametrize("case", GPU_CASES, ids=_id)
+def test_sharded_matches_unsharded_gpu(gpu_world: World, case: Dict) -> None:
+    gpu_world.run(scenarios.sharded_matches_unsharded, **case)
+
+
+def test_dlrm_pipeline_gpu(gpu_world: World) -> None:
+    gpu_world.run(scenarios.dlrm_pipeline_matches_reference, steps=4)
+
+
+def test_checkpoint_roundtrip_gpu(gpu_world: World, tmp_path: Path) -> None:
+    path = str(tmp_path / "ckpt")
+    saved = torch.cat(gpu_world.run(scenarios.checkpoint_roundtrip, path=path, action="save"))
+    loaded = torch.cat(gpu_world.run(scenarios.checkpoint_roundtrip, path=path, action="load", seed=4))
+    torch.testing.assert_close(loaded, saved, atol=0, rtol=0)
