@@ -30,6 +30,9 @@ _LOW_BITS: int = 30
 _MAX_NPAD: int = 2**40
 
 
+IntOrTensor = Union[int, torch.Tensor]
+
+
 def mix(x: torch.Tensor, salt: int | torch.Tensor = 0) -> torch.Tensor:
     """A 2-universal-style hash of non-negative int64 values ``< 2**61`` into ``[0, P)``, ``P = 2**31 - 1``.
 
@@ -37,12 +40,13 @@ def mix(x: torch.Tensor, salt: int | torch.Tensor = 0) -> torch.Tensor:
     """
     lo = torch.bitwise_and(x, (1 << _LOW_BITS) - 1)
     hi = torch.bitwise_right_shift(x, _LOW_BITS) % _P
-    a1 = (_MIX_A1 + 2 * salt) % (_P - 1) + 1
-    a2 = (_MIX_A2 + 7 * salt) % (_P - 1) + 1
-    return ((lo % _P) * a1 % _P + hi * a2 % _P + (_MIX_C + salt) % _P) % _P
+    a1, a2, c = mix_params(salt)
+    return ((lo % _P) * a1 % _P + hi * a2 % _P + c) % _P
 
 
-IntOrTensor = Union[int, torch.Tensor]
+def mix_params(salt: int | torch.Tensor) -> Tuple[IntOrTensor, IntOrTensor, IntOrTensor]:
+    """``(a1, a2, c)`` of ``mix`` for ``salt``: ``mix(x) = ((x mod 2**30) * a1 + (x >> 30) * a2 + c) mod P``."""
+    return (_MIX_A1 + 2 * salt) % (_P - 1) + 1, (_MIX_A2 + 7 * salt) % (_P - 1) + 1, (_MIX_C + salt) % _P
 
 
 def scramble(ids: torch.Tensor, a: IntOrTensor, c: IntOrTensor, n_pad: IntOrTensor) -> torch.Tensor:

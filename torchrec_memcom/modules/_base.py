@@ -102,9 +102,7 @@ def split_features(
     if is_weighted and not features.weights().is_floating_point():
         raise ValueError(f"KJT weights must be floating point, got {features.weights().dtype}")
     feature_dict = features.to_dict()
-    (id_check or IdRangeCheck())(
-        [(feature_dict[f].values(), t.num_embeddings, t.name, f) for f, t in feature_tables]
-    )
+    (id_check or IdRangeCheck())([(feature_dict[f].values(), t.num_embeddings, t.name, f) for f, t in feature_tables])
     return feature_dict
 
 
@@ -143,6 +141,58 @@ class IdTransform(nn.Module):
     def mean_divisors(self, feature_dict: Dict[str, JaggedTensor]) -> Dict[str, torch.Tensor]:
         """``(B, 1)`` bag sizes of the MEAN-pooled features (the physical tables always pool SUM)."""
         return {f: pool_lengths(feature_dict[f]) for f, t in self._feature_tables if t.pooling == PoolingType.MEAN}
+
+    def select(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        """Checks ``features`` like ``split`` and returns a KJT of exactly this transform's features, in order.
+
+        Unlike ``split`` it never splits the values, and it only reads ``length_per_key`` (computed once per batch, as
+        TorchRec's own input dist does), so the hot path has no per-feature host-device synchronisation.
+        """
+        keys = features.keys()
+        names = self.feature_names()
+        if keys != names:
+            known = set(keys)
+            for feature, table in self._feature_tables:
+                if feature not in known:
+                    raise ValueError(
+                        f"feature '{feature}' of table '{table.name}' is missing from the input KJT (keys: {keys})"
+                    )
+        if features.variable_stride_per_key():
+            raise ValueError("variable batch sizes per feature (variable_stride_per_key) are not supported")
+        if self._is_weighted and features.weights_or_none() is None:
+            raise ValueError("the module is weighted (is_weighted=True) but the input KJT has no weights")
+        if self._is_weighted and not features.weights().is_floating_point():
+            raise ValueError(f"KJT weights must be floating point, got {features.weights().dtype}")
+        if keys != names:
+            features = features.permute([keys.index(f) for f in names])
+        values = features.values()
+        checks = []
+        offset = 0
+        for (feature, table), length in zip(self._feature_tables, features.length_per_key()):
+            checks.append((values[offset : offset + length], table.num_embeddings, table.name, feature))
+            offset += length
+        self.id_check(checks)
+        return features
+
+    def kjt_mean_divisors(self, kjt: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
+        """``mean_divisors`` of a KJT holding exactly this transform's features in order (see ``select``)."""
+        mean = [i for i, (_, t) in enumerate(self._feature_tables) if t.pooling == PoolingType.MEAN]
+        if not mean:
+            return {}
+        lengths = kjt.lengths().view(len(self._feature_tables), -1)
+        return {self._feature_tables[i][0]: lengths[i].clamp(min=1).unsqueeze(1).to(torch.float32) for i in mean}
+
+    def table_ranges(self, kjt: KeyedJaggedTensor) -> List[Tuple[EmbeddingBagConfig, int, int]]:
+        """``(table, start, stop)`` of each table's values in a KJT from ``select`` (features are table-major)."""
+        ranges: List[Tuple[EmbeddingBagConfig, int, int]] = []
+        offset = 0
+        for (_, table), length in zip(self._feature_tables, kjt.length_per_key()):
+            if ranges and ranges[-1][0] is table:
+                ranges[-1] = (table, ranges[-1][1], offset + length)
+            else:
+                ranges.append((table, offset, offset + length))
+            offset += length
+        return ranges
 
     @abc.abstractmethod
     def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:

@@ -69,21 +69,27 @@ class QRIds(IdTransform):
         self.remainders: Dict[str, int] = {t.name: t.remainder_rows() for t in tables}
 
     def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
-        feature_dict = self.split(features)
-        keys, values, lengths, weights = [], [], [], []
-        for feature, table in self._feature_tables:
-            jt = feature_dict[feature]
-            ids = jt.values().to(torch.int64)
+        """Checks ``features``; returns (KJT of every ``f__q`` then every ``f__r``, MEAN divisors)."""
+        kjt = self.select(features)
+        ids = kjt.values().to(torch.int64)
+        quotient = torch.empty_like(ids)
+        remainder = torch.empty_like(ids)
+        for table, lo, hi in self.table_ranges(kjt):
             c = self.remainders[table.name]
-            ones = torch.ones(ids.shape, dtype=torch.float32, device=ids.device)
-            keys += [feature + QUOTIENT_SUFFIX, feature + REMAINDER_SUFFIX]
-            values += [torch.div(ids, c, rounding_mode="floor"), ids % c]
-            lengths += [jt.lengths(), jt.lengths()]
-            weights += [jt.weights() if self._is_weighted else ones, ones]
+            quotient[lo:hi] = torch.div(ids[lo:hi], c, rounding_mode="floor")
+            remainder[lo:hi] = ids[lo:hi] % c
+        names = self.feature_names()
+        ones = torch.ones(ids.shape, dtype=torch.float32, device=ids.device)
+        lengths_per_key = kjt.length_per_key()
         split = KeyedJaggedTensor(
-            keys=keys, values=torch.cat(values), lengths=torch.cat(lengths), weights=torch.cat(weights)
+            keys=[f + QUOTIENT_SUFFIX for f in names] + [f + REMAINDER_SUFFIX for f in names],
+            values=torch.cat([quotient, remainder]),
+            lengths=torch.cat([kjt.lengths(), kjt.lengths()]),
+            weights=torch.cat([kjt.weights() if self._is_weighted else ones, ones]),
+            stride=kjt.stride(),
+            length_per_key=lengths_per_key + lengths_per_key,
         )
-        return split, self.mean_divisors(feature_dict)
+        return split, self.kjt_mean_divisors(kjt)
 
     def combine(self, pooled: KeyedTensor, divisors: Dict[str, torch.Tensor]) -> KeyedTensor:
         """``pool(Q) * pool(R)`` per feature (each side divided by the bag size for MEAN)."""

@@ -26,6 +26,7 @@ from torchrec_memcom.modules._base import (
     keyed_tensor,
     shared_table_config,
 )
+from torchrec_memcom.ops import lma_locations
 
 __all__ = ["LMAEmbeddingBagCollection", "LMAIds", "chunk_feature_name", "memory_table_name"]
 
@@ -165,16 +166,53 @@ class LMAIds(IdTransform):
         buf.copy_(signatures)
 
     def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
-        """Checks ``features``; returns (chunk-location KJT for the memory tables, MEAN divisors). TBE groups only."""
+        """Checks ``features``; returns (chunk-location KJT for the memory tables, MEAN divisors). TBE groups only.
+
+        Sub-features are feature-major (``f__c0 .. f__c<K-1>``, then the next feature), each holding its feature's
+        bags; the locations of one feature are written straight into that layout (one fused kernel on CUDA).
+        """
         if self.elementwise_groups:
             raise ValueError(
                 f"LMA memory groups {sorted(self.elementwise_groups)} use chunk_size=1 (the plain-PyTorch reference "
                 "path), which has no TBE/sharded form; use a chunk_size that is a multiple of 4"
             )
-        feature_dict = self.split(features)
-        kjt = self.chunk_features(feature_dict)
-        assert kjt is not None
-        return kjt, self.mean_divisors(feature_dict)
+        kjt = self.select(features)
+        ids = kjt.values()
+        lengths_per_key = kjt.length_per_key()
+        chunks = [t.num_chunks() for _, t in self._feature_tables]
+        out = torch.empty(sum(k * n for k, n in zip(chunks, lengths_per_key)), dtype=torch.int64, device=ids.device)
+        keys: List[str] = []
+        sub_lengths: List[int] = []
+        weights: List[torch.Tensor] = []
+        lo = base = 0
+        for (feature, table), n, k in zip(self._feature_tables, lengths_per_key, chunks):
+            # (K, n) block of the output, written through its (n, K) transpose
+            block = out[base : base + k * n].view(k, n).t()
+            lma_locations(
+                ids[lo : lo + n],
+                self.table_signatures(table.name),
+                self.key_selection(table.name),
+                self.group_rows[table.group()],
+                self._table_index[table.name],
+                out=block,
+            )
+            keys += [chunk_feature_name(feature, c) for c in range(k)]
+            sub_lengths += [n] * k
+            if self._is_weighted:
+                weights.append(kjt.weights()[lo : lo + n].repeat(k))
+            lo += n
+            base += k * n
+        lengths = kjt.lengths().view(len(chunks), -1)
+        repeats = torch.tensor(chunks, device=lengths.device)
+        located = KeyedJaggedTensor(
+            keys=keys,
+            values=out,
+            lengths=lengths.repeat_interleave(repeats, dim=0, output_size=sum(chunks)).reshape(-1),
+            weights=torch.cat(weights) if weights else None,
+            stride=kjt.stride(),
+            length_per_key=sub_lengths,
+        )
+        return located, self.kjt_mean_divisors(kjt)
 
     def combine(
         self,
@@ -296,6 +334,8 @@ class LMAEmbeddingBagCollection(CompressedCollection):
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         """Pools ``sum_i x_i * concat_k M[loc_k(i)]`` per bag; KJT in, KeyedTensor (keys = features) out."""
+        if len(self.elementwise_memories) == 0:
+            return super().forward(features)
         feature_dict = self.id_transform.split(features)
         kjt = self.id_transform.chunk_features(feature_dict)
         chunks = None

@@ -12,6 +12,7 @@ from torchrec_memcom.configs import HashEmbeddingBagConfig, MEmComEmbeddingBagCo
 from torchrec_memcom.hashing import BucketedHash
 from torchrec_memcom.memory import MemoryReport, TableMemory, tensor_bytes
 from torchrec_memcom.modules._base import CompressedCollection, IdTransform, init_table, shared_table_config
+from torchrec_memcom.ops import hash_ids
 
 __all__ = ["HashedIds", "MEmComEmbeddingBagCollection"]
 
@@ -27,43 +28,52 @@ class HashedIds(IdTransform):
         super().__init__(tables, is_weighted)
         self.hashes: Dict[str, BucketedHash] = {t.name: t.bucketed_hash() for t in tables}
 
+    def _with_values(
+        self, kjt: KeyedJaggedTensor, values: torch.Tensor, weights: Optional[torch.Tensor]
+    ) -> KeyedJaggedTensor:
+        return KeyedJaggedTensor(
+            keys=kjt.keys(),
+            values=values,
+            lengths=kjt.lengths(),
+            weights=weights,
+            stride=kjt.stride(),
+            length_per_key=kjt.length_per_key(),
+            offset_per_key=kjt.offset_per_key(),
+        )
+
     def scramble(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
         """Checks ``features``; returns (KJT of this module's features with ids scrambled, MEAN divisors)."""
-        feature_dict = self.split(features)
-        jts = [feature_dict[f] for f, _ in self._feature_tables]
-        scrambled = KeyedJaggedTensor(
-            keys=self.feature_names(),
-            values=torch.cat(
-                [self.hashes[t.name].scramble(jt.values()) for jt, (_, t) in zip(jts, self._feature_tables)]
-            ),
-            lengths=torch.cat([jt.lengths() for jt in jts]),
-            weights=torch.cat([jt.weights() for jt in jts]) if self._is_weighted else None,
-        )
-        return scrambled, self.mean_divisors(feature_dict)
+        kjt = self.select(features)
+        values = kjt.values()
+        scrambled = torch.empty(values.shape, dtype=torch.int64, device=values.device)
+        for table, lo, hi in self.table_ranges(kjt):
+            scrambled[lo:hi] = self.hashes[table.name].scramble(values[lo:hi])
+        return self._with_values(kjt, scrambled, kjt.weights_or_none()), self.kjt_mean_divisors(kjt)
 
     def rows(
         self, scrambled: KeyedJaggedTensor, entity_weights: Optional[nn.ParameterDict] = None
     ) -> KeyedJaggedTensor:
         """Shared-table rows ``h(s)`` of scrambled ids, weighted by ``[w[s] *] [x]`` (what the shared tables pool)."""
-        values: List[torch.Tensor] = []
-        weights: List[torch.Tensor] = []
-        for (_, table), jt in zip(self._feature_tables, scrambled.to_dict().values()):
-            values.append(self.hashes[table.name].rows_of_scrambled(jt.values()))
-            w = entity_weights[table.name][jt.values()] if entity_weights is not None else None
-            if self._is_weighted:
-                w = jt.weights() if w is None else w * jt.weights()
-            if w is not None:
-                weights.append(w)
-        return KeyedJaggedTensor(
-            keys=scrambled.keys(),
-            values=torch.cat(values),
-            lengths=scrambled.lengths(),
-            weights=torch.cat(weights) if weights else None,
-        )
+        s = scrambled.values()
+        rows = torch.empty_like(s)
+        w_parts: List[torch.Tensor] = []
+        for table, lo, hi in self.table_ranges(scrambled):
+            rows[lo:hi] = self.hashes[table.name].rows_of_scrambled(s[lo:hi])
+            if entity_weights is not None:
+                w_parts.append(entity_weights[table.name][s[lo:hi]])
+        w = torch.cat(w_parts) if w_parts else None
+        if self._is_weighted:
+            w = scrambled.weights() if w is None else w * scrambled.weights()
+        return self._with_values(scrambled, rows, w)
 
     def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
-        scrambled, divisors = self.scramble(features)
-        return self.rows(scrambled), divisors
+        """Checks ``features``; returns (KJT of shared-table rows ``h(s(i))`` weighted by ``x``, MEAN divisors)."""
+        kjt = self.select(features)
+        values = kjt.values()
+        rows = torch.empty(values.shape, dtype=torch.int64, device=values.device)
+        for table, lo, hi in self.table_ranges(kjt):
+            hash_ids(values[lo:hi], self.hashes[table.name], rows_out=rows[lo:hi])
+        return self._with_values(kjt, rows, kjt.weights_or_none()), self.kjt_mean_divisors(kjt)
 
 
 class _HashedCollection(CompressedCollection):

@@ -1,0 +1,74 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""The fused id transforms equal their PyTorch definitions bit for bit (Triton on CUDA, the reference on CPU)."""
+
+import pytest
+import torch
+
+from torchrec_memcom.hashing import BucketedHash
+from torchrec_memcom.lsh import MISSING_KEY, chunk_key_selection, chunk_locations
+from torchrec_memcom.ops import hash_ids, lma_locations
+
+HASHES = [
+    BucketedHash(num_embeddings=1_000, num_rows=64, num_buckets=8),
+    BucketedHash(num_embeddings=4_000_000, num_rows=250_880, num_buckets=1024),
+    BucketedHash(num_embeddings=2**40 - 5, num_rows=2**20, num_buckets=1024),
+]
+
+
+def _ids(n: int, count: int, device: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(n % 1000)
+    return torch.randint(0, n, (count,), generator=g).to(device)
+
+
+def _signatures(n: int, nbytes: int, missing_share: float = 0.3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(nbytes)
+    keys = torch.randint(0, 15, (n, 2 * nbytes), generator=g)
+    keys[torch.rand(n, generator=g) < missing_share] = MISSING_KEY
+    k = keys.to(torch.uint8)
+    return k[:, 0::2] | (k[:, 1::2] << 4)
+
+
+def _check_hash(device: str) -> None:
+    for h in HASHES:
+        ids = _ids(h.num_embeddings, 50_000, device)
+        s, r = hash_ids(ids, h)
+        s_ref = h.scramble(ids.cpu())
+        torch.testing.assert_close(s.cpu(), s_ref, rtol=0, atol=0)
+        torch.testing.assert_close(r.cpu(), h.rows_of_scrambled(s_ref), rtol=0, atol=0)
+
+
+def _check_lma(device: str) -> None:
+    n = 5_000
+    for nbytes in (4, 8, 16):
+        sig = _signatures(n, nbytes)
+        for num_chunks, kpc in ((1, 2), (4, 7), (8, 5), (32, 15), (3, 15)):
+            sel = chunk_key_selection(num_chunks, 2 * nbytes, min(kpc, 2 * nbytes))
+            ids = _ids(n, 20_000, "cpu")
+            want = chunk_locations(ids, sig, sel, num_rows=12_345, table_salt=3)
+            got = lma_locations(ids.to(device), sig.to(device), sel.to(device), 12_345, 3)
+            torch.testing.assert_close(got.cpu(), want, rtol=0, atol=0)
+            # writing through a transposed view, as LMAIds does
+            out = torch.empty(num_chunks, ids.numel(), dtype=torch.int64, device=device)
+            lma_locations(ids.to(device), sig.to(device), sel.to(device), 12_345, 3, out=out.t())
+            torch.testing.assert_close(out.t().cpu(), want, rtol=0, atol=0)
+
+
+def test_hash_ids_cpu() -> None:
+    _check_hash("cpu")
+
+
+def test_lma_locations_cpu() -> None:
+    _check_lma("cpu")
+
+
+@pytest.mark.gpu
+def test_hash_ids_triton_matches_reference() -> None:
+    _check_hash("cuda")
+
+
+@pytest.mark.gpu
+def test_lma_locations_triton_matches_reference() -> None:
+    from torchrec_memcom.ops import triton_enabled
+
+    assert triton_enabled(torch.empty(1, device="cuda")), "Triton should be used on CUDA"
+    _check_lma("cuda")

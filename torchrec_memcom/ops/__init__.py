@@ -1,0 +1,107 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Id transforms on the hot path, fused into one GPU kernel each (Triton) with the plain-PyTorch definitions as the
+reference and the CPU path.
+
+- ``hash_ids``: scramble + bucketed hash of ``hashing.BucketedHash`` (MEmCom, hashing trick).
+- ``lma_locations``: LMA chunk locations of ``lsh.chunk_locations``.
+
+Both give bit-identical results on either path (int64 arithmetic below 2**62); set
+``TORCHREC_MEMCOM_DISABLE_TRITON=1`` to force the PyTorch path on CUDA.
+"""
+
+import functools
+import os
+from typing import Optional, Tuple
+
+import torch
+
+from torchrec_memcom.hashing import BucketedHash, mix
+from torchrec_memcom.lsh import _FALLBACK_SALT, chunk_locations
+
+__all__ = ["hash_ids", "lma_locations", "triton_enabled"]
+
+
+@functools.cache
+def _triton_importable() -> bool:
+    if os.environ.get("TORCHREC_MEMCOM_DISABLE_TRITON", "0") == "1":
+        return False
+    try:
+        import triton  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import problem means: use the PyTorch path
+        return False
+    return True
+
+
+def triton_enabled(t: torch.Tensor) -> bool:
+    """Whether ``t``'s transforms run as Triton kernels (CUDA tensor, Triton importable, not disabled)."""
+    return t.is_cuda and _triton_importable() and not torch.jit.is_scripting()
+
+
+def hash_ids(
+    ids: torch.Tensor,
+    h: BucketedHash,
+    scrambled_out: Optional[torch.Tensor] = None,
+    rows_out: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(s, h(s))`` of raw ids: the scrambled ids and their shared-table rows (int64), optionally into ``*_out``."""
+    if triton_enabled(ids) and ids.numel() > 0:
+        from torchrec_memcom.ops._triton import hash_ids_triton
+
+        s = scrambled_out if scrambled_out is not None else torch.empty(ids.shape, dtype=torch.int64, device=ids.device)
+        r = rows_out if rows_out is not None else torch.empty(ids.shape, dtype=torch.int64, device=ids.device)
+        hash_ids_triton(ids.contiguous(), h, s, r)
+        return s, r
+    s = h.scramble(ids)
+    r = h.rows_of_scrambled(s)
+    if scrambled_out is not None:
+        scrambled_out.copy_(s)
+        s = scrambled_out
+    if rows_out is not None:
+        rows_out.copy_(r)
+        r = rows_out
+    return s, r
+
+
+@functools.cache
+def _chunk_salts(num_chunks: int) -> Tuple[Tuple[int, int], ...]:
+    """Per chunk: the two hashed salts of ``chunk_locations``' fallback."""
+    k = torch.arange(num_chunks, dtype=torch.int64)
+    first = mix(k + _FALLBACK_SALT).tolist()
+    second = mix(k + 2 * _FALLBACK_SALT).tolist()
+    return tuple(zip(first, second))
+
+
+def lma_locations(
+    ids: torch.Tensor,
+    signatures: torch.Tensor,
+    key_selection: torch.Tensor,
+    num_rows: int,
+    table_salt: int,
+    out: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """``lsh.chunk_locations`` (``(N, K)`` int64 memory rows), fused on CUDA.
+
+    ``out``, if given, is a ``(N, K)``-shaped (possibly transposed, i.e. ``(K, N).t()``) int64 tensor to write into.
+    """
+    usable = (
+        triton_enabled(ids)
+        and ids.numel() > 0
+        and signatures.is_contiguous()
+        and signatures.shape[1] in (4, 8, 16)
+        and signatures.data_ptr() % 16 == 0
+    )
+    if usable:
+        from torchrec_memcom.ops._triton import lma_locations_triton
+
+        num_chunks = key_selection.shape[0]
+        if out is None:
+            out = torch.empty(ids.numel(), num_chunks, dtype=torch.int64, device=ids.device)
+        lma_locations_triton(
+            ids.contiguous(), signatures, key_selection, num_rows, table_salt, _chunk_salts(num_chunks), out
+        )
+        return out
+    loc = chunk_locations(ids, signatures, key_selection, num_rows, table_salt)
+    if out is not None:
+        out.copy_(loc)
+        return out
+    return loc

@@ -1,0 +1,161 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Triton kernels of ``torchrec_memcom.ops`` (imported only for CUDA tensors). Each mirrors its PyTorch definition
+operation for operation; ``tests/modules/test_ops.py`` checks them bit for bit on the GPU."""
+
+from typing import Sequence, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from torchrec_memcom.hashing import BucketedHash, mix_params
+
+_BLOCK = 1024
+_BLOCK_IDS = 128
+
+
+@triton.jit
+def _mix(x, a1, a2, c):
+    # hashing.mix: ((x mod 2**30) * a1 + ((x >> 30) mod P) * a2 + c) mod P, P = 2**31 - 1; all products < 2**62.
+    lo = x & 1073741823
+    hi = (x >> 30) % 2147483647
+    return (lo * a1 % 2147483647 + hi * a2 % 2147483647 + c) % 2147483647
+
+
+@triton.jit
+def _hash_kernel(ids_ptr, s_ptr, rows_ptr, n, a, c, n_pad, ipb, rpb, m1, m2, mc, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int64)
+    s = (x * a + c) % n_pad
+    row = (s // ipb) * rpb + _mix(s, m1, m2, mc) % rpb
+    tl.store(s_ptr + offs, s, mask=mask)
+    tl.store(rows_ptr + offs, row, mask=mask)
+
+
+def hash_ids_triton(ids: torch.Tensor, h: BucketedHash, s_out: torch.Tensor, rows_out: torch.Tensor) -> None:
+    a, c = h.scramble_params
+    m1, m2, mc = mix_params(0)
+    n = ids.numel()
+    _hash_kernel[(triton.cdiv(n, _BLOCK),)](
+        ids,
+        s_out,
+        rows_out,
+        n,
+        a,
+        c,
+        h.padded_num_embeddings,
+        h.ids_per_bucket,
+        h.rows_per_bucket,
+        m1,
+        m2,
+        mc,
+        BLOCK=_BLOCK,
+    )
+
+
+@triton.jit
+def _lma_kernel(
+    ids_ptr,
+    sig_ptr,
+    sel_ptr,
+    params_ptr,
+    out_ptr,
+    n,
+    num_rows,
+    table_salt,
+    stride_n,
+    stride_k,
+    WORDS: tl.constexpr,
+    WORD_BITS: tl.constexpr,
+    K: tl.constexpr,
+    KP2: tl.constexpr,
+    KPC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    ids = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int64)
+    # The signature row as 1 or 2 little-endian words: nibble p is (word[p // 16] >> 4 (p % 16)) & 15.
+    w0 = tl.load(sig_ptr + ids * WORDS, mask=mask, other=0).to(tl.int64)
+    if WORD_BITS == 32:
+        w0 = w0 & 0xFFFFFFFF
+    if WORDS == 2:
+        w1 = tl.load(sig_ptr + ids * WORDS + 1, mask=mask, other=0).to(tl.int64)
+    else:
+        w1 = w0
+    ks = tl.arange(0, KP2)
+    kmask = ks < K
+    code = tl.zeros((BLOCK, KP2), dtype=tl.int64)
+    for j in tl.static_range(KPC):
+        p = tl.load(sel_ptr + ks * KPC + j, mask=kmask, other=0).to(tl.int64)
+        word = tl.where(p[None, :] >= 16, w1[:, None], w0[:, None])
+        nib = (word >> (4 * (p[None, :] % 16))) & 15
+        code = code | (nib << (4 * j))
+    # per chunk: mix params of salt=k (signature path), then of the two hashed fallback salts
+    b1 = tl.load(params_ptr + ks * 9 + 0, mask=kmask, other=1)[None, :]
+    b2 = tl.load(params_ptr + ks * 9 + 1, mask=kmask, other=1)[None, :]
+    bc = tl.load(params_ptr + ks * 9 + 2, mask=kmask, other=0)[None, :]
+    f1 = tl.load(params_ptr + ks * 9 + 3, mask=kmask, other=1)[None, :]
+    f2 = tl.load(params_ptr + ks * 9 + 4, mask=kmask, other=1)[None, :]
+    fc = tl.load(params_ptr + ks * 9 + 5, mask=kmask, other=0)[None, :]
+    g1 = tl.load(params_ptr + ks * 9 + 6, mask=kmask, other=1)[None, :]
+    g2 = tl.load(params_ptr + ks * 9 + 7, mask=kmask, other=1)[None, :]
+    gc = tl.load(params_ptr + ks * 9 + 8, mask=kmask, other=0)[None, :]
+    by_signature = _mix(code, b1, b2, bc)
+    x = ((ids << 10) | (table_salt & 1023))[:, None]
+    y = _mix(x, f1, f2, fc)
+    y = _mix(y ^ (y >> 15), g1, g2, gc)
+    fallback = y ^ (y >> 13)
+    missing = ((w0 & 15) == 15)[:, None]
+    loc = tl.where(missing, fallback, by_signature) % num_rows
+    ptrs = out_ptr + offs[:, None] * stride_n + ks[None, :] * stride_k
+    tl.store(ptrs, loc, mask=mask[:, None] & kmask[None, :])
+
+
+_PARAMS_CACHE: dict = {}
+
+
+def _chunk_params(num_chunks: int, salts: Sequence[Tuple[int, int]], device: torch.device) -> torch.Tensor:
+    key = (num_chunks, device)
+    if key not in _PARAMS_CACHE:
+        rows = []
+        for k, (first, second) in enumerate(salts):
+            rows.append([*mix_params(k), *mix_params(first), *mix_params(second)])
+        _PARAMS_CACHE[key] = torch.tensor(rows, dtype=torch.int64, device=device)
+    return _PARAMS_CACHE[key]
+
+
+def lma_locations_triton(
+    ids: torch.Tensor,
+    signatures: torch.Tensor,
+    key_selection: torch.Tensor,
+    num_rows: int,
+    table_salt: int,
+    salts: Sequence[Tuple[int, int]],
+    out: torch.Tensor,
+) -> None:
+    num_chunks, kpc = key_selection.shape
+    sig_bytes = signatures.shape[1]
+    words = signatures.view(torch.int32) if sig_bytes == 4 else signatures.view(torch.int64)
+    params = _chunk_params(num_chunks, salts, ids.device)
+    sel = key_selection.to(device=ids.device, dtype=torch.int64).contiguous()
+    n = ids.numel()
+    _lma_kernel[(triton.cdiv(n, _BLOCK_IDS),)](
+        ids,
+        words,
+        sel,
+        params,
+        out,
+        n,
+        num_rows,
+        table_salt,
+        out.stride(0),
+        out.stride(1),
+        WORDS=2 if sig_bytes == 16 else 1,
+        WORD_BITS=32 if sig_bytes == 4 else 64,
+        K=num_chunks,
+        KP2=triton.next_power_of_2(num_chunks),
+        KPC=kpc,
+        BLOCK=_BLOCK_IDS,
+    )
