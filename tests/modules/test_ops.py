@@ -72,3 +72,39 @@ def test_lma_locations_triton_matches_reference() -> None:
 
     assert triton_enabled(torch.empty(1, device="cuda")), "Triton should be used on CUDA"
     _check_lma("cuda")
+
+
+def _check_memcom_rows(device: str) -> None:
+    from torchrec_memcom.ops import memcom_local_rows
+
+    hashes = [HASHES[0], HASHES[1], BucketedHash(num_embeddings=777, num_rows=128, num_buckets=16)]
+    world, rank, stride = 4, 2, 5
+    g = torch.Generator().manual_seed(0)
+    params, ids, lengths, want_rows, want_w = [], [], [], [], []
+    w_offset = 0
+    for h in hashes:
+        block = h.padded_num_embeddings // world
+        ln = torch.randint(0, 4, (stride,), generator=g)
+        local = torch.randint(0, block, (int(ln.sum()),), generator=g)
+        params.append([block * rank, h.num_rows // world * rank, w_offset, h.ids_per_bucket, h.rows_per_bucket])
+        ids.append(local)
+        lengths.append(ln)
+        # reference: the global scrambled id's bucketed row, minus this rank's first row
+        want_rows.append(h.rows_of_scrambled(local + block * rank) - h.num_rows // world * rank)
+        want_w.append(local + w_offset)
+        w_offset += block
+    rows, w_index = memcom_local_rows(
+        torch.cat(ids).to(device), torch.cat(lengths).to(device), torch.tensor(params, device=device)
+    )
+    torch.testing.assert_close(rows.cpu(), torch.cat(want_rows), rtol=0, atol=0)
+    torch.testing.assert_close(w_index.cpu(), torch.cat(want_w), rtol=0, atol=0)
+    assert int(rows.min()) >= 0
+
+
+def test_memcom_local_rows_cpu() -> None:
+    _check_memcom_rows("cpu")
+
+
+@pytest.mark.gpu
+def test_memcom_local_rows_triton_matches_reference() -> None:
+    _check_memcom_rows("cuda")

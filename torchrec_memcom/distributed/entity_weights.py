@@ -99,7 +99,7 @@ class EntityWeightOptimizer(FusedOptimizer):
             )
         self._kind = kind_set.pop() if kind_set else _SGD
         self._sum = torch.zeros_like(weight) if self._kind == _ADAGRAD else None
-        self._scratch = torch.zeros_like(weight)
+        self._scratch = torch.zeros_like(weight) if self._kind == _ADAGRAD else None
         state: Dict[Any, Any] = {}
         if self._sum is not None:
             for name, st in params.items():
@@ -118,13 +118,13 @@ class EntityWeightOptimizer(FusedOptimizer):
         """Applies the update for ``grad`` of ``weight[index]`` (duplicates summed)."""
         if index.numel() == 0:
             return
+        if self._sum is None:  # SGD: w[i] -= lr * (sum of i's gradients), duplicates accumulated by index_add
+            self._weight.index_add_(0, index, grad.to(self._weight.dtype), alpha=-self.lr * self._scale)
+            return
         scratch = self._scratch
         scratch.index_add_(0, index, grad.to(scratch.dtype) * self._scale)
         g = scratch[index]
         scratch[index] = 0
-        if self._sum is None:
-            self._weight[index] = self._weight[index] - self.lr * g
-            return
         total = self._sum[index] + g * g
         self._sum[index] = total
         self._weight[index] = self._weight[index] - self.lr * g / (total.sqrt() + self._eps)

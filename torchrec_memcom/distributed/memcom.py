@@ -49,9 +49,9 @@ from torchrec_memcom.distributed.entity_weights import (
     fused_entity_weight_lookup,
     optimizer_kind,
 )
-from torchrec_memcom.hashing import bucketed_rows
 from torchrec_memcom.modules._base import apply_mean_pooling
 from torchrec_memcom.modules.memcom import HashedIds, MEmComEmbeddingBagCollection
+from torchrec_memcom.ops import memcom_local_rows
 
 __all__ = ["MEmComEmbeddingBagCollectionSharder", "ShardedMEmComEmbeddingBagCollection", "check_row_wise_buckets"]
 
@@ -245,7 +245,7 @@ class ShardedMEmComEmbeddingBagCollection(
             per_sharding_params.append(per_feature)
             self._sharding_features.append(features)
         self._per_sharding_params = per_sharding_params
-        self._param_cache: Dict[Any, Dict[str, torch.Tensor]] = {}
+        self._param_cache: Dict[Any, torch.Tensor] = {}
         order = self.id_transform.feature_names()
         flat = [f for fs in self._sharding_features for f in fs]
         self._features_order: List[int] = [order.index(f) for f in flat]
@@ -312,38 +312,22 @@ class ShardedMEmComEmbeddingBagCollection(
                 )
         return KJTListSplitsAwaitable(awaitables, ctx)
 
-    def _params_for(self, sharding: int, keys: List[str]) -> Dict[str, torch.Tensor]:
-        """Per-feature hash/offset parameters, as tensors, for the features a rank received (table-wise: its own)."""
+    def _params_for(self, sharding: int, keys: List[str]) -> torch.Tensor:
+        """``(F, 5)`` hash/offset parameters (``ops.MEMCOM_PARAMS``) of the features a rank received, in order."""
         cache_key = (sharding, tuple(keys))
         if cache_key not in self._param_cache:
-            rows = [self._per_sharding_params[sharding][k] for k in keys]
-            names = ("block", "row_offset", "w_offset", "ids_per_bucket", "rows_per_bucket")
-            self._param_cache[cache_key] = {
-                name: torch.tensor([r[i] for r in rows], dtype=torch.int64, device=self._device)
-                for i, name in enumerate(names)
-            }
+            rows = [list(self._per_sharding_params[sharding][k]) for k in keys]
+            self._param_cache[cache_key] = torch.tensor(rows, dtype=torch.int64, device=self._device)
         return self._param_cache[cache_key]
 
-    def _weighted_rows(self, kjt: KeyedJaggedTensor, params: Dict[str, torch.Tensor]) -> KeyedJaggedTensor:
+    def _weighted_rows(self, kjt: KeyedJaggedTensor, params: torch.Tensor) -> KeyedJaggedTensor:
         """Local shared rows and per-sample weights ``w_local[j] (* x)`` of the ids this rank received."""
         num_features = len(kjt.keys())
         if num_features == 0:  # table-wise: this rank holds none of the tables of this sharding
             return kjt
-        local_ids = kjt.values().to(torch.int64)
-        # a rank that owns none of the features of this sharding (e.g. table-wise) receives a KJT without keys
-        counts = kjt.lengths().view(num_features, -1).sum(1) if num_features else kjt.lengths().new_zeros(0)
-        feature = torch.repeat_interleave(
-            torch.arange(num_features, device=local_ids.device), counts, output_size=local_ids.numel()
-        )
         with torch.no_grad():
-            scrambled = local_ids + params["block"][feature]
-            rows = (
-                bucketed_rows(scrambled, params["ids_per_bucket"][feature], params["rows_per_bucket"][feature])
-                - params["row_offset"][feature]
-            )
-        w = fused_entity_weight_lookup(
-            local_ids + params["w_offset"][feature], self.entity_weights_local, self._fused_optimizer.update
-        )
+            rows, w_index = memcom_local_rows(kjt.values(), kjt.lengths(), params)
+        w = fused_entity_weight_lookup(w_index, self.entity_weights_local, self._fused_optimizer.update)
         if self._is_weighted:
             w = w * kjt.weights()
         return KeyedJaggedTensor(
@@ -352,6 +336,7 @@ class ShardedMEmComEmbeddingBagCollection(
             lengths=kjt.lengths(),
             weights=w,
             stride=kjt.stride(),
+            length_per_key=kjt.length_per_key_or_none(),
         )
 
     def compute(self, ctx: CompressedCollectionContext, dist_input: KJTList) -> List[torch.Tensor]:

@@ -4,6 +4,7 @@ reference and the CPU path.
 
 - ``hash_ids``: scramble + bucketed hash of ``hashing.BucketedHash`` (MEmCom, hashing trick).
 - ``lma_locations``: LMA chunk locations of ``lsh.chunk_locations``.
+- ``memcom_local_rows``: on a rank of sharded MEmCom, local shared rows and entity-weight slots of received ids.
 
 Both give bit-identical results on either path (int64 arithmetic below 2**62); set
 ``TORCHREC_MEMCOM_DISABLE_TRITON=1`` to force the PyTorch path on CUDA.
@@ -15,10 +16,10 @@ from typing import Optional, Tuple
 
 import torch
 
-from torchrec_memcom.hashing import BucketedHash, mix
+from torchrec_memcom.hashing import BucketedHash, bucketed_rows, mix
 from torchrec_memcom.lsh import _FALLBACK_SALT, chunk_locations
 
-__all__ = ["hash_ids", "lma_locations", "triton_enabled"]
+__all__ = ["hash_ids", "lma_locations", "memcom_local_rows", "triton_enabled"]
 
 
 @functools.cache
@@ -105,3 +106,31 @@ def lma_locations(
         out.copy_(loc)
         return out
     return loc
+
+
+MEMCOM_PARAMS = ("block", "row_offset", "w_offset", "ids_per_bucket", "rows_per_bucket")
+
+
+def memcom_local_rows(
+    local_ids: torch.Tensor, lengths: torch.Tensor, params: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, w_index)`` of the ids a rank received for ``F`` features, values grouped by feature.
+
+    For a value ``j`` of feature ``f`` with ``params[f] = (block, row_offset, w_offset, ids_per_bucket,
+    rows_per_bucket)`` (``MEMCOM_PARAMS``): ``s = j + block``, ``rows = bucketed_rows(s) - row_offset`` and
+    ``w_index = j + w_offset``. ``lengths`` is the KJT's ``(F * stride,)`` lengths; no host synchronisation.
+    """
+    num_features = params.shape[0]
+    ends = lengths.view(num_features, -1).sum(1).cumsum(0)
+    ids = local_ids.to(torch.int64)
+    if triton_enabled(ids) and ids.numel() > 0:
+        from torchrec_memcom.ops._triton import memcom_rows_triton
+
+        rows = torch.empty_like(ids)
+        w_index = torch.empty_like(ids)
+        memcom_rows_triton(ids.contiguous(), ends.contiguous(), params.contiguous(), rows, w_index)
+        return rows, w_index
+    feature = torch.bucketize(torch.arange(ids.numel(), device=ids.device), ends, right=True)
+    p = params[feature]
+    rows = bucketed_rows(ids + p[:, 0], p[:, 3], p[:, 4]) - p[:, 1]
+    return rows, ids + p[:, 2]

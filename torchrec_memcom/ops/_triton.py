@@ -159,3 +159,34 @@ def lma_locations_triton(
         KPC=kpc,
         BLOCK=_BLOCK_IDS,
     )
+
+
+@triton.jit
+def _memcom_rows_kernel(
+    ids_ptr, ends_ptr, params_ptr, rows_ptr, widx_ptr, n, m1, m2, mc, F: tl.constexpr, BLOCK: tl.constexpr
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    j = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int64)
+    f = tl.zeros((BLOCK,), dtype=tl.int64)
+    for i in tl.static_range(F - 1):
+        f += (offs >= tl.load(ends_ptr + i)).to(tl.int64)
+    block = tl.load(params_ptr + f * 5 + 0, mask=mask, other=0)
+    row_offset = tl.load(params_ptr + f * 5 + 1, mask=mask, other=0)
+    w_offset = tl.load(params_ptr + f * 5 + 2, mask=mask, other=0)
+    ipb = tl.load(params_ptr + f * 5 + 3, mask=mask, other=1)
+    rpb = tl.load(params_ptr + f * 5 + 4, mask=mask, other=1)
+    s = j + block
+    row = (s // ipb) * rpb + _mix(s, m1, m2, mc) % rpb - row_offset  # hashing.bucketed_rows, shifted to local
+    tl.store(rows_ptr + offs, row, mask=mask)
+    tl.store(widx_ptr + offs, j + w_offset, mask=mask)
+
+
+def memcom_rows_triton(
+    local_ids: torch.Tensor, ends: torch.Tensor, params: torch.Tensor, rows: torch.Tensor, widx: torch.Tensor
+) -> None:
+    n = local_ids.numel()
+    m1, m2, mc = mix_params(0)
+    _memcom_rows_kernel[(triton.cdiv(n, _BLOCK),)](
+        local_ids, ends, params, rows, widx, n, m1, m2, mc, F=params.shape[0], BLOCK=_BLOCK
+    )
