@@ -54,7 +54,9 @@ class IdRangeCheck:
                 check_ids(ids, n, table, feature)
             return
         self.flush()
-        stats = torch.stack([torch.stack([ids.min(), ids.max()]).to(torch.int64) for ids, *_ in checks])
+        stats = torch.empty(len(checks), 2, dtype=torch.int64, device=checks[0][0].device)
+        for i, (ids, *_) in enumerate(checks):
+            torch.aminmax(ids.to(torch.int64), out=(stats[i, 0], stats[i, 1]))
         host = torch.empty(stats.shape, dtype=torch.int64, pin_memory=True)
         host.copy_(stats, non_blocking=True)
         event = torch.cuda.Event()
