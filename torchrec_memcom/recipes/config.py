@@ -1,0 +1,336 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Strict configs for the example recipes: dataclasses filled from YAML, with ``--set key.sub=value`` overrides.
+
+``load_config(DLRMConfig, "ml1m_memcom.yaml", ["train.epochs=2"])`` reads the YAML, applies the overrides and builds
+the dataclass tree. Unknown keys, missing required keys, values of the wrong type and values a section rejects raise
+``ConfigError`` naming the dotted key (``model.embedding_dim: expected int, got 'big'``).
+
+The sections shared by every recipe live here (optimizers, training loop, evaluation, checkpoints, output, per-feature
+table specs); a recipe's top-level config composes them with its own model section. Data sections are in
+``torchrec_memcom.recipes.data``.
+"""
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Type, TypeVar
+
+import yaml
+
+__all__ = [
+    "CheckpointConfig",
+    "ConfigError",
+    "DenseOptimizerConfig",
+    "EvalConfig",
+    "OptimizerConfig",
+    "OutputConfig",
+    "SparseOptimizerConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "check_table_specs",
+    "from_dict",
+    "load_config",
+    "to_dict",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, missing or invalid; the message starts with the dotted key."""
+
+
+def _key(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def require(cond: bool, key: str, message: str) -> None:
+    """Raises ``ConfigError(f"{key}: {message}")`` unless ``cond``."""
+    if not cond:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if isinstance(tp, type) and hasattr(tp, "from_config_dict"):  # tagged sections (e.g. data) pick their own class
+        return tp.from_config_dict(value, key)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, key)
+    if origin is Literal:
+        require(value in args, key, f"must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, List, Sequence):
+        require(isinstance(value, list), key, f"expected a list, got {value!r}")
+        return [_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict, Mapping):
+        require(isinstance(value, Mapping), key, f"expected a mapping, got {value!r}")
+        for k in value:
+            require(isinstance(k, str), key, f"keys must be strings, got {k!r}")
+        return {k: _convert(args[1], v, _key(key, k)) for k, v in value.items()}
+    if tp is bool:
+        require(isinstance(value, bool), key, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        require(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-8 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        require(
+            isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}"
+        )
+        return float(value)
+    if tp is str:
+        require(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{key}: unsupported config type {tp}")
+
+
+def from_dict(cls: Type[T], data: Any, path: str = "") -> T:
+    """Builds dataclass ``cls`` from a mapping, strictly: every key must be a field; fields without defaults are
+    required; values are type-checked recursively; ``__post_init__`` checks values.
+
+    Raises:
+        ConfigError: naming the dotted key of the first problem found.
+    """
+    where = path or "<config>"
+    require(isinstance(data, Mapping), where, f"expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    require(
+        not unknown,
+        _key(path, unknown[0]) if unknown else where,
+        f"unknown key (allowed in {where}: {', '.join(sorted(fields))})",
+    )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], _key(path, name))
+        else:
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            require(not required, _key(path, name), "required key is missing")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # from __post_init__: its keys are relative to this section
+        if path:
+            raise ConfigError(f"{path}.{e}") from None
+        raise
+
+
+def to_dict(config: Any) -> Dict[str, Any]:
+    """JSON-ready dict of a config tree (tagged sections keep their ``name``)."""
+    return dataclasses.asdict(config)
+
+
+def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """Applies ``key.sub=value`` overrides (values parsed as YAML: ``2``, ``1.5``, ``null``, ``[64, 1]``, ``{a: 1}``).
+
+    Missing intermediate sections are created; the schema then rejects keys it does not know.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        if not all(keys):
+            raise ConfigError(f"override {item!r}: empty key")
+        node = data
+        for i, k in enumerate(keys[:-1]):
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(keys[: i + 1])} is not a section")
+            node = child
+        node[keys[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(cls: Type[T], path: str | os.PathLike, overrides: Sequence[str] = ()) -> T:
+    """Reads a YAML config, applies ``overrides`` and validates it into ``cls``.
+
+    Raises:
+        ConfigError: unknown or missing keys, bad values (the message names the key and the file).
+    """
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        return from_dict(cls, apply_overrides(data, overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+# --- sections shared by the recipes ------------------------------------------------------------------------------
+
+
+@dataclass
+class SparseOptimizerConfig:
+    """Fused (FBGEMM TBE) optimizer of every embedding table, applied inside backward.
+
+    Attributes:
+        name: ``exact_adagrad``, ``exact_rowwise_adagrad`` or ``exact_sgd`` (the ones TBE runs on CPU and GPU).
+        lr: learning rate.
+        eps: Adagrad epsilon (ignored by ``exact_sgd``).
+    """
+
+    name: Literal["exact_adagrad", "exact_rowwise_adagrad", "exact_sgd"] = "exact_adagrad"
+    lr: float = 0.05
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
+
+
+@dataclass
+class DenseOptimizerConfig:
+    """``torch.optim`` optimizer of the dense layers (and of data-parallel tables).
+
+    Attributes:
+        name: ``adagrad``, ``sgd`` or ``adam``.
+        lr: learning rate.
+        eps: epsilon of Adagrad / Adam.
+        weight_decay: L2 penalty.
+    """
+
+    name: Literal["adagrad", "sgd", "adam"] = "adagrad"
+    lr: float = 0.05
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class OptimizerConfig:
+    sparse: SparseOptimizerConfig = field(default_factory=SparseOptimizerConfig)
+    dense: DenseOptimizerConfig = field(default_factory=DenseOptimizerConfig)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop.
+
+    Attributes:
+        batch_size: rows per rank per step (the global batch is ``batch_size * world_size``); the last short global
+            batch of an epoch is dropped, so every rank runs the same steps on equal batches.
+        epochs: passes over the training split.
+        max_steps: stop after this many steps in all (``None``: run every epoch).
+        log_every_steps: progress-bar / log cadence.
+        lma_signature_rows: LMA tables fit their signatures on the first this-many training rows (every rank reads
+            the same rows) before training.
+        seed: seeds model init and the data order.
+    """
+
+    batch_size: int = 512
+    epochs: int = 1
+    max_steps: Optional[int] = None
+    log_every_steps: int = 50
+    lma_signature_rows: int = 200_000
+    seed: int = 2026
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        require(self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        require(self.log_every_steps >= 1, "log_every_steps", f"must be >= 1, got {self.log_every_steps}")
+        require(self.lma_signature_rows >= 1, "lma_signature_rows", f"must be >= 1, got {self.lma_signature_rows}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation (AUC and logloss, gathered over all ranks).
+
+    Attributes:
+        batch_size: rows per rank per evaluation step.
+        every_steps: evaluate on ``split`` every this many steps (``None``: only at the end).
+        split: split of the periodic evaluations.
+        final_split: split evaluated once after training (``None``: skip).
+        max_batches: evaluate at most this many batches per rank (``None``: the whole split).
+    """
+
+    batch_size: int = 2048
+    every_steps: Optional[int] = None
+    split: Literal["val", "test"] = "val"
+    final_split: Optional[Literal["val", "test"]] = "test"
+    max_batches: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.every_steps is None or self.every_steps >= 1, "every_steps", "must be >= 1 or null")
+        require(self.max_batches is None or self.max_batches >= 1, "max_batches", "must be >= 1 or null")
+
+
+@dataclass
+class CheckpointConfig:
+    """Distributed checkpoints (``torch.distributed.checkpoint``): model, optimizers, step and data position.
+
+    Attributes:
+        dir: where ``step_<N>`` checkpoints go (``None``: no checkpoints; ``--resume`` needs one).
+        every_steps: save every this many steps (``None``: only at the end if ``at_end``).
+        at_end: save after the last step.
+        keep: keep the newest this-many checkpoints (``None``: all).
+    """
+
+    dir: Optional[str] = None
+    every_steps: Optional[int] = None
+    at_end: bool = True
+    keep: Optional[int] = 2
+
+    def __post_init__(self) -> None:
+        require(self.every_steps is None or self.every_steps >= 1, "every_steps", "must be >= 1 or null")
+        require(self.keep is None or self.keep >= 1, "keep", "must be >= 1 or null")
+
+
+@dataclass
+class OutputConfig:
+    """Where the run's JSON (metrics, memory, throughput, config) goes.
+
+    Attributes:
+        dir: output directory (created); the JSON is ``<dir>/<json_name>``.
+        json_name: file name of the JSON.
+        run_name: label printed in the summary line and stored in the JSON.
+    """
+
+    dir: str = "outputs/run"
+    json_name: str = "results.json"
+    run_name: str = "run"
+
+
+def check_table_specs(
+    specs: Mapping[str, Mapping[str, Any]], features: Sequence[str], embedding_dim: int, key: str = "tables"
+) -> None:
+    """Checks per-feature table specs (``tables.table_config`` specs keyed by feature, ``_default`` for the rest).
+
+    Builds each config against a large probe table (2**20 ids) so that unknown types, unknown fields and values
+    that fail for any table size are caught before any data is loaded; size-dependent checks happen at build time.
+
+    Raises:
+        ConfigError: naming ``tables.<feature>``.
+    """
+    from torchrec_memcom.tables import table_config
+
+    for name, spec in specs.items():
+        k = _key(key, name)
+        require(name == "_default" or name in features, k, f"unknown feature (the data has: {', '.join(features)})")
+        try:
+            table_config(f"t_{name}", [name], 1 << 20, embedding_dim, spec)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{k}: {e}") from None

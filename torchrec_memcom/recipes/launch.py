@@ -1,0 +1,51 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Builds the TorchX ``AppDef`` s behind ``torchrec_memcom.recipes.components`` (kept apart, because TorchX lists
+every function of a components module as a component)."""
+
+from typing import Dict, Optional, Sequence
+
+from torchx import specs
+from torchx.components import dist
+
+__all__ = ["DLRM_CONFIGS", "DLRM_MODULE", "dlrm_app"]
+
+DLRM_MODULE = "examples.dlrm.train"
+"""The DLRM recipe, run as ``python -m`` from the repository root."""
+DLRM_CONFIGS = "examples/dlrm/configs"
+
+
+def dlrm_app(
+    config: str,
+    script_args: Sequence[str],
+    *,
+    name: str,
+    image: str,
+    j: str,
+    cpu: int,
+    gpu: int,
+    memMB: int,  # noqa: N803 - TorchX's spelling
+    h: Optional[str],
+    env: Optional[Dict[str, str]],
+    max_retries: int,
+) -> specs.AppDef:
+    """``dist.ddp`` running ``python -m examples.dlrm.train --config <config> <script_args>`` on every process."""
+    return dist.ddp(
+        "--config",
+        config,
+        *script_args,
+        m=DLRM_MODULE,
+        image=image,
+        name=name,
+        h=h,
+        cpu=cpu,
+        gpu=gpu,
+        memMB=memMB,
+        j=j,
+        env=dict(env or {}),
+        max_retries=max_retries,
+    )
+
+
+def preset(name: str) -> str:
+    """Config file of a DLRM preset, relative to the repository root."""
+    return f"{DLRM_CONFIGS}/{name}.yaml"

@@ -1,0 +1,453 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Building blocks of the distributed recipes: process group, tables, sharding, optimizers, LMA signatures,
+evaluation and checkpoints. Each is a function of explicit arguments, so recipes stay short and any model
+(DLRM, two-tower) can reuse them.
+"""
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from fbgemm_gpu.split_embedding_configs import EmbOptimType
+from torch import nn
+from torch.distributed.checkpoint._nested_dict import flatten_state_dict
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torchrec.datasets.utils import Batch
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.planner import ParameterConstraints, Topology
+from torchrec.distributed.types import ShardingEnv
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from torchrec_memcom.distributed import get_sharders
+from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner
+from torchrec_memcom.modules.lma import LMAIds
+from torchrec_memcom.recipes.config import DenseOptimizerConfig, SparseOptimizerConfig
+from torchrec_memcom.tables import table_config
+
+__all__ = [
+    "Checkpointer",
+    "DistContext",
+    "build_tables",
+    "combined_optimizer",
+    "evaluate_binary",
+    "fit_lma_signatures",
+    "fused_params",
+    "init_distributed",
+    "pad_batch",
+    "shard_model",
+    "sharding_constraints",
+    "write_json",
+]
+
+logger: logging.Logger = logging.getLogger(__name__)
+
+_SPARSE_OPTIMIZERS: Dict[str, EmbOptimType] = {
+    "exact_adagrad": EmbOptimType.EXACT_ADAGRAD,
+    "exact_rowwise_adagrad": EmbOptimType.EXACT_ROWWISE_ADAGRAD,
+    "exact_sgd": EmbOptimType.EXACT_SGD,
+}
+_DENSE_OPTIMIZERS: Dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adagrad": lambda params, c: torch.optim.Adagrad(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay),
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
+}
+
+
+# --- process group -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistContext:
+    """This process's place in the job: ranks, device and backend (``nccl`` on CUDA, else ``gloo``)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce(self, values: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
+        """All-reduces a copy of ``values`` over the job (on the backend's device) and returns it on CPU."""
+        t = values.detach().to(self.device, copy=True)
+        dist.all_reduce(t, op=op)
+        return t.cpu()
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_distributed(timeout_s: int = 600) -> DistContext:
+    """Joins the job that ``torchrun`` (or TorchX) started, or makes a one-process group when run plainly.
+
+    On CUDA each process takes GPU ``LOCAL_RANK`` (``torch.cuda.set_device``) and NCCL; elsewhere gloo on CPU.
+    """
+    if "RANK" not in os.environ:
+        from torchrec.test_utils import get_free_port
+
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="localhost")
+        os.environ.setdefault("MASTER_PORT", str(get_free_port()))
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend,
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(seconds=timeout_s),
+            device_id=device if device.type == "cuda" else None,
+        )
+    return DistContext(rank, world_size, local_rank, device, backend)
+
+
+# --- tables, sharding, optimizers ----------------------------------------------------------------------------------
+
+
+def build_tables(
+    features: Sequence[str],
+    table_sizes: Mapping[str, int],
+    embedding_dim: int,
+    specs: Mapping[str, Mapping[str, Any]],
+) -> List[EmbeddingBagConfig]:
+    """One table ``t_<feature>`` per feature, of the type its spec names (``specs[feature]``, else
+    ``specs["_default"]``, else stock); ``tables.table_config`` maps specs to configs.
+
+    Raises:
+        ValueError: naming the table when a spec does not fit the feature's real size.
+    """
+    default = specs.get("_default")
+    return [
+        table_config(f"t_{f}", [f], table_sizes[f], embedding_dim, specs.get(f, default))
+        for f in features  # one place decides the table type: tables.table_config
+    ]
+
+
+def sharding_constraints(
+    features: Sequence[str], sharding: Mapping[str, Sequence[str]]
+) -> Optional[Dict[str, ParameterConstraints]]:
+    """Planner constraints on the tables ``t_<feature>`` from ``{feature or "_default": [sharding types]}``."""
+    if not sharding:
+        return None
+    out = {}
+    for f in features:
+        types = sharding.get(f, sharding.get("_default"))
+        if types:
+            out[f"t_{f}"] = ParameterConstraints(sharding_types=list(types))
+    return out
+
+
+def fused_params(config: SparseOptimizerConfig) -> Dict[str, Any]:
+    """TBE kwargs of the fused sparse optimizer (for the sharders and the planner)."""
+    params: Dict[str, Any] = {"optimizer": _SPARSE_OPTIMIZERS[config.name], "learning_rate": config.lr}
+    if config.name != "exact_sgd":
+        params["eps"] = config.eps
+    return params
+
+
+def shard_model(
+    model: nn.Module,
+    ctx: DistContext,
+    fused: Dict[str, Any],
+    batch_size: int,
+    constraints: Optional[Dict[str, ParameterConstraints]] = None,
+) -> DistributedModelParallel:
+    """Plans ``model`` (built on ``meta``) with ``CompressedEmbeddingShardingPlanner`` and wraps it in DMP.
+
+    The planner and DMP get the same sharder list (``get_sharders(fused)``), as TorchRec requires.
+    """
+    sharders = get_sharders(fused_params=fused)
+    planner = CompressedEmbeddingShardingPlanner(
+        topology=Topology(
+            world_size=ctx.world_size,
+            compute_device=ctx.device.type,
+            local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)),
+        ),
+        batch_size=batch_size,
+        constraints=constraints,
+        fused_params=fused,
+    )
+    plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    return DistributedModelParallel(
+        module=model,
+        env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
+        device=ctx.device,
+        plan=plan,
+        sharders=sharders,
+    )
+
+
+def combined_optimizer(model: DistributedModelParallel, config: DenseOptimizerConfig) -> CombinedOptimizer:
+    """The model's fused (in-backward) sparse optimizers plus ``torch.optim`` over every other parameter."""
+    dense = dict(in_backward_optimizer_filter(model.named_parameters()))
+    optimizers: List[KeyedOptimizer] = [model.fused_optimizer]
+    if dense:
+        make = _DENSE_OPTIMIZERS[config.name]
+        optimizers.append(KeyedOptimizerWrapper(dense, lambda params: make(params, config)))
+    return CombinedOptimizer(optimizers)
+
+
+def fit_lma_signatures(
+    model: nn.Module, batches: Iterable[Batch], max_rows: int, progress: bool = False
+) -> Dict[str, float]:
+    """Fits the signatures of every LMA table in ``model`` (sharded or not) on the first ``max_rows`` rows.
+
+    Every rank must pass the same ``batches`` so the replicated signatures agree. Returns the fraction of ids of
+    each table that got a signature (empty if the model has no LMA table).
+    """
+    transforms = [m for m in model.modules() if isinstance(m, LMAIds)]
+    coverage: Dict[str, float] = {}
+    for transform in transforms:
+        kjts = (b.sparse_features for b in batches)
+        coverage.update(transform.fit_signatures(kjts, max_rows=max_rows, progress=progress))
+    return coverage
+
+
+# --- evaluation ----------------------------------------------------------------------------------------------------
+
+
+def pad_batch(batch: Batch, size: int) -> Batch:
+    """``batch`` grown to ``size`` rows with empty bags, zero dense features and zero labels."""
+    kjt = batch.sparse_features
+    rows = batch.dense_features.shape[0]
+    pad = size - rows
+    if pad < 0:
+        raise ValueError(f"batch has {rows} rows, more than {size}")
+    if pad == 0:
+        return batch
+    lengths = kjt.lengths().view(len(kjt.keys()), rows)
+    lengths = torch.cat([lengths, lengths.new_zeros(len(kjt.keys()), pad)], dim=1).reshape(-1)
+    padded = KeyedJaggedTensor(
+        keys=kjt.keys(), values=kjt.values(), lengths=lengths, weights=kjt.weights_or_none(), stride=size
+    )
+    dense = batch.dense_features
+    return Batch(
+        dense_features=torch.cat([dense, dense.new_zeros(pad, dense.shape[1])]),
+        sparse_features=padded,
+        labels=torch.cat([batch.labels, batch.labels.new_zeros(pad)]),
+    )
+
+
+def empty_batch(features: Sequence[str], dense_dim: int, size: int) -> Batch:
+    """A batch of ``size`` rows with empty bags (what a rank whose share of the data is used up evaluates)."""
+    kjt = KeyedJaggedTensor(
+        keys=list(features),
+        values=torch.zeros(0, dtype=torch.int64),
+        lengths=torch.zeros(len(features) * size, dtype=torch.int32),
+        stride=size,
+    )
+    return Batch(dense_features=torch.zeros(size, dense_dim), sparse_features=kjt, labels=torch.zeros(size))
+
+
+@torch.no_grad()
+def evaluate_binary(
+    predict: Callable[[Batch], torch.Tensor],
+    batches: Iterable[Batch],
+    ctx: DistContext,
+    batch_size: int,
+    features: Sequence[str],
+    dense_dim: int,
+    max_batches: Optional[int] = None,
+    progress: bool = False,
+) -> Dict[str, float]:
+    """AUC and logloss of a binary classifier over every rank's share of ``batches``.
+
+    Ranks step together: each pads its batches to ``batch_size`` rows (padding is masked out) and, once its share
+    is used up, evaluates empty batches until every rank is done, so sharded models see equal batches on every
+    rank. Predictions and labels are gathered over ranks for an exact AUC (torchmetrics ``binary_auroc`` on the
+    whole split); the logloss is the mean binary cross-entropy over all real rows.
+
+    Args:
+        predict (Callable[[Batch], torch.Tensor]): batch on device -> ``[B]`` logits.
+        batches (Iterable[Batch]): this rank's batches (at most ``batch_size`` rows each).
+        ctx (DistContext): ranks and device.
+        batch_size (int): rows per rank per step.
+        features (Sequence[str]): sparse feature names (for empty batches).
+        dense_dim (int): dense width (for empty batches).
+        max_batches (Optional[int]): stop after this many steps.
+        progress (bool): tqdm bar.
+
+    Returns:
+        Dict[str, float]: ``auc``, ``logloss``, ``num_samples`` (over all ranks) and ``positive_rate``.
+    """
+    from torchmetrics.functional.classification import binary_auroc
+    from tqdm import tqdm
+
+    preds: List[torch.Tensor] = []
+    targets: List[torch.Tensor] = []
+    totals = torch.zeros(3, dtype=torch.float64)  # bce sum, rows, positives
+    it: Iterator[Batch] = iter(batches)
+    bar = tqdm(desc="eval", unit="batch", disable=not progress, mininterval=5.0)
+    steps = 0
+    while max_batches is None or steps < max_batches:
+        batch = next(it, None)
+        if int(ctx.all_reduce(torch.tensor([0 if batch is None else 1]))[0]) == 0:
+            break
+        rows = 0 if batch is None else int(batch.labels.shape[0])
+        padded = empty_batch(features, dense_dim, batch_size) if batch is None else pad_batch(batch, batch_size)
+        logits = predict(padded.to(ctx.device)).float()[:rows].cpu()
+        if rows:
+            labels = batch.labels.float()
+            preds.append(torch.sigmoid(logits))
+            targets.append(labels)
+            bce = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
+            totals += torch.tensor([float(bce), rows, float(labels.sum())], dtype=torch.float64)
+        steps += 1
+        bar.update()
+    bar.close()
+    totals = ctx.all_reduce(totals)
+    all_preds = _all_gather_1d(torch.cat(preds) if preds else torch.zeros(0), ctx)
+    all_targets = _all_gather_1d(torch.cat(targets) if targets else torch.zeros(0), ctx)
+    n = max(float(totals[1]), 1.0)
+    return {
+        "auc": float(binary_auroc(all_preds, all_targets.long())) if all_preds.numel() else float("nan"),
+        "logloss": float(totals[0]) / n,
+        "num_samples": int(totals[1]),
+        "positive_rate": float(totals[2]) / n,
+    }
+
+
+def _all_gather_1d(local: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Concatenation (in rank order) of every rank's 1-D float tensor, on CPU; sizes may differ."""
+    if ctx.world_size == 1:
+        return local
+    sizes = [torch.zeros(1, dtype=torch.int64, device=ctx.device) for _ in range(ctx.world_size)]
+    dist.all_gather(sizes, torch.tensor([local.numel()], device=ctx.device))
+    longest = max(int(s) for s in sizes)
+    padded = torch.zeros(longest, dtype=local.dtype, device=ctx.device)
+    padded[: local.numel()] = local.to(ctx.device)
+    parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(s)].cpu() for p, s in zip(parts, sizes)])
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------------------
+
+_STEP_DIR = re.compile(r"step_(\d+)")
+
+
+class Checkpointer:
+    """Saves and restores model, optimizer and trainer state with ``torch.distributed.checkpoint``.
+
+    Checkpoints are ``<dir>/step_<N>/`` (DCP files; every rank writes its shards) plus ``rng_rank<r>.pt`` (each
+    rank's RNG states). A checkpoint counts once DCP's ``.metadata`` exists, so a crash mid-save leaves the previous
+    one as the latest. Trainer state is a flat mapping of ints (step, epoch, data position, a config hash, ...).
+
+    Args:
+        directory (str): where checkpoints go.
+        ctx (DistContext): ranks.
+        keep (Optional[int]): keep the newest this-many checkpoints.
+    """
+
+    def __init__(self, directory: str, ctx: DistContext, keep: Optional[int] = None) -> None:
+        self.directory = directory
+        self.ctx = ctx
+        self.keep = keep
+
+    def _steps(self) -> List[int]:
+        if not os.path.isdir(self.directory):
+            return []
+        found = []
+        for name in os.listdir(self.directory):
+            m = _STEP_DIR.fullmatch(name)
+            if m and os.path.isfile(os.path.join(self.directory, name, ".metadata")):
+                found.append(int(m.group(1)))
+        return sorted(found)
+
+    def latest(self) -> Optional[str]:
+        """Path of the newest complete checkpoint, or ``None``."""
+        steps = self._steps()
+        return os.path.join(self.directory, f"step_{steps[-1]}") if steps else None
+
+    def save(self, step: int, model: nn.Module, optimizer: KeyedOptimizer, trainer: Mapping[str, int]) -> str:
+        """Saves a checkpoint (collective: every rank calls it); returns its path."""
+        path = os.path.join(self.directory, f"step_{step}")
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "trainer": _int_tensors(trainer)}
+        dcp.save(state, checkpoint_id=path)
+        torch.save(_rng_state(), os.path.join(path, f"rng_rank{self.ctx.rank}.pt"))
+        self.ctx.barrier()
+        if self.ctx.is_main and self.keep is not None:
+            for old in self._steps()[: -self.keep]:
+                shutil.rmtree(os.path.join(self.directory, f"step_{old}"), ignore_errors=True)
+        self.ctx.barrier()
+        return path
+
+    def load(self, path: str, model: nn.Module, optimizer: KeyedOptimizer, trainer: Mapping[str, int]) -> Dict:
+        """Loads ``path`` into ``model`` and ``optimizer`` in place (collective); returns the trainer state.
+
+        ``trainer`` is a template with the keys to read.
+        """
+        trainer_state = _int_tensors(trainer)
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "trainer": trainer_state}
+        # Flatten here and load without DCP's own flattening: a table-wise table's fused optimizer state exists only
+        # on its rank, and DCP (torch 2.13) takes checkpoint keys missing locally for a pre-2.4 checkpoint and
+        # switches to an old key scheme. Every value is a tensor and loads in place, so ``state`` sees it.
+        flat, _ = flatten_state_dict(state)
+        dcp.load(flat, checkpoint_id=path, planner=DefaultLoadPlanner(flatten_state_dict=False))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng = os.path.join(path, f"rng_rank{self.ctx.rank}.pt")
+        if os.path.isfile(rng):
+            _set_rng_state(torch.load(rng, weights_only=False))
+        return {k: int(v) for k, v in trainer_state.items()}
+
+
+def _int_tensors(values: Mapping[str, int]) -> Dict[str, torch.Tensor]:
+    return {k: torch.tensor(int(v), dtype=torch.int64) for k, v in values.items()}
+
+
+def _rng_state() -> Dict[str, Any]:
+    import random
+
+    import numpy as np
+
+    state: Dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def write_json(path: str, payload: Mapping[str, Any]) -> None:
+    """Writes ``payload`` as indented JSON, creating the folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, default=str)
+        f.write("\n")
