@@ -25,7 +25,7 @@ from torch.distributed._shard.metadata import ShardMetadata
 from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor, ShardedTensorMetadata, TensorProperties
 from torchrec.distributed.comm import get_local_size
 from torchrec.distributed.embedding_sharding import EmbeddingShardingContext, KJTListSplitsAwaitable
-from torchrec.distributed.embedding_types import BaseEmbeddingSharder, KJTList, ShardedEmbeddingModule
+from torchrec.distributed.embedding_types import KJTList, ShardedEmbeddingModule
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder, ShardedEmbeddingBagCollection
 from torchrec.distributed.sharding.rw_sharding import RwPooledEmbeddingSharding, RwSparseFeaturesDist
 from torchrec.distributed.sharding.tw_sharding import TwPooledEmbeddingSharding
@@ -33,7 +33,6 @@ from torchrec.distributed.types import (
     Awaitable,
     LazyAwaitable,
     ParameterSharding,
-    QuantizedCommCodecs,
     ShardingEnv,
     ShardingType,
 )
@@ -43,7 +42,7 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.configs import MEmComEmbeddingBagConfig
-from torchrec_memcom.distributed._transformed import CompressedCollectionContext
+from torchrec_memcom.distributed._transformed import CompressedCollectionContext, TransformedCollectionSharder
 from torchrec_memcom.distributed.entity_weights import (
     EntityWeightOptimizer,
     fused_entity_weight_lookup,
@@ -408,59 +407,17 @@ class ShardedMEmComEmbeddingBagCollection(
         return MEmComEmbeddingBagCollection
 
 
-class MEmComEmbeddingBagCollectionSharder(BaseEmbeddingSharder[MEmComEmbeddingBagCollection]):
+class MEmComEmbeddingBagCollectionSharder(TransformedCollectionSharder[MEmComEmbeddingBagCollection]):
     """Shards ``MEmComEmbeddingBagCollection`` row-wise (co-located ids, ``U`` rows and ``w``) or table-wise.
 
     The planner sees the shared tables (``num_shared_rows x d``); ``torchrec_memcom.distributed.planner`` adds the
     bytes of ``w`` and its optimizer state. Row-wise over ``W`` ranks needs ``W | num_buckets``.
 
-    Args:
-        ebc_sharder (Optional[EmbeddingBagCollectionSharder]): shards the shared tables (default: a new one with
-            ``fused_params``).
-        fused_params (Optional[Dict[str, Any]]): TBE kwargs (optimizer, learning_rate, ...); ``w`` uses the same.
-        qcomm_codecs_registry (Optional[Dict[str, QuantizedCommCodecs]]): quantized comms.
+    Takes the arguments of ``TransformedCollectionSharder``; ``w`` follows the shared tables' fused optimizer.
     """
 
-    def __init__(
-        self,
-        ebc_sharder: Optional[EmbeddingBagCollectionSharder] = None,
-        fused_params: Optional[Dict[str, Any]] = None,
-        qcomm_codecs_registry: Optional[Dict[str, QuantizedCommCodecs]] = None,
-    ) -> None:
-        super().__init__(fused_params=fused_params, qcomm_codecs_registry=qcomm_codecs_registry)
-        self._ebc_sharder: EmbeddingBagCollectionSharder = ebc_sharder or EmbeddingBagCollectionSharder(
-            fused_params=fused_params, qcomm_codecs_registry=self.qcomm_codecs_registry
-        )
-
-    def shard(
-        self,
-        module: MEmComEmbeddingBagCollection,
-        params: Dict[str, ParameterSharding],
-        env: ShardingEnv,
-        device: Optional[torch.device] = None,
-        module_fqn: Optional[str] = None,
-    ) -> ShardedMEmComEmbeddingBagCollection:
-        return ShardedMEmComEmbeddingBagCollection(
-            module, params, self._ebc_sharder, env, device or torch.device("cpu"), module_fqn
-        )
-
-    @property
-    def fused_params(self) -> Optional[Dict[str, Any]]:
-        return self._ebc_sharder.fused_params
-
-    def shardable_parameters(self, module: MEmComEmbeddingBagCollection) -> Dict[str, nn.Parameter]:
-        return self._ebc_sharder.shardable_parameters(module._embedding_bag_collection)
+    unsharded_type = MEmComEmbeddingBagCollection
+    sharded_type = ShardedMEmComEmbeddingBagCollection  # type: ignore[assignment]
 
     def sharding_types(self, compute_device_type: str) -> List[str]:
         return list(SUPPORTED_SHARDING_TYPES)
-
-    def compute_kernels(self, sharding_type: str, compute_device_type: str) -> List[str]:
-        return self._ebc_sharder.compute_kernels(sharding_type, compute_device_type)
-
-    @property
-    def module_type(self) -> Type[MEmComEmbeddingBagCollection]:
-        return MEmComEmbeddingBagCollection
-
-    @property
-    def sharded_module_type(self) -> Type[ShardedMEmComEmbeddingBagCollection]:
-        return ShardedMEmComEmbeddingBagCollection
