@@ -213,3 +213,24 @@ def test_configuration_errors() -> None:
         CompressedEmbeddingBagCollection([tables[0], clash])
     with pytest.raises(ValueError, match=r"needs at least one table"):
         CompressedEmbeddingBagCollection([])
+
+
+def test_stock_tables_are_checked_too() -> None:
+    from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
+
+    from torchrec_memcom import CompressedEmbeddingBagCollection, HashEmbeddingBagConfig
+
+    ebc = CompressedEmbeddingBagCollection(
+        [
+            EmbeddingBagConfig(name="s", num_embeddings=10, embedding_dim=4, feature_names=["fs"]),
+            HashEmbeddingBagConfig(
+                name="h", num_embeddings=100, embedding_dim=4, feature_names=["fh"], compression_ratio=2
+            ),
+        ]
+    )
+    bad = KeyedJaggedTensor.from_lengths_sync(["fs", "fh"], torch.tensor([10, 3]), torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match=r"table 's', feature 'fs'.*\[0, 10\).*\[10, 10\]"):
+        ebc(bad)
+    missing = KeyedJaggedTensor.from_lengths_sync(["fh"], torch.tensor([3]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="feature 'fs' of table 's' is missing"):
+        ebc(missing)

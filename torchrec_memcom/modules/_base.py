@@ -108,6 +108,33 @@ def split_features(
     return feature_dict
 
 
+def check_kjt(
+    features: KeyedJaggedTensor,
+    feature_tables: Sequence[Tuple[str, EmbeddingBagConfig]],
+    is_weighted: bool,
+    id_check: IdRangeCheck,
+) -> None:
+    """The checks of ``split_features`` without splitting: slices the values by ``offset_per_key`` (host ints)."""
+    keys = features.keys()
+    index = {k: i for i, k in enumerate(keys)}
+    for feature, table in feature_tables:
+        if feature not in index:
+            raise ValueError(
+                f"feature '{feature}' of table '{table.name}' is missing from the input KJT (keys: {keys})"
+            )
+    if features.variable_stride_per_key():
+        raise ValueError("variable batch sizes per feature (variable_stride_per_key) are not supported")
+    if is_weighted and features.weights_or_none() is None:
+        raise ValueError("the module is weighted (is_weighted=True) but the input KJT has no weights")
+    if is_weighted and not features.weights().is_floating_point():
+        raise ValueError(f"KJT weights must be floating point, got {features.weights().dtype}")
+    values = features.values()
+    offsets = features.offset_per_key()
+    id_check(
+        [(values[offsets[index[f]] : offsets[index[f] + 1]], t.num_embeddings, t.name, f) for f, t in feature_tables]
+    )
+
+
 def pool_lengths(jt: JaggedTensor) -> torch.Tensor:
     """Bag sizes as a ``(B, 1)`` float divisor for MEAN pooling (empty bags divide by 1 and stay 0)."""
     return jt.lengths().clamp(min=1).unsqueeze(1).to(torch.float32)
@@ -150,30 +177,11 @@ class IdTransform(nn.Module):
         Unlike ``split`` it never splits the values, and it only reads ``length_per_key`` (computed once per batch, as
         TorchRec's own input dist does), so the hot path has no per-feature host-device synchronisation.
         """
-        keys = features.keys()
+        check_kjt(features, self._feature_tables, self._is_weighted, self.id_check)
         names = self.feature_names()
-        if keys != names:
-            known = set(keys)
-            for feature, table in self._feature_tables:
-                if feature not in known:
-                    raise ValueError(
-                        f"feature '{feature}' of table '{table.name}' is missing from the input KJT (keys: {keys})"
-                    )
-        if features.variable_stride_per_key():
-            raise ValueError("variable batch sizes per feature (variable_stride_per_key) are not supported")
-        if self._is_weighted and features.weights_or_none() is None:
-            raise ValueError("the module is weighted (is_weighted=True) but the input KJT has no weights")
-        if self._is_weighted and not features.weights().is_floating_point():
-            raise ValueError(f"KJT weights must be floating point, got {features.weights().dtype}")
+        keys = features.keys()
         if keys != names:
             features = features.permute([keys.index(f) for f in names])
-        values = features.values()
-        checks = []
-        offset = 0
-        for (feature, table), length in zip(self._feature_tables, features.length_per_key()):
-            checks.append((values[offset : offset + length], table.num_embeddings, table.name, feature))
-            offset += length
-        self.id_check(checks)
         return features
 
     def kjt_mean_divisors(self, kjt: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from torchrec_memcom.configs import (
     QREmbeddingBagConfig,
 )
 from torchrec_memcom.memory import MemoryReport
-from torchrec_memcom.modules._base import init_table
+from torchrec_memcom.modules._base import IdRangeCheck, check_kjt, init_table
 from torchrec_memcom.modules.baselines import HashEmbeddingBagCollection, QREmbeddingBagCollection
 from torchrec_memcom.modules.lma import LMAEmbeddingBagCollection
 from torchrec_memcom.modules.memcom import MEmComEmbeddingBagCollection
@@ -81,6 +81,9 @@ class CompressedEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         if len(set(feature_names)) != len(feature_names):
             raise ValueError(f"feature names must be unique across tables, got {feature_names}")
         self._feature_names = feature_names
+        # Stock tables get the same input checks as ours (EmbeddingBagCollection itself has none).
+        self._stock_features = [(f, t) for t in tables if type(t) is EmbeddingBagConfig for f in t.feature_names]
+        self._stock_check = IdRangeCheck()
         self._dims = [t.embedding_dim for t in tables for _ in t.feature_names]
 
     def embedding_bag_configs(self) -> List[EmbeddingBagConfig]:
@@ -95,6 +98,8 @@ class CompressedEmbeddingBagCollection(EmbeddingBagCollectionInterface):
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         """KJT in; KeyedTensor with every table's features, in table order, out."""
+        if self._stock_features:
+            check_kjt(features, self._stock_features, self._is_weighted, self._stock_check)
         kts = [child(features) for child in self.children_by_method.values()]
         if len(kts) == 1:
             return kts[0]
