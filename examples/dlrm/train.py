@@ -19,7 +19,7 @@ What it does, and the config key or flag behind each part:
   on CUDA (``LOCAL_RANK``'s GPU).
 - Optimizers: fused TBE optimizer of every table (``optimizer.sparse``: exact_adagrad, exact_rowwise_adagrad,
   exact_sgd) and ``torch.optim`` for the dense layers (``optimizer.dense``), combined.
-- LMA: signatures fitted on the first ``train.lma_signature_rows`` training rows (same rows on every rank).
+- LMA: signatures fitted on ``train.lma_signature_rows`` shuffled training rows (same seeded rows on every rank).
 - Training: ``TrainPipelineSparseDist``, ``train.batch_size`` rows per rank, ``train.epochs`` / ``train.max_steps``;
   tqdm on rank 0.
 - Evaluation: AUC and logloss over all ranks on ``eval.split`` every ``eval.every_steps`` and on
@@ -135,7 +135,8 @@ class DLRMRecipe:
             self._log(f"--resume: no checkpoint in {cfg.checkpoint.dir} yet, starting from scratch")
         self.lma_coverage = fit_lma_signatures(
             self.model,
-            data.batches("train", 4096, rank=0, world_size=1, train=False, seed=cfg.train.seed),
+            # a seeded shuffled sample (the split itself is sorted by user), the same rows on every rank
+            data.batches("train", 4096, rank=0, world_size=1, train=True, seed=cfg.train.seed),
             cfg.train.lma_signature_rows,
             progress=ctx.is_main,
         )
