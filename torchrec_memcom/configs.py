@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
+from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, data_type_to_dtype
 
 from torchrec_memcom.hashing import BucketedHash, default_num_buckets
@@ -60,6 +61,15 @@ def _check_common(
         config.feature_names = [config.name]
 
 
+def _check_module_dict_key(config: EmbeddingBagConfig, kind: str) -> None:
+    """The shared table is named after the logical one, and TorchRec keeps tables in an ``nn.ModuleDict``."""
+    if hasattr(nn.ModuleDict(), config.name) or "." in config.name:
+        raise ValueError(
+            f"{kind} table name '{config.name}' cannot be used: TorchRec keeps tables in an nn.ModuleDict, where it "
+            "clashes with an attribute or contains a '.'"
+        )
+
+
 def _bucketed_hash(config: EmbeddingBagConfig, kind: str, rows: int, num_buckets: Optional[int]) -> BucketedHash:
     n = config.num_embeddings
     b = num_buckets if num_buckets is not None else default_num_buckets(rows, n)
@@ -102,6 +112,7 @@ class MEmComEmbeddingBagConfig(EmbeddingBagConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_common(self, "MEmCom", self.compression_ratio, self.num_shared_rows, "num_shared_rows")
+        _check_module_dict_key(self, "MEmCom")
         self.bucketed_hash()
 
     def bucketed_hash(self) -> BucketedHash:
@@ -147,6 +158,7 @@ class HashEmbeddingBagConfig(EmbeddingBagConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_common(self, "Hash", self.compression_ratio, self.num_shared_rows, "num_shared_rows")
+        _check_module_dict_key(self, "Hash")
         self.bucketed_hash()
 
     def bucketed_hash(self) -> BucketedHash:

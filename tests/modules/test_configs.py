@@ -205,3 +205,10 @@ def test_empty_logical_tables_raise(cls: type, n: int, d: int) -> None:
 def test_tables_need_a_name(cls: type) -> None:
     with pytest.raises(ValueError, match=r"needs a table name"):
         cls(name="", num_embeddings=10, embedding_dim=4, compression_ratio=1.0)
+
+
+def test_table_names_that_clash_with_module_dict_are_rejected() -> None:
+    from torchrec_memcom import MEmComEmbeddingBagConfig
+
+    with pytest.raises(ValueError, match="table name 'items' cannot be used"):
+        MEmComEmbeddingBagConfig(name="items", num_embeddings=100, embedding_dim=8, compression_ratio=2)
