@@ -90,22 +90,8 @@ def split_features(
     ``[0, num_embeddings)``, variable batch sizes and missing weights of a weighted module raise ``ValueError``
     (on CUDA, out-of-range ids one batch later: see ``IdRangeCheck``).
     """
-    keys = features.keys()
-    known = set(keys)
-    for feature, table in feature_tables:
-        if feature not in known:
-            raise ValueError(
-                f"feature '{feature}' of table '{table.name}' is missing from the input KJT (keys: {keys})"
-            )
-    if features.variable_stride_per_key():
-        raise ValueError("variable batch sizes per feature (variable_stride_per_key) are not supported")
-    if is_weighted and features.weights_or_none() is None:
-        raise ValueError("the module is weighted (is_weighted=True) but the input KJT has no weights")
-    if is_weighted and not features.weights().is_floating_point():
-        raise ValueError(f"KJT weights must be floating point, got {features.weights().dtype}")
-    feature_dict = features.to_dict()
-    (id_check or IdRangeCheck())([(feature_dict[f].values(), t.num_embeddings, t.name, f) for f, t in feature_tables])
-    return feature_dict
+    check_kjt(features, feature_tables, is_weighted, id_check or IdRangeCheck())
+    return features.to_dict()
 
 
 def check_kjt(
