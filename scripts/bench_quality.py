@@ -160,43 +160,6 @@ GOALS = (
 # --- data on the device --------------------------------------------------------------------------------------------
 
 
-def save_data_cache(data: MovieLens1M, path: str) -> None:
-    """Writes the parsed arrays to a compressed ``.npz`` (MovieLens forbids redistribution: never commit it)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    arrays = {
-        f: getattr(data, f)
-        for f in (
-            "user",
-            "movie",
-            "rating",
-            "timestamp",
-            "gender",
-            "age",
-            "occupation",
-            "zip",
-            "year",
-            "genre_offsets",
-            "genre_ids",
-        )
-    }
-    arrays["user"] = arrays["user"].astype(np.int32)
-    arrays["movie"] = arrays["movie"].astype(np.int32)
-    vocab = {f"vocab_{k}": np.array(v, dtype=str) for k, v in data.vocabularies.items()}
-    np.savez_compressed(path, **arrays, **vocab)
-
-
-def load_data_cache(path: str) -> MovieLens1M:
-    """Reads a ``save_data_cache`` file back into a ``MovieLens1M``."""
-    with np.load(path) as z:
-        vocab = {k.removeprefix("vocab_"): tuple(z[k].tolist()) for k in z.files if k.startswith("vocab_")}
-        arrays = {k: z[k] for k in z.files if not k.startswith("vocab_")}
-    for k in ("user", "movie", "timestamp", "gender", "age", "occupation", "zip", "genre_offsets", "genre_ids"):
-        arrays[k] = arrays[k].astype(np.int64)
-    for a in arrays.values():
-        a.flags.writeable = False
-    return MovieLens1M(source=path, vocabularies=vocab, **arrays)
-
-
 class FeatureTensors:
     """ML-1M's per-user and per-movie features on one device; cuts KJTs of any feature subset from id tensors."""
 
@@ -1178,9 +1141,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             payload = json.load(f)
         write_report(payload, args)
         return payload
-    data = load_data_cache(args.data_cache) if args.data_cache else load_movielens_1m(args.data_path)
+    data = load_movielens_1m(args.data_cache or args.data_path)
     if args.save_data_cache:
-        save_data_cache(data, args.save_data_cache)
+        data.save_npz(args.save_data_cache)
         size = os.path.getsize(args.save_data_cache) / 2**20
         print(f"wrote {args.save_data_cache} ({size:.1f} MiB; never commit it)")
         return {}

@@ -52,7 +52,7 @@ from torchrec.models.dlrm import DLRM, DLRMTrain
 from tqdm import tqdm
 
 from torchrec_memcom import CompressedEmbeddingBagCollection
-from torchrec_memcom.recipes.config import ConfigError, to_dict
+from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, to_dict
 from torchrec_memcom.recipes.schemas import DLRMConfig, load_recipe_config
 from torchrec_memcom.recipes.training import (
     Checkpointer,
@@ -330,16 +330,7 @@ class DLRMRecipe:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="recipe YAML (examples/dlrm/configs/*.yaml)")
-    p.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values, e.g. --set train.epochs=2 tables.user.compression=32",
-    )
+    p = recipe_arg_parser(__doc__.split("\n")[0], "examples/dlrm/configs")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in checkpoint.dir")
     return p.parse_args(argv)
 

@@ -56,7 +56,7 @@ if __package__ in (None, ""):  # run as a script (torchrun examples/two_tower/tr
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from examples.two_tower.model import TwoTowerBatch, build_two_tower, item_log_frequency  # noqa: E402
-from torchrec_memcom.recipes.config import ConfigError, to_dict  # noqa: E402
+from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, to_dict  # noqa: E402
 from torchrec_memcom.recipes.schemas import TwoTowerConfig, load_recipe_config  # noqa: E402
 from torchrec_memcom.recipes.training import (  # noqa: E402
     DistContext,
@@ -307,16 +307,7 @@ class TwoTowerRecipe:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="recipe YAML (examples/two_tower/configs/*.yaml)")
-    p.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values, e.g. --set train.epochs=2 tables.user.compression=32",
-    )
+    p = recipe_arg_parser(__doc__.split("\n")[0], "examples/two_tower/configs")
     return p.parse_args(argv)
 
 

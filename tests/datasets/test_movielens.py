@@ -240,19 +240,7 @@ def test_small_files_both_layouts_agree(tmp_path: Path) -> None:
     _write_official(tmp_path / "official")
     _write_recbole(tmp_path / "recbole")
     a, b = load_movielens_1m(str(tmp_path / "official")), load_movielens_1m(str(tmp_path / "recbole"))
-    for field in [
-        "user",
-        "movie",
-        "rating",
-        "timestamp",
-        "gender",
-        "age",
-        "occupation",
-        "zip",
-        "year",
-        "genre_offsets",
-        "genre_ids",
-    ]:
+    for field in MovieLens1M.array_fields():
         assert np.array_equal(getattr(a, field), getattr(b, field)), field
     assert a.vocabularies["movie"] == ("1", "2", "4")  # the unrated movie 3 is left out
     assert b.vocabularies["movie"][1] == "Misérables, Les (1995)"

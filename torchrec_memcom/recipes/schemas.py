@@ -43,6 +43,15 @@ ShardingTypeName = Literal[
 ]
 
 
+def _check_tables_and_sharding(cfg: Any) -> None:
+    """Checks a recipe config's ``tables`` and ``sharding`` against its data's features."""
+    features = cfg.data.feature_names()
+    check_table_specs(cfg.tables, features, cfg.model.embedding_dim)
+    for name, types in cfg.sharding.items():
+        require(name == "_default" or name in features, f"sharding.{name}", "unknown feature")
+        require(bool(types), f"sharding.{name}", "needs at least one sharding type")
+
+
 @dataclass
 class DLRMModelConfig:
     """``torchrec.models.dlrm.DLRM`` sizes.
@@ -99,11 +108,7 @@ class DLRMConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
-        features = self.data.feature_names()
-        check_table_specs(self.tables, features, self.model.embedding_dim)
-        for name, types in self.sharding.items():
-            require(name == "_default" or name in features, f"sharding.{name}", "unknown feature")
-            require(bool(types), f"sharding.{name}", "needs at least one sharding type")
+        _check_tables_and_sharding(self)
 
 
 @functools.lru_cache(maxsize=2)
@@ -232,11 +237,7 @@ class TwoTowerConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
-        features = self.data.feature_names()
-        check_table_specs(self.tables, features, self.model.embedding_dim)
-        for name, types in self.sharding.items():
-            require(name == "_default" or name in features, f"sharding.{name}", "unknown feature")
-            require(bool(types), f"sharding.{name}", "needs at least one sharding type")
+        _check_tables_and_sharding(self)
 
 
 RECIPE_CONFIGS: Dict[str, Type[Any]] = {"dlrm": DLRMConfig, "two_tower": TwoTowerConfig}
