@@ -11,13 +11,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.configs import LMAEmbeddingBagConfig, stock_bytes
-from torchrec_memcom.lsh import (
-    MISSING_KEY,
-    build_signatures,
-    chunk_key_selection,
-    chunk_locations,
-    default_keys_per_chunk,
-)
+from torchrec_memcom.lsh import Batch, SignatureBuilder, build_signatures, chunk_locations
 from torchrec_memcom.memory import MemoryReport, TableMemory, tensor_bytes
 from torchrec_memcom.modules._base import (
     CompressedCollection,
@@ -48,7 +42,8 @@ class LMAIds(IdTransform):
     """Maps ids to LMA chunk locations: feature ``f`` becomes sub-features ``f__c<k>`` with ids ``loc_k(i)``.
 
     Holds the tables' signature buffers (``signatures.<table>``, uint8 ``(n, signature_bytes)``; all ``0xFF`` = no
-    signature until ``set_signatures``) and the fixed per-chunk key selections.
+    signature until ``fit_signatures`` / ``set_signatures``). Table ``t`` of a memory group owns the rows
+    ``[row_offset(t), row_offset(t) + rows(t))`` of the group's memory (tables in config order).
     """
 
     def __init__(
@@ -63,42 +58,37 @@ class LMAIds(IdTransform):
         self.elementwise_groups = {t.group() for t in tables if t.chunk() == 1}
         self._tables = {t.name: t for t in tables}
         self._table_index = {t.name: i for i, t in enumerate(tables)}
-        self.keys_per_chunk = {
-            t.name: t.keys_per_chunk or default_keys_per_chunk(group_rows[t.group()], t.signature_bytes) for t in tables
-        }
+        self._row_offset: Dict[str, int] = {}
+        used: Dict[str, int] = {}
+        for t in tables:
+            self._row_offset[t.name] = used.get(t.group(), 0)
+            used[t.group()] = self._row_offset[t.name] + t.rows()
         self.signatures = _Signatures()
         for t in tables:
-            sig = torch.full((t.num_embeddings, t.signature_bytes), MISSING_KEY * 17, dtype=torch.uint8, device=device)
+            sig = torch.full((t.num_embeddings, t.signature_bytes), 0xFF, dtype=torch.uint8, device=device)
             self.signatures.register_buffer(t.name, sig)
-            sel = chunk_key_selection(t.num_chunks(), 2 * t.signature_bytes, self.keys_per_chunk[t.name])
-            self.register_buffer(f"_key_selection_{t.name}", sel.to(device), persistent=False)
 
-    def key_selection(self, table: str) -> torch.Tensor:
-        return getattr(self, f"_key_selection_{table}")
+    def location_params(self, table: str) -> Tuple[int, int, int, int, int]:
+        """``(num_chunks, bits, rows_per_chunk, row_offset, table_salt)`` of ``lsh.chunk_locations`` for ``table``
+        (``bits = 0`` for ``allocation="hashed"`` tables: their signatures are ignored)."""
+        t = self._tables[table]
+        bits = t.code_bits() if t.allocation == "semantic" else 0
+        return t.num_chunks(), bits, t.rows_per_chunk(), self._row_offset[table], self._table_index[table]
 
     @torch.no_grad()
     def reset_buffers(self) -> None:
-        """Clears the signatures (no id has one) and rebuilds the key selections (after ``meta`` + ``to_empty``)."""
-        for name, t in self._tables.items():
+        """Clears the signatures (no id has one), e.g. after ``meta`` + ``to_empty``."""
+        for name in self._tables:
             sig = self.table_signatures(name)
             if not sig.is_meta:
-                sig.fill_(MISSING_KEY * 17)
-            sel = self.key_selection(name)
-            if not sel.is_meta:
-                sel.copy_(chunk_key_selection(t.num_chunks(), 2 * t.signature_bytes, self.keys_per_chunk[name]))
+                sig.fill_(0xFF)
 
     def table_signatures(self, table: str) -> torch.Tensor:
         return getattr(self.signatures, table)
 
     def locations(self, table: str, ids: torch.Tensor) -> torch.Tensor:
         """``(N, d / Z)`` memory rows holding the chunks of each id of ``table``."""
-        return chunk_locations(
-            ids,
-            self.table_signatures(table),
-            self.key_selection(table),
-            self.group_rows[self._tables[table].group()],
-            self._table_index[table],
-        )
+        return chunk_locations(ids, self.table_signatures(table), *self.location_params(table))
 
     def chunk_features(self, feature_dict: Dict[str, JaggedTensor]) -> Optional[KeyedJaggedTensor]:
         """KJT of the sub-features ``f__c<k>`` (values ``loc_k(i)``) of every feature on a TBE memory table."""
@@ -129,30 +119,37 @@ class LMAIds(IdTransform):
 
     @torch.no_grad()
     def fit_signatures(
-        self, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int] = None, progress: bool = False
+        self, batches: Iterable[Batch], max_rows: Optional[int] = None, progress: bool = False
     ) -> Dict[str, float]:
-        """Builds every table's signatures from training rows; returns the fraction of ids that got one, per table.
+        """Fits every semantic table's signatures on training rows; returns the fraction of ids that got one.
 
         Works on the unsharded module and on a sharded one alike (every rank must read the same rows, so that the
-        replicated signatures agree).
+        replicated signatures agree). Tables with ``allocation="hashed"`` or no signature bytes are skipped (0.0).
 
         Args:
-            batches (Iterable[KeyedJaggedTensor]): training rows holding each table's features and its context
-                features (``context_features``, default every other key of the batch).
+            batches (Iterable): training rows holding each table's features and its context features
+                (``context_features``, default every other key of the batch): KJTs, or ``(kjt, labels)`` pairs
+                (binary labels, used by tables with ``label_context``).
             max_rows (Optional[int]): sample size: rows read at most.
             progress (bool): show a tqdm bar.
         """
-        tables = list(self._tables.values())
-        builders = build_signatures(
-            batches,
-            [(t.name, t.num_embeddings, t.feature_names, t.context_features) for t in tables],
-            [t.signature_bytes for t in tables],
-            max_rows=max_rows,
-            progress=progress,
-        )
+        tables = [t for t in self._tables.values() if t.allocation == "semantic" and t.code_bits() > 0]
+        builders = [
+            SignatureBuilder(t.num_embeddings, t.num_chunks(), t.signature_bytes, t.signature_rank) for t in tables
+        ]
+        if tables:
+            build_signatures(
+                batches,
+                [(t.name, t.num_embeddings, t.feature_names, t.context_features, t.label_context) for t in tables],
+                builders,
+                max_rows=max_rows,
+                progress=progress,
+            )
         for t, b in zip(tables, builders):
             self.set_signatures(t.name, b.signatures())
-        return {t.name: b.coverage() for t, b in zip(tables, builders)}
+        coverage = {name: 0.0 for name in self._tables}
+        coverage.update({t.name: b.coverage() for t, b in zip(tables, builders)})
+        return coverage
 
     @torch.no_grad()
     def set_signatures(self, table: str, signatures: torch.Tensor) -> None:
@@ -169,7 +166,7 @@ class LMAIds(IdTransform):
         """Checks ``features``; returns (chunk-location KJT for the memory tables, MEAN divisors). TBE groups only.
 
         Sub-features are feature-major (``f__c0 .. f__c<K-1>``, then the next feature), each holding its feature's
-        bags; the locations of one feature are written straight into that layout (one fused kernel on CUDA).
+        bags; the locations of one feature are written straight into that layout.
         """
         if self.elementwise_groups:
             raise ValueError(
@@ -189,12 +186,7 @@ class LMAIds(IdTransform):
             # (K, n) block of the output, written through its (n, K) transpose
             block = out[base : base + k * n].view(k, n).t()
             lma_locations(
-                ids[lo : lo + n],
-                self.table_signatures(table.name),
-                self.key_selection(table.name),
-                self.group_rows[table.group()],
-                self._table_index[table.name],
-                out=block,
+                ids[lo : lo + n], self.table_signatures(table.name), *self.location_params(table.name), out=block
             )
             keys += [chunk_feature_name(feature, c) for c in range(k)]
             sub_lengths += [n] * k
@@ -295,12 +287,6 @@ class LMAEmbeddingBagCollection(CompressedCollection):
     def memory_rows(self, group: str) -> int:
         return self.id_transform.group_rows[group]
 
-    def keys_per_chunk(self, table: str) -> int:
-        return self.id_transform.keys_per_chunk[table]
-
-    def key_selection(self, table: str) -> torch.Tensor:
-        return self.id_transform.key_selection(table)
-
     def table_signatures(self, table: str) -> torch.Tensor:
         return self.id_transform.table_signatures(table)
 
@@ -347,9 +333,9 @@ class LMAEmbeddingBagCollection(CompressedCollection):
         )
 
     def fit_signatures(
-        self, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int] = None, progress: bool = False
+        self, batches: Iterable[Batch], max_rows: Optional[int] = None, progress: bool = False
     ) -> Dict[str, float]:
-        """Builds every table's signatures from training rows (see ``LMAIds.fit_signatures``)."""
+        """Fits every table's signatures on training rows (see ``LMAIds.fit_signatures``)."""
         return self.id_transform.fit_signatures(batches, max_rows=max_rows, progress=progress)
 
     def set_signatures(self, table: str, signatures: torch.Tensor) -> None:

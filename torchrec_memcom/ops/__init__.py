@@ -3,10 +3,11 @@
 reference and the CPU path.
 
 - ``hash_ids``: scramble + bucketed hash of ``hashing.BucketedHash`` (MEmCom, hashing trick).
-- ``lma_locations``: LMA chunk locations of ``lsh.chunk_locations``.
+- ``lma_locations``: LMA chunk locations of ``lsh.chunk_locations`` (the PyTorch reference on every device for now;
+  its former Triton kernel implemented the retired MinHash-key allocation).
 - ``memcom_local_rows``: on a rank of sharded MEmCom, local shared rows and entity-weight slots of received ids.
 
-Both give bit-identical results on either path (int64 arithmetic below 2**62); set
+Where a kernel exists, both give bit-identical results on either path (int64 arithmetic below 2**62); set
 ``TORCHREC_MEMCOM_DISABLE_TRITON=1`` to force the PyTorch path on CUDA.
 """
 
@@ -16,8 +17,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from torchrec_memcom.hashing import BucketedHash, bucketed_rows, mix
-from torchrec_memcom.lsh import _FALLBACK_SALT, chunk_locations
+from torchrec_memcom.hashing import BucketedHash, bucketed_rows
+from torchrec_memcom.lsh import chunk_locations
 
 __all__ = ["hash_ids", "lma_locations", "memcom_local_rows", "triton_enabled"]
 
@@ -63,45 +64,21 @@ def hash_ids(
     return s, r
 
 
-@functools.cache
-def _chunk_salts(num_chunks: int) -> Tuple[Tuple[int, int], ...]:
-    """Per chunk: the two hashed salts of ``chunk_locations``' fallback."""
-    k = torch.arange(num_chunks, dtype=torch.int64)
-    first = mix(k + _FALLBACK_SALT).tolist()
-    second = mix(k + 2 * _FALLBACK_SALT).tolist()
-    return tuple(zip(first, second))
-
-
 def lma_locations(
     ids: torch.Tensor,
     signatures: torch.Tensor,
-    key_selection: torch.Tensor,
-    num_rows: int,
+    num_chunks: int,
+    bits: int,
+    rows_per_chunk: int,
+    row_offset: int,
     table_salt: int,
     out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """``lsh.chunk_locations`` (``(N, K)`` int64 memory rows), fused on CUDA.
+    """``lsh.chunk_locations`` (``(N, C)`` int64 memory rows), the plain-PyTorch reference on every device.
 
-    ``out``, if given, is a ``(N, K)``-shaped (possibly transposed, i.e. ``(K, N).t()``) int64 tensor to write into.
+    ``out``, if given, is a ``(N, C)``-shaped (possibly transposed, i.e. ``(C, N).t()``) int64 tensor to write into.
     """
-    usable = (
-        triton_enabled(ids)
-        and ids.numel() > 0
-        and signatures.is_contiguous()
-        and signatures.shape[1] in (4, 8, 16)
-        and signatures.data_ptr() % 16 == 0
-    )
-    if usable:
-        from torchrec_memcom.ops._triton import lma_locations_triton
-
-        num_chunks = key_selection.shape[0]
-        if out is None:
-            out = torch.empty(ids.numel(), num_chunks, dtype=torch.int64, device=ids.device)
-        lma_locations_triton(
-            ids.contiguous(), signatures, key_selection, num_rows, table_salt, _chunk_salts(num_chunks), out
-        )
-        return out
-    loc = chunk_locations(ids, signatures, key_selection, num_rows, table_salt)
+    loc = chunk_locations(ids, signatures, num_chunks, bits, rows_per_chunk, row_offset, table_salt)
     if out is not None:
         out.copy_(loc)
         return out

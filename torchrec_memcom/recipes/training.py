@@ -220,8 +220,8 @@ def fit_lma_signatures(
     transforms = [m for m in model.modules() if isinstance(m, LMAIds)]
     coverage: Dict[str, float] = {}
     for transform in transforms:
-        kjts = (b.sparse_features for b in batches)
-        coverage.update(transform.fit_signatures(kjts, max_rows=max_rows, progress=progress))
+        rows = ((b.sparse_features, b.labels) for b in batches)  # labels: for tables with label_context
+        coverage.update(transform.fit_signatures(rows, max_rows=max_rows, progress=progress))
     return coverage
 
 
