@@ -252,8 +252,9 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
             per-element reference path (plain PyTorch, unsharded only). Default: largest of 16, 8, 4 dividing ``d``,
             else 1.
         memory_group (Optional[str]): tables with the same group share one memory (default: the table's own).
-        signature_bytes (int): bytes stored per id (counted in the budget): ``d / Z`` codes of
+        signature_bytes (Optional[int]): bytes stored per id (counted in the budget): ``d / Z`` codes of
             ``min(16, 8 * signature_bytes // (d / Z))`` bits, at least 2; 0 stores nothing (every id hashed).
+            Default (``None``): 4, or the nearest valid value (set in ``__post_init__``).
         allocation (str): ``"semantic"`` (fit and use signatures) or ``"hashed"`` (never fit them: every id on its
             hashed rows, the ablation control; the signature bytes are still allocated and counted).
         context_features (Optional[List[str]]): features whose co-occurring values form an id's context; default:
@@ -268,7 +269,7 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
     memory_rows: Optional[int] = None
     chunk_size: Optional[int] = None
     memory_group: Optional[str] = None
-    signature_bytes: int = 4
+    signature_bytes: Optional[int] = None
     allocation: str = "semantic"
     context_features: Optional[List[str]] = None
     label_context: bool = True
@@ -288,6 +289,8 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
         chunks = self.num_chunks()
         most = _MAX_CODE_BITS * chunks // 8
         least = -(-2 * chunks // 8)
+        if self.signature_bytes is None:
+            self.signature_bytes = min(max(4, least), most)
         if not isinstance(self.signature_bytes, int) or not (
             self.signature_bytes == 0 or least <= self.signature_bytes <= most
         ):
@@ -309,11 +312,8 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
 
     def code_bits(self) -> int:
         """Bits of each chunk code: ``min(16, 8 * signature_bytes // num_chunks)`` (0 without signatures)."""
+        assert self.signature_bytes is not None  # set by __post_init__
         return min(_MAX_CODE_BITS, 8 * self.signature_bytes // self.num_chunks())
-
-    def rows_per_chunk(self) -> int:
-        """``P``: rows of each chunk's slice of this table's memory rows (``rows() // num_chunks()``)."""
-        return self.rows() // self.num_chunks()
 
     def chunk(self) -> int:
         """``Z``: given, or the largest of 16, 8, 4 dividing ``d`` (1 if none does)."""
@@ -330,6 +330,7 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
         return self.memory_group if self.memory_group is not None else self.name
 
     def signature_bytes_total(self) -> int:
+        assert self.signature_bytes is not None  # set by __post_init__
         return self.num_embeddings * self.signature_bytes
 
     def rows(self) -> int:

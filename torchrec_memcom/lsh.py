@@ -2,17 +2,19 @@
 """Semantic LMA allocation: compact per-chunk codes fitted from co-occurrence, and chunk locations computed from them.
 
 **Locations** (the hot path, ``chunk_locations``; pure int64 tensor ops below 2**62, so a GPU port is bit-exact).
-A table of an LMA memory owns ``C * P`` rows from ``row_offset`` on: ``C = d / Z`` chunks, ``P`` rows per chunk
-(``rows_per_chunk``). Every id ``v`` stores one ``b``-bit code per chunk, ``code_k(v)`` in ``[0, Q)`` with
-``Q = 2**b - 1``; the all-ones value ``Q`` means "no signature". Code ``c`` owns the block of rows
-``[c * P // Q, (c + 1) * P // Q)`` of chunk ``k``'s slice, and the id's own hash ``h_k(v)`` picks the row inside::
+A table of an LMA memory owns ``R`` rows from ``row_offset`` on, cut into ``C = d / Z`` consecutive slices, one per
+chunk, of ``P = P_k = R // C`` or ``R // C + 1`` rows (the first ``R mod C`` slices take one more). Every id ``v``
+stores one ``b``-bit code per chunk, ``code_k(v)`` in ``[0, Q)`` with ``Q = 2**b - 1``; the all-ones value ``Q``
+means "no signature". Code ``c`` owns the block of rows ``[c * P // Q, (c + 1) * P // Q)`` of chunk ``k``'s slice,
+and the id's own hash ``h_k(v)`` picks the row inside::
 
-    loc_k(v) = row_offset + k * P + c * P // Q + h_k(v) mod max(1, (c + 1) * P // Q - c * P // Q)   (c = code_k(v) < Q)
-    loc_k(v) = row_offset + k * P + h_k(v) mod P                                                    (no signature)
+    loc_k(v) = base_k + c * P // Q + h_k(v) mod max(1, (c + 1) * P // Q - c * P // Q)    (c = code_k(v) < Q)
+    loc_k(v) = base_k + h_k(v) mod P                                                      (no signature)
+    base_k = row_offset + k * (R // C) + min(k, R mod C)
 
-so every co-occupant of a row of chunk ``k`` has the same (or, when ``Q > P``, a neighbouring) code, and ids without a
-signature spread uniformly over the slice (the hashing trick, chunk-wise). ``h_k`` is two rounds of ``hashing.mix``
-with hashed per-chunk salts and the table salt.
+so every co-occupant of a row of chunk ``k`` has the same code (or, when ``Q > P``, one of a few neighbouring codes),
+and ids without a signature spread uniformly over the slice (the hashing trick, chunk-wise). ``h_k`` is two rounds
+of ``hashing.mix`` with hashed per-chunk salts and the table salt.
 
 **Signatures** (``(n, S)`` uint8 per table, ``S = signature_bytes``): the ``C`` codes of ``b = min(16, 8 S // C)``
 bits as one little-endian bit string, code ``k`` at bits ``[k b, (k + 1) b)``; unused trailing bits are 1. A buffer
@@ -61,6 +63,8 @@ _MIN_DIMS_PER_CHUNK: int = 4
 _SVD_OVERSAMPLE: int = 10
 _SVD_ITERS: int = 6
 _FIT_SEED: int = 20_260_521
+_DENSE_SVD_ENTRIES: int = 1 << 22
+_SET_SALTS: Tuple[int, int] = (1_000_003, 2_000_003)
 
 Batch = Union[KeyedJaggedTensor, Tuple[KeyedJaggedTensor, Optional[torch.Tensor]]]
 
@@ -115,7 +119,7 @@ def chunk_locations(
     signatures: torch.Tensor,
     num_chunks: int,
     bits: int,
-    rows_per_chunk: int,
+    num_rows: int,
     row_offset: int = 0,
     table_salt: int = 0,
 ) -> torch.Tensor:
@@ -126,14 +130,15 @@ def chunk_locations(
         signatures (torch.Tensor): ``(n, S)`` uint8 signatures of the table (``S`` may be 0 when ``bits == 0``).
         num_chunks (int): ``C = d / Z``.
         bits (int): ``b``, bits per chunk code (``code_bits``); 0 = every id takes its hashed location.
-        rows_per_chunk (int): ``P >= 1``, rows of each chunk's slice; ``P * 2**bits`` must stay below ``2**62``.
+        num_rows (int): the table's rows ``R >= C``; chunk ``k``'s slice has ``P_k = R // C + (k < R mod C)`` rows.
         row_offset (int): first row of the table in its (possibly shared) memory.
         table_salt (int): decorrelates the hashes of tables sharing one memory.
     """
     ids = ids.to(torch.int64)
     h = _chunk_hash(ids, num_chunks, table_salt)
-    p = rows_per_chunk
-    base = row_offset + p * torch.arange(num_chunks, device=ids.device, dtype=torch.int64)
+    chunk = torch.arange(num_chunks, device=ids.device, dtype=torch.int64)
+    p = num_rows // num_chunks + (chunk < num_rows % num_chunks).to(torch.int64)  # (C,) slice sizes
+    base = row_offset + chunk * (num_rows // num_chunks) + torch.clamp(chunk, max=num_rows % num_chunks)
     if bits == 0:
         return base + h % p
     q = (1 << bits) - 1
@@ -190,33 +195,46 @@ def co_occurrence_pairs(
 
 def spectral_embedding(
     entities: torch.Tensor, tokens: torch.Tensor, rank: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(seen ids, x)``: the distinct entities of the pairs and their ``(n_seen, r)`` float64 unit-norm embeddings.
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(seen ids, x, context)`` of (entity, token) pairs (duplicates allowed: a context is a set).
 
-    ``x`` = top non-trivial left singular vectors of the degree-normalised incidence matrix times their singular
-    values, each column's largest-magnitude entry made positive, rows scaled to unit norm (zero rows stay zero);
-    ``r = min(rank, min(n_seen, n_tokens) - 1)`` (may be 0). Deterministic: seeded randomized SVD on the CPU.
+    ``seen``: the distinct entities, sorted. ``x``: their ``(n_seen, r)`` float64 embeddings, the top non-trivial left
+    singular vectors of the degree-normalised incidence matrix ``D_e^{-1/2} A D_t^{-1/2}`` times their singular values,
+    each column's largest-magnitude entry made positive, rows scaled to unit norm (zero rows stay zero);
+    ``r = min(rank, min(n_seen, n_tokens) - 1)`` (may be 0). Exact SVD for small matrices (``n_seen * n_tokens <=
+    2**22``), else seeded randomized SVD: deterministic on the CPU. ``context``: ``(n_seen,)`` index of the entity's
+    token set among the distinct sets (entities with equal contexts share it; set equality by two 61-bit hashes).
     """
     seen, e = torch.unique(entities.to(torch.int64), return_inverse=True)
-    _, t = torch.unique(tokens.to(torch.int64), return_inverse=True)
-    n_e, n_t = int(seen.numel()), int(t.max()) + 1 if t.numel() else 0
-    pair = torch.unique(e * n_t + t)  # the context is a set: one entry per distinct (entity, token)
+    tok_values, t = torch.unique(tokens.to(torch.int64), return_inverse=True)
+    n_e, n_t = int(seen.numel()), int(tok_values.numel())
+    pair = torch.unique(e * n_t + t)  # one entry per distinct (entity, token)
     e, t = pair // max(n_t, 1), pair % max(n_t, 1)
+    fingerprint = torch.stack(
+        [torch.zeros(n_e, dtype=torch.int64).index_add_(0, e, mix(tok_values[t], salt=s)) for s in _SET_SALTS]
+        + [torch.bincount(e, minlength=n_e)],
+        dim=1,
+    )
+    _, context = torch.unique(fingerprint, dim=0, return_inverse=True)
     r = min(rank, min(n_e, n_t) - 1)
     if r < 1:
-        return seen, torch.zeros(n_e, 0, dtype=torch.float64)
+        return seen, torch.zeros(n_e, 0, dtype=torch.float64), context
     de = torch.bincount(e, minlength=n_e).to(torch.float64)
     dt = torch.bincount(t, minlength=n_t).to(torch.float64)
-    a = torch.sparse_coo_tensor(torch.stack([e, t]), (de[e] * dt[t]).rsqrt(), (n_e, n_t)).coalesce()
-    q = min(r + 1 + _SVD_OVERSAMPLE, n_e, n_t)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_FIT_SEED)
-        u, s, _ = torch.svd_lowrank(a, q=q, niter=_SVD_ITERS)
+    values = (de[e] * dt[t]).rsqrt()
+    if n_e * n_t <= _DENSE_SVD_ENTRIES:
+        dense = torch.zeros(n_e, n_t, dtype=torch.float64).index_put_((e, t), values)
+        u, s, _ = torch.linalg.svd(dense, full_matrices=False)
+    else:
+        a = torch.sparse_coo_tensor(torch.stack([e, t]), values, (n_e, n_t), check_invariants=False).coalesce()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_FIT_SEED)
+            u, s, _ = torch.svd_lowrank(a, q=min(r + 1 + _SVD_OVERSAMPLE, n_e, n_t), niter=_SVD_ITERS)
     # the leading pair (singular value 1, vector ~ sqrt(degree)) only encodes popularity
     x = u[:, 1 : r + 1] * s[1 : r + 1]
     peak = x.abs().argmax(0)
     x = x * torch.where(x[peak, torch.arange(r)] < 0, -1.0, 1.0)
-    return seen, x / x.norm(dim=1, keepdim=True).clamp(min=1e-30)
+    return seen, x / x.norm(dim=1, keepdim=True).clamp(min=1e-30), context
 
 
 def balanced_tree_codes(x: torch.Tensor, depth: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -298,15 +316,19 @@ class SignatureBuilder:
         codes = torch.full((self.num_entities, self.num_chunks), q, dtype=torch.int64)
         if self.bits > 0 and self._pairs:
             pairs = torch.cat(self._pairs)
-            seen, x = spectral_embedding(pairs[:, 0], pairs[:, 1], self.rank)
+            seen, x, context = spectral_embedding(pairs[:, 0], pairs[:, 1], self.rank)
             r = x.shape[1]
             if r > 0:
+                # one point per distinct context: equal contexts always get equal codes, and a code's share of the
+                # entities is balanced over distinct contexts
+                first = torch.full((int(context.max()) + 1,), len(context), dtype=torch.int64)
+                first = first.scatter_reduce(0, context, torch.arange(len(context)), reduce="amin")
                 groups = max(1, min(self.num_chunks, r // _MIN_DIMS_PER_CHUNK))
                 for k in range(self.num_chunks):
-                    sub = x[:, k % groups :: groups]
+                    sub = x[first, k % groups :: groups]
                     gen = None if k < groups else torch.Generator().manual_seed(_FIT_SEED + k)
                     leaf = balanced_tree_codes(sub, self.bits, gen)
-                    codes[seen, k] = leaf * q >> self.bits
+                    codes[seen, k] = (leaf * q >> self.bits)[context]
         self._codes = codes
         return codes
 

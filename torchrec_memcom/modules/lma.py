@@ -69,11 +69,11 @@ class LMAIds(IdTransform):
             self.signatures.register_buffer(t.name, sig)
 
     def location_params(self, table: str) -> Tuple[int, int, int, int, int]:
-        """``(num_chunks, bits, rows_per_chunk, row_offset, table_salt)`` of ``lsh.chunk_locations`` for ``table``
+        """``(num_chunks, bits, num_rows, row_offset, table_salt)`` of ``lsh.chunk_locations`` for ``table``
         (``bits = 0`` for ``allocation="hashed"`` tables: their signatures are ignored)."""
         t = self._tables[table]
         bits = t.code_bits() if t.allocation == "semantic" else 0
-        return t.num_chunks(), bits, t.rows_per_chunk(), self._row_offset[table], self._table_index[table]
+        return t.num_chunks(), bits, t.rows(), self._row_offset[table], self._table_index[table]
 
     @torch.no_grad()
     def reset_buffers(self) -> None:

@@ -69,7 +69,7 @@ def lma_locations(
     signatures: torch.Tensor,
     num_chunks: int,
     bits: int,
-    rows_per_chunk: int,
+    num_rows: int,
     row_offset: int,
     table_salt: int,
     out: Optional[torch.Tensor] = None,
@@ -78,7 +78,7 @@ def lma_locations(
 
     ``out``, if given, is a ``(N, C)``-shaped (possibly transposed, i.e. ``(C, N).t()``) int64 tensor to write into.
     """
-    loc = chunk_locations(ids, signatures, num_chunks, bits, rows_per_chunk, row_offset, table_salt)
+    loc = chunk_locations(ids, signatures, num_chunks, bits, num_rows, row_offset, table_salt)
     if out is not None:
         out.copy_(loc)
         return out
