@@ -241,9 +241,8 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
 
     Each id stores one small code per chunk (its signature), fitted from its co-occurrence context (``lsh``): ids
     with similar contexts get the same code of chunk ``k``, and a code owns a block of rows of chunk ``k``'s slice of
-    ``M``, so similar ids share rows. Ids without a signature get hashed rows in the slice. ``M`` holds
-    ``memory_rows x Z`` elements; tables naming the same ``memory_group`` share one ``M`` (one TBE table), each table
-    on its own rows.
+    the table's rows, so similar ids share rows. Ids without a signature get hashed rows anywhere in ``M``. ``M``
+    holds ``memory_rows x Z`` elements; tables naming the same ``memory_group`` share one ``M`` (one TBE table).
 
     Args:
         compression_ratio (Optional[float]): stock fp32 bytes / (M share + signature) bytes; solves ``memory_rows``.

@@ -142,13 +142,15 @@ def _reference_hash(i: int, k: int, table_salt: int) -> int:
     return y ^ (y >> 13)
 
 
-def _reference_location(i: int, k: int, code: int, chunks: int, bits: int, rows: int, offset: int, salt: int) -> int:
+def _reference_location(
+    i: int, k: int, code: int, chunks: int, bits: int, memory: int, offset: int, rows: int, salt: int
+) -> int:
     p = rows // chunks + (1 if k < rows % chunks else 0)
     base = offset + k * (rows // chunks) + min(k, rows % chunks)
     h = _reference_hash(i, k, salt)
     q = (1 << bits) - 1
     if bits == 0 or code == q:
-        return base + h % p
+        return h % memory
     start = code * p // q
     return base + start + h % max(1, (code + 1) * p // q - start)
 
@@ -402,9 +404,7 @@ def test_label_context_separates_liked_from_disliked() -> None:
 
     def agreement(use_labels: bool) -> float:
         builder = SignatureBuilder(64, 4, 1)  # 2-bit codes: 3 codes per chunk
-        build_signatures(
-            [(_kjt(rows), torch.tensor(labels))], [("t", 64, ["item"], ["user"], use_labels)], [builder]
-        )
+        build_signatures([(_kjt(rows), torch.tensor(labels))], [("t", 64, ["item"], ["user"], use_labels)], [builder])
         c = builder.codes()[:, 0]
         # fraction of cross-group pairs with equal codes
         return float((c[group].unsqueeze(1) == c[~group].unsqueeze(0)).float().mean())
@@ -438,22 +438,23 @@ def test_fit_is_deterministic_and_independent_of_batching_and_row_order() -> Non
 
 def test_chunk_locations_match_reference() -> None:
     g = torch.Generator().manual_seed(10)
-    n, chunks, bits, rows, offset, salt = 60, 4, 6, 203, 1000, 3
+    n, chunks, bits, memory, rows, offset, salt = 60, 4, 6, 1500, 203, 1000, 3
     codes = torch.randint(0, (1 << bits) - 1, (n, chunks), generator=g)
     codes[::5] = (1 << bits) - 1  # no signature
     codes[1, 2] = (1 << bits) - 2  # the last code's block ends at the slice end
     sig = pack_codes(codes, bits, 3)
     ids = torch.randint(0, n, (80,), generator=g)
-    loc = chunk_locations(ids, sig, chunks, bits, rows, offset, salt)
+    loc = chunk_locations(ids, sig, chunks, bits, memory, offset, rows, salt)
     assert loc.shape == (80, chunks) and loc.dtype == torch.int64
     for i, row in zip(ids.tolist(), loc.tolist()):
         assert row == [
-            _reference_location(i, k, int(codes[i, k]), chunks, bits, rows, offset, salt) for k in range(chunks)
+            _reference_location(i, k, int(codes[i, k]), chunks, bits, memory, offset, rows, salt) for k in range(chunks)
         ]
     # without code bits every id is hashed, whatever the bytes say
-    no_bits = chunk_locations(ids, sig[:, :0], chunks, 0, rows, offset, salt)
+    no_bits = chunk_locations(ids, sig[:, :0], chunks, 0, memory, offset, rows, salt)
     assert no_bits.tolist() == [
-        [_reference_location(i, k, 0, chunks, 0, rows, offset, salt) for k in range(chunks)] for i in ids.tolist()
+        [_reference_location(i, k, 0, chunks, 0, memory, offset, rows, salt) for k in range(chunks)]
+        for i in ids.tolist()
     ]
 
 
@@ -463,10 +464,12 @@ def test_locations_span_every_row_and_codes_own_blocks(bits: int, rows: int) -> 
     n, chunks = 6000, 4
     g = torch.Generator().manual_seed(11)
     codes = torch.randint(0, (1 << bits) - 1, (n, chunks), generator=g)
-    loc = chunk_locations(torch.arange(n), pack_codes(codes, bits, 4), chunks, bits, rows, 50, 0)
+    loc = chunk_locations(torch.arange(n), pack_codes(codes, bits, 4), chunks, bits, 10**6, 50, rows, 0)
     assert sorted(set(loc.flatten().tolist())) == list(range(50, 50 + rows))
-    slice_of = [next(k for k in range(chunks) if r < 50 + (k + 1) * (rows // chunks) + min(k + 1, rows % chunks))
-                for r in loc[:, 0].tolist()[:5]]
+    slice_of = [
+        next(k for k in range(chunks) if r < 50 + (k + 1) * (rows // chunks) + min(k + 1, rows % chunks))
+        for r in loc[:, 0].tolist()[:5]
+    ]
     assert slice_of == [0] * 5
     for k in range(chunks):
         assert bool((loc[:, k] >= 50 + k * (rows // chunks) + min(k, rows % chunks)).all())
@@ -480,23 +483,25 @@ def test_locations_span_every_row_and_codes_own_blocks(bits: int, rows: int) -> 
 
 
 def test_unseen_ids_spread_uniformly() -> None:
-    """Ids without a signature: chi-square of the row counts of each chunk slice against uniform."""
-    n, chunks, rows = 40_000, 4, 4 * 97
-    loc = chunk_locations(torch.arange(n), torch.full((n, 2), 0xFF, dtype=torch.uint8), chunks, 4, rows, 0, 1)
+    """Ids without a signature: chi-square of each chunk's row counts over the whole memory against uniform."""
+    n, chunks, memory = 40_000, 4, 397
+    sig = torch.full((n, 2), 0xFF, dtype=torch.uint8)
+    loc = chunk_locations(torch.arange(n), sig, chunks, 4, memory, 100, 4 * 50, 1)  # the table owns rows 100-299
     for k in range(chunks):
-        counts = torch.bincount(loc[:, k] - k * 97, minlength=97).to(torch.float64)
-        assert int(counts.numel()) == 97
-        expected = n / 97
+        counts = torch.bincount(loc[:, k], minlength=memory).to(torch.float64)
+        assert int(counts.numel()) == memory
+        expected = n / memory
         chi2 = float(((counts - expected) ** 2 / expected).sum())
-        assert chi2 < 96 + 6 * (2 * 96) ** 0.5, (k, chi2)  # df = 96: mean 96, sd 13.9
+        df = memory - 1
+        assert chi2 < df + 6 * (2 * df) ** 0.5, (k, chi2)  # mean df, sd sqrt(2 df)
 
 
 @pytest.mark.parametrize("rows", [1024, 1000])
 def test_hashed_chunks_collide_independently(rows: int) -> None:
     """Ids that collide in one chunk rarely collide in another (also for a power-of-two slice)."""
     n = 2000
-    loc = chunk_locations(torch.arange(n), torch.zeros(n, 0, dtype=torch.uint8), 4, 0, 4 * rows, 0, 0)
-    same = [loc[:, None, k] - k * rows == loc[None, :, k] - k * rows for k in range(4)]
+    loc = chunk_locations(torch.arange(n), torch.zeros(n, 0, dtype=torch.uint8), 4, 0, rows, 0, rows, 0)
+    same = [loc[:, None, k] == loc[None, :, k] for k in range(4)]
     pairs = same[0] & ~torch.eye(n, dtype=torch.bool)
     assert int(pairs.sum()) > 1000  # about n**2 / rows colliding pairs in chunk 0
     for k in (1, 2, 3):
@@ -509,11 +514,11 @@ def test_locations_do_not_depend_on_batch_composition() -> None:
     codes = torch.randint(0, 255, (300, 4), generator=g)
     sig = pack_codes(codes, 8, 4)
     ids = torch.randint(0, 300, (500,), generator=g)
-    whole = chunk_locations(ids, sig, 4, 8, 999, 7, 2)
-    parts = torch.cat([chunk_locations(ids[r::3], sig, 4, 8, 999, 7, 2) for r in range(3)])
+    whole = chunk_locations(ids, sig, 4, 8, 2000, 7, 999, 2)
+    parts = torch.cat([chunk_locations(ids[r::3], sig, 4, 8, 2000, 7, 999, 2) for r in range(3)])
     order = torch.cat([torch.arange(500)[r::3] for r in range(3)])
     torch.testing.assert_close(parts, whole[order], rtol=0, atol=0)
-    torch.testing.assert_close(chunk_locations(ids[:1], sig, 4, 8, 999, 7, 2), whole[:1], rtol=0, atol=0)
+    torch.testing.assert_close(chunk_locations(ids[:1], sig, 4, 8, 2000, 7, 999, 2), whole[:1], rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -590,13 +595,18 @@ def test_tables_of_a_group_own_disjoint_rows_and_unseen_ids_keep_hashed_rows() -
     assert module.memory_rows("shared") == 1601
     ids = torch.arange(500)
     loc_a, loc_b = module.locations("a", ids), module.locations("b", ids)
-    assert int(loc_a.min()) >= 0 and int(loc_a.max()) < 1000
-    assert int(loc_b.min()) >= 1000 and int(loc_b.max()) < 1601
+    for loc in (loc_a, loc_b):  # no signatures yet: hashed over the whole shared memory
+        # 2000 slots on 1601 rows reach 1601 * (1 - exp(-2000 / 1601)) = 1141 distinct rows on average
+        assert int(loc.min()) >= 0 and int(loc.max()) < 1601 and loc.unique().numel() > 1050
+    assert float((loc_a == loc_b).float().mean()) < 0.01  # the tables hash differently
     rng = random.Random(15)
     rows: Rows = {"f_a": [[rng.randrange(250)] for _ in range(400)], "f_b": [[rng.randrange(500)] for _ in range(400)]}
     coverage = module.fit_signatures([_kjt(rows)])
     assert 0.3 < coverage["a"] < 0.55 and coverage["b"] > 0.5
-    after = module.locations("a", ids)
-    unseen = (module.table_signatures("a") == 255).all(dim=1)
-    torch.testing.assert_close(after[unseen], loc_a[unseen], rtol=0, atol=0)
-    assert not torch.equal(after[~unseen], loc_a[~unseen])
+    after_a, after_b = module.locations("a", ids), module.locations("b", ids)
+    unseen_a = (module.table_signatures("a") == 255).all(dim=1)
+    unseen_b = (module.table_signatures("b") == 255).all(dim=1)
+    torch.testing.assert_close(after_a[unseen_a], loc_a[unseen_a], rtol=0, atol=0)
+    assert int(after_a[~unseen_a].max()) < 1000  # signed ids of "a" stay on its own rows ...
+    assert int(after_b[~unseen_b].min()) >= 1000  # ... and those of "b" on its rows
+    assert not torch.equal(after_a[~unseen_a], loc_a[~unseen_a])

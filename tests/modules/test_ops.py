@@ -45,12 +45,12 @@ def _check_lma(device: str) -> None:
         sig = _signatures(n, num_chunks, nbytes) if nbytes else torch.zeros(n, 0, dtype=torch.uint8)
         bits = code_bits(nbytes, num_chunks)
         ids = _ids(n, 20_000, "cpu")
-        want = chunk_locations(ids, sig, num_chunks, bits, num_rows=12_345, row_offset=77, table_salt=3)
-        got = lma_locations(ids.to(device), sig.to(device), num_chunks, bits, 12_345, 77, 3)
+        want = chunk_locations(ids, sig, num_chunks, bits, 20_000, row_offset=77, num_rows=12_345, table_salt=3)
+        got = lma_locations(ids.to(device), sig.to(device), num_chunks, bits, 20_000, 77, 12_345, 3)
         torch.testing.assert_close(got.cpu(), want, rtol=0, atol=0)
         # writing through a transposed view, as LMAIds does
         out = torch.empty(num_chunks, ids.numel(), dtype=torch.int64, device=device)
-        lma_locations(ids.to(device), sig.to(device), num_chunks, bits, 12_345, 77, 3, out=out.t())
+        lma_locations(ids.to(device), sig.to(device), num_chunks, bits, 20_000, 77, 12_345, 3, out=out.t())
         torch.testing.assert_close(out.t().cpu(), want, rtol=0, atol=0)
 
 

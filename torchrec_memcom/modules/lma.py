@@ -43,7 +43,8 @@ class LMAIds(IdTransform):
 
     Holds the tables' signature buffers (``signatures.<table>``, uint8 ``(n, signature_bytes)``; all ``0xFF`` = no
     signature until ``fit_signatures`` / ``set_signatures``). Table ``t`` of a memory group owns the rows
-    ``[row_offset(t), row_offset(t) + rows(t))`` of the group's memory (tables in config order).
+    ``[row_offset(t), row_offset(t) + rows(t))`` of the group's memory (tables in config order) for its ids with a
+    signature; ids without one are hashed over the whole memory.
     """
 
     def __init__(
@@ -68,12 +69,13 @@ class LMAIds(IdTransform):
             sig = torch.full((t.num_embeddings, t.signature_bytes), 0xFF, dtype=torch.uint8, device=device)
             self.signatures.register_buffer(t.name, sig)
 
-    def location_params(self, table: str) -> Tuple[int, int, int, int, int]:
-        """``(num_chunks, bits, num_rows, row_offset, table_salt)`` of ``lsh.chunk_locations`` for ``table``
-        (``bits = 0`` for ``allocation="hashed"`` tables: their signatures are ignored)."""
+    def location_params(self, table: str) -> Tuple[int, int, int, int, int, int]:
+        """``(num_chunks, bits, memory_rows, row_offset, num_rows, table_salt)`` of ``lsh.chunk_locations`` for
+        ``table`` (``bits = 0`` for ``allocation="hashed"`` tables: their signatures are ignored)."""
         t = self._tables[table]
         bits = t.code_bits() if t.allocation == "semantic" else 0
-        return t.num_chunks(), bits, t.rows(), self._row_offset[table], self._table_index[table]
+        memory_rows = self.group_rows[t.group()]
+        return t.num_chunks(), bits, memory_rows, self._row_offset[table], t.rows(), self._table_index[table]
 
     @torch.no_grad()
     def reset_buffers(self) -> None:

@@ -69,8 +69,9 @@ def lma_locations(
     signatures: torch.Tensor,
     num_chunks: int,
     bits: int,
-    num_rows: int,
+    memory_rows: int,
     row_offset: int,
+    num_rows: int,
     table_salt: int,
     out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
@@ -78,7 +79,7 @@ def lma_locations(
 
     ``out``, if given, is a ``(N, C)``-shaped (possibly transposed, i.e. ``(C, N).t()``) int64 tensor to write into.
     """
-    loc = chunk_locations(ids, signatures, num_chunks, bits, num_rows, row_offset, table_salt)
+    loc = chunk_locations(ids, signatures, num_chunks, bits, memory_rows, row_offset, num_rows, table_salt)
     if out is not None:
         out.copy_(loc)
         return out
