@@ -5,11 +5,13 @@ Builds the LMA tables of a DLRM recipe config, fits their signatures exactly as 
 ``train.lma_signature_rows`` rows of the seeded shuffled training split, with labels), and for every
 (id, chunk) slot of every LMA table counts the other slots on the same memory row ("co-occupants") and those among
 them that are there because their code equals the slot's own (same table, chunk and code; both with a signature).
-Averages are over ids, uniformly. ``--old-lsh FILE`` evaluates the MinHash-key allocation of a former
-``torchrec_memcom/lsh.py`` (e.g. ``git show 816ac5e:torchrec_memcom/lsh.py > /tmp/old_lsh.py``) on the same tables.
+Averages are over ids, uniformly. With ``--reference-weights`` (the state dict of a trained stock model, e.g. from
+``scripts/lma_explore.py train --dump``), it also reports how alike co-occupants of one table are: the mean cosine
+between the trained stock embeddings of two ids sharing a row of a chunk, against two random ids.
+``--old-lsh FILE`` evaluates the MinHash-key allocation of a former ``torchrec_memcom/lsh.py`` (e.g.
+``git show 816ac5e:torchrec_memcom/lsh.py > /tmp/old_lsh.py``) on the same tables.
 
-    python scripts/lma_allocation_stats.py --config examples/dlrm/configs/ml1m_lma.yaml \\
-        --set train.lma_signature_rows=600000
+    python scripts/lma_allocation_stats.py --config examples/dlrm/configs/ml1m_lma.yaml
 """
 
 import argparse
@@ -67,13 +69,35 @@ def _report(name: str, per_table: Slots, by_table: bool) -> Dict[str, float]:
     return out
 
 
+def _cosines(per_table: Slots, weights: Dict[str, torch.Tensor]) -> Dict[str, Tuple[float, float]]:
+    """Per table: (mean cosine of same-table co-occupant pairs, mean cosine of random pairs) of reference embeddings."""
+    out = {}
+    for name, (loc, _, _) in per_table.items():
+        emb = next(v for k, v in weights.items() if k.endswith(f"{name}.weight")).to(torch.float64)
+        unit = emb / emb.norm(dim=1, keepdim=True).clamp(min=1e-30)
+        total, pairs = 0.0, 0.0
+        for k in range(loc.shape[1]):
+            _, row = torch.unique(loc[:, k], return_inverse=True)
+            sums = torch.zeros(int(row.max()) + 1, unit.shape[1], dtype=torch.float64).index_add_(0, row, unit)
+            count = torch.bincount(row).to(torch.float64)
+            total += float(((sums**2).sum(1) - count).sum())  # sum over ordered pairs i != j of cos(i, j)
+            pairs += float((count * (count - 1)).sum())
+        n = unit.shape[0]
+        random_pairs = (float((unit.sum(0) ** 2).sum()) - n) / (n * (n - 1))
+        out[name] = (total / max(pairs, 1.0), random_pairs)
+        print(f"  {name}: co-occupants' stock cosine {out[name][0]:.3f} (random pairs {random_pairs:.3f})", flush=True)
+    return out
+
+
 def _batches(cfg, with_labels: bool):  # type: ignore[no-untyped-def]
     data = cfg.data.batches("train", 4096, rank=0, world_size=1, train=True, seed=cfg.train.seed)
     for b in data:
         yield (b.sparse_features, b.labels) if with_labels else b.sparse_features
 
 
-def current(cfg, tables: Sequence[LMAEmbeddingBagConfig]) -> Dict[str, Dict[str, float]]:  # type: ignore[no-untyped-def]
+def current(  # type: ignore[no-untyped-def]
+    cfg, tables: Sequence[LMAEmbeddingBagConfig], weights: Optional[Dict[str, torch.Tensor]] = None
+) -> Dict[str, Dict[str, float]]:
     ebc = CompressedEmbeddingBagCollection(list(tables))
     transform = next(m for m in ebc.modules() if isinstance(m, LMAIds))
     coverage = transform.fit_signatures(_batches(cfg, True), max_rows=cfg.train.lma_signature_rows)
@@ -92,10 +116,15 @@ def current(cfg, tables: Sequence[LMAEmbeddingBagConfig]) -> Dict[str, Dict[str,
                 code, has = torch.zeros_like(loc), torch.zeros(len(ids), dtype=torch.bool)
             per_table[t.name] = (loc, code, has)
         out[group] = _report(f"group {group}", per_table, by_table=True)
+        if weights is not None:
+            for name, (co, rnd) in _cosines(per_table, weights).items():
+                out[group][f"{name}_cosine"], out[group][f"{name}_random_cosine"] = co, rnd
     return out
 
 
-def old(cfg, tables: Sequence[LMAEmbeddingBagConfig], path: str) -> Dict[str, Dict[str, float]]:  # type: ignore[no-untyped-def]
+def old(  # type: ignore[no-untyped-def]
+    cfg, tables: Sequence[LMAEmbeddingBagConfig], path: str, weights: Optional[Dict[str, torch.Tensor]] = None
+) -> Dict[str, Dict[str, float]]:
     """The former allocation: 4-bit MinHash keys shared by all chunks, ``keys_per_chunk`` of them hashed per chunk."""
     spec = importlib.util.spec_from_file_location("old_lsh", path)
     assert spec is not None and spec.loader is not None
@@ -126,6 +155,9 @@ def old(cfg, tables: Sequence[LMAEmbeddingBagConfig], path: str) -> Dict[str, Di
             per_table[t.name] = (loc, code, keys[:, 0] != mod.MISSING_KEY)
         # the old hash ignored the table: equal codes of different tables shared a row too
         out[group] = _report(f"old group {group} (keys_per_chunk {kpc})", per_table, by_table=False)
+        if weights is not None:
+            for name, (co, rnd) in _cosines(per_table, weights).items():
+                out[group][f"{name}_cosine"], out[group][f"{name}_random_cosine"] = co, rnd
     return out
 
 
@@ -135,6 +167,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--config", default="examples/dlrm/configs/ml1m_lma.yaml")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides")
     p.add_argument("--old-lsh", default=None, help="a former lsh.py: evaluate its MinHash-key allocation instead")
+    p.add_argument("--reference-weights", default=None, help="state dict of a trained stock model (see above)")
     p.add_argument("--json", default=None, help="write the numbers here")
     args = p.parse_args(argv)
     cfg = load_recipe_config(args.config, args.set)
@@ -143,7 +176,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     lma = [t for t in tables if isinstance(t, LMAEmbeddingBagConfig)]
     if not lma:
         sys.exit(f"{args.config}: no LMA tables")
-    result = old(cfg, lma, args.old_lsh) if args.old_lsh else current(cfg, lma)
+    weights = torch.load(args.reference_weights) if args.reference_weights else None
+    result = old(cfg, lma, args.old_lsh, weights) if args.old_lsh else current(cfg, lma, weights)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
