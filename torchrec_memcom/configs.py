@@ -9,6 +9,7 @@ bad config fails where it is written.
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -19,6 +20,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, data_type_to_
 from torchrec_memcom.hashing import BucketedHash, default_num_buckets
 
 __all__ = [
+    "ENTITY_WEIGHT_OPTIMIZERS",
     "HashEmbeddingBagConfig",
     "LMAEmbeddingBagConfig",
     "MEmComEmbeddingBagConfig",
@@ -27,6 +29,7 @@ __all__ = [
 ]
 
 _FP32_BYTES = 4
+ENTITY_WEIGHT_OPTIMIZERS = (None, "sgd", "adagrad")
 
 
 def stock_bytes(config: EmbeddingBagConfig) -> int:
@@ -38,16 +41,33 @@ def _element_size(config: EmbeddingBagConfig) -> int:
     return torch.empty((), dtype=data_type_to_dtype(config.data_type)).element_size()
 
 
+def _is_int(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def check_sizes(config: EmbeddingBagConfig, kind: str) -> None:
+    """Name, ``num_embeddings`` and ``embedding_dim`` of a table, checked before TorchRec divides by them."""
+    if not config.name:
+        raise ValueError(f"{kind} config needs a table name")
+    for field in ("num_embeddings", "embedding_dim"):
+        value = getattr(config, field)
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{kind} table '{config.name}': {field} must be an integer >= 1, got {value!r}")
+
+
 def _check_common(
     config: EmbeddingBagConfig, kind: str, ratio: Optional[float], size: Optional[int], size_name: str
 ) -> None:
-    if not config.name:
-        raise ValueError(f"{kind} config needs a table name")
-    if config.num_embeddings < 1 or config.embedding_dim < 1:
+    if ratio is not None and not _is_real(ratio):
         raise ValueError(
-            f"{kind} table '{config.name}': num_embeddings and embedding_dim must be >= 1, "
-            f"got {config.num_embeddings} and {config.embedding_dim}"
+            f"{kind} table '{config.name}': compression_ratio must be a number, got {ratio!r} ({type(ratio).__name__})"
         )
+    if size is not None and not _is_int(size):
+        raise ValueError(f"{kind} table '{config.name}': {size_name} must be an integer, got {size!r}")
     if (ratio is None) == (size is None):
         raise ValueError(
             f"{kind} table '{config.name}': give exactly one of compression_ratio and {size_name} "
@@ -67,6 +87,14 @@ def _check_module_dict_key(config: EmbeddingBagConfig, kind: str) -> None:
         raise ValueError(
             f"{kind} table name '{config.name}' cannot be used: TorchRec keeps tables in an nn.ModuleDict, where it "
             "clashes with an attribute or contains a '.'"
+        )
+
+
+def _check_buckets(config: EmbeddingBagConfig, kind: str, num_buckets: Optional[int]) -> None:
+    n = config.num_embeddings
+    if num_buckets is not None and (not _is_int(num_buckets) or not 1 <= num_buckets <= n):
+        raise ValueError(
+            f"{kind} table '{config.name}': num_buckets must be in [1, num_embeddings={n}], got {num_buckets!r}"
         )
 
 
@@ -102,17 +130,41 @@ class MEmComEmbeddingBagConfig(EmbeddingBagConfig):
         num_buckets (Optional[int]): fixed bucket count ``B``; default: the largest power of two <= 1024 leaving
             >= 64 rows per bucket. Row-wise sharding over ``W`` ranks needs ``W | B``.
         entity_weight_init (float): initial value of every ``w`` (1.0: training starts as the hashing trick).
+        entity_weight_optimizer (Optional[str]): update rule of ``w`` when sharded (fused, in backward): ``"sgd"``
+            or ``"adagrad"``; ``None`` follows the shared table's fused optimizer (row-wise Adagrad on a width-1 row
+            is Adagrad).
+        entity_weight_lr_scale (float): ``w``'s learning rate = the shared table's times this (MEmCom's ``w``
+            often wants a larger one; see docs/RESULTS.md).
     """
 
     compression_ratio: Optional[float] = None
     num_shared_rows: Optional[int] = None
     num_buckets: Optional[int] = None
     entity_weight_init: float = 1.0
+    entity_weight_optimizer: Optional[str] = None
+    entity_weight_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        check_sizes(self, "MEmCom")
         super().__post_init__()
         _check_common(self, "MEmCom", self.compression_ratio, self.num_shared_rows, "num_shared_rows")
         _check_module_dict_key(self, "MEmCom")
+        _check_buckets(self, "MEmCom", self.num_buckets)
+        if self.entity_weight_optimizer not in ENTITY_WEIGHT_OPTIMIZERS:
+            raise ValueError(
+                f"MEmCom table '{self.name}': entity_weight_optimizer must be one of {ENTITY_WEIGHT_OPTIMIZERS}, "
+                f"got {self.entity_weight_optimizer!r}"
+            )
+        if not _is_real(self.entity_weight_lr_scale) or not (0 < self.entity_weight_lr_scale < math.inf):
+            raise ValueError(
+                f"MEmCom table '{self.name}': entity_weight_lr_scale must be a finite number > 0, "
+                f"got {self.entity_weight_lr_scale!r}"
+            )
+        if not _is_real(self.entity_weight_init) or not math.isfinite(self.entity_weight_init):
+            raise ValueError(
+                f"MEmCom table '{self.name}': entity_weight_init must be a finite number, "
+                f"got {self.entity_weight_init!r}"
+            )
         self.bucketed_hash()
 
     def bucketed_hash(self) -> BucketedHash:
@@ -156,9 +208,11 @@ class HashEmbeddingBagConfig(EmbeddingBagConfig):
     num_buckets: Optional[int] = None
 
     def __post_init__(self) -> None:
+        check_sizes(self, "Hash")
         super().__post_init__()
         _check_common(self, "Hash", self.compression_ratio, self.num_shared_rows, "num_shared_rows")
         _check_module_dict_key(self, "Hash")
+        _check_buckets(self, "Hash", self.num_buckets)
         self.bucketed_hash()
 
     def bucketed_hash(self) -> BucketedHash:
@@ -197,6 +251,7 @@ class QREmbeddingBagConfig(EmbeddingBagConfig):
     num_remainder_rows: Optional[int] = None
 
     def __post_init__(self) -> None:
+        check_sizes(self, "QR")
         super().__post_init__()
         _check_common(self, "QR", self.compression_ratio, self.num_remainder_rows, "num_remainder_rows")
         self.remainder_rows()
@@ -266,6 +321,7 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
     context_features: Optional[List[str]] = None
 
     def __post_init__(self) -> None:
+        check_sizes(self, "LMA")
         super().__post_init__()
         _check_common(self, "LMA", self.compression_ratio, self.memory_rows, "memory_rows")
         z = self.chunk()

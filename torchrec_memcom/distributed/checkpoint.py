@@ -49,6 +49,10 @@ def load_unsharded_state_dict(model: nn.Module, state_dict: Mapping[str, torch.T
                 raise KeyError(f"'{key}' is missing from the unsharded state dict")
             continue
         src = state_dict[key]
+        if not isinstance(dst, torch.Tensor):  # a module's extra state: it checks what it is given
+            owner = key.rsplit(".", 1)[0] if "." in key else ""
+            model.get_submodule(owner).set_extra_state(src)
+            continue
         global_shape = tuple(dst.size()) if isinstance(dst, (ShardedTensor, DTensor)) else tuple(dst.shape)
         if tuple(src.shape) != global_shape:
             raise ValueError(f"'{key}': shape {tuple(src.shape)} does not match the model's {global_shape}")
@@ -71,8 +75,10 @@ def unsharded_state_dict(model: nn.Module, dst: int = 0) -> Optional[Dict[str, t
             tensor.gather(dst=dst, out=full)
             if rank == dst:
                 out[key] = full
-        else:
+        elif isinstance(tensor, torch.Tensor):
             out[key] = tensor.detach().cpu().clone()
+        else:  # extra state (e.g. the tables' description)
+            out[key] = tensor
     return out if rank == dst else None
 
 

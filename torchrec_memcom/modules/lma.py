@@ -1,34 +1,26 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """LMA: embeddings assembled from a shared memory at LSH-chosen locations (Desai et al., 2021)."""
 
+import warnings
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
-from torchrec.modules.embedding_modules import EmbeddingBagCollection
-from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_memcom.configs import LMAEmbeddingBagConfig, stock_bytes
-from torchrec_memcom.lsh import (
-    MISSING_KEY,
-    build_signatures,
-    chunk_key_selection,
-    chunk_locations,
-    default_keys_per_chunk,
-)
-from torchrec_memcom.memory import MemoryReport, TableMemory, tensor_bytes
-from torchrec_memcom.modules._base import (
-    CompressedCollection,
-    IdTransform,
-    init_table,
-    keyed_tensor,
-    shared_table_config,
-)
-from torchrec_memcom.ops import lma_locations
+from torchrec_memcom.lsh import MISSING_KEY, build_signatures, chunk_key_selection, default_keys_per_chunk
+from torchrec_memcom.memory import TableMemory, tensor_bytes
+from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
+from torchrec_memcom.modules.method import Combine, Segment, TableMethod, is_mean, physical_config, register_method
+from torchrec_memcom.ops import IdOp, lma_locations
 
-__all__ = ["LMAEmbeddingBagCollection", "LMAIds", "chunk_feature_name", "memory_table_name"]
+__all__ = ["LMAEmbeddingBagCollection", "LMAMethod", "chunk_feature_name", "memory_table_name"]
+
+# Below this share of ids with a signature, a training forward warns that the table runs as the hashing trick.
+MIN_COVERAGE = 0.01
 
 
 def chunk_feature_name(feature: str, chunk: int) -> str:
@@ -41,108 +33,184 @@ def memory_table_name(group: str) -> str:
 
 
 class _Signatures(nn.Module):
-    """Holds one ``(n, signature_bytes)`` uint8 buffer per table (state-dict key ``...signatures.<table>``)."""
+    """One ``(n, signature_bytes)`` uint8 buffer per table (state-dict key ``id_transform.signatures.<table>``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = True  # coverage must be recomputed
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "changed", True))
 
 
-class LMAIds(IdTransform):
-    """Maps ids to LMA chunk locations: feature ``f`` becomes sub-features ``f__c<k>`` with ids ``loc_k(i)``.
+@register_method
+class LMAMethod(TableMethod):
+    """LMA tables: ``embedding(i) = concat_k M[loc_k(i)]``, ``d / Z`` chunks of width ``Z``.
 
-    Holds the tables' signature buffers (``signatures.<table>``, uint8 ``(n, signature_bytes)``; all ``0xFF`` = no
-    signature until ``set_signatures``) and the fixed per-chunk key selections.
+    Each feature ``f`` becomes ``d / Z`` physical features ``f__c<k>`` on its group's memory table
+    ``<group>__memory`` (``rows x Z``), whose ids are the chunk locations ``loc_k(i)`` computed from the id's
+    signature (``lsh``; ids without one get hashed locations).
     """
 
-    def __init__(
-        self,
-        tables: Sequence[LMAEmbeddingBagConfig],
-        is_weighted: bool,
-        group_rows: Dict[str, int],
-        device: Optional[torch.device | str],
-    ) -> None:
-        super().__init__(tables, is_weighted)
-        self.group_rows = dict(group_rows)
-        self.elementwise_groups = {t.group() for t in tables if t.chunk() == 1}
-        self._tables = {t.name: t for t in tables}
-        self._table_index = {t.name: i for i, t in enumerate(tables)}
-        self.keys_per_chunk = {
-            t.name: t.keys_per_chunk or default_keys_per_chunk(group_rows[t.group()], t.signature_bytes) for t in tables
-        }
-        self.signatures = _Signatures()
+    name = "lma"
+    config_type = LMAEmbeddingBagConfig
+    transform_state_name = "signatures"
+
+    def __init__(self, tables: List[EmbeddingBagConfig]) -> None:
+        super().__init__(tables)
+        groups: Dict[str, List[LMAEmbeddingBagConfig]] = OrderedDict()
         for t in tables:
-            sig = torch.full((t.num_embeddings, t.signature_bytes), MISSING_KEY * 17, dtype=torch.uint8, device=device)
-            self.signatures.register_buffer(t.name, sig)
-            sel = chunk_key_selection(t.num_chunks(), 2 * t.signature_bytes, self.keys_per_chunk[t.name])
-            self.register_buffer(f"_key_selection_{t.name}", sel.to(device), persistent=False)
+            assert isinstance(t, LMAEmbeddingBagConfig)
+            groups.setdefault(t.group(), []).append(t)
+        self._groups = groups
+        self.group_rows: Dict[str, int] = {}
+        for g, members in groups.items():
+            for attr in ("chunk", "data_type"):
+                values = {str(getattr(m, attr)() if attr == "chunk" else getattr(m, attr)) for m in members}
+                if len(values) > 1:
+                    raise ValueError(f"LMA memory_group '{g}': tables {[m.name for m in members]} differ in {attr}")
+            self.group_rows[g] = sum(m.rows() for m in members)
+        self._index = {t.name: i for i, t in enumerate(tables)}
+        self.keys_per_chunk: Dict[str, int] = {}
+        self._selection: Dict[str, torch.Tensor] = {}
+        for t in self._lma():
+            kpc = t.keys_per_chunk or default_keys_per_chunk(self.group_rows[t.group()], t.signature_bytes)
+            self.keys_per_chunk[t.name] = kpc
+            self._selection[t.name] = chunk_key_selection(t.num_chunks(), 2 * t.signature_bytes, kpc)
+        self._selection_on: Dict[Tuple[str, torch.device], torch.Tensor] = {}
+        self._coverage: Dict[str, float] = {}
+        self._warned = False
 
-    def key_selection(self, table: str) -> torch.Tensor:
-        return getattr(self, f"_key_selection_{table}")
+    def _lma(self) -> List[LMAEmbeddingBagConfig]:
+        return self.tables  # type: ignore[return-value]
+
+    def groups(self) -> List[str]:
+        return list(self._groups)
+
+    # -- layout ----------------------------------------------------------------------------------------------------
+
+    def physical_tables(self) -> List[EmbeddingBagConfig]:
+        out = []
+        for g, members in self._groups.items():
+            features = [
+                chunk_feature_name(f, k) for m in members for f in m.feature_names for k in range(m.num_chunks())
+            ]
+            out.append(
+                physical_config(members[0], memory_table_name(g), self.group_rows[g], members[0].chunk(), features)
+            )
+        return out
+
+    def segments(self) -> List[Segment]:
+        return [
+            Segment(chunk_feature_name(f, k), f, memory_table_name(t.group()), IdOp.CUSTOM)
+            for t in self._lma()
+            for f in t.feature_names
+            for k in range(t.num_chunks())
+        ]
+
+    def combines(self) -> List[Combine]:
+        return [
+            Combine(f, "concat", tuple(chunk_feature_name(f, k) for k in range(t.num_chunks())), mean=is_mean(t))
+            for t in self._lma()
+            for f in t.feature_names
+        ]
+
+    def transform_state(self, device: Optional[torch.device]) -> nn.Module:
+        sigs = _Signatures()
+        for t in self._lma():
+            empty = torch.full(
+                (t.num_embeddings, t.signature_bytes), MISSING_KEY * 17, dtype=torch.uint8, device=device
+            )
+            sigs.register_buffer(t.name, empty)
+        return sigs
+
+    def reset_state(self, owner: nn.Module) -> None:
+        """Clears every signature (no id has one): fit or load them afterwards."""
+        sigs = owner.id_transform.signatures  # type: ignore[union-attr]
+        for t in self._lma():
+            buf = getattr(sigs, t.name)
+            if not buf.is_meta:
+                buf.fill_(MISSING_KEY * 17)
+        sigs.changed = True
+
+    # -- locations -------------------------------------------------------------------------------------------------
+
+    def key_selection(self, table: str, device: torch.device) -> torch.Tensor:
+        """``(d / Z, keys_per_chunk)`` signature keys each chunk of ``table`` hashes (a constant, cached per device)."""
+        key = (table, device)
+        if key not in self._selection_on:
+            self._selection_on[key] = self._selection[table].to(device)
+        return self._selection_on[key]
+
+    def _locations(self, signatures: torch.Tensor, table: str, ids: torch.Tensor) -> torch.Tensor:
+        t = self.by_name[table]
+        assert isinstance(t, LMAEmbeddingBagConfig)
+        if ids.is_cuda:  # ids are range-checked one step later on CUDA: never read outside the signatures meanwhile
+            ids = ids.clamp(0, t.num_embeddings - 1)
+        return lma_locations(
+            ids, signatures, self.key_selection(table, ids.device), self.group_rows[t.group()], self._index[table]
+        )
+
+    def custom_ids(self, transform: nn.Module, feature: str, ids: torch.Tensor) -> torch.Tensor:
+        table = next(t for t in self._lma() if feature in t.feature_names)
+        sigs = transform.signatures  # type: ignore[union-attr]
+        if transform.training:
+            self._warn_if_unfitted(sigs)
+        return self._locations(getattr(sigs, table.name), table.name, ids)
+
+    def _warn_if_unfitted(self, sigs: nn.Module) -> None:
+        if self._warned:
+            return
+        low = {name: c for name, c in self.signature_coverage_of(sigs).items() if c < MIN_COVERAGE}
+        if low:
+            self._warned = True
+            warnings.warn(
+                f"LMA tables {sorted(low)} train with signatures for under {MIN_COVERAGE:.0%} of their ids "
+                f"(coverage {low}): every id takes its hashed fallback, i.e. the hashing trick. Call "
+                "fit_signatures(batches) on training rows before training (or load fitted signatures).",
+                stacklevel=3,
+            )
+
+    def signature_coverage_of(self, sigs: nn.Module) -> Dict[str, float]:
+        if getattr(sigs, "changed", True):
+            self._coverage = {}
+            for t in self._lma():
+                buf = getattr(sigs, t.name)
+                present = (buf[:, 0] & 0xF) != MISSING_KEY
+                self._coverage[t.name] = float(present.float().mean()) if buf.numel() and not buf.is_meta else 0.0
+            sigs.changed = False  # type: ignore[assignment]
+        return dict(self._coverage)
+
+    # -- accessors -------------------------------------------------------------------------------------------------
+
+    def table_signatures(self, owner: nn.Module, table: str) -> torch.Tensor:
+        return getattr(owner.id_transform.signatures, table)  # type: ignore[union-attr]
 
     @torch.no_grad()
-    def reset_buffers(self) -> None:
-        """Clears the signatures (no id has one) and rebuilds the key selections (after ``meta`` + ``to_empty``)."""
-        for name, t in self._tables.items():
-            sig = self.table_signatures(name)
-            if not sig.is_meta:
-                sig.fill_(MISSING_KEY * 17)
-            sel = self.key_selection(name)
-            if not sel.is_meta:
-                sel.copy_(chunk_key_selection(t.num_chunks(), 2 * t.signature_bytes, self.keys_per_chunk[name]))
+    def set_signatures(self, owner: nn.Module, table: str, signatures: torch.Tensor) -> None:
+        """Loads ``(n, signature_bytes)`` uint8 signatures of ``table`` (as built by ``lsh.SignatureBuilder``)."""
+        buf = self.table_signatures(owner, table)
+        if signatures.shape != buf.shape or signatures.dtype != torch.uint8:
+            raise ValueError(
+                f"LMA table '{table}': signatures must be uint8 of shape {tuple(buf.shape)}, "
+                f"got {signatures.dtype} {tuple(signatures.shape)}"
+            )
+        buf.copy_(signatures)
+        owner.id_transform.signatures.changed = True  # type: ignore[union-attr]
 
-    def table_signatures(self, table: str) -> torch.Tensor:
-        return getattr(self.signatures, table)
-
-    def locations(self, table: str, ids: torch.Tensor) -> torch.Tensor:
+    def locations(self, owner: nn.Module, table: str, ids: torch.Tensor) -> torch.Tensor:
         """``(N, d / Z)`` memory rows holding the chunks of each id of ``table``."""
-        return chunk_locations(
-            ids,
-            self.table_signatures(table),
-            self.key_selection(table),
-            self.group_rows[self._tables[table].group()],
-            self._table_index[table],
-        )
+        return self._locations(self.table_signatures(owner, table), table, ids)
 
-    def chunk_features(self, feature_dict: Dict[str, JaggedTensor]) -> Optional[KeyedJaggedTensor]:
-        """KJT of the sub-features ``f__c<k>`` (values ``loc_k(i)``) of every feature on a TBE memory table."""
-        keys: List[str] = []
-        values: List[torch.Tensor] = []
-        lengths: List[torch.Tensor] = []
-        weights: List[torch.Tensor] = []
-        for feature, table in self._feature_tables:
-            assert isinstance(table, LMAEmbeddingBagConfig)
-            if table.group() in self.elementwise_groups:
-                continue
-            jt = feature_dict[feature]
-            loc = self.locations(table.name, jt.values())
-            for k in range(table.num_chunks()):
-                keys.append(chunk_feature_name(feature, k))
-                values.append(loc[:, k])
-                lengths.append(jt.lengths())
-                if self._is_weighted:
-                    weights.append(jt.weights())
-        if not keys:
-            return None
-        return KeyedJaggedTensor(
-            keys=keys,
-            values=torch.cat(values),
-            lengths=torch.cat(lengths),
-            weights=torch.cat(weights) if weights else None,
-        )
+    def memory_weight(self, owner: nn.Module, group: str) -> nn.Parameter:
+        """The memory ``M`` of ``group``: a ``(rows, Z)`` table."""
+        return owner.physical_weight(memory_table_name(group))  # type: ignore[operator]
 
     @torch.no_grad()
-    def fit_signatures(
-        self, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int] = None, progress: bool = False
+    def fit(
+        self, owner: nn.Module, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int], progress: bool
     ) -> Dict[str, float]:
-        """Builds every table's signatures from training rows; returns the fraction of ids that got one, per table.
-
-        Works on the unsharded module and on a sharded one alike (every rank must read the same rows, so that the
-        replicated signatures agree).
-
-        Args:
-            batches (Iterable[KeyedJaggedTensor]): training rows holding each table's features and its context
-                features (``context_features``, default every other key of the batch).
-            max_rows (Optional[int]): sample size: rows read at most.
-            progress (bool): show a tqdm bar.
-        """
-        tables = list(self._tables.values())
+        """Builds every table's signatures from training rows (holding each table's features and its context
+        features, ``context_features``, default every other key); returns the fraction of ids that got one."""
+        tables = self._lma()
         builders = build_signatures(
             batches,
             [(t.name, t.num_embeddings, t.feature_names, t.context_features) for t in tables],
@@ -151,222 +219,12 @@ class LMAIds(IdTransform):
             progress=progress,
         )
         for t, b in zip(tables, builders):
-            self.set_signatures(t.name, b.signatures())
+            self.set_signatures(owner, t.name, b.signatures().to(self.table_signatures(owner, t.name).device))
         return {t.name: b.coverage() for t, b in zip(tables, builders)}
 
-    @torch.no_grad()
-    def set_signatures(self, table: str, signatures: torch.Tensor) -> None:
-        """Loads ``(n, signature_bytes)`` uint8 signatures of ``table`` (as built by ``lsh.SignatureBuilder``)."""
-        buf = self.table_signatures(table)
-        if signatures.shape != buf.shape or signatures.dtype != torch.uint8:
-            raise ValueError(
-                f"LMA table '{table}': signatures must be uint8 of shape {tuple(buf.shape)}, "
-                f"got {signatures.dtype} {tuple(signatures.shape)}"
-            )
-        buf.copy_(signatures)
+    # -- reports and planning --------------------------------------------------------------------------------------
 
-    def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
-        """Checks ``features``; returns (chunk-location KJT for the memory tables, MEAN divisors). TBE groups only.
-
-        Sub-features are feature-major (``f__c0 .. f__c<K-1>``, then the next feature), each holding its feature's
-        bags; the locations of one feature are written straight into that layout (one fused kernel on CUDA).
-        """
-        if self.elementwise_groups:
-            raise ValueError(
-                f"LMA memory groups {sorted(self.elementwise_groups)} use chunk_size=1 (the plain-PyTorch reference "
-                "path), which has no TBE/sharded form; use a chunk_size that is a multiple of 4"
-            )
-        kjt = self.select(features)
-        ids = kjt.values()
-        lengths_per_key = kjt.length_per_key()
-        chunks = [t.num_chunks() for _, t in self._feature_tables]
-        out = torch.empty(sum(k * n for k, n in zip(chunks, lengths_per_key)), dtype=torch.int64, device=ids.device)
-        keys: List[str] = []
-        sub_lengths: List[int] = []
-        weights: List[torch.Tensor] = []
-        lo = base = 0
-        for (feature, table), n, k in zip(self._feature_tables, lengths_per_key, chunks):
-            # (K, n) block of the output, written through its (n, K) transpose
-            block = out[base : base + k * n].view(k, n).t()
-            lma_locations(
-                ids[lo : lo + n],
-                self.table_signatures(table.name),
-                self.key_selection(table.name),
-                self.group_rows[table.group()],
-                self._table_index[table.name],
-                out=block,
-            )
-            keys += [chunk_feature_name(feature, c) for c in range(k)]
-            sub_lengths += [n] * k
-            if self._is_weighted:
-                weights.append(kjt.weights()[lo : lo + n].repeat(k))
-            lo += n
-            base += k * n
-        lengths = kjt.lengths().view(len(chunks), -1)
-        repeats = torch.tensor(chunks, device=lengths.device)
-        located = KeyedJaggedTensor(
-            keys=keys,
-            values=out,
-            lengths=lengths.repeat_interleave(repeats, dim=0, output_size=sum(chunks)).reshape(-1),
-            weights=torch.cat(weights) if weights else None,
-            stride=kjt.stride(),
-            length_per_key=sub_lengths,
-        )
-        return located, self.kjt_mean_divisors(kjt)
-
-    def combine(
-        self,
-        pooled: Optional[KeyedTensor],
-        divisors: Dict[str, torch.Tensor],
-        elementwise: Optional[Dict[str, torch.Tensor]] = None,
-    ) -> KeyedTensor:
-        """Concatenates each feature's ``d / Z`` pooled chunks (or takes its ``Z = 1`` result), then MEAN-divides."""
-        by_key = pooled.to_dict() if pooled is not None else {}
-        out = []
-        for feature, table in self._feature_tables:
-            assert isinstance(table, LMAEmbeddingBagConfig)
-            if elementwise is not None and feature in elementwise:
-                emb = elementwise[feature]
-            else:
-                emb = torch.cat([by_key[chunk_feature_name(feature, k)] for k in range(table.num_chunks())], dim=1)
-            if feature in divisors:
-                emb = emb / divisors[feature]
-            out.append(emb)
-        return keyed_tensor(self.feature_names(), out)
-
-
-class LMAEmbeddingBagCollection(CompressedCollection):
-    """LMA tables: ``embedding(i) = concat_k M[loc_k(i)]`` with ``d / Z`` chunks of width ``Z``.
-
-    ``loc_k`` comes from the id's compact LSH signature (``lsh``), a buffer filled by ``fit_signatures`` from
-    co-occurrence in training rows; ids without one get hashed locations. Tables with the same ``memory_group`` share
-    one memory ``M``. For ``Z % 4 == 0``, ``M`` is a table of a stock ``EmbeddingBagCollection``
-    (``_embedding_bag_collection``, table ``<group>__memory`` of ``rows x Z``) and each feature ``f`` becomes ``d / Z``
-    sub-features ``f__c<k>`` on it, so its sharded form runs on FBGEMM TBE. ``Z = 1`` (the paper's per-element
-    allocation) is a plain-PyTorch reference path (``elementwise_memories[group]``, unsharded only).
-
-    A bag pools ``sum_i x_i * embedding(i)`` (``x_i`` = input weight if ``is_weighted``; MEAN divides by the bag size).
-
-    Args:
-        tables (List[LMAEmbeddingBagConfig]): the tables; feature names must be unique across tables.
-        is_weighted (bool): whether input KJTs carry per-id weights.
-        device (Optional[torch.device]): where to allocate; ``meta`` defers allocation.
-    """
-
-    def __init__(
-        self,
-        tables: List[LMAEmbeddingBagConfig],
-        is_weighted: bool = False,
-        device: Optional[torch.device | str] = None,
-    ) -> None:
-        super().__init__(tables, LMAEmbeddingBagConfig, is_weighted, device)
-        groups: Dict[str, List[LMAEmbeddingBagConfig]] = OrderedDict()
-        for t in tables:
-            groups.setdefault(t.group(), []).append(t)
-        self._groups = groups
-        group_rows: Dict[str, int] = {}
-        for g, members in groups.items():
-            for attr in ("chunk", "data_type"):
-                values = {str(getattr(m, attr)() if attr == "chunk" else getattr(m, attr)) for m in members}
-                if len(values) > 1:
-                    raise ValueError(f"LMA memory_group '{g}': tables {[m.name for m in members]} differ in {attr}")
-            group_rows[g] = sum(m.rows() for m in members)
-        self.id_transform = LMAIds(tables, is_weighted, group_rows, device)
-
-        inner: List[EmbeddingBagConfig] = []
-        self._inner_configs: Dict[str, EmbeddingBagConfig] = {}
-        self.elementwise_memories = nn.ParameterDict()
-        for g, members in groups.items():
-            first = members[0]
-            if first.chunk() == 1:
-                self.elementwise_memories[g] = nn.Parameter(torch.empty(group_rows[g], device=device))
-                continue
-            features = [
-                chunk_feature_name(f, k) for m in members for f in m.feature_names for k in range(m.num_chunks())
-            ]
-            cfg = shared_table_config(first, memory_table_name(g), group_rows[g], first.chunk(), features)
-            inner.append(cfg)
-            self._inner_configs[g] = cfg
-        self._embedding_bag_collection: Optional[EmbeddingBagCollection] = (
-            EmbeddingBagCollection(tables=inner, is_weighted=is_weighted, device=device) if inner else None
-        )
-        self.reset_parameters()
-
-    def memory_rows(self, group: str) -> int:
-        return self.id_transform.group_rows[group]
-
-    def keys_per_chunk(self, table: str) -> int:
-        return self.id_transform.keys_per_chunk[table]
-
-    def key_selection(self, table: str) -> torch.Tensor:
-        return self.id_transform.key_selection(table)
-
-    def table_signatures(self, table: str) -> torch.Tensor:
-        return self.id_transform.table_signatures(table)
-
-    def locations(self, table: str, ids: torch.Tensor) -> torch.Tensor:
-        """``(N, d / Z)`` memory rows holding the chunks of each id of ``table``."""
-        return self.id_transform.locations(table, ids)
-
-    def memory_weight(self, group: str) -> torch.Tensor:
-        """The memory ``M`` of ``group``: ``(rows, Z)`` table, or ``(rows,)`` for ``Z = 1``."""
-        if group in self.elementwise_memories:
-            return self.elementwise_memories[group]
-        assert self._embedding_bag_collection is not None
-        return self._embedding_bag_collection.embedding_bags[memory_table_name(group)].weight
-
-    def _elementwise_pooled(self, feature_dict: Dict[str, JaggedTensor]) -> Dict[str, torch.Tensor]:
-        """Pooled embeddings of the features whose memory has ``Z = 1`` (gather + segment sum, plain PyTorch)."""
-        pooled: Dict[str, torch.Tensor] = {}
-        for feature, table in self.id_transform._feature_tables:
-            assert isinstance(table, LMAEmbeddingBagConfig)
-            if table.group() not in self.elementwise_memories:
-                continue
-            jt = feature_dict[feature]
-            loc = self.locations(table.name, jt.values())
-            emb = self.elementwise_memories[table.group()][loc]  # (N, d)
-            if self._is_weighted:
-                emb = emb * jt.weights().unsqueeze(1)
-            batch = jt.lengths().numel()
-            bag = torch.repeat_interleave(torch.arange(batch, device=loc.device), jt.lengths())
-            pooled[feature] = emb.new_zeros(batch, table.embedding_dim).index_add_(0, bag, emb)
-        return pooled
-
-    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        """Pools ``sum_i x_i * concat_k M[loc_k(i)]`` per bag; KJT in, KeyedTensor (keys = features) out."""
-        if len(self.elementwise_memories) == 0:
-            return super().forward(features)
-        feature_dict = self.id_transform.split(features)
-        kjt = self.id_transform.chunk_features(feature_dict)
-        chunks = None
-        if kjt is not None:
-            assert self._embedding_bag_collection is not None
-            chunks = self._embedding_bag_collection(kjt)
-        return self.id_transform.combine(
-            chunks, self.id_transform.mean_divisors(feature_dict), self._elementwise_pooled(feature_dict)
-        )
-
-    def fit_signatures(
-        self, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int] = None, progress: bool = False
-    ) -> Dict[str, float]:
-        """Builds every table's signatures from training rows (see ``LMAIds.fit_signatures``)."""
-        return self.id_transform.fit_signatures(batches, max_rows=max_rows, progress=progress)
-
-    def set_signatures(self, table: str, signatures: torch.Tensor) -> None:
-        """Loads ``(n, signature_bytes)`` uint8 signatures of ``table`` (as built by ``lsh.SignatureBuilder``)."""
-        self.id_transform.set_signatures(table, signatures)
-
-    def reset_parameters(self) -> None:
-        """Initialises every memory from its config and clears all signatures (fit or load them afterwards)."""
-        for g, members in self._groups.items():
-            weight = self.memory_weight(g)
-            if g in self._inner_configs:
-                init_table(weight, self._inner_configs[g])
-            else:
-                init_table(weight, members[0])
-        self.id_transform.reset_buffers()
-
-    def memory_report(self) -> MemoryReport:
+    def memory_rows(self, owner: nn.Module) -> List[TableMemory]:
         rows = []
         for g, members in self._groups.items():
             names = [m.name for m in members]
@@ -376,10 +234,66 @@ class LMAEmbeddingBagCollection(CompressedCollection):
                     "lma",
                     sum(stock_bytes(m) for m in members),
                     {
-                        "memory": tensor_bytes(self.memory_weight(g)),
-                        "signatures": sum(tensor_bytes(self.table_signatures(n)) for n in names),
+                        "memory": tensor_bytes(self.memory_weight(owner, g)),
+                        "signatures": sum(tensor_bytes(self.table_signatures(owner, n)) for n in names),
                     },
                     names,
                 )
             )
-        return MemoryReport(rows)
+        return rows
+
+    def fingerprint(self, table: EmbeddingBagConfig) -> Dict[str, Any]:
+        assert isinstance(table, LMAEmbeddingBagConfig)
+        return {
+            **super().fingerprint(table),
+            "memory_group": table.group(),
+            "group_rows": self.group_rows[table.group()],
+            "chunk_size": table.chunk(),
+            "signature_bytes": table.signature_bytes,
+            "keys_per_chunk": self.keys_per_chunk[table.name],
+            "table_salt": self._index[table.name],
+        }
+
+    def replicated_bytes(self) -> int:
+        return sum(t.signature_bytes_total() for t in self._lma())
+
+    def physical_names(self, table: str) -> List[str]:
+        t = self.by_name[table]
+        assert isinstance(t, LMAEmbeddingBagConfig)
+        return [memory_table_name(t.group())]
+
+
+class LMAEmbeddingBagCollection(CompressedEmbeddingBagCollection):
+    """LMA tables: ``embedding(i) = concat_k M[loc_k(i)]`` with ``d / Z`` chunks of width ``Z`` (see ``LMAMethod``).
+
+    ``loc_k`` comes from the id's compact LSH signature (``lsh``), filled by ``fit_signatures`` from co-occurrence in
+    training rows; ids without one get hashed locations (a training forward warns when a table has almost none).
+    Tables with the same ``memory_group`` share one memory ``M``. ``Z`` must be a multiple of 4 to shard (FBGEMM TBE);
+    ``Z = 1`` (the paper's per-element LMA) runs unsharded only.
+
+    Args:
+        tables (List[LMAEmbeddingBagConfig]): the tables; feature names must be unique across tables.
+        is_weighted (bool): whether input KJTs carry per-id weights.
+        device (Optional[torch.device]): where to allocate; ``meta`` defers allocation.
+    """
+
+    _config_types = (LMAEmbeddingBagConfig,)
+
+    def _lma(self) -> LMAMethod:
+        method = self.methods()["lma"]
+        assert isinstance(method, LMAMethod)
+        return method
+
+    def memory_rows(self, group: str) -> int:
+        """Rows of ``group``'s memory (width ``Z``)."""
+        return self._lma().group_rows[group]
+
+    def keys_per_chunk(self, table: str) -> int:
+        return self._lma().keys_per_chunk[table]
+
+    def key_selection(self, table: str) -> torch.Tensor:
+        """``(d / Z, keys_per_chunk)`` signature keys each chunk of ``table`` hashes (derived from the config)."""
+        return self._lma().key_selection(table, self.table_signatures(table).device)
+
+
+LMAMethod.collection_type = LMAEmbeddingBagCollection

@@ -176,10 +176,13 @@ def _memcom_rows_kernel(
     w_offset = tl.load(params_ptr + f * 5 + 2, mask=mask, other=0)
     ipb = tl.load(params_ptr + f * 5 + 3, mask=mask, other=1)
     rpb = tl.load(params_ptr + f * 5 + 4, mask=mask, other=1)
+    memcom = ipb > 0
+    ipb = tl.where(memcom, ipb, 1)
+    rpb = tl.where(memcom, rpb, 1)
     s = j + block
     row = (s // ipb) * rpb + _mix(s, m1, m2, mc) % rpb - row_offset  # hashing.bucketed_rows, shifted to local
-    tl.store(rows_ptr + offs, row, mask=mask)
-    tl.store(widx_ptr + offs, j + w_offset, mask=mask)
+    tl.store(rows_ptr + offs, tl.where(memcom, row, j), mask=mask)
+    tl.store(widx_ptr + offs, tl.where(memcom, j + w_offset, w_offset), mask=mask)
 
 
 def memcom_rows_triton(
@@ -189,4 +192,88 @@ def memcom_rows_triton(
     m1, m2, mc = mix_params(0)
     _memcom_rows_kernel[(triton.cdiv(n, _BLOCK),)](
         local_ids, ends, params, rows, widx, n, m1, m2, mc, F=params.shape[0], BLOCK=_BLOCK
+    )
+
+
+# ops.transform_segments: static rows (src, op, check, carry, n, p0..p4), dynamic rows (in start, out start, len).
+@triton.jit
+def _segments_kernel(
+    ids_ptr,
+    w_in_ptr,
+    static_ptr,
+    dyn_ptr,
+    out_ptr,
+    w_out_ptr,
+    stats_ptr,
+    m1,
+    m2,
+    mc,
+    HAS_W_IN: tl.constexpr,
+    HAS_W_OUT: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    seg = tl.program_id(0)
+    start = tl.load(dyn_ptr + seg * 3)
+    out_start = tl.load(dyn_ptr + seg * 3 + 1)
+    n = tl.load(dyn_ptr + seg * 3 + 2)
+    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    row = static_ptr + seg * 10
+    feature = tl.load(row)
+    op = tl.load(row + 1)
+    check = tl.load(row + 2)
+    carry = tl.load(row + 3)
+    p0 = tl.load(row + 5)
+    p1 = tl.load(row + 6)
+    p2 = tl.load(row + 7)
+    p3 = tl.load(row + 8)
+    p4 = tl.load(row + 9)
+    x = tl.load(ids_ptr + start + offs, mask=mask, other=0).to(tl.int64)
+    # ops.IdOp: 1 HASH, 2 SCRAMBLE, 3 DIV, 4 MOD; 0 IDENTITY and 5 CUSTOM keep x
+    safe_n = tl.where(p2 > 0, p2, 1)
+    s = (x * p0 + p1) % safe_n
+    rows = (s // tl.where(p3 > 0, p3, 1)) * p4 + _mix(s, m1, m2, mc) % tl.where(p4 > 0, p4, 1)
+    d = tl.where(p0 > 0, p0, 1)
+    y = tl.where(op == 1, rows, tl.where(op == 2, s, tl.where(op == 3, x // d, tl.where(op == 4, x % d, x))))
+    tl.store(out_ptr + out_start + offs, y, mask=mask)
+    if HAS_W_OUT:
+        if HAS_W_IN:
+            w = tl.load(w_in_ptr + start + offs, mask=mask & (carry != 0), other=1.0)
+        else:
+            w = tl.full((BLOCK,), 1.0, dtype=tl.float32)
+        tl.store(w_out_ptr + out_start + offs, w, mask=mask)
+    if check != 0:
+        if tl.program_id(1).to(tl.int64) * BLOCK < n:
+            lo = tl.min(tl.where(mask, x, 9223372036854775807), axis=0)
+            hi = tl.max(tl.where(mask, x, -9223372036854775807 - 1), axis=0)
+            tl.atomic_min(stats_ptr + feature * 2, lo)
+            tl.atomic_max(stats_ptr + feature * 2 + 1, hi)
+
+
+def transform_segments_triton(
+    ids: torch.Tensor,
+    weights: "torch.Tensor | None",
+    static: torch.Tensor,
+    dynamic: torch.Tensor,
+    out: torch.Tensor,
+    w_out: "torch.Tensor | None",
+    stats: torch.Tensor,
+    max_len: int,
+) -> None:
+    m1, m2, mc = mix_params(0)
+    grid = (static.shape[0], max(1, triton.cdiv(max_len, _BLOCK)))
+    _segments_kernel[grid](
+        ids,
+        weights if weights is not None else ids,
+        static,
+        dynamic,
+        out,
+        w_out if w_out is not None else out,
+        stats,
+        m1,
+        m2,
+        mc,
+        HAS_W_IN=weights is not None,
+        HAS_W_OUT=w_out is not None,
+        BLOCK=_BLOCK,
     )
