@@ -43,16 +43,19 @@ def load_unsharded_state_dict(model: nn.Module, state_dict: Mapping[str, torch.T
         KeyError: a key of the model is missing from ``state_dict`` (with ``strict``).
         ValueError: a tensor's global shape differs from the model's.
     """
-    for key, dst in model.state_dict().items():
-        if key not in state_dict:
-            if strict:
-                raise KeyError(f"'{key}' is missing from the unsharded state dict")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    if missing and strict:
+        raise KeyError(f"'{missing[0]}' is missing from the unsharded state dict")
+    # Each module checks its tables' description first (through the wrappers' key prefixes): other tables are
+    # refused before anything is copied.
+    extra = {k: state_dict[k] for k, v in own.items() if not isinstance(v, torch.Tensor) and k in state_dict}
+    if extra:
+        model.load_state_dict(dict(extra), strict=False)  # (DMP renames keys in place)
+    for key, dst in own.items():
+        if key not in state_dict or key in extra:
             continue
         src = state_dict[key]
-        if not isinstance(dst, torch.Tensor):  # a module's extra state: it checks what it is given
-            owner = key.rsplit(".", 1)[0] if "." in key else ""
-            model.get_submodule(owner).set_extra_state(src)
-            continue
         global_shape = tuple(dst.size()) if isinstance(dst, (ShardedTensor, DTensor)) else tuple(dst.shape)
         if tuple(src.shape) != global_shape:
             raise ValueError(f"'{key}': shape {tuple(src.shape)} does not match the model's {global_shape}")

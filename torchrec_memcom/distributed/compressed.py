@@ -55,7 +55,11 @@ from torchrec_memcom.distributed.entity_weights import (
     rule_for,
     table_slices,
 )
-from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection, check_fingerprint
+from torchrec_memcom.modules.compressed import (
+    CompressedEmbeddingBagCollection,
+    check_fingerprint,
+    fingerprint_json,
+)
 from torchrec_memcom.modules.transform import IdTransform
 from torchrec_memcom.ops import memcom_local_rows
 
@@ -278,11 +282,11 @@ class ShardedCompressedEmbeddingBagCollection(
         settings = _compat.table_optimizer_settings(self._embedding_bag_collection)
         rules, lrs, eps = {}, {}, 1e-8
         for name, table in self._memcom.items():
-            optim, lr, eps_t = settings.get(name, (None, 0.0, eps))
-            if name in settings:
-                eps = eps_t
+            if name not in settings:  # table-wise on another rank: no local weights to update
+                rules[name], lrs[name] = (table.entity_weight_optimizer or "sgd", 1.0), 0.0
+                continue
+            optim, lrs[name], eps = settings[name]
             rules[name] = (rule_for(name, table.entity_weight_optimizer, optim), table.entity_weight_lr_scale)
-            lrs[name] = lr
         params = {f"entity_weights.{name}": self._sharded_w(name, self.entity_weights_local) for name in self._memcom}
         return EntityWeightOptimizer(
             weight=self.entity_weights_local,
@@ -407,8 +411,8 @@ class ShardedCompressedEmbeddingBagCollection(
         for fqn, _ in self.named_buffers():
             yield append_prefix(prefix, fqn)
 
-    def get_extra_state(self) -> Dict[str, Any]:
-        return {"tables": self.fingerprint()}
+    def get_extra_state(self) -> str:
+        return fingerprint_json(self.fingerprint())
 
     def set_extra_state(self, state: Any) -> None:
         check_fingerprint(state, self.fingerprint())

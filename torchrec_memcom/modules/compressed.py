@@ -1,6 +1,7 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """One drop-in for a model's ``EmbeddingBagCollection``: any mix of stock and compressed tables, one lookup."""
 
+import json
 from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple, Type
 
 import torch
@@ -228,8 +229,9 @@ class CompressedEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         """Per table, what a checkpoint must agree with (method, sizes, hash parameters)."""
         return {t.name: self._method_of[t.name].fingerprint(t) for t in self._embedding_bag_configs}
 
-    def get_extra_state(self) -> Dict[str, Any]:
-        return {"tables": self.fingerprint()}
+    def get_extra_state(self) -> str:
+        """The tables' description, as JSON (one string: checkpoint formats keep it whole)."""
+        return fingerprint_json(self.fingerprint())
 
     def set_extra_state(self, state: Any) -> None:
         check_fingerprint(state, self.fingerprint())
@@ -298,11 +300,17 @@ class CompressedEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         raise KeyError(f"no LMA memory group '{group}'")
 
 
+def fingerprint_json(tables: Dict[str, Dict[str, Any]]) -> str:
+    return json.dumps({"tables": tables}, sort_keys=True)
+
+
 def check_fingerprint(saved: Any, own: Dict[str, Dict[str, Any]]) -> None:
     """Raises ``ValueError`` naming the table and field where a checkpoint's tables differ from the model's."""
-    if not isinstance(saved, dict) or "tables" not in saved:
-        raise ValueError(f"the checkpoint's table description is missing or unreadable: {saved!r}")
-    tables = saved["tables"]
+    try:
+        tables = json.loads(saved)["tables"]
+    except (TypeError, ValueError, KeyError):
+        raise ValueError(f"the checkpoint's table description is missing or unreadable: {saved!r}") from None
+    own = json.loads(fingerprint_json(own))["tables"]  # compare like with like (tuples become lists)
     missing = sorted(set(own) - set(tables))
     extra = sorted(set(tables) - set(own))
     if missing or extra:

@@ -80,7 +80,8 @@ class _Order:
     keys: List[str]
     static_host: List[List[int]]
     sources: List[int]  # logical feature of each output segment
-    custom: Dict[int, List[int]]  # logical feature -> output positions of its CUSTOM segments, in segments() order
+    # logical feature -> per CUSTOM segment (in segments() order): (its column in custom_ids(), output positions)
+    custom: Dict[int, List[Tuple[int, List[int]]]]
 
 
 class IdTransform(nn.Module):
@@ -148,13 +149,17 @@ class IdTransform(nn.Module):
     def _order(self, keys: Tuple[str, ...]) -> _Order:
         if keys not in self._orders:
             index = {s.name: i for i, s in enumerate(self._segments)}
-            if sorted(keys) != sorted(index):
+            # Column-wise shardings list a feature once per column shard: a segment may repeat, none may be missing.
+            if set(keys) != set(index) or len(keys) < len(index):
                 raise ValueError(f"physical order {list(keys)} does not list the segments {sorted(index)}")
             segs = [index[k] for k in keys]
-            custom: Dict[int, List[int]] = {}
+            custom: Dict[int, List[Tuple[int, List[int]]]] = {}
             for s in self._segments:  # segments() order within a feature
                 if s.op == IdOp.CUSTOM:
-                    custom.setdefault(self._feature_index[s.feature], []).append(keys.index(s.name))
+                    at = [pos for pos, k in enumerate(keys) if k == s.name]
+                    custom.setdefault(self._feature_index[s.feature], []).append(
+                        (len(custom.get(self._feature_index[s.feature], [])), at)
+                    )
             self._orders[keys] = _Order(
                 segments=segs,
                 keys=list(keys),
@@ -263,8 +268,9 @@ class IdTransform(nn.Module):
                 continue
             feature, table = self._feature_tables[f]
             custom = self._methods[table.name].custom_ids(self, feature, ids[start : start + n].to(torch.int64))
-            for k, pos in enumerate(positions):
-                values[dynamic[pos][1] : dynamic[pos][1] + n] = custom[:, k]
+            for k, at in positions:
+                for pos in at:
+                    values[dynamic[pos][1] : dynamic[pos][1] + n] = custom[:, k]
         stride = kjt.stride()
         by_feature = lengths.view(len(self._features), stride)
         physical_lengths = by_feature.index_select(0, sources).reshape(-1)
