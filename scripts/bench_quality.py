@@ -84,7 +84,6 @@ from torchrec_memcom.datasets import (  # noqa: E402
     full_ranking_metrics,
     load_movielens_1m,
 )
-from torchrec_memcom.modules.lma import LMAIds  # noqa: E402
 from torchrec_memcom.tables import table_config  # noqa: E402
 
 METHODS: Tuple[str, ...] = ("stock", "hash", "qr", "memcom", "lma")
@@ -341,8 +340,8 @@ class SignatureCache:
 
     def apply(self, model: nn.Module) -> Dict[str, float]:
         out: Dict[str, float] = {}
-        for transform in (m for m in model.modules() if isinstance(m, LMAIds)):
-            names = [n for n, _ in transform.signatures.named_buffers()]
+        for transform in (m for m in model.modules() if hasattr(m, "signature_coverage") and m.signature_coverage()):
+            names = list(transform.signature_coverage())
             keys = [(n, int(transform.table_signatures(n).shape[1])) for n in names]
             if not all(k in self.cache for k in keys):
                 start = time.perf_counter()

@@ -84,9 +84,8 @@ from torchrec_memcom import (
     QREmbeddingBagConfig,
 )
 from torchrec_memcom.distributed import get_sharders
-from torchrec_memcom.distributed.memcom import SUPPORTED_SHARDING_TYPES as MEMCOM_SHARDING_TYPES
 from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner
-from torchrec_memcom.modules.lma import LMAIds
+from torchrec_memcom.convert import fit_signatures as fit_all_signatures
 
 METHODS = ["stock", "memcom", "lma", "hash", "qr"]
 MODELS = ["ebc", "dlrm"]
@@ -465,9 +464,7 @@ def fit_lma_signatures(model: nn.Module, batches: Sequence[Batch], max_rows: int
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(max(threads, (os.cpu_count() or 1) // local_world_size))
     try:
-        for m in model.modules():
-            if isinstance(m, LMAIds):
-                coverage.update(m.fit_signatures((b.sparse_features for b in batches), max_rows=max_rows))
+        coverage.update(fit_all_signatures(model, batches, max_rows=max_rows))
     finally:
         torch.set_num_threads(threads)
     return coverage
@@ -1013,8 +1010,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     for kind, method in tqdm(jobs, desc="methods", unit="run", disable=rank != 0, file=sys.stdout):
         label = method_label(method, args)
         reason = None
-        if method == "memcom" and args.sharding_type and args.sharding_type not in MEMCOM_SHARDING_TYPES:
-            reason = f"MEmCom shards {MEMCOM_SHARDING_TYPES} only, not {args.sharding_type}"
+        if method == "memcom" and args.sharding_type and args.sharding_type not in ("row_wise", "table_wise"):
+            reason = f"MEmCom shards row_wise or table_wise only, not {args.sharding_type}"
         else:
             try:  # deterministic, identical on every rank, and before any collective: safe to skip
                 table_configs(method, layout, args)

@@ -31,7 +31,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_memcom.distributed import get_sharders
 from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner
-from torchrec_memcom.modules.lma import LMAIds
+from torchrec_memcom.convert import fit_signatures
 from torchrec_memcom.recipes.config import DenseOptimizerConfig, SparseOptimizerConfig
 from torchrec_memcom.tables import table_config
 
@@ -217,12 +217,7 @@ def fit_lma_signatures(
     Every rank must pass the same ``batches`` so the replicated signatures agree. Returns the fraction of ids of
     each table that got a signature (empty if the model has no LMA table).
     """
-    transforms = [m for m in model.modules() if isinstance(m, LMAIds)]
-    coverage: Dict[str, float] = {}
-    for transform in transforms:
-        kjts = (b.sparse_features for b in batches)
-        coverage.update(transform.fit_signatures(kjts, max_rows=max_rows, progress=progress))
-    return coverage
+    return fit_signatures(model, batches, max_rows=max_rows, progress=progress)
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------------
