@@ -284,7 +284,7 @@ class PlantedCTR:
 
     def _logits(self, dense: np.ndarray, ids: np.ndarray) -> np.ndarray:
         logit = self._intercept + (dense.astype(np.float64) - self._dense_center) @ self._dense_weight
-        total = np.zeros((len(ids), self.latent_rank), dtype=np.float32)
+        total = np.zeros((len(ids), self.latent_rank), dtype=np.float64)
         squares = np.zeros(len(ids), dtype=np.float64)
         for f in range(ids.shape[1]):
             v = self.latent(f, ids[:, f])
