@@ -107,8 +107,9 @@ class PlantedCTR:
       ``label ~ Bernoulli(sigmoid(logit))``. ``s_v``, ``s_b`` and ``w`` give the three parts the variances
       ``interaction_signal``, ``bias_signal`` and ``dense_signal``; ``b0`` is solved on a calibration sample so the
       mean click rate is ``base_ctr``. Feature pair ``(f, g)`` interacts through a rank-``r`` matrix.
-    - ids: feature ``f`` draws a popularity rank ``k`` with ``P(k) ~ (k + 1) ** -a_f`` on ``[0, n_f)`` and maps it to
-      an id through a fixed affine bijection (popular ids spread over the range, as after Criteo's hashing). With
+    - ids: feature ``f`` draws a popularity rank ``k`` in ``[0, n_f)`` by a continuous Zipf law (``P(k)`` is the mass
+      of ``[k + 1, k + 2)`` under the density ``x ** -a_f`` on ``[1, n_f + 1)``, about ``(k + 1.5) ** -a_f``) and
+      maps it to an id through a fixed affine bijection (``id_of_rank``: popular ids spread over the range). With
       clusters, each row also has a segment ``s`` (uniform over ``C``) and each feature draws, with probability
       ``cluster_affinity``, a Zipf rank among the ranks ``k = s (mod C)`` instead: ids of one cluster then share
       co-occurrence contexts (what LMA's signatures look for) as well as latent directions.
