@@ -196,6 +196,11 @@ def test_proposals_fit_the_budget_and_improve_with_it() -> None:
         assert a.predicted_loss <= previous + 1e-12
         previous = a.predicted_loss
     assert json.loads(json.dumps(a.to_dict()))["total_bytes"] == a.total_bytes and "TOTAL" in str(a)
+    # without narrowing, every spec is a `tables:` entry that table_config (and so the recipes) takes today
+    wide = propose(tables, "16x", narrow=False)
+    configs = [table_config(t.name, t.feature_names, t.num_embeddings, 16, wide.specs[t.name]) for t in tables]
+    assert CompressedEmbeddingBagCollection(configs, device="meta").memory_report().total_bytes == wide.total_bytes
+    assert wide.total_bytes <= wide.budget_bytes and wide.predicted_loss >= previous - 1e-12
 
 
 def _fake_sensitivity(table: str, spec: Dict[str, Any]) -> float:

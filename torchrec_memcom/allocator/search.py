@@ -110,6 +110,7 @@ def _options(
     dims: Optional[Mapping[str, Sequence[int]]],
     extra: Optional[Mapping[str, Sequence[Spec]]],
     projection_bytes: Callable[[int, int], int],
+    narrow: bool,
 ) -> Tuple[Dict[str, List[Tuple[Spec, int, MemoryReport]]], int]:
     """Every table's candidate options with their bytes, and the stock fp32 bytes of all tables."""
     unknown = sorted((set(dims or {}) | set(extra or {})) - {t.name for t in tables})
@@ -118,7 +119,8 @@ def _options(
     out: Dict[str, List[Tuple[Spec, int, MemoryReport]]] = {}
     stock = 0
     for t in tables:
-        specs = candidate_specs(t, methods, ratios, (dims or {}).get(t.name), (extra or {}).get(t.name, ()))
+        table_dims = (dims or {}).get(t.name, None if narrow else [t.embedding_dim])
+        specs = candidate_specs(t, methods, ratios, table_dims, (extra or {}).get(t.name, ()))
         rows = []
         for spec in specs:
             b, report = option_bytes(t, spec, projection_bytes)
@@ -188,6 +190,7 @@ def propose(
     methods: Sequence[str] = METHODS,
     ratios: Sequence[float] = DEFAULT_RATIOS,
     dims: Optional[Mapping[str, Sequence[int]]] = None,
+    narrow: bool = True,
     extra: Optional[Mapping[str, Sequence[Spec]]] = None,
     projection_bytes: Callable[[int, int], int] = fp32_projection_bytes,
     max_states: int = 2_000_000,
@@ -201,7 +204,9 @@ def propose(
         methods (Sequence[str]): methods to consider (``stock`` covers keep-stock and stock at a smaller dim).
         ratios (Sequence[float]): compression ratios of the compressed methods.
         dims (Optional[Mapping[str, Sequence[int]]]): per table, the dims to consider (default: ``d`` and its
-            halvings that are multiples of 4); ``{name: [d]}`` keeps a table at the model's dim.
+            halvings that are multiples of 4, or only ``d`` without ``narrow``).
+        narrow (bool): consider tables narrower than the model's dim (``embedding_dim`` in a spec: needs core
+            support, see the package docstring); False keeps every table at its model dim.
         extra (Optional[Mapping[str, Sequence[Spec]]]): per table, further specs (e.g. LMA with other settings).
         projection_bytes (Callable[[int, int], int]): bytes of the up-projection of a table narrowed to ``d' < d``
             (default: an fp32 ``d' x d`` matrix; return 0 if the model takes narrow tables as they are).
@@ -215,7 +220,7 @@ def propose(
             budget below the cheapest options (the message lists them).
     """
     _check_tables(tables)
-    options, stock = _options(tables, methods, ratios, dims, extra, projection_bytes)
+    options, stock = _options(tables, methods, ratios, dims, extra, projection_bytes, narrow)
     budget_bytes = parse_budget(budget, stock)
     model = model if model is not None else FrequencyModel()
     losses = {t.name: [model.loss(t, spec, report) for spec, _, report in options[t.name]] for t in tables}
@@ -330,6 +335,7 @@ def propose_measured(
     methods: Sequence[str] = METHODS,
     ratios: Sequence[float] = DEFAULT_RATIOS,
     dims: Optional[Mapping[str, Sequence[int]]] = None,
+    narrow: bool = True,
     extra: Optional[Mapping[str, Sequence[Spec]]] = None,
     projection_bytes: Callable[[int, int], int] = fp32_projection_bytes,
     max_states: int = 2_000_000,
@@ -350,7 +356,7 @@ def propose_measured(
         ValueError: as ``propose``, and as ``measure_losses``.
     """
     _check_tables(tables)
-    options, stock = _options(tables, methods, ratios, dims, extra, projection_bytes)
+    options, stock = _options(tables, methods, ratios, dims, extra, projection_bytes, narrow)
     budget_bytes = parse_budget(budget, stock)
     _check_budget(tables, options, budget_bytes)
     mins = {t.name: min(b for _, b, _ in options[t.name]) for t in tables}
