@@ -312,3 +312,130 @@ DATASETS: Dict[str, Type[DataConfig]] = {
     "criteo_npy": CriteoNpyData,
     "synthetic_criteo": SyntheticCriteoData,
 }
+
+
+@dataclass
+class PlantedData(DataConfig):
+    """SYNTHETIC large-vocabulary data with a planted click model of known rank (``datasets.planted.PlantedCTR``):
+    Zipf ids, per-id latent vectors and biases, Criteo-like layout. Never report it as real data.
+
+    Attributes:
+        num_features: number of categorical features (``cat_0 ..``).
+        num_embeddings: ids of every categorical.
+        num_embeddings_per_feature: per-feature ids (overrides the two above).
+        latent_rank: rank ``r`` of the planted latent vectors.
+        zipf_exponent: Zipf exponent of id popularity.
+        zipf_exponents: per-feature exponents (overrides ``zipf_exponent``).
+        train_rows: training rows per epoch, over all ranks (the same rows every epoch, reordered if ``shuffle``).
+        eval_rows: rows of each of ``val`` and ``test``.
+        seed: seed of the model and the rows.
+        base_ctr: mean click rate.
+        interaction_signal: variance of the pairwise latent-interaction part of the logit.
+        bias_signal: variance of the per-id bias part.
+        dense_signal: variance of the dense part.
+        num_clusters: clusters of ids per feature (0: none); ``cluster_share`` of a latent vector is its cluster's
+            centroid and ``cluster_affinity`` is the chance a row draws a feature's id from its segment's cluster.
+        shuffle: a fresh order of the training rows every epoch (seeded by ``train.seed`` and the epoch).
+    """
+
+    name: Literal["planted"] = "planted"
+    num_features: int = 8
+    num_embeddings: int = 1_000_000
+    num_embeddings_per_feature: Optional[List[int]] = None
+    latent_rank: int = 32
+    zipf_exponent: float = 1.05
+    zipf_exponents: Optional[List[float]] = None
+    train_rows: int = 10_000_000
+    eval_rows: int = 1_000_000
+    seed: int = 0
+    base_ctr: float = 0.25
+    interaction_signal: float = 1.0
+    bias_signal: float = 0.5
+    dense_signal: float = 0.25
+    num_clusters: int = 0
+    cluster_share: float = 0.5
+    cluster_affinity: float = 0.5
+    shuffle: bool = True
+    dense_dim: ClassVar[int] = INT_FEATURE_COUNT
+
+    def __post_init__(self) -> None:
+        require(self.num_features >= 1, "num_features", f"must be >= 1, got {self.num_features}")
+        require(
+            1 <= self.num_embeddings < 1 << 32, "num_embeddings", f"must be in [1, 2**32), got {self.num_embeddings}"
+        )
+        sizes = self.num_embeddings_per_feature
+        require(
+            sizes is None or (len(sizes) >= 1 and min(sizes) >= 1 and max(sizes) < 1 << 32),
+            "num_embeddings_per_feature",
+            f"needs sizes in [1, 2**32) (or null), got {sizes}",
+        )
+        exps = self.zipf_exponents
+        require(
+            exps is None or (len(exps) == len(self.sizes()) and min(exps) > 0),
+            "zipf_exponents",
+            f"needs one exponent > 0 per feature ({len(self.sizes())}) or null, got {exps}",
+        )
+        require(self.zipf_exponent > 0, "zipf_exponent", f"must be > 0, got {self.zipf_exponent}")
+        require(self.latent_rank >= 1, "latent_rank", f"must be >= 1, got {self.latent_rank}")
+        require(self.train_rows >= 1 and self.eval_rows >= 1, "train_rows", "train_rows and eval_rows must be >= 1")
+        require(0 < self.base_ctr < 1, "base_ctr", f"must be in (0, 1), got {self.base_ctr}")
+        for k in ("interaction_signal", "bias_signal", "dense_signal"):
+            require(getattr(self, k) >= 0, k, f"must be >= 0, got {getattr(self, k)}")
+        require(
+            0 <= self.num_clusters <= min(self.sizes()),
+            "num_clusters",
+            f"must be in [0, {min(self.sizes())}], got {self.num_clusters}",
+        )
+        for k in ("cluster_share", "cluster_affinity"):
+            require(0 <= getattr(self, k) <= 1, k, f"must be in [0, 1], got {getattr(self, k)}")
+
+    def sizes(self) -> List[int]:
+        return list(self.num_embeddings_per_feature or [self.num_embeddings] * self.num_features)
+
+    def feature_names(self) -> List[str]:
+        return [f"cat_{i}" for i in range(len(self.sizes()))]
+
+    def table_sizes(self) -> Dict[str, int]:
+        return dict(zip(self.feature_names(), self.sizes()))
+
+    def dataset(
+        self,
+        split: str,
+        batch_size: int = 4096,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        train: bool = False,
+        seed: int = 0,
+    ) -> Any:
+        """The ``PlantedCTR`` of ``split`` (``train``: ``train_rows`` rows, shuffled if ``shuffle``, short last
+        global batch dropped; else ``eval_rows`` rows in order)."""
+        from torchrec_memcom.datasets.planted import PlantedCTR
+
+        return PlantedCTR(
+            self.train_rows if split == "train" else self.eval_rows,
+            batch_size,
+            self.sizes(),
+            seed=self.seed,
+            split=split,
+            rank=rank,
+            world_size=world_size,
+            latent_rank=self.latent_rank,
+            zipf_exponent=self.zipf_exponents or self.zipf_exponent,
+            base_ctr=self.base_ctr,
+            interaction_signal=self.interaction_signal,
+            bias_signal=self.bias_signal,
+            dense_signal=self.dense_signal,
+            num_clusters=self.num_clusters,
+            cluster_share=self.cluster_share,
+            cluster_affinity=self.cluster_affinity,
+            shuffle=train and self.shuffle,
+            shuffle_seed=seed,
+            drop_last=train,
+        )
+
+    def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
+        return Epochs(self.dataset(split, batch_size, rank=rank, world_size=world_size, train=train, seed=seed))
+
+
+DATASETS["planted"] = PlantedData
