@@ -83,9 +83,9 @@ from torchrec_memcom import (
     MemoryReport,
     QREmbeddingBagConfig,
 )
+from torchrec_memcom.convert import fit_signatures as fit_all_signatures
 from torchrec_memcom.distributed import get_sharders
 from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner
-from torchrec_memcom.convert import fit_signatures as fit_all_signatures
 
 METHODS = ["stock", "memcom", "lma", "hash", "qr"]
 MODELS = ["ebc", "dlrm"]

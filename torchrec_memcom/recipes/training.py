@@ -29,9 +29,9 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimiz
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from torchrec_memcom.convert import fit_signatures
 from torchrec_memcom.distributed import get_sharders
 from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner
-from torchrec_memcom.convert import fit_signatures
 from torchrec_memcom.recipes.config import DenseOptimizerConfig, SparseOptimizerConfig
 from torchrec_memcom.tables import table_config
 
