@@ -534,9 +534,12 @@ def profile_steps(
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
+        _sync(device)
+        start = time.perf_counter()
         for _ in range(steps):
             step()
         _sync(device)
+        wall_ms = (time.perf_counter() - start) * 1e3 / steps
     if rank != 0:
         return {}
     on_gpu = device.type == "cuda"
@@ -563,8 +566,12 @@ def profile_steps(
     ]
     total = sum(self_time(e) for e in events) or 1.0
     top = sorted(events, key=self_time, reverse=True)[:15]
+    host_us = sum(float(e.self_cpu_time_total) for e in averages if e.device_type == torch.autograd.DeviceType.CPU)
     return {
         "steps": steps,
+        "wall_ms_per_step": wall_ms,
+        "host_ms_per_step": host_us / 1e3 / steps,
+        "gpu_busy": (total / 1e3 / steps) / wall_ms if on_gpu else None,
         "trace": path_stem + ".trace.json",
         "table": path_stem + ".txt",
         "time_basis": "GPU kernel time" if on_gpu else "self CPU time",
@@ -638,7 +645,7 @@ def run_method(
         out["train_peak_bytes"] = torch.cuda.max_memory_allocated(device)
         out["peak_bytes"] = max(out["build_peak_bytes"], out["train_peak_bytes"])
         out["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
-    if args.profile == method:
+    if method in args.profile:
         stem = os.path.join(args.profile_dir, f"profile_{args.layout}_{kind}_{method}_w{world_size}")
         out["profile"] = profile_steps(step, args.profile_steps, device, stem, rank)
 
@@ -822,7 +829,10 @@ def markdown_report(payload: Dict[str, Any]) -> str:
             lines += [
                 f"\n## Profile: {r['model']} / {r['label']} ({prof['time_basis']}: "
                 f"{prof['total_ms_per_step']:.2f} ms per step over {prof['steps']} steps, vs "
-                f"{r['step_ms_median']:.2f} ms step time)",
+                f"{r['step_ms_median']:.2f} ms step time; under the profiler: wall {prof['wall_ms_per_step']:.2f} ms, "
+                f"host (self CPU) {prof['host_ms_per_step']:.2f} ms"
+                + (f", GPU busy {prof['gpu_busy']:.0%}" if prof.get("gpu_busy") is not None else "")
+                + " per step)",
                 "",
             ]
             lines += ["| op / kernel | calls | self ms | share |", "|---|---|---|---|"]
@@ -941,7 +951,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--lma-fit-rows", type=int, default=None, help="rows of the LMA signature sample (layout default; 0 = empty)"
     )
-    p.add_argument("--profile", choices=METHODS, default=None, help="profile this method after timing it")
+    p.add_argument(
+        "--profile", default="", help="comma-separated methods to profile after timing them (host time, GPU busy)"
+    )
     p.add_argument("--profile-steps", type=int, default=5, help="steps under the profiler")
     p.add_argument("--profile-dir", default=None, help="where traces and tables go (default: next to --out)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -952,6 +964,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--combine", nargs="+", metavar="JSON", help="print the scaling table of earlier runs and exit")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.profile = [m.strip() for m in args.profile.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {METHODS}")

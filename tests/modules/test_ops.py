@@ -145,7 +145,8 @@ def _check_segments(device: str) -> None:
     from torchrec_memcom.ops import transform_segments
 
     values, weights, static, rows, dyn, total, (h, starts, lengths) = _segment_case(device)
-    out, w, stats = transform_segments(values, weights, static, rows, dyn, 3, total, True)
+    stats = torch.tensor([[2**63 - 1, -(2**63)]] * 3, device=device)
+    out, w = transform_segments(values, weights, static, rows, dyn, stats, total, True)
     out, w, stats, v, x = out.cpu(), w.cpu(), stats.cpu(), values.cpu(), weights.cpu()
     f0 = v[: lengths[0]]
     f2 = v[starts[2] :]

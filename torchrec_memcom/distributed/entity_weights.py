@@ -132,24 +132,30 @@ class EntityWeightOptimizer(FusedOptimizer):
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, grad: torch.Tensor) -> None:
-        """Applies the update for ``grad`` of ``weight[index]`` (duplicates summed)."""
+        """Applies the update for ``grad`` of ``weight[index]`` (duplicates summed).
+
+        Only gathers, ``index_add_`` / ``index_copy_`` / ``index_fill_`` scatters and elementwise ops: no host-device
+        synchronisation (an ``index_put_`` with a Python scalar copies it to the device and waits).
+        """
         if index.numel() == 0:
             return
-        scratch = self._scratch
-        scratch.index_add_(0, index, grad.to(scratch.dtype) * self._scale)
-        g = scratch[index]
-        scratch[index] = 0
+        grad = grad.to(self._weight.dtype) * self._scale
         table = torch.bucketize(index, self._bounds, right=True)
-        lr = self._lr_vector()[table]
-        if self._sum is not None:
-            ada = self._adagrad[table]
-            total = self._sum[index] + torch.where(ada, g * g, torch.zeros_like(g))
-            self._sum[index] = total
-            step = torch.where(ada, g / (total.sqrt() + self._eps), g)
-        else:
-            step = g
-        self._weight[index] = self._weight[index] - lr * step
-        self._weight[-1] = 1.0  # the constant slot (its lr is 0; this only guards against nan * 0)
+        lr = self._lr_vector().index_select(0, table)
+        if self._sum is None:  # SGD: w[i] -= lr * (sum of i's gradients); index_add_ accumulates duplicates
+            self._weight.index_add_(0, index, -lr * grad)
+            self._weight.narrow(0, self._weight.numel() - 1, 1).fill_(1.0)
+            return
+        scratch = self._scratch
+        scratch.index_add_(0, index, grad)
+        g = scratch.index_select(0, index)  # each id's summed gradient, at every one of its positions
+        scratch.index_fill_(0, index, 0.0)
+        ada = self._adagrad.index_select(0, table)
+        total = self._sum.index_select(0, index) + torch.where(ada, g * g, torch.zeros_like(g))
+        self._sum.index_copy_(0, index, total)  # duplicates write the same value
+        step = torch.where(ada, g / (total.sqrt() + self._eps), g)
+        self._weight.index_copy_(0, index, self._weight.index_select(0, index) - lr * step)
+        self._weight.narrow(0, self._weight.numel() - 1, 1).fill_(1.0)  # the constant slot
 
     def step(self, closure: Any = None) -> None:
         pass

@@ -140,21 +140,25 @@ class LMAMethod(TableMethod):
             self._selection_on[key] = self._selection[table].to(device)
         return self._selection_on[key]
 
-    def _locations(self, signatures: torch.Tensor, table: str, ids: torch.Tensor) -> torch.Tensor:
+    def _locations(
+        self, signatures: torch.Tensor, table: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         t = self.by_name[table]
         assert isinstance(t, LMAEmbeddingBagConfig)
         if ids.is_cuda:  # ids are range-checked one step later on CUDA: never read outside the signatures meanwhile
             ids = ids.clamp(0, t.num_embeddings - 1)
         return lma_locations(
-            ids, signatures, self.key_selection(table, ids.device), self.group_rows[t.group()], self._index[table]
+            ids, signatures, self.key_selection(table, ids.device), self.group_rows[t.group()], self._index[table], out
         )
 
-    def custom_ids(self, transform: nn.Module, feature: str, ids: torch.Tensor) -> torch.Tensor:
+    def custom_ids(
+        self, transform: nn.Module, feature: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         table = next(t for t in self._lma() if feature in t.feature_names)
         sigs = transform.signatures  # type: ignore[union-attr]
         if transform.training:
             self._warn_if_unfitted(sigs)
-        return self._locations(getattr(sigs, table.name), table.name, ids)
+        return self._locations(getattr(sigs, table.name), table.name, ids, out)
 
     def _warn_if_unfitted(self, sigs: nn.Module) -> None:
         if self._warned:

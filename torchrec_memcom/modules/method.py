@@ -108,8 +108,11 @@ class TableMethod:
         """How each logical feature is pooled from its segments, in table order."""
         raise NotImplementedError
 
-    def custom_ids(self, transform: nn.Module, feature: str, ids: torch.Tensor) -> torch.Tensor:
-        """``(N, S)`` physical ids of the ``S`` ``IdOp.CUSTOM`` segments of ``feature`` (in ``segments()`` order)."""
+    def custom_ids(
+        self, transform: nn.Module, feature: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """``(N, S)`` physical ids of the ``S`` ``IdOp.CUSTOM`` segments of ``feature`` (in ``segments()`` order),
+        written into ``out`` (an ``(N, S)``-shaped, possibly transposed view) when given."""
         raise NotImplementedError(f"{type(self).__name__} has no CUSTOM segments")
 
     # -- state ---------------------------------------------------------------------------------------------------

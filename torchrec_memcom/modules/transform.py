@@ -21,6 +21,8 @@ from torchrec_memcom.ops import NUM_OP_PARAMS, IdOp, transform_segments
 __all__ = ["IdTransform", "InputCheck"]
 
 _ID_DTYPES = (torch.int32, torch.int64)
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
 
 
 class InputCheck:
@@ -34,19 +36,23 @@ class InputCheck:
 
     def __init__(self) -> None:
         self._pending: Optional[Tuple[torch.Tensor, torch.cuda.Event, List[Tuple[str, str, int]]]] = None
+        self._events: List[torch.cuda.Event] = []
 
-    def __call__(self, stats: torch.Tensor, min_length: torch.Tensor, features: List[Tuple[str, str, int]]) -> None:
-        """``stats``: ``(F, 2)`` id (min, max) per feature; ``features``: (feature, table, num_embeddings) per row."""
-        packed = torch.cat([stats.reshape(-1), min_length.reshape(1).to(torch.int64)])
-        if not packed.is_cuda:
-            self._raise_if_bad(packed.tolist(), features, deferred=False)
+    def __call__(self, stats: torch.Tensor, features: List[Tuple[str, str, int]]) -> None:
+        """``stats``: ``(F + 1, 2)``: the id (min, max) of each feature, then (smallest length, unused);
+        ``features``: (feature, table, num_embeddings) per row."""
+        if not stats.is_cuda:
+            self._raise_if_bad(stats.reshape(-1).tolist(), features, deferred=False)
             return
         self.flush()
-        host = torch.empty(packed.shape, dtype=torch.int64, pin_memory=True)
-        host.copy_(packed, non_blocking=True)
-        event = torch.cuda.Event()
+        host = torch.empty(stats.shape, dtype=torch.int64, pin_memory=True)
+        host.copy_(stats, non_blocking=True)
+        if len(self._events) < 2:
+            self._events.append(torch.cuda.Event())
+        event = self._events.pop(0)
         event.record()
-        self._pending = (host, event, features)
+        self._events.append(event)
+        self._pending = (host.reshape(-1), event, features)
 
     def flush(self) -> None:
         """Raises for the previous CUDA batch if it was bad."""
@@ -60,8 +66,8 @@ class InputCheck:
     @staticmethod
     def _raise_if_bad(values: List[int], features: List[Tuple[str, str, int]], deferred: bool) -> None:
         when = " (in the previous batch: on CUDA inputs are checked asynchronously)" if deferred else ""
-        if values[-1] < 0:
-            raise ValueError(f"KJT lengths must be >= 0, got {values[-1]}{when}")
+        if values[-2] < 0:
+            raise ValueError(f"KJT lengths must be >= 0, got {values[-2]}{when}")
         for i, (feature, table, n) in enumerate(features):
             lo, hi = values[2 * i], values[2 * i + 1]
             if lo > hi:  # no ids
@@ -70,6 +76,17 @@ class InputCheck:
                 raise ValueError(
                     f"table '{table}', feature '{feature}': ids must lie in [0, {n}), got values in [{lo}, {hi}]{when}"
                 )
+
+
+@dataclass
+class _InputPlan:
+    """For one input key order and output order: where each logical feature is in the input, which input feature
+    feeds each output segment (``None``: the identity), the rows of MEAN features, and a fresh-stats template."""
+
+    position: List[int]
+    sources: Optional[torch.Tensor]
+    mean_rows: torch.Tensor
+    stats: torch.Tensor
 
 
 @dataclass
@@ -129,7 +146,8 @@ class IdTransform(nn.Module):
             n = self._feature_tables[f][1].num_embeddings
             self._static_rows.append([f, int(seg.op), check, int(seg.carry_weight), n, *params])
         self._orders: Dict[Tuple[str, ...], _Order] = {}
-        self._device_cache: Dict[Tuple[Tuple[str, ...], torch.device], Tuple[torch.Tensor, torch.Tensor]] = {}
+        self._device_cache: Dict[Tuple[Tuple[str, ...], torch.device], torch.Tensor] = {}
+        self._input_plans: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], torch.device], _InputPlan] = {}
         self._combine_plans: Dict[Tuple[str, ...], _CombinePlan] = {}
         self.default_order = tuple(physical_order)
         self._order(self.default_order)  # validates the order
@@ -169,33 +187,50 @@ class IdTransform(nn.Module):
             )
         return self._orders[keys]
 
-    def _device_tensors(self, keys: Tuple[str, ...], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(static segment table, source feature per segment) of an order, on ``device`` (cached)."""
+    def _device_tensors(self, keys: Tuple[str, ...], device: torch.device) -> torch.Tensor:
+        """The static segment table of an order, on ``device`` (cached)."""
         key = (keys, device)
         if key not in self._device_cache:
-            order = self._order(keys)
-            static = torch.tensor(order.static_host, dtype=torch.int64).reshape(-1, 5 + NUM_OP_PARAMS)
-            sources = torch.tensor(order.sources, dtype=torch.int64)
-            self._device_cache[key] = (static.to(device), sources.to(device))
+            static = torch.tensor(self._order(keys).static_host, dtype=torch.int64).reshape(-1, 5 + NUM_OP_PARAMS)
+            self._device_cache[key] = static.to(device)
         return self._device_cache[key]
+
+    def _input_plan(self, input_keys: Tuple[str, ...], order: Tuple[str, ...], device: torch.device) -> "_InputPlan":
+        """Where each logical feature sits in an input KJT of ``input_keys``, for an output ``order`` (cached)."""
+        key = (input_keys, order, device)
+        plan = self._input_plans.get(key)
+        if plan is None:
+            index = {k: i for i, k in enumerate(input_keys)}
+            position = [index[f] for f in self._features]
+            sources = [position[f] for f in self._order(order).sources]
+            identity = sources == list(range(len(input_keys)))
+            plan = _InputPlan(
+                position=position,
+                sources=None if identity else torch.tensor(sources, dtype=torch.int64, device=device),
+                mean_rows=torch.tensor([position[f] for f in self._mean_features], dtype=torch.int64, device=device),
+                stats=torch.tensor([[_INT64_MAX, _INT64_MIN]] * (len(self._features) + 1), device=device),
+            )
+            self._input_plans[key] = plan
+        return plan
 
     # -- input -----------------------------------------------------------------------------------------------------
 
-    def select(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
-        """Checks ``features`` and returns a KJT of exactly the logical features, in order.
+    def check(self, features: KeyedJaggedTensor) -> List[int]:
+        """Checks the structure of ``features``; returns its ``length_per_key`` (one host read per batch, as TorchRec's
+        own input dist does).
 
         Extra keys are ignored, as in ``EmbeddingBagCollection``; missing features, non-integer ids, lengths that do
         not add up to the values, weights of the wrong size or dtype, missing weights of a weighted module and
-        variable batch sizes raise ``ValueError``. Reads ``length_per_key`` (one host read per batch, as TorchRec's
-        own input dist does).
+        variable batch sizes raise ``ValueError`` (ids out of range and negative lengths: see ``InputCheck``).
         """
         keys = features.keys()
-        index = {k: i for i, k in enumerate(keys)}
-        for feature, table in self._feature_tables:
-            if feature not in index:
-                raise ValueError(
-                    f"feature '{feature}' of table '{table.name}' is missing from the input KJT (keys: {keys})"
-                )
+        if keys != self._features:
+            present = set(keys)
+            for feature, table in self._feature_tables:
+                if feature not in present:
+                    raise ValueError(
+                        f"feature '{feature}' of table '{table.name}' is missing from the input KJT (keys: {keys})"
+                    )
         if features.variable_stride_per_key():
             raise ValueError("variable batch sizes per feature (variable_stride_per_key) are not supported")
         values = features.values()
@@ -203,7 +238,8 @@ class IdTransform(nn.Module):
             raise ValueError(f"KJT values must be int32 or int64 ids, got {values.dtype} (features {keys})")
         if features.lengths().is_floating_point():
             raise ValueError(f"KJT lengths must be integers, got {features.lengths().dtype}")
-        total = sum(features.length_per_key())
+        lengths_per_key = features.length_per_key()
+        total = sum(lengths_per_key)
         if total != values.numel():
             raise ValueError(
                 f"KJT lengths add up to {total} ids but it holds {values.numel()} values (features {keys}); "
@@ -220,9 +256,7 @@ class IdTransform(nn.Module):
                 )
             if self._is_weighted and weights.dtype != torch.float32:
                 raise ValueError(f"KJT weights must be float32 (FBGEMM's per-sample weights), got {weights.dtype}")
-        if keys != self._features:
-            features = features.permute([index[f] for f in self._features])
-        return features
+        return lengths_per_key
 
     def forward(
         self, features: KeyedJaggedTensor, order: Optional[Tuple[str, ...]] = None
@@ -230,51 +264,65 @@ class IdTransform(nn.Module):
         """Checks ``features``; returns (KJT of the physical features in ``order``, ``(B, F_mean)`` bag sizes of the
         features that are MEAN-pooled when combining).
 
+        The input is read where it lies (no permute of the KJT): each segment's ids are taken at its feature's offset.
+
         Args:
             features (KeyedJaggedTensor): logical ids (extra keys are ignored).
             order (Optional[Tuple[str, ...]]): physical feature order (default: the physical EBC's).
         """
-        kjt = self.select(features)
-        plan = self._order(order or self.default_order)
-        static, sources = self._device_tensors(order or self.default_order, kjt.values().device)
-        lengths_per_key = kjt.length_per_key()
+        lengths_per_key = self.check(features)
+        order = order or self.default_order
+        ids = features.values()
+        device = ids.device
+        plan = self._order(order)
+        inputs = self._input_plan(tuple(features.keys()), order, device)
         in_starts = _exclusive_cumsum(lengths_per_key)
         dynamic: List[Tuple[int, int, int]] = []
         out_lengths: List[int] = []
         offset = 0
         for f in plan.sources:
-            n = lengths_per_key[f]
-            dynamic.append((in_starts[f], offset, n))
+            i = inputs.position[f]
+            n = lengths_per_key[i]
+            dynamic.append((in_starts[i], offset, n))
             out_lengths.append(n)
             offset += n
-        weights = kjt.weights_or_none() if self._is_weighted else None
-        values, out_weights, stats = transform_segments(
-            kjt.values(),
+        weights = features.weights_or_none() if self._is_weighted else None
+        lengths = features.lengths()
+        stats = inputs.stats.clone()
+        if lengths.numel():
+            stats[-1, 0].copy_(lengths.min())
+        values, out_weights = transform_segments(
+            ids,
             weights,
-            static,
+            self._device_tensors(order, device),
             plan.static_host,
             dynamic,
-            len(self._features),
+            stats,
             offset,
             self.out_weighted,
         )
-        lengths = kjt.lengths()
-        min_length = lengths.min() if lengths.numel() else torch.zeros((), dtype=lengths.dtype, device=lengths.device)
-        self.input_check(stats, min_length, self._check_meta)  # before CUSTOM segments read per-id state
-        ids = kjt.values()
+        self.input_check(stats, self._check_meta)  # before CUSTOM segments read per-id state
         for f, positions in plan.custom.items():
-            start, n = in_starts[f], lengths_per_key[f]
+            i = inputs.position[f]
+            start, n = in_starts[i], lengths_per_key[i]
             if n == 0:
                 continue
             feature, table = self._feature_tables[f]
-            custom = self._methods[table.name].custom_ids(self, feature, ids[start : start + n].to(torch.int64))
-            for k, at in positions:
-                for pos in at:
-                    values[dynamic[pos][1] : dynamic[pos][1] + n] = custom[:, k]
-        stride = kjt.stride()
-        by_feature = lengths.view(len(self._features), stride)
-        physical_lengths = by_feature.index_select(0, sources).reshape(-1)
-        divisors = self._mean_divisors(by_feature)
+            at = [pos for _, (pos,) in positions] if all(len(a) == 1 for _, a in positions) else None
+            block = None
+            if at is not None and at == list(range(at[0], at[0] + len(at))):  # adjacent segments: write in place
+                o = dynamic[at[0]][1]
+                block = values[o : o + len(at) * n].view(len(at), n).t()
+            method = self._methods[table.name]
+            custom = method.custom_ids(self, feature, ids[start : start + n].to(torch.int64), out=block)
+            if block is None:
+                for k, where in positions:
+                    for pos in where:
+                        values[dynamic[pos][1] : dynamic[pos][1] + n] = custom[:, k]
+        stride = features.stride()
+        by_feature = lengths.view(-1, stride)
+        physical_lengths = lengths if inputs.sources is None else by_feature.index_select(0, inputs.sources).reshape(-1)
+        divisors = self._mean_divisors(by_feature, inputs.mean_rows)
         out = KeyedJaggedTensor(
             keys=plan.keys,
             values=values,
@@ -286,11 +334,10 @@ class IdTransform(nn.Module):
         )
         return out, divisors
 
-    def _mean_divisors(self, lengths_by_feature: torch.Tensor) -> torch.Tensor:
+    def _mean_divisors(self, lengths_by_feature: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         if not self._mean_features:
             return lengths_by_feature.new_zeros((lengths_by_feature.shape[1], 0), dtype=torch.float32)
-        idx = torch.tensor(self._mean_features, device=lengths_by_feature.device)
-        return lengths_by_feature.index_select(0, idx).t().clamp(min=1).to(torch.float32)
+        return lengths_by_feature.index_select(0, rows).t().clamp(min=1).to(torch.float32)
 
     # -- output ----------------------------------------------------------------------------------------------------
 
@@ -304,29 +351,36 @@ class IdTransform(nn.Module):
 
 
 class _CombinePlan:
-    """Column arithmetic of ``IdTransform.combine`` for one physical key order (built once per order)."""
+    """Column arithmetic of ``IdTransform.combine`` for one physical key order (built once per order).
+
+    Three cases, cheapest first: the physical columns already are the logical ones (relabel the KeyedTensor); only
+    whole features move (one column gather); else the values are split once per physical feature (one
+    ``SplitBackward`` in autograd, not one zero-filled gradient per slice) and each logical feature is formed from
+    its parts (QR products, LMA concatenation, MEAN division), then concatenated.
+    """
 
     def __init__(
         self, combines: List[Combine], pooled: KeyedTensor, mean_features: List[int], features: List[str]
     ) -> None:
-        offsets = _exclusive_cumsum(pooled.length_per_key())
-        col = {k: (o, n) for k, o, n in zip(pooled.keys(), offsets, pooled.length_per_key())}
+        keys = pooled.keys()
+        self.split_sizes = list(pooled.length_per_key())
+        offsets = _exclusive_cumsum(self.split_sizes)
+        index = {k: i for i, k in enumerate(keys)}
         mean_column = {features[f]: j for j, f in enumerate(mean_features)}
         self.keys = [c.feature for c in combines]
-        self.steps: List[Tuple[str, List[Tuple[int, int]], Optional[int]]] = []
+        self.steps: List[Tuple[str, List[int], Optional[int]]] = []
         gather: List[int] = []
         self.dims: List[int] = []
         for c in combines:
-            parts = [col[p] for p in c.parts]
+            parts = [index[p] for p in c.parts]
             self.steps.append((c.kind, parts, mean_column.get(c.feature) if c.mean else None))
             if c.kind == "product":
-                self.dims.append(parts[0][1])
+                self.dims.append(self.split_sizes[parts[0]])
             else:
-                self.dims.append(sum(n for _, n in parts))
-                gather += [o + i for o, n in parts for i in range(n)]
+                self.dims.append(sum(self.split_sizes[p] for p in parts))
+                gather += [offsets[p] + i for p in parts for i in range(self.split_sizes[p])]
         self.simple = all(kind != "product" and m is None for kind, _, m in self.steps)
-        total = sum(pooled.length_per_key())
-        self.identity = self.simple and gather == list(range(total))
+        self.identity = self.simple and gather == list(range(sum(self.split_sizes)))
         self._gather = torch.tensor(gather, dtype=torch.int64)
         self._gather_on: Dict[torch.device, torch.Tensor] = {}
 
@@ -339,18 +393,19 @@ class _CombinePlan:
             if idx is None:
                 idx = self._gather_on[values.device] = self._gather.to(values.device)
             return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values.index_select(1, idx))
+        pieces = values.split(self.split_sizes, dim=1)
         out: List[torch.Tensor] = []
         for kind, parts, mean in self.steps:
-            pieces = [values[:, o : o + n] for o, n in parts]
-            if mean is not None:
-                div = divisors[:, mean : mean + 1]
-                pieces = [p / div for p in pieces]
             if kind == "product":
-                emb = pieces[0]
-                for p in pieces[1:]:
-                    emb = emb * p
+                emb = pieces[parts[0]]
+                for p in parts[1:]:
+                    emb = emb * pieces[p]
+                if mean is not None:  # each side is a mean: divide by the bag size once per side
+                    emb = emb / divisors[:, mean : mean + 1].pow(len(parts))
             else:
-                emb = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+                emb = pieces[parts[0]] if len(parts) == 1 else torch.cat([pieces[p] for p in parts], dim=1)
+                if mean is not None:
+                    emb = emb / divisors[:, mean : mean + 1]
             out.append(emb)
         return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=torch.cat(out, dim=1))
 

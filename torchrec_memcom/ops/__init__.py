@@ -35,8 +35,6 @@ __all__ = [
 ]
 
 NUM_OP_PARAMS = 5
-_INT64_MAX = 2**63 - 1
-_INT64_MIN = -(2**63)
 
 
 class IdOp(enum.IntEnum):
@@ -92,46 +90,41 @@ def transform_segments(
     static: torch.Tensor,
     static_host: List[List[int]],
     dynamic_host: List[Tuple[int, int, int]],
-    num_features: int,
+    stats: torch.Tensor,
     total: int,
     out_weighted: bool,
-) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
-    """Applies every segment's ``IdOp`` in one pass; returns ``(physical values, physical weights, stats)``.
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Applies every segment's ``IdOp`` in one pass; returns ``(physical values, physical weights)``.
 
     Args:
-        values (torch.Tensor): ``(N,)`` int32/int64 ids, grouped by logical feature.
+        values (torch.Tensor): ``(N,)`` int32/int64 ids (of any number of features, in any order).
         weights (Optional[torch.Tensor]): ``(N,)`` input weights, or ``None``.
         static (torch.Tensor): ``(P, 5 + NUM_OP_PARAMS)`` int64 on ``values``' device, one row per segment:
-            ``(source feature, op, check, carry_weight, num_embeddings, p0..p4)``; ``check`` = 1 on one segment per
-            feature (range statistics of its ids), ``carry_weight`` = 1 if the segment carries the input weight
-            (else weight 1).
+            ``(feature, op, check, carry_weight, num_embeddings, p0..p4)``; ``check`` = 1 on one segment per
+            feature (range statistics of its ids go to ``stats[feature]``), ``carry_weight`` = 1 if the segment
+            carries the input weight (else weight 1).
         static_host (List[List[int]]): the same rows as Python ints (the CPU path reads them without a sync).
         dynamic_host (List[Tuple[int, int, int]]): per segment ``(input start, output start, length)``.
-        num_features (int): logical features (rows of ``stats``).
+        stats (torch.Tensor): ``(F', 2)`` int64, rows of features initialised to ``(INT64_MAX, INT64_MIN)``; updated
+            in place to each checked feature's ``(min, max)`` id.
         total (int): output length.
         out_weighted (bool): produce weights (input weights where carried, else 1).
 
-    Returns:
-        ``(values_out (total,) int64, weights_out (total,) float or None, stats (F, 2) int64)`` where ``stats[f]`` =
-        ``(min, max)`` of feature ``f``'s ids (``(INT64_MAX, INT64_MIN)`` for an empty feature). ``CUSTOM`` segments
-        hold their source ids: the caller overwrites them.
+    ``CUSTOM`` segments hold their source ids: the caller overwrites them.
     """
     device = values.device
     out = torch.empty(total, dtype=torch.int64, device=device)
     w_dtype = weights.dtype if weights is not None else torch.float32
     w_out = torch.empty(total, dtype=w_dtype, device=device) if out_weighted else None
-    stats = torch.empty(num_features, 2, dtype=torch.int64, device=device)
-    stats[:, 0] = _INT64_MAX
-    stats[:, 1] = _INT64_MIN
     if total == 0:
-        return out, w_out, stats
+        return out, w_out
     if triton_enabled(values):
         from torchrec_memcom.ops._triton import transform_segments_triton
 
         dyn = torch.tensor(dynamic_host, dtype=torch.int64, pin_memory=True).to(device, non_blocking=True)
         max_len = max(d[2] for d in dynamic_host)
         transform_segments_triton(values.contiguous(), weights, static, dyn, out, w_out, stats, max_len)
-        return out, w_out, stats
+        return out, w_out
     x_all = values.to(torch.int64)
     for row, (start, out_start, n) in zip(static_host, dynamic_host):
         feature, op, check, carry = row[0], row[1], row[2], row[3]
@@ -146,7 +139,7 @@ def transform_segments(
             lo, hi = torch.aminmax(x)
             stats[feature, 0] = lo
             stats[feature, 1] = hi
-    return out, w_out, stats
+    return out, w_out
 
 
 def hash_ids(
