@@ -1,7 +1,7 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """Quotient-remainder (QR) tables (Shi et al., KDD 2020). The hashing trick lives beside MEmCom (``memcom.py``)."""
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -12,6 +12,7 @@ from torchrec_memcom.memory import TableMemory, tensor_bytes
 from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
 from torchrec_memcom.modules.memcom import HashEmbeddingBagCollection  # noqa: F401 - re-exported
 from torchrec_memcom.modules.method import Combine, Segment, TableMethod, is_mean, physical_config, register_method
+from torchrec_memcom.modules.warm_start import fit_qr
 from torchrec_memcom.ops import IdOp
 
 __all__ = ["QREmbeddingBagCollection", "QRMethod", "QUOTIENT_SUFFIX", "REMAINDER_SUFFIX"]
@@ -65,6 +66,17 @@ class QRMethod(TableMethod):
             for t in self.tables
             for f in t.feature_names
         ]
+
+    @torch.no_grad()
+    def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
+        """Per dimension, the (count-weighted) rank-1 fit ``Q[q] * R[r] ~ E[q c + r]``."""
+        for t in self.tables:
+            if t.name in trained:
+                weight, counts = trained[t.name]
+                q_table = owner.physical_weight(t.name + QUOTIENT_SUFFIX)  # type: ignore[operator]
+                q, r = fit_qr(weight.to(q_table), self.remainders[t.name], counts)
+                q_table.copy_(q)
+                owner.physical_weight(t.name + REMAINDER_SUFFIX).copy_(r)  # type: ignore[operator]
 
     def num_remainder_rows(self, owner: nn.Module, table: str) -> int:
         return self.remainders[table]

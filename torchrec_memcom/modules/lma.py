@@ -3,7 +3,7 @@
 
 import warnings
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -15,6 +15,7 @@ from torchrec_memcom.lsh import MISSING_KEY, build_signatures, chunk_key_selecti
 from torchrec_memcom.memory import TableMemory, tensor_bytes
 from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
 from torchrec_memcom.modules.method import Combine, Segment, TableMethod, is_mean, physical_config, register_method
+from torchrec_memcom.modules.warm_start import fit_shared_rows
 from torchrec_memcom.ops import IdOp, lma_locations
 
 __all__ = ["LMAEmbeddingBagCollection", "LMAMethod", "chunk_feature_name", "memory_table_name"]
@@ -207,6 +208,29 @@ class LMAMethod(TableMethod):
     def memory_weight(self, owner: nn.Module, group: str) -> nn.Parameter:
         """The memory ``M`` of ``group``: a ``(rows, Z)`` table."""
         return owner.physical_weight(memory_table_name(group))  # type: ignore[operator]
+
+    @torch.no_grad()
+    def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
+        """Each memory row = the count-weighted mean of the trained chunks (``E_i[k Z : (k + 1) Z]``) placed on it,
+        over every member table of its memory (fit or load the signatures first: they decide the places)."""
+        for g, members in self._groups.items():
+            memory = self.memory_weight(owner, g)
+            rows, chunks, weights = [], [], []
+            for t in members:
+                if t.name not in trained:
+                    continue
+                weight, counts = trained[t.name]
+                n, z = t.num_embeddings, t.chunk()
+                loc = self.locations(owner, t.name, torch.arange(n, device=memory.device))  # (n, K)
+                rows.append(loc.reshape(-1))
+                chunks.append(weight.to(memory).reshape(n * t.num_chunks(), z))
+                c = counts if counts is not None else torch.ones(n)
+                weights.append(c.to(memory).repeat_interleave(t.num_chunks()))
+            if rows:
+                fitted = fit_shared_rows(
+                    torch.cat(rows), torch.cat(chunks), memory.shape[0], torch.cat(weights), memory.detach()
+                )
+                memory.copy_(fitted)
 
     @torch.no_grad()
     def fit(

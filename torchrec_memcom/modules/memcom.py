@@ -1,7 +1,7 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """MEmCom (a small hashed shared table plus one trainable weight per id) and the hashing trick it builds on."""
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from torchrec_memcom.modules.method import (
     physical_config,
     register_method,
 )
+from torchrec_memcom.modules.warm_start import fit_memcom, fit_shared_rows
 from torchrec_memcom.ops import IdOp
 
 __all__ = [
@@ -61,6 +62,9 @@ class _HashedMethod(TableMethod):
             "scramble": list(h.scramble_params),
         }
 
+    def _trained_ids(self, table: str, weight: torch.Tensor) -> torch.Tensor:
+        return torch.arange(self.by_name[table].num_embeddings, device=weight.device)
+
     # accessors (``CompressedEmbeddingBagCollection.bucketed_hash`` etc.)
 
     def bucketed_hash(self, owner: nn.Module, table: str) -> BucketedHash:
@@ -81,6 +85,18 @@ class HashMethod(_HashedMethod):
         return [
             Segment(f, f, t.name, IdOp.HASH, self._hash_params(t.name)) for t in self.tables for f in t.feature_names
         ]
+
+    @torch.no_grad()
+    def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
+        """``U[b]`` = the count-weighted mean of the trained rows of the ids hashed to ``b``."""
+        for t in self.tables:
+            if t.name not in trained:
+                continue
+            weight, counts = trained[t.name]
+            u = owner.physical_weight(t.name)  # type: ignore[operator]
+            rows = self.hashes[t.name](self._trained_ids(t.name, weight))
+            c = counts if counts is not None else torch.ones(weight.shape[0], dtype=weight.dtype)
+            u.copy_(fit_shared_rows(rows, weight.to(u), u.shape[0], c.to(u), u.detach()))
 
     def memory_rows(self, owner: nn.Module) -> List[TableMemory]:
         return [
@@ -132,6 +148,20 @@ class MEmComMethod(_HashedMethod):
         """Unsharded: shared rows ``h(s)`` and weights ``w[s]`` of scrambled ids."""
         h = self.hashes[segment.table]
         return h.rows_of_scrambled(scrambled), owner.entity_weights[segment.table][scrambled]  # type: ignore[index]
+
+    @torch.no_grad()
+    def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
+        """``(U, w)`` = the least-squares fit of ``E_i ~ w_i U[h(i)]`` (count-weighted), by alternating updates."""
+        for t in self.tables:
+            if t.name not in trained:
+                continue
+            weight, counts = trained[t.name]
+            u = owner.physical_weight(t.name)  # type: ignore[operator]
+            s = self.hashes[t.name].scramble(self._trained_ids(t.name, weight))
+            rows = self.hashes[t.name].rows_of_scrambled(s)
+            shared, w = fit_memcom(weight.to(u), rows, u.shape[0], counts, u.detach())
+            u.copy_(shared)
+            owner.entity_weights[t.name][s] = w  # type: ignore[index]
 
     def entity_weight(self, owner: nn.Module, table: str, ids: torch.Tensor) -> torch.Tensor:
         """``w`` of raw ids (the parameter itself is stored in scrambled order)."""

@@ -145,6 +145,14 @@ class TableMethod:
         """Fits data-dependent state (LMA signatures) from training batches; returns per-table coverage."""
         return {}
 
+    def warm_start(
+        self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]
+    ) -> None:
+        """Initialises this method's tables from trained stock tables: ``trained[table] = (weight (n x d), id counts
+        (n,) or None)``, e.g. each shared row as the (count-weighted) mean of the rows mapped to it, so a converted
+        model starts near the trained one. Tables missing from ``trained`` keep their state."""
+        raise NotImplementedError(f"{self.name} tables have no warm start")
+
     # -- planner -------------------------------------------------------------------------------------------------
 
     def sharding_types(self, physical_table: str) -> Optional[List[str]]:

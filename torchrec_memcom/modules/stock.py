@@ -2,8 +2,9 @@
 """Stock tables inside a compressed collection: the table itself is the physical table, ids pass unchanged."""
 
 import dataclasses
-from typing import List
+from typing import List, Mapping, Optional, Tuple
 
+import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 
@@ -36,6 +37,12 @@ class StockMethod(TableMethod):
 
     def combines(self) -> List[Combine]:
         return [Combine(f, "one", (f,), mean=is_mean(t)) for t in self.tables for f in t.feature_names]
+
+    @torch.no_grad()
+    def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
+        for t in self.tables:
+            if t.name in trained:
+                owner.physical_weight(t.name).copy_(trained[t.name][0])  # type: ignore[operator]
 
     def memory_rows(self, owner: nn.Module) -> List[TableMemory]:
         return [
