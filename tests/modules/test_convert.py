@@ -144,8 +144,10 @@ def test_warm_start_hash_rows_are_means_of_their_ids() -> None:
 
 def test_warm_start_counts_weight_the_mean() -> None:
     stock = EmbeddingBagConfig(name="t", num_embeddings=3000, embedding_dim=D, feature_names=["f"])
-    module = CompressedEmbeddingBagCollection([HashEmbeddingBagConfig(name="t", num_embeddings=3000, embedding_dim=D,
-                                                                      feature_names=["f"], compression_ratio=16)])  # fmt: skip
+    hashed = HashEmbeddingBagConfig(
+        name="t", num_embeddings=3000, embedding_dim=D, feature_names=["f"], compression_ratio=16
+    )
+    module = CompressedEmbeddingBagCollection([hashed])
     weight = _trained(stock, 2)
     counts = torch.ones(3000)
     counts[7] = 1e6  # a very frequent id owns its row
