@@ -25,6 +25,9 @@ __all__ = [
     "LMAEmbeddingBagConfig",
     "MEmComEmbeddingBagConfig",
     "QREmbeddingBagConfig",
+    "LowRankEmbeddingBagConfig",
+    "physical_dim",
+    "projection_bytes",
     "stock_bytes",
 ]
 
@@ -79,6 +82,29 @@ def _check_common(
         raise ValueError(f"{kind} table '{config.name}': {size_name} must be >= 1, got {size}")
     if not config.feature_names:
         config.feature_names = [config.name]
+
+
+def physical_dim(config: EmbeddingBagConfig) -> int:
+    """Width of a table's stored rows: its ``base_dim`` if it has one (then a learned ``base_dim x embedding_dim``
+    projection gives the ``embedding_dim``-wide output), else ``embedding_dim``."""
+    if isinstance(config, LowRankEmbeddingBagConfig):
+        return config.rank()
+    return getattr(config, "base_dim", None) or config.embedding_dim
+
+
+def projection_bytes(config: EmbeddingBagConfig) -> int:
+    """Bytes of a table's fp32 ``base_dim x embedding_dim`` output projection (0 without one)."""
+    base = physical_dim(config)
+    return base * config.embedding_dim * _FP32_BYTES if base < config.embedding_dim else 0
+
+
+def _check_base_dim(config: EmbeddingBagConfig, kind: str) -> None:
+    base = getattr(config, "base_dim", None)
+    if base is not None and (not _is_int(base) or not 1 <= base < config.embedding_dim):
+        raise ValueError(
+            f"{kind} table '{config.name}': base_dim must be an integer in [1, embedding_dim={config.embedding_dim}), "
+            f"got {base!r}"
+        )
 
 
 def _check_module_dict_key(config: EmbeddingBagConfig, kind: str) -> None:
@@ -143,10 +169,12 @@ class MEmComEmbeddingBagConfig(EmbeddingBagConfig):
     entity_weight_init: float = 1.0
     entity_weight_optimizer: Optional[str] = None
     entity_weight_lr_scale: float = 1.0
+    base_dim: Optional[int] = None
 
     def __post_init__(self) -> None:
         check_sizes(self, "MEmCom")
         super().__post_init__()
+        _check_base_dim(self, "MEmCom")
         _check_common(self, "MEmCom", self.compression_ratio, self.num_shared_rows, "num_shared_rows")
         _check_module_dict_key(self, "MEmCom")
         _check_buckets(self, "MEmCom", self.num_buckets)
@@ -171,21 +199,21 @@ class MEmComEmbeddingBagConfig(EmbeddingBagConfig):
         """The table's hash, with ``num_shared_rows`` solved from ``compression_ratio`` when needed."""
         if self.num_shared_rows is not None:
             return _bucketed_hash(self, "MEmCom", self.num_shared_rows, self.num_buckets)
-        n, d, ratio = self.num_embeddings, self.embedding_dim, self.compression_ratio
+        n, d, ratio = self.num_embeddings, physical_dim(self), self.compression_ratio
         assert ratio is not None
-        if ratio >= d:
+        if ratio >= self.embedding_dim:
             raise ValueError(
                 f"MEmCom table '{self.name}': compression_ratio={ratio} is not reachable: MEmCom keeps one weight per "
-                f"id, so it stays below d={d}x (use the hashing trick or LMA for more)"
+                f"id, so it stays below d={self.embedding_dim}x (use the hashing trick or LMA for more)"
             )
-        budget = stock_bytes(self) / ratio
+        budget = stock_bytes(self) / ratio - projection_bytes(self)
         row_bytes = d * _element_size(self)
         guess = max(1, int((budget - n * _FP32_BYTES) / row_bytes))
         b = self.num_buckets if self.num_buckets is not None else default_num_buckets(guess, n)
         n_pad = -(-n // b) * b
         rows = _rows_for_budget(budget - n_pad * _FP32_BYTES, row_bytes, b)
         if rows == 0:
-            best = stock_bytes(self) / (b * row_bytes + n_pad * _FP32_BYTES)
+            best = stock_bytes(self) / (b * row_bytes + n_pad * _FP32_BYTES + projection_bytes(self))
             raise ValueError(
                 f"MEmCom table '{self.name}' (n={n}, d={d}): compression_ratio={ratio} leaves no shared rows after "
                 f"the {n_pad * _FP32_BYTES} bytes of entity weights; the most it reaches is {best:.2f}x"
@@ -206,10 +234,12 @@ class HashEmbeddingBagConfig(EmbeddingBagConfig):
     compression_ratio: Optional[float] = None
     num_shared_rows: Optional[int] = None
     num_buckets: Optional[int] = None
+    base_dim: Optional[int] = None
 
     def __post_init__(self) -> None:
         check_sizes(self, "Hash")
         super().__post_init__()
+        _check_base_dim(self, "Hash")
         _check_common(self, "Hash", self.compression_ratio, self.num_shared_rows, "num_shared_rows")
         _check_module_dict_key(self, "Hash")
         _check_buckets(self, "Hash", self.num_buckets)
@@ -220,8 +250,8 @@ class HashEmbeddingBagConfig(EmbeddingBagConfig):
         if self.num_shared_rows is not None:
             return _bucketed_hash(self, "Hash", self.num_shared_rows, self.num_buckets)
         assert self.compression_ratio is not None
-        budget = stock_bytes(self) / self.compression_ratio
-        row_bytes = self.embedding_dim * _element_size(self)
+        budget = stock_bytes(self) / self.compression_ratio - projection_bytes(self)
+        row_bytes = physical_dim(self) * _element_size(self)
         b = self.num_buckets
         if b is None:
             b = default_num_buckets(max(1, int(budget / row_bytes)), self.num_embeddings)
@@ -230,7 +260,7 @@ class HashEmbeddingBagConfig(EmbeddingBagConfig):
             raise ValueError(
                 f"Hash table '{self.name}' (n={self.num_embeddings}, d={self.embedding_dim}): "
                 f"compression_ratio={self.compression_ratio} leaves no rows; the most it reaches with "
-                f"num_buckets={b} is {stock_bytes(self) / (b * row_bytes):.2f}x"
+                f"num_buckets={b} is {stock_bytes(self) / (b * row_bytes + projection_bytes(self)):.2f}x"
             )
         return _bucketed_hash(self, "Hash", rows, b)
 
@@ -249,10 +279,12 @@ class QREmbeddingBagConfig(EmbeddingBagConfig):
 
     compression_ratio: Optional[float] = None
     num_remainder_rows: Optional[int] = None
+    base_dim: Optional[int] = None
 
     def __post_init__(self) -> None:
         check_sizes(self, "QR")
         super().__post_init__()
+        _check_base_dim(self, "QR")
         _check_common(self, "QR", self.compression_ratio, self.num_remainder_rows, "num_remainder_rows")
         self.remainder_rows()
 
@@ -266,12 +298,13 @@ class QREmbeddingBagConfig(EmbeddingBagConfig):
                 )
             return self.num_remainder_rows
         assert self.compression_ratio is not None
-        rows_budget = stock_bytes(self) / (self.compression_ratio * self.embedding_dim * _element_size(self))
+        row_bytes = physical_dim(self) * _element_size(self)
+        rows_budget = (stock_bytes(self) / self.compression_ratio - projection_bytes(self)) / row_bytes
         # c = ceil(sqrt(n)) minimises the integer row count ceil(n/c) + c; a budget below it (even one above the
         # real bound 2*sqrt(n)) has no integer c, and the search below would end at c = n (ratio < 1).
         c = math.isqrt(n - 1) + 1 if n > 1 else 1
         if -(-n // c) + c > rows_budget:
-            best = stock_bytes(self) / ((-(-n // c) + c) * self.embedding_dim * _element_size(self))
+            best = stock_bytes(self) / ((-(-n // c) + c) * row_bytes + projection_bytes(self))
             raise ValueError(
                 f"QR table '{self.name}' (n={n}, d={self.embedding_dim}): compression_ratio={self.compression_ratio} "
                 f"is not reachable; QR needs at least ceil(n/c) + c >= 2*sqrt(n) rows, at most {best:.2f}x"
@@ -319,14 +352,17 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
     signature_bytes: int = 8
     keys_per_chunk: Optional[int] = None
     context_features: Optional[List[str]] = None
+    base_dim: Optional[int] = None
 
     def __post_init__(self) -> None:
         check_sizes(self, "LMA")
         super().__post_init__()
+        _check_base_dim(self, "LMA")
         _check_common(self, "LMA", self.compression_ratio, self.memory_rows, "memory_rows")
         z = self.chunk()
-        if self.embedding_dim % z != 0:
-            raise ValueError(f"LMA table '{self.name}': chunk_size={z} must divide embedding_dim={self.embedding_dim}")
+        if physical_dim(self) % z != 0:
+            what = "base_dim" if self.base_dim else "embedding_dim"
+            raise ValueError(f"LMA table '{self.name}': chunk_size={z} must divide {what}={physical_dim(self)}")
         if z != 1 and z % 4 != 0:
             raise ValueError(
                 f"LMA table '{self.name}': chunk_size={z} must be a multiple of 4 (FBGEMM TBE rows), or 1 for the "
@@ -350,10 +386,10 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
             if self.chunk_size < 1:
                 raise ValueError(f"LMA table '{self.name}': chunk_size must be >= 1, got {self.chunk_size}")
             return self.chunk_size
-        return next((z for z in (16, 8, 4) if self.embedding_dim % z == 0), 1)
+        return next((z for z in (16, 8, 4) if physical_dim(self) % z == 0), 1)
 
     def num_chunks(self) -> int:
-        return self.embedding_dim // self.chunk()
+        return physical_dim(self) // self.chunk()
 
     def group(self) -> str:
         return self.memory_group if self.memory_group is not None else self.name
@@ -366,11 +402,11 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
         if self.memory_rows is not None:
             return self.memory_rows
         assert self.compression_ratio is not None
-        budget = stock_bytes(self) / self.compression_ratio - self.signature_bytes_total()
+        budget = stock_bytes(self) / self.compression_ratio - self.signature_bytes_total() - projection_bytes(self)
         row_bytes = self.chunk() * _element_size(self)
         rows = int(budget // row_bytes)
         if rows < 1:
-            best = stock_bytes(self) / (self.signature_bytes_total() + row_bytes)
+            best = stock_bytes(self) / (self.signature_bytes_total() + row_bytes + projection_bytes(self))
             raise ValueError(
                 f"LMA table '{self.name}' (n={self.num_embeddings}, d={self.embedding_dim}): "
                 f"compression_ratio={self.compression_ratio} leaves no memory rows after "
@@ -378,3 +414,39 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
                 f"reaches is {best:.2f}x (lower signature_bytes to go further)"
             )
         return rows
+
+
+@dataclass
+class LowRankEmbeddingBagConfig(EmbeddingBagConfig):
+    """A stock table stored at a smaller width: ``embedding(i) = E[i] P`` with ``E`` (``n x base_dim``) and a learned
+    ``base_dim x d`` projection ``P`` (a low-rank factorisation; "stock at a smaller d" where the model needs ``d``).
+
+    Args:
+        compression_ratio (Optional[float]): stock fp32 bytes / (E + P) bytes; solves for ``base_dim``.
+        base_dim (Optional[int]): the stored width (``< d``).
+    """
+
+    compression_ratio: Optional[float] = None
+    base_dim: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        check_sizes(self, "LowRank")
+        super().__post_init__()
+        _check_common(self, "LowRank", self.compression_ratio, self.base_dim, "base_dim")
+        _check_base_dim(self, "LowRank")
+        self.rank()
+
+    def rank(self) -> int:
+        """``base_dim``: given, or the widest that fits the ratio's budget with its projection."""
+        if self.base_dim is not None:
+            return self.base_dim
+        assert self.compression_ratio is not None
+        n, d = self.num_embeddings, self.embedding_dim
+        k = int(stock_bytes(self) / self.compression_ratio // ((n + d) * _element_size(self)))
+        if not 1 <= k < d:
+            raise ValueError(
+                f"LowRank table '{self.name}' (n={n}, d={d}): compression_ratio={self.compression_ratio} gives "
+                f"base_dim={k}, outside [1, {d}); the range is {n * d / ((n + d) * (d - 1)):.2f}x to "
+                f"{n * d / (n + d):.2f}x"
+            )
+        return k

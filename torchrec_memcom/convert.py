@@ -183,6 +183,7 @@ def warm_start_(
     """
     counts = counts or {}
     by_method: Dict[str, Dict[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]] = {}
+    projections = module.output_projections()
     for t in module.embedding_bag_configs():
         if t.name not in trained:
             continue
@@ -192,10 +193,25 @@ def warm_start_(
                 f"table '{t.name}': trained weight has shape {tuple(w.shape)}, the table is "
                 f"{t.num_embeddings} x {t.embedding_dim}"
             )
-        by_method.setdefault(module.method_of(t.name).name, {})[t.name] = (w, counts.get(t.name))
+        c = counts.get(t.name)
+        if projections is not None and t.name in projections:  # narrowed: fit in the best base_dim-wide basis
+            p = projections[t.name]
+            basis = _principal_basis(w.to(p), c, p.shape[0])  # (d, base_dim), orthonormal columns
+            p.copy_(basis.t())
+            w = w.to(p) @ basis
+        by_method.setdefault(module.method_of(t.name).name, {})[t.name] = (w, c)
     for name, method in module.methods().items():
         if name in by_method:
             method.warm_start(module, by_method[name])
+
+
+def _principal_basis(weight: torch.Tensor, counts: Optional[torch.Tensor], k: int) -> torch.Tensor:
+    """The ``k`` leading eigenvectors of ``E^T diag(c) E`` (``d x k``): the basis in which a rank-``k`` projection
+    of the rows loses the least (count-weighted) squared error."""
+    c = counts.to(weight) if counts is not None else torch.ones(weight.shape[0], dtype=weight.dtype)
+    moment = weight.t() @ (weight * c.to(weight.device).unsqueeze(1))
+    _, vectors = torch.linalg.eigh(moment.double())
+    return vectors[:, -k:].flip(1).to(weight.dtype)
 
 
 def _collections(model: nn.Module) -> Iterator[nn.Module]:

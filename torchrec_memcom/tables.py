@@ -24,6 +24,8 @@ __all__ = ["TABLE_TYPES", "table_config", "table_types"]
 # Fields a spec may not set: they come from the model (name, features, sizes) or are TorchRec internals.
 _RESERVED = {"name", "feature_names", "num_embeddings", "embedding_dim", "init_fn", "compression_ratio"}
 _SIZE_FIELDS = {"num_shared_rows", "num_remainder_rows", "memory_rows"}
+# methods whose size is their width: base_dim alone sizes them
+_WIDTH_SIZED = {"lowrank"}
 _POOLINGS = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
 
 
@@ -70,7 +72,8 @@ def table_config(
         if compression not in (None, 1, 1.0) or isinstance(compression, bool):
             raise ValueError(f"table '{name}': a stock table takes no compression (got {compression!r})")
     else:
-        if compression is None and not (_SIZE_FIELDS & set(spec)):
+        sized = _SIZE_FIELDS & set(spec) or (kind in _WIDTH_SIZED and "base_dim" in spec)
+        if compression is None and not sized:
             raise ValueError(f"table '{name}' ({kind}): give a compression (ratio) or an explicit size")
         if compression is not None:
             kwargs["compression_ratio"] = compression

@@ -30,6 +30,7 @@ from torchrec_memcom import (
     MEmComEmbeddingBagConfig,
     QREmbeddingBagConfig,
 )
+from torchrec_memcom.configs import LowRankEmbeddingBagConfig
 from torchrec_memcom.distributed import get_sharders
 from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
 from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner
@@ -57,6 +58,10 @@ def make_tables(method: str, pooling: PoolingType = PoolingType.SUM, dim: int = 
         return [QREmbeddingBagConfig(**c, num_remainder_rows=12) for c in common]
     if method == "lma":
         return [LMAEmbeddingBagConfig(**c, memory_rows=24, chunk_size=8, memory_group="g") for c in common]
+    if method == "lowrank":  # narrow tables: a data-parallel output projection beside the sharded rows
+        return [LowRankEmbeddingBagConfig(**c, base_dim=8) for c in common]
+    if method == "hash_narrow":
+        return [HashEmbeddingBagConfig(**c, num_shared_rows=40, num_buckets=4, base_dim=8) for c in common]
     if method == "stock":
         return [EmbeddingBagConfig(**c) for c in common]
     raise ValueError(method)

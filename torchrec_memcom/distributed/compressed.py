@@ -198,6 +198,19 @@ class ShardedCompressedEmbeddingBagCollection(
 
         if self._memcom:
             self._init_entity_weights(module, plan)
+        # Output projections of narrowed tables: dense, replicated, trained through DDP like the MLPs.
+        projections = module.output_projections()
+        self._has_projections = projections is not None
+        if projections is not None:
+            self.projections = nn.ParameterDict()
+            for name, p in projections.items():
+                local = nn.Parameter(torch.empty(p.shape, device=device))
+                with torch.no_grad():
+                    if p.is_meta:
+                        nn.init.orthogonal_(local)
+                    else:
+                        local.copy_(p)
+                self.projections[name] = local
         # A transform built on meta holds garbage after to_empty: give it the methods' initial state.
         if from_meta:
             for m in self._methods.values():
@@ -307,6 +320,9 @@ class ShardedCompressedEmbeddingBagCollection(
         return _sharded_vector(local, n_pad, self._w_owners[table], self._pg, self._device.type)
 
     def reset_parameters(self) -> None:
+        if self._has_projections:
+            for p in self.projections.values():
+                nn.init.orthogonal_(p)
         if self._memcom:
             with torch.no_grad():
                 for name, sl in self._w_slices.items():
@@ -386,7 +402,8 @@ class ShardedCompressedEmbeddingBagCollection(
     def _with_combine(
         self, ctx: CompressedContext, awaitable: LazyAwaitable[KeyedTensor]
     ) -> LazyAwaitable[KeyedTensor]:
-        awaitable.callbacks.append(partial(self.id_transform.combine, divisors=ctx.divisors))
+        projections = self.projections if self._has_projections else None
+        awaitable.callbacks.append(partial(self.id_transform.combine, divisors=ctx.divisors, projections=projections))
         return awaitable
 
     def output_dist(self, ctx: CompressedContext, output: List[torch.Tensor]) -> LazyAwaitable[KeyedTensor]:
@@ -407,7 +424,8 @@ class ShardedCompressedEmbeddingBagCollection(
 
     def sharded_parameter_names(self, prefix: str = "") -> Iterator[str]:
         for fqn, _ in self.named_parameters():
-            yield append_prefix(prefix, fqn)
+            if not fqn.startswith("projections."):  # data parallel: DDP syncs their gradients
+                yield append_prefix(prefix, fqn)
         for fqn, _ in self.named_buffers():
             yield append_prefix(prefix, fqn)
 

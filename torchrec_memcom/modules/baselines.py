@@ -7,11 +7,19 @@ import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 
-from torchrec_memcom.configs import QREmbeddingBagConfig, stock_bytes
+from torchrec_memcom.configs import QREmbeddingBagConfig, physical_dim, stock_bytes
 from torchrec_memcom.memory import TableMemory, tensor_bytes
 from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
 from torchrec_memcom.modules.memcom import HashEmbeddingBagCollection  # noqa: F401 - re-exported
-from torchrec_memcom.modules.method import Combine, Segment, TableMethod, is_mean, physical_config, register_method
+from torchrec_memcom.modules.method import (
+    Combine,
+    Segment,
+    TableMethod,
+    is_mean,
+    physical_config,
+    projected,
+    register_method,
+)
 from torchrec_memcom.modules.warm_start import fit_qr
 from torchrec_memcom.ops import IdOp
 
@@ -47,8 +55,9 @@ class QRMethod(TableMethod):
             c = self.remainders[t.name]
             q = [f + QUOTIENT_SUFFIX for f in t.feature_names]
             r = [f + REMAINDER_SUFFIX for f in t.feature_names]
-            out.append(physical_config(t, t.name + QUOTIENT_SUFFIX, -(-t.num_embeddings // c), t.embedding_dim, q))
-            out.append(physical_config(t, t.name + REMAINDER_SUFFIX, c, t.embedding_dim, r, init_fn=_ones))
+            dim = physical_dim(t)
+            out.append(physical_config(t, t.name + QUOTIENT_SUFFIX, -(-t.num_embeddings // c), dim, q))
+            out.append(physical_config(t, t.name + REMAINDER_SUFFIX, c, dim, r, init_fn=_ones))
         return out
 
     def segments(self) -> List[Segment]:
@@ -62,7 +71,7 @@ class QRMethod(TableMethod):
 
     def combines(self) -> List[Combine]:
         return [
-            Combine(f, "product", (f + QUOTIENT_SUFFIX, f + REMAINDER_SUFFIX), mean=is_mean(t))
+            Combine(f, "product", (f + QUOTIENT_SUFFIX, f + REMAINDER_SUFFIX), mean=is_mean(t), project=projected(t))
             for t in self.tables
             for f in t.feature_names
         ]

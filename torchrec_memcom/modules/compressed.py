@@ -10,7 +10,8 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingBagCollectionInterface
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
-from torchrec_memcom.memory import MemoryReport
+from torchrec_memcom.configs import physical_dim
+from torchrec_memcom.memory import MemoryReport, tensor_bytes
 from torchrec_memcom.modules.method import Segment, TableMethod, method_for_config
 from torchrec_memcom.modules.transform import IdTransform
 
@@ -128,6 +129,15 @@ class CompressedEmbeddingBagCollection(EmbeddingBagCollectionInterface):
             out_weighted=is_weighted,
             physical_order=[f for c in physical for f in c.feature_names],
         )
+        # Tables narrower than their output: a learned base_dim x d projection each (dense, data parallel).
+        self._projected = [t for t in tables if physical_dim(t) < t.embedding_dim]
+        if self._projected:
+            self.projections = nn.ParameterDict(
+                {
+                    t.name: nn.Parameter(torch.empty(physical_dim(t), t.embedding_dim, device=device))
+                    for t in self._projected
+                }
+            )
         for m in self._methods.values():
             state = m.transform_state(device)
             if state is not None:
@@ -160,7 +170,11 @@ class CompressedEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         kjt, divisors = self.id_transform(features)
         if self.uses_entity_weights:
             kjt = self._with_entity_weights(kjt)
-        return self.id_transform.combine(self._embedding_bag_collection(kjt), divisors)
+        return self.id_transform.combine(self._embedding_bag_collection(kjt), divisors, self.output_projections())
+
+    def output_projections(self) -> Optional[nn.ParameterDict]:
+        """The ``base_dim x d`` projections of the tables narrower than their output (``None`` if there are none)."""
+        return self.projections if self._projected else None
 
     def _with_entity_weights(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """Unsharded form of what a sharded rank does after its input dist: the rows of MEmCom's scrambled ids, and
@@ -217,10 +231,17 @@ class CompressedEmbeddingBagCollection(EmbeddingBagCollectionInterface):
             init_table(self.physical_weight(c.name), c)
         for m in self._methods.values():
             m.reset_state(self)
+        for t in self._projected:
+            p = self.projections[t.name]
+            if not p.is_meta:  # orthonormal rows: the projection keeps the rows' scale
+                nn.init.orthogonal_(p)
 
     def memory_report(self) -> MemoryReport:
         """Bytes per table by component, and the compression ratio against stock fp32 tables."""
         rows = [r for m in self._methods.values() for r in m.memory_rows(self)]
+        for t in self._projected:
+            row = next(r for r in rows if t.name in r.tables)
+            row.components["projection"] = row.components.get("projection", 0) + tensor_bytes(self.projections[t.name])
         position = {t.name: i for i, t in enumerate(self._embedding_bag_configs)}
         # rows in table order (a shared memory at its first member)
         return MemoryReport(sorted(rows, key=lambda r: min(position[t] for t in r.tables)))

@@ -14,7 +14,15 @@ from torchrec_memcom.configs import LMAEmbeddingBagConfig, stock_bytes
 from torchrec_memcom.lsh import MISSING_KEY, build_signatures, chunk_key_selection, default_keys_per_chunk
 from torchrec_memcom.memory import TableMemory, tensor_bytes
 from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
-from torchrec_memcom.modules.method import Combine, Segment, TableMethod, is_mean, physical_config, register_method
+from torchrec_memcom.modules.method import (
+    Combine,
+    Segment,
+    TableMethod,
+    is_mean,
+    physical_config,
+    projected,
+    register_method,
+)
 from torchrec_memcom.modules.warm_start import fit_shared_rows
 from torchrec_memcom.ops import IdOp, lma_locations
 
@@ -109,7 +117,13 @@ class LMAMethod(TableMethod):
 
     def combines(self) -> List[Combine]:
         return [
-            Combine(f, "concat", tuple(chunk_feature_name(f, k) for k in range(t.num_chunks())), mean=is_mean(t))
+            Combine(
+                f,
+                "concat",
+                tuple(chunk_feature_name(f, k) for k in range(t.num_chunks())),
+                mean=is_mean(t),
+                project=projected(t),
+            )
             for t in self._lma()
             for f in t.feature_names
         ]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 
-from torchrec_memcom.configs import HashEmbeddingBagConfig, MEmComEmbeddingBagConfig, stock_bytes
+from torchrec_memcom.configs import HashEmbeddingBagConfig, MEmComEmbeddingBagConfig, physical_dim, stock_bytes
 from torchrec_memcom.hashing import BucketedHash
 from torchrec_memcom.memory import TableMemory, tensor_bytes
 from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
@@ -17,6 +17,7 @@ from torchrec_memcom.modules.method import (
     TableMethod,
     is_mean,
     physical_config,
+    projected,
     register_method,
 )
 from torchrec_memcom.modules.warm_start import fit_memcom, fit_shared_rows
@@ -41,7 +42,7 @@ class _HashedMethod(TableMethod):
 
     def physical_tables(self) -> List[EmbeddingBagConfig]:
         return [
-            physical_config(t, t.name, self.hashes[t.name].num_rows, t.embedding_dim, t.feature_names)
+            physical_config(t, t.name, self.hashes[t.name].num_rows, physical_dim(t), t.feature_names)
             for t in self.tables
         ]
 
@@ -51,7 +52,9 @@ class _HashedMethod(TableMethod):
         return (a, c, h.padded_num_embeddings, h.ids_per_bucket, h.rows_per_bucket)
 
     def combines(self) -> List[Combine]:
-        return [Combine(f, "one", (f,), mean=is_mean(t)) for t in self.tables for f in t.feature_names]
+        return [
+            Combine(f, "one", (f,), mean=is_mean(t), project=projected(t)) for t in self.tables for f in t.feature_names
+        ]
 
     def fingerprint(self, table: EmbeddingBagConfig) -> Dict[str, Any]:
         h = self.hashes[table.name]

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 
+from torchrec_memcom.configs import physical_dim
 from torchrec_memcom.memory import TableMemory
 from torchrec_memcom.ops import IdOp
 
@@ -33,6 +34,7 @@ __all__ = [
     "Segment",
     "TableMethod",
     "method_for_config",
+    "projected",
     "method_for_name",
     "register_method",
     "registered_methods",
@@ -66,13 +68,14 @@ class Combine:
 
     ``kind`` is ``"one"`` (the single part), ``"concat"`` (parts side by side) or ``"product"`` (elementwise product
     of the parts, each MEAN-divided first when ``mean``); ``mean`` divides by the bag size (the physical tables pool
-    SUM).
+    SUM); ``project`` names the table whose output projection applies last (tables with a ``base_dim``).
     """
 
     feature: str
     kind: str
     parts: Tuple[str, ...]
     mean: bool = False
+    project: Optional[str] = None  # table whose learned ``base_dim x d`` projection maps the result to ``d``
 
 
 class TableMethod:
@@ -139,15 +142,18 @@ class TableMethod:
 
     def fingerprint(self, table: EmbeddingBagConfig) -> Dict[str, Any]:
         """What a checkpoint of ``table`` must agree with to be loaded (method, sizes, hash parameters)."""
-        return {"method": self.name, "num_embeddings": table.num_embeddings, "embedding_dim": table.embedding_dim}
+        return {
+            "method": self.name,
+            "num_embeddings": table.num_embeddings,
+            "embedding_dim": table.embedding_dim,
+            "physical_dim": physical_dim(table),
+        }
 
     def fit(self, owner: nn.Module, batches: Any, max_rows: Optional[int], progress: bool) -> Dict[str, float]:
         """Fits data-dependent state (LMA signatures) from training batches; returns per-table coverage."""
         return {}
 
-    def warm_start(
-        self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]
-    ) -> None:
+    def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
         """Initialises this method's tables from trained stock tables: ``trained[table] = (weight (n x d), id counts
         (n,) or None)``, e.g. each shared row as the (count-weighted) mean of the rows mapped to it, so a converted
         model starts near the trained one. Tables missing from ``trained`` keep their state."""
@@ -241,6 +247,11 @@ def physical_config(
 
 def is_mean(table: EmbeddingBagConfig) -> bool:
     return table.pooling == PoolingType.MEAN
+
+
+def projected(table: EmbeddingBagConfig) -> Optional[str]:
+    """``table.name`` if its rows are narrower than its output (a learned projection follows), else ``None``."""
+    return table.name if physical_dim(table) < table.embedding_dim else None
 
 
 def spec_fields(config_type: Type[EmbeddingBagConfig]) -> Mapping[str, dataclasses.Field]:

@@ -8,7 +8,7 @@ data-parallel side, before its input dist and after its output dist.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -341,13 +341,17 @@ class IdTransform(nn.Module):
 
     # -- output ----------------------------------------------------------------------------------------------------
 
-    def combine(self, pooled: KeyedTensor, divisors: torch.Tensor) -> KeyedTensor:
-        """Turns the physical tables' pooled output (any key order) into the logical features' embeddings."""
+    def combine(
+        self, pooled: KeyedTensor, divisors: torch.Tensor, projections: Optional[Mapping[str, torch.Tensor]] = None
+    ) -> KeyedTensor:
+        """Turns the physical tables' pooled output (any key order) into the logical features' embeddings
+        (``projections``: the ``base_dim x d`` output projection of each narrowed table, by table name)."""
         keys = tuple(pooled.keys())
         plan = self._combine_plans.get(keys)
         if plan is None:
-            plan = self._combine_plans[keys] = _CombinePlan(self._combines, pooled, self._mean_features, self._features)
-        return plan(pooled, divisors)
+            plan = _CombinePlan(self._combines, pooled, self._mean_features, self._feature_tables)
+            self._combine_plans[keys] = plan
+        return plan(pooled, divisors, projections)
 
 
 class _CombinePlan:
@@ -360,31 +364,36 @@ class _CombinePlan:
     """
 
     def __init__(
-        self, combines: List[Combine], pooled: KeyedTensor, mean_features: List[int], features: List[str]
+        self,
+        combines: List[Combine],
+        pooled: KeyedTensor,
+        mean_features: List[int],
+        feature_tables: List[Tuple[str, EmbeddingBagConfig]],
     ) -> None:
+        features = [f for f, _ in feature_tables]
         keys = pooled.keys()
         self.split_sizes = list(pooled.length_per_key())
         offsets = _exclusive_cumsum(self.split_sizes)
         index = {k: i for i, k in enumerate(keys)}
         mean_column = {features[f]: j for j, f in enumerate(mean_features)}
         self.keys = [c.feature for c in combines]
-        self.steps: List[Tuple[str, List[int], Optional[int]]] = []
+        self.steps: List[Tuple[str, List[int], Optional[int], Optional[str]]] = []
         gather: List[int] = []
         self.dims: List[int] = []
-        for c in combines:
+        for c, (_, table) in zip(combines, feature_tables):
             parts = [index[p] for p in c.parts]
-            self.steps.append((c.kind, parts, mean_column.get(c.feature) if c.mean else None))
-            if c.kind == "product":
-                self.dims.append(self.split_sizes[parts[0]])
-            else:
-                self.dims.append(sum(self.split_sizes[p] for p in parts))
+            self.steps.append((c.kind, parts, mean_column.get(c.feature) if c.mean else None, c.project))
+            self.dims.append(table.embedding_dim)
+            if c.kind != "product":
                 gather += [offsets[p] + i for p in parts for i in range(self.split_sizes[p])]
-        self.simple = all(kind != "product" and m is None for kind, _, m in self.steps)
+        self.simple = all(kind != "product" and m is None and pr is None for kind, _, m, pr in self.steps)
         self.identity = self.simple and gather == list(range(sum(self.split_sizes)))
         self._gather = torch.tensor(gather, dtype=torch.int64)
         self._gather_on: Dict[torch.device, torch.Tensor] = {}
 
-    def __call__(self, pooled: KeyedTensor, divisors: torch.Tensor) -> KeyedTensor:
+    def __call__(
+        self, pooled: KeyedTensor, divisors: torch.Tensor, projections: Optional[Mapping[str, torch.Tensor]]
+    ) -> KeyedTensor:
         values = pooled.values()
         if self.identity:
             return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values)
@@ -395,7 +404,7 @@ class _CombinePlan:
             return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values.index_select(1, idx))
         pieces = values.split(self.split_sizes, dim=1)
         out: List[torch.Tensor] = []
-        for kind, parts, mean in self.steps:
+        for kind, parts, mean, project in self.steps:
             if kind == "product":
                 emb = pieces[parts[0]]
                 for p in parts[1:]:
@@ -406,6 +415,9 @@ class _CombinePlan:
                 emb = pieces[parts[0]] if len(parts) == 1 else torch.cat([pieces[p] for p in parts], dim=1)
                 if mean is not None:
                     emb = emb / divisors[:, mean : mean + 1]
+            if project is not None:
+                assert projections is not None, f"table '{project}' needs its output projection"
+                emb = emb @ projections[project]
             out.append(emb)
         return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=torch.cat(out, dim=1))
 
