@@ -28,8 +28,13 @@ def _tables() -> list:
             name="hsh", num_embeddings=500, embedding_dim=D, feature_names=["b"], num_shared_rows=40, base_dim=8,
             pooling=PoolingType.MEAN,
         ),
-        QREmbeddingBagConfig(name="qr", num_embeddings=200, embedding_dim=D, feature_names=["c"], num_remainder_rows=10, base_dim=8),
-        LMAEmbeddingBagConfig(name="lma", num_embeddings=200, embedding_dim=D, feature_names=["e"], memory_rows=30, chunk_size=4, base_dim=8),
+        QREmbeddingBagConfig(
+            name="qr", num_embeddings=200, embedding_dim=D, feature_names=["c"], num_remainder_rows=10, base_dim=8
+        ),
+        LMAEmbeddingBagConfig(
+            name="lma", num_embeddings=200, embedding_dim=D, feature_names=["e"], memory_rows=30, chunk_size=4,
+            base_dim=8,
+        ),
         EmbeddingBagConfig(name="full", num_embeddings=50, embedding_dim=D, feature_names=["f"]),
     ]  # fmt: skip
 
