@@ -33,15 +33,13 @@ def _zipf_counts(n: int, a: float, rows: int, seed: int = 0) -> np.ndarray:
 
 
 def _built_bytes(section: Dict[str, Dict[str, Any]], tables: List[TableInfo]) -> int:
-    """Bytes of a proposal's ``tables:`` section, built the way a recipe would (one table per feature), plus fp32
-    up-projections of narrowed tables."""
-    configs, extra = [], 0
-    for t in tables:
-        spec = dict(section[t.feature_names[0]])
-        dim = spec.pop("embedding_dim", t.embedding_dim)
-        configs.append(table_config(t.name, t.feature_names, t.num_embeddings, dim, spec))
-        extra += 4 * dim * t.embedding_dim if dim < t.embedding_dim else 0
-    return CompressedEmbeddingBagCollection(configs, device="meta").memory_report().total_bytes + extra
+    """Bytes of a proposal's ``tables:`` section, built the way a recipe would (one table per feature, at the model's
+    dim; narrowed tables carry their output projection)."""
+    configs = [
+        table_config(t.name, t.feature_names, t.num_embeddings, t.embedding_dim, section[t.feature_names[0]])
+        for t in tables
+    ]
+    return CompressedEmbeddingBagCollection(configs, device="meta").memory_report().total_bytes
 
 
 def test_option_bytes_are_the_memory_report() -> None:
@@ -192,7 +190,7 @@ def test_proposals_fit_the_budget_and_improve_with_it() -> None:
         a = propose(tables, budget, ratios=(2, 4, 8, 16, 64, 256))
         assert a.total_bytes <= a.budget_bytes and a.exact
         assert a.total_bytes == _built_bytes(a.tables, tables) == sum(a.bytes.values())
-        assert set(a.tables) == {"a", "b1", "b2", "c"} and a.tables["b1"] == a.tables["b2"] == a.specs["b"]
+        assert set(a.tables) == {"a", "b1", "b2", "c"} and a.tables["b1"] == a.tables["b2"]
         assert a.predicted_loss <= previous + 1e-12
         previous = a.predicted_loss
     assert json.loads(json.dumps(a.to_dict()))["total_bytes"] == a.total_bytes and "TOTAL" in str(a)
@@ -206,13 +204,16 @@ def test_proposals_fit_the_budget_and_improve_with_it() -> None:
 def _fake_sensitivity(table: str, spec: Dict[str, Any]) -> float:
     """A known metric drop per (table, option): larger for more compression, table-specific slopes."""
     slope = {"x": 0.004, "y": 0.001, "z": 0.0002}[table]
-    dim = spec.get("embedding_dim", 16)
-    ratio = float(spec.get("compression", 1.0))
-    method = {"stock": 0.0, "hash": 0.3, "memcom": 0.1, "qr": 0.2, "lma": 0.25}[spec["type"]]
+    dim = spec.get("base_dim", 16)  # recipe specs: a narrowed table has a base_dim (and explicit sizes)
+    rows = spec.get("num_shared_rows", spec.get("num_remainder_rows"))
+    ratio = float(spec.get("compression", 1.0)) if rows is None else 3000 / rows
+    method = {"stock": 0.0, "lowrank": 0.05, "hash": 0.3, "memcom": 0.1, "qr": 0.2, "lma": 0.25}[spec["type"]]
     return slope * (math.log2(ratio) + method + 2 * math.log2(16 / dim))
 
 
 def test_measured_search_recovers_the_brute_force_optimum(tmp_path: Path) -> None:
+    from torchrec_memcom.allocator.options import recipe_spec
+
     tables = [TableInfo("x", 4000, 16), TableInfo("y", 3000, 16), TableInfo("z", 500, 16)]
     kw: Dict[str, Any] = dict(
         methods=("stock", "hash", "memcom"), ratios=(4, 8), dims={"x": [16, 8], "y": [16, 8], "z": [16]}
@@ -229,9 +230,12 @@ def test_measured_search_recovers_the_brute_force_optimum(tmp_path: Path) -> Non
     options = {t.name: candidate_specs(t, kw["methods"], kw["ratios"], kw["dims"][t.name]) for t in tables}
     sizes = {t.name: {json.dumps(s): option_bytes(t, s)[0] for s in options[t.name]} for t in tables}
     best = max(
-        (0.8 - sum(_fake_sensitivity(t.name, s) for t, s in zip(tables, combo)), combo)
-        for combo in itertools.product(*options.values())
-        if sum(sizes[t.name][json.dumps(s)] for t, s in zip(tables, combo)) <= budget
+        (
+            (0.8 - sum(_fake_sensitivity(t.name, recipe_spec(t, s)) for t, s in zip(tables, combo)), combo)
+            for combo in itertools.product(*options.values())
+            if sum(sizes[t.name][json.dumps(s)] for t, s in zip(tables, combo)) <= budget
+        ),
+        key=lambda x: x[0],
     )
     assert [a.specs[t.name] for t in tables] == list(best[1])
     assert a.total_bytes <= budget and a.evaluations == len(calls)
@@ -284,3 +288,22 @@ def test_clear_errors() -> None:
         FrequencyModel(noise=0.0)
     with pytest.raises(ValueError, match="scalar_share"):
         FrequencyModel(scalar_share=2.0)
+
+
+def test_narrowed_options_become_recipe_specs_of_the_same_bytes() -> None:
+    from torchrec_memcom.allocator.options import option_bytes, recipe_spec
+    from torchrec_memcom.tables import table_config
+
+    t = TableInfo(name="t", num_embeddings=50_000, embedding_dim=32)
+    for spec in (
+        {"type": "stock", "embedding_dim": 8},
+        {"type": "hash", "compression": 4, "embedding_dim": 16},
+        {"type": "memcom", "compression": 2, "embedding_dim": 8},
+        {"type": "qr", "compression": 8, "embedding_dim": 16},
+        {"type": "lma", "compression": 2, "embedding_dim": 16, "signature_bytes": 4},
+    ):
+        core = recipe_spec(t, spec)
+        assert "embedding_dim" not in core and core["base_dim"] == spec["embedding_dim"]
+        cfg = table_config("t", ["t"], 50_000, 32, core)  # what the recipes build, at the model's d
+        bytes_core = CompressedEmbeddingBagCollection([cfg], device="meta").memory_report().total_bytes
+        assert bytes_core == option_bytes(t, spec)[0], spec

@@ -27,6 +27,7 @@ __all__ = [
     "fp32_projection_bytes",
     "option_bytes",
     "parse_budget",
+    "recipe_spec",
 ]
 
 Spec = Dict[str, Any]
@@ -99,6 +100,37 @@ def build_config(table: TableInfo, spec: Mapping[str, Any]) -> EmbeddingBagConfi
     if not isinstance(dim, int) or not 1 <= dim <= table.embedding_dim:
         raise ValueError(f"table '{table.name}': embedding_dim must be an int in [1, {table.embedding_dim}], got {dim}")
     return table_config(table.name, table.feature_names, table.num_embeddings, dim, spec)
+
+
+_SIZE_FIELDS = {"hash": ("num_shared_rows",), "memcom": ("num_shared_rows",), "qr": ("num_remainder_rows",)}
+
+
+def recipe_spec(table: TableInfo, spec: Mapping[str, Any]) -> Spec:
+    """The spec a recipe's ``tables:`` section (``tables.table_config`` at the model's ``d``) takes for an option.
+
+    A full-width option is itself. A narrowed one (``embedding_dim: d'``) becomes the same table stored ``d'`` wide
+    with a learned ``d' x d`` output projection (``base_dim: d'``; a stock one is ``lowrank``), sized explicitly as
+    the option was, so its bytes are the option's bytes (the projection included).
+    """
+    dim = spec.get("embedding_dim", table.embedding_dim)
+    if dim == table.embedding_dim:
+        return {k: v for k, v in spec.items() if k != "embedding_dim"}
+    cfg = build_config(table, spec)
+    kind = spec.get("type", "stock")
+    if kind == "stock":
+        return {"type": "lowrank", "base_dim": dim}
+    out: Spec = {k: v for k, v in spec.items() if k not in ("embedding_dim", "compression")}
+    out["base_dim"] = dim
+    if kind in ("hash", "memcom"):
+        h = cfg.bucketed_hash()  # type: ignore[attr-defined]
+        out.update(num_shared_rows=h.num_rows, num_buckets=h.num_buckets)
+    elif kind == "qr":
+        out["num_remainder_rows"] = cfg.remainder_rows()  # type: ignore[attr-defined]
+    elif kind == "lma":
+        out.update(memory_rows=cfg.rows(), chunk_size=cfg.chunk())  # type: ignore[attr-defined]
+    else:
+        raise ValueError(f"table '{table.name}': no recipe form for a narrowed '{kind}' table")
+    return out
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -20,6 +20,7 @@ from torchrec_memcom.allocator.options import (
     fp32_projection_bytes,
     option_bytes,
     parse_budget,
+    recipe_spec,
 )
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.modules import CompressedEmbeddingBagCollection
@@ -99,8 +100,9 @@ def _check_tables(tables: Sequence[TableInfo]) -> None:
 
 
 def _section(tables: Sequence[TableInfo], specs: Mapping[str, Spec]) -> Dict[str, Spec]:
-    """The recipes' ``tables:`` section (keyed by feature) of one spec per table."""
-    return {f: dict(specs[t.name]) for t in tables for f in t.feature_names}
+    """The recipes' ``tables:`` section (keyed by feature) of one spec per table (``recipe_spec``: narrowed tables
+    become ``base_dim`` tables with their output projection, runnable by the recipes as they are)."""
+    return {f: recipe_spec(t, specs[t.name]) for t in tables for f in t.feature_names}
 
 
 def _options(
