@@ -13,6 +13,8 @@ from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torchrec.optim.fused import FusedOptimizer
 
+from torchrec_memcom.ops import triton_enabled
+
 __all__ = ["EntityWeightOptimizer", "TableRule", "fused_entity_weight_lookup", "rule_for"]
 
 _SGD = "sgd"
@@ -106,6 +108,10 @@ class EntityWeightOptimizer(FusedOptimizer):
         any_adagrad = any(r == _ADAGRAD for r, _ in self._rules.values())
         self._sum = torch.zeros_like(weight) if any_adagrad else None
         self._scratch = torch.zeros_like(weight)
+        # per slot: the first batch position holding it (fused CUDA update); "none" is INT64_MAX
+        self._owner = (
+            torch.full(weight.shape, 2**31 - 1, dtype=torch.int32, device=weight.device) if weight.is_cuda else None
+        )
         device = weight.device
         starts = [self._slices[t].start for t in self._tables]
         self._bounds = torch.tensor(starts[1:] + [weight.numel() - 1], dtype=torch.int64, device=device)
@@ -134,27 +140,35 @@ class EntityWeightOptimizer(FusedOptimizer):
     def update(self, index: torch.Tensor, grad: torch.Tensor) -> None:
         """Applies the update for ``grad`` of ``weight[index]`` (duplicates summed).
 
-        Only gathers, ``index_add_`` / ``index_copy_`` / ``index_fill_`` scatters and elementwise ops: no host-device
-        synchronisation (an ``index_put_`` with a Python scalar copies it to the device and waits).
+        No host-device synchronisation: gathers, ``index_add_`` / ``index_copy_`` / ``index_fill_`` scatters and
+        elementwise ops (an ``index_put_`` of a Python scalar would copy it to the device and wait). On CUDA, three
+        launches: the gradient sum per id, the first position of each id, and one fused update by that position.
         """
         if index.numel() == 0:
             return
         grad = grad.to(self._weight.dtype) * self._scale
-        table = torch.bucketize(index, self._bounds, right=True)
-        lr = self._lr_vector().index_select(0, table)
-        if self._sum is None:  # SGD: w[i] -= lr * (sum of i's gradients); index_add_ accumulates duplicates
-            self._weight.index_add_(0, index, -lr * grad)
-            self._weight.narrow(0, self._weight.numel() - 1, 1).fill_(1.0)
-            return
         scratch = self._scratch
         scratch.index_add_(0, index, grad)
+        if triton_enabled(index):
+            from torchrec_memcom.ops._triton import entity_update_triton
+
+            positions = torch.arange(index.numel(), device=index.device, dtype=torch.int32)
+            self._owner.scatter_reduce_(0, index, positions, reduce="amin")
+            entity_update_triton(
+                index, scratch, self._owner, self._weight, self._sum, self._bounds, self._lr_vector(),
+                self._adagrad, self._eps,
+            )  # fmt: skip
+            return
         g = scratch.index_select(0, index)  # each id's summed gradient, at every one of its positions
         scratch.index_fill_(0, index, 0.0)
-        ada = self._adagrad.index_select(0, table)
-        total = self._sum.index_select(0, index) + torch.where(ada, g * g, torch.zeros_like(g))
-        self._sum.index_copy_(0, index, total)  # duplicates write the same value
-        step = torch.where(ada, g / (total.sqrt() + self._eps), g)
-        self._weight.index_copy_(0, index, self._weight.index_select(0, index) - lr * step)
+        table = torch.bucketize(index, self._bounds, right=True)
+        lr = self._lr_vector().index_select(0, table)
+        if self._sum is not None:
+            ada = self._adagrad.index_select(0, table)
+            total = self._sum.index_select(0, index) + torch.where(ada, g * g, torch.zeros_like(g))
+            self._sum.index_copy_(0, index, total)  # duplicates write the same value
+            g = torch.where(ada, g / (total.sqrt() + self._eps), g)
+        self._weight.index_copy_(0, index, self._weight.index_select(0, index) - lr * g)
         self._weight.narrow(0, self._weight.numel() - 1, 1).fill_(1.0)  # the constant slot
 
     def step(self, closure: Any = None) -> None:

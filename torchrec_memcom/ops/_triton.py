@@ -277,3 +277,72 @@ def transform_segments_triton(
         HAS_W_OUT=w_out is not None,
         BLOCK=_BLOCK,
     )
+
+
+@triton.jit
+def _entity_update_kernel(
+    index_ptr,
+    scratch_ptr,
+    owner_ptr,
+    weight_ptr,
+    sum_ptr,
+    bounds_ptr,
+    lr_ptr,
+    ada_ptr,
+    n,
+    eps,
+    T: tl.constexpr,
+    HAS_SUM: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # One owner per id (the first position holding it, from the atomic_min pass) reads the summed gradient, applies
+    # the update and clears the scratch; the other positions of the same id do nothing (no read-after-write race).
+    j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = j < n
+    i = tl.load(index_ptr + j, mask=mask, other=0)
+    own = mask & (tl.load(owner_ptr + i, mask=mask, other=-1).to(tl.int64) == j)
+    g = tl.load(scratch_ptr + i, mask=own, other=0.0)
+    table = tl.zeros((BLOCK,), dtype=tl.int64)
+    for t in tl.static_range(T):
+        table += (i >= tl.load(bounds_ptr + t)).to(tl.int64)
+    lr = tl.load(lr_ptr + table, mask=own, other=0.0)
+    step = g
+    if HAS_SUM:
+        ada = tl.load(ada_ptr + table, mask=own, other=0) != 0
+        total = tl.load(sum_ptr + i, mask=own, other=0.0) + tl.where(ada, g * g, 0.0)
+        tl.store(sum_ptr + i, total, mask=own & ada)
+        step = tl.where(ada, g / (tl.sqrt(total) + eps), g)
+    w = tl.load(weight_ptr + i, mask=own, other=0.0)
+    tl.store(weight_ptr + i, w - lr * step, mask=own)
+    tl.store(scratch_ptr + i, tl.zeros((BLOCK,), dtype=tl.float32), mask=own)
+    tl.store(owner_ptr + i, tl.full((BLOCK,), 2147483647, dtype=tl.int32), mask=own)
+
+
+def entity_update_triton(
+    index: torch.Tensor,
+    scratch: torch.Tensor,
+    owner: torch.Tensor,
+    weight: torch.Tensor,
+    state_sum: "torch.Tensor | None",
+    bounds: torch.Tensor,
+    lr: torch.Tensor,
+    adagrad: torch.Tensor,
+    eps: float,
+) -> None:
+    """``EntityWeightOptimizer``'s update after ``scratch.index_add_`` and ``owner.scatter_reduce_(amin)``."""
+    n = index.numel()
+    _entity_update_kernel[(triton.cdiv(n, _BLOCK),)](
+        index,
+        scratch,
+        owner,
+        weight,
+        state_sum if state_sum is not None else scratch,
+        bounds,
+        lr,
+        adagrad,
+        n,
+        eps,
+        T=bounds.numel(),
+        HAS_SUM=state_sum is not None,
+        BLOCK=_BLOCK,
+    )
