@@ -35,7 +35,7 @@ def test_found_the_configs() -> None:
 def test_every_config_validates_and_builds(path: Path) -> None:
     recipe = path.parent.name
     cfg = load_recipe_config(path.stem, recipe=recipe)  # by preset name, as --config takes it
-    assert type(cfg) is RECIPE_CONFIGS[recipe] == type(load_recipe_config(path))
+    assert type(cfg) is RECIPE_CONFIGS[recipe] and type(load_recipe_config(path)) is RECIPE_CONFIGS[recipe]
     header = path.read_text().splitlines()[:8]
     assert any("Launch" in line for line in header) and any("Override" in line for line in header), path
     assert any(f"--config {path.stem}" in line for line in header), path  # the launch line names this preset
@@ -115,7 +115,8 @@ def test_duplicate_keys_are_refused_with_their_lines(tmp_path: Path) -> None:
     last = 1 + len(text.splitlines())
     path = tmp_path / "twice.yaml"
     path.write_text(text + "train:\n  epochs: 9\n")
-    with pytest.raises(ConfigError, match=rf"twice.yaml: line {last}: duplicate key 'train' \(first given at line {first}\)"):
+    message = rf"twice.yaml: line {last}: duplicate key 'train' \(first given at line {first}\)"
+    with pytest.raises(ConfigError, match=message):
         load_recipe_config(path)
     nested = tmp_path / "nested.yaml"
     nested.write_text("recipe: dlrm\ndata: {name: ml1m_ctr}\ntrain:\n  epochs: 1\n  seed: 1\n  epochs: 2\n")
