@@ -23,7 +23,7 @@ from torchrec.datasets.criteo import (
 )
 from torchrec.datasets.utils import Batch
 
-from torchrec_memcom.datasets._batching import check_rank, rank_slice, single_id_kjt
+from torchrec_memcom.datasets._batching import DataError, check_rank, rank_slice, single_id_kjt
 
 __all__ = ["CriteoTSVReader", "MISSING_CATEGORY_ID", "SKIP_REASONS", "criteo_npy_datapipe", "criteo_npy_files"]
 
@@ -86,11 +86,11 @@ class CriteoTSVReader:
     Parsing is strict (see ``_ROW``): a line is malformed when it is cut off (the last line of a file without a
     newline), is not UTF-8, has other than 40 tab-separated fields, a label other than ``0``/``1``, an integer field
     that is not a plain decimal int64, or a categorical field with anything but hex digits (``-1f``, ``0x1f``,
-    `` 1f ``, ``1_f`` are refused). A malformed line raises ``ValueError`` naming ``file:line`` and the reason; with
+    `` 1f ``, ``1_f`` are refused). A malformed line raises ``DataError`` naming ``file:line`` and the reason; with
     ``skip_bad_rows=True`` it is skipped and counted by reason in ``skipped_rows`` (reset at the start of every
     pass), and the counts are logged at WARNING whenever a pass ends, also when the consumer stops early. A pass that
-    finds no good row raises ``ValueError`` (nothing to train or evaluate on), as does a truncated or corrupt
-    ``.gz`` stream (naming the line where reading stopped), skipping or not.
+    finds no good row raises ``DataError`` (a ``ValueError``: nothing to train or evaluate on), as does a truncated or
+    corrupt ``.gz`` stream (naming the line where reading stopped), skipping or not.
 
     Args:
         paths (str | Sequence[str]): TSV file(s), read in order.
@@ -163,7 +163,7 @@ class CriteoTSVReader:
                     except StopIteration:
                         break
                     except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-                        raise ValueError(f"{path}:{lineno + 1}: truncated or corrupt gzip data ({e})") from None
+                        raise DataError(f"{path}:{lineno + 1}: truncated or corrupt gzip data ({e})") from None
                     lineno += 1
                     row = self._parse(line)
                     if row is not None:
@@ -172,7 +172,7 @@ class CriteoTSVReader:
                         continue
                     reason, detail = _diagnose(line)
                     if not self.skip_bad_rows:
-                        raise ValueError(f"{path}:{lineno}: malformed Criteo row ({reason}): {detail}")
+                        raise DataError(f"{path}:{lineno}: malformed Criteo row ({reason}): {detail}")
                     self.skipped_rows[reason] = self.skipped_rows.get(reason, 0) + 1
 
     def _to_batch(self, rows: List[Tuple[int, List[int], List[int]]]) -> Batch:
@@ -204,7 +204,7 @@ class CriteoTSVReader:
                         yield batch
             if self.rows_read == 0:
                 what = f"all {self.num_bad_rows} lines are malformed {self.skipped_rows}" if self.skipped_rows else ""
-                raise ValueError(f"{', '.join(self.paths)}: no valid Criteo rows ({what or 'the files are empty'})")
+                raise DataError(f"{', '.join(self.paths)}: no valid Criteo rows ({what or 'the files are empty'})")
             if buffer and not self.drop_last:
                 batch = self._local(buffer)
                 if batch is not None:

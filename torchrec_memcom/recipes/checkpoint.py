@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint._nested_dict import flatten_state_dict
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torchrec.optim.keyed import KeyedOptimizer
@@ -209,8 +210,8 @@ class Checkpointer:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             rng = torch.load(os.path.join(path, f"rng_rank{self.ctx.rank}.pt"), weights_only=False)
-        except Exception as e:  # any damage: DCP's CheckpointException, unpickling, a missing file
-            error = f"rank {self.ctx.rank}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
+        except (Exception, CheckpointException) as e:  # any damage (DCP's CheckpointException is a BaseException)
+            error = f"rank {self.ctx.rank}: {_describe(e)}"
         errors: List[Optional[str]] = [error]
         if self.ctx.world_size > 1:
             errors = [None] * self.ctx.world_size
@@ -221,13 +222,25 @@ class Checkpointer:
         return first
 
 
+def _describe(e: BaseException) -> str:
+    """``Type: first line`` of an error; for DCP's wrapper, of the first rank's underlying error."""
+    if isinstance(e, CheckpointException) and e.failures:
+        inner = next(iter(e.failures.values()))
+        e = getattr(inner, "exception", inner)
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
 def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any], sections: Sequence[str]) -> List[str]:
     """``key: saved -> current`` for every dotted key under ``sections`` whose value differs between two config dicts
     (lists compare whole; a key only one side has shows ``<unset>``)."""
     a, b = _flatten(saved), _flatten(current)
     under = [k for k in sorted(set(a) | set(b)) if any(k == s or k.startswith(s + ".") for s in sections)]
-    unset = "<unset>"
-    return [f"{k}: {a.get(k, unset)!r} -> {b.get(k, unset)!r}" for k in under if a.get(k, unset) != b.get(k, unset)]
+
+    def show(d: Dict[str, Any], k: str) -> str:
+        return repr(d[k]) if k in d else "<unset>"
+
+    return [f"{k}: {show(a, k)} -> {show(b, k)}" for k in under if show(a, k) != show(b, k)]
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:

@@ -50,6 +50,7 @@ from torchrec.datasets.utils import Batch
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from tqdm import tqdm
 
+from torchrec_memcom.datasets._batching import DataError
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.checkpoint import Checkpointer, CheckpointError, config_changes
 from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, to_dict
@@ -153,8 +154,8 @@ class RecipeRunner:
         cfg, ctx = self.cfg, self.ctx
         eval_splits = [cfg.eval.split] if cfg.eval.every_steps else []
         eval_splits += [cfg.eval.final_split] if cfg.eval.final_split else []
+        _agree(ctx, self._start_output)  # first: a failed check below then leaves a "failed" record, not an old result
         _agree(ctx, lambda: cfg.data.check_paths(["train", *dict.fromkeys(eval_splits)]), "data.")
-        _agree(ctx, self._start_output)
         if self.checkpointer is not None:
             _agree(ctx, self.checkpointer.check_writable)
             self.checkpointer.remove_partial()
@@ -530,5 +531,5 @@ def cli(task_cls: Type[RecipeTask]) -> None:
         main(task_cls)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
-    except (RecipeError, CheckpointError) as e:
+    except (RecipeError, CheckpointError, DataError) as e:
         sys.exit(f"error: {e}")
