@@ -129,7 +129,7 @@ def test_resume_continues_at_the_same_row_with_another_batch_size(
                        "--resume")  # fmt: skip
     assert r["train"]["resumed_from"].endswith("step_4") and r["train"]["steps_this_run"] == 2
     assert r["train"]["data_position"] == {"epoch": 0, "samples_in_epoch": 128 + 2 * 64}
-    assert r["data"]["train"]["rows_read"] >= 256  # 0-127 read and skipped, 128-255 trained (+ the pipeline's read-ahead)
+    assert r["data"]["train"]["rows_read"] >= 256  # 0-127 read and skipped, 128-255 trained, + read-ahead
 
 
 def _rows(batches: Any) -> List[List[float]]:

@@ -94,7 +94,8 @@ class DistContext:
 def init_distributed(timeout_s: int = 600) -> DistContext:
     """Joins the job that ``torchrun`` (or TorchX) started, or makes a one-process group when run plainly.
 
-    On CUDA each process takes GPU ``LOCAL_RANK`` (``torch.cuda.set_device``) and NCCL; elsewhere gloo on CPU.
+    On CUDA each process takes GPU ``LOCAL_RANK`` (``torch.cuda.set_device``) and NCCL; elsewhere gloo on CPU. Works
+    in workers that torchrun restarted after a failure (``TORCHELASTIC_RESTART_COUNT > 0``).
     """
     if "RANK" not in os.environ:
         from torchrec.test_utils import get_free_port
@@ -109,11 +110,18 @@ def init_distributed(timeout_s: int = 600) -> DistContext:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
+        timeout = timedelta(seconds=timeout_s)
+        store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=timeout))
+        # torchrun hands restarted workers (--max-restarts) the same agent store, where the previous attempt's
+        # process-group keys still are: gloo would connect to the dead workers' addresses and hang. One key prefix
+        # per attempt keeps every attempt's process group apart.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group(
             backend,
+            store=dist.PrefixStore(f"torchrec_memcom/attempt_{attempt}", store),
             rank=rank,
             world_size=world_size,
-            timeout=timedelta(seconds=timeout_s),
+            timeout=timeout,
             device_id=device if device.type == "cuda" else None,
         )
     return DistContext(rank, world_size, local_rank, device, backend)
