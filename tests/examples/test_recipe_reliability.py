@@ -18,7 +18,7 @@ from torchrec_memcom.datasets import CriteoTSVReader, InMemoryBatches
 from torchrec_memcom.datasets._batching import DataError
 from torchrec_memcom.recipes.checkpoint import Checkpointer
 from torchrec_memcom.recipes.config import ConfigError
-from torchrec_memcom.recipes.runner import TrainingDiverged
+from torchrec_memcom.recipes.runner import RecipeRunner, TrainingDiverged
 
 
 def _results(out: Path) -> Dict[str, Any]:
@@ -40,6 +40,17 @@ def test_diverged_training_stops_naming_the_step(monkeypatch: pytest.MonkeyPatch
     assert r["status"] == "failed" and "TrainingDiverged" in r["error"] and "final" not in r
     assert r["train"]["losses"][3] == [4, None]  # non-finite values are written as null (valid JSON)
     assert committed(tmp_path / "ckpt") == ["step_2"]  # step 4's model is never saved
+
+
+def test_checkpoints_refuse_non_finite_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A finite loss at step N does not prove finite weights after step N's update: the checkpoint checks them
+    itself (the loss check is switched off here to reach it)."""
+    monkeypatch.setattr(RecipeRunner, "check_losses", lambda self: None)
+    diverge = ["optimizer.dense={name: sgd, lr: 1000}", "optimizer.sparse={name: exact_sgd, lr: 1000}"]
+    ckpt = [f"checkpoint.dir={tmp_path}/ckpt", "checkpoint.every_steps=6", "eval.every_steps=null"]
+    with pytest.raises(TrainingDiverged, match=r"non-finite weights after step 6 \(rank 0: .*\); no checkpoint"):
+        run_in_process(monkeypatch, [*diverge, *ckpt, f"output.dir={tmp_path}"])
+    assert committed(tmp_path / "ckpt") == []
 
 
 def test_missing_files_and_unwritable_folders_fail_before_training(

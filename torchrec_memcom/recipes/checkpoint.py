@@ -240,7 +240,7 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any], section
     def show(d: Dict[str, Any], k: str) -> str:
         return repr(d[k]) if k in d else "<unset>"
 
-    return [f"{k}: {show(a, k)} -> {show(b, k)}" for k in under if show(a, k) != show(b, k)]
+    return [f"{k}: {show(a, k)} -> {show(b, k)}" for k in under if k not in a or k not in b or a[k] != b[k]]
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:

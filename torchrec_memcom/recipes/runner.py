@@ -341,9 +341,28 @@ class RecipeRunner:
         self._log_skipped(split, metrics.get("data") or {})
         return result
 
+    def check_state(self) -> None:
+        """Raises ``TrainingDiverged`` (on every rank) if a model or optimizer tensor holds inf or nan (collective).
+
+        A finite loss at step N does not prove finite weights after step N's update; checkpoints run this first.
+        """
+        bad = ""
+        for key, value in [*self.model.state_dict().items(), *_flat(self.optimizer.state_dict(), "optimizer.")]:
+            if not all(bool(t.isfinite().all()) for t in _local_tensors(value) if t.is_floating_point()):
+                bad = key
+                break
+        flag = int(self.ctx.all_reduce(torch.tensor([1 if bad else 0]), dist.ReduceOp.MAX)[0])
+        if flag:
+            where = f"rank {self.ctx.rank}: {bad}" if bad else "on another rank"
+            raise TrainingDiverged(
+                f"training diverged: non-finite weights after step {self.step} ({where}); no checkpoint was written. "
+                f"Lower optimizer.sparse.lr / optimizer.dense.lr or check the data"
+            )
+
     def save_checkpoint(self) -> None:
         if self.checkpointer is None:
             return
+        self.check_state()
         trainer = {
             "step": self.step,
             "epoch": self.epoch,
@@ -473,6 +492,24 @@ class RecipeRunner:
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(stats["skipped_rows"].items()))
             total, read = stats["skipped_total"], stats.get("rows_read", "?")
             self._log(f"{split} data: skipped {total} malformed rows ({reasons}); {read} good rows read")
+
+
+def _local_tensors(value: Any) -> List[torch.Tensor]:
+    """The tensors of one state-dict value that live on this rank (a ``ShardedTensor``'s local shards, a
+    ``DTensor``'s local part)."""
+    if hasattr(value, "local_shards"):
+        return [shard.tensor for shard in value.local_shards()]
+    if hasattr(value, "to_local"):
+        return [value.to_local()]
+    return [value] if isinstance(value, torch.Tensor) else []
+
+
+def _flat(state: Any, prefix: str) -> List[Tuple[str, Any]]:
+    if isinstance(state, dict):
+        return [kv for k, v in state.items() for kv in _flat(v, f"{prefix}{k}.")]
+    if isinstance(state, (list, tuple)):
+        return [kv for i, v in enumerate(state) for kv in _flat(v, f"{prefix}{i}.")]
+    return [(prefix.rstrip("."), state)]
 
 
 def _sum_stats(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
