@@ -55,6 +55,14 @@ def test_gpu_resources_scale_with_the_node() -> None:
         components.dlrm(j="1x8", gpu=4)
 
 
+def test_command_line_values_are_typed(tmp_path: Path) -> None:
+    """What ``torchx run`` builds from its command line (TorchX passes an ``Optional[int]`` through as a string)."""
+    cmd = [os.path.join(os.path.dirname(sys.executable), "torchx"), "run", "--dryrun", "-s", "local_cwd"]
+    cmd += [f"{ROOT / COMPONENTS_FILE}:dlrm", "--config", "ml1m_lma", "-j", "1x8", "--gpu", "8", "--cpu", "64"]
+    out = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120).stdout
+    assert "'cpu': 64," in out and "'gpu': 8," in out and f"'memMB': {8 * 16384}" in out, out
+
+
 def test_restarts_and_retries() -> None:
     (role,) = components.dlrm("--set", "checkpoint.dir=/ckpt", config="x.yaml", max_restarts=3).roles
     assert role.env["PET_MAX_RESTARTS"] == "3"  # torchrun --max-restarts; the recipe resumes by itself on restart

@@ -27,10 +27,11 @@ A project that wants short names registers them itself, keeping the builtins, e.
 Each component wraps ``torchx.components.dist.ddp`` (torchrun ``-j {nnodes}x{nproc_per_node}``; with ``--gpu`` one
 process per GPU and NCCL, else gloo on CPU) running ``python -m torchrec_memcom.recipes.<recipe>``; ``image`` and
 ``h`` pass through. Resources scale with the processes per node unless given: ``cpu`` 4 and ``memMB`` 16384 per
-process (an 8-GPU node: 32 CPUs, 128 GiB), or the named resource ``h``. Fault tolerance: ``--max_restarts N`` lets
-torchrun restart the workers after a failure (the recipe then resumes from the newest checkpoint by itself);
-``--max_retries N`` asks the scheduler to rerun the job (the recipe gets ``--resume``). Both need ``checkpoint.dir``
-on storage every node shares, and ``checkpoint.every_steps``.
+process (an 8-GPU node: 32 CPUs, 128 GiB), or the named resource ``h``. (They are plain ``int`` s, ``-1`` meaning
+"scale": TorchX 0.7 passes an ``Optional[int]`` from its command line as a string.) Fault tolerance:
+``--max_restarts N`` lets torchrun restart the workers after a failure (the recipe then resumes from the newest
+checkpoint by itself); ``--max_retries N`` asks the scheduler to rerun the job (the recipe gets ``--resume``). Both
+need ``checkpoint.dir`` on storage every node shares, and ``checkpoint.every_steps``.
 """
 
 import os
@@ -52,8 +53,8 @@ def _recipe(
     script_args: List[str],
     j: str,
     gpu: int,
-    cpu: Optional[int],
-    memMB: Optional[int],  # noqa: N803 - TorchX's spelling
+    cpu: int,
+    memMB: int,  # noqa: N803 - TorchX's spelling
     h: Optional[str],
     image: str,
     env: Optional[Dict[str, str]],
@@ -79,9 +80,9 @@ def _recipe(
         image=image,
         name=f"{recipe}_{config.rsplit('/', 1)[-1].removesuffix('.yaml')}",
         h=h,
-        cpu=cpu if cpu is not None else _CPU_PER_PROCESS * nproc_per_node,
+        cpu=cpu if cpu > 0 else _CPU_PER_PROCESS * nproc_per_node,
         gpu=gpu,
-        memMB=memMB if memMB is not None else _MEM_MB_PER_PROCESS * nproc_per_node,
+        memMB=memMB if memMB > 0 else _MEM_MB_PER_PROCESS * nproc_per_node,
         j=j,
         env=job_env,
         max_retries=max_retries,
@@ -94,8 +95,8 @@ def dlrm(
     config: str = "ml1m_memcom",
     j: str = "1x2",
     gpu: int = 0,
-    cpu: Optional[int] = None,
-    memMB: Optional[int] = None,  # noqa: N803 - TorchX's spelling
+    cpu: int = -1,
+    memMB: int = -1,  # noqa: N803 - TorchX's spelling
     h: Optional[str] = None,
     image: str = torchx.IMAGE,
     env: Optional[Dict[str, str]] = None,
@@ -111,8 +112,8 @@ def dlrm(
             synthetic_criteo_{stock,memcom,lma}) or the path of a recipe YAML where the job runs
         j: {nnodes}x{nproc_per_node}, e.g. 1x2 (two processes on this host) or 4x8
         gpu: GPUs per node (one process per GPU, NCCL); 0 runs CPU processes with gloo
-        cpu: CPUs per node (default: 4 per process)
-        memMB: memory per node in MB (default: 16384 per process)
+        cpu: CPUs per node; -1: 4 per process
+        memMB: memory per node in MB; -1: 16384 per process
         h: a registered named resource (replaces cpu, gpu and memMB)
         image: container image with torchrec_memcom installed (local_cwd runs in the current environment)
         env: extra environment variables, e.g. LOGLEVEL=INFO
@@ -130,8 +131,8 @@ def two_tower(
     config: str = "ml1m_memcom",
     j: str = "1x2",
     gpu: int = 0,
-    cpu: Optional[int] = None,
-    memMB: Optional[int] = None,  # noqa: N803 - TorchX's spelling
+    cpu: int = -1,
+    memMB: int = -1,  # noqa: N803 - TorchX's spelling
     h: Optional[str] = None,
     image: str = torchx.IMAGE,
     env: Optional[Dict[str, str]] = None,
@@ -146,8 +147,8 @@ def two_tower(
         config: a packaged preset (ml1m_{stock,hash,qr,memcom,lma}) or the path of a recipe YAML where the job runs
         j: {nnodes}x{nproc_per_node}, e.g. 1x2 (two processes on this host) or 2x8
         gpu: GPUs per node (one process per GPU, NCCL); 0 runs CPU processes with gloo
-        cpu: CPUs per node (default: 4 per process)
-        memMB: memory per node in MB (default: 16384 per process)
+        cpu: CPUs per node; -1: 4 per process
+        memMB: memory per node in MB; -1: 16384 per process
         h: a registered named resource (replaces cpu, gpu and memMB)
         image: container image with torchrec_memcom installed (local_cwd runs in the current environment)
         env: extra environment variables, e.g. LOGLEVEL=INFO

@@ -365,10 +365,12 @@ class EvalConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Distributed checkpoints (``torch.distributed.checkpoint``): model, optimizers, step and data position.
+    """Distributed checkpoints (``torch.distributed.checkpoint``): model, optimizers, RNG, step and data position,
+    committed atomically and verified on resume (``torchrec_memcom.recipes.checkpoint``, ``docs/RELIABILITY.md``).
 
     Attributes:
-        dir: where ``step_<N>`` checkpoints go (``None``: no checkpoints; ``--resume`` needs one).
+        dir: where ``step_<N>`` checkpoints go, on storage every node shares (``None``: no checkpoints; ``--resume``
+            and resuming after a torchrun restart need one).
         every_steps: save every this many steps (``None``: only at the end if ``at_end``).
         at_end: save after the last step.
         keep: keep the newest this-many checkpoints (``None``: all).

@@ -480,9 +480,6 @@ class RecipeRunner:
                 self.fail(e)
             raise
 
-    def cleanup(self) -> None:
-        self.ctx.close()
-
     def _log(self, message: str) -> None:
         if self.ctx.is_main:
             print(f"[{self.task.name}] {message}", flush=True)
@@ -554,11 +551,10 @@ def main(task_cls: Type[RecipeTask], argv: Optional[Sequence[str]] = None) -> Di
     args = recipe_arg_parser(description, preset_names(task_cls.name)).parse_args(argv)
     cfg = load_recipe_config(args.config, args.set, recipe=task_cls.name)
     ctx = init_distributed()
-    runner = RecipeRunner(task_cls(cfg, ctx), cfg, ctx)
     try:
-        return runner.run(resume=args.resume or _restarted())
+        return RecipeRunner(task_cls(cfg, ctx), cfg, ctx).run(resume=args.resume or _restarted())
     finally:
-        runner.cleanup()
+        ctx.close()
 
 
 def cli(task_cls: Type[RecipeTask]) -> None:

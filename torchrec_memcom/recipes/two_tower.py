@@ -42,6 +42,7 @@ Raises:
     RecipeError: diverged training (non-finite loss), no loadable checkpoint.
 """
 
+import functools
 from typing import Any, ClassVar, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -101,7 +102,11 @@ class TwoTowerTask:
     def __init__(self, cfg: TwoTowerConfig, ctx: DistContext) -> None:
         self.cfg = cfg
         self.ctx = ctx
-        self.ds = cfg.data.dataset()
+
+    @functools.cached_property
+    def ds(self) -> Any:
+        """The ``MovieLensRanking`` dataset, loaded on first use (after the runner checked ``data.path``)."""
+        return self.cfg.data.dataset()
 
     def feature_names(self) -> List[str]:
         return self.cfg.data.feature_names()
