@@ -30,6 +30,7 @@ def _env() -> Dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # torchrun / torchx of this venv
     env.pop("TORCHELASTIC_RESTART_COUNT", None)
+    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU and gloo even on a GPU machine: the comparisons are bitwise
     return env
 
 

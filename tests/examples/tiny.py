@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import pytest
+import torch
 from torchrec.test_utils import get_free_port
 
 from torchrec_memcom.recipes import dlrm
@@ -70,6 +71,7 @@ def run_in_process(monkeypatch: pytest.MonkeyPatch, overrides: Sequence[str], *f
     for k, v in {**env, "MASTER_PORT": str(get_free_port())}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CPU and gloo even on a GPU machine
     return dlrm.main(["--config", CONFIG, *flags, "--set", *TINY, *overrides])
 
 
