@@ -182,7 +182,7 @@ def test_goal_checks(bq: ModuleType) -> None:
 
 def test_settings_mirror_the_example_configs(bq: ModuleType) -> None:
     """The sweep's models and optimizers are the examples' (batch size and epochs may differ, for speed)."""
-    dlrm = load_recipe_config(ROOT / "examples/dlrm/configs/ml1m_stock.yaml")
+    dlrm = load_recipe_config("ml1m_stock", recipe="dlrm")
     ctr = bq.PROTOCOL_SETTINGS["ctr"]
     assert ctr["over_arch_layer_sizes"] == dlrm.model.over_arch_layer_sizes
     assert ctr["dense_arch_hidden"] == dlrm.model.dense_arch_layer_sizes[:-1]
@@ -192,7 +192,7 @@ def test_settings_mirror_the_example_configs(bq: ModuleType) -> None:
         dlrm.optimizer.dense.lr,
     )
     assert dlrm.optimizer.sparse.name == "exact_adagrad" and ctr["epochs"] == dlrm.train.epochs
-    tt = load_recipe_config(ROOT / "examples/two_tower/configs/ml1m_stock.yaml")
+    tt = load_recipe_config("ml1m_stock", recipe="two_tower")
     ranking = bq.PROTOCOL_SETTINGS["ranking"]
     for key in ("tower_layer_sizes", "temperature", "normalize", "logq_correction"):
         assert ranking[key] == getattr(tt.model, key), key

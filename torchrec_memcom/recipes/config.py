@@ -2,8 +2,9 @@
 """Strict configs for the example recipes: dataclasses filled from YAML, with ``--set key.sub=value`` overrides.
 
 ``load_config(DLRMConfig, "ml1m_memcom.yaml", ["train.epochs=2"])`` reads the YAML, applies the overrides and builds
-the dataclass tree. Unknown keys, missing required keys, values of the wrong type and values a section rejects raise
-``ConfigError`` naming the dotted key (``model.embedding_dim: expected int, got 'big'``).
+the dataclass tree. Unknown keys, missing required keys, values of the wrong type, non-finite numbers and values a
+section rejects raise ``ConfigError`` naming the dotted key (``model.embedding_dim: expected int, got 'big'``); a key
+given twice in one mapping (say a second ``train:`` section) raises naming the key and both lines.
 
 The sections shared by every recipe live here (optimizers, training loop, evaluation, checkpoints, output, per-feature
 table specs); a recipe's top-level config composes them with its own model section. Data sections are in
@@ -12,10 +13,16 @@ table specs); a recipe's top-level config composes them with its own model secti
 
 import argparse
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Type, TypeVar
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Type, TypeVar, Union
+
+try:
+    from importlib.resources.abc import Traversable
+except ImportError:  # Python 3.10
+    from importlib.abc import Traversable
 
 import yaml
 
@@ -33,10 +40,17 @@ __all__ = [
     "check_table_specs",
     "from_dict",
     "load_config",
+    "read_yaml",
     "to_dict",
 ]
 
 T = TypeVar("T")
+ConfigSource = Union[str, os.PathLike, Traversable]
+"""A YAML file: a path, or a file inside an installed package (``importlib.resources``)."""
+
+MAX_LR = 1e3
+"""Largest learning rate a config accepts: far above any sane value (TorchRec's Criteo DLRM runs SGD at 15), far
+below the typos that make training diverge at once (``1e30`` for ``1e-3``)."""
 
 
 class ConfigError(ValueError):
@@ -56,6 +70,7 @@ def require(cond: bool, key: str, message: str) -> None:
 def _convert(tp: Any, value: Any, key: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
+        _check_finite(value, key)
         return value
     if isinstance(tp, type) and hasattr(tp, "from_config_dict"):  # tagged sections (e.g. data) pick their own class
         return tp.from_config_dict(value, key)
@@ -92,11 +107,24 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         require(
             isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}"
         )
+        require(math.isfinite(value), key, f"must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         require(isinstance(value, str), key, f"expected a string, got {value!r}")
         return value
     raise TypeError(f"{key}: unsupported config type {tp}")
+
+
+def _check_finite(value: Any, key: str) -> None:
+    """Refuses inf / nan anywhere in a free-form value (table specs are ``Any`` to the schema)."""
+    if isinstance(value, float):
+        require(math.isfinite(value), key, f"must be a finite number, got {value!r}")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_finite(v, _key(key, str(k)))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
 
 
 def from_dict(cls: Type[T], data: Any, path: str = "") -> T:
@@ -156,24 +184,76 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {'.'.join(keys[: i + 1])} is not a section")
             node = child
-        node[keys[-1]] = yaml.safe_load(raw)
+        try:
+            node[keys[-1]] = yaml.load(raw, Loader=_StrictLoader)
+        except ConfigError as e:
+            raise ConfigError(f"override {item!r}: {e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: {_yaml_problem(e)}") from None
     return data
 
 
-def load_config(cls: Type[T], path: str | os.PathLike, overrides: Sequence[str] = ()) -> T:
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen: Dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base`` merges are overridable by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise ConfigError(f"line {line}: duplicate key {key!r} (first given at line {seen[key]})")
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    return f"line {mark.line + 1}: {problem}" if mark is not None else problem
+
+
+def read_yaml(source: ConfigSource) -> Dict[str, Any]:
+    """Parses a YAML config file into a dict, refusing duplicate keys.
+
+    Raises:
+        ConfigError: ``<file>: line <n>: duplicate key 'train' (first given at line <m>)``, a YAML syntax error with
+            its line, or a top level that is not a mapping.
+    """
+    try:
+        text = _read(source) if isinstance(source, (str, os.PathLike)) else source.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read the config: {e.strerror or e}") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader) or {}
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: {_yaml_problem(e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    return data
+
+
+def _read(path: str | os.PathLike) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def load_config(cls: Type[T], source: ConfigSource, overrides: Sequence[str] = ()) -> T:
     """Reads a YAML config, applies ``overrides`` and validates it into ``cls``.
 
     Raises:
-        ConfigError: unknown or missing keys, bad values (the message names the key and the file).
+        ConfigError: unknown or missing keys, bad values, duplicate keys (the message names the key and the file).
     """
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    data = read_yaml(source)
     try:
         return from_dict(cls, apply_overrides(data, overrides))
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{source}: {e}") from None
 
 
 # --- sections shared by the recipes ------------------------------------------------------------------------------
@@ -194,8 +274,7 @@ class SparseOptimizerConfig:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
+        _check_lr_eps(self.lr, self.eps)
 
 
 @dataclass
@@ -215,9 +294,13 @@ class DenseOptimizerConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
-        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check_lr_eps(self.lr, self.eps)
+        require(0 <= self.weight_decay <= 1, "weight_decay", f"must be in [0, 1], got {self.weight_decay}")
+
+
+def _check_lr_eps(lr: float, eps: float) -> None:
+    require(0 < lr <= MAX_LR, "lr", f"must be in (0, {MAX_LR:g}], got {lr}")
+    require(0 < eps <= 1, "eps", f"must be in (0, 1], got {eps}")
 
 
 @dataclass
@@ -282,10 +365,12 @@ class EvalConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Distributed checkpoints (``torch.distributed.checkpoint``): model, optimizers, step and data position.
+    """Distributed checkpoints (``torch.distributed.checkpoint``): model, optimizers, RNG, step and data position,
+    committed atomically and verified on resume (``torchrec_memcom.recipes.checkpoint``, ``docs/RELIABILITY.md``).
 
     Attributes:
-        dir: where ``step_<N>`` checkpoints go (``None``: no checkpoints; ``--resume`` needs one).
+        dir: where ``step_<N>`` checkpoints go, on storage every node shares (``None``: no checkpoints; ``--resume``
+            and resuming after a torchrun restart need one).
         every_steps: save every this many steps (``None``: only at the end if ``at_end``).
         at_end: save after the last step.
         keep: keep the newest this-many checkpoints (``None``: all).
@@ -338,10 +423,14 @@ def check_table_specs(
             raise ConfigError(f"{k}: {e}") from None
 
 
-def recipe_arg_parser(description: str, configs_dir: str) -> argparse.ArgumentParser:
-    """The recipes' command line: ``--config <yaml>`` and ``--set key.sub=value ...`` overrides."""
+def recipe_arg_parser(description: str, presets: Sequence[str]) -> argparse.ArgumentParser:
+    """The recipes' command line: ``--config <preset or yaml>``, ``--set key.sub=value ...`` and ``--resume``."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config", required=True, help=f"recipe YAML ({configs_dir}/*.yaml)")
+    p.add_argument(
+        "--config",
+        required=True,
+        help=f"a packaged preset ({', '.join(presets)}) or the path of a recipe YAML",
+    )
     p.add_argument(
         "--set",
         nargs="+",
@@ -349,5 +438,11 @@ def recipe_arg_parser(description: str, configs_dir: str) -> argparse.ArgumentPa
         default=[],
         metavar="KEY=VALUE",
         help="override config values, e.g. --set train.epochs=2 tables.user.compression=32",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest good checkpoint in checkpoint.dir (start fresh if there is none); implied "
+        "when torchrun restarts the workers (TORCHELASTIC_RESTART_COUNT > 0)",
     )
     return p

@@ -9,15 +9,17 @@
 =================== =============================================================================================
 
 Every section offers the same small surface to a recipe: ``feature_names()``, ``dense_dim``,
-``table_sizes()`` (ids per feature) and ``batches(split, batch_size, rank=, world_size=, train=)``, which returns a
-re-iterable of ``torchrec.datasets.utils.Batch`` with ``set_epoch(epoch)``. Training batches (``train=True``) are
-shuffled where the dataset supports it and drop the short last global batch, so every rank gets the same number of
-equal batches.
+``table_sizes()`` (ids per feature), ``check_paths(splits)`` (every file the splits need exists; the recipes call it
+before the first training step) and ``batches(split, batch_size, rank=, world_size=, train=)``, which returns a
+re-iterable of ``torchrec.datasets.utils.Batch`` with ``set_epoch(epoch)`` (an ``Epochs``). Training batches
+(``train=True``) are shuffled where the dataset supports it and drop the short last global batch, so every rank gets
+the same number of equal batches.
 """
 
 import functools
+import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Type
+from typing import Any, ClassVar, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence, Type
 
 from torchrec.datasets.criteo import CAT_FEATURE_COUNT, DEFAULT_CAT_NAMES, INT_FEATURE_COUNT
 from torchrec.datasets.utils import Batch
@@ -27,6 +29,7 @@ from torchrec_memcom.recipes.config import ConfigError, from_dict, require
 __all__ = [
     "DATASETS",
     "CriteoNpyData",
+    "check_dir",
     "CriteoTSVData",
     "DataConfig",
     "Epochs",
@@ -37,10 +40,18 @@ __all__ = [
 
 class Epochs:
     """A re-iterable of batches with ``set_epoch`` (a no-op for datasets without per-epoch shuffling) and, when the
-    dataset knows it, ``len()`` (batches per epoch on this rank)."""
+    dataset knows it, ``len()`` (batches per epoch on this rank).
 
-    def __init__(self, source: Iterable[Batch]) -> None:
+    Args:
+        source (Iterable[Batch]): the dataset's batches.
+        fixed_row_order (bool): the order of the rows in an epoch depends on the seed and the epoch only, never on
+            the batch size or the number of ranks (global batches are consecutive rows of one order). Then a run
+            resumed with another global batch can continue at the same row; otherwise the recipes refuse that.
+    """
+
+    def __init__(self, source: Iterable[Batch], fixed_row_order: bool = False) -> None:
         self.source = source
+        self.fixed_row_order = fixed_row_order
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.source, "set_epoch"):
@@ -54,6 +65,12 @@ class Epochs:
 
     def __iter__(self) -> Iterator[Batch]:
         return iter(self.source)
+
+    def stats(self) -> Dict[str, Any]:
+        """What the source reports about the current (or last) pass, e.g. ``skipped_rows`` by reason; ``{}`` if
+        it reports nothing."""
+        stats = getattr(self.source, "stats", None)
+        return dict(stats()) if callable(stats) else {}
 
 
 class DataConfig:
@@ -75,6 +92,9 @@ class DataConfig:
     def table_sizes(self) -> Dict[str, int]:
         """Number of ids (``num_embeddings``) of each sparse feature."""
         raise NotImplementedError
+
+    def check_paths(self, splits: Sequence[str]) -> None:
+        """Raises ``ConfigError`` naming the key unless every file of ``splits`` exists (no files: nothing to check)."""
 
     def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
         """Batches of ``split`` for ``rank`` (``train``: shuffled where supported, short last global batch dropped)."""
@@ -114,6 +134,9 @@ class MovieLensCTRData(DataConfig):
     def table_sizes(self) -> Dict[str, int]:
         return dict(self.dataset().num_embeddings_per_feature)
 
+    def check_paths(self, splits: Sequence[str]) -> None:
+        check_dir("path", self.path)
+
     def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
         return Epochs(
             self.dataset().batches(
@@ -124,8 +147,14 @@ class MovieLensCTRData(DataConfig):
                 drop_last=train,
                 rank=rank,
                 world_size=world_size,
-            )
+            ),
+            fixed_row_order=True,  # InMemoryBatches: one permutation per (seed, epoch), cut into global batches
         )
+
+
+def check_dir(key: str, path: Optional[str]) -> None:
+    """Raises ``ConfigError`` naming ``key`` unless ``path`` is ``None`` or an existing folder."""
+    require(path is None or os.path.isdir(path), key, f"no such folder: {path}")
 
 
 @dataclass
@@ -178,12 +207,23 @@ class CriteoTSVData(_CriteoSizes, DataConfig):
     def table_sizes(self) -> Dict[str, int]:
         return dict(zip(DEFAULT_CAT_NAMES, self.sizes()))
 
+    def _paths(self, split: str) -> List[str]:
+        paths = {"train": self.train_paths, "val": self.val_paths, "test": self.test_paths}[split]
+        require(bool(paths), f"{split}_paths", f"no files for split {split!r}")
+        return paths
+
+    def check_paths(self, splits: Sequence[str]) -> None:
+        for split in splits:
+            for i, path in enumerate(self._paths(split)):
+                require(os.path.isfile(path), f"{split}_paths[{i}]", f"no such file: {path}")
+
     def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
         from torchrec_memcom.datasets import CriteoTSVReader
 
-        paths = {"train": self.train_paths, "val": self.val_paths, "test": self.test_paths}[split]
-        if not paths:
-            raise ConfigError(f"data.{split}_paths: no files for split {split!r}")
+        try:
+            paths = self._paths(split)
+        except ConfigError as e:
+            raise ConfigError(f"data.{e}") from None
         return Epochs(
             CriteoTSVReader(
                 paths,
@@ -193,7 +233,8 @@ class CriteoTSVData(_CriteoSizes, DataConfig):
                 world_size=world_size,
                 drop_last=train,
                 skip_bad_rows=self.skip_bad_rows,
-            )
+            ),
+            fixed_row_order=True,  # the good rows in file order, cut into global batches
         )
 
 
@@ -221,6 +262,16 @@ class CriteoNpyData(_CriteoSizes, DataConfig):
 
     def table_sizes(self) -> Dict[str, int]:
         return dict(zip(DEFAULT_CAT_NAMES, self.sizes()))
+
+    def check_paths(self, splits: Sequence[str]) -> None:
+        from torchrec_memcom.datasets.criteo import criteo_npy_files
+
+        check_dir("directory", self.directory)
+        for split in splits:
+            try:
+                criteo_npy_files(self.directory, split)
+            except FileNotFoundError as e:
+                raise ConfigError(f"directory: {e}") from None
 
     def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
         from torchrec_memcom.datasets import criteo_npy_datapipe
