@@ -303,18 +303,21 @@ def run_benchmark(
     repeats_of: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
     label = {m: method_label(m, opts.methods) for m in methods}
     order = list(dict.fromkeys((k, m) for _, k, m in schedule(kinds, methods, 1)))
+    status: Dict[Tuple[str, str], str] = {}  # on every rank, and the same on all (plan outcomes are broadcast)
     for repeat, kind, method in progress(schedule(kinds, methods, repeats)):
         key = (kind, method)
-        if key in rows and rows[key]["status"] != "ok":
+        if status.get(key, "ok") != "ok":
             continue  # skipped or does not fit: the same in every repeat
         reason = precheck(method, layout, opts, ctx.world_size)
         if reason is not None:
+            status[key] = "skipped"
             rows[key] = {"model": kind, "method": method, "label": label[method], "status": "skipped", "reason": reason}
         else:
             stem = None
             if repeat == 0 and method in opts.profile:
                 stem = os.path.join(opts.profile_dir, f"profile_{opts.layout_name}_{kind}_{method}_w{ctx.world_size}")
             mine = run_method(kind, method, layout, opts, ctx, batches, fit_batches, weights, stem)
+            status[key] = mine["status"]
             leftover = measure.free_memory(device)
             per_rank: List[Any] = [None] * ctx.world_size
             dist.all_gather_object(per_rank, mine)

@@ -210,16 +210,16 @@ _STORAGE = r"Storage\(hbm = ([\d.]+) GB, ddr = ([\d.]+) GB"
 
 
 def storage_reason(message: str) -> str:
-    """One line from a planner error: ``"needs HBM x / DDR y GiB, has HBM a / DDR b GiB (all ranks)"`` when the
-    message states them (TorchRec's "GB" are GiB), else its first line."""
+    """One line from a planner error: ``"...: needs HBM x / DDR y GiB, has HBM a / DDR b GiB ..."`` when the message
+    states them (TorchRec's "GB" are GiB, rounded to 3 decimals), else its first line."""
     need = re.search(r"storage requirement for model parallel: " + _STORAGE, message)
     have = re.search(r"storage available for model parallel: " + _STORAGE, message)
-    first = message.strip().splitlines()[0] if message.strip() else "the planner found no plan"
+    first = message.strip().splitlines()[0].rstrip(" .") if message.strip() else "the planner found no plan"
     if not (need and have):
         return first
     return (
-        f"{first.rstrip(' .')}: needs HBM {float(need[1]):.1f} / DDR {float(need[2]):.1f} GiB, has HBM "
-        f"{float(have[1]):.1f} / DDR {float(have[2]):.1f} GiB (all ranks, after reservations)"
+        f"{first}: needs HBM {need[1]} / DDR {need[2]} GiB, has HBM {have[1]} / DDR {have[2]} GiB (all ranks, "
+        "after reservations)"
     )
 
 

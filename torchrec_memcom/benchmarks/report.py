@@ -267,7 +267,7 @@ def markdown_report(payload: Dict[str, Any]) -> str:
             plan = ", ".join(f"{t}: {v}" for t, v in r["plan_tables"].items())
             est = r.get("plan_estimate", {}).get("perf_ms_max")
             lines.append(f"- {r['model']} / {r['label']}" + (f" (est. {est:.2f} ms)" if est else "") + f": {plan}")
-        elif r.get("planner_error"):
+        else:
             lines.append(f"- {r['model']} / {r['label']}: {r['status']}: {r['reason']}")
     for r in results:
         cov = r.get("lma_signature_coverage")
