@@ -159,13 +159,15 @@ def run_planner_report(args: argparse.Namespace, opts: BenchOptions) -> None:
         ddr_cap=opts.ddr_cap_bytes,
         kernels=kernels,
         cache_load_factor=args.cache_load_factor if kernels and "fused_uvm_caching" in kernels else None,
+        sharding_type=args.sharding_type,
     )
     hbm = f"{args.hbm_cap_gb:g} GB" if args.hbm_cap_gb else "an H200's 139 GiB"
     caption = (
         f"Planner choices on Topology(world_size=W, compute_device='cuda'), HBM {hbm} per rank, batch per rank as in "
         f"each layout; optimizer: {optimizer_label(args.optimizer, args.lr)}; kernels: "
-        f"{', '.join(kernels) if kernels else 'any the sharders offer'}. Estimates are TorchRec's perf model "
-        "(forward + backward compute and comms of the slowest rank) and storage estimates, not measurements."
+        f"{', '.join(kernels) if kernels else 'any the sharders offer'}; sharding {args.sharding_type or 'planner'}. "
+        "Estimates are TorchRec's perf model (forward + backward compute and comms of the slowest rank) and storage "
+        "estimates, not measurements."
     )
     text = planner_markdown(rows, caption)
     write_outputs({"config": vars(args), "results": rows}, args.out, args.md, text)

@@ -39,9 +39,11 @@ def planner_report(
     ddr_cap: Optional[int] = None,
     kernels: Optional[Sequence[str]] = None,
     cache_load_factor: Optional[float] = None,
+    sharding_type: Optional[str] = None,
 ) -> List[Dict[str, Any]]:
     """One row per (layout, world size, method): the plan's tables, summary, kernels and the planner's estimates, or
-    ``status="does not fit"`` with the planner's reason (methods a layout cannot build are ``"skipped"``)."""
+    ``status="does not fit"`` with the planner's reason; ``"skipped"`` where a method cannot build the layout or take
+    a forced ``sharding_type``."""
     rows: List[Dict[str, Any]] = []
     sharders = make_sharders(fused_params, "cuda")
     for name, layout in layouts.items():
@@ -61,8 +63,12 @@ def planner_report(
                     row.update(status="skipped", reason=str(e))
                     continue
                 module, _ = embedding_module(tables, torch.device("meta"))
-                constraints = constraints_for(tables, layout, None, kernels, cache_load_factor)
-                outcome = plan_model(module, topology, layout.batch_size, constraints, fused_params, sharders)
+                constraints = constraints_for(tables, layout, sharding_type, kernels, cache_load_factor)
+                try:
+                    outcome = plan_model(module, topology, layout.batch_size, constraints, fused_params, sharders)
+                except ValueError as e:  # a method's own limits (MEmCom: row-wise or table-wise only)
+                    row.update(status="skipped", reason=str(e))
+                    continue
                 if outcome.error is not None:
                     row.update(status="does not fit", reason=storage_reason(outcome.error), error=outcome.error)
                     continue
