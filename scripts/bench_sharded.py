@@ -96,6 +96,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if "stock" in args.methods:  # stock first: the ratios are taken against it
         args.methods = ["stock", *[m for m in args.methods if m != "stock"]]
     args.profile = list(args.methods) if args.profile.strip() == "all" else _csv(args.profile)
+    if set(args.profile) - set(args.methods):
+        p.error(f"--profile {sorted(set(args.profile) - set(args.methods))}: not among --methods {args.methods}")
     if args.profile and "stock" in args.methods and "stock" not in args.profile:
         args.profile.insert(0, "stock")  # host time is reported relative to stock's
     if args.repeats < 1:
@@ -182,8 +184,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         return
     if not args.verbose:  # per-table "no dense kernel for data_parallel" notes and the Topology constructor warning
         logging.getLogger("torchrec.distributed.planner").setLevel(logging.ERROR)
-    layout = resolve_layout(args)
-    opts = bench_options(args)
+    try:
+        layout = resolve_layout(args)
+        opts = bench_options(args)
+    except ValueError as e:  # a bad layout override or option, named by the library
+        raise SystemExit(f"bench_sharded.py: {e}") from None
     if args.planner_report:
         run_planner_report(args, opts)
         return

@@ -145,3 +145,23 @@ def test_profile_keeps_traces_in_files_and_numbers_in_the_result(tmp_path: Path)
     assert len(text) < 5000 and "Self CPU" not in text  # paths only, no trace or table contents
     silent = profile_steps(step, 1, torch.device("cpu"), str(tmp_path / "q" / "x"), write=False)
     assert silent["trace"] is None and not (tmp_path / "q").exists()
+
+
+def test_init_distributed_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchrec_memcom.recipes.training import init_distributed
+
+    with pytest.raises(ValueError, match="device must be 'auto', 'cuda' or 'cpu', got 'tpu'"):
+        init_distributed(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda', but CUDA is not available"):
+            init_distributed(device="cuda")
+    from torchrec.test_utils import get_free_port
+
+    launcher = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "localhost"}
+    for var, value in {**launcher, "MASTER_PORT": str(get_free_port())}.items():
+        monkeypatch.setenv(var, value)  # restored afterwards
+    ctx = init_distributed(device="cpu")  # gloo on CPU, even where CUDA is
+    try:
+        assert (ctx.rank, ctx.world_size, ctx.device.type, ctx.backend) == (0, 1, "cpu", "gloo")
+    finally:
+        ctx.close()
