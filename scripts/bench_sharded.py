@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from torchrec_memcom.benchmarks.harness import BenchOptions, fused_params_for, run_benchmark
 from torchrec_memcom.benchmarks.layouts import LAYOUTS, METHODS, Layout, MethodOptions
-from torchrec_memcom.benchmarks.plan_report import planner_markdown, planner_report
+from torchrec_memcom.benchmarks.plan_report import planner_caption, planner_markdown, planner_report
 from torchrec_memcom.benchmarks.report import combine, environment, markdown_report, optimizer_label, write_outputs
 from torchrec_memcom.recipes.training import init_distributed
 
@@ -163,13 +163,8 @@ def run_planner_report(args: argparse.Namespace, opts: BenchOptions) -> None:
         cache_load_factor=args.cache_load_factor if kernels and "fused_uvm_caching" in kernels else None,
         sharding_type=args.sharding_type,
     )
-    hbm = f"{args.hbm_cap_gb:g} GB" if args.hbm_cap_gb else "an H200's 139 GiB"
-    caption = (
-        f"Planner choices on Topology(world_size=W, compute_device='cuda'), HBM {hbm} per rank, batch per rank as in "
-        f"each layout; optimizer: {optimizer_label(args.optimizer, args.lr)}; kernels: "
-        f"{', '.join(kernels) if kernels else 'any the sharders offer'}; sharding {args.sharding_type or 'planner'}. "
-        "Estimates are TorchRec's perf model (forward + backward compute and comms of the slowest rank) and storage "
-        "estimates, not measurements."
+    caption = planner_caption(
+        opts.hbm_cap_bytes, opts.ddr_cap_bytes, optimizer_label(args.optimizer, args.lr), kernels, args.sharding_type
     )
     text = planner_markdown(rows, caption)
     write_outputs({"config": vars(args), "results": rows}, args.out, args.md, text)

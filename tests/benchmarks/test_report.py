@@ -162,3 +162,20 @@ def test_combine_two_runs_into_weak_scaling(tmp_path: Path) -> None:
     assert "| dlrm | stock EBC | 8,000 | 16,000 | 2.00x | 100% |" in table
     assert "| dlrm | MEmCom 16x | 6,400 | 9,600 | 1.50x | 75% |" in table
     assert "LMA" not in table  # only measured rows scale
+
+
+def test_host_memory_columns_appear_when_tables_live_in_host_memory() -> None:
+    rows = [
+        merge_ranks("dlrm", "stock", "stock EBC", [_rank([30.0], 10 * 2**30, uvm=8 * 2**30)], TINY),
+        merge_ranks("dlrm", "hash", "Hash 16x", [_rank([6.0], 2**30)], TINY),
+    ]
+    rows[0]["plan_tables"]["t0"] = "table_wise/fused_uvm_caching@0"
+    add_ratios(rows)
+    lines = markdown_table(rows).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    i = header.index("of which host (UVM)/rank")
+    assert header[i - 1] == "emb bytes/rank (max)" and header[i + 1] == "host RSS/rank (max)"
+    stock, hash_ = ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:4])
+    assert (stock[i - 1], stock[i], stock[i + 1]) == ("10.00 GiB", "8.00 GiB", "1.00 GiB")
+    assert hash_[i] == "0 B" and hash_[4] == "5.00x"
+    assert "host (UVM)" not in markdown_table(rows[1:])

@@ -23,7 +23,7 @@ from torchrec_memcom.benchmarks.planning import (
     storage_reason,
 )
 
-__all__ = ["H200_HBM_BYTES", "planner_markdown", "planner_report"]
+__all__ = ["H200_HBM_BYTES", "planner_caption", "planner_markdown", "planner_report"]
 
 # What torch reports for an H200's memory (about 139 GiB).
 H200_HBM_BYTES = 139 * 2**30
@@ -89,6 +89,25 @@ def planner_report(
         if r["status"] == "ok" and base is not None and base["perf_ms_max"] > 0:
             r["perf_vs_stock"] = r["perf_ms_max"] / base["perf_ms_max"]
     return rows
+
+
+def planner_caption(
+    hbm_cap: Optional[int],
+    ddr_cap: Optional[int],
+    optimizer: str,
+    kernels: Optional[Sequence[str]],
+    sharding_type: Optional[str],
+) -> str:
+    """The line above a planner report: topology, budgets, optimizer, kernels, forced sharding."""
+    hbm = f"{hbm_cap / 1e9:g} GB" if hbm_cap else "an H200's 139 GiB"
+    ddr = f"{ddr_cap / 1e9:g} GB" if ddr_cap else "TorchRec's default 128 GiB"
+    return (
+        f"Planner choices on Topology(world_size=W, compute_device='cuda'), HBM {hbm} and DDR {ddr} per rank, batch "
+        f"per rank as in each layout; optimizer: {optimizer}; kernels: "
+        f"{', '.join(kernels) if kernels else 'any the sharders offer'}; sharding {sharding_type or 'planner'}. "
+        "Estimates are TorchRec's perf model (forward + backward compute and comms of the slowest rank) and storage "
+        "estimates, not measurements."
+    )
 
 
 def _gib(b: float) -> str:
