@@ -108,10 +108,6 @@ class EntityWeightOptimizer(FusedOptimizer):
         any_adagrad = any(r == _ADAGRAD for r, _ in self._rules.values())
         self._sum = torch.zeros_like(weight) if any_adagrad else None
         self._scratch = torch.zeros_like(weight)
-        # per slot: the first batch position holding it (fused CUDA update); "none" is INT64_MAX
-        self._owner = (
-            torch.full(weight.shape, 2**31 - 1, dtype=torch.int32, device=weight.device) if weight.is_cuda else None
-        )
         device = weight.device
         starts = [self._slices[t].start for t in self._tables]
         self._bounds = torch.tensor(starts[1:] + [weight.numel() - 1], dtype=torch.int64, device=device)
@@ -141,8 +137,8 @@ class EntityWeightOptimizer(FusedOptimizer):
         """Applies the update for ``grad`` of ``weight[index]`` (duplicates summed).
 
         No host-device synchronisation: gathers, ``index_add_`` / ``index_copy_`` / ``index_fill_`` scatters and
-        elementwise ops (an ``index_put_`` of a Python scalar would copy it to the device and wait). On CUDA, three
-        launches: the gradient sum per id, the first position of each id, and one fused update by that position.
+        elementwise ops (an ``index_put_`` of a Python scalar would copy it to the device and wait). On CUDA, two
+        launches: the gradient sum per id, then one fused update by the position that swaps the sum out.
         """
         if index.numel() == 0:
             return
@@ -152,12 +148,9 @@ class EntityWeightOptimizer(FusedOptimizer):
         if triton_enabled(index):
             from torchrec_memcom.ops._triton import entity_update_triton
 
-            positions = torch.arange(index.numel(), device=index.device, dtype=torch.int32)
-            self._owner.scatter_reduce_(0, index, positions, reduce="amin")
             entity_update_triton(
-                index, scratch, self._owner, self._weight, self._sum, self._bounds, self._lr_vector(),
-                self._adagrad, self._eps,
-            )  # fmt: skip
+                index, scratch, self._weight, self._sum, self._bounds, self._lr_vector(), self._adagrad, self._eps
+            )
             return
         g = scratch.index_select(0, index)  # each id's summed gradient, at every one of its positions
         scratch.index_fill_(0, index, 0.0)

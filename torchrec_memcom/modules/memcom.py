@@ -193,9 +193,9 @@ class MEmComMethod(_HashedMethod):
         return ["row_wise", "table_wise"]
 
     def extra_shard_bytes(self, physical_table: str, shard_rows: int, state_per_value: int) -> int:
-        # per local weight: itself, a gradient scratch, the fused update's owner slot (int32), and optimizer state
+        # per local weight: itself, a gradient scratch, and optimizer state
         h = self.hashes[physical_table]
-        return h.padded_num_embeddings * shard_rows // h.num_rows * _FP32_BYTES * (3 + state_per_value)
+        return h.padded_num_embeddings * shard_rows // h.num_rows * _FP32_BYTES * (2 + state_per_value)
 
 
 class HashEmbeddingBagCollection(CompressedEmbeddingBagCollection):

@@ -355,12 +355,16 @@ class IdTransform(nn.Module):
 
 
 class _CombinePlan:
-    """Column arithmetic of ``IdTransform.combine`` for one physical key order (built once per order).
+    """Column arithmetic of ``IdTransform.combine`` for one physical key order (built once per order), in a constant
+    number of operations whatever the number of features:
 
-    Three cases, cheapest first: the physical columns already are the logical ones (relabel the KeyedTensor); only
-    whole features move (one column gather); else the values are split once per physical feature (one
-    ``SplitBackward`` in autograd, not one zero-filled gradient per slice) and each logical feature is formed from
-    its parts (QR products, LMA concatenation, MEAN division), then concatenated.
+    1. products (QR): every product's first parts gathered as one block of columns, its other parts likewise, one
+       elementwise product for all of them, appended to the values;
+    2. one column gather puts every logical feature's columns in order (concatenations are just adjacent columns);
+    3. MEAN: one division by a per-column divisor (the bag size, or its square for a product of two means);
+    4. output projections (narrow tables): one matmul per projected feature.
+
+    When the physical columns already are the logical ones, the KeyedTensor is only relabelled.
     """
 
     def __init__(
@@ -372,24 +376,53 @@ class _CombinePlan:
     ) -> None:
         features = [f for f, _ in feature_tables]
         keys = pooled.keys()
-        self.split_sizes = list(pooled.length_per_key())
-        offsets = _exclusive_cumsum(self.split_sizes)
+        sizes = list(pooled.length_per_key())
+        offsets = _exclusive_cumsum(sizes)
+        width = sum(sizes)
         index = {k: i for i, k in enumerate(keys)}
         mean_column = {features[f]: j for j, f in enumerate(mean_features)}
         self.keys = [c.feature for c in combines]
-        self.steps: List[Tuple[str, List[int], Optional[int], Optional[str]]] = []
+        self.dims = [table.embedding_dim for _, table in feature_tables]
+        left: List[int] = []
+        right: List[int] = []
         gather: List[int] = []
-        self.dims: List[int] = []
-        for c, (_, table) in zip(combines, feature_tables):
+        divisor: List[int] = []  # per output column: 0 = none, 1 + j = mean column j, 1 + F + j = its square
+        self.projections: List[Tuple[str, int, int]] = []  # (table, first column, width) of each projected feature
+        num_mean = len(mean_features)
+        column = 0
+        for c in combines:
             parts = [index[p] for p in c.parts]
-            self.steps.append((c.kind, parts, mean_column.get(c.feature) if c.mean else None, c.project))
-            self.dims.append(table.embedding_dim)
-            if c.kind != "product":
-                gather += [offsets[p] + i for p in parts for i in range(self.split_sizes[p])]
-        self.simple = all(kind != "product" and m is None and pr is None for kind, _, m, pr in self.steps)
-        self.identity = self.simple and gather == list(range(sum(self.split_sizes)))
-        self._gather = torch.tensor(gather, dtype=torch.int64)
-        self._gather_on: Dict[torch.device, torch.Tensor] = {}
+            if c.kind == "product":
+                if len(parts) != 2:
+                    raise NotImplementedError(f"feature '{c.feature}': products of {len(parts)} parts")
+                n = sizes[parts[0]]
+                first = width + len(left)
+                left += range(offsets[parts[0]], offsets[parts[0]] + n)
+                right += range(offsets[parts[1]], offsets[parts[1]] + n)
+                cols = list(range(first, first + n))
+            else:
+                cols = [offsets[p] + i for p in parts for i in range(sizes[p])]
+            gather += cols
+            mean = mean_column.get(c.feature) if c.mean else None
+            code = 0 if mean is None else 1 + mean + (num_mean if c.kind == "product" else 0)
+            divisor += [code] * len(cols)
+            if c.project is not None:
+                self.projections.append((c.project, column, len(cols)))
+            column += len(cols)
+        self.identity = not left and not self.projections and gather == list(range(width)) and not any(divisor)
+        self._tensors = {
+            "left": torch.tensor(left, dtype=torch.int64),
+            "right": torch.tensor(right, dtype=torch.int64),
+            "gather": torch.tensor(gather, dtype=torch.int64),
+            "divisor": torch.tensor(divisor, dtype=torch.int64),
+        }
+        self._has_products, self._has_mean = bool(left), any(divisor)
+        self._on: Dict[torch.device, Dict[str, torch.Tensor]] = {}
+
+    def _device(self, device: torch.device) -> Dict[str, torch.Tensor]:
+        if device not in self._on:
+            self._on[device] = {k: v.to(device) for k, v in self._tensors.items()}
+        return self._on[device]
 
     def __call__(
         self, pooled: KeyedTensor, divisors: torch.Tensor, projections: Optional[Mapping[str, torch.Tensor]]
@@ -397,29 +430,24 @@ class _CombinePlan:
         values = pooled.values()
         if self.identity:
             return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values)
-        if self.simple:
-            idx = self._gather_on.get(values.device)
-            if idx is None:
-                idx = self._gather_on[values.device] = self._gather.to(values.device)
-            return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values.index_select(1, idx))
-        pieces = values.split(self.split_sizes, dim=1)
-        out: List[torch.Tensor] = []
-        for kind, parts, mean, project in self.steps:
-            if kind == "product":
-                emb = pieces[parts[0]]
-                for p in parts[1:]:
-                    emb = emb * pieces[p]
-                if mean is not None:  # each side is a mean: divide by the bag size once per side
-                    emb = emb / divisors[:, mean : mean + 1].pow(len(parts))
-            else:
-                emb = pieces[parts[0]] if len(parts) == 1 else torch.cat([pieces[p] for p in parts], dim=1)
-                if mean is not None:
-                    emb = emb / divisors[:, mean : mean + 1]
-            if project is not None:
-                assert projections is not None, f"table '{project}' needs its output projection"
-                emb = emb @ projections[project]
-            out.append(emb)
-        return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=torch.cat(out, dim=1))
+        t = self._device(values.device)
+        if self._has_products:
+            products = values.index_select(1, t["left"]) * values.index_select(1, t["right"])
+            values = torch.cat([values, products], dim=1)
+        out = values.index_select(1, t["gather"])
+        if self._has_mean:
+            ones = torch.ones(divisors.shape[0], 1, dtype=divisors.dtype, device=divisors.device)
+            table = torch.cat([ones, divisors, divisors * divisors], dim=1)
+            out = out / table.index_select(1, t["divisor"])
+        if self.projections:
+            assert projections is not None, "narrow tables need their output projections"
+            pieces, start = [], 0
+            for table_name, first, width in self.projections:
+                pieces += [out[:, start:first], out[:, first : first + width] @ projections[table_name]]
+                start = first + width
+            pieces.append(out[:, start:])
+            out = torch.cat(pieces, dim=1)
+        return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=out)
 
 
 def _exclusive_cumsum(xs: Sequence[int]) -> List[int]:
