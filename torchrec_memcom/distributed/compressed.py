@@ -61,7 +61,7 @@ from torchrec_memcom.modules.compressed import (
     fingerprint_json,
 )
 from torchrec_memcom.modules.transform import IdTransform
-from torchrec_memcom.ops import memcom_local_rows
+from torchrec_memcom.ops import ONE_SLOTS, memcom_local_rows
 
 __all__ = [
     "ALL_SHARDING_TYPES",
@@ -277,10 +277,10 @@ class ShardedCompressedEmbeddingBagCollection(
             sizes.append((name, len(owned)))
         self._w_slices = table_slices(sizes)
         total = sum(n for _, n in sizes)
-        self._ones_slot = total
-        self.entity_weights_local = nn.Parameter(torch.empty(total + 1, device=self._device))
+        self._ones_slot = total  # first of ONE_SLOTS constant-1 weights of the other features
+        self.entity_weights_local = nn.Parameter(torch.empty(total + ONE_SLOTS, device=self._device))
         with torch.no_grad():
-            self.entity_weights_local[-1] = 1.0
+            self.entity_weights_local[total:] = 1.0
             for name, owned in self._w_owned.items():
                 local = self.entity_weights_local[self._w_slices[name]]
                 source = module.entity_weights[name]
@@ -327,7 +327,7 @@ class ShardedCompressedEmbeddingBagCollection(
             with torch.no_grad():
                 for name, sl in self._w_slices.items():
                     self.entity_weights_local[sl] = self._memcom[name].entity_weight_init
-                self.entity_weights_local[-1] = 1.0
+                self.entity_weights_local[self._ones_slot :] = 1.0
 
     # -- the EmbeddingBagCollection interface ------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from torchrec_memcom.lsh import _FALLBACK_SALT, chunk_locations
 __all__ = [
     "IdOp",
     "NUM_OP_PARAMS",
+    "ONE_SLOTS",
     "hash_ids",
     "lma_locations",
     "memcom_local_rows",
@@ -213,6 +214,9 @@ def lma_locations(
 
 
 MEMCOM_PARAMS = ("block", "row_offset", "w_offset", "ids_per_bucket", "rows_per_bucket")
+# Pass-through positions read a constant weight from ONE_SLOTS slots (by position), not one: the gradients that flow
+# back to them would otherwise all add into one address.
+ONE_SLOTS = 1024
 
 
 def memcom_local_rows(
@@ -223,8 +227,8 @@ def memcom_local_rows(
     For a value ``j`` of feature ``f`` with ``params[f] = (block, row_offset, w_offset, ids_per_bucket,
     rows_per_bucket)`` (``MEMCOM_PARAMS``): ``s = j + block``, ``rows = bucketed_rows(s) - row_offset`` and
     ``w_index = j + w_offset``. A feature with ``ids_per_bucket = 0`` passes through: ``rows = j`` and
-    ``w_index = w_offset`` (the slot of a constant weight). ``lengths`` is the KJT's ``(F * stride,)`` lengths; no
-    host synchronisation.
+    ``w_index = w_offset + position % ONE_SLOTS`` (slots of a constant weight). ``lengths`` is the KJT's
+    ``(F * stride,)`` lengths; no host synchronisation.
     """
     num_features = params.shape[0]
     ids = local_ids.to(torch.int64)
@@ -244,5 +248,6 @@ def memcom_local_rows(
     ipb = torch.where(memcom, p[:, 3], 1)
     rpb = torch.where(memcom, p[:, 4], 1)
     rows = torch.where(memcom, bucketed_rows(ids + p[:, 0], ipb, rpb) - p[:, 1], ids)
-    w_index = torch.where(memcom, ids + p[:, 2], p[:, 2])
+    spread = torch.arange(ids.numel(), device=ids.device) % ONE_SLOTS
+    w_index = torch.where(memcom, ids + p[:, 2], p[:, 2] + spread)
     return rows, w_index

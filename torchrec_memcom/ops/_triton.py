@@ -182,7 +182,7 @@ def _memcom_rows_kernel(
     s = j + block
     row = (s // ipb) * rpb + _mix(s, m1, m2, mc) % rpb - row_offset  # hashing.bucketed_rows, shifted to local
     tl.store(rows_ptr + offs, tl.where(memcom, row, j), mask=mask)
-    tl.store(widx_ptr + offs, tl.where(memcom, j + w_offset, w_offset), mask=mask)
+    tl.store(widx_ptr + offs, tl.where(memcom, j + w_offset, w_offset + offs % 1024), mask=mask)  # ops.ONE_SLOTS
 
 
 def memcom_rows_triton(
