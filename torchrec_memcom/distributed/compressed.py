@@ -59,6 +59,8 @@ from torchrec_memcom.modules.compressed import (
     CompressedEmbeddingBagCollection,
     check_fingerprint,
     fingerprint_json,
+    fingerprint_of,
+    signature_coverage_of,
 )
 from torchrec_memcom.modules.transform import IdTransform
 from torchrec_memcom.ops import ONE_SLOTS, memcom_local_rows
@@ -436,8 +438,7 @@ class ShardedCompressedEmbeddingBagCollection(
         check_fingerprint(state, self.fingerprint())
 
     def fingerprint(self) -> Dict[str, Dict[str, Any]]:
-        method_of = {t.name: m for m in self._methods.values() for t in m.tables}
-        return {t.name: method_of[t.name].fingerprint(t) for t in self._embedding_bag_configs}
+        return fingerprint_of(self._methods.values(), self._embedding_bag_configs)
 
     def fit_signatures(
         self, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int] = None, progress: bool = False
@@ -450,12 +451,7 @@ class ShardedCompressedEmbeddingBagCollection(
         return coverage
 
     def signature_coverage(self) -> Dict[str, float]:
-        out: Dict[str, float] = {}
-        for m in self._methods.values():
-            fn = getattr(m, "signature_coverage_of", None)
-            if fn is not None:
-                out.update(fn(self.id_transform.signatures))
-        return out
+        return signature_coverage_of(self._methods.values(), self.id_transform)
 
     @torch.no_grad()
     def check_signatures_agree(self) -> None:
