@@ -35,14 +35,17 @@ class InputCheck:
     """
 
     def __init__(self) -> None:
-        self._pending: Optional[Tuple[torch.Tensor, torch.cuda.Event, List[Tuple[str, str, int]]]] = None
+        self._pending: Optional[Tuple[torch.Tensor, torch.cuda.Event, List[Tuple[str, str, int]], Optional[int]]] = None
         self._events: List[torch.cuda.Event] = []
 
-    def __call__(self, stats: torch.Tensor, features: List[Tuple[str, str, int]]) -> None:
-        """``stats``: ``(F + 1, 2)``: the id (min, max) of each feature, then (smallest length, unused);
-        ``features``: (feature, table, num_embeddings) per row."""
+    def __call__(
+        self, stats: torch.Tensor, features: List[Tuple[str, str, int]], expected_total: Optional[int] = None
+    ) -> None:
+        """``stats``: ``(F + 1, 2)``: the id (min, max) of each feature, then (smallest length, sum of the lengths);
+        ``features``: (feature, table, num_embeddings) per row; ``expected_total``: the number of ids the lengths
+        must add up to (when not already checked on the host)."""
         if not stats.is_cuda:
-            self._raise_if_bad(stats.reshape(-1).tolist(), features, deferred=False)
+            self._raise_if_bad(stats.reshape(-1).tolist(), features, False, expected_total)
             return
         self.flush()
         host = torch.empty(stats.shape, dtype=torch.int64, pin_memory=True)
@@ -52,22 +55,29 @@ class InputCheck:
         event = self._events.pop(0)
         event.record()
         self._events.append(event)
-        self._pending = (host.reshape(-1), event, features)
+        self._pending = (host.reshape(-1), event, features, expected_total)
 
     def flush(self) -> None:
         """Raises for the previous CUDA batch if it was bad."""
         if self._pending is None:
             return
-        host, event, features = self._pending
+        host, event, features, expected_total = self._pending
         self._pending = None
         event.synchronize()
-        self._raise_if_bad(host.tolist(), features, deferred=True)
+        self._raise_if_bad(host.tolist(), features, True, expected_total)
 
     @staticmethod
-    def _raise_if_bad(values: List[int], features: List[Tuple[str, str, int]], deferred: bool) -> None:
+    def _raise_if_bad(
+        values: List[int], features: List[Tuple[str, str, int]], deferred: bool, expected_total: Optional[int]
+    ) -> None:
         when = " (in the previous batch: on CUDA inputs are checked asynchronously)" if deferred else ""
         if values[-2] < 0:
             raise ValueError(f"KJT lengths must be >= 0, got {values[-2]}{when}")
+        if expected_total is not None and values[-1] != expected_total:
+            raise ValueError(
+                f"KJT lengths add up to {values[-1]} ids but it holds {expected_total} values; lengths, values and "
+                f"weights must agree{when}"
+            )
         for i, (feature, table, n) in enumerate(features):
             lo, hi = values[2 * i], values[2 * i + 1]
             if lo > hi:  # no ids
@@ -85,6 +95,7 @@ class _InputPlan:
 
     position: List[int]
     sources: Optional[torch.Tensor]
+    sources_all: torch.Tensor  # the same, never None
     mean_rows: torch.Tensor
     stats: torch.Tensor
 
@@ -99,6 +110,7 @@ class _Order:
     sources: List[int]  # logical feature of each output segment
     # logical feature -> per CUSTOM segment (in segments() order): (its column in custom_ids(), output positions)
     custom: Dict[int, List[Tuple[int, List[int]]]]
+    one_to_one: bool  # every logical feature feeds exactly one output segment, none CUSTOM
 
 
 class IdTransform(nn.Module):
@@ -135,6 +147,7 @@ class IdTransform(nn.Module):
         self.out_weighted = out_weighted
         self._check_meta = [(f, t.name, t.num_embeddings) for f, t in self._feature_tables]
         self.input_check = InputCheck()
+        self.device_layout_on_cpu = False  # tests: take the CUDA path's device-side layout on CPU too
         self._mean_features = [self._feature_index[c.feature] for c in self._combines if c.mean]
         checked = set()
         self._static_rows: List[List[int]] = []
@@ -184,6 +197,8 @@ class IdTransform(nn.Module):
                 static_host=[self._static_rows[i] for i in segs],
                 sources=[self._static_rows[i][0] for i in segs],
                 custom=custom,
+                one_to_one=not custom
+                and sorted(self._static_rows[i][0] for i in segs) == list(range(len(self._features))),
             )
         return self._orders[keys]
 
@@ -207,6 +222,7 @@ class IdTransform(nn.Module):
             plan = _InputPlan(
                 position=position,
                 sources=None if identity else torch.tensor(sources, dtype=torch.int64, device=device),
+                sources_all=torch.tensor(sources, dtype=torch.int64, device=device),
                 mean_rows=torch.tensor([position[f] for f in self._mean_features], dtype=torch.int64, device=device),
                 stats=torch.tensor([[_INT64_MAX, _INT64_MIN]] * (len(self._features) + 1), device=device),
             )
@@ -215,9 +231,8 @@ class IdTransform(nn.Module):
 
     # -- input -----------------------------------------------------------------------------------------------------
 
-    def check(self, features: KeyedJaggedTensor) -> List[int]:
-        """Checks the structure of ``features``; returns its ``length_per_key`` (one host read per batch, as TorchRec's
-        own input dist does).
+    def check(self, features: KeyedJaggedTensor) -> None:
+        """Checks the structure of ``features`` (no host read of device data).
 
         Extra keys are ignored, as in ``EmbeddingBagCollection``; missing features, non-integer ids, lengths that do
         not add up to the values, weights of the wrong size or dtype, missing weights of a weighted module and
@@ -238,12 +253,9 @@ class IdTransform(nn.Module):
             raise ValueError(f"KJT values must be int32 or int64 ids, got {values.dtype} (features {keys})")
         if features.lengths().is_floating_point():
             raise ValueError(f"KJT lengths must be integers, got {features.lengths().dtype}")
-        lengths_per_key = features.length_per_key()
-        total = sum(lengths_per_key)
-        if total != values.numel():
+        if features.lengths().numel() != len(keys) * features.stride():
             raise ValueError(
-                f"KJT lengths add up to {total} ids but it holds {values.numel()} values (features {keys}); "
-                "lengths, values and weights must agree"
+                f"KJT has {features.lengths().numel()} lengths for {len(keys)} features x stride {features.stride()}"
             )
         weights = features.weights_or_none()
         if self._is_weighted and weights is None:
@@ -256,6 +268,17 @@ class IdTransform(nn.Module):
                 )
             if self._is_weighted and weights.dtype != torch.float32:
                 raise ValueError(f"KJT weights must be float32 (FBGEMM's per-sample weights), got {weights.dtype}")
+
+    @staticmethod
+    def _lengths_per_key(features: KeyedJaggedTensor) -> List[int]:
+        """``length_per_key`` (a host read), checked to add up to the values."""
+        lengths_per_key = features.length_per_key()
+        total, values = sum(lengths_per_key), features.values()
+        if total != values.numel():
+            raise ValueError(
+                f"KJT lengths add up to {total} ids but it holds {values.numel()} values (features {features.keys()}); "
+                "lengths, values and weights must agree"
+            )
         return lengths_per_key
 
     def forward(
@@ -270,12 +293,16 @@ class IdTransform(nn.Module):
             features (KeyedJaggedTensor): logical ids (extra keys are ignored).
             order (Optional[Tuple[str, ...]]): physical feature order (default: the physical EBC's).
         """
-        lengths_per_key = self.check(features)
+        self.check(features)
         order = order or self.default_order
         ids = features.values()
         device = ids.device
         plan = self._order(order)
         inputs = self._input_plan(tuple(features.keys()), order, device)
+        device_layout = ids.is_cuda or self.device_layout_on_cpu
+        if device_layout and plan.one_to_one and len(features.keys()) == len(self._features):
+            return self._forward_on_device(features, plan, inputs, order)
+        lengths_per_key = self._lengths_per_key(features)
         in_starts = _exclusive_cumsum(lengths_per_key)
         dynamic: List[Tuple[int, int, int]] = []
         out_lengths: List[int] = []
@@ -334,6 +361,35 @@ class IdTransform(nn.Module):
         )
         return out, divisors
 
+    def _forward_on_device(
+        self, features: KeyedJaggedTensor, plan: "_Order", inputs: "_InputPlan", order: Tuple[str, ...]
+    ) -> Tuple[KeyedJaggedTensor, torch.Tensor]:
+        """``forward`` without reading device data on the host, for a KJT of exactly this transform's features each
+        feeding one segment (stock, hashing-trick, MEmCom, low-rank tables): the output has as many ids as the
+        input, each segment's offsets are computed on the device, and the lengths are checked with the ids, one batch
+        later (``InputCheck``)."""
+        ids, lengths, stride = features.values(), features.lengths(), features.stride()
+        by_feature = lengths.view(-1, stride)
+        per_feature = by_feature.sum(1)
+        in_starts = per_feature.cumsum(0) - per_feature
+        sources = inputs.sources_all
+        seg_lengths = per_feature.index_select(0, sources)
+        dynamic = torch.stack([in_starts.index_select(0, sources), seg_lengths.cumsum(0) - seg_lengths, seg_lengths], 1)
+        stats = inputs.stats.clone()
+        if lengths.numel():
+            stats[-1].copy_(torch.stack([lengths.min(), per_feature.sum()]).to(torch.int64))
+        weights = features.weights_or_none() if self._is_weighted else None
+        values, out_weights = transform_segments(
+            ids, weights, self._device_tensors(order, ids.device), plan.static_host, dynamic, stats, ids.numel(),
+            self.out_weighted,
+        )  # fmt: skip
+        self.input_check(stats, self._check_meta, expected_total=ids.numel())
+        physical_lengths = lengths if inputs.sources is None else by_feature.index_select(0, inputs.sources).reshape(-1)
+        out = KeyedJaggedTensor(
+            keys=plan.keys, values=values, lengths=physical_lengths, weights=out_weights, stride=stride
+        )
+        return out, self._mean_divisors(by_feature, inputs.mean_rows)
+
     def _mean_divisors(self, lengths_by_feature: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         if not self._mean_features:
             return lengths_by_feature.new_zeros((lengths_by_feature.shape[1], 0), dtype=torch.float32)
@@ -355,16 +411,12 @@ class IdTransform(nn.Module):
 
 
 class _CombinePlan:
-    """Column arithmetic of ``IdTransform.combine`` for one physical key order (built once per order), in a constant
-    number of operations whatever the number of features:
+    """Column arithmetic of ``IdTransform.combine`` for one physical key order (built once per order).
 
-    1. products (QR): every product's first parts gathered as one block of columns, its other parts likewise, one
-       elementwise product for all of them, appended to the values;
-    2. one column gather puts every logical feature's columns in order (concatenations are just adjacent columns);
-    3. MEAN: one division by a per-column divisor (the bag size, or its square for a product of two means);
-    4. output projections (narrow tables): one matmul per projected feature.
-
-    When the physical columns already are the logical ones, the KeyedTensor is only relabelled.
+    Cheapest first: the physical columns already are the logical ones (relabel the KeyedTensor); only whole features
+    move (one column gather); else the values are split once per physical feature (one ``SplitBackward`` in autograd,
+    which stays cheap where per-slice views would each send back a zero-filled gradient) and each logical feature is
+    formed from its parts (QR products, LMA concatenation, MEAN division, output projection), then concatenated.
     """
 
     def __init__(
@@ -375,54 +427,23 @@ class _CombinePlan:
         feature_tables: List[Tuple[str, EmbeddingBagConfig]],
     ) -> None:
         features = [f for f, _ in feature_tables]
-        keys = pooled.keys()
-        sizes = list(pooled.length_per_key())
-        offsets = _exclusive_cumsum(sizes)
-        width = sum(sizes)
-        index = {k: i for i, k in enumerate(keys)}
+        self.split_sizes = list(pooled.length_per_key())
+        offsets = _exclusive_cumsum(self.split_sizes)
+        index = {k: i for i, k in enumerate(pooled.keys())}
         mean_column = {features[f]: j for j, f in enumerate(mean_features)}
         self.keys = [c.feature for c in combines]
         self.dims = [table.embedding_dim for _, table in feature_tables]
-        left: List[int] = []
-        right: List[int] = []
+        self.steps: List[Tuple[str, List[int], Optional[int], Optional[str]]] = []
         gather: List[int] = []
-        divisor: List[int] = []  # per output column: 0 = none, 1 + j = mean column j, 1 + F + j = its square
-        self.projections: List[Tuple[str, int, int]] = []  # (table, first column, width) of each projected feature
-        num_mean = len(mean_features)
-        column = 0
         for c in combines:
             parts = [index[p] for p in c.parts]
-            if c.kind == "product":
-                if len(parts) != 2:
-                    raise NotImplementedError(f"feature '{c.feature}': products of {len(parts)} parts")
-                n = sizes[parts[0]]
-                first = width + len(left)
-                left += range(offsets[parts[0]], offsets[parts[0]] + n)
-                right += range(offsets[parts[1]], offsets[parts[1]] + n)
-                cols = list(range(first, first + n))
-            else:
-                cols = [offsets[p] + i for p in parts for i in range(sizes[p])]
-            gather += cols
-            mean = mean_column.get(c.feature) if c.mean else None
-            code = 0 if mean is None else 1 + mean + (num_mean if c.kind == "product" else 0)
-            divisor += [code] * len(cols)
-            if c.project is not None:
-                self.projections.append((c.project, column, len(cols)))
-            column += len(cols)
-        self.identity = not left and not self.projections and gather == list(range(width)) and not any(divisor)
-        self._tensors = {
-            "left": torch.tensor(left, dtype=torch.int64),
-            "right": torch.tensor(right, dtype=torch.int64),
-            "gather": torch.tensor(gather, dtype=torch.int64),
-            "divisor": torch.tensor(divisor, dtype=torch.int64),
-        }
-        self._has_products, self._has_mean = bool(left), any(divisor)
-        self._on: Dict[torch.device, Dict[str, torch.Tensor]] = {}
-
-    def _device(self, device: torch.device) -> Dict[str, torch.Tensor]:
-        if device not in self._on:
-            self._on[device] = {k: v.to(device) for k, v in self._tensors.items()}
-        return self._on[device]
+            self.steps.append((c.kind, parts, mean_column.get(c.feature) if c.mean else None, c.project))
+            if c.kind != "product":
+                gather += [offsets[p] + i for p in parts for i in range(self.split_sizes[p])]
+        self.simple = all(kind != "product" and m is None and pr is None for kind, _, m, pr in self.steps)
+        self.identity = self.simple and gather == list(range(sum(self.split_sizes)))
+        self._gather = torch.tensor(gather, dtype=torch.int64)
+        self._gather_on: Dict[torch.device, torch.Tensor] = {}
 
     def __call__(
         self, pooled: KeyedTensor, divisors: torch.Tensor, projections: Optional[Mapping[str, torch.Tensor]]
@@ -430,24 +451,29 @@ class _CombinePlan:
         values = pooled.values()
         if self.identity:
             return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values)
-        t = self._device(values.device)
-        if self._has_products:
-            products = values.index_select(1, t["left"]) * values.index_select(1, t["right"])
-            values = torch.cat([values, products], dim=1)
-        out = values.index_select(1, t["gather"])
-        if self._has_mean:
-            ones = torch.ones(divisors.shape[0], 1, dtype=divisors.dtype, device=divisors.device)
-            table = torch.cat([ones, divisors, divisors * divisors], dim=1)
-            out = out / table.index_select(1, t["divisor"])
-        if self.projections:
-            assert projections is not None, "narrow tables need their output projections"
-            pieces, start = [], 0
-            for table_name, first, width in self.projections:
-                pieces += [out[:, start:first], out[:, first : first + width] @ projections[table_name]]
-                start = first + width
-            pieces.append(out[:, start:])
-            out = torch.cat(pieces, dim=1)
-        return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=out)
+        if self.simple:
+            idx = self._gather_on.get(values.device)
+            if idx is None:
+                idx = self._gather_on[values.device] = self._gather.to(values.device)
+            return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values.index_select(1, idx))
+        pieces = values.split(self.split_sizes, dim=1)
+        out: List[torch.Tensor] = []
+        for kind, parts, mean, project in self.steps:
+            if kind == "product":
+                emb = pieces[parts[0]]
+                for p in parts[1:]:
+                    emb = emb * pieces[p]
+                if mean is not None:  # each side is a mean: divide by the bag size once per side
+                    emb = emb / divisors[:, mean : mean + 1].pow(len(parts))
+            else:
+                emb = pieces[parts[0]] if len(parts) == 1 else torch.cat([pieces[p] for p in parts], dim=1)
+                if mean is not None:
+                    emb = emb / divisors[:, mean : mean + 1]
+            if project is not None:
+                assert projections is not None, f"table '{project}' needs its output projection"
+                emb = emb @ projections[project]
+            out.append(emb)
+        return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=torch.cat(out, dim=1))
 
 
 def _exclusive_cumsum(xs: Sequence[int]) -> List[int]:

@@ -17,7 +17,7 @@ Every op gives bit-identical results on either path (int64 arithmetic below 2**6
 import enum
 import functools
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -90,7 +90,7 @@ def transform_segments(
     weights: Optional[torch.Tensor],
     static: torch.Tensor,
     static_host: List[List[int]],
-    dynamic_host: List[Tuple[int, int, int]],
+    dynamic: Union[List[Tuple[int, int, int]], torch.Tensor],
     stats: torch.Tensor,
     total: int,
     out_weighted: bool,
@@ -105,7 +105,9 @@ def transform_segments(
             feature (range statistics of its ids go to ``stats[feature]``), ``carry_weight`` = 1 if the segment
             carries the input weight (else weight 1).
         static_host (List[List[int]]): the same rows as Python ints (the CPU path reads them without a sync).
-        dynamic_host (List[Tuple[int, int, int]]): per segment ``(input start, output start, length)``.
+        dynamic (List[Tuple[int, int, int]] or torch.Tensor): per segment ``(input start, output start, length)``, on
+            the host, or as a ``(P, 3)`` int64 tensor on ``values``' device (then no host read: segments are at most
+            ``total`` long).
         stats (torch.Tensor): ``(F', 2)`` int64, rows of features initialised to ``(INT64_MAX, INT64_MIN)``; updated
             in place to each checked feature's ``(min, max)`` id.
         total (int): output length.
@@ -122,13 +124,19 @@ def transform_segments(
     if triton_enabled(values):
         from torchrec_memcom.ops._triton import transform_segments_triton
 
-        dyn = torch.tensor(dynamic_host, dtype=torch.int64, pin_memory=True).to(device, non_blocking=True)
-        max_len = max(d[2] for d in dynamic_host)
+        if isinstance(dynamic, torch.Tensor):
+            dyn, max_len = dynamic.contiguous(), total
+        else:
+            dyn = torch.tensor(dynamic, dtype=torch.int64, pin_memory=True).to(device, non_blocking=True)
+            max_len = max(d[2] for d in dynamic)
         transform_segments_triton(values.contiguous(), weights, static, dyn, out, w_out, stats, max_len)
         return out, w_out
+    dynamic_host = dynamic.tolist() if isinstance(dynamic, torch.Tensor) else dynamic
     x_all = values.to(torch.int64)
     for row, (start, out_start, n) in zip(static_host, dynamic_host):
         feature, op, check, carry = row[0], row[1], row[2], row[3]
+        # as the kernel's masks: never read or write out of bounds (bad lengths are reported by the caller's check)
+        n = max(0, min(n, values.numel() - start, total - out_start))
         x = x_all[start : start + n]
         out[out_start : out_start + n] = apply_id_op(op, x, row[5:])
         if w_out is not None:

@@ -205,6 +205,8 @@ def _segments_kernel(
     out_ptr,
     w_out_ptr,
     stats_ptr,
+    n_in,
+    n_out,
     m1,
     m2,
     mc,
@@ -217,7 +219,8 @@ def _segments_kernel(
     out_start = tl.load(dyn_ptr + seg * 3 + 1)
     n = tl.load(dyn_ptr + seg * 3 + 2)
     offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
+    # in bounds of both buffers whatever the lengths say (bad lengths are reported by the caller's deferred check)
+    mask = (offs < n) & (start + offs < n_in) & (out_start + offs < n_out)
     row = static_ptr + seg * 10
     feature = tl.load(row)
     op = tl.load(row + 1)
@@ -271,6 +274,8 @@ def transform_segments_triton(
         out,
         w_out if w_out is not None else out,
         stats,
+        ids.numel(),
+        out.numel(),
         m1,
         m2,
         mc,
