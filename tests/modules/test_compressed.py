@@ -285,25 +285,3 @@ def test_cuda_bad_ids_raise_one_batch_later() -> None:
     good = KeyedJaggedTensor.from_lengths_sync(list(features), bad * 0, torch.ones(len(features), dtype=torch.int64))
     with pytest.raises(ValueError, match=r"table 'm1', feature 'm1'.*\[0, 100\).*previous batch"):
         module(good.to("cuda"))
-
-
-@pytest.mark.parametrize("weighted", [False, True])
-def test_device_side_layout_equals_host_layout(weighted: bool) -> None:
-    """The CUDA path's sync-free layout (segment offsets computed on the device, lengths checked one batch later)
-    gives the host path's physical KJT; taken here on CPU."""
-    tables = [t for t in _tables(weighted) if not isinstance(t, QREmbeddingBagConfig)]  # one segment per feature
-    module = CompressedEmbeddingBagCollection(tables, is_weighted=weighted)
-    kjt = random_kjt(id_ranges(tables), 5, _gen(1), weighted=weighted)  # exactly the module's features
-    host, host_div = module.id_transform(kjt)
-    module.id_transform.device_layout_on_cpu = True
-    device, device_div = module.id_transform(kjt)
-    assert device.keys() == host.keys()
-    for a, b in ((device.values(), host.values()), (device.lengths(), host.lengths()), (device_div, host_div)):
-        assert torch.equal(a, b)
-    if weighted:
-        assert torch.equal(device.weights(), host.weights())
-    assert torch.equal(module(kjt).values(), module(kjt).values())
-    w = kjt.weights()[:-1] if weighted else None
-    bad = KeyedJaggedTensor(keys=kjt.keys(), values=kjt.values()[:-1], lengths=kjt.lengths(), weights=w)
-    with pytest.raises(ValueError, match="lengths add up to .* ids but it holds"):
-        module.id_transform(bad)

@@ -35,17 +35,14 @@ class InputCheck:
     """
 
     def __init__(self) -> None:
-        self._pending: Optional[Tuple[torch.Tensor, torch.cuda.Event, List[Tuple[str, str, int]], Optional[int]]] = None
+        self._pending: Optional[Tuple[torch.Tensor, torch.cuda.Event, List[Tuple[str, str, int]]]] = None
         self._events: List[torch.cuda.Event] = []
 
-    def __call__(
-        self, stats: torch.Tensor, features: List[Tuple[str, str, int]], expected_total: Optional[int] = None
-    ) -> None:
-        """``stats``: ``(F + 1, 2)``: the id (min, max) of each feature, then (smallest length, sum of the lengths);
-        ``features``: (feature, table, num_embeddings) per row; ``expected_total``: the number of ids the lengths
-        must add up to (when not already checked on the host)."""
+    def __call__(self, stats: torch.Tensor, features: List[Tuple[str, str, int]]) -> None:
+        """``stats``: ``(F + 1, 2)``: the id (min, max) of each feature, then (smallest length, unused);
+        ``features``: (feature, table, num_embeddings) per row."""
         if not stats.is_cuda:
-            self._raise_if_bad(stats.reshape(-1).tolist(), features, False, expected_total)
+            self._raise_if_bad(stats.reshape(-1).tolist(), features, False)
             return
         self.flush()
         host = torch.empty(stats.shape, dtype=torch.int64, pin_memory=True)
@@ -55,29 +52,22 @@ class InputCheck:
         event = self._events.pop(0)
         event.record()
         self._events.append(event)
-        self._pending = (host.reshape(-1), event, features, expected_total)
+        self._pending = (host.reshape(-1), event, features)
 
     def flush(self) -> None:
         """Raises for the previous CUDA batch if it was bad."""
         if self._pending is None:
             return
-        host, event, features, expected_total = self._pending
+        host, event, features = self._pending
         self._pending = None
         event.synchronize()
-        self._raise_if_bad(host.tolist(), features, True, expected_total)
+        self._raise_if_bad(host.tolist(), features, True)
 
     @staticmethod
-    def _raise_if_bad(
-        values: List[int], features: List[Tuple[str, str, int]], deferred: bool, expected_total: Optional[int]
-    ) -> None:
+    def _raise_if_bad(values: List[int], features: List[Tuple[str, str, int]], deferred: bool) -> None:
         when = " (in the previous batch: on CUDA inputs are checked asynchronously)" if deferred else ""
         if values[-2] < 0:
             raise ValueError(f"KJT lengths must be >= 0, got {values[-2]}{when}")
-        if expected_total is not None and values[-1] != expected_total:
-            raise ValueError(
-                f"KJT lengths add up to {values[-1]} ids but it holds {expected_total} values; lengths, values and "
-                f"weights must agree{when}"
-            )
         for i, (feature, table, n) in enumerate(features):
             lo, hi = values[2 * i], values[2 * i + 1]
             if lo > hi:  # no ids
@@ -95,7 +85,6 @@ class _InputPlan:
 
     position: List[int]
     sources: Optional[torch.Tensor]
-    sources_all: torch.Tensor  # the same, never None
     mean_rows: torch.Tensor
     stats: torch.Tensor
 
@@ -110,7 +99,6 @@ class _Order:
     sources: List[int]  # logical feature of each output segment
     # logical feature -> per CUSTOM segment (in segments() order): (its column in custom_ids(), output positions)
     custom: Dict[int, List[Tuple[int, List[int]]]]
-    one_to_one: bool  # every logical feature feeds exactly one output segment, none CUSTOM
 
 
 class IdTransform(nn.Module):
@@ -147,7 +135,6 @@ class IdTransform(nn.Module):
         self.out_weighted = out_weighted
         self._check_meta = [(f, t.name, t.num_embeddings) for f, t in self._feature_tables]
         self.input_check = InputCheck()
-        self.device_layout_on_cpu = False  # tests: take the CUDA path's device-side layout on CPU too
         self._mean_features = [self._feature_index[c.feature] for c in self._combines if c.mean]
         checked = set()
         self._static_rows: List[List[int]] = []
@@ -197,8 +184,6 @@ class IdTransform(nn.Module):
                 static_host=[self._static_rows[i] for i in segs],
                 sources=[self._static_rows[i][0] for i in segs],
                 custom=custom,
-                one_to_one=not custom
-                and sorted(self._static_rows[i][0] for i in segs) == list(range(len(self._features))),
             )
         return self._orders[keys]
 
@@ -222,7 +207,6 @@ class IdTransform(nn.Module):
             plan = _InputPlan(
                 position=position,
                 sources=None if identity else torch.tensor(sources, dtype=torch.int64, device=device),
-                sources_all=torch.tensor(sources, dtype=torch.int64, device=device),
                 mean_rows=torch.tensor([position[f] for f in self._mean_features], dtype=torch.int64, device=device),
                 stats=torch.tensor([[_INT64_MAX, _INT64_MIN]] * (len(self._features) + 1), device=device),
             )
@@ -299,9 +283,6 @@ class IdTransform(nn.Module):
         device = ids.device
         plan = self._order(order)
         inputs = self._input_plan(tuple(features.keys()), order, device)
-        device_layout = ids.is_cuda or self.device_layout_on_cpu
-        if device_layout and plan.one_to_one and len(features.keys()) == len(self._features):
-            return self._forward_on_device(features, plan, inputs, order)
         lengths_per_key = self._lengths_per_key(features)
         in_starts = _exclusive_cumsum(lengths_per_key)
         dynamic: List[Tuple[int, int, int]] = []
@@ -360,35 +341,6 @@ class IdTransform(nn.Module):
             offset_per_key=_exclusive_cumsum(out_lengths) + [offset],
         )
         return out, divisors
-
-    def _forward_on_device(
-        self, features: KeyedJaggedTensor, plan: "_Order", inputs: "_InputPlan", order: Tuple[str, ...]
-    ) -> Tuple[KeyedJaggedTensor, torch.Tensor]:
-        """``forward`` without reading device data on the host, for a KJT of exactly this transform's features each
-        feeding one segment (stock, hashing-trick, MEmCom, low-rank tables): the output has as many ids as the
-        input, each segment's offsets are computed on the device, and the lengths are checked with the ids, one batch
-        later (``InputCheck``)."""
-        ids, lengths, stride = features.values(), features.lengths(), features.stride()
-        by_feature = lengths.view(-1, stride)
-        per_feature = by_feature.sum(1)
-        in_starts = per_feature.cumsum(0) - per_feature
-        sources = inputs.sources_all
-        seg_lengths = per_feature.index_select(0, sources)
-        dynamic = torch.stack([in_starts.index_select(0, sources), seg_lengths.cumsum(0) - seg_lengths, seg_lengths], 1)
-        stats = inputs.stats.clone()
-        if lengths.numel():
-            stats[-1].copy_(torch.stack([lengths.min(), per_feature.sum()]).to(torch.int64))
-        weights = features.weights_or_none() if self._is_weighted else None
-        values, out_weights = transform_segments(
-            ids, weights, self._device_tensors(order, ids.device), plan.static_host, dynamic, stats, ids.numel(),
-            self.out_weighted,
-        )  # fmt: skip
-        self.input_check(stats, self._check_meta, expected_total=ids.numel())
-        physical_lengths = lengths if inputs.sources is None else by_feature.index_select(0, inputs.sources).reshape(-1)
-        out = KeyedJaggedTensor(
-            keys=plan.keys, values=values, lengths=physical_lengths, weights=out_weights, stride=stride
-        )
-        return out, self._mean_divisors(by_feature, inputs.mean_rows)
 
     def _mean_divisors(self, lengths_by_feature: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         if not self._mean_features:

@@ -113,7 +113,7 @@ def transform_segments(
         total (int): output length.
         out_weighted (bool): produce weights (input weights where carried, else 1).
 
-    ``CUSTOM`` segments hold their source ids: the caller overwrites them.
+    ``CUSTOM`` segments are left unwritten: the caller writes them.
     """
     device = values.device
     out = torch.empty(total, dtype=torch.int64, device=device)
@@ -138,7 +138,8 @@ def transform_segments(
         # as the kernel's masks: never read or write out of bounds (bad lengths are reported by the caller's check)
         n = max(0, min(n, values.numel() - start, total - out_start))
         x = x_all[start : start + n]
-        out[out_start : out_start + n] = apply_id_op(op, x, row[5:])
+        if op != IdOp.CUSTOM:  # the caller writes CUSTOM segments (as on CUDA)
+            out[out_start : out_start + n] = apply_id_op(op, x, row[5:])
         if w_out is not None:
             if carry and weights is not None:
                 w_out[out_start : out_start + n] = weights[start : start + n]
