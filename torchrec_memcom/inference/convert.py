@@ -1,0 +1,73 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""``to_inference(model, config)``: a serving copy of a trained model, every embedding-bag collection replaced by its
+``InferenceEmbeddingBagCollection``."""
+
+import copy
+from typing import List, Optional, Tuple
+
+from torch import nn
+
+from torchrec_memcom.inference._adapter import LOWERABLE_TYPES, lower_collection
+from torchrec_memcom.inference.collection import InferenceEmbeddingBagCollection
+from torchrec_memcom.inference.config import InferenceConfig
+
+__all__ = ["serve_collection", "to_inference"]
+
+
+def serve_collection(
+    collection: nn.Module, config: Optional[InferenceConfig] = None
+) -> InferenceEmbeddingBagCollection:
+    """The serving form of one trained, unsharded collection (stock ``EmbeddingBagCollection`` or ours)."""
+    return InferenceEmbeddingBagCollection(lower_collection(collection), config or InferenceConfig())
+
+
+def _collections(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """Outermost lowerable collections of ``model`` by FQN; raises on sharded modules."""
+    found: List[Tuple[str, nn.Module]] = []
+    for fqn, module in model.named_modules():
+        if type(module).__module__.startswith("torchrec.distributed"):
+            raise TypeError(
+                f"'{fqn or type(module).__name__}' is a sharded {type(module).__name__}: serve an unsharded model "
+                "(build it on CPU and load the checkpoint with torchrec_memcom.inference.load_checkpoint)"
+            )
+        if any(fqn.startswith(prefix + ".") for prefix, _ in found):
+            continue
+        if type(module) in LOWERABLE_TYPES:
+            found.append((fqn, module))
+    return found
+
+
+def to_inference(model: nn.Module, config: Optional[InferenceConfig] = None) -> nn.Module:
+    """A copy of ``model`` for serving, in eval mode; ``model`` itself is left as it is.
+
+    Every outermost embedding-bag collection (stock ``EmbeddingBagCollection``, ``CompressedEmbeddingBagCollection``
+    or a per-method collection) becomes an ``InferenceEmbeddingBagCollection`` with its physical tables quantized
+    as ``config`` says; the dense layers are copied unchanged (fp32). A collection passed directly is converted
+    itself.
+
+    Args:
+        model (nn.Module): a trained, unsharded model (e.g. ``torchrec.models.dlrm.DLRM``).
+        config (Optional[InferenceConfig]): precision and checks; default int8 tables, fp16 MEmCom weights.
+
+    Raises:
+        TypeError: the model holds sharded modules.
+        ValueError: the model holds no embedding-bag collection, or a table has no serving form.
+
+    Example::
+
+        served = to_inference(trained_dlrm, InferenceConfig(weight_dtype="int8"))
+        logits = served(dense_features, kjt)
+    """
+    config = config or InferenceConfig()
+    if type(model) in LOWERABLE_TYPES:
+        return serve_collection(model, config).eval()
+    found = _collections(model)
+    if not found:
+        raise ValueError(f"{type(model).__name__} holds no embedding-bag collection to serve")
+    # The copy shares the old collections (memo) instead of copying them, then swaps in their serving forms.
+    served = copy.deepcopy(model, memo={id(m): m for _, m in found})
+    for fqn, module in found:
+        parent_name, _, child = fqn.rpartition(".")
+        parent = served.get_submodule(parent_name) if parent_name else served
+        setattr(parent, child, serve_collection(module, config))
+    return served.eval()
