@@ -9,11 +9,11 @@
   modules' internals) with the id maps of ``id_maps.py`` and TorchRec's quant path (``quantize.py``)
 - ``export_model`` / ``load_program`` / ``compile_aoti``: ``torch.export`` of the whole model on the tensors of a KJT,
   saved to one file that runs with only ``torch`` and ``fbgemm_gpu`` (``export.py``)
-- ``measure_latency``: per-request CPU latency, median and p99 (``bench.py``)
+- ``compare_latency``: per-request CPU latency of several programs, median and p99, interleaved (``bench.py``)
 """
 
 from torchrec_memcom.inference._adapter import lower_collection
-from torchrec_memcom.inference.bench import Latency, measure_latency
+from torchrec_memcom.inference.bench import Latency, compare_latency
 from torchrec_memcom.inference.checkpoint import load_checkpoint
 from torchrec_memcom.inference.collection import InferenceEmbeddingBagCollection
 from torchrec_memcom.inference.config import InferenceConfig
@@ -38,7 +38,7 @@ __all__ = [
     "load_checkpoint",
     "load_program",
     "lower_collection",
-    "measure_latency",
+    "compare_latency",
     "program_inputs",
     "serve_collection",
     "to_inference",

@@ -1,13 +1,18 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""CPU latency per request of a served program: median and p99 over a fixed list of requests, at a thread count."""
+"""CPU latency per request of served programs: median and p99 over a fixed list of requests, at a thread count.
+
+``compare_latency`` times several programs on the same requests in interleaved rounds (program A's slice of
+requests, then B's, then A's next slice, ...), so a machine whose load drifts during the run (a shared CI box)
+slows every program alike and their ratios stay meaningful.
+"""
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 
-__all__ = ["Latency", "measure_latency"]
+__all__ = ["Latency", "compare_latency"]
 
 
 @dataclass
@@ -29,29 +34,43 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float:
 
 
 @torch.no_grad()
-def measure_latency(
-    fn: Callable[..., Any], requests: Sequence[Tuple[torch.Tensor, ...]], threads: int, warmup: int = 10
-) -> Latency:
-    """Times ``fn(*request)`` once per request (after ``warmup`` untimed calls) with ``threads`` intra-op threads.
+def compare_latency(
+    programs: Mapping[str, Callable[..., Any]],
+    requests: Sequence[Tuple[torch.Tensor, ...]],
+    threads: int,
+    rounds: int = 5,
+    warmup: int = 10,
+) -> Dict[str, Latency]:
+    """Times ``program(*request)`` once per request for every program, with ``threads`` intra-op threads.
 
-    The requests are fixed (built beforehand), so every program is timed on the same inputs; the previous thread
-    count is restored afterwards.
+    Each program first runs ``warmup`` untimed requests; then the requests are cut into ``rounds`` slices and every
+    program runs slice ``r`` before any runs slice ``r + 1``. The previous thread count is restored afterwards.
+
+    Returns:
+        per program, its ``Latency`` over all ``len(requests)`` timed calls.
     """
     if not requests:
-        raise ValueError("measure_latency needs at least one request")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise ValueError("compare_latency needs at least one request")
+    if threads < 1 or rounds < 1:
+        raise ValueError(f"threads and rounds must be >= 1, got {threads} and {rounds}")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    times: Dict[str, List[float]] = {name: [] for name in programs}
     try:
-        for i in range(warmup):
-            fn(*requests[i % len(requests)])
-        times = []
-        for request in requests:
-            start = time.perf_counter()
-            fn(*request)
-            times.append(time.perf_counter() - start)
+        for fn in programs.values():
+            for i in range(warmup):
+                fn(*requests[i % len(requests)])
+        slices = [requests[r::rounds] for r in range(rounds)]
+        for part in slices:
+            for name, fn in programs.items():
+                for request in part:
+                    start = time.perf_counter()
+                    fn(*request)
+                    times[name].append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(before)
-    times.sort()
-    return Latency(median_us=_quantile(times, 0.5) * 1e6, p99_us=_quantile(times, 0.99) * 1e6, requests=len(times))
+    out = {}
+    for name, t in times.items():
+        t.sort()
+        out[name] = Latency(median_us=_quantile(t, 0.5) * 1e6, p99_us=_quantile(t, 0.99) * 1e6, requests=len(t))
+    return out

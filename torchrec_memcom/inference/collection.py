@@ -24,7 +24,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.inference.config import InferenceConfig
-from torchrec_memcom.inference.id_maps import EntityWeights, LMAChunkRows
+from torchrec_memcom.inference.id_maps import FeatureEntityWeights, FeatureHashedRows, HashedRows, LMAChunkRows
 from torchrec_memcom.inference.lowering import LoweredCollection, LoweredTable
 from torchrec_memcom.inference.quantize import quantized_tables, storage_bytes
 
@@ -35,6 +35,13 @@ _FP32_BYTES = 4
 
 def _part_name(feature: str, part: int, num_parts: int) -> str:
     return feature if num_parts == 1 else f"{feature}#{part}"
+
+
+def _times(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``a * b`` where both are given, else whichever is (``None`` stands for ones)."""
+    if a is None:
+        return b
+    return a if b is None else a * b
 
 
 class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
@@ -64,17 +71,26 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         features = [(f, t) for t in lowered.tables for f in t.config.feature_names]
         self._features: List[str] = [f for f, _ in features]
         self._dims: List[int] = [t.config.embedding_dim for _, t in features]
-        self.id_maps = nn.ModuleDict({t.config.name: t.id_map for t in lowered.tables if t.id_map is not None})
-        self.entity_weights = nn.ModuleDict(
-            {
-                t.config.name: EntityWeights(t.entity_weights, config.entity_weight_dtype)
-                for t in lowered.tables
-                if t.entity_weights is not None
-            }
-        )
-        self._feature_table = [t.config.name for _, t in features]
         self._num_parts = [t.num_parts for _, t in features]
         self._input_weighted = [list(t.input_weighted) for _, t in features]
+        # Pointwise features (one physical row per id: stock, hash, MEmCom) are transformed over the whole values
+        # vector at once; the others (QR, LMA) run their table's id map on their own slice of the values.
+        self._pointwise = [
+            t.num_parts == 1 and (t.id_map is None or isinstance(t.id_map, HashedRows)) for _, t in features
+        ]
+        hashed = [t.id_map if p and t.id_map is not None else None for p, (_, t) in zip(self._pointwise, features)]
+        self.hashed = FeatureHashedRows(hashed) if any(m is not None for m in hashed) else None
+        entity = {t.config.name: t.entity_weights for t in lowered.tables if t.entity_weights is not None}
+        self.entity_weights = (
+            FeatureEntityWeights(entity, [t.config.name for _, t in features], config.entity_weight_dtype)
+            if entity
+            else None
+        )
+        self._has_entity_weights = [t.entity_weights is not None for _, t in features]
+        self.id_maps = nn.ModuleDict(
+            {t.config.name: t.id_map for p, (_, t) in zip(self._pointwise, features) if not p and t.id_map is not None}
+        )
+        self._feature_table = [t.config.name for _, t in features]
         # Physical features: one per (feature, part), grouped by physical table in order of first use; that is the
         # quantized collection's own feature (and output column) order.
         names = set(self._features)
@@ -87,7 +103,7 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
                 by_table.setdefault(p, []).append((fi, j))
         order = [fj for parts in by_table.values() for fj in parts]
         self._phys_keys = [_part_name(self._features[fi], j, self._num_parts[fi]) for fi, j in order]
-        self._needs_weights = self._is_weighted or len(self.entity_weights) > 0
+        self._needs_weights = self._is_weighted or self.entity_weights is not None
         self.ebc = quantized_tables(
             [
                 (p, lowered.physical[p], [_part_name(self._features[fi], j, self._num_parts[fi]) for fi, j in parts])
@@ -97,10 +113,13 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
             config=config,
         )
         self._blocks = self._value_blocks(order)
-        self._identity_values = self._blocks == [(fi, -1) for fi in range(len(self._features))] and not self.id_maps
+        in_order = order == [(fi, 0) for fi in range(len(self._features))]
+        self._all_pointwise = in_order and all(self._pointwise)
         src = [fi for fi, _ in order]
         self._identity_lengths = src == list(range(len(self._features)))
+        self._needs_feature_index = config.check_ids or self.hashed is not None or self.entity_weights is not None
         self.register_buffer("_length_src", torch.tensor(src, dtype=torch.int64), persistent=False)
+        self.register_buffer("_feature_ids", torch.arange(len(self._features), dtype=torch.int64), persistent=False)
         self._combine = self._combine_plan(order, features, lowered)
         self.register_buffer(
             "_num_embeddings",
@@ -170,12 +189,7 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         kjt = self._select(features)
         values, lengths = kjt.values(), kjt.lengths()
         weights = kjt.weights_or_none() if self._is_weighted else None
-        num_features = len(self._features)
-        lengths2d = lengths.view(num_features, -1)
-        if self._config.check_ids:
-            counts = lengths2d.sum(1)
-            bound = torch.repeat_interleave(self._num_embeddings, counts, output_size=values.shape[0])
-            torch._assert_async(((values >= 0) & (values < bound)).all(), self._check_message)
+        lengths2d = lengths.view(len(self._features), -1)
         phys_values, phys_weights = self._transform(values, lengths2d, weights)
         phys_lengths = lengths if self._identity_lengths else lengths2d.index_select(0, self._length_src).reshape(-1)
         pooled = self.ebc(
@@ -198,36 +212,43 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         self, values: torch.Tensor, lengths2d: torch.Tensor, weights: Optional[torch.Tensor]
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Physical values (and per-sample weights, if the quantized collection is weighted) in its feature order."""
-        if self._identity_values:
-            if self._needs_weights and weights is None:
-                weights = torch.ones(values.shape, dtype=torch.float32, device=values.device)
-            return values, weights
-        counts = lengths2d.sum(1).tolist()
-        ids = values.split(counts)
-        xs = weights.split(counts) if weights is not None else None
-        rows: Dict[int, torch.Tensor] = {}
-        base: Dict[int, Optional[torch.Tensor]] = {}
+        counts = lengths2d.sum(1)
+        feature_index = None
+        if self._needs_feature_index:
+            feature_index = torch.repeat_interleave(self._feature_ids, counts, output_size=values.shape[0])
+        if self._config.check_ids:
+            bound = self._num_embeddings[feature_index]
+            torch._assert_async(((values >= 0) & (values < bound)).all(), self._check_message)
+        rows = self.hashed(values, feature_index) if self.hashed is not None else values
+        entity = self.entity_weights(values, feature_index) if self.entity_weights is not None else None
+        if self._all_pointwise:
+            w = _times(entity, weights)
+            if self._needs_weights and w is None:
+                w = torch.ones(values.shape, dtype=torch.float32, device=values.device)
+            return rows, w
+        split = counts.tolist()
+        ids, rows_f = values.split(split), rows.split(split)
+        entity_f = entity.split(split) if entity is not None else None
+        xs = weights.split(split) if weights is not None else None
         out_values: List[torch.Tensor] = []
         out_weights: List[torch.Tensor] = []
+        mapped: Dict[int, torch.Tensor] = {}
         for fi, j in self._blocks:
-            table = self._feature_table[fi]
-            if fi not in rows:
-                rows[fi] = self.id_maps[table](ids[fi]) if table in self.id_maps else ids[fi].unsqueeze(1)
-                base[fi] = self.entity_weights[table](ids[fi]) if table in self.entity_weights else None
             k = self._num_parts[fi]
-            if j < 0:
-                out_values.append(rows[fi].t().reshape(-1) if k > 1 else rows[fi].view(-1))
+            if self._pointwise[fi]:
+                out_values.append(rows_f[fi])
             else:
-                out_values.append(rows[fi][:, j])
+                if fi not in mapped:
+                    table = self._feature_table[fi]
+                    mapped[fi] = self.id_maps[table](ids[fi]) if table in self.id_maps else ids[fi].unsqueeze(1)
+                out_values.append(mapped[fi].t().reshape(-1) if j < 0 else mapped[fi][:, j])
             if self._needs_weights:
                 x = xs[fi] if xs is not None and self._input_weighted[fi][max(j, 0)] else None
-                w = base[fi]
-                w = x if w is None else (w if x is None else w * x)
+                w = _times(entity_f[fi] if entity_f is not None and self._has_entity_weights[fi] else None, x)
                 if w is None:
                     w = torch.ones(ids[fi].shape, dtype=torch.float32, device=values.device)
                 out_weights.append(w.repeat(k) if j < 0 and k > 1 else w)
-        phys_values = torch.cat(out_values)
-        return phys_values, torch.cat(out_weights) if self._needs_weights else None
+        return torch.cat(out_values), torch.cat(out_weights) if self._needs_weights else None
 
     def _combined(self, pooled: torch.Tensor, lengths2d: torch.Tensor) -> torch.Tensor:
         plan = self._combine
@@ -252,7 +273,9 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         ``entity_weights`` (MEmCom's ``w``), ``signatures`` (LMA), their ``total``, and ``stock_fp32`` (stock fp32
         tables of the same logical shapes, for ratios)."""
         tables = storage_bytes(self.ebc)["total"]
-        entity = sum(b.numel() * b.element_size() for b in self.entity_weights.buffers())
+        entity = 0
+        if self.entity_weights is not None:
+            entity = self.entity_weights.weights.numel() * self.entity_weights.weights.element_size()
         signatures = sum(
             m.signatures.numel() * m.signatures.element_size()
             for m in self.id_maps.values()
