@@ -106,7 +106,7 @@ def export_model(
     wrapper = KJTInputModel(model, keys, dense_first).eval()
     example = _example(len(keys), dense_dim, weighted)
     batch = Dim("batch", min=1, max=1 << 20)
-    num_values = Dim("num_values", min=1, max=1 << 30)
+    num_values = Dim("num_values", min=0, max=1 << 30)
     shapes: Dict[str, Any] = {"values": {0: num_values}, "lengths": {0: len(keys) * batch}, "dense": {0: batch}}
     if weighted:
         shapes["weights"] = {0: num_values}

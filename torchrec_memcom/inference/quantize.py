@@ -73,11 +73,12 @@ def quantized_tables(
 
 
 def storage_bytes(qebc: QuantEmbeddingBagCollection) -> Dict[str, int]:
-    """Bytes of a quantized collection: per table (rows incl. scale/bias and row padding) and ``total`` (the TBEs'
-    host storage, with their alignment between tables)."""
+    """Bytes of a quantized collection: per table (its rows with scale/bias and row padding, as FBGEMM stores them)
+    and ``total`` (the TBEs' host storage, alignment between tables included)."""
     out: Dict[str, int] = {}
-    for cfg in qebc.embedding_bag_configs():
-        bag = qebc.embedding_bags[cfg.name]
-        out[cfg.name] = sum(b.numel() * b.element_size() for b in bag.buffers())
+    for tbe in table_batched_modules(qebc):
+        names = [spec[0] for spec in tbe.embedding_specs]
+        for name, (rows, _) in zip(names, tbe.split_embedding_weights(split_scale_shifts=False)):
+            out[name] = rows.numel() * rows.element_size()
     out["total"] = sum(t.weights_host.numel() * t.weights_host.element_size() for t in table_batched_modules(qebc))
     return out
