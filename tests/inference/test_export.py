@@ -170,3 +170,16 @@ def test_aoti_package_runs_in_a_fresh_process(tmp_path: Path) -> None:
         torch.testing.assert_close(load_aoti(tmp_path / "dlrm_aoti.pt2")(*args["args"]), args["expected"])
     imported = _run_fresh(tmp_path / "dlrm_aoti.pt2", inputs, aoti=True)
     assert not {"torchrec", "torchrec_memcom", "tests", "examples"} & imported
+
+
+def test_artifact_stores_each_table_once(tmp_path: Path) -> None:
+    from torchrec import EmbeddingBagConfig
+
+    tables = [EmbeddingBagConfig(name="big", num_embeddings=20_000, embedding_dim=64, feature_names=["big"])]
+    trained = make_dlrm(tables, seed=1).model.eval()
+    for dtype, row_bytes in [("fp32", 256), ("int8", 80)]:  # int8: 64 + 4 bytes of scale/bias, aligned to 16
+        served = to_inference(trained, InferenceConfig(weight_dtype=dtype))
+        export_model(served, ["big"], DENSE_IN, tmp_path / f"{dtype}.pt2")
+        table = 20_000 * row_bytes
+        # the rest (dense layers, graph, metadata) is far below one copy of the table
+        assert table < os.path.getsize(tmp_path / f"{dtype}.pt2") < table + 1_000_000, dtype

@@ -3,7 +3,8 @@
 
 The program's inputs are ``(values, lengths, dense)`` (plus ``weights`` for weighted models): the KJT's keys are
 fixed at export time (saved in the file), ``lengths`` is ``(F * B,)`` feature-major as in ``KeyedJaggedTensor``, and
-the batch size ``B`` and the number of ids are dynamic (``B >= 1``). This is how TorchRec exports its quantized
+the batch size ``B`` and the number of ids are dynamic (``B >= 1``); ids and lengths are int64, the dense features
+and weights fp32 (``program_inputs`` converts a KJT). This is how TorchRec exports its quantized
 collections (``KJTInputExportWrapper`` + non-strict ``torch.export``, ``torchrec/distributed/tests/test_pt2.py``);
 ``torchrec.ir`` instead swaps the collections out for placeholders that need TorchRec to rebuild them on load.
 
@@ -40,6 +41,7 @@ __all__ = [
 
 METADATA_FILE = "torchrec_memcom.json"
 _FORMAT_VERSION = 1
+_DEBUG_META = ("stack_trace", "nn_module_stack", "source_fn_stack", "torch_fn", "from_node")
 
 
 class KJTInputModel(nn.Module):
@@ -87,6 +89,7 @@ def export_model(
     dense_first: bool = True,
     weighted: bool = False,
     metadata: Optional[Dict[str, Any]] = None,
+    debug_info: bool = False,
 ) -> ExportedProgram:
     """``torch.export`` of ``model`` (a served model, see ``to_inference``) on KJT tensors; saved to ``path`` if given.
 
@@ -99,6 +102,8 @@ def export_model(
         dense_first (bool): ``model(dense, kjt)`` (DLRM) or ``model(kjt, dense)``.
         weighted (bool): the KJT carries per-id weights (a fourth input).
         metadata (Optional[Dict[str, Any]]): JSON-ready extras to store (e.g. the inference config, bytes).
+        debug_info (bool): keep each node's stack trace and module provenance; dropped by default, which leaves
+            the program unchanged and the file about 3x smaller (``torch.export.unflatten`` needs them).
 
     Returns:
         the ``ExportedProgram``; ``program.module()(values, lengths, dense[, weights])`` runs it.
@@ -107,18 +112,25 @@ def export_model(
     example = _example(len(keys), dense_dim, weighted)
     batch = Dim("batch", min=1, max=1 << 20)
     num_values = Dim("num_values", min=0, max=1 << 30)
-    shapes: Dict[str, Any] = {"values": {0: num_values}, "lengths": {0: len(keys) * batch}, "dense": {0: batch}}
+    # (1 * batch would be a derived dim distinct from batch, which export then cannot relate to the dense batch)
+    lengths = batch if len(keys) == 1 else len(keys) * batch
+    shapes: Dict[str, Any] = {"values": {0: num_values}, "lengths": {0: lengths}, "dense": {0: batch}}
     if weighted:
         shapes["weights"] = {0: num_values}
     # size-oblivious: no 0/1 specialisation, so one program serves batch 1 as well as batch 4096
     with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
         program = torch.export.export(wrapper, example, dynamic_shapes=shapes, strict=False)
+    if not debug_info:
+        for node in program.graph.nodes:
+            for key in _DEBUG_META:
+                node.meta.pop(key, None)
     if path is not None:
         meta = {
             "format_version": _FORMAT_VERSION,
             "keys": list(keys),
             "dense_dim": dense_dim,
             "inputs": ["values", "lengths", "dense"] + (["weights"] if weighted else []),
+            "dtypes": {"values": "int64", "lengths": "int64", "dense": "float32", "weights": "float32"},
             **(metadata or {}),
         }
         torch.export.save(program, path, extra_files={METADATA_FILE: json.dumps(meta)})
@@ -149,8 +161,10 @@ def compile_aoti(program: ExportedProgram, path: str | os.PathLike) -> str:
 def program_inputs(
     kjt: KeyedJaggedTensor, keys: List[str], dense: torch.Tensor, weighted: bool = False
 ) -> Tuple[torch.Tensor, ...]:
-    """The program inputs of a KJT (permuted to ``keys``) and dense features."""
+    """The program inputs of a KJT (permuted to ``keys``) and dense features, in the program's dtypes (int64 ids
+    and lengths, fp32 dense features and weights)."""
     if kjt.keys() != keys:
         kjt = kjt.permute([kjt.keys().index(k) for k in keys])
-    inputs: Tuple[torch.Tensor, ...] = (kjt.values(), kjt.lengths(), dense)
-    return inputs + (kjt.weights(),) if weighted else inputs
+    values, lengths = kjt.values().to(torch.int64), kjt.lengths().to(torch.int64)
+    inputs: Tuple[torch.Tensor, ...] = (values, lengths, dense.to(torch.float32))
+    return inputs + (kjt.weights().to(torch.float32),) if weighted else inputs

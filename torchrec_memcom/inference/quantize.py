@@ -42,7 +42,8 @@ def quantized_tables(
 ) -> QuantEmbeddingBagCollection:
     """A quantized, SUM-pooled ``EmbeddingBagCollection`` of ``(name, (rows, dim) fp32 weight, feature names)``.
 
-    Its TBEs run without FBGEMM's bounds check: the served module checks the logical ids itself
+    Its state dict holds no table rows (they live in the TBEs' storage only; see ``storage_bytes``). Its TBEs run
+    without FBGEMM's bounds check: the served module checks the logical ids itself
     (``InferenceConfig.check_ids``) and every id map lands inside its physical table by construction. (The check
     rewrites bad indices in place, an op AOTInductor cannot compile; TorchRec's serving sharders drop it too.)
     """
@@ -69,6 +70,11 @@ def quantized_tables(
     qebc = QuantEmbeddingBagCollection.from_float(ebc)
     for tbe in table_batched_modules(qebc):
         tbe.bounds_check_mode_int = BoundsCheckMode.NONE.value
+    # TorchRec also registers each table's rows as a buffer viewing the TBE's storage (for state_dict); forward never
+    # reads them, and an exported program would save them next to that storage, doubling the file.
+    for bag in qebc.embedding_bags.values():
+        for name, _ in list(bag.named_buffers(recurse=False)):
+            delattr(bag, name)
     return qebc
 
 
