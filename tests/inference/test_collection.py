@@ -22,7 +22,7 @@ from torchrec_memcom import (
     QREmbeddingBagConfig,
 )
 from torchrec_memcom.inference import InferenceConfig, lower_collection, serve_collection, to_inference
-from torchrec_memcom.inference.id_maps import FeatureEntityWeights
+from torchrec_memcom.inference.id_maps import HashedRows, PointwiseFeatures
 from torchrec_memcom.inference.quantize import storage_bytes
 
 FP32 = InferenceConfig(weight_dtype="fp32", entity_weight_dtype="fp32")
@@ -132,10 +132,11 @@ def test_int8_is_closer_than_int4_and_fp16_closer_still() -> None:
 @pytest.mark.parametrize("dtype,tol", [("fp32", 0.0), ("fp16", 2.0**-11), ("int8", 1.0 / 510)])
 def test_entity_weights_at_serving_precision(dtype: str, tol: float) -> None:
     w = {"a": torch.linspace(0.2, 3.0, 50), "b": torch.linspace(-1.0, 1.0, 30)}
-    lookup = FeatureEntityWeights(w, ["a", "s", "b"], dtype)
+    lookup = PointwiseFeatures([None, None, None], w, ["a", "s", "b"], dtype)
     for fi, (table, n) in enumerate([("a", 50), ("s", 7), ("b", 30)]):
         ids = torch.arange(n)
-        got = lookup(ids, torch.full_like(ids, fi))
+        rows, got = lookup(ids, torch.full_like(ids, fi))
+        assert torch.equal(rows, ids)  # no hash: rows are the ids
         if table == "s":
             assert torch.equal(got, torch.ones(n))
             continue
@@ -144,8 +145,23 @@ def test_entity_weights_at_serving_precision(dtype: str, tol: float) -> None:
         # fp16: relative rounding; int8: half a step of the table's range
         limit = tol * ref.abs().max() if dtype == "fp16" else tol * span
         assert float((got - ref).abs().max()) <= float(limit) + 1e-7
-    expected_bytes = {"fp32": 4, "fp16": 2, "int8": 1}[dtype] * 80
-    assert lookup.weights.numel() * lookup.weights.element_size() == expected_bytes
+    assert lookup.table_bytes() == {"fp32": 4, "fp16": 2, "int8": 1}[dtype] * 80
+
+
+def test_pointwise_hash_matches_the_table_hash() -> None:
+    tables = [t for t in mixed_tables() if isinstance(t, (MEmComEmbeddingBagConfig, HashEmbeddingBagConfig))]
+    hashes = {t.name: t.bucketed_hash() for t in tables}
+    maps = [
+        HashedRows(h.scramble_params, h.padded_num_embeddings, h.ids_per_bucket, h.rows_per_bucket)
+        for h in hashes.values()
+    ]
+    lookup = PointwiseFeatures([maps[0], None, maps[1]], {}, ["m", "s", "h"], "fp16")
+    ids = torch.cat([torch.arange(240), torch.arange(50), torch.arange(300)])
+    features = torch.cat([torch.zeros(240), torch.ones(50), torch.full((300,), 2)]).to(torch.int64)
+    rows, weights = lookup(ids, features)
+    assert weights is None
+    expected = torch.cat([hashes["m"](torch.arange(240)), torch.arange(50), hashes["h"](torch.arange(300))])
+    assert torch.equal(rows, expected)
 
 
 @pytest.mark.parametrize("dtype,row_bytes", [("fp32", lambda d: 4 * d), ("fp16", lambda d: 2 * d),

@@ -24,7 +24,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.inference.config import InferenceConfig
-from torchrec_memcom.inference.id_maps import FeatureEntityWeights, FeatureHashedRows, HashedRows, LMAChunkRows
+from torchrec_memcom.inference.id_maps import HashedRows, LMAChunkRows, PointwiseFeatures
 from torchrec_memcom.inference.lowering import LoweredCollection, LoweredTable
 from torchrec_memcom.inference.quantize import quantized_tables, storage_bytes
 
@@ -78,12 +78,11 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         self._pointwise = [
             t.num_parts == 1 and (t.id_map is None or isinstance(t.id_map, HashedRows)) for _, t in features
         ]
-        hashed = [t.id_map if p and t.id_map is not None else None for p, (_, t) in zip(self._pointwise, features)]
-        self.hashed = FeatureHashedRows(hashed) if any(m is not None for m in hashed) else None
+        hashes = [t.id_map if p and t.id_map is not None else None for p, (_, t) in zip(self._pointwise, features)]
         entity = {t.config.name: t.entity_weights for t in lowered.tables if t.entity_weights is not None}
-        self.entity_weights = (
-            FeatureEntityWeights(entity, [t.config.name for _, t in features], config.entity_weight_dtype)
-            if entity
+        self.pointwise = (
+            PointwiseFeatures(hashes, entity, [t.config.name for _, t in features], config.entity_weight_dtype)
+            if entity or any(h is not None for h in hashes)
             else None
         )
         self._has_entity_weights = [t.entity_weights is not None for _, t in features]
@@ -103,7 +102,7 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
                 by_table.setdefault(p, []).append((fi, j))
         order = [fj for parts in by_table.values() for fj in parts]
         self._phys_keys = [_part_name(self._features[fi], j, self._num_parts[fi]) for fi, j in order]
-        self._needs_weights = self._is_weighted or self.entity_weights is not None
+        self._needs_weights = self._is_weighted or bool(entity)
         self.ebc = quantized_tables(
             [
                 (p, lowered.physical[p], [_part_name(self._features[fi], j, self._num_parts[fi]) for fi, j in parts])
@@ -117,7 +116,7 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         self._all_pointwise = in_order and all(self._pointwise)
         src = [fi for fi, _ in order]
         self._identity_lengths = src == list(range(len(self._features)))
-        self._needs_feature_index = config.check_ids or self.hashed is not None or self.entity_weights is not None
+        self._needs_feature_index = config.check_ids or self.pointwise is not None
         self.register_buffer("_length_src", torch.tensor(src, dtype=torch.int64), persistent=False)
         self.register_buffer("_feature_ids", torch.arange(len(self._features), dtype=torch.int64), persistent=False)
         self._combine = self._combine_plan(order, features, lowered)
@@ -219,8 +218,7 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         if self._config.check_ids:
             bound = self._num_embeddings[feature_index]
             torch._assert_async(((values >= 0) & (values < bound)).all(), self._check_message)
-        rows = self.hashed(values, feature_index) if self.hashed is not None else values
-        entity = self.entity_weights(values, feature_index) if self.entity_weights is not None else None
+        rows, entity = self.pointwise(values, feature_index) if self.pointwise is not None else (values, None)
         if self._all_pointwise:
             w = _times(entity, weights)
             if self._needs_weights and w is None:
@@ -273,9 +271,7 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         ``entity_weights`` (MEmCom's ``w``), ``signatures`` (LMA), their ``total``, and ``stock_fp32`` (stock fp32
         tables of the same logical shapes, for ratios)."""
         tables = storage_bytes(self.ebc)["total"]
-        entity = 0
-        if self.entity_weights is not None:
-            entity = self.entity_weights.weights.numel() * self.entity_weights.weights.element_size()
+        entity = self.pointwise.table_bytes() if self.pointwise is not None else 0
         signatures = sum(
             m.signatures.numel() * m.signatures.element_size()
             for m in self.id_maps.values()

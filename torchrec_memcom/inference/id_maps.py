@@ -8,8 +8,8 @@ project's own (``hashing``, ``lsh``); ``_adapter`` reads the parameters off a tr
 - ``HashedRows``: MEmCom and the hashing trick, ``h(s(i))`` of ``hashing.BucketedHash`` (``k = 1``).
 - ``QuotientRemainderRows``: QR, ``(i // c, i % c)`` (``k = 2``).
 - ``LMAChunkRows``: LMA, the ``d / Z`` chunk locations of ``lsh.chunk_locations`` (``k = d / Z``).
-- ``FeatureHashedRows``, ``FeatureEntityWeights``: the hash and MEmCom's per-id weight ``w`` (fp32, fp16 or int8)
-  of every feature at once, over a KJT's whole values vector (per-feature parameters gathered per value).
+- ``PointwiseFeatures``: the hash and MEmCom's per-id weight ``w`` (fp32, fp16 or int8) of every one-row-per-id
+  feature at once, over a KJT's whole values vector (per-feature parameters gathered per value).
 """
 
 from typing import Dict, Optional, Sequence, Tuple
@@ -20,13 +20,7 @@ from torch import nn
 from torchrec_memcom.hashing import bucketed_rows, scramble
 from torchrec_memcom.lsh import chunk_locations
 
-__all__ = [
-    "FeatureEntityWeights",
-    "FeatureHashedRows",
-    "HashedRows",
-    "LMAChunkRows",
-    "QuotientRemainderRows",
-]
+__all__ = ["HashedRows", "LMAChunkRows", "PointwiseFeatures", "QuotientRemainderRows"]
 
 
 class HashedRows(nn.Module):
@@ -104,78 +98,80 @@ class LMAChunkRows(nn.Module):
         return chunk_locations(ids, self.signatures, self.key_selection, self.num_rows, self.table_salt)
 
 
-class FeatureHashedRows(nn.Module):
-    """``HashedRows`` of every feature at once, for a KJT's whole values vector: per-feature parameters gathered by
-    each value's feature index, rows of unhashed features left as the ids themselves.
+class PointwiseFeatures(nn.Module):
+    """Rows and MEmCom weights of every one-row-per-id feature at once (stock, hash, MEmCom), over a KJT's whole
+    values vector: per-feature parameters are gathered by each value's feature index in one lookup.
+
+    Rows: ``HashedRows`` of hashed features, the ids themselves otherwise. Weights: MEmCom's ``w`` in raw-id order
+    (``w_raw[i] = w[s(i)]``), 1 for other features. ``int8`` weights are uint8 codes ``q = round((w - lo) / scale)``
+    with ``scale = (hi - lo) / 255`` per table, so each is off by at most ``scale / 2``.
 
     Args:
-        maps (Sequence[Optional[HashedRows]]): per feature (in KJT order) its table's hash, ``None`` if unhashed.
-    """
-
-    def __init__(self, maps: Sequence[Optional[HashedRows]]) -> None:
-        super().__init__()
-        # neutral parameters for unhashed features keep the (discarded) arithmetic in range
-        params = [
-            (m.scramble_params[0], m.scramble_params[1], m.padded_num_embeddings, m.ids_per_bucket, m.rows_per_bucket)
-            if m is not None
-            else (1, 0, 1 << 40, 1 << 40, 1)
-            for m in maps
-        ]
-        self.register_buffer("params", torch.tensor(params, dtype=torch.int64).t().contiguous())
-        self.register_buffer("hashed", torch.tensor([m is not None for m in maps], dtype=torch.bool))
-
-    def forward(self, values: torch.Tensor, feature_index: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` ids and their ``(N,)`` feature indices -> ``(N,)`` int64 rows."""
-        a, c, n_pad, ids_per_bucket, rows_per_bucket = (p[feature_index] for p in self.params)
-        rows = bucketed_rows(scramble(values, a, c, n_pad), ids_per_bucket, rows_per_bucket)
-        return torch.where(self.hashed[feature_index], rows, values.to(torch.int64))
-
-
-class FeatureEntityWeights(nn.Module):
-    """MEmCom's ``w`` of every MEmCom table in raw-id order (``w_raw[i] = w[s(i)]``), looked up for a KJT's whole
-    values vector by each value's feature index; values of other features get weight 1.
-
-    ``int8`` stores uint8 codes ``q = round((w - lo) / scale)`` with ``scale = (hi - lo) / 255`` per table, so every
-    weight is off by at most ``scale / 2``.
-
-    Args:
+        hashes (Sequence[Optional[HashedRows]]): per feature (KJT order) its table's hash, ``None`` if unhashed.
         weights (Dict[str, torch.Tensor]): per MEmCom table, its ``(n,)`` fp32 weights in raw-id order.
-        feature_tables (Sequence[str]): the table of each feature, in KJT order.
-        dtype (str): ``fp32``, ``fp16`` or ``int8``.
+        feature_tables (Sequence[str]): the table of each feature.
+        dtype (str): precision of the weights: ``fp32``, ``fp16`` or ``int8``.
     """
 
-    def __init__(self, weights: Dict[str, torch.Tensor], feature_tables: Sequence[str], dtype: str) -> None:
+    def __init__(
+        self,
+        hashes: Sequence[Optional[HashedRows]],
+        weights: Dict[str, torch.Tensor],
+        feature_tables: Sequence[str],
+        dtype: str,
+    ) -> None:
         super().__init__()
         if dtype not in ("fp32", "fp16", "int8"):
             raise ValueError(f"entity weight dtype must be fp32, fp16 or int8, got {dtype!r}")
         self.dtype_name = dtype
+        self.any_hashed = any(h is not None for h in hashes)
+        self.any_weights = bool(weights)
+        # Weights of all tables back to back, then one sentinel entry that every other feature reads (weight 1).
         stored, start, scale, shift = [], {}, {}, {}
         offset = 0
         for name, w in weights.items():
             w = w.detach().to(torch.float32).reshape(-1)
             start[name], scale[name], shift[name] = offset, 1.0, 0.0
-            if dtype == "fp32":
-                stored.append(w.clone())
-            elif dtype == "fp16":
-                stored.append(w.to(torch.float16))
-            else:
+            if dtype == "int8":
                 lo, hi = (float(w.min()), float(w.max())) if w.numel() else (0.0, 0.0)
                 scale[name] = (hi - lo) / 255.0 if hi > lo else 1.0
                 shift[name] = lo
-                stored.append(torch.round((w - lo) / scale[name]).clamp(0, 255).to(torch.uint8))
+                w = torch.round((w - lo) / scale[name]).clamp(0, 255)
+            stored.append(w)
             offset += w.numel()
-        self.register_buffer("weights", torch.cat(stored))
-        has = [t in weights for t in feature_tables]
-        self.register_buffer("has_weights", torch.tensor(has, dtype=torch.bool))
-        self.register_buffer("start", torch.tensor([start.get(t, 0) for t in feature_tables], dtype=torch.int64))
-        self.register_buffer("scale", torch.tensor([scale.get(t, 1.0) for t in feature_tables], dtype=torch.float32))
-        self.register_buffer("shift", torch.tensor([shift.get(t, 0.0) for t in feature_tables], dtype=torch.float32))
+        stored.append(torch.zeros(1) if dtype == "int8" else torch.ones(1))
+        storage = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.uint8}[dtype]
+        self.register_buffer("weights", torch.cat(stored).to(storage))
+        ints = []
+        for h, table in zip(hashes, feature_tables):
+            a, c, n_pad, per_bucket, rows_per_bucket = (
+                (*h.scramble_params, h.padded_num_embeddings, h.ids_per_bucket, h.rows_per_bucket)
+                if h is not None
+                else (1, 0, 1 << 40, 1 << 40, 1)  # neutral: the (discarded) arithmetic stays in range
+            )
+            hashed, first, has_w = int(h is not None), start.get(table, offset), int(table in weights)
+            ints.append((a, c, n_pad, per_bucket, rows_per_bucket, hashed, first, has_w))
+        self.register_buffer("params", torch.tensor(ints, dtype=torch.int64).t().contiguous())
+        # int8 dequantisation per feature; features without w read the sentinel code 0 -> 0 * 0 + 1
+        floats = [(scale.get(t, 0.0), shift.get(t, 1.0)) if dtype == "int8" else (1.0, 0.0) for t in feature_tables]
+        self.register_buffer("dequant", torch.tensor(floats, dtype=torch.float32).t().contiguous())
 
-    def forward(self, values: torch.Tensor, feature_index: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` ids and their feature indices -> ``(N,)`` fp32 weights (1 for features without ``w``)."""
-        has = self.has_weights[feature_index]
-        slot = torch.where(has, self.start[feature_index] + values, torch.zeros_like(feature_index))
-        w = self.weights[slot].to(torch.float32)
+    def forward(self, values: torch.Tensor, feature_index: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(N,)`` ids and their feature indices -> ``(N,)`` int64 rows, ``(N,)`` fp32 weights (``None`` if no
+        feature has MEmCom weights)."""
+        a, c, n_pad, per_bucket, rows_per_bucket, hashed, start, has_w = self.params[:, feature_index].unbind(0)
+        rows = values
+        if self.any_hashed:
+            hashed_rows = bucketed_rows(scramble(values, a, c, n_pad), per_bucket, rows_per_bucket)
+            rows = torch.where(hashed.bool(), hashed_rows, values)
+        if not self.any_weights:
+            return rows, None
+        w = self.weights[start + values * has_w].to(torch.float32)
         if self.dtype_name == "int8":
-            w = w * self.scale[feature_index] + self.shift[feature_index]
-        return torch.where(has, w, torch.ones_like(w))
+            scale, shift = self.dequant[:, feature_index].unbind(0)
+            w = w * scale + shift
+        return rows, w
+
+    def table_bytes(self) -> int:
+        """Bytes of the stored weights (the sentinel entry excluded)."""
+        return (self.weights.numel() - 1) * self.weights.element_size() if self.any_weights else 0
