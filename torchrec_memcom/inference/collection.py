@@ -7,7 +7,8 @@ physical table of the collection, so a request runs one FBGEMM kernel call howev
 1. transform: split the KJT's values per feature; each table's id map turns its ids into ``k`` physical rows
    (``k = 1`` stock / hash / MEmCom, 2 QR, ``d / Z`` LMA), MEmCom's per-id weights become per-sample weights;
    the pieces are laid out in the quantized collection's own feature order, so it never permutes.
-2. one ``QuantEBC`` call (SUM pooling) over the physical features.
+2. one FBGEMM TBE call (SUM pooling) over the physical features: the quantized collection's single
+   ``IntNBitTableBatchedEmbeddingBagsCodegen``, fed the flat values and offsets directly.
 3. combine: each logical feature's columns (concatenated parts, QR's product), MEAN division, output order.
 
 Everything is tensor ops on the KJT's values, lengths and weights plus fixed buffers, with no host synchronisation
@@ -26,7 +27,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 from torchrec_memcom.inference.config import InferenceConfig
 from torchrec_memcom.inference.id_maps import HashedRows, LMAChunkRows, PointwiseFeatures
 from torchrec_memcom.inference.lowering import LoweredCollection, LoweredTable
-from torchrec_memcom.inference.quantize import quantized_tables, storage_bytes
+from torchrec_memcom.inference.quantize import quantized_tables, storage_bytes, table_batched_modules
 
 __all__ = ["InferenceEmbeddingBagCollection"]
 
@@ -111,6 +112,10 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
             is_weighted=self._needs_weights,
             config=config,
         )
+        tbes = table_batched_modules(self.ebc)
+        if len(tbes) != 1:  # every physical table pools SUM, so TorchRec batches them into one TBE
+            raise AssertionError(f"expected one TBE in the quantized collection, got {len(tbes)}")
+        self._tbes = tbes  # a plain list, as TorchRec keeps them: not submodules, so export lifts their tensors
         self._blocks = self._value_blocks(order)
         in_order = order == [(fi, 0) for fi in range(len(self._features))]
         self._all_pointwise = in_order and all(self._pointwise)
@@ -191,9 +196,10 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         lengths2d = lengths.view(len(self._features), -1)
         phys_values, phys_weights = self._transform(values, lengths2d, weights)
         phys_lengths = lengths if self._identity_lengths else lengths2d.index_select(0, self._length_src).reshape(-1)
-        pooled = self.ebc(
-            KeyedJaggedTensor(keys=self._phys_keys, values=phys_values, lengths=phys_lengths, weights=phys_weights)
-        ).values()
+        # The quantized collection's own forward would rebuild per-key lengths and offsets on the host (a KJT split);
+        # its features are already laid out in its order, so its one TBE runs directly on the flat values.
+        offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(phys_lengths)
+        pooled = self._tbes[0](indices=phys_values, offsets=offsets, per_sample_weights=phys_weights)
         return KeyedTensor(keys=self._features, length_per_key=self._dims, values=self._combined(pooled, lengths2d))
 
     def _select(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:

@@ -29,8 +29,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from torchrec_memcom.inference._adapter import LOWERABLE_TYPES
 from torchrec_memcom.inference.bench import compare_latency
 from torchrec_memcom.inference.checkpoint import load_checkpoint
+from torchrec_memcom.inference.collection import InferenceEmbeddingBagCollection
 from torchrec_memcom.inference.config import InferenceConfig
 from torchrec_memcom.inference.convert import to_inference
 from torchrec_memcom.inference.export import (
@@ -41,6 +43,7 @@ from torchrec_memcom.inference.export import (
     load_program,
     program_inputs,
 )
+from torchrec_memcom.inference.quantize import storage_bytes
 
 # Where the recipes live (the one place to change if they move).
 RECIPES = {
@@ -53,15 +56,19 @@ BATCHES = (1, 64, 512)
 
 @dataclass(frozen=True)
 class Variant:
-    """One served artifact: the trained run it comes from (``method``) and how it is quantized."""
+    """One served artifact: the trained run it comes from (``method``) and how it is quantized (``config``; ``None``:
+    TorchRec's own ``quantize_embeddings`` to int8 on the trained model, its quantized collection's forward kept)."""
 
     name: str
     method: str
-    config: InferenceConfig
+    config: Optional[InferenceConfig]
 
 
+# The variants the latency goals compare, also compiled with AOTInductor under --aoti (about 30 s each here).
+AOTI_VARIANTS = ("stock_int8", "memcom16_int8", "lma16_int8")
 VARIANTS = (
     Variant("stock_fp32", "stock", InferenceConfig(weight_dtype="fp32", entity_weight_dtype="fp32")),
+    Variant("stock_int8_torchrec", "stock", None),
     Variant("stock_int8", "stock", InferenceConfig(weight_dtype="int8")),
     Variant("memcom16_int8", "memcom", InferenceConfig(weight_dtype="int8", entity_weight_dtype="int8")),
     Variant("memcom16_int8_w16", "memcom", InferenceConfig(weight_dtype="int8", entity_weight_dtype="fp16")),
@@ -81,14 +88,15 @@ def _checkpoint(run_dir: str) -> Optional[str]:
     return max(steps, key=lambda d: int(d.rsplit("_", 1)[1])) if steps else None
 
 
-def train(model: str, method: str, run_dir: str, epochs: int, retrain: bool) -> str:
-    """Checkpoint of ``model`` with ``method`` tables: reused from ``run_dir``, else trained by the recipe."""
+def train(model: str, method: str, run_dir: str, length: Sequence[str], retrain: bool) -> str:
+    """Checkpoint of ``model`` with ``method`` tables: reused from ``run_dir``, else trained by the recipe with the
+    ``length`` overrides (e.g. ``train.epochs=1``)."""
     found = _checkpoint(run_dir)
     if found and not retrain:
         print(f"[export demo] reusing {found}", flush=True)
         return found
     script, config = RECIPES[model]
-    overrides = [f"train.epochs={epochs}", f"output.dir={run_dir}"]
+    overrides = [*length, f"output.dir={run_dir}"]
     checkpoint = os.path.join(run_dir, "checkpoint")
     if model == "dlrm":
         cmd = [sys.executable, script, "--config", config.format(method=method)]
@@ -216,20 +224,25 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
-def _table(model: str, rows: List[Dict[str, Any]], metric: str, forms: Sequence[str], threads: Sequence[int]) -> str:
-    head = ["variant", "artifact", "embeddings (x smaller)", f"test {metric}"]
-    head += [f"{f} B={b} {t}T med/p99 us" for f in forms for b in BATCHES for t in threads]
-    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _tables(model: str, rows: List[Dict[str, Any]], metric: str, threads: Sequence[int]) -> str:
+    """Size and quality per variant, then latency per variant and artifact form."""
+    head = ["variant", "artifact", "embeddings (x smaller than stock fp32)", f"test {metric}", "trained fp32 (eager)"]
+    out = [f"\n{model}: artifacts", _row(head), _row(["---"] * len(head))]
     for r in rows:
         embeddings = f"{_fmt_bytes(r['embedding_bytes']['total'])} ({r['embedding_ratio']:.1f}x)"
-        cells = [r["variant"], _fmt_bytes(r["artifact_bytes"]), embeddings, f"{r['metrics'][metric]:.4f}"]
-        for f in forms:
-            for b in BATCHES:
-                for t in threads:
-                    lat = r["latency"][f][str(b)][str(t)]
-                    cells.append(f"{lat['median_us']:.0f}/{lat['p99_us']:.0f}")
-        lines.append(" | ".join(cells))
-    return f"\n{model}\n" + "\n".join(f"| {line} |" for line in lines)
+        metrics = [f"{r['metrics'][metric]:.4f}", f"{r['trained_metrics'][metric]:.4f}"]
+        out.append(_row([r["variant"], _fmt_bytes(r["artifact_bytes"]), embeddings, *metrics]))
+    head = ["variant", "form"] + [f"B={b} {t}T" for b in BATCHES for t in threads]
+    out += [f"\n{model}: latency per request, median / p99 in us", _row(head), _row(["---"] * len(head))]
+    for r in rows:
+        for form, by_batch in r["latency"].items():
+            cells = [by_batch[str(b)][str(t)] for b in BATCHES for t in threads]
+            out.append(_row([r["variant"], form] + [f"{c['median_us']:.0f} / {c['p99_us']:.0f}" for c in cells]))
+    return "\n".join(out)
 
 
 def run_model(model: str, args: argparse.Namespace) -> Dict[str, Any]:
@@ -239,7 +252,8 @@ def run_model(model: str, args: argparse.Namespace) -> Dict[str, Any]:
     trained: Dict[str, Dict[str, float]] = {}
     for method in METHODS:
         run_dir = os.path.join(args.out, f"{model}_{method}")
-        tasks[method] = Task(model, method, train(model, method, run_dir, args.epochs, args.retrain))
+        length = [f"train.epochs={args.epochs}"] if model == "dlrm" else [f"train.max_steps={args.two_tower_steps}"]
+        tasks[method] = Task(model, method, train(model, method, run_dir, length, args.retrain))
         trained[method] = tasks[method].metrics(tasks[method].kjt_callable(tasks[method].model))
         print(f"[export demo] {model} {method} trained fp32 (eager): {trained[method]}", flush=True)
     forms = ["program"] + (["aoti"] if args.aoti else [])
@@ -247,23 +261,24 @@ def run_model(model: str, args: argparse.Namespace) -> Dict[str, Any]:
     rows = []
     for v in VARIANTS:
         task = tasks[v.method]
-        served = to_inference(task.model, v.config)
-        ebc_bytes = _embedding_bytes(served)
+        served = to_inference(task.model, v.config) if v.config is not None else _torchrec_int8(task.model)
+        ebc_bytes = _embedding_bytes(served, task.model)
         path = os.path.join(args.out, "artifacts", f"{model}_{v.name}.pt2")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         start = time.perf_counter()
-        meta = {"variant": v.name, "config": v.config.to_dict(), "embedding_bytes": ebc_bytes}
+        config = v.config.to_dict() if v.config is not None else {"weight_dtype": "int8", "torchrec": True}
+        meta = {"variant": v.name, "config": config, "embedding_bytes": ebc_bytes}
         program = export_model(served, task.keys, task.dense_dim, path, dense_first=task.dense_first, metadata=meta)
         row: Dict[str, Any] = {
             "variant": v.name,
             "method": v.method,
-            "config": v.config.to_dict(),
+            "config": config,
             "artifact": path,
             "artifact_bytes": os.path.getsize(path),
             "export_s": time.perf_counter() - start,
         }
         programs["program"][v.name] = load_program(path)[0]
-        if args.aoti:
+        if args.aoti and v.name in AOTI_VARIANTS:
             aoti_path = path.replace(".pt2", "_aoti.pt2")
             start = time.perf_counter()
             compile_aoti(program, aoti_path)
@@ -280,7 +295,7 @@ def run_model(model: str, args: argparse.Namespace) -> Dict[str, Any]:
             max_abs_diff_vs_eager=float(max(diff)),
             metrics=task.metrics(programs["program"][v.name]),
             trained_metrics=trained[v.method],
-            latency={f: {} for f in forms},
+            latency={},
         )
         print(f"[export demo] {model} {v.name}: {row['metrics']}, {_fmt_bytes(ebc_bytes['total'])}", flush=True)
         rows.append(row)
@@ -290,19 +305,43 @@ def run_model(model: str, args: argparse.Namespace) -> Dict[str, Any]:
         for b in BATCHES:
             for t in threads:
                 lat = compare_latency(programs[form], requests[b], threads=t, rounds=args.rounds)
-                for r in rows:
-                    r["latency"][form].setdefault(str(b), {})[str(t)] = lat[r["variant"]].to_dict()
-    print(_table(model, rows, metric, forms, threads), flush=True)
+                for name, result in lat.items():
+                    row = next(r for r in rows if r["variant"] == name)
+                    row["latency"].setdefault(form, {}).setdefault(str(b), {})[str(t)] = result.to_dict()
+    print(_tables(model, rows, metric, threads), flush=True)
     return {"rows": rows, "trained": trained, "metric": metric, "forms": forms, "threads": threads}
 
 
-def _embedding_bytes(served: nn.Module) -> Dict[str, int]:
-    total: Dict[str, int] = {}
-    for m in served.modules():
-        if hasattr(m, "embedding_bytes"):
-            for k, v in m.embedding_bytes().items():
-                total[k] = total.get(k, 0) + v
-    return total
+def _torchrec_int8(model: nn.Module) -> nn.Module:
+    """The trained model through TorchRec's own serving quantization (``torchrec.inference``), nothing of ours."""
+    from torchrec.inference.modules import quantize_embeddings
+
+    return quantize_embeddings(model, dtype=torch.qint8, inplace=False).eval()
+
+
+def _embedding_bytes(served: nn.Module, trained: nn.Module) -> Dict[str, int]:
+    """Embedding bytes of a served model (``tables``, ``entity_weights``, ``signatures``, ``total``) and of stock
+    fp32 tables of the trained model's logical shapes (``stock_fp32``)."""
+    from torchrec.quant.embedding_modules import EmbeddingBagCollection as QuantEmbeddingBagCollection
+
+    total = {"tables": 0, "entity_weights": 0, "signatures": 0}
+    done: List[str] = []
+    for fqn, m in served.named_modules():
+        if any(fqn.startswith(d + ".") for d in done):
+            continue
+        if isinstance(m, InferenceEmbeddingBagCollection):
+            for k in total:
+                total[k] += m.embedding_bytes()[k]
+            done.append(fqn)
+        elif isinstance(m, QuantEmbeddingBagCollection):
+            total["tables"] += storage_bytes(m)["total"]
+            done.append(fqn)
+    stock_fp32, outer = 0, []
+    for fqn, m in trained.named_modules():  # outermost collections: their configs are the logical tables
+        if type(m) in LOWERABLE_TYPES and not any(fqn.startswith(o + ".") for o in outer):
+            stock_fp32 += sum(c.num_embeddings * c.embedding_dim * 4 for c in m.embedding_bag_configs())
+            outer.append(fqn)
+    return {**total, "total": sum(total.values()), "stock_fp32": stock_fp32}
 
 
 def _leaves(x: Any) -> List[torch.Tensor]:
@@ -328,7 +367,7 @@ def goals(results: Dict[str, Any]) -> List[Dict[str, Any]]:
             out.append(_goal(model, goal, f"{delta:+.4f}", abs(delta) <= 0.002))
         for form in res["forms"]:
             for name, r in rows.items():
-                if r["method"] == "stock" or r["config"]["weight_dtype"] != "int8":
+                if r["method"] == "stock" or r["config"]["weight_dtype"] != "int8" or form not in r["latency"]:
                     continue
                 for b in BATCHES:
                     limit = 1.2 if b == 512 else 1.0
@@ -348,7 +387,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     tt.add_argument("--checkpoint", required=True)
     tt.add_argument("--set", nargs="+", action="extend", default=[])
     p.add_argument("--out", default="outputs/export_demo", help="runs, artifacts and export.json")
-    p.add_argument("--epochs", type=int, default=1, help="training epochs per run (when not reused)")
+    p.add_argument("--epochs", type=int, default=1, help="DLRM training epochs per run (when not reused)")
+    p.add_argument(
+        "--two-tower-steps", type=int, default=100, help="two-tower training steps per run (of 2048 pairs)"
+    )
     p.add_argument("--retrain", action="store_true", help="train even if a checkpoint exists")
     p.add_argument("--models", nargs="+", default=["dlrm", "two_tower"], choices=["dlrm", "two_tower"])
     p.add_argument("--requests", type=int, default=200, help="timed requests per batch size and thread count")
