@@ -30,7 +30,7 @@ def _collections(model: nn.Module) -> List[Tuple[str, nn.Module]]:
                 f"'{fqn or type(module).__name__}' is a sharded {type(module).__name__}: serve an unsharded model "
                 "(build it on CPU and load the checkpoint with torchrec_memcom.inference.load_checkpoint)"
             )
-        if any(fqn.startswith(prefix + ".") for prefix, _ in found):
+        if any(prefix == "" or fqn.startswith(prefix + ".") for prefix, _ in found):
             continue
         if type(module) in LOWERABLE_TYPES:
             found.append((fqn, module))

@@ -18,6 +18,7 @@ Usage: ``python -m torchrec_memcom.inference.demo [--out DIR] [--epochs N] [--ao
 import argparse
 import glob
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -319,6 +320,10 @@ def _torchrec_int8(model: nn.Module) -> nn.Module:
     return quantize_embeddings(model, dtype=torch.qint8, inplace=False).eval()
 
 
+def _inside(fqn: str, ancestor: str) -> bool:
+    return ancestor == "" or fqn.startswith(ancestor + ".")
+
+
 def _embedding_bytes(served: nn.Module, trained: nn.Module) -> Dict[str, int]:
     """Embedding bytes of a served model (``tables``, ``entity_weights``, ``signatures``, ``total``) and of stock
     fp32 tables of the trained model's logical shapes (``stock_fp32``)."""
@@ -327,7 +332,7 @@ def _embedding_bytes(served: nn.Module, trained: nn.Module) -> Dict[str, int]:
     total = {"tables": 0, "entity_weights": 0, "signatures": 0}
     done: List[str] = []
     for fqn, m in served.named_modules():
-        if any(fqn.startswith(d + ".") for d in done):
+        if any(_inside(fqn, d) for d in done):
             continue
         if isinstance(m, InferenceEmbeddingBagCollection):
             for k in total:
@@ -338,7 +343,7 @@ def _embedding_bytes(served: nn.Module, trained: nn.Module) -> Dict[str, int]:
             done.append(fqn)
     stock_fp32, outer = 0, []
     for fqn, m in trained.named_modules():  # outermost collections: their configs are the logical tables
-        if type(m) in LOWERABLE_TYPES and not any(fqn.startswith(o + ".") for o in outer):
+        if type(m) in LOWERABLE_TYPES and not any(_inside(fqn, o) for o in outer):
             stock_fp32 += sum(c.num_embeddings * c.embedding_dim * 4 for c in m.embedding_bag_configs())
             outer.append(fqn)
     return {**total, "total": sum(total.values()), "stock_fp32": stock_fp32}
@@ -397,6 +402,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--aoti", action="store_true", help="also compile AOTInductor packages and time them")
     args = p.parse_args(argv)
+    logging.getLogger("torch").setLevel(logging.ERROR)  # per-export notices (fx tracing, unbacked symbols)
     if args.command == "train-two-tower":
         train_two_tower(args.config, args.set, args.checkpoint)
         return
