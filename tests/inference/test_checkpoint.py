@@ -32,7 +32,7 @@ def test_two_rank_checkpoint_gathers_serves_and_exports(world2: World, tmp_path:
     gathered = results[0]["state"]
     sharded_logits = torch.cat([r["logits"] for r in results])
     reference = make_dlrm(mixed_tables(), seed=5).state_dict()
-    changed = [k for k in reference if not torch.equal(reference[k], gathered[k])]
+    changed = [k for k, v in reference.items() if isinstance(v, torch.Tensor) and not torch.equal(v, gathered[k])]
     assert any("embedding_bag_collection" in k for k in changed)  # the step trained the tables
 
     batch = ranks.global_batch(seed=32)
@@ -41,7 +41,10 @@ def test_two_rank_checkpoint_gathers_serves_and_exports(world2: World, tmp_path:
         model = make_dlrm(mixed_tables(), seed=77)  # other weights, all overwritten by the load
         assert load_checkpoint(model, path) == layout
         for key, value in model.state_dict().items():
-            torch.testing.assert_close(value, gathered[key], atol=0, rtol=0, msg=key)
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(value, gathered[key], atol=0, rtol=0, msg=key)
+            else:  # a module's extra state (e.g. the tables' fingerprint)
+                assert value == gathered[key], key
         with torch.no_grad():
             _, (_, logits, _) = model(batch)
         torch.testing.assert_close(logits, sharded_logits, atol=1e-5, rtol=1e-5)
@@ -68,4 +71,5 @@ def test_checkpoint_errors_name_the_problem(tmp_path: Path) -> None:
     fresh = make_dlrm(mixed_tables(), seed=2)
     assert load_checkpoint(fresh, tmp_path / "ckpt", key="") == ""
     for key, value in fresh.state_dict().items():
-        assert torch.equal(value, model.state_dict()[key]), key
+        expected = model.state_dict()[key]
+        assert torch.equal(value, expected) if isinstance(value, torch.Tensor) else value == expected, key

@@ -11,6 +11,7 @@ recipes' ``Checkpointer``: ``{"model": ..., "optimizer": ..., "trainer": ...}``)
 import os
 from typing import List, Optional, Set
 
+import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
@@ -45,7 +46,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, key: Optional[str
         ValueError: the model has meta tensors, or the checkpoint misses some of the model's keys.
     """
     state = model.state_dict()
-    meta = [k for k, v in state.items() if v.is_meta]
+    meta = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_meta]
     if meta:
         raise ValueError(f"the model has tensors on meta (e.g. '{meta[0]}'): build it on CPU before loading")
     available = checkpoint_keys(path)
@@ -56,6 +57,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, key: Optional[str
         missing = [k for k, name in names.items() if name not in available]
         if not missing:
             flat = {names[k]: v for k, v in state.items()}
+            # tensors load in place; other entries (a module's extra state, e.g. the tables' fingerprint, which
+            # load_state_dict then checks against the model) are replaced in ``flat``
             dcp.load(flat, checkpoint_id=path, planner=DefaultLoadPlanner(flatten_state_dict=False))
             model.load_state_dict({k: flat[names[k]] for k in state})
             return prefix

@@ -9,7 +9,8 @@ physical table of the collection, so a request runs one FBGEMM kernel call howev
    the pieces are laid out in the quantized collection's own feature order, so it never permutes.
 2. one FBGEMM TBE call (SUM pooling) over the physical features: the quantized collection's single
    ``IntNBitTableBatchedEmbeddingBagsCodegen``, fed the flat values and offsets directly.
-3. combine: each logical feature's columns (concatenated parts, QR's product), MEAN division, output order.
+3. combine: each logical feature's columns (concatenated parts, QR's product), MEAN division, the output
+   projection of tables narrower than their output, output order.
 
 Everything is tensor ops on the KJT's values, lengths and weights plus fixed buffers, with no host synchronisation
 beyond the per-feature value counts that ``KeyedJaggedTensor`` itself needs, so ``torch.export`` traces it whole.
@@ -91,6 +92,13 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
             {t.config.name: t.id_map for p, (_, t) in zip(self._pointwise, features) if not p and t.id_map is not None}
         )
         self._feature_table = [t.config.name for _, t in features]
+        self.projections = nn.ParameterDict(
+            {
+                t.config.name: nn.Parameter(t.projection.detach().to(torch.float32).clone(), requires_grad=False)
+                for t in lowered.tables
+                if t.projection is not None
+            }
+        )
         # Physical features: one per (feature, part), grouped by physical table in order of first use; that is the
         # quantized collection's own feature (and output column) order.
         names = set(self._features)
@@ -168,8 +176,9 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         for fi, (_, t) in enumerate(features):
             parts = [(start[(fi, j)], start[(fi, j)] + widths[(fi, j)]) for j in range(t.num_parts)]
             mean = t.config.pooling == PoolingType.MEAN
-            per_feature.append((t.combine, parts, mean))
-            simple = simple and t.combine == "concat" and not mean
+            projected = t.projection is not None
+            per_feature.append((t.combine, parts, mean, t.config.name if projected else None))
+            simple = simple and t.combine == "concat" and not mean and not projected
             for lo, hi in parts:
                 columns.extend(range(lo, hi))
         identity = simple and columns == list(range(col))
@@ -261,12 +270,14 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         if plan["simple"]:
             return pooled.index_select(1, self._columns)
         out: List[torch.Tensor] = []
-        for fi, (combine, parts, mean) in enumerate(plan["features"]):
+        for fi, (combine, parts, mean, projected) in enumerate(plan["features"]):
             pieces = [pooled[:, lo:hi] for lo, hi in parts]
             emb = pieces[0] * pieces[1] if combine == "product" else torch.cat(pieces, dim=1)
             if mean:
                 divisor = lengths2d[fi].clamp(min=1).unsqueeze(1).to(emb.dtype)
                 emb = emb / divisor if combine == "concat" else emb / (divisor * divisor)
+            if projected is not None:
+                emb = emb @ self.projections[projected]
             out.append(emb)
         return torch.cat(out, dim=1)
 
@@ -274,22 +285,19 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
 
     def embedding_bytes(self) -> Dict[str, int]:
         """Bytes the served embeddings hold: ``tables`` (quantized physical tables as FBGEMM stores them),
-        ``entity_weights`` (MEmCom's ``w``), ``signatures`` (LMA), their ``total``, and ``stock_fp32`` (stock fp32
-        tables of the same logical shapes, for ratios)."""
-        tables = storage_bytes(self.ebc)["total"]
-        entity = self.pointwise.table_bytes() if self.pointwise is not None else 0
-        signatures = sum(
-            m.signatures.numel() * m.signatures.element_size()
-            for m in self.id_maps.values()
-            if isinstance(m, LMAChunkRows)
-        )
-        return {
-            "tables": tables,
-            "entity_weights": entity,
-            "signatures": signatures,
-            "total": tables + entity + signatures,
-            "stock_fp32": self._stock_bytes,
+        ``entity_weights`` (MEmCom's ``w``), ``signatures`` (LMA), ``projections`` (fp32 output projections of
+        narrowed tables), their ``total``, and ``stock_fp32`` (stock fp32 tables of the same logical shapes)."""
+        parts = {
+            "tables": storage_bytes(self.ebc)["total"],
+            "entity_weights": self.pointwise.table_bytes() if self.pointwise is not None else 0,
+            "signatures": sum(
+                m.signatures.numel() * m.signatures.element_size()
+                for m in self.id_maps.values()
+                if isinstance(m, LMAChunkRows)
+            ),
+            "projections": sum(p.numel() * p.element_size() for p in self.projections.values()),
         }
+        return {**parts, "total": sum(parts.values()), "stock_fp32": self._stock_bytes}
 
     def methods(self) -> Dict[str, str]:
         """Method of each logical table."""

@@ -7,7 +7,7 @@ from typing import List, Optional, Tuple
 
 from torch import nn
 
-from torchrec_memcom.inference._adapter import LOWERABLE_TYPES, lower_collection
+from torchrec_memcom.inference._adapter import is_collection, lower_collection
 from torchrec_memcom.inference.collection import InferenceEmbeddingBagCollection
 from torchrec_memcom.inference.config import InferenceConfig
 
@@ -32,7 +32,7 @@ def _collections(model: nn.Module) -> List[Tuple[str, nn.Module]]:
             )
         if any(prefix == "" or fqn.startswith(prefix + ".") for prefix, _ in found):
             continue
-        if type(module) in LOWERABLE_TYPES:
+        if is_collection(module):
             found.append((fqn, module))
     return found
 
@@ -59,7 +59,7 @@ def to_inference(model: nn.Module, config: Optional[InferenceConfig] = None) -> 
         logits = served(dense_features, kjt)
     """
     config = config or InferenceConfig()
-    if type(model) in LOWERABLE_TYPES:
+    if is_collection(model):
         return serve_collection(model, config).eval()
     found = _collections(model)
     if not found:

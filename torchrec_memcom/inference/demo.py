@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from torchrec_memcom.inference._adapter import LOWERABLE_TYPES
+from torchrec_memcom.inference._adapter import is_collection
 from torchrec_memcom.inference.bench import compare_latency
 from torchrec_memcom.inference.checkpoint import load_checkpoint
 from torchrec_memcom.inference.collection import InferenceEmbeddingBagCollection
@@ -329,7 +329,7 @@ def _embedding_bytes(served: nn.Module, trained: nn.Module) -> Dict[str, int]:
     fp32 tables of the trained model's logical shapes (``stock_fp32``)."""
     from torchrec.quant.embedding_modules import EmbeddingBagCollection as QuantEmbeddingBagCollection
 
-    total = {"tables": 0, "entity_weights": 0, "signatures": 0}
+    total = {"tables": 0, "entity_weights": 0, "signatures": 0, "projections": 0}
     done: List[str] = []
     for fqn, m in served.named_modules():
         if any(_inside(fqn, d) for d in done):
@@ -343,7 +343,7 @@ def _embedding_bytes(served: nn.Module, trained: nn.Module) -> Dict[str, int]:
             done.append(fqn)
     stock_fp32, outer = 0, []
     for fqn, m in trained.named_modules():  # outermost collections: their configs are the logical tables
-        if type(m) in LOWERABLE_TYPES and not any(_inside(fqn, o) for o in outer):
+        if is_collection(m) and not any(_inside(fqn, o) for o in outer):
             stock_fp32 += sum(c.num_embeddings * c.embedding_dim * 4 for c in m.embedding_bag_configs())
             outer.append(fqn)
     return {**total, "total": sum(total.values()), "stock_fp32": stock_fp32}

@@ -25,7 +25,8 @@ class LoweredTable:
     A bag of feature ``f`` of this table pools, for each physical part ``j < k``, the rows ``id_map(ids)[:, j]`` of
     ``physical_tables[j]`` (SUM, per-sample weights = ``entity_weights[ids]`` if any, times the input weights on the
     parts where ``input_weighted[j]``); ``combine`` joins the ``k`` pooled parts (``concat`` along the embedding dim,
-    or the elementwise ``product`` of QR) and MEAN pooling then divides by the bag size.
+    or the elementwise ``product`` of QR), MEAN pooling then divides by the bag size (each factor of a product),
+    and ``projection`` (tables narrower than their output) maps the result to ``embedding_dim``.
 
     Args:
         config (EmbeddingBagConfig): the logical table (name, features, ``num_embeddings``, ``embedding_dim``,
@@ -36,6 +37,7 @@ class LoweredTable:
         combine (Combine): ``concat`` or ``product``.
         input_weighted (List[bool]): per part, whether the KJT's input weights scale it.
         entity_weights (Optional[torch.Tensor]): ``(n,)`` fp32 per-id weights in raw-id order (MEmCom), or ``None``.
+        projection (Optional[torch.Tensor]): ``(base_dim, embedding_dim)`` fp32 output projection, or ``None``.
     """
 
     config: EmbeddingBagConfig
@@ -45,6 +47,12 @@ class LoweredTable:
     combine: Combine = "concat"
     input_weighted: List[bool] = field(default_factory=lambda: [True])
     entity_weights: Optional[torch.Tensor] = None
+    projection: Optional[torch.Tensor] = None
+
+    @property
+    def pooled_dim(self) -> int:
+        """Width of the combined parts before the projection (``embedding_dim`` without one)."""
+        return self.projection.shape[0] if self.projection is not None else self.config.embedding_dim
 
     def __post_init__(self) -> None:
         k = len(self.physical_tables)
@@ -59,6 +67,9 @@ class LoweredTable:
             raise ValueError(f"table '{name}': input_weighted has {len(self.input_weighted)} entries for {k} parts")
         if self.combine == "product" and k != 2:
             raise ValueError(f"table '{name}': a product combine joins exactly 2 parts, got {k}")
+        if self.projection is not None and self.projection.shape[1] != self.config.embedding_dim:
+            width = self.projection.shape[1]
+            raise ValueError(f"table '{name}': its projection maps to {width} dims, not {self.config.embedding_dim}")
         if self.entity_weights is not None and self.entity_weights.shape != (self.config.num_embeddings,):
             raise ValueError(
                 f"table '{name}': entity weights must have shape ({self.config.num_embeddings},), "
@@ -95,11 +106,16 @@ class LoweredCollection:
                 if p not in self.physical:
                     raise ValueError(f"table '{t.config.name}': physical table '{p}' has no weight")
                 width = self.physical[p].shape[1]
-                if t.combine == "product" and width != t.config.embedding_dim:
+                if width % 4 != 0:
+                    raise ValueError(
+                        f"table '{t.config.name}' ({t.method}): physical table '{p}' is {width} wide; FBGEMM's "
+                        "quantized tables need a multiple of 4 (LMA's chunk_size=1 reference path has no serving form)"
+                    )
+                if t.combine == "product" and width != t.pooled_dim:
                     raise ValueError(f"table '{t.config.name}': physical table '{p}' is {width} wide for a product")
             if t.combine == "concat":
                 total = sum(self.physical[p].shape[1] for p in t.physical_tables)
-                if total != t.config.embedding_dim:
+                if total != t.pooled_dim:
                     raise ValueError(
-                        f"table '{t.config.name}': its parts concatenate to {total} dims, not {t.config.embedding_dim}"
+                        f"table '{t.config.name}': its parts concatenate to {total} dims, not {t.pooled_dim}"
                     )
