@@ -257,3 +257,28 @@ def test_inference_config_validates_and_round_trips() -> None:
         InferenceConfig(row_alignment=0)
     with pytest.raises(ValueError, match="unknown InferenceConfig field"):
         InferenceConfig.from_dict({"weight_dtype": "int8", "dtype": "int8"})
+
+
+def test_fp32_serving_reproduces_narrow_tables_with_output_projections() -> None:
+    import torchrec_memcom.configs as configs
+
+    low_rank = getattr(configs, "LowRankEmbeddingBagConfig", None)
+    if low_rank is None:
+        pytest.skip("this generation of the modules has no base_dim / low-rank tables")
+    tables = [
+        low_rank(name="r", num_embeddings=120, embedding_dim=16, feature_names=["fr"], base_dim=8),
+        MEmComEmbeddingBagConfig(
+            name="m", num_embeddings=240, embedding_dim=16, feature_names=["fm"], num_shared_rows=32, num_buckets=8,
+            base_dim=8, pooling=PoolingType.MEAN,
+        ),
+        QREmbeddingBagConfig(
+            name="q", num_embeddings=150, embedding_dim=16, feature_names=["fq"], num_remainder_rows=12, base_dim=8
+        ),
+        EmbeddingBagConfig(name="s", num_embeddings=50, embedding_dim=16, feature_names=["fs"]),
+    ]
+    ebc = trained_collection(tables)
+    served = serve_collection(ebc, FP32)
+    assert served.embedding_bytes()["projections"] == 3 * 8 * 16 * 4
+    kjt = make_batch(tables, 9, seed=13)
+    with torch.no_grad():
+        torch.testing.assert_close(served(kjt).values(), ebc(kjt).values(), atol=1e-5, rtol=1e-5)
