@@ -3,7 +3,7 @@
 ``InferenceEmbeddingBagCollection``."""
 
 import copy
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from torch import nn
 
@@ -11,7 +11,7 @@ from torchrec_memcom.inference._adapter import is_collection, lower_collection
 from torchrec_memcom.inference.collection import InferenceEmbeddingBagCollection
 from torchrec_memcom.inference.config import InferenceConfig
 
-__all__ = ["serve_collection", "to_inference"]
+__all__ = ["replace_collections", "serve_collection", "to_inference"]
 
 
 def serve_collection(
@@ -37,6 +37,28 @@ def _collections(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return found
 
 
+def replace_collections(model: nn.Module, make: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """A copy of ``model`` whose outermost embedding-bag collections are replaced by ``make(collection)``; the rest
+    is deep-copied and ``model`` is left as it is.
+
+    Raises:
+        TypeError: the model holds sharded modules.
+        ValueError: the model holds no embedding-bag collection.
+    """
+    if is_collection(model):
+        return make(model)
+    found = _collections(model)
+    if not found:
+        raise ValueError(f"{type(model).__name__} holds no embedding-bag collection to serve")
+    # The copy shares the old collections (memo) instead of copying them, then swaps in the replacements.
+    out = copy.deepcopy(model, memo={id(m): m for _, m in found})
+    for fqn, module in found:
+        parent_name, _, child = fqn.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        setattr(parent, child, make(module))
+    return out
+
+
 def to_inference(model: nn.Module, config: Optional[InferenceConfig] = None) -> nn.Module:
     """A copy of ``model`` for serving, in eval mode; ``model`` itself is left as it is.
 
@@ -59,15 +81,4 @@ def to_inference(model: nn.Module, config: Optional[InferenceConfig] = None) -> 
         logits = served(dense_features, kjt)
     """
     config = config or InferenceConfig()
-    if is_collection(model):
-        return serve_collection(model, config).eval()
-    found = _collections(model)
-    if not found:
-        raise ValueError(f"{type(model).__name__} holds no embedding-bag collection to serve")
-    # The copy shares the old collections (memo) instead of copying them, then swaps in their serving forms.
-    served = copy.deepcopy(model, memo={id(m): m for _, m in found})
-    for fqn, module in found:
-        parent_name, _, child = fqn.rpartition(".")
-        parent = served.get_submodule(parent_name) if parent_name else served
-        setattr(parent, child, serve_collection(module, config))
-    return served.eval()
+    return replace_collections(model, lambda collection: serve_collection(collection, config)).eval()

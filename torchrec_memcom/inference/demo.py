@@ -30,12 +30,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from torchrec_memcom.inference._adapter import is_collection
+from torchrec_memcom.inference._adapter import is_collection, lower_collection
 from torchrec_memcom.inference.bench import compare_latency
 from torchrec_memcom.inference.checkpoint import load_checkpoint
 from torchrec_memcom.inference.collection import InferenceEmbeddingBagCollection
 from torchrec_memcom.inference.config import InferenceConfig
-from torchrec_memcom.inference.convert import to_inference
+from torchrec_memcom.inference.convert import replace_collections, to_inference
 from torchrec_memcom.inference.export import (
     KJTInputModel,
     compile_aoti,
@@ -46,11 +46,29 @@ from torchrec_memcom.inference.export import (
 )
 from torchrec_memcom.inference.quantize import storage_bytes
 
-# Where the recipes live (the one place to change if they move).
+# Where the recipes live (the one place to change if they move): entry script, then config folders to look in.
 RECIPES = {
-    "dlrm": ("examples/dlrm/train.py", "examples/dlrm/configs/ml1m_{method}.yaml"),
-    "two_tower": ("examples/two_tower/train.py", "examples/two_tower/configs/ml1m_{method}.yaml"),
+    model: (f"examples/{model}/train.py", [f"examples/{model}/configs", f"torchrec_memcom/recipes/configs/{model}"])
+    for model in ("dlrm", "two_tower")
 }
+
+
+def _config(model: str, method: str) -> str:
+    """The recipe YAML of ``model`` with ``method`` tables on MovieLens-1M."""
+    for folder in RECIPES[model][1]:
+        path = os.path.join(folder, f"ml1m_{method}.yaml")
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"no ml1m_{method}.yaml for {model} in {RECIPES[model][1]} (run from the repo root)")
+
+
+def _recipe_checkpoints(model: str) -> bool:
+    """Whether the recipe of ``model`` writes checkpoints itself (its config has a ``checkpoint`` section)."""
+    import dataclasses
+
+    from torchrec_memcom.recipes.schemas import RECIPE_CONFIGS
+
+    return any(f.name == "checkpoint" for f in dataclasses.fields(RECIPE_CONFIGS[model]))
 METHODS = ("stock", "memcom", "lma")
 BATCHES = (1, 64, 512)
 
@@ -96,15 +114,14 @@ def train(model: str, method: str, run_dir: str, length: Sequence[str], retrain:
     if found and not retrain:
         print(f"[export demo] reusing {found}", flush=True)
         return found
-    script, config = RECIPES[model]
     overrides = [*length, f"output.dir={run_dir}"]
     checkpoint = os.path.join(run_dir, "checkpoint")
-    if model == "dlrm":
-        cmd = [sys.executable, script, "--config", config.format(method=method)]
+    if _recipe_checkpoints(model):
+        cmd = [sys.executable, RECIPES[model][0], "--config", _config(model, method)]
         overrides.append(f"checkpoint.dir={checkpoint}")
-    else:
+    else:  # a recipe without checkpoints: run it here and save its model
         cmd = [sys.executable, "-m", "torchrec_memcom.inference.demo", "train-two-tower"]
-        cmd += ["--config", config.format(method=method), "--checkpoint", checkpoint]
+        cmd += ["--config", _config(model, method), "--checkpoint", checkpoint]
     cmd += ["--set", *overrides]
     os.makedirs(run_dir, exist_ok=True)
     print(f"[export demo] training {model} {method}: {' '.join(cmd[1:])}", flush=True)
@@ -117,7 +134,8 @@ def train(model: str, method: str, run_dir: str, length: Sequence[str], retrain:
 
 
 def train_two_tower(config: str, overrides: Sequence[str], checkpoint_dir: str) -> None:
-    """Runs the two-tower recipe in this process, then saves its (sharded) model with DCP to ``checkpoint_dir``."""
+    """Runs the two-tower recipe in this process, then saves its (sharded) model with DCP to ``checkpoint_dir`` (for
+    recipe versions without checkpoints)."""
     from examples.two_tower.train import TwoTowerRecipe
     from torchrec_memcom.distributed.checkpoint import save
     from torchrec_memcom.recipes.schemas import load_recipe_config
@@ -142,7 +160,7 @@ class Task:
         from torchrec_memcom.recipes.training import build_tables
 
         self.kind = model
-        self.cfg = cfg = load_recipe_config(RECIPES[model][1].format(method=method))
+        self.cfg = cfg = load_recipe_config(_config(model, method))
         sizes, dim = cfg.data.table_sizes(), cfg.model.embedding_dim
         if model == "dlrm":
             from torchrec.models.dlrm import DLRM, DLRMTrain
@@ -314,10 +332,25 @@ def run_model(model: str, args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _torchrec_int8(model: nn.Module) -> nn.Module:
-    """The trained model through TorchRec's own serving quantization (``torchrec.inference``), nothing of ours."""
+    """The trained stock model as a TorchRec user serves it: plain ``EmbeddingBagCollection`` s with the trained
+    tables, quantized by TorchRec's own ``torchrec.inference.modules.quantize_embeddings`` (nothing of ours)."""
     from torchrec.inference.modules import quantize_embeddings
 
-    return quantize_embeddings(model, dtype=torch.qint8, inplace=False).eval()
+    return quantize_embeddings(replace_collections(model, _plain_ebc), dtype=torch.qint8, inplace=False).eval()
+
+
+def _plain_ebc(collection: nn.Module) -> nn.Module:
+    """A stock TorchRec ``EmbeddingBagCollection`` holding a stock-only collection's trained tables."""
+    from torchrec.modules.embedding_modules import EmbeddingBagCollection
+
+    lowered = lower_collection(collection)
+    if any(t.method != "stock" for t in lowered.tables):
+        raise ValueError("the TorchRec-only variant serves stock tables only")
+    ebc = EmbeddingBagCollection([t.config for t in lowered.tables], is_weighted=lowered.is_weighted)
+    with torch.no_grad():
+        for t in lowered.tables:
+            ebc.embedding_bags[t.config.name].weight.copy_(lowered.physical[t.config.name])
+    return ebc
 
 
 def _inside(fqn: str, ancestor: str) -> bool:
@@ -398,8 +431,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     )
     p.add_argument("--retrain", action="store_true", help="train even if a checkpoint exists")
     p.add_argument("--models", nargs="+", default=["dlrm", "two_tower"], choices=["dlrm", "two_tower"])
-    p.add_argument("--requests", type=int, default=200, help="timed requests per batch size and thread count")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    p.add_argument("--requests", type=int, default=100, help="timed requests per batch size and thread count")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
     p.add_argument("--aoti", action="store_true", help="also compile AOTInductor packages and time them")
     args = p.parse_args(argv)
     logging.getLogger("torch").setLevel(logging.ERROR)  # per-export notices (fx tracing, unbacked symbols)
