@@ -110,7 +110,6 @@ class InferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
                     raise ValueError(f"physical feature name '{name}' of feature '{f}' clashes with a feature")
                 by_table.setdefault(p, []).append((fi, j))
         order = [fj for parts in by_table.values() for fj in parts]
-        self._phys_keys = [_part_name(self._features[fi], j, self._num_parts[fi]) for fi, j in order]
         self._needs_weights = self._is_weighted or bool(entity)
         self.ebc = quantized_tables(
             [

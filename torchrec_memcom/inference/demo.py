@@ -386,6 +386,58 @@ def _leaves(x: Any) -> List[torch.Tensor]:
     return list(x) if isinstance(x, (tuple, list)) else [x]
 
 
+def scale_latency(rows: int, args: argparse.Namespace) -> Dict[str, Any]:
+    """Latency only, SYNTHETIC: the ML-1M DLRM of each ``AOTI_VARIANTS`` run with its user, movie and zip tables at
+    ``rows`` ids each (untrained weights, uniform random ids), so stock tables outgrow the CPU caches."""
+    from torchrec.models.dlrm import DLRM
+
+    from torchrec_memcom import CompressedEmbeddingBagCollection
+    from torchrec_memcom.recipes.schemas import load_recipe_config
+    from torchrec_memcom.recipes.training import build_tables
+
+    large = ("user", "movie", "zip")
+    programs: Dict[str, Dict[str, Callable[..., Any]]] = {"program": {}, "aoti": {}} if args.aoti else {"program": {}}
+    out: Dict[str, Any] = {"rows": rows, "variants": {}}
+    for v in (v for v in VARIANTS if v.name in AOTI_VARIANTS):
+        cfg = load_recipe_config(_config("dlrm", v.method))
+        keys = cfg.data.feature_names()
+        sizes = {**cfg.data.table_sizes(), **{f: rows for f in large}}
+        tables = build_tables(keys, sizes, cfg.model.embedding_dim, cfg.tables)
+        torch.manual_seed(0)
+        ebc = CompressedEmbeddingBagCollection(tables, device="cpu")
+        mlp = cfg.model
+        model = DLRM(ebc, cfg.data.dense_dim, mlp.dense_arch_layer_sizes, mlp.over_arch_layer_sizes).eval()
+        served = to_inference(model, v.config)
+        out["variants"][v.name] = {"embedding_bytes": _embedding_bytes(served, model)}
+        path = os.path.join(args.out, "artifacts", f"scale{rows}_{v.name}.pt2")
+        program = export_model(served, keys, cfg.data.dense_dim, path)
+        programs["program"][v.name] = load_program(path)[0]
+        if args.aoti:
+            compile_aoti(program, path.replace(".pt2", "_aoti.pt2"))
+            programs["aoti"][v.name] = load_aoti(path.replace(".pt2", "_aoti.pt2"))
+        del served, model, ebc
+    g = torch.Generator().manual_seed(rows)
+    n = {k: sizes[k] for k in keys}
+    for b in BATCHES:
+        requests = []
+        for _ in range(args.requests):
+            lengths = torch.ones(len(keys), b, dtype=torch.int64)
+            lengths[keys.index("genres")] = torch.randint(1, 4, (b,), generator=g)
+            ids = [torch.randint(0, n[k], (int(lengths[i].sum()),), generator=g) for i, k in enumerate(keys)]
+            values = torch.cat(ids)
+            requests.append((values, lengths.reshape(-1), torch.rand(b, cfg.data.dense_dim, generator=g)))
+        for form, progs in programs.items():
+            lat = compare_latency(progs, requests, threads=1, rounds=args.rounds)
+            for name, result in lat.items():
+                out["variants"][name].setdefault(form, {})[str(b)] = result.to_dict()
+    print(f"\nSYNTHETIC scale check: DLRM with user/movie/zip at {rows:,} ids each (untrained, uniform random ids)")
+    print(_row(["variant", "embeddings", *[f"{f} B={b} 1T med/p99 us" for f in programs for b in BATCHES]]))
+    for name, r in out["variants"].items():
+        cells = [f"{r[f][str(b)]['median_us']:.0f} / {r[f][str(b)]['p99_us']:.0f}" for f in programs for b in BATCHES]
+        print(_row([name, _fmt_bytes(r["embedding_bytes"]["total"]), *cells]))
+    return out
+
+
 def _goal(model: str, goal: str, value: str, met: bool) -> Dict[str, Any]:
     return {"model": model, "goal": goal, "value": value, "met": met}
 
@@ -434,6 +486,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--requests", type=int, default=100, help="timed requests per batch size and thread count")
     p.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
     p.add_argument("--aoti", action="store_true", help="also compile AOTInductor packages and time them")
+    p.add_argument(
+        "--scale-rows", type=int, default=0, help="also time SYNTHETIC large tables: user/movie/zip at this many ids"
+    )
     args = p.parse_args(argv)
     logging.getLogger("torch").setLevel(logging.ERROR)  # per-export notices (fx tracing, unbacked symbols)
     if args.command == "train-two-tower":
@@ -441,6 +496,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     start = time.time()
     results = {m: run_model(m, args) for m in args.models}
+    scale = scale_latency(args.scale_rows, args) if args.scale_rows else None
     checks = goals(results)
     print("\ngoals:")
     for g in checks:
@@ -458,7 +514,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "command": sys.argv,
     }
     path = os.path.join(args.out, "export.json")
-    report = {"results": results, "goals": checks, "environment": env, "seconds": time.time() - start}
+    report = {"results": results, "synthetic_scale": scale, "goals": checks, "environment": env}
+    report["seconds"] = time.time() - start
     with open(path, "w") as f:
         json.dump(report, f, indent=2, default=str)
     print(f"[export demo] done in {time.time() - start:.0f} s -> {path}")
