@@ -410,6 +410,7 @@ def scale_latency(rows: int, args: argparse.Namespace) -> Dict[str, Any]:
         served = to_inference(model, v.config)
         out["variants"][v.name] = {"embedding_bytes": _embedding_bytes(served, model)}
         path = os.path.join(args.out, "artifacts", f"scale{rows}_{v.name}.pt2")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         program = export_model(served, keys, cfg.data.dense_dim, path)
         programs["program"][v.name] = load_program(path)[0]
         if args.aoti:
@@ -482,7 +483,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "--two-tower-steps", type=int, default=100, help="two-tower training steps per run (of 2048 pairs)"
     )
     p.add_argument("--retrain", action="store_true", help="train even if a checkpoint exists")
-    p.add_argument("--models", nargs="+", default=["dlrm", "two_tower"], choices=["dlrm", "two_tower"])
+    p.add_argument("--models", nargs="*", default=["dlrm", "two_tower"], choices=["dlrm", "two_tower"])
     p.add_argument("--requests", type=int, default=100, help="timed requests per batch size and thread count")
     p.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
     p.add_argument("--aoti", action="store_true", help="also compile AOTInductor packages and time them")
@@ -497,7 +498,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     start = time.time()
     results = {m: run_model(m, args) for m in args.models}
     scale = scale_latency(args.scale_rows, args) if args.scale_rows else None
-    checks = goals(results)
+    checks = goals(results) if results else []
     print("\ngoals:")
     for g in checks:
         print(f"  [{'met' if g['met'] else 'MISSED'}] {g['model']}: {g['goal']}: {g['value']}")

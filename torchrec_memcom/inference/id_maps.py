@@ -147,7 +147,7 @@ class PointwiseFeatures(nn.Module):
             a, c, n_pad, per_bucket, rows_per_bucket = (
                 (*h.scramble_params, h.padded_num_embeddings, h.ids_per_bucket, h.rows_per_bucket)
                 if h is not None
-                else (1, 0, 1 << 40, 1 << 40, 1)  # neutral: the (discarded) arithmetic stays in range
+                else (1, 0, 1 << 40, 1 << 40, 1 << 31)  # neutral: in range, and every quotient is 0 (cheap divisions)
             )
             hashed, first, has_w = int(h is not None), start.get(table, offset), int(table in weights)
             ints.append((a, c, n_pad, per_bucket, rows_per_bucket, hashed, first, has_w))
