@@ -33,23 +33,45 @@ def mixed_tables(dim: int = 16, pooling: PoolingType = PoolingType.SUM) -> List[
     """One table of every kind; the MEmCom table has two features, so features share a physical table."""
     return [
         MEmComEmbeddingBagConfig(
-            name="m", num_embeddings=240, embedding_dim=dim, feature_names=["fm", "fm2"], num_shared_rows=32,
-            num_buckets=8, pooling=pooling,
+            name="m",
+            num_embeddings=240,
+            embedding_dim=dim,
+            feature_names=["fm", "fm2"],
+            num_shared_rows=32,
+            num_buckets=8,
+            pooling=pooling,
         ),
         LMAEmbeddingBagConfig(
-            name="l", num_embeddings=200, embedding_dim=dim, feature_names=["fl"], memory_rows=24, chunk_size=8,
-            signature_bytes=4, memory_group="g",
+            name="l",
+            num_embeddings=200,
+            embedding_dim=dim,
+            feature_names=["fl"],
+            memory_rows=24,
+            chunk_size=8,
+            signature_bytes=4,
+            memory_group="g",
         ),
         EmbeddingBagConfig(name="s", num_embeddings=50, embedding_dim=dim, feature_names=["fs"], pooling=pooling),
         LMAEmbeddingBagConfig(
-            name="l2", num_embeddings=90, embedding_dim=dim, feature_names=["fl2"], memory_rows=16, chunk_size=4,
-            signature_bytes=4, memory_group="g2", pooling=pooling,
+            name="l2",
+            num_embeddings=90,
+            embedding_dim=dim,
+            feature_names=["fl2"],
+            memory_rows=16,
+            chunk_size=4,
+            signature_bytes=4,
+            memory_group="g2",
+            pooling=pooling,
         ),
         HashEmbeddingBagConfig(
             name="h", num_embeddings=300, embedding_dim=dim, feature_names=["fh"], num_shared_rows=40
         ),
         QREmbeddingBagConfig(
-            name="q", num_embeddings=150, embedding_dim=dim, feature_names=["fq"], num_remainder_rows=12,
+            name="q",
+            num_embeddings=150,
+            embedding_dim=dim,
+            feature_names=["fq"],
+            num_remainder_rows=12,
             pooling=pooling,
         ),
     ]
@@ -119,15 +141,24 @@ def make_two_tower(seed: int = 0, dim: int = 16) -> Tuple[nn.Module, List[Embedd
     torch.manual_seed(seed)
     user = [
         MEmComEmbeddingBagConfig(
-            name="user", num_embeddings=120, embedding_dim=dim, feature_names=["user"], num_shared_rows=16,
+            name="user",
+            num_embeddings=120,
+            embedding_dim=dim,
+            feature_names=["user"],
+            num_shared_rows=16,
             num_buckets=4,
         ),
         EmbeddingBagConfig(name="age", num_embeddings=7, embedding_dim=dim, feature_names=["age"]),
     ]
     item = [
         LMAEmbeddingBagConfig(
-            name="movie", num_embeddings=80, embedding_dim=dim, feature_names=["movie"], memory_rows=12,
-            chunk_size=8, signature_bytes=4,
+            name="movie",
+            num_embeddings=80,
+            embedding_dim=dim,
+            feature_names=["movie"],
+            memory_rows=12,
+            chunk_size=8,
+            signature_bytes=4,
         ),
         EmbeddingBagConfig(name="genres", num_embeddings=18, embedding_dim=dim, feature_names=["genres"]),
     ]

@@ -19,8 +19,11 @@ def global_batch(seed: int) -> Batch:
     tables = mixed_tables()
     g = torch.Generator().manual_seed(seed)
     dense = torch.randn(GLOBAL_BATCH, DENSE_IN, generator=g)
-    return Batch(dense_features=dense, sparse_features=make_batch(tables, GLOBAL_BATCH, seed=seed),
-                 labels=(dense[:, 0] > 0).float())
+    return Batch(
+        dense_features=dense,
+        sparse_features=make_batch(tables, GLOBAL_BATCH, seed=seed),
+        labels=(dense[:, 0] > 0).float(),
+    )
 
 
 def rows(batch: Batch, start: int, stop: int) -> Batch:

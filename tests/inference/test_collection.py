@@ -164,8 +164,10 @@ def test_pointwise_hash_matches_the_table_hash() -> None:
     assert torch.equal(rows, expected)
 
 
-@pytest.mark.parametrize("dtype,row_bytes", [("fp32", lambda d: 4 * d), ("fp16", lambda d: 2 * d),
-                                             ("int8", lambda d: d + 4), ("int4", lambda d: d // 2 + 4)])
+@pytest.mark.parametrize(
+    "dtype,row_bytes",
+    [("fp32", lambda d: 4 * d), ("fp16", lambda d: 2 * d), ("int8", lambda d: d + 4), ("int4", lambda d: d // 2 + 4)],
+)
 @pytest.mark.parametrize("alignment", [1, 16])
 def test_embedding_bytes_follow_fbgemm_rows(dtype: str, row_bytes, alignment: int) -> None:
     tables = mixed_tables()
@@ -235,13 +237,23 @@ def test_bad_inputs_and_unservable_modules_fail_early() -> None:
     with pytest.raises(ValueError, match="holds no embedding-bag collection"):
         to_inference(torch.nn.Sequential(torch.nn.Linear(2, 2)))
     elementwise = LMAEmbeddingBagCollection(
-        [LMAEmbeddingBagConfig(name="z", num_embeddings=20, embedding_dim=8, feature_names=["z"], memory_rows=30,
-                               chunk_size=1, signature_bytes=4)]
+        [
+            LMAEmbeddingBagConfig(
+                name="z",
+                num_embeddings=20,
+                embedding_dim=8,
+                feature_names=["z"],
+                memory_rows=30,
+                chunk_size=1,
+                signature_bytes=4,
+            )
+        ]
     )
     with pytest.raises(ValueError, match="table 'z'.*chunk_size=1"):
         serve_collection(elementwise)
-    on_meta = EmbeddingBagCollection(tables=[EmbeddingBagConfig(name="s", num_embeddings=5, embedding_dim=4)],
-                                     device=torch.device("meta"))
+    on_meta = EmbeddingBagCollection(
+        tables=[EmbeddingBagConfig(name="s", num_embeddings=5, embedding_dim=4)], device=torch.device("meta")
+    )
     with pytest.raises(ValueError, match="meta"):
         serve_collection(on_meta)
 
@@ -268,8 +280,14 @@ def test_fp32_serving_reproduces_narrow_tables_with_output_projections() -> None
     tables = [
         low_rank(name="r", num_embeddings=120, embedding_dim=16, feature_names=["fr"], base_dim=8),
         MEmComEmbeddingBagConfig(
-            name="m", num_embeddings=240, embedding_dim=16, feature_names=["fm"], num_shared_rows=32, num_buckets=8,
-            base_dim=8, pooling=PoolingType.MEAN,
+            name="m",
+            num_embeddings=240,
+            embedding_dim=16,
+            feature_names=["fm"],
+            num_shared_rows=32,
+            num_buckets=8,
+            base_dim=8,
+            pooling=PoolingType.MEAN,
         ),
         QREmbeddingBagConfig(
             name="q", num_embeddings=150, embedding_dim=16, feature_names=["fq"], num_remainder_rows=12, base_dim=8

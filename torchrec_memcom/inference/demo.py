@@ -3,8 +3,8 @@
 
 For DLRM (CTR) and the two-tower model (ranking), each trained with stock tables, MEmCom 16x and LMA 16x:
 
-1. train with the shipped recipe, or reuse ``<out>/<model>_<method>/checkpoint`` (a DCP checkpoint: the DLRM
-   recipe writes its own; the two-tower recipe has none, so ``train-two-tower`` runs it and saves its model);
+1. train with the packaged recipe (preset ``ml1m_<method>``), or reuse its DCP checkpoint under
+   ``<out>/<model>_<method>/checkpoint``;
 2. gather the checkpoint into an unsharded model (``load_checkpoint``) and evaluate it eagerly in fp32;
 3. per variant (stock fp32, stock int8 = TorchRec's quant path, MEmCom 16x int8, LMA 16x int8, ...): serve it
    (``to_inference``), export the whole model to one file (``export_model``; ``--aoti``: also an AOTInductor
@@ -46,29 +46,13 @@ from torchrec_memcom.inference.export import (
 )
 from torchrec_memcom.inference.quantize import storage_bytes
 
+
 # Where the recipes live (the one place to change if they move): entry script, then config folders to look in.
-RECIPES = {
-    model: (f"examples/{model}/train.py", [f"examples/{model}/configs", f"torchrec_memcom/recipes/configs/{model}"])
-    for model in ("dlrm", "two_tower")
-}
+def _recipe(model: str) -> List[str]:
+    """The command that runs ``model``'s packaged recipe."""
+    return [sys.executable, "-m", f"torchrec_memcom.recipes.{model}"]
 
 
-def _config(model: str, method: str) -> str:
-    """The recipe YAML of ``model`` with ``method`` tables on MovieLens-1M."""
-    for folder in RECIPES[model][1]:
-        path = os.path.join(folder, f"ml1m_{method}.yaml")
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"no ml1m_{method}.yaml for {model} in {RECIPES[model][1]} (run from the repo root)")
-
-
-def _recipe_checkpoints(model: str) -> bool:
-    """Whether the recipe of ``model`` writes checkpoints itself (its config has a ``checkpoint`` section)."""
-    import dataclasses
-
-    from torchrec_memcom.recipes.schemas import RECIPE_CONFIGS
-
-    return any(f.name == "checkpoint" for f in dataclasses.fields(RECIPE_CONFIGS[model]))
 METHODS = ("stock", "memcom", "lma")
 BATCHES = (1, 64, 512)
 
@@ -114,14 +98,9 @@ def train(model: str, method: str, run_dir: str, length: Sequence[str], retrain:
     if found and not retrain:
         print(f"[export demo] reusing {found}", flush=True)
         return found
-    overrides = [*length, f"output.dir={run_dir}"]
     checkpoint = os.path.join(run_dir, "checkpoint")
-    if _recipe_checkpoints(model):
-        cmd = [sys.executable, RECIPES[model][0], "--config", _config(model, method)]
-        overrides.append(f"checkpoint.dir={checkpoint}")
-    else:  # a recipe without checkpoints: run it here and save its model
-        cmd = [sys.executable, "-m", "torchrec_memcom.inference.demo", "train-two-tower"]
-        cmd += ["--config", _config(model, method), "--checkpoint", checkpoint]
+    overrides = [*length, f"output.dir={run_dir}", f"checkpoint.dir={checkpoint}"]
+    cmd = [*_recipe(model), "--config", f"ml1m_{method}"]
     cmd += ["--set", *overrides]
     os.makedirs(run_dir, exist_ok=True)
     print(f"[export demo] training {model} {method}: {' '.join(cmd[1:])}", flush=True)
@@ -133,25 +112,6 @@ def train(model: str, method: str, run_dir: str, length: Sequence[str], retrain:
     return found
 
 
-def train_two_tower(config: str, overrides: Sequence[str], checkpoint_dir: str) -> None:
-    """Runs the two-tower recipe in this process, then saves its (sharded) model with DCP to ``checkpoint_dir`` (for
-    recipe versions without checkpoints)."""
-    from examples.two_tower.train import TwoTowerRecipe
-    from torchrec_memcom.distributed.checkpoint import save
-    from torchrec_memcom.recipes.schemas import load_recipe_config
-    from torchrec_memcom.recipes.training import init_distributed
-
-    recipe = TwoTowerRecipe(load_recipe_config(config, overrides), init_distributed())
-    recipe.setup()
-    recipe.train()
-    save(recipe.model, checkpoint_dir)
-    recipe.finish()
-    recipe.cleanup()
-
-
-# -- models and tasks -------------------------------------------------------------------------------------------------
-
-
 class Task:
     """A trained model rebuilt unsharded on CPU, its inputs, test metric and latency requests."""
 
@@ -160,7 +120,7 @@ class Task:
         from torchrec_memcom.recipes.training import build_tables
 
         self.kind = model
-        self.cfg = cfg = load_recipe_config(_config(model, method))
+        self.cfg = cfg = load_recipe_config(f"ml1m_{method}", recipe=model)
         sizes, dim = cfg.data.table_sizes(), cfg.model.embedding_dim
         if model == "dlrm":
             from torchrec.models.dlrm import DLRM, DLRMTrain
@@ -173,7 +133,7 @@ class Task:
             wrapper = DLRMTrain(DLRM(ebc, cfg.data.dense_dim, mlp.dense_arch_layer_sizes, mlp.over_arch_layer_sizes))
             self.dense_dim, self.dense_first = cfg.data.dense_dim, True
         else:
-            from examples.two_tower.model import build_two_tower
+            from torchrec_memcom.recipes.two_tower_model import build_two_tower
 
             data = cfg.data
             self.keys = data.feature_names()
@@ -399,7 +359,7 @@ def scale_latency(rows: int, args: argparse.Namespace) -> Dict[str, Any]:
     programs: Dict[str, Dict[str, Callable[..., Any]]] = {"program": {}, "aoti": {}} if args.aoti else {"program": {}}
     out: Dict[str, Any] = {"rows": rows, "variants": {}}
     for v in (v for v in VARIANTS if v.name in AOTI_VARIANTS):
-        cfg = load_recipe_config(_config("dlrm", v.method))
+        cfg = load_recipe_config(f"ml1m_{v.method}", recipe="dlrm")
         keys = cfg.data.feature_names()
         sizes = {**cfg.data.table_sizes(), **{f: rows for f in large}}
         tables = build_tables(keys, sizes, cfg.model.embedding_dim, cfg.tables)
@@ -472,16 +432,9 @@ def goals(results: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command")
-    tt = sub.add_parser("train-two-tower", help="run the two-tower recipe and save its model (used by the demo)")
-    tt.add_argument("--config", required=True)
-    tt.add_argument("--checkpoint", required=True)
-    tt.add_argument("--set", nargs="+", action="extend", default=[])
     p.add_argument("--out", default="outputs/export_demo", help="runs, artifacts and export.json")
     p.add_argument("--epochs", type=int, default=1, help="DLRM training epochs per run (when not reused)")
-    p.add_argument(
-        "--two-tower-steps", type=int, default=100, help="two-tower training steps per run (of 2048 pairs)"
-    )
+    p.add_argument("--two-tower-steps", type=int, default=100, help="two-tower training steps per run (of 2048 pairs)")
     p.add_argument("--retrain", action="store_true", help="train even if a checkpoint exists")
     p.add_argument("--models", nargs="*", default=["dlrm", "two_tower"], choices=["dlrm", "two_tower"])
     p.add_argument("--requests", type=int, default=100, help="timed requests per batch size and thread count")
@@ -492,9 +445,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     )
     args = p.parse_args(argv)
     logging.getLogger("torch").setLevel(logging.ERROR)  # per-export notices (fx tracing, unbacked symbols)
-    if args.command == "train-two-tower":
-        train_two_tower(args.config, args.set, args.checkpoint)
-        return
     start = time.time()
     results = {m: run_model(m, args) for m in args.models}
     scale = scale_latency(args.scale_rows, args) if args.scale_rows else None
