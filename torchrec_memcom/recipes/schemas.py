@@ -50,6 +50,17 @@ ShardingTypeName = Literal[
 ]
 
 
+def _check_early_stopping(cfg: Any, metrics: Sequence[str]) -> None:
+    """Checks that ``train.early_stopping.metric`` is one of the recipe's validation ``metrics``."""
+    stopping = cfg.train.early_stopping
+    if stopping is not None:
+        require(
+            stopping.metric in metrics,
+            "train.early_stopping.metric",
+            f"{stopping.metric!r} is not a metric of this recipe (choose from {', '.join(metrics)})",
+        )
+
+
 def _check_tables_and_sharding(cfg: Any) -> None:
     """Checks a recipe config's ``tables`` and ``sharding`` against its data's features."""
     features = cfg.data.feature_names()
@@ -116,6 +127,7 @@ class DLRMConfig:
 
     def __post_init__(self) -> None:
         _check_tables_and_sharding(self)
+        _check_early_stopping(self, ["auc", "logloss"])
 
 
 @functools.lru_cache(maxsize=2)
@@ -250,6 +262,7 @@ class TwoTowerConfig:
 
     def __post_init__(self) -> None:
         _check_tables_and_sharding(self)
+        _check_early_stopping(self, [f"ndcg@{self.eval.k}", f"recall@{self.eval.k}"])
 
 
 RECIPE_CONFIGS: Dict[str, Type[Any]] = {"dlrm": DLRMConfig, "two_tower": TwoTowerConfig}
