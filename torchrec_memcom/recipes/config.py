@@ -13,6 +13,7 @@ table specs); a recipe's top-level config composes them with its own model secti
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import typing
@@ -39,6 +40,7 @@ __all__ = [
     "apply_overrides",
     "recipe_arg_parser",
     "check_table_specs",
+    "tables_override",
     "from_dict",
     "load_config",
     "read_yaml",
@@ -465,6 +467,21 @@ def check_table_specs(
             raise ConfigError(f"{k}: {e}") from None
 
 
+def tables_override(path: str) -> str:
+    """The ``tables=<mapping>`` override of a ``--tables`` YAML file (``{tables: {...}}`` or the mapping itself).
+
+    Raises:
+        ConfigError: naming the file when it is unreadable or holds no mapping of feature specs.
+    """
+    data = read_yaml(path)
+    if "tables" in data and set(data) != {"tables"}:
+        raise ConfigError(f"{path}: --tables expects only a tables: mapping, got keys {sorted(data)}")
+    tables = data.get("tables", data)
+    if not isinstance(tables, Mapping):
+        raise ConfigError(f"{path}: tables: expected a mapping of feature specs, got {tables!r}")
+    return "tables=" + json.dumps(tables)
+
+
 def recipe_arg_parser(description: str, presets: Sequence[str]) -> argparse.ArgumentParser:
     """The recipes' command line: ``--config <preset or yaml>``, ``--set key.sub=value ...`` and ``--resume``."""
     p = argparse.ArgumentParser(description=description)
@@ -480,6 +497,13 @@ def recipe_arg_parser(description: str, presets: Sequence[str]) -> argparse.Argu
         default=[],
         metavar="KEY=VALUE",
         help="override config values, e.g. --set train.epochs=2 tables.user.compression=32",
+    )
+    p.add_argument(
+        "--tables",
+        default=None,
+        metavar="YAML",
+        help="a YAML file whose tables: mapping replaces the config's tables section (e.g. an allocator proposal: "
+        "python -m torchrec_memcom.recipes.allocate); --set overrides apply after it",
     )
     p.add_argument(
         "--resume",

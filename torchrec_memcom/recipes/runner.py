@@ -56,7 +56,7 @@ from tqdm import tqdm
 from torchrec_memcom.datasets._batching import DataError
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.checkpoint import Checkpointer, CheckpointError, config_changes
-from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, to_dict
+from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, tables_override, to_dict
 from torchrec_memcom.recipes.data import Epochs
 from torchrec_memcom.recipes.early_stopping import EarlyStopper
 from torchrec_memcom.recipes.schemas import load_recipe_config, preset_names
@@ -576,7 +576,8 @@ def main(task_cls: Type[RecipeTask], argv: Optional[Sequence[str]] = None) -> Di
     """Parses the command line, validates the config (before joining the job) and runs the recipe on this rank."""
     description = (sys.modules[task_cls.__module__].__doc__ or task_cls.name).strip().split("\n")[0]
     args = recipe_arg_parser(description, preset_names(task_cls.name)).parse_args(argv)
-    cfg = load_recipe_config(args.config, args.set, recipe=task_cls.name)
+    overrides = ([tables_override(args.tables)] if args.tables else []) + args.set
+    cfg = load_recipe_config(args.config, overrides, recipe=task_cls.name)
     ctx = init_distributed()
     try:
         return RecipeRunner(task_cls(cfg, ctx), cfg, ctx).run(resume=args.resume or _restarted())
