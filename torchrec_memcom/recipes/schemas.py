@@ -29,7 +29,7 @@ from torchrec_memcom.recipes.config import (
     read_yaml,
     require,
 )
-from torchrec_memcom.recipes.data import DataConfig, check_dir
+from torchrec_memcom.recipes.data import DataConfig, check_movielens_path
 
 __all__ = [
     "RECIPE_CONFIGS",
@@ -160,7 +160,7 @@ class MovieLensRankingData:
         return _movielens_ranking(self.path)
 
     def check_paths(self, splits: Sequence[str]) -> None:
-        check_dir("path", self.path)
+        check_movielens_path("path", self.path)
 
     def user_feature_names(self) -> List[str]:
         from torchrec_memcom.datasets import USER_FEATURES

@@ -21,6 +21,7 @@ Dependent stages (tune, then train the chosen setting, then more seeds of the be
 import contextlib
 import hashlib
 import json
+import logging
 import multiprocessing as mp
 import os
 import re
@@ -206,6 +207,7 @@ def _worker(conn: Connection, out_dir: str, threads: int, cpu: bool) -> None:
 
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore")
+    logging.getLogger("torchrec").setLevel(logging.ERROR)  # the planner's notices, once per run, in every worker
     while True:
         run = conn.recv()
         if run is None:
