@@ -492,6 +492,7 @@ class Study:
             "config": self.p.config,
             "synthetic": self.p.synthetic,
             "common_overrides": self._common(),
+            "extra_overrides": list(self.extra),
             "lr_grid": self.lr_grid(),
             "seeds": self.seeds,
             "max_epochs": self.max_epochs,

@@ -134,10 +134,10 @@ def plot(payload: Mapping[str, Any], protocol: str, path: str) -> bool:
         mine = [r for r in rows if r["line"] == line]
         if not mine:
             continue
-        color = f"C{i % 10}"
-        ax.scatter(
-            [r["embedding_bytes"] for r in mine], [r["test"]["mean"] for r in mine], s=10, color=color, alpha=0.3
-        )
+        color = "0.3" if line == "no-id" else f"C{i % 10}"
+        if line != "no-id":  # every point of the line, faintly (seed 0 only for the unselected ones)
+            xs0, ys0 = [r["embedding_bytes"] for r in mine], [r["test"]["mean"] for r in mine]
+            ax.scatter(xs0, ys0, s=10, color=color, alpha=0.3)
         curve = pareto(_curve_rows(rows, line))
         xs, ys = [r["embedding_bytes"] for r in curve], [r["test"]["mean"] for r in curve]
         es = [r["test"]["std"] or 0.0 for r in curve]
@@ -193,7 +193,9 @@ def protocol_section(payload: Mapping[str, Any], protocol: str, plot_name: Optio
             "",
         ]
     out += [
-        f"Recipe `{plan['recipe']}` preset `{plan['config']}` with `" + " ".join(plan["common_overrides"]) + "`.",
+        f"Recipe `{plan['recipe']}` preset `{plan['config']}` with `"
+        + " ".join([*plan["common_overrides"], *plan.get("extra_overrides", [])])
+        + "`.",
         "",
     ]
     tuned = ", ".join(
