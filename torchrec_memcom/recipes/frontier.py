@@ -65,9 +65,9 @@ class Protocol:
     rep_target: int = 8
     alloc_target: int = 8
     alloc_methods: Tuple[str, ...] = ("stock", "hash", "qr", "memcom")
-    alloc_ratios: Tuple[int, ...] = (4, 16)
+    alloc_ratios: Tuple[int, ...] = (8, 16)  # at the byte point 8 of a 64-wide model: 1/8 of its stock bytes
     alloc_dims: Tuple[int, ...] = (64, 16)
-    alloc_lma_ratios: Tuple[int, ...] = (4, 16)
+    alloc_lma_ratios: Tuple[int, ...] = (8, 16)
     synthetic: bool = False
     all_features: bool = False  # compress every feature (``_default``) instead of ``large`` ones
 
@@ -120,7 +120,7 @@ PROTOCOLS: Dict[str, Protocol] = {
         recipe="dlrm",
         config="planted_stock",
         metric="auc",
-        label="SYNTHETIC large vocabulary (planted rank-32 click model, 21M ids)",
+        label="SYNTHETIC large vocabulary (planted rank-32 click model)",
         large=(),
         all_features=True,
         # the preset's 21M ids and rank-32 model; 2M training rows per epoch (not 20M) to fit the sweep's budget
@@ -493,6 +493,8 @@ class Study:
             "synthetic": self.p.synthetic,
             "common_overrides": self._common(),
             "extra_overrides": list(self.extra),
+            "table_sizes": self._sizes(),
+            "large": list(self.p.large) or ["every table"],
             "lr_grid": self.lr_grid(),
             "seeds": self.seeds,
             "max_epochs": self.max_epochs,

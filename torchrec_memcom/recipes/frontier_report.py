@@ -185,6 +185,16 @@ def protocol_section(payload: Mapping[str, Any], protocol: str, plot_name: Optio
     metric = plan["metric"]
     rows = aggregate(payload, protocol)
     out = [f"## {plan['label']}" + (" (SYNTHETIC)" if plan.get("synthetic") else ""), ""]
+    sizes = plan.get("table_sizes") or {}
+    if sizes:
+        out += [
+            f"{len(sizes)} tables, {sum(sizes.values()):,} ids ("
+            + ", ".join(f"{k} {v:,}" for k, v in sizes.items())
+            + ")"
+            + (f"; compressed: {', '.join(plan['large'])}" if plan.get("large") else "")
+            + ".",
+            "",
+        ]
     if plan.get("ceiling"):
         c = plan["ceiling"]
         out += [

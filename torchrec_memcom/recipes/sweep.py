@@ -150,7 +150,6 @@ def execute(run: Run, out_dir: str, log_path: Optional[str] = None) -> Record:
     from torchrec_memcom.recipes import runner
 
     env = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="localhost")
-    os.environ.update(env, MASTER_PORT=str(get_free_port()))
     os.environ.pop("TORCHELASTIC_RESTART_COUNT", None)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -159,16 +158,25 @@ def execute(run: Run, out_dir: str, log_path: Optional[str] = None) -> Record:
             log = stack.enter_context(open(log_path, "w", encoding="utf-8"))
             stack.enter_context(contextlib.redirect_stdout(log))
             stack.enter_context(contextlib.redirect_stderr(log))
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                results = runner.main(_task(run.recipe), run.argv(os.path.join(out_dir, run.name)))
-            record = Record(run, "ok", result=compact(results))
-        except Exception as e:  # a failed run is a result of the sweep (e.g. a learning rate that diverges)
-            traceback.print_exc()
-            record = Record(run, "failed", error=f"{type(e).__name__}: {e}")
+        for attempt in range(_PORT_ATTEMPTS):
+            # a free port can be taken by another worker between the probe and the bind: then try another one
+            os.environ.update(env, MASTER_PORT=str(get_free_port()))
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    results = runner.main(_task(run.recipe), run.argv(os.path.join(out_dir, run.name)))
+                record = Record(run, "ok", result=compact(results))
+            except Exception as e:  # a failed run is a result of the sweep (e.g. a learning rate that diverges)
+                traceback.print_exc()
+                record = Record(run, "failed", error=f"{type(e).__name__}: {e}")
+                if "address already in use" in str(e).lower() and attempt + 1 < _PORT_ATTEMPTS:
+                    continue
+            break
     record.seconds = time.perf_counter() - start
     return record
+
+
+_PORT_ATTEMPTS = 3
 
 
 def _cache_path(out_dir: str, run: Run) -> str:
