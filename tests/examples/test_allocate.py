@@ -36,7 +36,8 @@ def _cpu(monkeypatch: pytest.MonkeyPatch) -> None:
 def _setup(**kwargs: Any) -> ProposalSetup:
     """Two allocated tables of 2000 ids x 16 (128,000 B stock each) beside four stock ones (512,000 B): 100,000 B
     for the two leave hash at 4x (32,000 B) or 16x (8,000 B), not stock."""
-    grid: Dict[str, Any] = dict(budget=612_000, features=FEATURES, methods=("stock", "hash"), ratios=(4, 16), dims=(16,))
+    grid: Dict[str, Any] = dict(budget=612_000, features=FEATURES, methods=("stock", "hash"), ratios=(4, 16))
+    grid["dims"] = (16,)
     return ProposalSetup("dlrm", CONFIG, BASE, **{**grid, **kwargs})
 
 

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from torchrec_memcom.recipes.frontier_report import aggregate, markdown, pareto, write_report
+from torchrec_memcom.recipes.frontier_report import aggregate, goal_checks, markdown, pareto, write_report
 
 
 def _rec(
@@ -132,3 +132,14 @@ def test_markdown_and_plot(payload: Dict[str, Any], tmp_path: Path) -> None:
     assert "CPU SMOKE RUN" in smoke
     out = write_report(payload, str(tmp_path / "RESULTS.md"), str(tmp_path / "img"))
     assert out["plots"]["ctr"] == "img/quality_ctr.png" and (tmp_path / "img" / "quality_ctr.png").stat().st_size > 0
+
+
+def test_goal_checks_compare_methods_with_stock_at_each_small_byte_point(payload: Dict[str, Any]) -> None:
+    rows = aggregate(payload, "ctr")
+    for r in rows:
+        if r["point"] == "stock-d8":
+            r["d"] = 128  # a best stock model 16x wider than the byte point 4 (at 8 only 4 would qualify)
+    lines = goal_checks(rows, payload["plans"]["ctr"])
+    assert len(lines) == 3 and "byte point 4 (MET)" in lines[2]
+    assert "`hash-d8-r2` 0.8200 ± 0.0141" in lines[2] and "`stock-d4` 0.8100 ± 0.0141" in lines[2]
+    assert "+0.0100" in lines[2]

@@ -13,7 +13,7 @@ import os
 import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["aggregate", "markdown", "pareto", "plot", "write_report"]
+__all__ = ["aggregate", "goal_checks", "markdown", "pareto", "plot", "write_report"]
 
 LINE_ORDER = [
     "stock",
@@ -260,9 +260,54 @@ def protocol_section(payload: Mapping[str, Any], protocol: str, plot_name: Optio
                 f"- best uniform point within the budget (by validation): `{uni}`, test {metric} {_pm(row['test'])}"
                 f" at {_kib(row['embedding_bytes'])}"
             )
+    out += goal_checks(rows, plan)
     if plot_name:
         out += ["", f"![{plan['label']}]({plot_name})"]
     return out + [""]
+
+
+def goal_checks(rows: Sequence[Mapping[str, Any]], plan: Mapping[str, Any]) -> List[str]:
+    """Issue 8's goals on this protocol, from the test means: at every byte point of at most 1/16 of the best stock
+    model's bytes, the best method point (alone or narrowed) against the best stock point (stock or lowrank) of the
+    same byte point (>= +0.003 AUC, >= +5% relative nDCG); the allocator's proposals against the best uniform point."""
+    metric = plan["metric"]
+    ref = next((r for r in rows if r["point"] == (rows[0]["best_stock"] if rows else None)), None)
+    if ref is None:
+        return []
+    out = ["", f"**Goal checks** (test means; best stock `{ref['point']}` at {_kib(ref['embedding_bytes'])}):"]
+    stockish = ("stock", "lowrank")
+    for target in sorted({r["target"] for r in rows if r["target"]}):
+        if not 0 < target * 16 <= ref["d"]:
+            continue
+        at = [r for r in rows if r["target"] == target and r["test"]["mean"] is not None]
+        best_stock = max((r for r in at if r["line"] in stockish), key=lambda r: r["test"]["mean"], default=None)
+        best_method = max(
+            (r for r in at if r["line"] not in (*stockish, "no-id") and not r["line"].startswith("alloc")),
+            key=lambda r: r["test"]["mean"],
+            default=None,
+        )
+        if best_stock is None or best_method is None:
+            continue
+        gain = best_method["test"]["mean"] - best_stock["test"]["mean"]
+        rel = gain / best_stock["test"]["mean"]
+        met = gain >= 0.003 if metric == "auc" else rel >= 0.05
+        out.append(
+            f"- byte point {target} ({'MET' if met else 'MISSED'}): best method `{best_method['point']}` "
+            f"{_pm(best_method['test'])} ({_kib(best_method['embedding_bytes'])}) vs best stock "
+            f"`{best_stock['point']}` {_pm(best_stock['test'])} ({_kib(best_stock['embedding_bytes'])}): "
+            f"{gain:+.4f} ({rel:+.1%}; goal " + ("+0.003" if metric == "auc" else "+5%") + ")"
+        )
+    uni = (plan.get("allocator") or {}).get("uniform_at_budget")
+    uni_row = next((r for r in rows if r["point"] == uni), None)
+    for line in ("alloc-model", "alloc-measured"):
+        row = next((r for r in rows if r["line"] == line), None)
+        if row and uni_row and row["test"]["mean"] is not None:
+            gain = row["test"]["mean"] - uni_row["test"]["mean"]
+            out.append(
+                f"- {line} vs the best uniform point `{uni}` ({'MET' if gain >= 0 else 'MISSED'}): {_pm(row['test'])} "
+                f"vs {_pm(uni_row['test'])}: {gain:+.4f}"
+            )
+    return out
 
 
 def markdown(payload: Mapping[str, Any], plots: Mapping[str, Optional[str]]) -> str:
