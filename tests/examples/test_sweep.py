@@ -5,6 +5,7 @@ stages run in order, and a toy frontier study goes end to end (tuning, seeds, JS
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import List
 
@@ -76,6 +77,15 @@ def test_callbacks_run_dependent_stages_and_names_are_unique(tmp_path: Path) -> 
             pool.submit([dataclasses.replace(first, overrides=("train.seed=9",))])
         records = pool.join()
     assert order == ["first done", "second ok"] and set(records) == {"stock-s1", "hash-s2"}
+
+
+def test_nothing_starts_after_the_deadline(tmp_path: Path) -> None:
+    called: List[str] = []
+    with Pool(str(tmp_path), workers=0, progress=False, deadline=time.monotonic() - 1) as pool:
+        pool.submit(_runs(), then=lambda records: called.append("then"))
+        records = pool.join()
+    assert records == {} and [r.name for r in pool.skipped] == ["stock-s1", "hash-s2"] and called == []
+    assert not (tmp_path / "runs").exists()
 
 
 def test_run_names_are_checked() -> None:
