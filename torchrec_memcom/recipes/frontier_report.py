@@ -335,6 +335,13 @@ def markdown(payload: Mapping[str, Any], plots: Mapping[str, Optional[str]]) -> 
         "one representative point per line; test metric: mean ± std over the seeds of each line's best point per byte "
         "point (chosen on validation).",
         "",
+        "Lines: `stock` (every table at the model width `d`), `lowrank` (stock stored `b` wide with a learned `b x d` "
+        "projection), `hash` / `qr` / `memcom` / `lma` at model width `d` and ratio `r` on the compressed tables, "
+        "`*-narrow` (the method stored `b` wide with a projection), `alloc-*` (the allocator's proposals), `no-id` "
+        "(every table one shared row, `{type: hash, num_shared_rows: 1}`: the model sees no id at all). *Lift* is a "
+        "point's test metric minus no-id's; *share of stock's lift* divides it by the best stock point's lift; *rel. "
+        "loss* is against the best stock point (best by validation). Point names read `<line>-d<d>[-b<b>][-r<r>]`.",
+        "",
     ]
     for protocol in payload["plans"]:
         lines += protocol_section(payload, protocol, plots.get(protocol))
