@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from tests.examples.tiny import run_in_process
+from tests.examples.tiny import TINY, run_in_process
 from torchrec_memcom.recipes.config import ConfigError
 from torchrec_memcom.recipes.schemas import load_recipe_config
 
@@ -70,3 +70,19 @@ def test_bad_settings_are_refused_when_loading(override: str, message: str) -> N
 def test_checkpoint_mode_needs_a_checkpoint_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="keep_best: 'checkpoint' needs a checkpoint.dir"):
         _run(monkeypatch, tmp_path, "{metric: auc, keep_best: checkpoint}", "train.epochs=2")
+
+
+@pytest.mark.slow
+def test_two_ranks_restore_their_own_shards(tmp_path: Path) -> None:
+    """2 gloo ranks (MEmCom and LMA row-wise, so every rank holds part of a table): the final validation metrics
+    equal the best evaluation's, so each rank restored its own shards of the best state."""
+    from tests.examples.test_dlrm_train import _results, _torchrun
+
+    out = tmp_path / "out"
+    stopping = "train.early_stopping={metric: auc, patience: 1, min_delta: 1.0}"
+    _torchrun("--set", *TINY, *EPOCHS, "data.train_rows=2048", "train.epochs=4", stopping, f"output.dir={out}")
+    r = _results(out)
+    es = r["early_stopping"]
+    assert r["world_size"] == 2 and es["stopped_early"] and es["best_step"] == 16 and len(es["curve"]) == 2
+    assert es["curve"][1]["value"] != es["curve"][0]["value"]
+    assert r["final"]["auc"] == es["best_value"] and r["final"]["logloss"] == r["evals"][0]["logloss"]
