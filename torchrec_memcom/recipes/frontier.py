@@ -467,10 +467,14 @@ class Study:
         best: Optional[Tuple[float, Record]] = None
         for r in pool.records.values():
             tags = r.run.tags
-            if tags.get("protocol") != self.p.name or tags.get("phase") == "tune" or tags.get("seed") != 0:
+            line = tags.get("line", "")
+            if tags.get("protocol") != self.p.name or tags.get("seed") != 0 or r.status != "ok":
                 continue
-            if tags.get("line", "").startswith("alloc") or tags.get("line") == "no-id" or r.status != "ok":
+            if line.startswith("alloc") or line == "no-id" or line not in self.tuned:
                 continue
+            tuned = self.tuned[line]
+            if (tags["sparse_lr"], tags["dense_lr"]) != (tuned["sparse_lr"], tuned["dense_lr"]):
+                continue  # a tuning trial at another learning rate (the chosen one is the line's seed-0 run)
             if r.result["embedding_bytes"] <= budget and (best is None or self._value(r) > best[0]):
                 best = (self._value(r), r)
         if best is None:
