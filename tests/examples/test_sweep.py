@@ -5,6 +5,7 @@ stages run in order, and a toy frontier study goes end to end (tuning, seeds, JS
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import List
@@ -33,8 +34,12 @@ def _cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # in-process runs: CPU and gloo everywhere
 
 
-def test_in_process_and_worker_runs_agree_and_are_cached(tmp_path: Path) -> None:
+def test_in_process_and_worker_runs_agree_and_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("RANK", "WORLD_SIZE", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
     inline = run_all(_runs(), str(tmp_path / "a"), workers=0, progress=False)
+    # the in-process runs leave no rank variables behind (a later torchrun or recipe process would join a stale job)
+    assert not {"RANK", "WORLD_SIZE", "MASTER_PORT"} & set(os.environ)
     assert all(r.status == "ok" and not r.cached for r in inline.values())
     auc = {name: r.result["final"]["auc"] for name, r in inline.items()}
     assert auc["stock-s1"] != auc["hash-s2"]

@@ -30,7 +30,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
@@ -150,9 +150,10 @@ def execute(run: Run, out_dir: str, log_path: Optional[str] = None) -> Record:
     from torchrec_memcom.recipes import runner
 
     env = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="localhost")
-    os.environ.pop("TORCHELASTIC_RESTART_COUNT", None)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_restored_environ([*env, "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT"]))
+        os.environ.pop("TORCHELASTIC_RESTART_COUNT", None)
         if log_path is not None:
             os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
             log = stack.enter_context(open(log_path, "w", encoding="utf-8"))
@@ -177,6 +178,21 @@ def execute(run: Run, out_dir: str, log_path: Optional[str] = None) -> Record:
 
 
 _PORT_ATTEMPTS = 3
+
+
+@contextlib.contextmanager
+def _restored_environ(keys: Sequence[str]) -> Iterator[None]:
+    """Puts ``keys`` of ``os.environ`` back as they were (a run's rank variables must not leak into the caller's
+    later subprocesses, which would join a stale job)."""
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _cache_path(out_dir: str, run: Run) -> str:
