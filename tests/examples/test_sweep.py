@@ -145,3 +145,45 @@ def test_toy_frontier_study_end_to_end(tmp_path: Path) -> None:
     text = (tmp_path / "docs" / "RESULTS.md").read_text()
     assert "CPU SMOKE RUN" in text and "| hash | hash-d8-r2 |" in text and out["plots"]["toy"] == "quality_toy.png"
     assert (tmp_path / "docs" / "quality_toy.png").stat().st_size > 10_000
+
+
+def test_toy_study_with_the_allocator(tmp_path: Path) -> None:
+    p = Protocol(
+        name="toy",
+        recipe="dlrm",
+        config=CONFIG,
+        metric="auc",
+        label="toy SYNTHETIC",
+        large=("cat_0", "cat_1"),
+        base=tuple(t for t in BASE if not t.startswith(("train.max_steps", "eval.every_steps", "model."))),
+        sparse_lrs=(0.05,),
+        dense_lrs=(0.05,),
+        stock_dims=(4, 8),
+        comp_dims=(8,),
+        comp_targets=(4,),
+        methods=("hash",),
+        lowrank_targets=(),
+        narrow=(),
+        rep_dim=8,
+        rep_target=4,
+        d0=8,
+        alloc_target=4,
+        alloc_methods=("stock", "hash"),
+        alloc_ratios=(2, 4),
+        alloc_dims=(8,),
+        alloc_lma_ratios=(),
+    )
+    study = Study(p, seeds=2, max_epochs=1, patience=1, extra=["data.train_rows=640"], allocator=True)
+    # the budget is the largest uniform point of the byte point 4: hash at d=8, ratio 2 on cat_0 and cat_1
+    assert study.alloc_budget() == 2 * 2000 * 8 * 4 // 2 + 4 * 2000 * 8 * 4
+    payload = run_study(str(tmp_path / "sweep"), [study], workers=0, progress=False, final=False)
+    assert all(r["status"] == "ok" for r in payload["records"])
+    alloc = payload["plans"]["toy"]["allocator"]
+    assert alloc["uniform_at_budget"] in {"stock-d4", "stock-d8", "hash-d8-r2"}
+    for line in ("alloc-model", "alloc-measured"):
+        assert set(alloc[line]["tables"]) == {"cat_0", "cat_1"}
+        assert alloc[line]["embedding_bytes"] <= study.alloc_budget()
+    rows = {r["line"]: r for r in aggregate(payload, "toy") if r["line"].startswith("alloc")}
+    assert set(rows) == {"alloc-model", "alloc-measured"} and all(r["seeds"] == [0, 1] for r in rows.values())
+    measured = [r for r in payload["records"] if r["run"]["tags"].get("phase") == "allocator-measure"]
+    assert len(measured) == 1 + 2 * 2  # all stock, then each table at hash 2x and 4x (stock does not fit)
