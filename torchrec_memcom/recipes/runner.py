@@ -14,6 +14,9 @@ Guarantees (``docs/RELIABILITY.md`` states them for users):
   checkpoint or result is ever written from a diverged model.
 - The results file says ``"status": "ok"`` only after a complete run; a failed run leaves ``"status": "failed"`` with
   the error (or ``"running"`` if the process was killed), never a file that looks like a result.
+- Early stopping (``train.early_stopping``): the validation metric at every epoch end (or every N steps), the best
+  state kept (``torchrec_memcom.recipes.early_stopping``) and restored before the final evaluation; the curve and the
+  best step / epoch go into the results. A resumed run starts the early-stopping bookkeeping afresh.
 - Resume (``--resume``, or automatically when torchrun restarts the workers: ``TORCHELASTIC_RESTART_COUNT > 0``)
   continues from the newest checkpoint that loads, at the same training row: the position is saved in rows of the
   current epoch, so a different ``train.batch_size`` is accepted when the dataset's row order does not depend on it
@@ -53,8 +56,9 @@ from tqdm import tqdm
 from torchrec_memcom.datasets._batching import DataError
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.checkpoint import Checkpointer, CheckpointError, config_changes
-from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, to_dict
+from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, tables_override, to_dict
 from torchrec_memcom.recipes.data import Epochs
+from torchrec_memcom.recipes.early_stopping import EarlyStopper
 from torchrec_memcom.recipes.schemas import load_recipe_config, preset_names
 from torchrec_memcom.recipes.training import (
     DistContext,
@@ -142,6 +146,8 @@ class RecipeRunner:
         self.results_path = os.path.join(out.dir, out.json_name)
         ckpt = cfg.checkpoint
         self.checkpointer = Checkpointer(ckpt.dir, ctx, ckpt.keep) if ckpt.dir else None
+        stopping = cfg.train.early_stopping
+        self.stopper = EarlyStopper(stopping, ctx, ckpt.dir) if stopping is not None else None
 
     @property
     def global_batch(self) -> int:
@@ -152,7 +158,7 @@ class RecipeRunner:
     def setup(self, resume: bool) -> None:
         """Checks files and folders, builds and shards the model, then resumes or fits LMA signatures."""
         cfg, ctx = self.cfg, self.ctx
-        eval_splits = [cfg.eval.split] if cfg.eval.every_steps else []
+        eval_splits = [cfg.eval.split] if cfg.eval.every_steps or self.stopper is not None else []
         eval_splits += [cfg.eval.final_split] if cfg.eval.final_split else []
         _agree(ctx, self._start_output)  # first: a failed check below then leaves a "failed" record, not an old result
         _agree(ctx, lambda: cfg.data.check_paths(["train", *dict.fromkeys(eval_splits)]), "data.")
@@ -173,6 +179,11 @@ class RecipeRunner:
         if self.train_data.has_len():
             local = torch.tensor([len(self.train_data)])
             self.steps_per_epoch = int(ctx.all_reduce(local, dist.ReduceOp.MIN)[0])
+        if self.stopper is not None and self.steps_per_epoch is None and not self.stopper.cfg.every_steps:
+            raise ConfigError(
+                "train.early_stopping.every_steps: this training data has no epoch length, so early stopping cannot "
+                "evaluate at epoch ends: give every_steps"
+            )
         if ctx.is_main:
             print(self.memory, flush=True)
         if resume and self._resume():
@@ -290,19 +301,34 @@ class RecipeRunner:
                 bar.set_postfix(loss=f"{float(loss):.4f}", epoch=self.epoch)
             eval_now = bool(every_eval) and self.step % every_eval == 0
             ckpt_now = bool(every_ckpt) and self.step % every_ckpt == 0
-            if eval_now or ckpt_now:
+            stop_now = self.stopper is not None and self.stopper.due(self.step, self.next_batch == self.steps_per_epoch)
+            if eval_now or ckpt_now or stop_now:
                 self.train_seconds += time.perf_counter() - start
                 self.check_losses()
-                if eval_now:
+                if eval_now or stop_now:
                     self.model = pipeline.detach()  # original forwards; the next progress() re-attaches
-                    self._evaluate(cfg.eval.split)
+                    metrics = self._evaluate(cfg.eval.split)
                 if ckpt_now:
                     self.save_checkpoint()
+                if stop_now and self.stopper is not None:
+                    if self.stopper.update(self.step, self.epoch, metrics, self.model, self.optimizer):
+                        self._log(
+                            f"early stopping after step {self.step}: {cfg.eval.split} {self.stopper.cfg.metric} "
+                            f"did not improve on {self.stopper.best} (step {self.stopper.best_step}) in "
+                            f"{self.stopper.cfg.patience} evaluations"
+                        )
+                        break
                 start = time.perf_counter()
         self.train_seconds += time.perf_counter() - start
         bar.close()
         self.model = pipeline.detach()
         self.check_losses()
+        if self.stopper is not None:
+            self.stopper.restore(self.model, self.optimizer)
+            self._log(
+                f"restored the best state: step {self.stopper.best_step}, {cfg.eval.split} "
+                f"{self.stopper.cfg.metric} {self.stopper.best}"
+            )
         if self.step == 0:
             raise RecipeError(
                 f"no training step ran: the training split gave no full global batch of {self.global_batch} rows "
@@ -430,6 +456,7 @@ class RecipeRunner:
             "train": self._train_section(losses),
             "data": {"train": stats},
             "lma_signature_coverage": self.lma_coverage,
+            "early_stopping": self.stopper.to_dict() if self.stopper is not None else None,
             "plan": str(self.model.plan),
             "config": to_dict(cfg),
         }
@@ -549,7 +576,8 @@ def main(task_cls: Type[RecipeTask], argv: Optional[Sequence[str]] = None) -> Di
     """Parses the command line, validates the config (before joining the job) and runs the recipe on this rank."""
     description = (sys.modules[task_cls.__module__].__doc__ or task_cls.name).strip().split("\n")[0]
     args = recipe_arg_parser(description, preset_names(task_cls.name)).parse_args(argv)
-    cfg = load_recipe_config(args.config, args.set, recipe=task_cls.name)
+    overrides = ([tables_override(args.tables)] if args.tables else []) + args.set
+    cfg = load_recipe_config(args.config, overrides, recipe=task_cls.name)
     ctx = init_distributed()
     try:
         return RecipeRunner(task_cls(cfg, ctx), cfg, ctx).run(resume=args.resume or _restarted())
