@@ -358,12 +358,15 @@ class TrainConfig:
     Attributes:
         batch_size: rows per rank per step (the global batch is ``batch_size * world_size``); the last short global
             batch of an epoch is dropped, so every rank runs the same steps on equal batches.
-        epochs: passes over the training split.
+        epochs: passes over the training split (0: no training, evaluate the ``init_from`` conversion as it is).
         max_steps: stop after this many steps in all (``None``: run every epoch).
         log_every_steps: progress-bar / log cadence.
         lma_signature_rows: LMA tables fit their signatures on the first this-many training rows (every rank reads
             the same rows) before training.
         seed: seeds model init and the data order.
+        init_from: a checkpoint (``<checkpoint.dir>/step_<N>``) of a run of the same recipe, data and model sizes
+            with stock tables: this run starts from it, its tables converted to this run's by ``compress_``'s warm
+            start (``torchrec_memcom.recipes.init_from``); ``None``: random init.
         early_stopping: stop on the validation metric and restore the best state (``None``: train every epoch).
     """
 
@@ -373,11 +376,13 @@ class TrainConfig:
     log_every_steps: int = 50
     lma_signature_rows: int = 200_000
     seed: int = 2026
+    init_from: Optional[str] = None
     early_stopping: Optional[EarlyStoppingConfig] = None
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        require(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
+        require(self.epochs >= 1 or self.init_from is not None, "epochs", "0 (evaluate only) needs train.init_from")
         require(self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
         require(self.log_every_steps >= 1, "log_every_steps", f"must be >= 1, got {self.log_every_steps}")
         require(self.lma_signature_rows >= 1, "lma_signature_rows", f"must be >= 1, got {self.lma_signature_rows}")

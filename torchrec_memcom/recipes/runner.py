@@ -54,11 +54,13 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from tqdm import tqdm
 
 from torchrec_memcom.datasets._batching import DataError
+from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.checkpoint import Checkpointer, CheckpointError, config_changes
 from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, tables_override, to_dict
 from torchrec_memcom.recipes.data import Epochs
 from torchrec_memcom.recipes.early_stopping import EarlyStopper
+from torchrec_memcom.recipes.init_from import converted_state
 from torchrec_memcom.recipes.schemas import load_recipe_config, preset_names
 from torchrec_memcom.recipes.training import (
     DistContext,
@@ -94,9 +96,9 @@ class RecipeTask(Protocol):
 
     def __init__(self, cfg: Any, ctx: DistContext) -> None: ...
 
-    def build_model(self) -> Tuple[nn.Module, MemoryReport]:
-        """The training module (its embedding collections on ``meta``, dense layers on the device) and the memory
-        report of its embeddings."""
+    def build_model(self, device: str = "meta") -> Tuple[nn.Module, MemoryReport]:
+        """The training module (its embedding collections on ``device``: ``meta`` to shard, ``cpu`` to hold a full
+        state; dense layers on the run's device) and the memory report of its embeddings."""
 
     def feature_names(self) -> List[str]:
         """Every sparse feature (the keys of ``sharding``)."""
@@ -187,6 +189,11 @@ class RecipeRunner:
         if ctx.is_main:
             print(self.memory, flush=True)
         if resume and self._resume():
+            return
+        if cfg.train.init_from is not None:
+            self._log(f"converting the stock run {cfg.train.init_from} to this run's tables (warm start)")
+            state, self.lma_coverage = converted_state(self.task, cfg.train.init_from)
+            load_unsharded_state_dict(self.model, state)
             return
         self.lma_coverage = fit_lma_signatures(
             self.model, self.task.signature_batches(), cfg.train.lma_signature_rows, progress=ctx.is_main
@@ -329,12 +336,17 @@ class RecipeRunner:
                 f"restored the best state: step {self.stopper.best_step}, {cfg.eval.split} "
                 f"{self.stopper.cfg.metric} {self.stopper.best}"
             )
-        if self.step == 0:
+        if self.step == 0 and cfg.train.epochs > 0:
             raise RecipeError(
                 f"no training step ran: the training split gave no full global batch of {self.global_batch} rows "
                 f"(train.batch_size={cfg.train.batch_size} x {ctx.world_size} ranks)"
             )
-        if cfg.checkpoint.at_end and self.checkpointer is not None and self.last_saved != self.step:
+        if (
+            cfg.checkpoint.at_end
+            and self.checkpointer is not None
+            and self.last_saved != self.step
+            and (self.step or not cfg.train.epochs)
+        ):
             self.save_checkpoint()
 
     def check_losses(self) -> None:
