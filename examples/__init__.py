@@ -1,5 +1,5 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""Example recipes; run from the repository root (``python -m examples.dlrm.train`` or the scripts).
+"""Entry points of the recipes for a checkout (``python examples/dlrm/train.py --config ml1m_memcom``).
 
-Shared recipe code (configs, data, training helpers, TorchX components) lives in ``torchrec_memcom.recipes``.
+The recipes, their YAML presets and the TorchX components ship inside the package: ``torchrec_memcom.recipes``.
 """

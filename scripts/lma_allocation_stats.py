@@ -11,7 +11,7 @@ between the trained stock embeddings of two ids sharing a row of a chunk, agains
 ``--old-lsh FILE`` evaluates the MinHash-key allocation of a former ``torchrec_memcom/lsh.py`` (e.g.
 ``git show 816ac5e:torchrec_memcom/lsh.py > /tmp/old_lsh.py``) on the same tables.
 
-    python scripts/lma_allocation_stats.py --config examples/dlrm/configs/ml1m_lma.yaml
+    python scripts/lma_allocation_stats.py --config ml1m_lma
 """
 
 import argparse
@@ -25,7 +25,6 @@ import torch
 
 from torchrec_memcom import CompressedEmbeddingBagCollection, LMAEmbeddingBagConfig
 from torchrec_memcom.lsh import unpack_codes
-from torchrec_memcom.modules.lma import LMAIds
 from torchrec_memcom.recipes.schemas import load_recipe_config
 from torchrec_memcom.recipes.training import build_tables
 
@@ -99,18 +98,17 @@ def current(  # type: ignore[no-untyped-def]
     cfg, tables: Sequence[LMAEmbeddingBagConfig], weights: Optional[Dict[str, torch.Tensor]] = None
 ) -> Dict[str, Dict[str, float]]:
     ebc = CompressedEmbeddingBagCollection(list(tables))
-    transform = next(m for m in ebc.modules() if isinstance(m, LMAIds))
-    coverage = transform.fit_signatures(_batches(cfg, True), max_rows=cfg.train.lma_signature_rows)
+    coverage = ebc.fit_signatures(_batches(cfg, True), max_rows=cfg.train.lma_signature_rows)
     print("coverage", json.dumps(coverage), flush=True)
     out: Dict[str, Dict[str, float]] = {}
     for group in sorted({t.group() for t in tables}):
         per_table = {}
         for t in (t for t in tables if t.group() == group):
             ids = torch.arange(t.num_embeddings)
-            loc = transform.locations(t.name, ids)
-            bits = transform.location_params(t.name)[1]
+            loc = ebc.locations(t.name, ids)
+            bits = t.code_bits() if t.allocation == "semantic" else 0
             if bits:
-                code = unpack_codes(transform.table_signatures(t.name), t.num_chunks(), bits)
+                code = unpack_codes(ebc.table_signatures(t.name), t.num_chunks(), bits)
                 has = code[:, 0] != (1 << bits) - 1
             else:
                 code, has = torch.zeros_like(loc), torch.zeros(len(ids), dtype=torch.bool)
@@ -164,13 +162,13 @@ def old(  # type: ignore[no-untyped-def]
 def main(argv: Optional[List[str]] = None) -> None:
     warnings.filterwarnings("ignore")
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="examples/dlrm/configs/ml1m_lma.yaml")
+    p.add_argument("--config", default="ml1m_lma", help="DLRM preset or YAML path")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides")
     p.add_argument("--old-lsh", default=None, help="a former lsh.py: evaluate its MinHash-key allocation instead")
     p.add_argument("--reference-weights", default=None, help="state dict of a trained stock model (see above)")
     p.add_argument("--json", default=None, help="write the numbers here")
     args = p.parse_args(argv)
-    cfg = load_recipe_config(args.config, args.set)
+    cfg = load_recipe_config(args.config, args.set, recipe="dlrm")
     data = cfg.data
     tables = build_tables(data.feature_names(), data.table_sizes(), cfg.model.embedding_dim, cfg.tables)
     lma = [t for t in tables if isinstance(t, LMAEmbeddingBagConfig)]

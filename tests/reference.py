@@ -150,25 +150,28 @@ def leaf_copies(module: nn.Module) -> Params:
 def _bags_of(module: nn.Module, params: Params, prefix: str) -> Dict[str, Tuple[BagFn, PoolingType]]:
     """feature -> (reference bag function, pooling) for every feature of ``module``."""
     bags: Dict[str, Tuple[BagFn, PoolingType]] = {}
-    if isinstance(module, CompressedEmbeddingBagCollection):
-        for name, child in module.children_by_method.items():
-            bags.update(_bags_of(child, params, f"{prefix}children_by_method.{name}."))
-        return bags
     for t in module.embedding_bag_configs():
+        if isinstance(module, EmbeddingBagCollection):
+            bag = stock_bag(params[f"{prefix}embedding_bags.{t.name}.weight"])
+            for f in t.feature_names:
+                bags[f] = (bag, t.pooling)
+            continue
+        assert isinstance(module, CompressedEmbeddingBagCollection)
+        kind = module.method_of(t.name).name
         tables = f"{prefix}_embedding_bag_collection.embedding_bags."
-        if isinstance(module, MEmComEmbeddingBagCollection):
+        if kind == "memcom":
             h = module.bucketed_hash(t.name)
             bag = memcom_bag(
                 params[f"{tables}{t.name}.weight"], params[f"{prefix}entity_weights.{t.name}"], h, h.scramble
             )
-        elif isinstance(module, HashEmbeddingBagCollection):
+        elif kind == "hash":
             bag = hash_bag(params[f"{tables}{t.name}.weight"], module.bucketed_hash(t.name))
-        elif isinstance(module, QREmbeddingBagCollection):
+        elif kind == "qr":
             bag = qr_bag(params[f"{tables}{t.name}__q.weight"], params[f"{tables}{t.name}__r.weight"])
-        elif isinstance(module, EmbeddingBagCollection):
-            bag = stock_bag(params[f"{prefix}embedding_bags.{t.name}.weight"])
+        elif kind == "stock":
+            bag = stock_bag(params[f"{tables}{t.name}.weight"])
         else:
-            raise TypeError(f"no reference for {type(module).__name__}")
+            raise TypeError(f"no reference for {kind} tables")
         for f in t.feature_names:
             bags[f] = (bag, t.pooling)
     return bags

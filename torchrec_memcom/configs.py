@@ -9,6 +9,7 @@ bad config fails where it is written.
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -19,14 +20,19 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, data_type_to_
 from torchrec_memcom.hashing import BucketedHash, default_num_buckets
 
 __all__ = [
+    "ENTITY_WEIGHT_OPTIMIZERS",
     "HashEmbeddingBagConfig",
     "LMAEmbeddingBagConfig",
     "MEmComEmbeddingBagConfig",
     "QREmbeddingBagConfig",
+    "LowRankEmbeddingBagConfig",
+    "physical_dim",
+    "projection_bytes",
     "stock_bytes",
 ]
 
 _FP32_BYTES = 4
+ENTITY_WEIGHT_OPTIMIZERS = (None, "sgd", "adagrad")
 
 
 def stock_bytes(config: EmbeddingBagConfig) -> int:
@@ -38,16 +44,33 @@ def _element_size(config: EmbeddingBagConfig) -> int:
     return torch.empty((), dtype=data_type_to_dtype(config.data_type)).element_size()
 
 
+def _is_int(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def check_sizes(config: EmbeddingBagConfig, kind: str) -> None:
+    """Name, ``num_embeddings`` and ``embedding_dim`` of a table, checked before TorchRec divides by them."""
+    if not config.name:
+        raise ValueError(f"{kind} config needs a table name")
+    for field in ("num_embeddings", "embedding_dim"):
+        value = getattr(config, field)
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{kind} table '{config.name}': {field} must be an integer >= 1, got {value!r}")
+
+
 def _check_common(
     config: EmbeddingBagConfig, kind: str, ratio: Optional[float], size: Optional[int], size_name: str
 ) -> None:
-    if not config.name:
-        raise ValueError(f"{kind} config needs a table name")
-    if config.num_embeddings < 1 or config.embedding_dim < 1:
+    if ratio is not None and not _is_real(ratio):
         raise ValueError(
-            f"{kind} table '{config.name}': num_embeddings and embedding_dim must be >= 1, "
-            f"got {config.num_embeddings} and {config.embedding_dim}"
+            f"{kind} table '{config.name}': compression_ratio must be a number, got {ratio!r} ({type(ratio).__name__})"
         )
+    if size is not None and not _is_int(size):
+        raise ValueError(f"{kind} table '{config.name}': {size_name} must be an integer, got {size!r}")
     if (ratio is None) == (size is None):
         raise ValueError(
             f"{kind} table '{config.name}': give exactly one of compression_ratio and {size_name} "
@@ -61,12 +84,43 @@ def _check_common(
         config.feature_names = [config.name]
 
 
+def physical_dim(config: EmbeddingBagConfig) -> int:
+    """Width of a table's stored rows: its ``base_dim`` if it has one (then a learned ``base_dim x embedding_dim``
+    projection gives the ``embedding_dim``-wide output), else ``embedding_dim``."""
+    if isinstance(config, LowRankEmbeddingBagConfig):
+        return config.rank()
+    return getattr(config, "base_dim", None) or config.embedding_dim
+
+
+def projection_bytes(config: EmbeddingBagConfig) -> int:
+    """Bytes of a table's fp32 ``base_dim x embedding_dim`` output projection (0 without one)."""
+    base = physical_dim(config)
+    return base * config.embedding_dim * _FP32_BYTES if base < config.embedding_dim else 0
+
+
+def _check_base_dim(config: EmbeddingBagConfig, kind: str) -> None:
+    base = getattr(config, "base_dim", None)
+    if base is not None and (not _is_int(base) or not 1 <= base < config.embedding_dim):
+        raise ValueError(
+            f"{kind} table '{config.name}': base_dim must be an integer in [1, embedding_dim={config.embedding_dim}), "
+            f"got {base!r}"
+        )
+
+
 def _check_module_dict_key(config: EmbeddingBagConfig, kind: str) -> None:
     """The shared table is named after the logical one, and TorchRec keeps tables in an ``nn.ModuleDict``."""
     if hasattr(nn.ModuleDict(), config.name) or "." in config.name:
         raise ValueError(
             f"{kind} table name '{config.name}' cannot be used: TorchRec keeps tables in an nn.ModuleDict, where it "
             "clashes with an attribute or contains a '.'"
+        )
+
+
+def _check_buckets(config: EmbeddingBagConfig, kind: str, num_buckets: Optional[int]) -> None:
+    n = config.num_embeddings
+    if num_buckets is not None and (not _is_int(num_buckets) or not 1 <= num_buckets <= n):
+        raise ValueError(
+            f"{kind} table '{config.name}': num_buckets must be in [1, num_embeddings={n}], got {num_buckets!r}"
         )
 
 
@@ -102,38 +156,64 @@ class MEmComEmbeddingBagConfig(EmbeddingBagConfig):
         num_buckets (Optional[int]): fixed bucket count ``B``; default: the largest power of two <= 1024 leaving
             >= 64 rows per bucket. Row-wise sharding over ``W`` ranks needs ``W | B``.
         entity_weight_init (float): initial value of every ``w`` (1.0: training starts as the hashing trick).
+        entity_weight_optimizer (Optional[str]): update rule of ``w`` when sharded (fused, in backward): ``"sgd"``
+            or ``"adagrad"``; ``None`` follows the shared table's fused optimizer (row-wise Adagrad on a width-1 row
+            is Adagrad).
+        entity_weight_lr_scale (float): ``w``'s learning rate = the shared table's times this (MEmCom's ``w``
+            often wants a larger one; see docs/RESULTS.md).
     """
 
     compression_ratio: Optional[float] = None
     num_shared_rows: Optional[int] = None
     num_buckets: Optional[int] = None
     entity_weight_init: float = 1.0
+    entity_weight_optimizer: Optional[str] = None
+    entity_weight_lr_scale: float = 1.0
+    base_dim: Optional[int] = None
 
     def __post_init__(self) -> None:
+        check_sizes(self, "MEmCom")
         super().__post_init__()
+        _check_base_dim(self, "MEmCom")
         _check_common(self, "MEmCom", self.compression_ratio, self.num_shared_rows, "num_shared_rows")
         _check_module_dict_key(self, "MEmCom")
+        _check_buckets(self, "MEmCom", self.num_buckets)
+        if self.entity_weight_optimizer not in ENTITY_WEIGHT_OPTIMIZERS:
+            raise ValueError(
+                f"MEmCom table '{self.name}': entity_weight_optimizer must be one of {ENTITY_WEIGHT_OPTIMIZERS}, "
+                f"got {self.entity_weight_optimizer!r}"
+            )
+        if not _is_real(self.entity_weight_lr_scale) or not (0 < self.entity_weight_lr_scale < math.inf):
+            raise ValueError(
+                f"MEmCom table '{self.name}': entity_weight_lr_scale must be a finite number > 0, "
+                f"got {self.entity_weight_lr_scale!r}"
+            )
+        if not _is_real(self.entity_weight_init) or not math.isfinite(self.entity_weight_init):
+            raise ValueError(
+                f"MEmCom table '{self.name}': entity_weight_init must be a finite number, "
+                f"got {self.entity_weight_init!r}"
+            )
         self.bucketed_hash()
 
     def bucketed_hash(self) -> BucketedHash:
         """The table's hash, with ``num_shared_rows`` solved from ``compression_ratio`` when needed."""
         if self.num_shared_rows is not None:
             return _bucketed_hash(self, "MEmCom", self.num_shared_rows, self.num_buckets)
-        n, d, ratio = self.num_embeddings, self.embedding_dim, self.compression_ratio
+        n, d, ratio = self.num_embeddings, physical_dim(self), self.compression_ratio
         assert ratio is not None
-        if ratio >= d:
+        if ratio >= self.embedding_dim:
             raise ValueError(
                 f"MEmCom table '{self.name}': compression_ratio={ratio} is not reachable: MEmCom keeps one weight per "
-                f"id, so it stays below d={d}x (use the hashing trick or LMA for more)"
+                f"id, so it stays below d={self.embedding_dim}x (use the hashing trick or LMA for more)"
             )
-        budget = stock_bytes(self) / ratio
+        budget = stock_bytes(self) / ratio - projection_bytes(self)
         row_bytes = d * _element_size(self)
         guess = max(1, int((budget - n * _FP32_BYTES) / row_bytes))
         b = self.num_buckets if self.num_buckets is not None else default_num_buckets(guess, n)
         n_pad = -(-n // b) * b
         rows = _rows_for_budget(budget - n_pad * _FP32_BYTES, row_bytes, b)
         if rows == 0:
-            best = stock_bytes(self) / (b * row_bytes + n_pad * _FP32_BYTES)
+            best = stock_bytes(self) / (b * row_bytes + n_pad * _FP32_BYTES + projection_bytes(self))
             raise ValueError(
                 f"MEmCom table '{self.name}' (n={n}, d={d}): compression_ratio={ratio} leaves no shared rows after "
                 f"the {n_pad * _FP32_BYTES} bytes of entity weights; the most it reaches is {best:.2f}x"
@@ -154,11 +234,15 @@ class HashEmbeddingBagConfig(EmbeddingBagConfig):
     compression_ratio: Optional[float] = None
     num_shared_rows: Optional[int] = None
     num_buckets: Optional[int] = None
+    base_dim: Optional[int] = None
 
     def __post_init__(self) -> None:
+        check_sizes(self, "Hash")
         super().__post_init__()
+        _check_base_dim(self, "Hash")
         _check_common(self, "Hash", self.compression_ratio, self.num_shared_rows, "num_shared_rows")
         _check_module_dict_key(self, "Hash")
+        _check_buckets(self, "Hash", self.num_buckets)
         self.bucketed_hash()
 
     def bucketed_hash(self) -> BucketedHash:
@@ -166,8 +250,8 @@ class HashEmbeddingBagConfig(EmbeddingBagConfig):
         if self.num_shared_rows is not None:
             return _bucketed_hash(self, "Hash", self.num_shared_rows, self.num_buckets)
         assert self.compression_ratio is not None
-        budget = stock_bytes(self) / self.compression_ratio
-        row_bytes = self.embedding_dim * _element_size(self)
+        budget = stock_bytes(self) / self.compression_ratio - projection_bytes(self)
+        row_bytes = physical_dim(self) * _element_size(self)
         b = self.num_buckets
         if b is None:
             b = default_num_buckets(max(1, int(budget / row_bytes)), self.num_embeddings)
@@ -176,7 +260,7 @@ class HashEmbeddingBagConfig(EmbeddingBagConfig):
             raise ValueError(
                 f"Hash table '{self.name}' (n={self.num_embeddings}, d={self.embedding_dim}): "
                 f"compression_ratio={self.compression_ratio} leaves no rows; the most it reaches with "
-                f"num_buckets={b} is {stock_bytes(self) / (b * row_bytes):.2f}x"
+                f"num_buckets={b} is {stock_bytes(self) / (b * row_bytes + projection_bytes(self)):.2f}x"
             )
         return _bucketed_hash(self, "Hash", rows, b)
 
@@ -195,9 +279,12 @@ class QREmbeddingBagConfig(EmbeddingBagConfig):
 
     compression_ratio: Optional[float] = None
     num_remainder_rows: Optional[int] = None
+    base_dim: Optional[int] = None
 
     def __post_init__(self) -> None:
+        check_sizes(self, "QR")
         super().__post_init__()
+        _check_base_dim(self, "QR")
         _check_common(self, "QR", self.compression_ratio, self.num_remainder_rows, "num_remainder_rows")
         self.remainder_rows()
 
@@ -211,12 +298,13 @@ class QREmbeddingBagConfig(EmbeddingBagConfig):
                 )
             return self.num_remainder_rows
         assert self.compression_ratio is not None
-        rows_budget = stock_bytes(self) / (self.compression_ratio * self.embedding_dim * _element_size(self))
+        row_bytes = physical_dim(self) * _element_size(self)
+        rows_budget = (stock_bytes(self) / self.compression_ratio - projection_bytes(self)) / row_bytes
         # c = ceil(sqrt(n)) minimises the integer row count ceil(n/c) + c; a budget below it (even one above the
         # real bound 2*sqrt(n)) has no integer c, and the search below would end at c = n (ratio < 1).
         c = math.isqrt(n - 1) + 1 if n > 1 else 1
         if -(-n // c) + c > rows_budget:
-            best = stock_bytes(self) / ((-(-n // c) + c) * self.embedding_dim * _element_size(self))
+            best = stock_bytes(self) / ((-(-n // c) + c) * row_bytes + projection_bytes(self))
             raise ValueError(
                 f"QR table '{self.name}' (n={n}, d={self.embedding_dim}): compression_ratio={self.compression_ratio} "
                 f"is not reachable; QR needs at least ceil(n/c) + c >= 2*sqrt(n) rows, at most {best:.2f}x"
@@ -262,6 +350,8 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
             labels (an id's context becomes "who liked it" and "who did not").
         signature_rank (int): components of the spectral embedding the codes are cut from (at least ``4 d / Z``
             are used when the data allows).
+        base_dim (Optional[int]): store chunks of a ``base_dim``-wide embedding and project it to ``d`` with a learned
+            ``base_dim x d`` matrix (counted in the budget); default: no projection.
     """
 
     compression_ratio: Optional[float] = None
@@ -273,13 +363,17 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
     context_features: Optional[List[str]] = None
     label_context: bool = True
     signature_rank: int = 64
+    base_dim: Optional[int] = None
 
     def __post_init__(self) -> None:
+        check_sizes(self, "LMA")
         super().__post_init__()
+        _check_base_dim(self, "LMA")
         _check_common(self, "LMA", self.compression_ratio, self.memory_rows, "memory_rows")
         z = self.chunk()
-        if self.embedding_dim % z != 0:
-            raise ValueError(f"LMA table '{self.name}': chunk_size={z} must divide embedding_dim={self.embedding_dim}")
+        if physical_dim(self) % z != 0:
+            what = "base_dim" if self.base_dim else "embedding_dim"
+            raise ValueError(f"LMA table '{self.name}': chunk_size={z} must divide {what}={physical_dim(self)}")
         if z != 1 and z % 4 != 0:
             raise ValueError(
                 f"LMA table '{self.name}': chunk_size={z} must be a multiple of 4 (FBGEMM TBE rows), or 1 for the "
@@ -320,10 +414,10 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
             if self.chunk_size < 1:
                 raise ValueError(f"LMA table '{self.name}': chunk_size must be >= 1, got {self.chunk_size}")
             return self.chunk_size
-        return next((z for z in (16, 8, 4) if self.embedding_dim % z == 0), 1)
+        return next((z for z in (16, 8, 4) if physical_dim(self) % z == 0), 1)
 
     def num_chunks(self) -> int:
-        return self.embedding_dim // self.chunk()
+        return physical_dim(self) // self.chunk()
 
     def group(self) -> str:
         return self.memory_group if self.memory_group is not None else self.name
@@ -337,11 +431,11 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
         if self.memory_rows is not None:
             return self.memory_rows
         assert self.compression_ratio is not None
-        budget = stock_bytes(self) / self.compression_ratio - self.signature_bytes_total()
+        budget = stock_bytes(self) / self.compression_ratio - self.signature_bytes_total() - projection_bytes(self)
         row_bytes = self.chunk() * _element_size(self)
         rows = int(budget // row_bytes)
         if rows < 1:
-            best = stock_bytes(self) / (self.signature_bytes_total() + row_bytes)
+            best = stock_bytes(self) / (self.signature_bytes_total() + row_bytes + projection_bytes(self))
             raise ValueError(
                 f"LMA table '{self.name}' (n={self.num_embeddings}, d={self.embedding_dim}): "
                 f"compression_ratio={self.compression_ratio} leaves no memory rows after "
@@ -349,3 +443,39 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
                 f"reaches is {best:.2f}x (lower signature_bytes to go further)"
             )
         return rows
+
+
+@dataclass
+class LowRankEmbeddingBagConfig(EmbeddingBagConfig):
+    """A stock table stored at a smaller width: ``embedding(i) = E[i] P`` with ``E`` (``n x base_dim``) and a learned
+    ``base_dim x d`` projection ``P`` (a low-rank factorisation; "stock at a smaller d" where the model needs ``d``).
+
+    Args:
+        compression_ratio (Optional[float]): stock fp32 bytes / (E + P) bytes; solves for ``base_dim``.
+        base_dim (Optional[int]): the stored width (``< d``).
+    """
+
+    compression_ratio: Optional[float] = None
+    base_dim: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        check_sizes(self, "LowRank")
+        super().__post_init__()
+        _check_common(self, "LowRank", self.compression_ratio, self.base_dim, "base_dim")
+        _check_base_dim(self, "LowRank")
+        self.rank()
+
+    def rank(self) -> int:
+        """``base_dim``: given, or the widest that fits the ratio's budget with its projection."""
+        if self.base_dim is not None:
+            return self.base_dim
+        assert self.compression_ratio is not None
+        n, d = self.num_embeddings, self.embedding_dim
+        k = int(stock_bytes(self) / self.compression_ratio // ((n + d) * _element_size(self)))
+        if not 1 <= k < d:
+            raise ValueError(
+                f"LowRank table '{self.name}' (n={n}, d={d}): compression_ratio={self.compression_ratio} gives "
+                f"base_dim={k}, outside [1, {d}); the range is {n * d / ((n + d) * (d - 1)):.2f}x to "
+                f"{n * d / (n + d):.2f}x"
+            )
+        return k

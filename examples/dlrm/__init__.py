@@ -1,2 +1,3 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""DLRM with compressed embedding tables: ``train.py`` (the recipe), ``report.py`` (comparison), ``configs/``."""
+"""DLRM: ``train.py`` runs ``torchrec_memcom.recipes.dlrm``, ``report.py`` compares runs; presets in
+``torchrec_memcom/recipes/configs/dlrm/``."""

@@ -95,21 +95,121 @@ def test_bad_rows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         lines.insert(lineno - 1, line)
     path = tmp_path / "bad.tsv"
     _write(path, lines)
-    with pytest.raises(ValueError, match=rf"{path}:7: malformed Criteo row: expected 40"):
+    with pytest.raises(ValueError, match=rf"{path}:7: malformed Criteo row \(field_count\): expected 40"):
         list(CriteoTSVReader(str(path), 8, _SIZES))
     reader = CriteoTSVReader(str(path), 8, _SIZES, skip_bad_rows=True)
     with caplog.at_level(logging.WARNING, logger="torchrec_memcom.datasets.criteo"):
         batches = list(reader)
     assert reader.num_bad_rows == 4
-    assert "skipped 4 malformed Criteo rows" in caplog.text
+    assert reader.stats() == {
+        "rows_read": 30,
+        "skipped_rows": {"field_count": 1, "integer": 1, "categorical": 1, "label": 1},
+        "skipped_total": 4,
+    }
+    assert "skipped 4 malformed Criteo rows" in caplog.text and "categorical 1, field_count 1" in caplog.text
     assert sum(len(b.labels) for b in batches) == 30
     list(reader)
     assert reader.num_bad_rows == 4  # reset per pass, not accumulated
-    for lineno in (12, 20, 25):
+    for lineno, reason in ((12, "integer"), (20, "categorical"), (25, "label")):
         good = "\t".join(_good_rows(1, seed=7)[0])
         _write(path, [line if i not in bad or i == lineno else good for i, line in enumerate(lines, start=1)])
-        with pytest.raises(ValueError, match=rf"bad.tsv:{lineno}:"):
+        with pytest.raises(ValueError, match=rf"bad.tsv:{lineno}: malformed Criteo row \({reason}\)"):
             list(CriteoTSVReader(str(path), 8, _SIZES))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        (14, "-1f"),  # int(x, 16) takes a sign
+        (14, "0x1f"),  # ... a prefix
+        (20, " 1f "),  # ... surrounding spaces
+        (39, "1_f"),  # ... underscores
+        (14, "+1f"),
+        (14, "１f"),  # a full-width digit
+        (3, "1_0"),  # int() takes these in integer fields too
+        (3, " 7"),
+        (3, "+7"),
+        (3, "٣"),  # an Arabic-Indic digit
+        (3, "99999999999999999999"),  # beyond int64
+        (0, " 1"),
+        (0, "01"),
+    ],
+)
+def test_strict_fields(tmp_path: Path, field: int, value: str) -> None:
+    """Python's ``int`` accepts all of these; none is a Criteo field, so each line is malformed."""
+    row = _good_rows(3, seed=8)
+    row[1][field] = value
+    path = tmp_path / "day.tsv"
+    _write(path, ["\t".join(r) for r in row])
+    reason = "label" if field == 0 else "integer" if field <= 13 else "categorical"
+    with pytest.raises(ValueError, match=rf"day.tsv:2: malformed Criteo row \({reason}\)"):
+        list(CriteoTSVReader(str(path), 2, _SIZES))
+    reader = CriteoTSVReader(str(path), 2, _SIZES, skip_bad_rows=True)
+    assert sum(len(b.labels) for b in reader) == 2 and reader.stats()["skipped_rows"] == {reason: 1}
+
+
+def test_truncated_last_line_and_crlf(tmp_path: Path) -> None:
+    rows = _good_rows(5, seed=9)
+    text = "".join("\t".join(r) + "\r\n" for r in rows)  # Windows line ends are fine
+    cut = text[: -len("\r\n") - 3]  # the last line loses its newline and the end of its last hex id
+    path = tmp_path / "cut.tsv"
+    path.write_bytes(cut.encode())
+    with pytest.raises(ValueError, match=r"cut.tsv:5: malformed Criteo row \(truncated_line\)"):
+        list(CriteoTSVReader(str(path), 2, _SIZES))
+    reader = CriteoTSVReader(str(path), 2, _SIZES, skip_bad_rows=True)
+    ids = _flatten(list(reader))[2]
+    assert ids.tolist() == [_expected(r)[2] for r in rows[:4]]
+    assert reader.stats()["skipped_rows"] == {"truncated_line": 1}
+
+
+def test_non_utf8_byte_names_file_and_line(tmp_path: Path) -> None:
+    lines = ["\t".join(r).encode() + b"\n" for r in _good_rows(4, seed=10)]
+    lines[2] = lines[2][:20] + b"\xff" + lines[2][21:]
+    path = tmp_path / "latin.tsv"
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(ValueError, match=r"latin.tsv:3: malformed Criteo row \(not_utf8\): byte 0xff at column 21"):
+        list(CriteoTSVReader(str(path), 2, _SIZES))
+    reader = CriteoTSVReader(str(path), 2, _SIZES, skip_bad_rows=True)
+    assert sum(len(b.labels) for b in reader) == 3 and reader.stats()["skipped_rows"] == {"not_utf8": 1}
+
+
+def test_truncated_gzip_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "day.tsv.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("".join("\t".join(r) + "\n" for r in _good_rows(2000, seed=11)))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    for skip in (False, True):  # skipping bad rows never hides a damaged file
+        with pytest.raises(ValueError, match=r"day.tsv.gz:\d+: truncated or corrupt gzip data"):
+            list(CriteoTSVReader(str(path), 64, _SIZES, skip_bad_rows=skip))
+
+
+def test_no_valid_rows_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.tsv"
+    _write(path, ["not\ta\trow"] * 5)
+    with pytest.raises(ValueError, match=r"junk.tsv: no valid Criteo rows \(all 5 lines are malformed"):
+        list(CriteoTSVReader(str(path), 2, _SIZES, skip_bad_rows=True))
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="no valid Criteo rows .the files are empty"):
+        list(CriteoTSVReader(str(empty), 2, _SIZES))
+
+
+def test_skipped_rows_are_logged_when_the_consumer_stops_early(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A training loop that stops at ``max_steps`` closes the iterator mid-pass: the count so far is still logged."""
+    lines = ["\t".join(r) for r in _good_rows(40, seed=12)]
+    lines[1] = "garbage"
+    path = tmp_path / "day.tsv"
+    _write(path, lines)
+    reader = CriteoTSVReader(str(path), 4, _SIZES, skip_bad_rows=True)
+    it = iter(reader)
+    with caplog.at_level(logging.WARNING, logger="torchrec_memcom.datasets.criteo"):
+        next(it)
+        it.close()
+    assert "skipped 1 malformed Criteo rows" in caplog.text and "field_count 1" in caplog.text
+    assert reader.stats() == {"rows_read": 4, "skipped_rows": {"field_count": 1}, "skipped_total": 1}
 
 
 def test_bad_arguments() -> None:

@@ -33,7 +33,7 @@ def test_reshard_2_to_4_and_1(world2: World, world4: World, tmp_path: Path) -> N
 
 def test_unsharded_state_into_sharded_model(world2: World, tmp_path: Path) -> None:
     model = scenarios.mixed_wrap(torch.device("cpu"), seed=11)
-    model.ebc.children_by_method["lma"].fit_signatures([scenarios.eval_batch(16)])
+    model.ebc.fit_signatures([scenarios.eval_batch(16)])
     dcp.save(model.state_dict(), checkpoint_id=str(tmp_path / "unsharded"))
     with torch.no_grad():
         expected = model(scenarios.eval_batch(8))

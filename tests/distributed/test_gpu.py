@@ -1,5 +1,6 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""The multi-process checks on CUDA with NCCL (1 or 2 GPUs), fused EXACT_SGD (the GPU kit's optimizer kernels)."""
+"""The multi-process checks on CUDA with NCCL (1 or 2 GPUs): every sharding case of the CPU suite, with its optimizer
+(the GPU kit keeps exact SGD, exact Adagrad, exact row-wise Adagrad and the dense kernels of data-parallel tables)."""
 
 from pathlib import Path
 from typing import Dict
@@ -13,8 +14,7 @@ from tests.distributed.world import World
 
 pytestmark = pytest.mark.gpu
 
-# The GPU kit ships FBGEMM trimmed to the fused kernels (no dense/data-parallel TBE kernels): DP runs on CPU only.
-GPU_CASES = [{**c, "optimizer": "sgd"} for c in CASES if c["sharding_type"] != "data_parallel"]
+GPU_CASES = CASES
 
 
 @pytest.mark.parametrize("case", GPU_CASES, ids=_id)

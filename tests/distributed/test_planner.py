@@ -91,15 +91,20 @@ def test_signatures_are_reserved_on_every_rank() -> None:
 
 
 def test_world_size_must_divide_buckets_up_front() -> None:
+    # Asked for row-wise over 3 ranks with 64 buckets: a clear error before planning.
     with pytest.raises(ValueError, match=r"MEmCom table 't'.*3 ranks.*num_buckets=64"):
-        _plan([_memcom()], ddr_mib=1000, world_size=3)
-    # Constrained to table-wise, the buckets do not matter.
-    assert _plan([_memcom()], ddr_mib=1000, world_size=3, t=ParameterConstraints(sharding_types=["table_wise"]))
+        _plan([_memcom()], ddr_mib=1000, world_size=3, t=ParameterConstraints(sharding_types=["row_wise"]))
+    # Unconstrained, the planner only considers what keeps ids and rows co-located: table-wise.
+    plan = _plan([_memcom()], ddr_mib=1000, world_size=3)
+    assert plan.plan["ebc"]["t"].sharding_type == "table_wise"
+    # A type MEmCom cannot take is refused by name.
+    with pytest.raises(ValueError, match=r"memcom table 't': constrained to \['column_wise'\]"):
+        _plan([_memcom()], ddr_mib=1000, world_size=2, t=ParameterConstraints(sharding_types=["column_wise"]))
 
 
 def test_row_wise_plan_is_bucket_aligned() -> None:
     plan = _plan([_memcom()], ddr_mib=1000, world_size=4, t=ParameterConstraints(sharding_types=["row_wise"]))
-    param = plan.plan["ebc.children_by_method.memcom"]["t"]
+    param = plan.plan["ebc"]["t"]
     rows = _memcom().bucketed_hash().num_rows
     assert [s.shard_offsets[0] for s in param.sharding_spec.shards] == [r * rows // 4 for r in range(4)]
 
@@ -129,4 +134,4 @@ def test_logical_constraints_reach_physical_tables() -> None:
     # memory g serves a's 2 chunks (pooling 3) and b's 2 chunks (default 1)
     assert out["g__memory"].pooling_factors == [3.0, 3.0, 1.0, 1.0]
     plan = _plan([qr, *lma], ddr_mib=100, q=ParameterConstraints(sharding_types=["row_wise"]))
-    assert plan.plan["ebc.children_by_method.qr"]["q__q"].sharding_type == "row_wise"
+    assert plan.plan["ebc"]["q__q"].sharding_type == "row_wise"

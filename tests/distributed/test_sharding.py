@@ -29,6 +29,9 @@ CASES: List[Dict] = [
     dict(method="lma", sharding_type="column_wise"),
     dict(method="lma", sharding_type="table_row_wise"),
     dict(method="lma", sharding_type="data_parallel"),
+    dict(method="lowrank", sharding_type="row_wise", optimizer="adagrad"),
+    dict(method="lowrank", sharding_type="table_wise"),
+    dict(method="hash_narrow", sharding_type="column_wise", pooling="MEAN"),
 ]
 
 

@@ -1,7 +1,9 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""Recipe configs: every YAML under examples/ validates and builds its tables; bad keys and values are rejected
-with the dotted key in the message; ``--set`` overrides apply."""
+"""Recipe configs: every packaged YAML validates and builds its tables; presets resolve by name; bad keys and
+values (non-finite or absurd numbers included) are rejected with the dotted key in the message; a key given twice is
+refused with its line; ``--set`` overrides apply."""
 
+import math
 from pathlib import Path
 from typing import List
 
@@ -9,28 +11,34 @@ import pytest
 import yaml
 
 from torchrec_memcom import CompressedEmbeddingBagCollection
-from torchrec_memcom.recipes.config import ConfigError, apply_overrides, from_dict
-from torchrec_memcom.recipes.schemas import RECIPE_CONFIGS, DLRMConfig, load_recipe_config
+from torchrec_memcom.recipes.config import ConfigError, apply_overrides, from_dict, read_yaml
+from torchrec_memcom.recipes.schemas import RECIPE_CONFIGS, DLRMConfig, load_recipe_config, preset_names
 from torchrec_memcom.recipes.training import build_tables
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS: List[Path] = sorted((ROOT / "examples").rglob("*.yaml")) + sorted((ROOT / "examples").rglob("*.yml"))
-DLRM_ML1M = ROOT / "examples/dlrm/configs/ml1m_memcom.yaml"
+PACKAGE_CONFIGS = ROOT / "torchrec_memcom/recipes/configs"
+CONFIGS: List[Path] = sorted(ROOT.glob("torchrec_memcom/**/*.yaml")) + sorted(ROOT.glob("examples/**/*.y*ml"))
+DLRM_ML1M = PACKAGE_CONFIGS / "dlrm/ml1m_memcom.yaml"
 
 
 def test_found_the_configs() -> None:
-    names = {p.name for p in CONFIGS}
+    names = {p.relative_to(PACKAGE_CONFIGS).as_posix() for p in CONFIGS}
     for method in ("stock", "hash", "qr", "memcom", "lma"):
-        assert f"ml1m_{method}.yaml" in names and f"criteo_{method}.yaml" in names
-    assert {"synthetic_criteo_stock.yaml", "synthetic_criteo_memcom.yaml", "synthetic_criteo_lma.yaml"} <= names
+        assert {f"dlrm/ml1m_{method}.yaml", f"dlrm/criteo_{method}.yaml", f"two_tower/ml1m_{method}.yaml"} <= names
+    assert {f"dlrm/synthetic_criteo_{m}.yaml" for m in ("stock", "memcom", "lma")} <= names
+    assert not list(ROOT.glob("examples/**/*.y*ml")), "recipe YAMLs ship in the package, not in examples/"
+    for recipe in RECIPE_CONFIGS:
+        assert preset_names(recipe) == sorted(p.stem for p in (PACKAGE_CONFIGS / recipe).glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_example_config_validates_and_builds(path: Path) -> None:
-    cfg = load_recipe_config(path)
-    assert type(cfg) is RECIPE_CONFIGS[yaml.safe_load(path.read_text())["recipe"]]
+def test_every_config_validates_and_builds(path: Path) -> None:
+    recipe = path.parent.name
+    cfg = load_recipe_config(path.stem, recipe=recipe)  # by preset name, as --config takes it
+    assert type(cfg) is RECIPE_CONFIGS[recipe] and type(load_recipe_config(path)) is RECIPE_CONFIGS[recipe]
     header = path.read_text().splitlines()[:8]
     assert any("Launch" in line for line in header) and any("Override" in line for line in header), path
+    assert any(f"--config {path.stem}" in line for line in header), path  # the launch line names this preset
     tables = build_tables(cfg.data.feature_names(), cfg.data.table_sizes(), cfg.model.embedding_dim, cfg.tables)
     report = CompressedEmbeddingBagCollection(tables, device="meta").memory_report()
     if "stock" not in path.stem:
@@ -76,11 +84,62 @@ def _error(data: dict) -> str:
         ("sharding.user=[sideways]", "sharding.user[0]"),
         ("sharding.nope=[row_wise]", "sharding.nope"),
         ("checkpoint.keep=0", "checkpoint.keep"),
+        # non-finite or absurd numbers (PyYAML reads .inf / .nan as floats, and 'inf' is a string float() takes)
+        ("optimizer.dense.lr=.inf", "optimizer.dense.lr"),
+        ("optimizer.dense.lr=inf", "optimizer.dense.lr"),
+        ("optimizer.dense.lr=1e30", "optimizer.dense.lr"),
+        ("optimizer.sparse.lr=1e30", "optimizer.sparse.lr"),
+        ("optimizer.sparse.eps=.inf", "optimizer.sparse.eps"),
+        ("optimizer.dense.eps=10", "optimizer.dense.eps"),
+        ("optimizer.dense.weight_decay=.inf", "optimizer.dense.weight_decay"),
+        # free-form table specs are checked too (the core takes a nan entity-weight init)
+        ("tables.user={type: memcom, compression: 16, entity_weight_init: .nan}", "tables.user.entity_weight_init"),
     ],
 )
 def test_bad_values_name_their_key(override: str, key: str) -> None:
     message = _error(apply_overrides(_raw(), [override]))
     assert message.startswith(f"{key}:"), message
+
+
+def test_sane_extremes_pass() -> None:
+    data = apply_overrides(_raw(), ["optimizer.dense.name=sgd", "optimizer.dense.lr=15", "optimizer.sparse.lr=1e-6"])
+    cfg = from_dict(DLRMConfig, data)
+    assert cfg.optimizer.dense.lr == 15 and math.isclose(cfg.optimizer.sparse.lr, 1e-6)
+
+
+def test_duplicate_keys_are_refused_with_their_lines(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys: a second ``train:`` section would silently replace the first."""
+    text = DLRM_ML1M.read_text()
+    assert yaml.safe_load(text + "train:\n  epochs: 9\n")["train"] == {"epochs": 9}  # what plain PyYAML does
+    first = 1 + text.splitlines().index("train:")
+    last = 1 + len(text.splitlines())
+    path = tmp_path / "twice.yaml"
+    path.write_text(text + "train:\n  epochs: 9\n")
+    message = rf"twice.yaml: line {last}: duplicate key 'train' \(first given at line {first}\)"
+    with pytest.raises(ConfigError, match=message):
+        load_recipe_config(path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("recipe: dlrm\ndata: {name: ml1m_ctr}\ntrain:\n  epochs: 1\n  seed: 1\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"nested.yaml: line 6: duplicate key 'epochs' \(first given at line 4\)"):
+        read_yaml(nested)
+    with pytest.raises(ConfigError, match=r"override .*duplicate key 'type'"):
+        apply_overrides({}, ["tables.user={type: memcom, type: hash}"])
+    anchors = tmp_path / "anchors.yaml"  # a merge key may be overridden: that is what it is for
+    anchors.write_text("base: &b {lr: 1, eps: 2}\nsparse:\n  <<: *b\n  lr: 3\n")
+    assert read_yaml(anchors)["sparse"] == {"lr": 3, "eps": 2}
+
+
+def test_preset_names_and_paths(tmp_path: Path) -> None:
+    assert "ml1m_memcom" in preset_names("dlrm") and "synthetic_criteo_lma" in preset_names("dlrm")
+    assert preset_names("two_tower") == [f"ml1m_{m}" for m in ("hash", "lma", "memcom", "qr", "stock")]
+    assert load_recipe_config("ml1m_memcom", recipe="two_tower").recipe == "two_tower"
+    with pytest.raises(ConfigError, match=r"--config 'ml1m_memcm': no such file; dlrm presets: criteo_hash, "):
+        load_recipe_config("ml1m_memcm", recipe="dlrm")
+    with pytest.raises(ConfigError, match=r"recipe: this is a 'two_tower' config, the 'dlrm' recipe cannot train"):
+        load_recipe_config(PACKAGE_CONFIGS / "two_tower/ml1m_memcom.yaml", recipe="dlrm")
+    local = tmp_path / "ml1m_memcom"  # an existing file wins over a preset of the same name
+    local.write_text(DLRM_ML1M.read_text().replace("epochs: 2", "epochs: 5"))
+    assert load_recipe_config(str(local), recipe="dlrm").train.epochs == 5
 
 
 def test_missing_and_unknown_recipe() -> None:
@@ -111,8 +170,11 @@ def test_overrides_and_load(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected key.sub=value"):
         load_recipe_config(DLRM_ML1M, ["train.epochs"])
     bad = tmp_path / "bad.yaml"
+    bad.write_text("recipe: dlrm\ndata: {name: ml1m_ctr}\ntrain: {epochs: -1}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.epochs: must be >= 0"):
+        load_recipe_config(bad)
     bad.write_text("recipe: dlrm\ndata: {name: ml1m_ctr}\ntrain: {epochs: 0}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: train.epochs: must be >= 1"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.epochs: 0 \(evaluate only\) needs train.init_from"):
         load_recipe_config(bad)
 
 

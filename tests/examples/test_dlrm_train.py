@@ -1,68 +1,92 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""``examples/dlrm/train.py`` end to end on CPU: 2 gloo processes via torchrun (every table type in one model,
-row-wise MEmCom and LMA), exact resume from a DCP checkpoint, one process, and the comparison report.
+"""The DLRM recipe end to end on CPU: 2 gloo processes via torchrun (every table type in one model, row-wise MEmCom
+and LMA), exact resume from a DCP checkpoint, automatic resume after killed ranks under ``torchrun --max-restarts``
+(bitwise the uninterrupted model), the checkout's entry point, and the comparison report.
 
-Uses a tiny SYNTHETIC Criteo-layout config (overrides of ``synthetic_criteo_stock.yaml``), so each launch is a
-few seconds of training plus the processes' start-up (importing TorchRec).
+Uses the tiny SYNTHETIC config of ``tests/examples/tiny.py``, so each launch is a few seconds of training plus the
+processes' start-up (importing TorchRec).
 """
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
+import torch
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+from tests.examples.tiny import CONFIG, STEPS, TINY, committed
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = "examples/dlrm/configs/synthetic_criteo_stock.yaml"
-STEPS = 8
 CKPT_EVERY = 4
-
-# Six features; one table of each type (stock for the rest), two of them row-wise: the sharded paths that matter.
-TINY = [
-    "data.num_features=6",
-    "data.num_embeddings=2000",
-    "data.train_rows=4096",
-    "data.eval_rows=512",
-    "model.embedding_dim=16",
-    "model.dense_arch_layer_sizes=[16, 16]",
-    "model.over_arch_layer_sizes=[16, 1]",
-    "tables={cat_0: {type: memcom, compression: 4}, cat_1: {type: lma, compression: 4, chunk_size: 8},"
-    " cat_2: {type: qr, compression: 4}, cat_3: {type: hash, compression: 4}}",
-    "sharding={cat_0: [row_wise], cat_1: [row_wise]}",
-    "train.batch_size=64",
-    f"train.max_steps={STEPS}",
-    "train.log_every_steps=2",
-    "train.lma_signature_rows=2000",
-    "eval.batch_size=100",
-    "eval.every_steps=4",
-    "output.run_name=tiny",
-]
 
 
 def _env() -> Dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # torchrun / torchx of this venv
+    env.pop("TORCHELASTIC_RESTART_COUNT", None)
+    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU and gloo even on a GPU machine: the comparisons are bitwise
     return env
 
 
 def _run(cmd: List[str], timeout: int = 600) -> str:
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
+    """Runs ``cmd`` in its own session, so a timeout also ends the workers torchrun started."""
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"{' '.join(cmd)} timed out after {timeout} s:\n{out[-6000:]}") from None
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
     return out
 
 
-def _torchrun(*args: str) -> str:
+def _torchrun(*args: str, script: List[str] = ("-m", "torchrec_memcom.recipes.dlrm"), restarts: int = 0) -> str:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    return _run([*cmd, "examples/dlrm/train.py", "--config", CONFIG, *args])
+    cmd += ["--max-restarts", str(restarts), "--monitor-interval", "0.2"]
+    return _run([*cmd, *script, "--config", CONFIG, *args])
+
+
+def _results(path: Path) -> Dict:
+    return json.loads((path / "results.json").read_text())
 
 
 def _losses(path: Path) -> Dict[int, float]:
-    return {int(s): v for s, v in json.loads(path.read_text())["train"]["losses"]}
+    return {int(s): v for s, v in _results(path)["train"]["losses"]}
+
+
+def _state(checkpoint: Path, tmp: Path) -> Dict[str, torch.Tensor]:
+    """Every tensor of a DCP checkpoint (model and optimizers, whole tables), by flattened key."""
+    dcp_to_torch_save(checkpoint, tmp / "state.pt")
+    flat: Dict[str, torch.Tensor] = {}
+
+    def walk(d: Dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            elif torch.is_tensor(v):
+                flat[f"{prefix}{k}"] = v
+
+    walk(torch.load(tmp / "state.pt", weights_only=False), "")
+    return flat
+
+
+def _assert_same_model(a: Path, b: Path, tmp: Path) -> None:
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    sa, sb = _state(a, tmp / "a"), _state(b, tmp / "b")
+    assert sa.keys() == sb.keys() and len(sa) > 20
+    assert any(k.startswith("optimizer.") for k in sa) and any("entity_weights" in k for k in sa)
+    different = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not different, different
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +105,8 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_two_ranks_end_to_end(two_ranks: Path) -> None:
-    r = json.loads((two_ranks / "results.json").read_text())
-    assert r["world_size"] == 2 and r["device"] == "cpu"
+    r = _results(two_ranks)
+    assert r["status"] == "ok" and r["world_size"] == 2 and r["device"] == "cpu"
     assert r["train"]["steps"] == STEPS and len(r["train"]["losses"]) == STEPS
     assert r["train"]["samples_per_s"] > 0
     assert all(0 < v < 5 for _, v in r["train"]["losses"])
@@ -96,58 +120,81 @@ def test_two_ranks_end_to_end(two_ranks: Path) -> None:
     for e in r["evals"]:
         assert e["num_samples"] == 400 and 0 < e["auc"] < 1 and e["logloss"] > 0
     assert r["final"]["split"] == "test"
-    assert sorted(p.name for p in (two_ranks / "ckpt").iterdir()) == ["step_4", "step_8"]
+    assert committed(two_ranks / "ckpt") == ["step_4", "step_8"]
+    record = json.loads((two_ranks / "ckpt/step_4/checkpoint.json").read_text())
+    assert record["trainer"] == {
+        "step": 4, "epoch": 0, "samples_in_epoch": 512, "global_batch": 128, "batch_size": 64, "seed": 2026
+    }  # fmt: skip
+    assert record["world_size"] == 2 and {"rng_rank0.pt", "rng_rank1.pt", ".metadata"} <= set(record["files"])
 
 
-def test_resume_reproduces_the_uninterrupted_losses(two_ranks: Path, tmp_path: Path) -> None:
+def test_resume_reproduces_the_uninterrupted_run_bitwise(two_ranks: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     shutil.copytree(two_ranks / "ckpt" / f"step_{CKPT_EVERY}", ckpt / f"step_{CKPT_EVERY}")
-    out = _torchrun("--set", *TINY, f"output.dir={tmp_path}", f"checkpoint.dir={ckpt}", "--resume")
+    out = _torchrun("--resume", "--set", *TINY, f"output.dir={tmp_path}", f"checkpoint.dir={ckpt}")
     assert f"resumed from {ckpt}/step_{CKPT_EVERY} at step {CKPT_EVERY}" in out
-    full, resumed = _losses(two_ranks / "results.json"), _losses(tmp_path / "results.json")
-    assert sorted(resumed) == list(range(CKPT_EVERY + 1, STEPS + 1))
-    for step, loss in resumed.items():
-        assert loss == pytest.approx(full[step], rel=1e-5, abs=1e-6), (step, loss, full[step])
-    first = json.loads((two_ranks / "results.json").read_text())["final"]
-    again = json.loads((tmp_path / "results.json").read_text())["final"]
-    assert again["auc"] == pytest.approx(first["auc"], abs=1e-5)
+    full, resumed = _losses(two_ranks), _losses(tmp_path)
+    assert resumed == {s: full[s] for s in range(CKPT_EVERY + 1, STEPS + 1)}
+    final, again = _results(two_ranks)["final"], _results(tmp_path)["final"]
+    assert {**again, "seconds": 0} == {**final, "seconds": 0}
+    _assert_same_model(two_ranks / f"ckpt/step_{STEPS}", ckpt / f"step_{STEPS}", tmp_path)
 
 
-def test_one_process(tmp_path: Path) -> None:
-    out = _run(
-        [
-            sys.executable,
-            "examples/dlrm/train.py",
-            "--config",
-            CONFIG,
-            "--set",
-            *TINY,
-            "sharding={}",
-            "train.max_steps=3",
-            "eval.every_steps=null",
-            f"output.dir={tmp_path}",
-        ]
+@pytest.mark.slow
+def test_killed_ranks_restart_and_match(two_ranks: Path, tmp_path: Path) -> None:
+    """``torchrun --max-restarts 2``: rank 0 dies while committing step 6, then rank 1 dies in step 7 of the first
+    restart (see ``faulty_dlrm.py``). Each restart resumes by itself (no ``--resume``) from the newest committed
+    checkpoint, and the run ends with exactly the uninterrupted run's model, losses and metrics."""
+    ckpt = tmp_path / "ckpt"
+    out = _torchrun(
+        "--set",
+        *TINY,
+        f"output.dir={tmp_path}",
+        f"checkpoint.dir={ckpt}",
+        "checkpoint.every_steps=2",
+        "checkpoint.keep=null",
+        script=["tests/examples/faulty_dlrm.py"],
+        restarts=2,
     )
-    r = json.loads((tmp_path / "results.json").read_text())
+    assert f"removing {ckpt}/step_6.tmp (left by an interrupted save)" in out  # the half-written step 6
+    assert f"resumed from {ckpt}/step_4 at step 4 (epoch 0, row 512 of the epoch; restart 1)" in out
+    assert f"resumed from {ckpt}/step_6 at step 6 (epoch 0, row 768 of the epoch; restart 2)" in out
+    r, full = _results(tmp_path), _results(two_ranks)
+    assert r["status"] == "ok" and r["train"]["resumed_from"] == f"{ckpt}/step_6"
+    assert _losses(tmp_path) == {s: v for s, v in _losses(two_ranks).items() if s > 6}
+    for mine, theirs in zip(r["evals"], full["evals"][1:]):  # this attempt's evaluations: step 8 val and test
+        assert {**mine, "seconds": 0} == {**theirs, "seconds": 0}
+    assert committed(ckpt) == ["step_2", "step_4", "step_6", "step_8"]
+    _assert_same_model(two_ranks / f"ckpt/step_{STEPS}", ckpt / f"step_{STEPS}", tmp_path)
+
+
+def test_checkout_entry_point_one_process(tmp_path: Path) -> None:
+    overrides = ["sharding={}", "train.max_steps=3", "eval.every_steps=null", f"output.dir={tmp_path}"]
+    out = _run([sys.executable, "examples/dlrm/train.py", "--config", CONFIG, "--set", *TINY, *overrides])
+    r = _results(tmp_path)
     assert r["world_size"] == 1 and r["train"]["steps"] == 3
     assert "[dlrm tiny] test AUC" in out
 
 
-def test_config_errors_exit_before_training(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "examples/dlrm/train.py", "--config", CONFIG, "--set", "tables.cat_0.type=bloom"],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode != 0
-    assert f"config error: {CONFIG}: tables.cat_0: table 't_cat_0': unknown table type 'bloom'" in proc.stderr
+def test_errors_exit_before_training_with_one_line(tmp_path: Path) -> None:
+    cases = {
+        "tables.cat_0.type=bloom": f"{CONFIG}.yaml: tables.cat_0: table 't_cat_0': unknown table type",
+        "optimizer.dense.lr=1e30": f"{CONFIG}.yaml: optimizer.dense.lr: must be in (0, 1000], got 1e+30",
+    }
+    for override, message in cases.items():
+        cmd = [sys.executable, "-m", "torchrec_memcom.recipes.dlrm", "--config", CONFIG, "--set", override]
+        proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0 and proc.stderr.startswith("config error: ") and message in proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_report(two_ranks: Path, tmp_path: Path) -> None:
-    out = _run([sys.executable, "examples/dlrm/report.py", str(two_ranks / "results.json"), "--out", str(tmp_path)])
+    cmd = [sys.executable, "-m", "torchrec_memcom.recipes.report", str(two_ranks / "results.json"), "--out"]
+    out = _run([*cmd, str(tmp_path)])
     assert "tiny" in out and "test AUC" in out
     assert (tmp_path / "comparison.png").stat().st_size > 1000
     assert json.loads((tmp_path / "comparison.json").read_text())["runs"][0]["run"] == "tiny"
+    failed = tmp_path / "failed.json"
+    failed.write_text(json.dumps({"status": "failed", "error": "TrainingDiverged: ..."}))
+    proc = subprocess.run([*cmd[:3], str(failed)], cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert proc.returncode != 0 and "not a finished run (status 'failed': TrainingDiverged" in proc.stderr

@@ -1,57 +1,94 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""TorchX: every project component passes TorchX's validation and builds the expected ``dist.ddp`` app; the
-registered component and ``dist.ddp --script`` both train end to end on 2 local CPU processes."""
+"""TorchX: the two components pass TorchX's own validation and build the expected ``dist.ddp`` app (resources that
+fit a GPU node, restarts, retries); installing the package leaves TorchX's builtins alone; a component named by file
+and the builtin ``dist.ddp -m`` both train end to end on 2 local CPU processes."""
 
-import inspect
+import importlib.metadata
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import pytest
 from torchx import specs
 from torchx.components.component_test_base import ComponentTestCase
+from torchx.specs import finder
 
 from torchrec_memcom.recipes import components
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPONENTS: List[str] = sorted(
-    name for name, fn in inspect.getmembers(components, inspect.isfunction) if fn.__module__ == components.__name__
-)
-PRESETS = [name for name in COMPONENTS if name.startswith("dlrm_")]  # two_tower*: tests/examples/test_two_tower.py
+COMPONENTS_FILE = "torchrec_memcom/recipes/components.py"
 
 
 class ComponentValidationTest(ComponentTestCase):
-    def test_every_component_validates(self) -> None:
-        assert len(COMPONENTS) == 20, COMPONENTS  # 14 DLRM + 6 two-tower
-        for name in COMPONENTS:
+    def test_components_validate(self) -> None:
+        for name in ("dlrm", "two_tower"):
             with self.subTest(component=name):
-                self.validate(components, name)
+                self.validate(components, name)  # TorchX's linter (typed primitives, docstring) + a dryrun
 
 
-@pytest.mark.parametrize("name", PRESETS)
-def test_preset_apps(name: str) -> None:
-    app = getattr(components, name)("--set", "train.epochs=3", image="registry/img:1", h="aws_t3.medium", j="2x4")
+@pytest.mark.parametrize("recipe", ["dlrm", "two_tower"])
+def test_app(recipe: str) -> None:
+    app = getattr(components, recipe)("--set", "train.epochs=3", config="ml1m_lma", j="2x4", image="registry/img:1")
     (role,) = app.roles
-    config = f"examples/dlrm/configs/{name.removeprefix('dlrm_')}.yaml"
-    assert (ROOT / config).is_file()
-    assert role.image == "registry/img:1" and role.num_replicas == 2
-    assert role.resource == specs.resource(h="aws_t3.medium")
-    assert role.entrypoint == "bash"
+    assert role.image == "registry/img:1" and role.num_replicas == 2 and role.entrypoint == "bash"
     assert role.args[1].endswith(
-        f"--nproc_per_node 4 --tee 3 --role '' -m examples.dlrm.train --config {config} --set train.epochs=3"
+        f"--nproc_per_node 4 --tee 3 --role '' -m torchrec_memcom.recipes.{recipe} --config ml1m_lma "
+        "--set train.epochs=3"
     )
+    assert role.resource == specs.Resource(cpu=16, gpu=0, memMB=4 * 16384)  # per node: 4 processes
+    assert role.env["PET_MAX_RESTARTS"] == "0" and role.max_retries == 0
+    assert app.name == f"{recipe}_ml1m_lma"
 
 
-def test_generic_component() -> None:
-    app = components.dlrm(config="examples/dlrm/configs/criteo_lma.yaml", gpu=8, j="1x8")
-    (role,) = app.roles
-    assert (
-        role.resource.gpu == 8
-        and "-m examples.dlrm.train --config examples/dlrm/configs/criteo_lma.yaml" in (role.args[1])
+def test_gpu_resources_scale_with_the_node() -> None:
+    """``-j 2x8 --gpu 8`` used to ask the scheduler for 2 CPUs and 8 GB per 8-GPU node."""
+    (role,) = components.dlrm(config="criteo_memcom", j="2x8", gpu=8).roles
+    assert role.resource.gpu == 8 and role.resource.cpu == 32 and role.resource.memMB == 8 * 16384
+    (role,) = components.dlrm(config="criteo_memcom", j="2x8", gpu=8, cpu=96, memMB=1_000_000).roles
+    assert (role.resource.cpu, role.resource.memMB) == (96, 1_000_000)
+    (role,) = components.dlrm(config="criteo_memcom", j="1x8", gpu=8, h="aws_p4d.24xlarge").roles
+    assert role.resource == specs.named_resources["aws_p4d.24xlarge"]
+    with pytest.raises(ValueError, match="at most one process per GPU"):
+        components.dlrm(j="1x8", gpu=4)
+
+
+def test_command_line_values_are_typed(tmp_path: Path) -> None:
+    """What ``torchx run`` builds from its command line (TorchX passes an ``Optional[int]`` through as a string)."""
+    cmd = [os.path.join(os.path.dirname(sys.executable), "torchx"), "run", "--dryrun", "-s", "local_cwd"]
+    cmd += [f"{ROOT / COMPONENTS_FILE}:dlrm", "--config", "ml1m_lma", "-j", "1x8", "--gpu", "8", "--cpu", "64"]
+    out = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120).stdout
+    assert "'cpu': 64," in out and "'gpu': 8," in out and f"'memMB': {8 * 16384}" in out, out
+
+
+def test_restarts_and_retries() -> None:
+    (role,) = components.dlrm("--set", "checkpoint.dir=/ckpt", config="x.yaml", max_restarts=3).roles
+    assert role.env["PET_MAX_RESTARTS"] == "3"  # torchrun --max-restarts; the recipe resumes by itself on restart
+    assert "--resume" not in role.args[1]
+    (role,) = components.two_tower(config="ml1m_stock", max_retries=2, env={"LOGLEVEL": "INFO"}).roles
+    assert role.max_retries == 2 and role.env["LOGLEVEL"] == "INFO"
+    assert role.args[1].endswith("-m torchrec_memcom.recipes.two_tower --config ml1m_stock --resume")
+    with pytest.raises(ValueError, match="max_restarts"):
+        components.dlrm(max_restarts=-1)
+
+
+def test_builtins_are_left_alone() -> None:
+    """No ``torchx.components`` entry point: TorchX 0.7 would list it *instead of* ``dist.ddp``, ``utils.echo``..."""
+    assert not [ep for ep in importlib.metadata.entry_points(group="torchx.components")]
+    finder._components = None  # TorchX caches what it found
+    found = finder.get_components()
+    assert {"dist.ddp", "dist.spmd", "utils.echo", "utils.python"} <= set(found)
+    by_file = finder.get_component(f"{ROOT / COMPONENTS_FILE}:dlrm")
+    assert by_file.fn(config="ml1m_stock").roles[0].args[1].endswith("--config ml1m_stock")
+
+
+def test_prints_its_file() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "torchrec_memcom.recipes.components"], capture_output=True, text=True, check=True
     )
+    assert Path(out.stdout.strip()) == ROOT / COMPONENTS_FILE
 
 
 def _env() -> Dict[str, str]:
@@ -69,12 +106,14 @@ def _torchx(tmp_path: Path, *args: str) -> str:
     return out
 
 
-def test_registered_component_end_to_end(tmp_path: Path) -> None:
-    """``memcom.dlrm_ml1m_memcom`` on real MovieLens-1M for a few steps; evaluation covers every row of val and
-    test, including a last global batch that leaves rank 1 without rows (val: 73,901 = 10 x 2 x 3,695 + 1)."""
+def test_component_end_to_end(tmp_path: Path) -> None:
+    """The ``dlrm`` component on real MovieLens-1M for a few steps; evaluation covers every row of val and test,
+    including a last global batch that leaves rank 1 without rows (val: 73,901 = 10 x 2 x 3,695 + 1)."""
     _torchx(
         tmp_path,
-        "memcom.dlrm_ml1m_memcom",
+        f"{COMPONENTS_FILE}:dlrm",
+        "--config",
+        "ml1m_memcom",
         "-j",
         "1x2",
         "--",
@@ -85,22 +124,22 @@ def test_registered_component_end_to_end(tmp_path: Path) -> None:
         f"output.dir={tmp_path}",
     )
     r = json.loads((tmp_path / "results.json").read_text())
-    assert r["world_size"] == 2 and r["train"]["steps"] == 6
+    assert r["status"] == "ok" and r["world_size"] == 2 and r["train"]["steps"] == 6
     assert [(e["split"], e["num_samples"]) for e in r["evals"]] == [("val", 73901), ("test", 73902)]
     assert r["compression"] > 15 and 0 < r["final"]["auc"] < 1
 
 
-def test_dist_ddp_script_end_to_end(tmp_path: Path) -> None:
+def test_builtin_dist_ddp_runs_the_packaged_recipe(tmp_path: Path) -> None:
     out = _torchx(
         tmp_path,
         "dist.ddp",
         "-j",
         "1x2",
-        "--script",
-        "examples/dlrm/train.py",
+        "-m",
+        "torchrec_memcom.recipes.dlrm",
         "--",
         "--config",
-        "examples/dlrm/configs/synthetic_criteo_lma.yaml",
+        "synthetic_criteo_lma",
         "--set",
         "data.num_features=4",
         "data.num_embeddings=1000",

@@ -1,9 +1,11 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""``examples/two_tower``: the in-batch softmax, the config schema, the TorchX components, and the recipe end to end
-on real MovieLens-1M (one process, and 2 gloo processes via torchrun with row-wise LMA and MEmCom tables)."""
+"""The two-tower recipe (``torchrec_memcom.recipes.two_tower``): the in-batch softmax, the config schema, and the
+recipe end to end on real MovieLens-1M (one process through the checkout's entry point, and 2 gloo processes via
+torchrun with row-wise LMA and MEmCom tables, checkpoints and a bitwise resume)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,18 +16,20 @@ import torch
 import yaml
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
-from torchx.components.component_test_base import ComponentTestCase
 
-from examples.two_tower.model import TwoTowerBatch, build_two_tower, in_batch_softmax_loss, item_log_frequency
 from torchrec_memcom import MEmComEmbeddingBagConfig
-from torchrec_memcom.recipes import components
 from torchrec_memcom.recipes.config import ConfigError, apply_overrides, from_dict
 from torchrec_memcom.recipes.schemas import TwoTowerConfig, load_recipe_config
+from torchrec_memcom.recipes.two_tower_model import (
+    TwoTowerBatch,
+    build_two_tower,
+    in_batch_softmax_loss,
+    item_log_frequency,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT / "examples/two_tower/configs"
+CONFIGS = ROOT / "torchrec_memcom/recipes/configs/two_tower"
 METHODS = ("stock", "hash", "qr", "memcom", "lma")
-TWO_TOWER_COMPONENTS = [f"two_tower_ml1m_{m}" for m in METHODS]
 
 
 def test_configs_are_found_by_the_recursive_config_test() -> None:
@@ -52,7 +56,7 @@ def test_configs_are_found_by_the_recursive_config_test() -> None:
         ("tables.title={type: hash, compression: 4}", "tables.title"),
         ("tables.user={type: memcom, compression: 80}", "tables.user"),  # MEmCom stays below d = 64x
         ("sharding.nope=[row_wise]", "sharding.nope"),
-        ("checkpoint.dir=/tmp", "checkpoint"),  # no checkpoints in this recipe
+        ("checkpoint.keep=0", "checkpoint.keep"),
     ],
 )
 def test_bad_values_name_their_key(override: str, key: str) -> None:
@@ -123,30 +127,15 @@ def test_model_trains_and_reports_memory() -> None:
     assert {t.method for t in report.tables} == {"memcom", "stock"} and report.compression_ratio > 1
 
 
-class TwoTowerComponentsTest(ComponentTestCase):
-    def test_components_validate(self) -> None:
-        for name in ["two_tower", *TWO_TOWER_COMPONENTS]:
-            with self.subTest(component=name):
-                self.validate(components, name)
-
-
-@pytest.mark.parametrize("name", TWO_TOWER_COMPONENTS)
-def test_preset_apps(name: str) -> None:
-    app = getattr(components, name)("--set", "train.epochs=1", j="1x2")
-    (role,) = app.roles
-    config = f"examples/two_tower/configs/{name.removeprefix('two_tower_')}.yaml"
-    assert (ROOT / config).is_file()
-    assert role.args[1].endswith(f"-m examples.two_tower.train --config {config} --set train.epochs=1")
-
-
 def _env() -> Dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU and gloo even on a GPU machine: the comparisons are bitwise
     return env
 
 
 def _run(cmd: List[str]) -> str:
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
     return out
@@ -161,7 +150,7 @@ def test_one_process(tmp_path: Path) -> None:
             sys.executable,
             "examples/two_tower/train.py",
             "--config",
-            "examples/two_tower/configs/ml1m_memcom.yaml",
+            "ml1m_memcom",
             "--set",
             *TINY,
             "train.max_steps=3",
@@ -176,28 +165,37 @@ def test_one_process(tmp_path: Path) -> None:
     assert 15 < r["compression"] < 16 and r["embedding_bytes"] < r["stock_embedding_bytes"]
 
 
-def test_two_processes(tmp_path: Path) -> None:
-    """Row-wise LMA (user+zip memory, movie memory) and MEmCom, a QR small table; periodic val evaluation."""
+def _losses(path: Path) -> Dict[int, float]:
+    return {int(s): v for s, v in json.loads((path / "results.json").read_text())["train"]["losses"]}
+
+
+def test_two_processes_and_resume(tmp_path: Path) -> None:
+    """Row-wise LMA (user+zip memory, movie memory) and MEmCom, a QR small table; periodic val evaluation; a
+    checkpoint at step 2 from which a second run reproduces steps 3-4 bitwise."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    _run(
-        [
-            *cmd,
-            "examples/two_tower/train.py",
-            "--config",
-            "examples/two_tower/configs/ml1m_lma.yaml",
-            "--set",
-            *TINY,
-            "train.max_steps=4",
-            "eval.every_steps=2",
-            "tables.zip={type: memcom, compression: 8}",
-            "tables.genres={type: qr, compression: 2}",
-            "sharding={user: [row_wise], movie: [row_wise]}",
-            f"output.dir={tmp_path}",
-        ]
-    )
-    r = json.loads((tmp_path / "results.json").read_text())
-    assert r["world_size"] == 2 and r["train"]["steps"] == 4 and len(r["train"]["losses"]) == 4
-    assert [(e["step"], e["split"]) for e in r["evals"]] == [(2, "val"), (4, "test")]
+    overrides = [
+        *TINY,
+        "train.max_steps=4",
+        "eval.every_steps=3",
+        "tables.zip={type: memcom, compression: 8}",
+        "tables.genres={type: qr, compression: 2}",
+        "sharding={user: [row_wise], movie: [row_wise]}",
+        f"checkpoint.dir={tmp_path}/ckpt",
+        "checkpoint.every_steps=2",
+        "checkpoint.keep=null",
+    ]
+    recipe = ["-m", "torchrec_memcom.recipes.two_tower", "--config", "ml1m_lma", "--set"]
+    _run([*cmd, *recipe, *overrides, f"output.dir={tmp_path}/a"])
+    r = json.loads((tmp_path / "a/results.json").read_text())
+    assert r["status"] == "ok" and r["world_size"] == 2 and r["train"]["steps"] == 4 and len(r["train"]["losses"]) == 4
+    assert [(e["step"], e["split"]) for e in r["evals"]] == [(3, "val"), (4, "test")]
     assert all(e["num_users"] == 6040 for e in r["evals"])
     assert {t["method"] for t in r["memory"]["tables"]} == {"lma", "memcom", "qr", "stock"}
     assert "row_wise" in r["plan"] and r["lma_signature_coverage"]["t_user"] > 0.5
+    shutil.copytree(tmp_path / "ckpt/step_2", tmp_path / "ckpt2/step_2")
+    resume = [*overrides, f"checkpoint.dir={tmp_path}/ckpt2", f"output.dir={tmp_path}/b"]
+    out = _run([*cmd, *recipe[:-1], "--resume", "--set", *resume])
+    assert f"resumed from {tmp_path}/ckpt2/step_2 at step 2" in out
+    again = json.loads((tmp_path / "b/results.json").read_text())
+    assert _losses(tmp_path / "b") == {s: v for s, v in _losses(tmp_path / "a").items() if s > 2}
+    assert {**again["final"], "seconds": 0} == {**r["final"], "seconds": 0}

@@ -72,14 +72,17 @@ def _kjt(module: CompressedEmbeddingBagCollection, weighted: bool, seed: int = 1
     return random_kjt(id_ranges(module.embedding_bag_configs()), 5, _gen(seed), weighted=weighted, extra_keys=["x"])
 
 
-def test_children_group_tables_by_method() -> None:
+def test_one_physical_collection_for_every_method() -> None:
     module = _module()
-    children = module.children_by_method
-    assert list(children) == ["memcom", "stock", "qr", "hash"]
-    assert [t.name for t in children["memcom"].embedding_bag_configs()] == ["m0", "m1"]
-    assert [t.name for t in children["stock"].embedding_bag_configs()] == ["s0", "s1"]
-    assert isinstance(children["stock"], EmbeddingBagCollection)
-    assert isinstance(children["memcom"], MEmComEmbeddingBagCollection)
+    assert list(module.methods()) == ["memcom", "stock", "qr", "hash"]
+    assert [t.name for t in module.methods()["memcom"].tables] == ["m0", "m1"]
+    assert [t.name for t in module.methods()["stock"].tables] == ["s0", "s1"]
+    assert module.method_of("q0").name == "qr"
+    # One stock EBC holds every physical table, in the order of the logical tables they serve.
+    inner = module._embedding_bag_collection
+    assert isinstance(inner, EmbeddingBagCollection) and inner.is_weighted()  # MEmCom weights every lookup
+    assert [c.name for c in module.physical_table_configs()] == ["m0", "s0", "q0__q", "q0__r", "h0", "m1", "s1"]
+    assert all(c.pooling == SUM for c in module.physical_table_configs())  # MEAN is applied when combining
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -90,11 +93,17 @@ def test_forward_is_each_tables_reference_in_table_order(weighted: bool) -> None
     out = module(kjt)
     assert out.keys() == ["m0a", "m0b", "s0", "q0", "h0a", "h0b", "m1", "s1"]
     assert out.offset_per_key() == [0, 8, 16, 20, 28, 32, 36, 40, 48]
-    # Each child's slice is that child's own output.
+    # A table's slice is what a collection of that table alone gives with the same weights.
     pooled = out.to_dict()
-    for child in module.children_by_method.values():
-        for key, value in child(kjt).to_dict().items():
-            assert torch.equal(pooled[key], value)
+    alone = MEmComEmbeddingBagCollection([t for t in _tables(weighted) if t.name == "m1"], is_weighted=weighted)
+    alone.load_state_dict(
+        {
+            "_embedding_bag_collection.embedding_bags.m1.weight": module.physical_weight("m1"),
+            "entity_weights.m1": module.entity_weights["m1"],
+            "_extra_state": alone.get_extra_state(),
+        }
+    )
+    torch.testing.assert_close(alone(kjt).to_dict()["m1"], pooled["m1"])
 
 
 def test_single_method_collection_keeps_config_order() -> None:
@@ -143,15 +152,16 @@ def test_memory_report_covers_every_table() -> None:
 
 
 FQNS = [
-    "children_by_method.hash._embedding_bag_collection.embedding_bags.h0.weight",
-    "children_by_method.memcom._embedding_bag_collection.embedding_bags.m0.weight",
-    "children_by_method.memcom._embedding_bag_collection.embedding_bags.m1.weight",
-    "children_by_method.memcom.entity_weights.m0",
-    "children_by_method.memcom.entity_weights.m1",
-    "children_by_method.qr._embedding_bag_collection.embedding_bags.q0__q.weight",
-    "children_by_method.qr._embedding_bag_collection.embedding_bags.q0__r.weight",
-    "children_by_method.stock.embedding_bags.s0.weight",
-    "children_by_method.stock.embedding_bags.s1.weight",
+    "_embedding_bag_collection.embedding_bags.h0.weight",
+    "_embedding_bag_collection.embedding_bags.m0.weight",
+    "_embedding_bag_collection.embedding_bags.m1.weight",
+    "_embedding_bag_collection.embedding_bags.q0__q.weight",
+    "_embedding_bag_collection.embedding_bags.q0__r.weight",
+    "_embedding_bag_collection.embedding_bags.s0.weight",
+    "_embedding_bag_collection.embedding_bags.s1.weight",
+    "_extra_state",
+    "entity_weights.m0",
+    "entity_weights.m1",
 ]
 
 
@@ -176,8 +186,8 @@ def test_meta_construction_then_reset() -> None:
         for name, p in params.items():
             if name.endswith(f".{t.name}.weight") or name.endswith(f".{t.name}__q.weight"):
                 assert float(p.abs().max()) <= init_bound(t.num_embeddings) and float(p.std()) > 0, name
-    assert torch.equal(params["children_by_method.memcom.entity_weights.m0"], torch.ones(200))
-    r = params["children_by_method.qr._embedding_bag_collection.embedding_bags.q0__r.weight"]
+    assert torch.equal(params["entity_weights.m0"], torch.ones(200))
+    r = params["_embedding_bag_collection.embedding_bags.q0__r.weight"]
     assert torch.equal(r, torch.ones_like(r))
     kjt = _kjt(module, False)
     torch.testing.assert_close(module(kjt).values(), reference_values(module, kjt))
@@ -209,7 +219,7 @@ def test_configuration_errors() -> None:
     clash = HashEmbeddingBagConfig(
         name="h9", num_embeddings=10, embedding_dim=4, feature_names=["m0a"], num_shared_rows=2
     )
-    with pytest.raises(ValueError, match=r"feature names must be unique across tables"):
+    with pytest.raises(ValueError, match=r"feature 'm0a' is used by tables 'm0' and 'h9'"):
         CompressedEmbeddingBagCollection([tables[0], clash])
     with pytest.raises(ValueError, match=r"needs at least one table"):
         CompressedEmbeddingBagCollection([])
@@ -234,3 +244,44 @@ def test_stock_tables_are_checked_too() -> None:
     missing = KeyedJaggedTensor.from_lengths_sync(["fh"], torch.tensor([3]), torch.tensor([1]))
     with pytest.raises(ValueError, match="feature 'fs' of table 's' is missing"):
         ebc(missing)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cuda_matches_cpu(weighted: bool) -> None:
+    """The fused CUDA transform (Triton) gives the CPU reference's outputs and gradients."""
+    from torchrec_memcom import LMAEmbeddingBagConfig
+
+    tables = _tables(weighted) + [
+        LMAEmbeddingBagConfig(
+            name="l0", num_embeddings=300, embedding_dim=8, feature_names=["l0"], memory_rows=40, chunk_size=4
+        )
+    ]
+    torch.manual_seed(0)
+    cpu = CompressedEmbeddingBagCollection(tables, is_weighted=weighted)
+    randomize_(cpu, _gen(0))
+    cpu.fit_signatures([random_kjt(id_ranges(tables), 64, _gen(4))])
+    gpu = CompressedEmbeddingBagCollection(tables, is_weighted=weighted, device="cuda")
+    gpu.load_state_dict(cpu.state_dict())
+    kjt = random_kjt(id_ranges(tables), 32, _gen(1), weighted=weighted, extra_keys=["x"])
+    out_cpu, out_gpu = cpu(kjt), gpu(kjt.to("cuda"))
+    assert out_gpu.keys() == out_cpu.keys()
+    torch.testing.assert_close(out_gpu.values().cpu(), out_cpu.values(), rtol=1e-5, atol=1e-6)
+    upstream = torch.randn(out_cpu.values().shape, generator=_gen(2))
+    (out_cpu.values() * upstream).sum().backward()
+    (out_gpu.values() * upstream.cuda()).sum().backward()
+    grads = dict(gpu.named_parameters())
+    for name, p in cpu.named_parameters():
+        torch.testing.assert_close(grads[name].grad.cpu(), p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.gpu
+def test_cuda_bad_ids_raise_one_batch_later() -> None:
+    module = CompressedEmbeddingBagCollection(_tables(), device="cuda")
+    features = id_ranges(_tables())
+    bad = torch.tensor([100 if f == "m1" else 0 for f in features])
+    kjt = KeyedJaggedTensor.from_lengths_sync(list(features), bad, torch.ones(len(features), dtype=torch.int64))
+    module(kjt.to("cuda"))  # no host sync: checked at the next call
+    good = KeyedJaggedTensor.from_lengths_sync(list(features), bad * 0, torch.ones(len(features), dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"table 'm1', feature 'm1'.*\[0, 100\).*previous batch"):
+        module(good.to("cuda"))

@@ -5,7 +5,12 @@ import math
 
 import pytest
 
-from torchrec_memcom import HashEmbeddingBagConfig, MEmComEmbeddingBagConfig, QREmbeddingBagConfig
+from torchrec_memcom import (
+    HashEmbeddingBagConfig,
+    LMAEmbeddingBagConfig,
+    MEmComEmbeddingBagConfig,
+    QREmbeddingBagConfig,
+)
 
 
 def _ratio(stock: int, physical: int) -> float:
@@ -191,14 +196,55 @@ def test_config_errors_name_the_table_and_the_range(cls: type, kwargs: dict, mat
         cls(**BASE, **kwargs)
 
 
-@pytest.mark.parametrize("cls", [MEmComEmbeddingBagConfig, HashEmbeddingBagConfig, QREmbeddingBagConfig])
-@pytest.mark.parametrize("n,d", [(10, 0), (10, -1)])
-def test_empty_logical_tables_raise(cls: type, n: int, d: int) -> None:
-    # (n = 0 fails earlier, with ZeroDivisionError in TorchRec's own default init_fn bound sqrt(1 / n).)
-    with pytest.raises(
-        ValueError, match=rf"table '{NAME}': num_embeddings and embedding_dim must be >= 1, got {n} and {d}"
-    ):
+@pytest.mark.parametrize(
+    "cls", [MEmComEmbeddingBagConfig, HashEmbeddingBagConfig, QREmbeddingBagConfig, LMAEmbeddingBagConfig]
+)
+@pytest.mark.parametrize(
+    "n,d,field,bad",
+    [
+        (10, 0, "embedding_dim", "0"),
+        (10, -1, "embedding_dim", "-1"),
+        (0, 8, "num_embeddings", "0"),
+        (2.5, 8, "num_embeddings", "2.5"),
+    ],
+)
+def test_empty_logical_tables_raise(cls: type, n: int, d: int, field: str, bad: str) -> None:
+    # checked before TorchRec's default init_fn divides by n (a ZeroDivisionError for n = 0 before)
+    with pytest.raises(ValueError, match=rf"table '{NAME}': {field} must be an integer >= 1, got {bad}"):
         cls(name=NAME, num_embeddings=n, embedding_dim=d, compression_ratio=1.0)
+
+
+@pytest.mark.parametrize(
+    "cls", [MEmComEmbeddingBagConfig, HashEmbeddingBagConfig, QREmbeddingBagConfig, LMAEmbeddingBagConfig]
+)
+@pytest.mark.parametrize("ratio", ["4", True, None])
+def test_non_numeric_compression_ratio_raises(cls: type, ratio: object) -> None:
+    # "4" used to raise a TypeError without the table, True was taken as 1
+    kwargs = {"compression_ratio": ratio} if ratio is not None else {"compression_ratio": [4]}
+    with pytest.raises(ValueError, match=rf"table '{NAME}': compression_ratio must be a number, got"):
+        cls(name=NAME, num_embeddings=1000, embedding_dim=16, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [MEmComEmbeddingBagConfig, HashEmbeddingBagConfig])
+@pytest.mark.parametrize("buckets", [0, -2, 2.0])
+def test_bad_bucket_counts_raise(cls: type, buckets: object) -> None:
+    # num_buckets=0 used to raise ZeroDivisionError
+    with pytest.raises(ValueError, match=rf"table '{NAME}': num_buckets must be in \[1, num_embeddings=1000\]"):
+        cls(name=NAME, num_embeddings=1000, embedding_dim=16, compression_ratio=4.0, num_buckets=buckets)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"entity_weight_optimizer": "adam"}, r"entity_weight_optimizer must be one of"),
+        ({"entity_weight_lr_scale": 0.0}, r"entity_weight_lr_scale must be a finite number > 0"),
+        ({"entity_weight_lr_scale": float("inf")}, r"entity_weight_lr_scale must be a finite number > 0"),
+        ({"entity_weight_init": float("nan")}, r"entity_weight_init must be a finite number"),
+    ],
+)
+def test_entity_weight_settings_are_checked(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=rf"table '{NAME}': {match}"):
+        MEmComEmbeddingBagConfig(name=NAME, num_embeddings=1000, embedding_dim=16, compression_ratio=4.0, **kwargs)
 
 
 @pytest.mark.parametrize("cls", [MEmComEmbeddingBagConfig, HashEmbeddingBagConfig, QREmbeddingBagConfig])

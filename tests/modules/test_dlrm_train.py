@@ -104,7 +104,7 @@ def _mixed() -> EmbeddingBagCollectionInterface:
         EmbeddingBagConfig(name="t_f2", num_embeddings=_N, embedding_dim=_D, feature_names=["f2"]),
     ]
     module = CompressedEmbeddingBagCollection(tables)
-    assert set(module.children_by_method) == {"memcom", "qr", "stock"}
+    assert set(module.methods()) == {"memcom", "qr", "stock"}
     return module
 
 

@@ -146,14 +146,10 @@ def test_memory_layout(chunk: int) -> None:
     module = _fitted(chunk)
     for g, rows in (("shared", _ROWS["t1"] + _ROWS["t2"]), ("t3", _ROWS["t3"])):
         assert module.memory_rows(g) == rows
-        shape = (rows,) if chunk == 1 else (rows, chunk)
-        assert tuple(module.memory_weight(g).shape) == shape
+        assert tuple(module.memory_weight(g).shape) == (rows, chunk)  # Z = 1: a (rows, 1) table, unsharded only
     params = dict(module.named_parameters())
-    assert len(params) == 2  # one memory per group, nothing else trainable
-    if chunk == 1:
-        assert set(params) == {"elementwise_memories.shared", "elementwise_memories.t3"}
-    else:
-        assert module._embedding_bag_collection is not None
+    # one memory per group, nothing else trainable
+    assert set(params) == {f"_embedding_bag_collection.embedding_bags.{g}__memory.weight" for g in ("shared", "t3")}
 
 
 def test_extra_features_ignored_and_missing_feature_raises() -> None:

@@ -106,3 +106,85 @@ def test_memcom_local_rows_cpu() -> None:
 @pytest.mark.gpu
 def test_memcom_local_rows_triton_matches_reference() -> None:
     _check_memcom_rows("cuda")
+
+
+def _segment_case(device: str):
+    """Three logical features and one segment of every op (two on feature 0), with weights and an empty feature."""
+    from torchrec_memcom.ops import NUM_OP_PARAMS, IdOp
+
+    h = HASHES[1]
+    a, c = h.scramble_params
+    hp = [a, c, h.padded_num_embeddings, h.ids_per_bucket, h.rows_per_bucket]
+    n = [h.num_embeddings, 5_000, 300]
+    g = torch.Generator().manual_seed(7)
+    lengths = [40_000, 0, 3_000]
+    values = torch.cat([torch.randint(0, n[f], (lengths[f],), generator=g) for f in range(3)])
+    weights = torch.rand(values.shape, generator=g)
+    # (feature, op, check, carry, params)
+    segs = [
+        (0, IdOp.HASH, 1, 1, hp),
+        (0, IdOp.SCRAMBLE, 0, 0, hp),
+        (1, IdOp.IDENTITY, 1, 1, []),
+        (2, IdOp.DIV, 1, 1, [7]),
+        (2, IdOp.MOD, 0, 0, [7]),
+        (2, IdOp.CUSTOM, 0, 1, []),
+    ]
+    rows = [[f, int(op), chk, car, n[f], *(p + [0] * (NUM_OP_PARAMS - len(p)))] for f, op, chk, car, p in segs]
+    starts = [0, lengths[0], lengths[0] + lengths[1]]
+    dyn, out = [], 0
+    for f, *_ in segs:
+        dyn.append((starts[f], out, lengths[f]))
+        out += lengths[f]
+    static = torch.tensor(rows, dtype=torch.int64, device=device)
+    return values.to(device), weights.to(device), static, rows, dyn, out, (h, starts, lengths)
+
+
+def _check_segments(device: str) -> None:
+    from torchrec_memcom.ops import transform_segments
+
+    values, weights, static, rows, dyn, total, (h, starts, lengths) = _segment_case(device)
+    stats = torch.tensor([[2**63 - 1, -(2**63)]] * 3, device=device)
+    out, w = transform_segments(values, weights, static, rows, dyn, stats, total, True)
+    out, w, stats, v, x = out.cpu(), w.cpu(), stats.cpu(), values.cpu(), weights.cpu()
+    f0 = v[: lengths[0]]
+    f2 = v[starts[2] :]
+    # independent reference: the hashing module and plain integer arithmetic, segment by segment
+    want = torch.cat([h(f0), h.scramble(f0), torch.div(f2, 7, rounding_mode="floor"), f2 % 7])
+    torch.testing.assert_close(out[: want.numel()], want, rtol=0, atol=0)  # the CUSTOM segment is the caller's
+    ones = torch.ones(lengths[0])
+    torch.testing.assert_close(
+        w, torch.cat([x[: lengths[0]], ones, x[starts[2] :], torch.ones(lengths[2]), x[starts[2] :]])
+    )
+    assert stats[0].tolist() == [int(f0.min()), int(f0.max())]
+    assert stats[1].tolist() == [2**63 - 1, -(2**63)]  # no ids: (max, min) sentinels
+    assert stats[2].tolist() == [int(f2.min()), int(f2.max())]
+
+
+def test_transform_segments_cpu() -> None:
+    _check_segments("cpu")
+
+
+@pytest.mark.gpu
+def test_transform_segments_triton_matches_reference() -> None:
+    _check_segments("cuda")
+
+
+def _check_memcom_passthrough(device: str) -> None:
+    from torchrec_memcom.ops import memcom_local_rows
+
+    h = HASHES[0]
+    lengths = torch.tensor([2, 1, 0, 3])  # 2 features x stride 2: a MEmCom feature, then a pass-through one
+    ids = torch.tensor([3, 9, 1, 7, 8, 4])
+    params = torch.tensor([[0, 0, 10, h.ids_per_bucket, h.rows_per_bucket], [0, 0, 99, 0, 0]])
+    rows, w_index = memcom_local_rows(ids.to(device), lengths.to(device), params.to(device))
+    torch.testing.assert_close(rows.cpu(), torch.cat([h.rows_of_scrambled(ids[:3]), ids[3:]]), rtol=0, atol=0)
+    assert w_index.cpu().tolist() == [13, 19, 11, 99 + 3, 99 + 4, 99 + 5]  # constant slots spread by position
+
+
+def test_memcom_passthrough_cpu() -> None:
+    _check_memcom_passthrough("cpu")
+
+
+@pytest.mark.gpu
+def test_memcom_passthrough_triton() -> None:
+    _check_memcom_passthrough("cuda")

@@ -13,6 +13,8 @@ Criteo layout:
 - ``CriteoTSVReader``: streams the raw TSV (``MISSING_CATEGORY_ID`` for empty categoricals).
 - ``criteo_npy_datapipe``: TorchRec's ``InMemoryBinaryCriteoIterDataPipe`` over preprocessed npy files.
 - ``SyntheticCriteo``: SYNTHETIC power-law data with a planted click model (never a real-data result).
+- ``PlantedCTR``: SYNTHETIC large-vocabulary data (millions of ids, Zipf) with a planted click model of known rank;
+  ``bayes_auc`` / ``bayes_logloss`` give the ceiling of its planted logits.
 
 Shared: ``InMemoryBatches``, the rank-sharded batch iterable of the in-memory loaders.
 """
@@ -31,6 +33,7 @@ from torchrec_memcom.datasets.movielens import (
     load_movielens_1m,
     movielens_1m_dir,
 )
+from torchrec_memcom.datasets.planted import PlantedCTR, bayes_auc, bayes_logloss
 from torchrec_memcom.datasets.synthetic import SyntheticCriteo
 
 __all__ = [
@@ -43,8 +46,11 @@ __all__ = [
     "MovieLens1M",
     "MovieLensCTR",
     "MovieLensRanking",
+    "PlantedCTR",
     "SyntheticCriteo",
     "USER_FEATURES",
+    "bayes_auc",
+    "bayes_logloss",
     "criteo_npy_datapipe",
     "full_ranking_metrics",
     "load_movielens_1m",

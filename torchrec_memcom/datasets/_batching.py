@@ -1,5 +1,5 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""Rank-sharded batching of in-memory rows and KJT assembly shared by the loaders."""
+"""Rank-sharded batching of in-memory rows, KJT assembly and the data error shared by the loaders."""
 
 from typing import Callable, Iterator, List, Sequence
 
@@ -8,7 +8,12 @@ import torch
 from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-__all__ = ["InMemoryBatches", "check_rank", "rank_slice", "single_id_kjt"]
+__all__ = ["DataError", "InMemoryBatches", "check_rank", "rank_slice", "single_id_kjt"]
+
+
+class DataError(ValueError):
+    """The data itself is unusable (a malformed row, a damaged file, no rows at all); the message names the file and
+    line where it can."""
 
 
 def check_rank(batch_size: int, rank: int, world_size: int) -> None:

@@ -1,9 +1,11 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""Sharders, sharded modules and planner pieces for the compressed collections.
+"""Sharders, the sharded collection and planner pieces for the compressed collections.
 
-- ``get_sharders()``: ours followed by TorchRec's defaults; give the same list to the planner and to DMP.
-- ``MEmComEmbeddingBagCollectionSharder``: co-located row-wise or table-wise MEmCom.
-- ``LMAEmbeddingBagCollectionSharder``, ``HashEmbeddingBagCollectionSharder``, ``QREmbeddingBagCollectionSharder``.
+- ``get_sharders()``: ours (one per registered collection type) followed by TorchRec's defaults; give the same list
+  to the planner and to DMP.
+- ``ShardedCompressedEmbeddingBagCollection``: one input dist, one lookup, one output dist for any mix of tables.
+- ``planner``: ``CompressedEmbeddingShardingPlanner`` (true memory of compressed tables, per-table constraints).
+- ``checkpoint``: ``torch.distributed.checkpoint`` save / load, unsharded state in and out.
 """
 
 from typing import Any, Dict, List, Optional
@@ -13,45 +15,35 @@ from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.sharding_plan import get_default_sharders
 from torchrec.distributed.types import ModuleSharder
 
-from torchrec_memcom.distributed.baselines import (
-    HashEmbeddingBagCollectionSharder,
-    QREmbeddingBagCollectionSharder,
-    ShardedHashEmbeddingBagCollection,
-    ShardedQREmbeddingBagCollection,
+from torchrec_memcom.distributed.compressed import (
+    CompressedEmbeddingBagCollectionSharder,
+    ShardedCompressedEmbeddingBagCollection,
 )
-from torchrec_memcom.distributed.lma import LMAEmbeddingBagCollectionSharder, ShardedLMAEmbeddingBagCollection
-from torchrec_memcom.distributed.memcom import (
-    MEmComEmbeddingBagCollectionSharder,
-    ShardedMEmComEmbeddingBagCollection,
-)
+from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
+from torchrec_memcom.modules.method import registered_methods
 
 __all__ = [
-    "HashEmbeddingBagCollectionSharder",
-    "LMAEmbeddingBagCollectionSharder",
-    "MEmComEmbeddingBagCollectionSharder",
-    "QREmbeddingBagCollectionSharder",
-    "ShardedHashEmbeddingBagCollection",
-    "ShardedLMAEmbeddingBagCollection",
-    "ShardedMEmComEmbeddingBagCollection",
-    "ShardedQREmbeddingBagCollection",
+    "CompressedEmbeddingBagCollectionSharder",
+    "ShardedCompressedEmbeddingBagCollection",
     "get_sharders",
 ]
 
 
 def get_sharders(fused_params: Optional[Dict[str, Any]] = None) -> List[ModuleSharder[nn.Module]]:
-    """Our sharders followed by TorchRec's defaults (pass the same list to the planner and to DMP).
+    """Our sharders (``CompressedEmbeddingBagCollection`` and every registered per-method collection) followed by
+    TorchRec's defaults; pass the same list to the planner and to DMP.
 
     Args:
         fused_params (Optional[Dict[str, Any]]): TBE kwargs for every physical table (e.g. ``{"optimizer":
-            EmbOptimType.EXACT_ADAGRAD, "learning_rate": 0.05}``); ``None`` takes them from
+            EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": 0.05}``); ``None`` takes them from
             ``apply_optimizer_in_backward``, as for stock tables.
     """
     ebc = EmbeddingBagCollectionSharder(fused_params=fused_params)
+    types = [CompressedEmbeddingBagCollection] + [
+        m.collection_type for m in registered_methods() if m.collection_type is not None
+    ]
     ours: List[ModuleSharder[nn.Module]] = [
-        MEmComEmbeddingBagCollectionSharder(ebc_sharder=ebc),
-        LMAEmbeddingBagCollectionSharder(ebc_sharder=ebc),
-        HashEmbeddingBagCollectionSharder(ebc_sharder=ebc),
-        QREmbeddingBagCollectionSharder(ebc_sharder=ebc),
+        CompressedEmbeddingBagCollectionSharder(t, ebc_sharder=ebc) for t in dict.fromkeys(types)
     ]
     defaults = [
         s for s in get_default_sharders() if not (fused_params and isinstance(s, EmbeddingBagCollectionSharder))

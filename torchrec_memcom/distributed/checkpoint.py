@@ -43,10 +43,17 @@ def load_unsharded_state_dict(model: nn.Module, state_dict: Mapping[str, torch.T
         KeyError: a key of the model is missing from ``state_dict`` (with ``strict``).
         ValueError: a tensor's global shape differs from the model's.
     """
-    for key, dst in model.state_dict().items():
-        if key not in state_dict:
-            if strict:
-                raise KeyError(f"'{key}' is missing from the unsharded state dict")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    if missing and strict:
+        raise KeyError(f"'{missing[0]}' is missing from the unsharded state dict")
+    # Each module checks its tables' description first (through the wrappers' key prefixes): other tables are
+    # refused before anything is copied.
+    extra = {k: state_dict[k] for k, v in own.items() if not isinstance(v, torch.Tensor) and k in state_dict}
+    if extra:
+        model.load_state_dict(dict(extra), strict=False)  # (DMP renames keys in place)
+    for key, dst in own.items():
+        if key not in state_dict or key in extra:
             continue
         src = state_dict[key]
         global_shape = tuple(dst.size()) if isinstance(dst, (ShardedTensor, DTensor)) else tuple(dst.shape)
@@ -71,8 +78,10 @@ def unsharded_state_dict(model: nn.Module, dst: int = 0) -> Optional[Dict[str, t
             tensor.gather(dst=dst, out=full)
             if rank == dst:
                 out[key] = full
-        else:
+        elif isinstance(tensor, torch.Tensor):
             out[key] = tensor.detach().cpu().clone()
+        else:  # extra state (e.g. the tables' description)
+            out[key] = tensor
     return out if rank == dst else None
 
 

@@ -1,15 +1,21 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """MEmCom's per-id weights on a rank: a flat local vector, a lookup whose backward updates it in place (fused, like
-TBE's optimizers), and the ``FusedOptimizer`` that exposes it to ``DistributedModelParallel``."""
+TBE's optimizers), and the ``FusedOptimizer`` that exposes it to ``DistributedModelParallel``.
 
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+The flat vector ends with ``ops.ONE_SLOTS`` constant slots fixed at 1: every feature of the physical lookup that is not
+MEmCom reads its per-sample weights there, so one gather gives the weights of a whole mixed batch.
+"""
+
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torchrec.optim.fused import FusedOptimizer
 
-__all__ = ["EntityWeightOptimizer", "fused_entity_weight_lookup", "optimizer_kind"]
+from torchrec_memcom.ops import ONE_SLOTS, triton_enabled
+
+__all__ = ["EntityWeightOptimizer", "TableRule", "fused_entity_weight_lookup", "rule_for"]
 
 _SGD = "sgd"
 _ADAGRAD = "adagrad"
@@ -20,15 +26,20 @@ _KINDS = {
     EmbOptimType.EXACT_ROWWISE_ADAGRAD: _ADAGRAD,
 }
 
+# (rule, learning-rate scale): how one table's weights train; the learning rate is its param group's times the scale.
+TableRule = Tuple[str, float]
 
-def optimizer_kind(optim: EmbOptimType) -> str:
-    """The update rule applied to the entity weights when their shared table is trained with ``optim``."""
-    if optim not in _KINDS:
+
+def rule_for(table: str, configured: Optional[str], shared_table_optim: Optional[EmbOptimType]) -> str:
+    """The update rule of ``table``'s weights: the configured one, else the one matching its shared table's."""
+    if configured is not None:
+        return configured
+    if shared_table_optim not in _KINDS:
         raise NotImplementedError(
-            f"MEmCom entity weights follow their shared table's fused optimizer; supported: "
-            f"{sorted(o.name for o in _KINDS)}, got {optim}"
+            f"MEmCom table '{table}': its entity weights follow the shared table's fused optimizer unless "
+            f"entity_weight_optimizer is set; supported: {sorted(o.name for o in _KINDS)}, got {shared_table_optim}"
         )
-    return _KINDS[optim]
+    return _KINDS[shared_table_optim]
 
 
 class _FusedLookup(torch.autograd.Function):
@@ -57,19 +68,20 @@ def fused_entity_weight_lookup(
 
 
 class EntityWeightOptimizer(FusedOptimizer):
-    """Sparse SGD / Adagrad on a rank's flat entity-weight vector, applied during backward.
+    """Sparse SGD / Adagrad on a rank's flat entity-weight vector, applied during backward, per-table rules.
 
-    Only the ids of the batch are touched: gradients of duplicate ids are summed first (a scratch vector, cleared
-    at the touched positions after use), then ``w -= lr * g`` (SGD) or ``G += g**2; w -= lr * g / (sqrt(G) + eps)``
-    (Adagrad), exactly the dense ``torch.optim`` update restricted to the ids with a gradient. ``grad_scale``
-    matches TorchRec's gradient semantics (see ``ShardedMEmComEmbeddingBagCollection``).
+    Only the ids of the batch are touched: gradients of duplicate ids are summed first, then ``w -= lr * g`` (SGD) or
+    ``G += g**2; w -= lr * g / (sqrt(G) + eps)`` (Adagrad), exactly the dense ``torch.optim`` update restricted to
+    the ids with a gradient. ``lr`` is the table's param-group learning rate (``entity_weights.<table>``) times its
+    scale; ``grad_scale`` matches TorchRec's gradient semantics (see ``ShardedCompressedEmbeddingBagCollection``).
+    The last ``ops.ONE_SLOTS`` slots of ``weight`` are the constant 1 of non-MEmCom features: never updated.
 
     Args:
-        weight (torch.Tensor): the flat local vector (all tables' local shards).
-        params (Mapping[str, ShardedTensor]): per-table sharded views of ``weight``, keyed by FQN.
-        table_slices (Mapping[str, slice]): where each table lives in ``weight``.
-        kinds (Mapping[str, str]): per table, ``"sgd"`` or ``"adagrad"``.
-        lrs (Mapping[str, float]): per-table learning rates.
+        weight (torch.Tensor): the flat local vector (all tables' local shards, then the constant slots).
+        params (Mapping[str, ShardedTensor]): per-table sharded views of ``weight``, keyed ``entity_weights.<t>``.
+        table_slices (Mapping[str, slice]): where each table lives in ``weight`` (in order).
+        rules (Mapping[str, TableRule]): per table, ``(rule, lr scale)``.
+        lrs (Mapping[str, float]): per table, the base learning rate (its shared table's).
         eps (float): Adagrad's epsilon.
         grad_scale (float): factor applied to incoming gradients.
         make_sharded (Callable[[str, torch.Tensor], ShardedTensor]): wraps a table's slice of a flat local vector
@@ -81,7 +93,7 @@ class EntityWeightOptimizer(FusedOptimizer):
         weight: torch.Tensor,
         params: Mapping[str, ShardedTensor],
         table_slices: Mapping[str, slice],
-        kinds: Mapping[str, str],
+        rules: Mapping[str, TableRule],
         lrs: Mapping[str, float],
         eps: float,
         grad_scale: float,
@@ -90,47 +102,80 @@ class EntityWeightOptimizer(FusedOptimizer):
         self._weight = weight
         self._scale = grad_scale
         self._eps = eps
+        self._tables: List[str] = list(table_slices)
         self._slices = dict(table_slices)
-        kind_set = set(kinds.values())
-        if len(kind_set) > 1 or len(set(lrs.values())) > 1:
-            raise ValueError(
-                f"MEmCom tables of one module must share one optimizer and learning rate, got {dict(kinds)} "
-                f"and {dict(lrs)}"
-            )
-        self._kind = kind_set.pop() if kind_set else _SGD
-        self._sum = torch.zeros_like(weight) if self._kind == _ADAGRAD else None
-        self._scratch = torch.zeros_like(weight) if self._kind == _ADAGRAD else None
+        self._rules = dict(rules)
+        any_adagrad = any(r == _ADAGRAD for r, _ in self._rules.values())
+        self._sum = torch.zeros_like(weight) if any_adagrad else None
+        self._scratch = torch.zeros_like(weight)
+        device = weight.device
+        starts = [self._slices[t].start for t in self._tables]
+        self._ones_start = weight.numel() - ONE_SLOTS
+        self._bounds = torch.tensor(starts[1:] + [self._ones_start], dtype=torch.int64, device=device)
+        self._adagrad = torch.tensor(
+            [self._rules[t][0] == _ADAGRAD for t in self._tables] + [False], dtype=torch.bool, device=device
+        )
+        self._lr_cache: Tuple[Optional[Tuple[float, ...]], Optional[torch.Tensor]] = (None, None)
         state: Dict[Any, Any] = {}
-        if self._sum is not None:
-            for name, st in params.items():
-                table = name.split(".")[-1]
-                state[st] = {"sum": make_sharded(table, self._sum)}
-        lr = next(iter(lrs.values()), 0.0)
-        param_groups: List[Dict[str, Any]] = [{"params": list(params.values()), "lr": lr, "eps": eps}]
-        super().__init__(dict(params), state, param_groups)
+        groups: List[Dict[str, Any]] = []
+        for t in self._tables:
+            key = f"entity_weights.{t}"
+            if self._sum is not None and self._rules[t][0] == _ADAGRAD:
+                state[params[key]] = {"sum": make_sharded(t, self._sum)}
+            groups.append({"params": [params[key]], "lr": lrs[t], "eps": eps})
+        super().__init__(dict(params), state, groups)
 
-    @property
-    def lr(self) -> float:
-        return float(next(iter(self.param_groups))["lr"])
+    def _lr_vector(self) -> torch.Tensor:
+        """Per table, ``group lr * scale`` (plus 0 for the constant slot), rebuilt only when a group's lr changes."""
+        lrs = tuple(float(g["lr"]) * self._rules[t][1] for g, t in zip(self.param_groups, self._tables))
+        if self._lr_cache[0] != lrs:
+            self._lr_cache = (lrs, torch.tensor([*lrs, 0.0], dtype=self._weight.dtype, device=self._weight.device))
+        assert self._lr_cache[1] is not None
+        return self._lr_cache[1]
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, grad: torch.Tensor) -> None:
-        """Applies the update for ``grad`` of ``weight[index]`` (duplicates summed)."""
+        """Applies the update for ``grad`` of ``weight[index]`` (duplicates summed).
+
+        No host-device synchronisation: gathers, ``index_add_`` / ``index_copy_`` / ``index_fill_`` scatters and
+        elementwise ops (an ``index_put_`` of a Python scalar would copy it to the device and wait). On CUDA, two
+        launches: the gradient sum per id, then one fused update by the position that swaps the sum out.
+        """
         if index.numel() == 0:
             return
-        if self._sum is None:  # SGD: w[i] -= lr * (sum of i's gradients), duplicates accumulated by index_add
-            self._weight.index_add_(0, index, grad.to(self._weight.dtype), alpha=-self.lr * self._scale)
-            return
+        grad = grad.to(self._weight.dtype) * self._scale
         scratch = self._scratch
-        scratch.index_add_(0, index, grad.to(scratch.dtype) * self._scale)
-        g = scratch[index]
-        scratch[index] = 0
-        total = self._sum[index] + g * g
-        self._sum[index] = total
-        self._weight[index] = self._weight[index] - self.lr * g / (total.sqrt() + self._eps)
+        scratch.index_add_(0, index, grad)
+        if triton_enabled(index):
+            from torchrec_memcom.ops._triton import entity_update_triton
+
+            entity_update_triton(
+                index, scratch, self._weight, self._sum, self._bounds, self._lr_vector(), self._adagrad, self._eps
+            )
+            return
+        g = scratch.index_select(0, index)  # each id's summed gradient, at every one of its positions
+        scratch.index_fill_(0, index, 0.0)
+        table = torch.bucketize(index, self._bounds, right=True)
+        lr = self._lr_vector().index_select(0, table)
+        if self._sum is not None:
+            ada = self._adagrad.index_select(0, table)
+            total = self._sum.index_select(0, index) + torch.where(ada, g * g, torch.zeros_like(g))
+            self._sum.index_copy_(0, index, total)  # duplicates write the same value
+            g = torch.where(ada, g / (total.sqrt() + self._eps), g)
+        self._weight.index_copy_(0, index, self._weight.index_select(0, index) - lr * g)
+        self._weight.narrow(0, self._ones_start, ONE_SLOTS).fill_(1.0)  # the constant slots
 
     def step(self, closure: Any = None) -> None:
         pass
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         pass
+
+
+def table_slices(sizes: Sequence[Tuple[str, int]]) -> Dict[str, slice]:
+    """Consecutive slices of a flat vector for ``(table, size)`` pairs."""
+    out, offset = {}, 0
+    for name, size in sizes:
+        out[name] = slice(offset, offset + size)
+        offset += size
+    return out

@@ -2,9 +2,11 @@
 """Planner pieces: the true memory of compressed tables, constraints on logical tables, and a ready planner.
 
 TorchRec's planner sizes a table from the tensor a sharder exposes (``shardable_parameters``). Ours expose the
-physical tables (MEmCom/hash shared tables, QR's Q and R, LMA's memories), so what scales with the number of ids must
-be added: MEmCom's entity weights (and their optimizer state) travel with each shard of the shared table
-(``CompressedStorageEstimator``); LMA's signatures are replicated on every rank (``CompressedStorageReservation``).
+physical tables (stock tables, MEmCom / hash shared tables, QR's Q and R, LMA's memories), so what scales with the
+number of ids comes from each method (``modules.method.TableMethod``): bytes that travel with each shard (MEmCom's
+weights and their optimizer state, ``CompressedStorageEstimator``) and bytes every rank holds (LMA's signatures,
+``CompressedStorageReservation``). Methods also restrict the sharding types of their tables (MEmCom: row-wise or
+table-wise), which ``default_constraints`` turns into planner constraints.
 """
 
 import dataclasses
@@ -22,42 +24,44 @@ from torchrec.distributed.planner.storage_reservations import HeuristicalStorage
 from torchrec.distributed.planner.types import ParameterConstraints, ShardingOption
 from torchrec.distributed.types import ModuleSharder, ShardingPlan, ShardingType
 
-from torchrec_memcom.configs import LMAEmbeddingBagConfig, MEmComEmbeddingBagConfig
-from torchrec_memcom.distributed.memcom import check_row_wise_buckets
-from torchrec_memcom.modules.baselines import QUOTIENT_SUFFIX, REMAINDER_SUFFIX, QREmbeddingBagCollection
-from torchrec_memcom.modules.lma import LMAEmbeddingBagCollection, memory_table_name
-from torchrec_memcom.modules.memcom import MEmComEmbeddingBagCollection
+from torchrec_memcom.configs import MEmComEmbeddingBagConfig
+from torchrec_memcom.distributed import _compat
+from torchrec_memcom.distributed.compressed import check_row_wise_buckets
+from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
+from torchrec_memcom.modules.method import TableMethod
 
 __all__ = [
     "CompressedEmbeddingShardingPlanner",
     "CompressedStorageEstimator",
     "CompressedStorageReservation",
+    "default_constraints",
     "physical_constraints",
-    "signature_bytes",
+    "replicated_bytes",
 ]
 
 _STATELESS = {EmbOptimType.EXACT_SGD}
-_FP32 = 4
 
 
-def _modules(model: nn.Module, kind: type) -> Iterator[Tuple[str, nn.Module]]:
+def _collections(model: nn.Module) -> Iterator[Tuple[str, CompressedEmbeddingBagCollection]]:
     for name, m in model.named_modules():
-        if isinstance(m, kind):
+        if isinstance(m, CompressedEmbeddingBagCollection):
             yield name, m
 
 
-def signature_bytes(model: nn.Module) -> int:
-    """Bytes of LMA signatures in ``model`` (every rank holds all of them)."""
-    return sum(
-        t.num_embeddings * t.signature_bytes
-        for _, m in _modules(model, LMAEmbeddingBagCollection)
-        for t in m.embedding_bag_configs()
-        if isinstance(t, LMAEmbeddingBagConfig)
-    )
+def _physical_owner(module: CompressedEmbeddingBagCollection, physical: str) -> Optional[TableMethod]:
+    for m in module.methods().values():
+        if any(c.name == physical for c in m.physical_tables()):
+            return m
+    return None
 
 
-def _entity_state_multiplier(option: ShardingOption, fused_params: Dict) -> int:
-    """Optimizer-state elements per entity weight: 0 for SGD, 1 for (row-wise) Adagrad and unknown optimizers."""
+def replicated_bytes(model: nn.Module) -> int:
+    """Bytes every rank holds whatever the plan (LMA signatures) for the compressed collections in ``model``."""
+    return sum(m.replicated_bytes() for _, c in _collections(model) for m in c.methods().values())
+
+
+def _state_per_value(option: ShardingOption, fused_params: Dict) -> int:
+    """Optimizer-state values per entity weight: 0 for SGD, 1 for (row-wise) Adagrad and unknown optimizers."""
     optim = fused_params.get("optimizer")
     if optim is not None:
         return 0 if optim in _STATELESS else 1
@@ -68,26 +72,38 @@ def _entity_state_multiplier(option: ShardingOption, fused_params: Dict) -> int:
 
 
 class CompressedStorageEstimator(EmbeddingStorageEstimator):
-    """TorchRec's storage estimate plus MEmCom's entity weights and their optimizer state, per shard.
+    """TorchRec's storage estimate plus what each method keeps beside a shard's rows (MEmCom: ``n_pad * rows / m``
+    weights and their optimizer state; a table-wise shard holds all ``n_pad``).
 
-    A row-wise shard holding ``rows`` of the ``m`` shared rows also holds ``n_pad * rows / m`` weights (the
-    co-located design); a table-wise shard holds all ``n_pad``.
+    Args:
+        topology (Topology), constraints: as for ``EmbeddingStorageEstimator``.
+        fused_params (Optional[Dict]): the sharders' fused params (sizes the weights' optimizer state).
     """
+
+    def __init__(
+        self,
+        topology: Topology,
+        constraints: Optional[Dict[str, ParameterConstraints]] = None,
+        fused_params: Optional[Dict] = None,
+    ) -> None:
+        super().__init__(topology, constraints)
+        self._fused_params = dict(fused_params or {})
 
     def estimate(self, sharding_options: List[ShardingOption], *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().estimate(sharding_options, *args, **kwargs)
         on_device = self._topology.compute_device != "cpu"
         for option in sharding_options:
             module = option.module[1]
-            if not isinstance(module, MEmComEmbeddingBagCollection):
+            if not isinstance(module, CompressedEmbeddingBagCollection):
                 continue
-            table = next(t for t in module.embedding_bag_configs() if t.name == option.name)
-            assert isinstance(table, MEmComEmbeddingBagConfig)
-            h = table.bucketed_hash()
-            fused = getattr(self, "_memcom_fused_params", {}) or {}
-            per_weight = _FP32 * (1 + _entity_state_multiplier(option, fused))
+            method = _physical_owner(module, option.name)
+            if method is None:
+                continue
+            state = _state_per_value(option, self._fused_params)
             for shard in option.shards:
-                extra = h.padded_num_embeddings * shard.size[0] // h.num_rows * per_weight
+                extra = method.extra_shard_bytes(option.name, shard.size[0], state)
+                if not extra:
+                    continue
                 storage = shard.storage
                 assert storage is not None
                 shard.storage = dataclasses.replace(
@@ -98,7 +114,8 @@ class CompressedStorageEstimator(EmbeddingStorageEstimator):
 
 
 class CompressedStorageReservation(HeuristicalStorageReservation):
-    """TorchRec's heuristic reservation (dense parts, buffers) plus, on every rank, the model's LMA signatures.
+    """TorchRec's heuristic reservation (dense parts, buffers) plus, on every rank, the bytes every rank holds
+    (``replicated_bytes``: LMA signatures).
 
     Args:
         percentage (float): share of each device's memory held back, as in ``HeuristicalStorageReservation``.
@@ -119,7 +136,7 @@ class CompressedStorageReservation(HeuristicalStorageReservation):
         constraints: Optional[Dict[str, ParameterConstraints]] = None,
     ) -> Topology:
         reserved = super().reserve(topology, batch_size, module, sharders, constraints)
-        extra = signature_bytes(module)
+        extra = replicated_bytes(module)
         if extra:
             on_device = reserved.compute_device != "cpu"
             for device in reserved.devices:
@@ -135,44 +152,72 @@ def physical_constraints(
 ) -> Dict[str, ParameterConstraints]:
     """Translates constraints written for logical tables into constraints on the tables the planner sees.
 
-    QR table ``t`` -> ``t__q`` and ``t__r``; LMA tables -> their memory table ``<group>__memory`` (pooling factors
-    repeated for each of the ``d / Z`` chunk sub-features of every member table; other fields from the group's first
-    constrained table); MEmCom / hash tables keep their names. Constraints naming stock tables pass through.
+    A constraint on logical table ``t`` applies to each of its physical tables (QR: ``t__q`` and ``t__r``; LMA: its
+    group's memory, from the group's first constrained table), with per-feature pooling factors mapped onto the
+    physical features (an LMA memory sees each feature once per chunk). Constraints naming physical or stock tables
+    pass through.
     """
     out: Dict[str, ParameterConstraints] = dict(constraints or {})
     if not constraints:
         return out
-    for _, m in _modules(model, QREmbeddingBagCollection):
-        for t in m.embedding_bag_configs():
-            if t.name in constraints:
-                c = out.pop(t.name)
-                out[t.name + QUOTIENT_SUFFIX] = c
-                out[t.name + REMAINDER_SUFFIX] = c
-    for _, m in _modules(model, LMAEmbeddingBagCollection):
-        groups: Dict[str, List[LMAEmbeddingBagConfig]] = {}
-        for t in m.embedding_bag_configs():
-            assert isinstance(t, LMAEmbeddingBagConfig)
-            groups.setdefault(t.group(), []).append(t)
-        for g, members in groups.items():
-            given = {t.name: out.pop(t.name) for t in members if t.name in constraints}
-            if not given:
-                continue
-            base = next(iter(given.values()))
-            factors: List[float] = []
-            for t in members:
-                c = given.get(t.name)
-                per_feature = c.pooling_factors if c is not None and c.pooling_factors else [1.0] * t.num_features()
-                factors += [pf for pf in per_feature for _ in range(t.num_chunks())]
-            out[memory_table_name(g)] = dataclasses.replace(base, pooling_factors=factors, num_poolings=None)
+    for _, module in _collections(model):
+        logical = {t.name: t for t in module.embedding_bag_configs()}
+        feature_factor: Dict[str, float] = {}
+        for name, t in logical.items():
+            c = constraints.get(name)
+            if c is not None and c.pooling_factors:
+                feature_factor.update(zip(t.feature_names, c.pooling_factors))
+        segments = {s.name: s for s in module.id_transform.segments()}
+        for method in module.methods().values():
+            physical = {c.name: c for c in method.physical_tables()}
+            for t in method.tables:
+                if t.name not in constraints or method.physical_names(t.name) == [t.name]:
+                    continue
+                base = out.pop(t.name)
+                for p in method.physical_names(t.name):
+                    if p in out and p not in constraints:
+                        continue  # an earlier member of a shared memory set it
+                    factors = [feature_factor.get(segments[f].feature, 1.0) for f in physical[p].feature_names]
+                    out[p] = dataclasses.replace(base, pooling_factors=factors, num_poolings=None)
+    return out
+
+
+def default_constraints(
+    model: nn.Module, constraints: Optional[Dict[str, ParameterConstraints]] = None
+) -> Dict[str, ParameterConstraints]:
+    """``constraints`` (on physical names) plus the sharding types each method allows for its tables (MEmCom:
+    row-wise or table-wise), intersected with what the user asked.
+
+    Raises:
+        ValueError: a constraint leaves a table no sharding type its method supports.
+    """
+    out = dict(constraints or {})
+    for _, module in _collections(model):
+        for method in module.methods().values():
+            for c in method.physical_tables():
+                allowed = method.sharding_types(c.name)
+                if allowed is None:
+                    continue
+                given = out.get(c.name)
+                if given is None:
+                    out[c.name] = ParameterConstraints(sharding_types=list(allowed))
+                    continue
+                types = [t for t in (given.sharding_types or allowed) if t in allowed]
+                if not types:
+                    raise ValueError(
+                        f"{method.name} table '{c.name}': constrained to {given.sharding_types}, but it supports only "
+                        f"{allowed}"
+                    )
+                out[c.name] = dataclasses.replace(given, sharding_types=types)
     return out
 
 
 class CompressedEmbeddingShardingPlanner(EmbeddingShardingPlanner):
-    """``EmbeddingShardingPlanner`` that knows the true memory of compressed tables.
+    """``EmbeddingShardingPlanner`` that knows the true memory and the sharding limits of compressed tables.
 
     It plans with ``CompressedStorageEstimator`` and ``CompressedStorageReservation``, accepts constraints on
-    logical table names (``physical_constraints``), and checks up front, on every rank, that row-wise MEmCom tables
-    have a bucket count the world size divides.
+    logical table names (``physical_constraints``), adds each method's sharding limits (``default_constraints``), and
+    checks up front, on every rank, that row-wise MEmCom tables have a bucket count the world size divides.
 
     Args:
         topology (Topology): the cluster (world size, device, HBM/DDR caps).
@@ -194,15 +239,15 @@ class CompressedEmbeddingShardingPlanner(EmbeddingShardingPlanner):
     ) -> None:
         self._logical_constraints = dict(constraints or {})
         self._topology_ = topology
-        self._batch_size_ = batch_size
-        self._storage_estimator = CompressedStorageEstimator(topology, constraints)
-        self._storage_estimator._memcom_fused_params = fused_params or {}
+        estimators = [
+            EmbeddingPerfEstimator(topology, constraints),
+            CompressedStorageEstimator(topology, constraints, fused_params),
+        ]
+        self._estimators_ = estimators
         enumerator = EmbeddingEnumerator(
-            topology=topology,
-            batch_size=batch_size or 512,
-            constraints=constraints,
-            estimator=[EmbeddingPerfEstimator(topology, constraints), self._storage_estimator],
+            topology=topology, batch_size=batch_size or 512, constraints=constraints, estimator=estimators
         )
+        self._enumerator_ = enumerator
         super().__init__(
             topology=topology,
             batch_size=batch_size,
@@ -214,19 +259,35 @@ class CompressedEmbeddingShardingPlanner(EmbeddingShardingPlanner):
 
     def _prepare(self, module: nn.Module) -> None:
         """Checks buckets and rewrites logical constraints into physical ones for this model."""
-        constraints = physical_constraints(module, self._logical_constraints)
+        given = physical_constraints(module, self._logical_constraints)
+        constraints = default_constraints(module, given)
         world_size = self._topology_.world_size
-        for _, m in _modules(module, MEmComEmbeddingBagCollection):
-            for t in m.embedding_bag_configs():
-                allowed = constraints.get(t.name)
-                types = allowed.sharding_types if allowed is not None and allowed.sharding_types else None
-                if types is None or ShardingType.ROW_WISE.value in types:
+        row_wise = ShardingType.ROW_WISE.value
+        for _, m in _collections(module):
+            for method in m.methods().values():
+                if not method.uses_entity_weights:
+                    continue
+                for t in method.tables:
                     assert isinstance(t, MEmComEmbeddingBagConfig)
-                    check_row_wise_buckets(t, world_size)
-        self._constraints = constraints
-        self._enumerator._constraints = constraints
-        for estimator in self._enumerator._estimators:
-            estimator._constraints = constraints
+                    if t.bucketed_hash().num_buckets % world_size == 0:
+                        continue
+                    asked = given.get(t.name)
+                    if asked is not None and asked.sharding_types and row_wise in asked.sharding_types:
+                        check_row_wise_buckets(t, world_size)  # raises: the user asked for row-wise
+                    c = constraints[t.name]
+                    types = [x for x in (c.sharding_types or []) if x != row_wise]
+                    constraints[t.name] = dataclasses.replace(c, sharding_types=types)
+        if world_size == 1:
+            # One rank: row-, column- and grid-wise splits only add bucketizing and permutes; a table is whole anyway.
+            for _, m in _collections(module):
+                for c in m.physical_table_configs():
+                    base = constraints.get(c.name)
+                    if base is None or not base.sharding_types:
+                        replaced = (
+                            dataclasses.replace(base, sharding_types=[ShardingType.TABLE_WISE.value]) if base else None
+                        )
+                        constraints[c.name] = replaced or ParameterConstraints(sharding_types=["table_wise"])
+        _compat.set_planner_constraints(self, self._enumerator_, self._estimators_, constraints)
 
     def plan(self, module: nn.Module, sharders: List[ModuleSharder[nn.Module]]) -> ShardingPlan:
         self._prepare(module)

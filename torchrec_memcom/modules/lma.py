@@ -1,28 +1,34 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """LMA: embeddings assembled from a shared memory at LSH-chosen locations (Desai et al., 2021)."""
 
+import warnings
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
-from torchrec.modules.embedding_modules import EmbeddingBagCollection
-from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.configs import LMAEmbeddingBagConfig, stock_bytes
-from torchrec_memcom.lsh import Batch, SignatureBuilder, build_signatures, chunk_locations
-from torchrec_memcom.memory import MemoryReport, TableMemory, tensor_bytes
-from torchrec_memcom.modules._base import (
-    CompressedCollection,
-    IdTransform,
-    init_table,
-    keyed_tensor,
-    shared_table_config,
+from torchrec_memcom.lsh import Batch, SignatureBuilder, build_signatures, unpack_codes
+from torchrec_memcom.memory import TableMemory, tensor_bytes
+from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
+from torchrec_memcom.modules.method import (
+    Combine,
+    Segment,
+    TableMethod,
+    is_mean,
+    physical_config,
+    projected,
+    register_method,
 )
-from torchrec_memcom.ops import lma_locations
+from torchrec_memcom.modules.warm_start import fit_shared_rows
+from torchrec_memcom.ops import IdOp, lma_locations
 
-__all__ = ["LMAEmbeddingBagCollection", "LMAIds", "chunk_feature_name", "memory_table_name"]
+__all__ = ["LMAEmbeddingBagCollection", "LMAMethod", "chunk_feature_name", "memory_table_name"]
+
+# Below this share of ids with a signature, a training forward warns that the table runs as the hashing trick.
+MIN_COVERAGE = 0.01
 
 
 def chunk_feature_name(feature: str, chunk: int) -> str:
@@ -35,107 +41,225 @@ def memory_table_name(group: str) -> str:
 
 
 class _Signatures(nn.Module):
-    """Holds one ``(n, signature_bytes)`` uint8 buffer per table (state-dict key ``...signatures.<table>``)."""
+    """One ``(n, signature_bytes)`` uint8 buffer per table (state-dict key ``id_transform.signatures.<table>``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = True  # coverage must be recomputed
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "changed", True))
 
 
-class LMAIds(IdTransform):
-    """Maps ids to LMA chunk locations: feature ``f`` becomes sub-features ``f__c<k>`` with ids ``loc_k(i)``.
+@register_method
+class LMAMethod(TableMethod):
+    """LMA tables: ``embedding(i) = concat_k M[loc_k(i)]``, ``d / Z`` chunks of width ``Z``.
 
-    Holds the tables' signature buffers (``signatures.<table>``, uint8 ``(n, signature_bytes)``; all ``0xFF`` = no
-    signature until ``fit_signatures`` / ``set_signatures``). Table ``t`` of a memory group owns the rows
-    ``[row_offset(t), row_offset(t) + rows(t))`` of the group's memory (tables in config order) for its ids with a
-    signature; ids without one are hashed over the whole memory.
+    Each feature ``f`` becomes ``d / Z`` physical features ``f__c<k>`` on its group's memory table
+    ``<group>__memory`` (``rows x Z``), whose ids are the chunk locations ``loc_k(i)`` computed from the id's
+    signature (``lsh.chunk_locations``). Table ``t`` of a group owns rows ``[row_offset(t), row_offset(t) + rows(t))``
+    of the memory (tables in config order) for its ids with a signature; ids without one are hashed over the whole
+    memory.
     """
 
-    def __init__(
-        self,
-        tables: Sequence[LMAEmbeddingBagConfig],
-        is_weighted: bool,
-        group_rows: Dict[str, int],
-        device: Optional[torch.device | str],
-    ) -> None:
-        super().__init__(tables, is_weighted)
-        self.group_rows = dict(group_rows)
-        self.elementwise_groups = {t.group() for t in tables if t.chunk() == 1}
-        self._tables = {t.name: t for t in tables}
-        self._table_index = {t.name: i for i, t in enumerate(tables)}
+    name = "lma"
+    config_type = LMAEmbeddingBagConfig
+    transform_state_name = "signatures"
+
+    def __init__(self, tables: List[EmbeddingBagConfig]) -> None:
+        super().__init__(tables)
+        groups: Dict[str, List[LMAEmbeddingBagConfig]] = OrderedDict()
+        for t in tables:
+            assert isinstance(t, LMAEmbeddingBagConfig)
+            groups.setdefault(t.group(), []).append(t)
+        self._groups = groups
+        self.group_rows: Dict[str, int] = {}
+        for g, members in groups.items():
+            for attr in ("chunk", "data_type"):
+                values = {str(getattr(m, attr)() if attr == "chunk" else getattr(m, attr)) for m in members}
+                if len(values) > 1:
+                    raise ValueError(f"LMA memory_group '{g}': tables {[m.name for m in members]} differ in {attr}")
+            self.group_rows[g] = sum(m.rows() for m in members)
+        self._index = {t.name: i for i, t in enumerate(tables)}
         self._row_offset: Dict[str, int] = {}
         used: Dict[str, int] = {}
-        for t in tables:
+        for t in self._lma():
             self._row_offset[t.name] = used.get(t.group(), 0)
             used[t.group()] = self._row_offset[t.name] + t.rows()
-        self.signatures = _Signatures()
-        for t in tables:
-            sig = torch.full((t.num_embeddings, t.signature_bytes), 0xFF, dtype=torch.uint8, device=device)
-            self.signatures.register_buffer(t.name, sig)
+        self._coverage: Dict[str, float] = {}
+        self._warned = False
+
+    def _lma(self) -> List[LMAEmbeddingBagConfig]:
+        return self.tables  # type: ignore[return-value]
+
+    def _semantic(self) -> List[LMAEmbeddingBagConfig]:
+        """Tables whose ids take signature-chosen rows (``allocation="semantic"`` with signature bytes)."""
+        return [t for t in self._lma() if t.allocation == "semantic" and t.code_bits() > 0]
+
+    def groups(self) -> List[str]:
+        return list(self._groups)
+
+    # -- layout ----------------------------------------------------------------------------------------------------
+
+    def physical_tables(self) -> List[EmbeddingBagConfig]:
+        out = []
+        for g, members in self._groups.items():
+            features = [
+                chunk_feature_name(f, k) for m in members for f in m.feature_names for k in range(m.num_chunks())
+            ]
+            out.append(
+                physical_config(members[0], memory_table_name(g), self.group_rows[g], members[0].chunk(), features)
+            )
+        return out
+
+    def segments(self) -> List[Segment]:
+        return [
+            Segment(chunk_feature_name(f, k), f, memory_table_name(t.group()), IdOp.CUSTOM)
+            for t in self._lma()
+            for f in t.feature_names
+            for k in range(t.num_chunks())
+        ]
+
+    def combines(self) -> List[Combine]:
+        return [
+            Combine(
+                f,
+                "concat",
+                tuple(chunk_feature_name(f, k) for k in range(t.num_chunks())),
+                mean=is_mean(t),
+                project=projected(t),
+            )
+            for t in self._lma()
+            for f in t.feature_names
+        ]
+
+    def transform_state(self, device: Optional[torch.device]) -> nn.Module:
+        sigs = _Signatures()
+        for t in self._lma():
+            empty = torch.full((t.num_embeddings, t.signature_bytes), 0xFF, dtype=torch.uint8, device=device)
+            sigs.register_buffer(t.name, empty)
+        return sigs
+
+    def reset_state(self, owner: nn.Module) -> None:
+        """Clears every signature (no id has one): fit or load them afterwards."""
+        sigs = owner.id_transform.signatures  # type: ignore[union-attr]
+        for t in self._lma():
+            buf = getattr(sigs, t.name)
+            if not buf.is_meta:
+                buf.fill_(0xFF)
+        sigs.changed = True
+
+    # -- locations -------------------------------------------------------------------------------------------------
 
     def location_params(self, table: str) -> Tuple[int, int, int, int, int, int]:
         """``(num_chunks, bits, memory_rows, row_offset, num_rows, table_salt)`` of ``lsh.chunk_locations`` for
         ``table`` (``bits = 0`` for ``allocation="hashed"`` tables: their signatures are ignored)."""
-        t = self._tables[table]
+        t = self.by_name[table]
+        assert isinstance(t, LMAEmbeddingBagConfig)
         bits = t.code_bits() if t.allocation == "semantic" else 0
-        memory_rows = self.group_rows[t.group()]
-        return t.num_chunks(), bits, memory_rows, self._row_offset[table], t.rows(), self._table_index[table]
+        return t.num_chunks(), bits, self.group_rows[t.group()], self._row_offset[table], t.rows(), self._index[table]
+
+    def _locations(
+        self, signatures: torch.Tensor, table: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        t = self.by_name[table]
+        assert isinstance(t, LMAEmbeddingBagConfig)
+        if ids.is_cuda:  # ids are range-checked one step later on CUDA: never read outside the signatures meanwhile
+            ids = ids.clamp(0, t.num_embeddings - 1)
+        return lma_locations(ids, signatures, *self.location_params(table), out=out)
+
+    def custom_ids(
+        self, transform: nn.Module, feature: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        table = next(t for t in self._lma() if feature in t.feature_names)
+        sigs = transform.signatures  # type: ignore[union-attr]
+        if transform.training:
+            self._warn_if_unfitted(sigs)
+        return self._locations(getattr(sigs, table.name), table.name, ids, out)
+
+    def _warn_if_unfitted(self, sigs: nn.Module) -> None:
+        if self._warned:
+            return
+        coverage = self.signature_coverage_of(sigs)
+        low = {t.name: coverage[t.name] for t in self._semantic() if coverage[t.name] < MIN_COVERAGE}
+        if low:
+            self._warned = True
+            warnings.warn(
+                f"LMA tables {sorted(low)} train with signatures for under {MIN_COVERAGE:.0%} of their ids "
+                f"(coverage {low}): every id takes its hashed fallback, i.e. the hashing trick. Call "
+                "fit_signatures(batches) on training rows before training (or load fitted signatures).",
+                stacklevel=3,
+            )
+
+    def signature_coverage_of(self, sigs: nn.Module) -> Dict[str, float]:
+        if getattr(sigs, "changed", True):
+            self._coverage = {}
+            semantic = {t.name for t in self._semantic()}
+            for t in self._lma():
+                buf = getattr(sigs, t.name)
+                if t.name not in semantic or buf.numel() == 0 or buf.is_meta:
+                    self._coverage[t.name] = 0.0
+                    continue
+                first = unpack_codes(buf, t.num_chunks(), t.code_bits())[:, 0]
+                self._coverage[t.name] = float((first != (1 << t.code_bits()) - 1).float().mean())
+            sigs.changed = False  # type: ignore[assignment]
+        return dict(self._coverage)
+
+    # -- accessors -------------------------------------------------------------------------------------------------
+
+    def table_signatures(self, owner: nn.Module, table: str) -> torch.Tensor:
+        return getattr(owner.id_transform.signatures, table)  # type: ignore[union-attr]
 
     @torch.no_grad()
-    def reset_buffers(self) -> None:
-        """Clears the signatures (no id has one), e.g. after ``meta`` + ``to_empty``."""
-        for name in self._tables:
-            sig = self.table_signatures(name)
-            if not sig.is_meta:
-                sig.fill_(0xFF)
+    def set_signatures(self, owner: nn.Module, table: str, signatures: torch.Tensor) -> None:
+        """Loads ``(n, signature_bytes)`` uint8 signatures of ``table`` (as packed by ``lsh.SignatureBuilder``)."""
+        buf = self.table_signatures(owner, table)
+        if signatures.shape != buf.shape or signatures.dtype != torch.uint8:
+            raise ValueError(
+                f"LMA table '{table}': signatures must be uint8 of shape {tuple(buf.shape)}, "
+                f"got {signatures.dtype} {tuple(signatures.shape)}"
+            )
+        buf.copy_(signatures)
+        owner.id_transform.signatures.changed = True  # type: ignore[union-attr]
 
-    def table_signatures(self, table: str) -> torch.Tensor:
-        return getattr(self.signatures, table)
-
-    def locations(self, table: str, ids: torch.Tensor) -> torch.Tensor:
+    def locations(self, owner: nn.Module, table: str, ids: torch.Tensor) -> torch.Tensor:
         """``(N, d / Z)`` memory rows holding the chunks of each id of ``table``."""
-        return chunk_locations(ids, self.table_signatures(table), *self.location_params(table))
+        return self._locations(self.table_signatures(owner, table), table, ids)
 
-    def chunk_features(self, feature_dict: Dict[str, JaggedTensor]) -> Optional[KeyedJaggedTensor]:
-        """KJT of the sub-features ``f__c<k>`` (values ``loc_k(i)``) of every feature on a TBE memory table."""
-        keys: List[str] = []
-        values: List[torch.Tensor] = []
-        lengths: List[torch.Tensor] = []
-        weights: List[torch.Tensor] = []
-        for feature, table in self._feature_tables:
-            assert isinstance(table, LMAEmbeddingBagConfig)
-            if table.group() in self.elementwise_groups:
-                continue
-            jt = feature_dict[feature]
-            loc = self.locations(table.name, jt.values())
-            for k in range(table.num_chunks()):
-                keys.append(chunk_feature_name(feature, k))
-                values.append(loc[:, k])
-                lengths.append(jt.lengths())
-                if self._is_weighted:
-                    weights.append(jt.weights())
-        if not keys:
-            return None
-        return KeyedJaggedTensor(
-            keys=keys,
-            values=torch.cat(values),
-            lengths=torch.cat(lengths),
-            weights=torch.cat(weights) if weights else None,
-        )
+    def memory_weight(self, owner: nn.Module, group: str) -> nn.Parameter:
+        """The memory ``M`` of ``group``: a ``(rows, Z)`` table."""
+        return owner.physical_weight(memory_table_name(group))  # type: ignore[operator]
 
     @torch.no_grad()
-    def fit_signatures(
-        self, batches: Iterable[Batch], max_rows: Optional[int] = None, progress: bool = False
+    def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
+        """Each memory row = the count-weighted mean of the trained chunks (``E_i[k Z : (k + 1) Z]``) placed on it,
+        over every member table of its memory (fit or load the signatures first: they decide the places)."""
+        for g, members in self._groups.items():
+            memory = self.memory_weight(owner, g)
+            rows, chunks, weights = [], [], []
+            for t in members:
+                if t.name not in trained:
+                    continue
+                weight, counts = trained[t.name]
+                n, z = t.num_embeddings, t.chunk()
+                loc = self.locations(owner, t.name, torch.arange(n, device=memory.device))  # (n, K)
+                rows.append(loc.reshape(-1))
+                chunks.append(weight.to(memory).reshape(n * t.num_chunks(), z))
+                c = counts if counts is not None else torch.ones(n)
+                weights.append(c.to(memory).repeat_interleave(t.num_chunks()))
+            if rows:
+                fitted = fit_shared_rows(
+                    torch.cat(rows), torch.cat(chunks), memory.shape[0], torch.cat(weights), memory.detach()
+                )
+                memory.copy_(fitted)
+
+    @torch.no_grad()
+    def fit(
+        self, owner: nn.Module, batches: Iterable[Batch], max_rows: Optional[int], progress: bool
     ) -> Dict[str, float]:
-        """Fits every semantic table's signatures on training rows; returns the fraction of ids that got one.
-
-        Works on the unsharded module and on a sharded one alike (every rank must read the same rows, so that the
-        replicated signatures agree). Tables with ``allocation="hashed"`` or no signature bytes are skipped (0.0).
-
-        Args:
-            batches (Iterable): training rows holding each table's features and its context features
-                (``context_features``, default every other key of the batch): KJTs, or ``(kjt, labels)`` pairs
-                (binary labels, used by tables with ``label_context``).
-            max_rows (Optional[int]): sample size: rows read at most.
-            progress (bool): show a tqdm bar.
-        """
-        tables = [t for t in self._tables.values() if t.allocation == "semantic" and t.code_bits() > 0]
+        """Fits the signatures of every semantic table on training rows: KJTs holding each table's features and its
+        context features (``context_features``, default every other key), or ``(kjt, labels)`` pairs (binary labels,
+        used by tables with ``label_context``). Returns the fraction of ids that got one per table (0.0 for tables
+        with ``allocation="hashed"`` or no signature bytes, which are not fitted)."""
+        tables = self._semantic()
         builders = [
             SignatureBuilder(t.num_embeddings, t.num_chunks(), t.signature_bytes, t.signature_rank) for t in tables
         ]
@@ -148,213 +272,14 @@ class LMAIds(IdTransform):
                 progress=progress,
             )
         for t, b in zip(tables, builders):
-            self.set_signatures(t.name, b.signatures())
-        coverage = {name: 0.0 for name in self._tables}
+            self.set_signatures(owner, t.name, b.signatures().to(self.table_signatures(owner, t.name).device))
+        coverage = {t.name: 0.0 for t in self._lma()}
         coverage.update({t.name: b.coverage() for t, b in zip(tables, builders)})
         return coverage
 
-    @torch.no_grad()
-    def set_signatures(self, table: str, signatures: torch.Tensor) -> None:
-        """Loads ``(n, signature_bytes)`` uint8 signatures of ``table`` (as built by ``lsh.SignatureBuilder``)."""
-        buf = self.table_signatures(table)
-        if signatures.shape != buf.shape or signatures.dtype != torch.uint8:
-            raise ValueError(
-                f"LMA table '{table}': signatures must be uint8 of shape {tuple(buf.shape)}, "
-                f"got {signatures.dtype} {tuple(signatures.shape)}"
-            )
-        buf.copy_(signatures)
+    # -- reports and planning --------------------------------------------------------------------------------------
 
-    def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
-        """Checks ``features``; returns (chunk-location KJT for the memory tables, MEAN divisors). TBE groups only.
-
-        Sub-features are feature-major (``f__c0 .. f__c<K-1>``, then the next feature), each holding its feature's
-        bags; the locations of one feature are written straight into that layout.
-        """
-        if self.elementwise_groups:
-            raise ValueError(
-                f"LMA memory groups {sorted(self.elementwise_groups)} use chunk_size=1 (the plain-PyTorch reference "
-                "path), which has no TBE/sharded form; use a chunk_size that is a multiple of 4"
-            )
-        kjt = self.select(features)
-        ids = kjt.values()
-        lengths_per_key = kjt.length_per_key()
-        chunks = [t.num_chunks() for _, t in self._feature_tables]
-        out = torch.empty(sum(k * n for k, n in zip(chunks, lengths_per_key)), dtype=torch.int64, device=ids.device)
-        keys: List[str] = []
-        sub_lengths: List[int] = []
-        weights: List[torch.Tensor] = []
-        lo = base = 0
-        for (feature, table), n, k in zip(self._feature_tables, lengths_per_key, chunks):
-            # (K, n) block of the output, written through its (n, K) transpose
-            block = out[base : base + k * n].view(k, n).t()
-            lma_locations(
-                ids[lo : lo + n], self.table_signatures(table.name), *self.location_params(table.name), out=block
-            )
-            keys += [chunk_feature_name(feature, c) for c in range(k)]
-            sub_lengths += [n] * k
-            if self._is_weighted:
-                weights.append(kjt.weights()[lo : lo + n].repeat(k))
-            lo += n
-            base += k * n
-        lengths = kjt.lengths().view(len(chunks), -1)
-        repeats = torch.tensor(chunks, device=lengths.device)
-        located = KeyedJaggedTensor(
-            keys=keys,
-            values=out,
-            lengths=lengths.repeat_interleave(repeats, dim=0, output_size=sum(chunks)).reshape(-1),
-            weights=torch.cat(weights) if weights else None,
-            stride=kjt.stride(),
-            length_per_key=sub_lengths,
-        )
-        return located, self.kjt_mean_divisors(kjt)
-
-    def combine(
-        self,
-        pooled: Optional[KeyedTensor],
-        divisors: Dict[str, torch.Tensor],
-        elementwise: Optional[Dict[str, torch.Tensor]] = None,
-    ) -> KeyedTensor:
-        """Concatenates each feature's ``d / Z`` pooled chunks (or takes its ``Z = 1`` result), then MEAN-divides."""
-        by_key = pooled.to_dict() if pooled is not None else {}
-        out = []
-        for feature, table in self._feature_tables:
-            assert isinstance(table, LMAEmbeddingBagConfig)
-            if elementwise is not None and feature in elementwise:
-                emb = elementwise[feature]
-            else:
-                emb = torch.cat([by_key[chunk_feature_name(feature, k)] for k in range(table.num_chunks())], dim=1)
-            if feature in divisors:
-                emb = emb / divisors[feature]
-            out.append(emb)
-        return keyed_tensor(self.feature_names(), out)
-
-
-class LMAEmbeddingBagCollection(CompressedCollection):
-    """LMA tables: ``embedding(i) = concat_k M[loc_k(i)]`` with ``d / Z`` chunks of width ``Z``.
-
-    ``loc_k`` comes from the id's compact LSH signature (``lsh``), a buffer filled by ``fit_signatures`` from
-    co-occurrence in training rows; ids without one get hashed locations. Tables with the same ``memory_group`` share
-    one memory ``M``. For ``Z % 4 == 0``, ``M`` is a table of a stock ``EmbeddingBagCollection``
-    (``_embedding_bag_collection``, table ``<group>__memory`` of ``rows x Z``) and each feature ``f`` becomes ``d / Z``
-    sub-features ``f__c<k>`` on it, so its sharded form runs on FBGEMM TBE. ``Z = 1`` (the paper's per-element
-    allocation) is a plain-PyTorch reference path (``elementwise_memories[group]``, unsharded only).
-
-    A bag pools ``sum_i x_i * embedding(i)`` (``x_i`` = input weight if ``is_weighted``; MEAN divides by the bag size).
-
-    Args:
-        tables (List[LMAEmbeddingBagConfig]): the tables; feature names must be unique across tables.
-        is_weighted (bool): whether input KJTs carry per-id weights.
-        device (Optional[torch.device]): where to allocate; ``meta`` defers allocation.
-    """
-
-    def __init__(
-        self,
-        tables: List[LMAEmbeddingBagConfig],
-        is_weighted: bool = False,
-        device: Optional[torch.device | str] = None,
-    ) -> None:
-        super().__init__(tables, LMAEmbeddingBagConfig, is_weighted, device)
-        groups: Dict[str, List[LMAEmbeddingBagConfig]] = OrderedDict()
-        for t in tables:
-            groups.setdefault(t.group(), []).append(t)
-        self._groups = groups
-        group_rows: Dict[str, int] = {}
-        for g, members in groups.items():
-            for attr in ("chunk", "data_type"):
-                values = {str(getattr(m, attr)() if attr == "chunk" else getattr(m, attr)) for m in members}
-                if len(values) > 1:
-                    raise ValueError(f"LMA memory_group '{g}': tables {[m.name for m in members]} differ in {attr}")
-            group_rows[g] = sum(m.rows() for m in members)
-        self.id_transform = LMAIds(tables, is_weighted, group_rows, device)
-
-        inner: List[EmbeddingBagConfig] = []
-        self._inner_configs: Dict[str, EmbeddingBagConfig] = {}
-        self.elementwise_memories = nn.ParameterDict()
-        for g, members in groups.items():
-            first = members[0]
-            if first.chunk() == 1:
-                self.elementwise_memories[g] = nn.Parameter(torch.empty(group_rows[g], device=device))
-                continue
-            features = [
-                chunk_feature_name(f, k) for m in members for f in m.feature_names for k in range(m.num_chunks())
-            ]
-            cfg = shared_table_config(first, memory_table_name(g), group_rows[g], first.chunk(), features)
-            inner.append(cfg)
-            self._inner_configs[g] = cfg
-        self._embedding_bag_collection: Optional[EmbeddingBagCollection] = (
-            EmbeddingBagCollection(tables=inner, is_weighted=is_weighted, device=device) if inner else None
-        )
-        self.reset_parameters()
-
-    def memory_rows(self, group: str) -> int:
-        return self.id_transform.group_rows[group]
-
-    def table_signatures(self, table: str) -> torch.Tensor:
-        return self.id_transform.table_signatures(table)
-
-    def locations(self, table: str, ids: torch.Tensor) -> torch.Tensor:
-        """``(N, d / Z)`` memory rows holding the chunks of each id of ``table``."""
-        return self.id_transform.locations(table, ids)
-
-    def memory_weight(self, group: str) -> torch.Tensor:
-        """The memory ``M`` of ``group``: ``(rows, Z)`` table, or ``(rows,)`` for ``Z = 1``."""
-        if group in self.elementwise_memories:
-            return self.elementwise_memories[group]
-        assert self._embedding_bag_collection is not None
-        return self._embedding_bag_collection.embedding_bags[memory_table_name(group)].weight
-
-    def _elementwise_pooled(self, feature_dict: Dict[str, JaggedTensor]) -> Dict[str, torch.Tensor]:
-        """Pooled embeddings of the features whose memory has ``Z = 1`` (gather + segment sum, plain PyTorch)."""
-        pooled: Dict[str, torch.Tensor] = {}
-        for feature, table in self.id_transform._feature_tables:
-            assert isinstance(table, LMAEmbeddingBagConfig)
-            if table.group() not in self.elementwise_memories:
-                continue
-            jt = feature_dict[feature]
-            loc = self.locations(table.name, jt.values())
-            emb = self.elementwise_memories[table.group()][loc]  # (N, d)
-            if self._is_weighted:
-                emb = emb * jt.weights().unsqueeze(1)
-            batch = jt.lengths().numel()
-            bag = torch.repeat_interleave(torch.arange(batch, device=loc.device), jt.lengths())
-            pooled[feature] = emb.new_zeros(batch, table.embedding_dim).index_add_(0, bag, emb)
-        return pooled
-
-    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        """Pools ``sum_i x_i * concat_k M[loc_k(i)]`` per bag; KJT in, KeyedTensor (keys = features) out."""
-        if len(self.elementwise_memories) == 0:
-            return super().forward(features)
-        feature_dict = self.id_transform.split(features)
-        kjt = self.id_transform.chunk_features(feature_dict)
-        chunks = None
-        if kjt is not None:
-            assert self._embedding_bag_collection is not None
-            chunks = self._embedding_bag_collection(kjt)
-        return self.id_transform.combine(
-            chunks, self.id_transform.mean_divisors(feature_dict), self._elementwise_pooled(feature_dict)
-        )
-
-    def fit_signatures(
-        self, batches: Iterable[Batch], max_rows: Optional[int] = None, progress: bool = False
-    ) -> Dict[str, float]:
-        """Fits every table's signatures on training rows (see ``LMAIds.fit_signatures``)."""
-        return self.id_transform.fit_signatures(batches, max_rows=max_rows, progress=progress)
-
-    def set_signatures(self, table: str, signatures: torch.Tensor) -> None:
-        """Loads ``(n, signature_bytes)`` uint8 signatures of ``table`` (as built by ``lsh.SignatureBuilder``)."""
-        self.id_transform.set_signatures(table, signatures)
-
-    def reset_parameters(self) -> None:
-        """Initialises every memory from its config and clears all signatures (fit or load them afterwards)."""
-        for g, members in self._groups.items():
-            weight = self.memory_weight(g)
-            if g in self._inner_configs:
-                init_table(weight, self._inner_configs[g])
-            else:
-                init_table(weight, members[0])
-        self.id_transform.reset_buffers()
-
-    def memory_report(self) -> MemoryReport:
+    def memory_rows(self, owner: nn.Module) -> List[TableMemory]:
         rows = []
         for g, members in self._groups.items():
             names = [m.name for m in members]
@@ -364,10 +289,65 @@ class LMAEmbeddingBagCollection(CompressedCollection):
                     "lma",
                     sum(stock_bytes(m) for m in members),
                     {
-                        "memory": tensor_bytes(self.memory_weight(g)),
-                        "signatures": sum(tensor_bytes(self.table_signatures(n)) for n in names),
+                        "memory": tensor_bytes(self.memory_weight(owner, g)),
+                        "signatures": sum(tensor_bytes(self.table_signatures(owner, n)) for n in names),
                     },
                     names,
                 )
             )
-        return MemoryReport(rows)
+        return rows
+
+    def fingerprint(self, table: EmbeddingBagConfig) -> Dict[str, Any]:
+        assert isinstance(table, LMAEmbeddingBagConfig)
+        return {
+            **super().fingerprint(table),
+            "memory_group": table.group(),
+            "group_rows": self.group_rows[table.group()],
+            "chunk_size": table.chunk(),
+            "signature_bytes": table.signature_bytes,
+            "allocation": table.allocation,
+            "row_offset": self._row_offset[table.name],
+            "table_salt": self._index[table.name],
+        }
+
+    def replicated_bytes(self) -> int:
+        return sum(t.signature_bytes_total() for t in self._lma())
+
+    def physical_names(self, table: str) -> List[str]:
+        t = self.by_name[table]
+        assert isinstance(t, LMAEmbeddingBagConfig)
+        return [memory_table_name(t.group())]
+
+
+class LMAEmbeddingBagCollection(CompressedEmbeddingBagCollection):
+    """LMA tables: ``embedding(i) = concat_k M[loc_k(i)]`` with ``d / Z`` chunks of width ``Z`` (see ``LMAMethod``).
+
+    ``loc_k`` comes from the id's signature (one small code per chunk, ``lsh``), fitted by ``fit_signatures`` from
+    co-occurrence in training rows so that ids with similar contexts share rows; ids without one get hashed
+    locations (a training forward warns when a semantic table has almost none).
+    Tables with the same ``memory_group`` share one memory ``M``. ``Z`` must be a multiple of 4 to shard (FBGEMM TBE);
+    ``Z = 1`` (the paper's per-element LMA) runs unsharded only.
+
+    Args:
+        tables (List[LMAEmbeddingBagConfig]): the tables; feature names must be unique across tables.
+        is_weighted (bool): whether input KJTs carry per-id weights.
+        device (Optional[torch.device]): where to allocate; ``meta`` defers allocation.
+    """
+
+    _config_types = (LMAEmbeddingBagConfig,)
+
+    def _lma(self) -> LMAMethod:
+        method = self.methods()["lma"]
+        assert isinstance(method, LMAMethod)
+        return method
+
+    def memory_rows(self, group: str) -> int:
+        """Rows of ``group``'s memory (width ``Z``)."""
+        return self._lma().group_rows[group]
+
+    def location_params(self, table: str) -> Tuple[int, int, int, int, int, int]:
+        """The ``lsh.chunk_locations`` parameters of ``table`` after its ids and signatures (``LMAMethod``)."""
+        return self._lma().location_params(table)
+
+
+LMAMethod.collection_type = LMAEmbeddingBagCollection

@@ -1,122 +1,220 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""MEmCom: a small hashed shared table plus one trainable weight per id."""
+"""MEmCom (a small hashed shared table plus one trainable weight per id) and the hashing trick it builds on."""
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
-from torchrec.modules.embedding_modules import EmbeddingBagCollection
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
 
-from torchrec_memcom.configs import HashEmbeddingBagConfig, MEmComEmbeddingBagConfig, stock_bytes
+from torchrec_memcom.configs import HashEmbeddingBagConfig, MEmComEmbeddingBagConfig, physical_dim, stock_bytes
 from torchrec_memcom.hashing import BucketedHash
-from torchrec_memcom.memory import MemoryReport, TableMemory, tensor_bytes
-from torchrec_memcom.modules._base import CompressedCollection, IdTransform, init_table, shared_table_config
-from torchrec_memcom.ops import hash_ids
+from torchrec_memcom.memory import TableMemory, tensor_bytes
+from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
+from torchrec_memcom.modules.method import (
+    Combine,
+    Segment,
+    TableMethod,
+    is_mean,
+    physical_config,
+    projected,
+    register_method,
+)
+from torchrec_memcom.modules.warm_start import fit_memcom, fit_shared_rows
+from torchrec_memcom.ops import IdOp
 
-__all__ = ["HashedIds", "MEmComEmbeddingBagCollection"]
+__all__ = [
+    "HashEmbeddingBagCollection",
+    "HashMethod",
+    "MEmComEmbeddingBagCollection",
+    "MEmComMethod",
+]
+
+_FP32_BYTES = 4
 
 
-class HashedIds(IdTransform):
-    """Scrambles ids and hashes them onto shared rows (``hashing.BucketedHash``), per table.
+class _HashedMethod(TableMethod):
+    """Tables reached through a ``BucketedHash``: one shared table ``U`` (``m x d``) per logical table."""
 
-    ``forward`` gives the hashing trick's lookup (rows ``h(s(i))``, weighted by the input weights); MEmCom splits it
-    into ``scramble`` (before a sharded input dist) and ``rows`` (after it, where ``w`` is local).
+    def __init__(self, tables: List[EmbeddingBagConfig]) -> None:
+        super().__init__(tables)
+        self.hashes: Dict[str, BucketedHash] = {t.name: t.bucketed_hash() for t in tables}  # type: ignore[attr-defined]
+
+    def physical_tables(self) -> List[EmbeddingBagConfig]:
+        return [
+            physical_config(t, t.name, self.hashes[t.name].num_rows, physical_dim(t), t.feature_names)
+            for t in self.tables
+        ]
+
+    def _hash_params(self, table: str) -> Tuple[int, ...]:
+        h = self.hashes[table]
+        a, c = h.scramble_params
+        return (a, c, h.padded_num_embeddings, h.ids_per_bucket, h.rows_per_bucket)
+
+    def combines(self) -> List[Combine]:
+        return [
+            Combine(f, "one", (f,), mean=is_mean(t), project=projected(t)) for t in self.tables for f in t.feature_names
+        ]
+
+    def fingerprint(self, table: EmbeddingBagConfig) -> Dict[str, Any]:
+        h = self.hashes[table.name]
+        return {
+            **super().fingerprint(table),
+            "num_shared_rows": h.num_rows,
+            "num_buckets": h.num_buckets,
+            "scramble": list(h.scramble_params),
+        }
+
+    def _trained_ids(self, table: str, weight: torch.Tensor) -> torch.Tensor:
+        return torch.arange(self.by_name[table].num_embeddings, device=weight.device)
+
+    # accessors (``CompressedEmbeddingBagCollection.bucketed_hash`` etc.)
+
+    def bucketed_hash(self, owner: nn.Module, table: str) -> BucketedHash:
+        return self.hashes[table]
+
+    def shared_weight(self, owner: nn.Module, table: str) -> nn.Parameter:
+        return owner.physical_weight(table)  # type: ignore[operator]
+
+
+@register_method
+class HashMethod(_HashedMethod):
+    """Hashing trick: ``embedding(i) = U[h(s(i))]`` (MEmCom's bucketed hash, no per-id weight)."""
+
+    name = "hash"
+    config_type = HashEmbeddingBagConfig
+
+    def segments(self) -> List[Segment]:
+        return [
+            Segment(f, f, t.name, IdOp.HASH, self._hash_params(t.name)) for t in self.tables for f in t.feature_names
+        ]
+
+    @torch.no_grad()
+    def warm_start_table(
+        self, owner: nn.Module, table: EmbeddingBagConfig, weight: torch.Tensor, counts: Optional[torch.Tensor]
+    ) -> None:
+        """``U[b]`` = the count-weighted mean of the trained rows of the ids hashed to ``b``."""
+        u = owner.physical_weight(table.name)  # type: ignore[operator]
+        rows = self.hashes[table.name](self._trained_ids(table.name, weight))
+        c = counts if counts is not None else torch.ones(weight.shape[0], dtype=weight.dtype)
+        u.copy_(fit_shared_rows(rows, weight.to(u), u.shape[0], c.to(u), u.detach()))
+
+    def memory_rows(self, owner: nn.Module) -> List[TableMemory]:
+        return [
+            TableMemory(
+                t.name, "hash", stock_bytes(t), {"shared_table": tensor_bytes(owner.physical_weight(t.name))}, [t.name]
+            )
+            for t in self.tables
+        ]
+
+
+@register_method
+class MEmComMethod(_HashedMethod):
+    """MEmCom: ``embedding(i) = w[s(i)] * U[h(s(i))]`` with one trainable fp32 weight per (scrambled) id.
+
+    The physical ids are the scrambled ids ``s`` (what a row-wise input dist buckets, so a rank receives the ids whose
+    weights and shared rows it owns); rows and the per-sample weights ``w[s] (* x)`` are formed after the dist.
     """
 
-    def __init__(self, tables: Sequence[MEmComEmbeddingBagConfig | HashEmbeddingBagConfig], is_weighted: bool) -> None:
-        super().__init__(tables, is_weighted)
-        self.hashes: Dict[str, BucketedHash] = {t.name: t.bucketed_hash() for t in tables}
+    name = "memcom"
+    config_type = MEmComEmbeddingBagConfig
+    uses_entity_weights = True
+    module_state_name = "entity_weights"
 
-    def _with_values(
-        self, kjt: KeyedJaggedTensor, values: torch.Tensor, weights: Optional[torch.Tensor]
-    ) -> KeyedJaggedTensor:
-        return KeyedJaggedTensor(
-            keys=kjt.keys(),
-            values=values,
-            lengths=kjt.lengths(),
-            weights=weights,
-            stride=kjt.stride(),
-            length_per_key=kjt.length_per_key(),
-            offset_per_key=kjt.offset_per_key(),
+    def segments(self) -> List[Segment]:
+        return [
+            Segment(f, f, t.name, IdOp.SCRAMBLE, self._hash_params(t.name))
+            for t in self.tables
+            for f in t.feature_names
+        ]
+
+    def module_state(self, device: Optional[torch.device]) -> nn.Module:
+        return nn.ParameterDict(
+            {
+                t.name: nn.Parameter(torch.empty(self.hashes[t.name].padded_num_embeddings, device=device))
+                for t in self.tables
+            }
         )
 
-    def scramble(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
-        """Checks ``features``; returns (KJT of this module's features with ids scrambled, MEAN divisors)."""
-        kjt = self.select(features)
-        values = kjt.values()
-        scrambled = torch.empty(values.shape, dtype=torch.int64, device=values.device)
-        for table, lo, hi in self.table_ranges(kjt):
-            scrambled[lo:hi] = self.hashes[table.name].scramble(values[lo:hi])
-        return self._with_values(kjt, scrambled, kjt.weights_or_none()), self.kjt_mean_divisors(kjt)
+    def reset_state(self, owner: nn.Module) -> None:
+        for t in self.tables:
+            w = owner.entity_weights[t.name]  # type: ignore[index]
+            if not w.is_meta:
+                with torch.no_grad():
+                    w.fill_(t.entity_weight_init)  # type: ignore[attr-defined]
 
-    def rows(
-        self, scrambled: KeyedJaggedTensor, entity_weights: Optional[nn.ParameterDict] = None
-    ) -> KeyedJaggedTensor:
-        """Shared-table rows ``h(s)`` of scrambled ids, weighted by ``[w[s] *] [x]`` (what the shared tables pool)."""
-        s = scrambled.values()
-        rows = torch.empty_like(s)
-        w_parts: List[torch.Tensor] = []
-        for table, lo, hi in self.table_ranges(scrambled):
-            rows[lo:hi] = self.hashes[table.name].rows_of_scrambled(s[lo:hi])
-            if entity_weights is not None:
-                w_parts.append(entity_weights[table.name][s[lo:hi]])
-        w = torch.cat(w_parts) if w_parts else None
-        if self._is_weighted:
-            w = scrambled.weights() if w is None else w * scrambled.weights()
-        return self._with_values(scrambled, rows, w)
+    def rows_and_weights(
+        self, owner: nn.Module, segment: Segment, scrambled: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Unsharded: shared rows ``h(s)`` and weights ``w[s]`` of scrambled ids."""
+        h = self.hashes[segment.table]
+        return h.rows_of_scrambled(scrambled), owner.entity_weights[segment.table][scrambled]  # type: ignore[index]
 
-    def forward(self, features: KeyedJaggedTensor) -> Tuple[KeyedJaggedTensor, Dict[str, torch.Tensor]]:
-        """Checks ``features``; returns (KJT of shared-table rows ``h(s(i))`` weighted by ``x``, MEAN divisors)."""
-        kjt = self.select(features)
-        values = kjt.values()
-        rows = torch.empty(values.shape, dtype=torch.int64, device=values.device)
-        for table, lo, hi in self.table_ranges(kjt):
-            hash_ids(values[lo:hi], self.hashes[table.name], rows_out=rows[lo:hi])
-        return self._with_values(kjt, rows, kjt.weights_or_none()), self.kjt_mean_divisors(kjt)
-
-
-class _HashedCollection(CompressedCollection):
-    """Tables reached through a ``BucketedHash``: ``U[h(s(i))]`` in a stock ``EmbeddingBagCollection``."""
-
-    def __init__(
-        self,
-        tables: Sequence[MEmComEmbeddingBagConfig | HashEmbeddingBagConfig],
-        config_type: type,
-        is_weighted: bool,
-        device: Optional[torch.device | str],
-        inner_weighted: bool,
+    @torch.no_grad()
+    def warm_start_table(
+        self, owner: nn.Module, table: EmbeddingBagConfig, weight: torch.Tensor, counts: Optional[torch.Tensor]
     ) -> None:
-        super().__init__(tables, config_type, is_weighted, device)
-        self.id_transform = HashedIds(tables, is_weighted)
-        self._embedding_bag_collection = EmbeddingBagCollection(
-            tables=[
-                shared_table_config(t, t.name, self.bucketed_hash(t.name).num_rows, t.embedding_dim, t.feature_names)
-                for t in tables
-            ],
-            is_weighted=inner_weighted,
-            device=device,
-        )
+        """``(U, w)`` = the least-squares fit of ``E_i ~ w_i U[h(i)]`` (count-weighted), by alternating updates."""
+        u = owner.physical_weight(table.name)  # type: ignore[operator]
+        s = self.hashes[table.name].scramble(self._trained_ids(table.name, weight))
+        rows = self.hashes[table.name].rows_of_scrambled(s)
+        shared, w = fit_memcom(weight.to(u), rows, u.shape[0], counts, u.detach())
+        u.copy_(shared)
+        owner.entity_weights[table.name][s] = w  # type: ignore[index]
 
-    def bucketed_hash(self, table: str) -> BucketedHash:
-        return self.id_transform.hashes[table]
+    def entity_weight(self, owner: nn.Module, table: str, ids: torch.Tensor) -> torch.Tensor:
+        """``w`` of raw ids (the parameter itself is stored in scrambled order)."""
+        return owner.entity_weights[table][self.hashes[table].scramble(ids)]  # type: ignore[index]
 
-    def shared_weight(self, table: str) -> nn.Parameter:
-        """The shared table ``U`` of ``table`` (``num_shared_rows x d``)."""
-        return self._embedding_bag_collection.embedding_bags[table].weight
+    def memory_rows(self, owner: nn.Module) -> List[TableMemory]:
+        return [
+            TableMemory(
+                t.name,
+                "memcom",
+                stock_bytes(t),
+                {
+                    "shared_table": tensor_bytes(owner.physical_weight(t.name)),
+                    "entity_weights": tensor_bytes(owner.entity_weights[t.name]),  # type: ignore[index]
+                },
+                [t.name],
+            )
+            for t in self.tables
+        ]
 
-    def _reset_shared(self) -> None:
-        for t in self._embedding_bag_configs:
-            init_table(self.shared_weight(t.name), t)
+    def fingerprint(self, table: EmbeddingBagConfig) -> Dict[str, Any]:
+        return {**super().fingerprint(table), "padded_num_embeddings": self.hashes[table.name].padded_num_embeddings}
+
+    def sharding_types(self, physical_table: str) -> Optional[List[str]]:
+        # Co-location of ids, rows and weights: row-wise (W | num_buckets) or the whole table on one rank.
+        return ["row_wise", "table_wise"]
+
+    def extra_shard_bytes(self, physical_table: str, shard_rows: int, state_per_value: int) -> int:
+        # per local weight: itself, a gradient scratch, and optimizer state
+        h = self.hashes[physical_table]
+        return h.padded_num_embeddings * shard_rows // h.num_rows * _FP32_BYTES * (2 + state_per_value)
 
 
-class MEmComEmbeddingBagCollection(_HashedCollection):
+class HashEmbeddingBagCollection(CompressedEmbeddingBagCollection):
+    """Hashing-trick tables: ``embedding(i) = U[h(s(i))]`` with MEmCom's bucketed hash (MEmCom with ``w = 1``).
+
+    Args:
+        tables (List[HashEmbeddingBagConfig]): the tables; feature names must be unique across tables.
+        is_weighted (bool): whether input KJTs carry per-id weights.
+        device (Optional[torch.device]): where to allocate; ``meta`` defers allocation.
+    """
+
+    _config_types = (HashEmbeddingBagConfig,)
+
+
+class MEmComEmbeddingBagCollection(CompressedEmbeddingBagCollection):
     """MEmCom tables (Pansare et al., MLSys 2022): ``embedding(i) = w[s(i)] * U[h(s(i))]``.
 
     A bag pools ``sum_i x_i * w[s(i)] * U[h(s(i))]`` (``x_i`` = input weight, if ``is_weighted``; MEAN divides by
-    the bag size), i.e. a weighted bag over the shared table with ``per_sample_weights = w[ids] * x``. ``U`` lives in a
-    stock weighted ``EmbeddingBagCollection`` (``_embedding_bag_collection``), so its sharded form runs on FBGEMM TBE;
-    ``w`` is ``entity_weights[table]``, indexed by the scrambled id ``s(i)`` of ``hashing.BucketedHash``.
+    the bag size), i.e. a weighted bag over the shared table with ``per_sample_weights = w[s] * x``. ``U`` is a table
+    of the physical ``EmbeddingBagCollection`` (so its sharded form runs on FBGEMM TBE); ``w`` is
+    ``entity_weights[table]``, indexed by the scrambled id ``s(i)`` of ``hashing.BucketedHash``. Each table's
+    ``entity_weight_optimizer`` / ``entity_weight_lr_scale`` set how ``w`` trains when sharded (fused, in backward);
+    unsharded, ``entity_weight_param_groups`` gives ``torch.optim`` the same per-table learning rates.
 
     Args:
         tables (List[MEmComEmbeddingBagConfig]): the tables; feature names must be unique across tables.
@@ -134,52 +232,29 @@ class MEmComEmbeddingBagCollection(_HashedCollection):
         ebc(kjt).values().shape  # (2, 8)
     """
 
-    def __init__(
-        self,
-        tables: List[MEmComEmbeddingBagConfig],
-        is_weighted: bool = False,
-        device: Optional[torch.device | str] = None,
-    ) -> None:
-        super().__init__(tables, MEmComEmbeddingBagConfig, is_weighted, device, inner_weighted=True)
-        self.entity_weights = nn.ParameterDict(
-            {
-                t.name: nn.Parameter(torch.empty(self.bucketed_hash(t.name).padded_num_embeddings, device=device))
-                for t in tables
-            }
-        )
-        self.reset_parameters()
+    _config_types = (MEmComEmbeddingBagConfig,)
 
-    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        """Pools ``sum_i x_i * w[s(i)] * U[h(s(i))]`` per bag; KJT in, KeyedTensor (keys = features) out."""
-        scrambled, divisors = self.id_transform.scramble(features)
-        pooled = self._embedding_bag_collection(self.id_transform.rows(scrambled, self.entity_weights))
-        return self.id_transform.combine(pooled, divisors)
 
-    def entity_weight(self, table: str, ids: torch.Tensor) -> torch.Tensor:
-        """``w`` of raw ids (the parameter itself is stored in scrambled order)."""
-        return self.entity_weights[table][self.bucketed_hash(table).scramble(ids)]
+HashMethod.collection_type = HashEmbeddingBagCollection
+MEmComMethod.collection_type = MEmComEmbeddingBagCollection
 
-    def reset_parameters(self) -> None:
-        self._reset_shared()
-        for t in self._embedding_bag_configs:
-            w = self.entity_weights[t.name]
-            if not w.is_meta:
-                with torch.no_grad():
-                    w.fill_(t.entity_weight_init)
 
-    def memory_report(self) -> MemoryReport:
-        return MemoryReport(
-            [
-                TableMemory(
-                    t.name,
-                    "memcom",
-                    stock_bytes(t),
-                    {
-                        "shared_table": tensor_bytes(self.shared_weight(t.name)),
-                        "entity_weights": tensor_bytes(self.entity_weights[t.name]),
-                    },
-                    [t.name],
-                )
-                for t in self._embedding_bag_configs
-            ]
-        )
+def entity_weight_param_groups(module: nn.Module, lr: float) -> List[Dict[str, Any]]:
+    """``torch.optim`` parameter groups for an unsharded model: every MEmCom ``w`` at ``lr`` times its table's
+    ``entity_weight_lr_scale``, every other parameter at ``lr``.
+
+    Example::
+
+        optimizer = torch.optim.Adagrad(entity_weight_param_groups(model, lr=0.05))
+    """
+    special: Dict[int, float] = {}
+    for m in module.modules():
+        if isinstance(m, CompressedEmbeddingBagCollection):
+            for method in m.methods().values():
+                if isinstance(method, MEmComMethod):
+                    for t in method.tables:
+                        special[id(m.entity_weights[t.name])] = t.entity_weight_lr_scale  # type: ignore
+    groups: Dict[float, List[nn.Parameter]] = {}
+    for p in module.parameters():
+        groups.setdefault(special.get(id(p), 1.0), []).append(p)
+    return [{"params": ps, "lr": lr * scale} for scale, ps in groups.items()]

@@ -1,26 +1,60 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""Id transforms on the hot path, fused into one GPU kernel each (Triton) with the plain-PyTorch definitions as the
+"""Id transforms on the hot path: one fused GPU kernel (Triton) per stage, the plain-PyTorch definitions as the
 reference and the CPU path.
 
-- ``hash_ids``: scramble + bucketed hash of ``hashing.BucketedHash`` (MEmCom, hashing trick).
-- ``lma_locations``: LMA chunk locations of ``lsh.chunk_locations`` (the PyTorch reference on every device for now;
-  its former Triton kernel implemented the retired MinHash-key allocation).
+- ``transform_segments``: every table's id transform of a batch in one launch. The input is a KJT's values grouped
+  by logical feature; the output is the values of the *physical* features, each a ``Segment``: an ``IdOp`` applied to
+  the ids of one logical feature (identity for stock tables, the bucketed hash, the scramble, QR's quotient and
+  remainder, ...). It also range-checks the ids (per feature min / max, read later without stalling the GPU) and
+  carries or fills the per-id weights.
 - ``memcom_local_rows``: on a rank of sharded MEmCom, local shared rows and entity-weight slots of received ids.
+- ``hash_ids`` / ``lma_locations``: single-table helpers (hash of one table; LMA chunk locations, the plain-PyTorch
+  reference on every device: the semantic allocation has no fused kernel yet).
 
-Where a kernel exists, both give bit-identical results on either path (int64 arithmetic below 2**62); set
+Every op gives bit-identical results on either path (int64 arithmetic below 2**62); set
 ``TORCHREC_MEMCOM_DISABLE_TRITON=1`` to force the PyTorch path on CUDA.
 """
 
+import enum
 import functools
 import os
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from torchrec_memcom.hashing import BucketedHash, bucketed_rows
+from torchrec_memcom.hashing import BucketedHash, bucketed_rows, scramble
 from torchrec_memcom.lsh import chunk_locations
 
-__all__ = ["hash_ids", "lma_locations", "memcom_local_rows", "triton_enabled"]
+__all__ = [
+    "IdOp",
+    "NUM_OP_PARAMS",
+    "ONE_SLOTS",
+    "hash_ids",
+    "lma_locations",
+    "memcom_local_rows",
+    "transform_segments",
+    "triton_enabled",
+]
+
+NUM_OP_PARAMS = 5
+
+
+class IdOp(enum.IntEnum):
+    """What a segment does to its source ids ``x`` (``p0 .. p4`` = the segment's op parameters).
+
+    - ``IDENTITY``: ``x``.
+    - ``HASH``: ``bucketed_rows(scramble(x; a=p0, c=p1, n_pad=p2); ids_per_bucket=p3, rows_per_bucket=p4)``.
+    - ``SCRAMBLE``: ``scramble(x; a=p0, c=p1, n_pad=p2)`` (MEmCom: the rows are computed after the input dist).
+    - ``DIV``: ``x // p0``; ``MOD``: ``x % p0`` (QR).
+    - ``CUSTOM``: written by the caller (e.g. LMA's chunk locations); the fused kernel only checks and weights it.
+    """
+
+    IDENTITY = 0
+    HASH = 1
+    SCRAMBLE = 2
+    DIV = 3
+    MOD = 4
+    CUSTOM = 5
 
 
 @functools.cache
@@ -37,6 +71,86 @@ def _triton_importable() -> bool:
 def triton_enabled(t: torch.Tensor) -> bool:
     """Whether ``t``'s transforms run as Triton kernels (CUDA tensor, Triton importable, not disabled)."""
     return t.is_cuda and _triton_importable() and not torch.jit.is_scripting()
+
+
+def apply_id_op(op: int, x: torch.Tensor, params: Sequence[int]) -> torch.Tensor:
+    """The reference definition of one ``IdOp`` on int64 ids ``x`` (``CUSTOM`` returns ``x``)."""
+    if op == IdOp.HASH:
+        return bucketed_rows(scramble(x, params[0], params[1], params[2]), params[3], params[4])
+    if op == IdOp.SCRAMBLE:
+        return scramble(x, params[0], params[1], params[2])
+    if op == IdOp.DIV:
+        return torch.div(x, params[0], rounding_mode="floor")
+    if op == IdOp.MOD:
+        return x % params[0]
+    return x
+
+
+def transform_segments(
+    values: torch.Tensor,
+    weights: Optional[torch.Tensor],
+    static: torch.Tensor,
+    static_host: List[List[int]],
+    dynamic: Union[List[Tuple[int, int, int]], torch.Tensor],
+    stats: torch.Tensor,
+    total: int,
+    out_weighted: bool,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Applies every segment's ``IdOp`` in one pass; returns ``(physical values, physical weights)``.
+
+    Args:
+        values (torch.Tensor): ``(N,)`` int32/int64 ids (of any number of features, in any order).
+        weights (Optional[torch.Tensor]): ``(N,)`` input weights, or ``None``.
+        static (torch.Tensor): ``(P, 5 + NUM_OP_PARAMS)`` int64 on ``values``' device, one row per segment:
+            ``(feature, op, check, carry_weight, num_embeddings, p0..p4)``; ``check`` = 1 on one segment per
+            feature (range statistics of its ids go to ``stats[feature]``), ``carry_weight`` = 1 if the segment
+            carries the input weight (else weight 1).
+        static_host (List[List[int]]): the same rows as Python ints (the CPU path reads them without a sync).
+        dynamic (List[Tuple[int, int, int]] or torch.Tensor): per segment ``(input start, output start, length)``, on
+            the host, or as a ``(P, 3)`` int64 tensor on ``values``' device (then no host read: segments are at most
+            ``total`` long).
+        stats (torch.Tensor): ``(F', 2)`` int64, rows of features initialised to ``(INT64_MAX, INT64_MIN)``; updated
+            in place to each checked feature's ``(min, max)`` id.
+        total (int): output length.
+        out_weighted (bool): produce weights (input weights where carried, else 1).
+
+    ``CUSTOM`` segments are left unwritten: the caller writes them.
+    """
+    device = values.device
+    out = torch.empty(total, dtype=torch.int64, device=device)
+    w_dtype = weights.dtype if weights is not None else torch.float32
+    w_out = torch.empty(total, dtype=w_dtype, device=device) if out_weighted else None
+    if total == 0:
+        return out, w_out
+    if triton_enabled(values):
+        from torchrec_memcom.ops._triton import transform_segments_triton
+
+        if isinstance(dynamic, torch.Tensor):
+            dyn, max_len = dynamic.contiguous(), total
+        else:
+            dyn = torch.tensor(dynamic, dtype=torch.int64, pin_memory=True).to(device, non_blocking=True)
+            max_len = max(d[2] for d in dynamic)
+        transform_segments_triton(values.contiguous(), weights, static, dyn, out, w_out, stats, max_len)
+        return out, w_out
+    dynamic_host = dynamic.tolist() if isinstance(dynamic, torch.Tensor) else dynamic
+    x_all = values.to(torch.int64)
+    for row, (start, out_start, n) in zip(static_host, dynamic_host):
+        feature, op, check, carry = row[0], row[1], row[2], row[3]
+        # as the kernel's masks: never read or write out of bounds (bad lengths are reported by the caller's check)
+        n = max(0, min(n, values.numel() - start, total - out_start))
+        x = x_all[start : start + n]
+        if op != IdOp.CUSTOM:  # the caller writes CUSTOM segments (as on CUDA)
+            out[out_start : out_start + n] = apply_id_op(op, x, row[5:])
+        if w_out is not None:
+            if carry and weights is not None:
+                w_out[out_start : out_start + n] = weights[start : start + n]
+            else:
+                w_out[out_start : out_start + n] = 1.0
+        if check and n > 0:
+            lo, hi = torch.aminmax(x)
+            stats[feature, 0] = lo
+            stats[feature, 1] = hi
+    return out, w_out
 
 
 def hash_ids(
@@ -87,6 +201,9 @@ def lma_locations(
 
 
 MEMCOM_PARAMS = ("block", "row_offset", "w_offset", "ids_per_bucket", "rows_per_bucket")
+# Pass-through positions read a constant weight from ONE_SLOTS slots (by position), not one: the gradients that flow
+# back to them would otherwise all add into one address.
+ONE_SLOTS = 1024
 
 
 def memcom_local_rows(
@@ -96,12 +213,16 @@ def memcom_local_rows(
 
     For a value ``j`` of feature ``f`` with ``params[f] = (block, row_offset, w_offset, ids_per_bucket,
     rows_per_bucket)`` (``MEMCOM_PARAMS``): ``s = j + block``, ``rows = bucketed_rows(s) - row_offset`` and
-    ``w_index = j + w_offset``. ``lengths`` is the KJT's ``(F * stride,)`` lengths; no host synchronisation.
+    ``w_index = j + w_offset``. A feature with ``ids_per_bucket = 0`` passes through: ``rows = j`` and
+    ``w_index = w_offset + position % ONE_SLOTS`` (slots of a constant weight). ``lengths`` is the KJT's
+    ``(F * stride,)`` lengths; no host synchronisation.
     """
     num_features = params.shape[0]
-    ends = lengths.view(num_features, -1).sum(1).cumsum(0)
     ids = local_ids.to(torch.int64)
-    if triton_enabled(ids) and ids.numel() > 0:
+    if num_features == 0 or ids.numel() == 0:
+        return ids, ids.clone()
+    ends = lengths.view(num_features, -1).sum(1).cumsum(0)
+    if triton_enabled(ids):
         from torchrec_memcom.ops._triton import memcom_rows_triton
 
         rows = torch.empty_like(ids)
@@ -110,5 +231,10 @@ def memcom_local_rows(
         return rows, w_index
     feature = torch.bucketize(torch.arange(ids.numel(), device=ids.device), ends, right=True)
     p = params[feature]
-    rows = bucketed_rows(ids + p[:, 0], p[:, 3], p[:, 4]) - p[:, 1]
-    return rows, ids + p[:, 2]
+    memcom = p[:, 3] > 0
+    ipb = torch.where(memcom, p[:, 3], 1)
+    rpb = torch.where(memcom, p[:, 4], 1)
+    rows = torch.where(memcom, bucketed_rows(ids + p[:, 0], ipb, rpb) - p[:, 1], ids)
+    spread = torch.arange(ids.numel(), device=ids.device) % ONE_SLOTS
+    w_index = torch.where(memcom, ids + p[:, 2], p[:, 2] + spread)
+    return rows, w_index

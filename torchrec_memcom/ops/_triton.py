@@ -2,7 +2,6 @@
 """Triton kernels of ``torchrec_memcom.ops`` (imported only for CUDA tensors). Each mirrors its PyTorch definition
 operation for operation; ``tests/modules/test_ops.py`` checks them bit for bit on the GPU."""
 
-from typing import Sequence, Tuple
 
 import torch
 import triton
@@ -55,113 +54,6 @@ def hash_ids_triton(ids: torch.Tensor, h: BucketedHash, s_out: torch.Tensor, row
 
 
 @triton.jit
-def _lma_kernel(
-    ids_ptr,
-    sig_ptr,
-    sel_ptr,
-    params_ptr,
-    out_ptr,
-    n,
-    num_rows,
-    table_salt,
-    stride_n,
-    stride_k,
-    WORDS: tl.constexpr,
-    WORD_BITS: tl.constexpr,
-    K: tl.constexpr,
-    KP2: tl.constexpr,
-    KPC: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    ids = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int64)
-    # The signature row as 1 or 2 little-endian words: nibble p is (word[p // 16] >> 4 (p % 16)) & 15.
-    w0 = tl.load(sig_ptr + ids * WORDS, mask=mask, other=0).to(tl.int64)
-    if WORD_BITS == 32:
-        w0 = w0 & 0xFFFFFFFF
-    if WORDS == 2:
-        w1 = tl.load(sig_ptr + ids * WORDS + 1, mask=mask, other=0).to(tl.int64)
-    else:
-        w1 = w0
-    ks = tl.arange(0, KP2)
-    kmask = ks < K
-    code = tl.zeros((BLOCK, KP2), dtype=tl.int64)
-    for j in tl.static_range(KPC):
-        p = tl.load(sel_ptr + ks * KPC + j, mask=kmask, other=0).to(tl.int64)
-        word = tl.where(p[None, :] >= 16, w1[:, None], w0[:, None])
-        nib = (word >> (4 * (p[None, :] % 16))) & 15
-        code = code | (nib << (4 * j))
-    # per chunk: mix params of salt=k (signature path), then of the two hashed fallback salts
-    b1 = tl.load(params_ptr + ks * 9 + 0, mask=kmask, other=1)[None, :]
-    b2 = tl.load(params_ptr + ks * 9 + 1, mask=kmask, other=1)[None, :]
-    bc = tl.load(params_ptr + ks * 9 + 2, mask=kmask, other=0)[None, :]
-    f1 = tl.load(params_ptr + ks * 9 + 3, mask=kmask, other=1)[None, :]
-    f2 = tl.load(params_ptr + ks * 9 + 4, mask=kmask, other=1)[None, :]
-    fc = tl.load(params_ptr + ks * 9 + 5, mask=kmask, other=0)[None, :]
-    g1 = tl.load(params_ptr + ks * 9 + 6, mask=kmask, other=1)[None, :]
-    g2 = tl.load(params_ptr + ks * 9 + 7, mask=kmask, other=1)[None, :]
-    gc = tl.load(params_ptr + ks * 9 + 8, mask=kmask, other=0)[None, :]
-    by_signature = _mix(code, b1, b2, bc)
-    x = ((ids << 10) | (table_salt & 1023))[:, None]
-    y = _mix(x, f1, f2, fc)
-    y = _mix(y ^ (y >> 15), g1, g2, gc)
-    fallback = y ^ (y >> 13)
-    missing = ((w0 & 15) == 15)[:, None]
-    loc = tl.where(missing, fallback, by_signature) % num_rows
-    ptrs = out_ptr + offs[:, None] * stride_n + ks[None, :] * stride_k
-    tl.store(ptrs, loc, mask=mask[:, None] & kmask[None, :])
-
-
-_PARAMS_CACHE: dict = {}
-
-
-def _chunk_params(num_chunks: int, salts: Sequence[Tuple[int, int]], device: torch.device) -> torch.Tensor:
-    key = (num_chunks, device)
-    if key not in _PARAMS_CACHE:
-        rows = []
-        for k, (first, second) in enumerate(salts):
-            rows.append([*mix_params(k), *mix_params(first), *mix_params(second)])
-        _PARAMS_CACHE[key] = torch.tensor(rows, dtype=torch.int64, device=device)
-    return _PARAMS_CACHE[key]
-
-
-def lma_locations_triton(
-    ids: torch.Tensor,
-    signatures: torch.Tensor,
-    key_selection: torch.Tensor,
-    num_rows: int,
-    table_salt: int,
-    salts: Sequence[Tuple[int, int]],
-    out: torch.Tensor,
-) -> None:
-    num_chunks, kpc = key_selection.shape
-    sig_bytes = signatures.shape[1]
-    words = signatures.view(torch.int32) if sig_bytes == 4 else signatures.view(torch.int64)
-    params = _chunk_params(num_chunks, salts, ids.device)
-    sel = key_selection.to(device=ids.device, dtype=torch.int64).contiguous()
-    n = ids.numel()
-    _lma_kernel[(triton.cdiv(n, _BLOCK_IDS),)](
-        ids,
-        words,
-        sel,
-        params,
-        out,
-        n,
-        num_rows,
-        table_salt,
-        out.stride(0),
-        out.stride(1),
-        WORDS=2 if sig_bytes == 16 else 1,
-        WORD_BITS=32 if sig_bytes == 4 else 64,
-        K=num_chunks,
-        KP2=triton.next_power_of_2(num_chunks),
-        KPC=kpc,
-        BLOCK=_BLOCK_IDS,
-    )
-
-
-@triton.jit
 def _memcom_rows_kernel(
     ids_ptr, ends_ptr, params_ptr, rows_ptr, widx_ptr, n, m1, m2, mc, F: tl.constexpr, BLOCK: tl.constexpr
 ):
@@ -176,10 +68,13 @@ def _memcom_rows_kernel(
     w_offset = tl.load(params_ptr + f * 5 + 2, mask=mask, other=0)
     ipb = tl.load(params_ptr + f * 5 + 3, mask=mask, other=1)
     rpb = tl.load(params_ptr + f * 5 + 4, mask=mask, other=1)
+    memcom = ipb > 0
+    ipb = tl.where(memcom, ipb, 1)
+    rpb = tl.where(memcom, rpb, 1)
     s = j + block
     row = (s // ipb) * rpb + _mix(s, m1, m2, mc) % rpb - row_offset  # hashing.bucketed_rows, shifted to local
-    tl.store(rows_ptr + offs, row, mask=mask)
-    tl.store(widx_ptr + offs, j + w_offset, mask=mask)
+    tl.store(rows_ptr + offs, tl.where(memcom, row, j), mask=mask)
+    tl.store(widx_ptr + offs, tl.where(memcom, j + w_offset, w_offset + offs % 1024), mask=mask)  # ops.ONE_SLOTS
 
 
 def memcom_rows_triton(
@@ -189,4 +84,160 @@ def memcom_rows_triton(
     m1, m2, mc = mix_params(0)
     _memcom_rows_kernel[(triton.cdiv(n, _BLOCK),)](
         local_ids, ends, params, rows, widx, n, m1, m2, mc, F=params.shape[0], BLOCK=_BLOCK
+    )
+
+
+# ops.transform_segments: static rows (src, op, check, carry, n, p0..p4), dynamic rows (in start, out start, len).
+@triton.jit
+def _segments_kernel(
+    ids_ptr,
+    w_in_ptr,
+    static_ptr,
+    dyn_ptr,
+    out_ptr,
+    w_out_ptr,
+    stats_ptr,
+    n_in,
+    n_out,
+    m1,
+    m2,
+    mc,
+    HAS_W_IN: tl.constexpr,
+    HAS_W_OUT: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    seg = tl.program_id(0)
+    start = tl.load(dyn_ptr + seg * 3)
+    out_start = tl.load(dyn_ptr + seg * 3 + 1)
+    n = tl.load(dyn_ptr + seg * 3 + 2)
+    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    # in bounds of both buffers whatever the lengths say (bad lengths are reported by the caller's deferred check)
+    mask = (offs < n) & (start + offs < n_in) & (out_start + offs < n_out)
+    row = static_ptr + seg * 10
+    feature = tl.load(row)
+    op = tl.load(row + 1)
+    check = tl.load(row + 2)
+    carry = tl.load(row + 3)
+    p0 = tl.load(row + 5)
+    p1 = tl.load(row + 6)
+    p2 = tl.load(row + 7)
+    p3 = tl.load(row + 8)
+    p4 = tl.load(row + 9)
+    x = tl.load(ids_ptr + start + offs, mask=mask, other=0).to(tl.int64)
+    # ops.IdOp: 1 HASH, 2 SCRAMBLE, 3 DIV, 4 MOD; 0 IDENTITY and 5 CUSTOM keep x
+    safe_n = tl.where(p2 > 0, p2, 1)
+    s = (x * p0 + p1) % safe_n
+    rows = (s // tl.where(p3 > 0, p3, 1)) * p4 + _mix(s, m1, m2, mc) % tl.where(p4 > 0, p4, 1)
+    d = tl.where(p0 > 0, p0, 1)
+    y = tl.where(op == 1, rows, tl.where(op == 2, s, tl.where(op == 3, x // d, tl.where(op == 4, x % d, x))))
+    write = mask & (op != 5)  # CUSTOM segments: the caller writes the ids
+    tl.store(out_ptr + out_start + offs, y, mask=write)
+    if HAS_W_OUT:
+        if HAS_W_IN:
+            w = tl.load(w_in_ptr + start + offs, mask=mask & (carry != 0), other=1.0)
+        else:
+            w = tl.full((BLOCK,), 1.0, dtype=tl.float32)
+        tl.store(w_out_ptr + out_start + offs, w, mask=mask)
+    if check != 0:
+        if tl.program_id(1).to(tl.int64) * BLOCK < n:
+            lo = tl.min(tl.where(mask, x, 9223372036854775807), axis=0)
+            hi = tl.max(tl.where(mask, x, -9223372036854775807 - 1), axis=0)
+            tl.atomic_min(stats_ptr + feature * 2, lo)
+            tl.atomic_max(stats_ptr + feature * 2 + 1, hi)
+
+
+def transform_segments_triton(
+    ids: torch.Tensor,
+    weights: "torch.Tensor | None",
+    static: torch.Tensor,
+    dynamic: torch.Tensor,
+    out: torch.Tensor,
+    w_out: "torch.Tensor | None",
+    stats: torch.Tensor,
+    max_len: int,
+) -> None:
+    m1, m2, mc = mix_params(0)
+    grid = (static.shape[0], max(1, triton.cdiv(max_len, _BLOCK)))
+    _segments_kernel[grid](
+        ids,
+        weights if weights is not None else ids,
+        static,
+        dynamic,
+        out,
+        w_out if w_out is not None else out,
+        stats,
+        ids.numel(),
+        out.numel(),
+        m1,
+        m2,
+        mc,
+        HAS_W_IN=weights is not None,
+        HAS_W_OUT=w_out is not None,
+        BLOCK=_BLOCK,
+    )
+
+
+@triton.jit
+def _entity_update_kernel(
+    index_ptr,
+    scratch_ptr,
+    weight_ptr,
+    sum_ptr,
+    bounds_ptr,
+    lr_ptr,
+    ada_ptr,
+    n,
+    eps,
+    T: tl.constexpr,
+    HAS_SUM: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # After scratch.index_add_(index, grad): each position swaps its id's summed gradient out of the scratch. The
+    # first swap gets the sum (and leaves 0), every later position of the same id gets 0 and does nothing, so one
+    # position per id applies the update without any read-after-write race. (An id whose summed gradient is exactly 0
+    # is not updated: SGD and Adagrad would leave it unchanged anyway.)
+    j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = j < n
+    i = tl.load(index_ptr + j, mask=mask, other=0)
+    g = tl.atomic_xchg(scratch_ptr + i, tl.zeros((BLOCK,), dtype=tl.float32), mask=mask)
+    own = mask & (g != 0.0)
+    table = tl.zeros((BLOCK,), dtype=tl.int64)
+    for t in tl.static_range(T):
+        table += (i >= tl.load(bounds_ptr + t)).to(tl.int64)
+    lr = tl.load(lr_ptr + table, mask=own, other=0.0)
+    step = g
+    if HAS_SUM:
+        ada = tl.load(ada_ptr + table, mask=own, other=0) != 0
+        total = tl.load(sum_ptr + i, mask=own, other=0.0) + tl.where(ada, g * g, 0.0)
+        tl.store(sum_ptr + i, total, mask=own & ada)
+        step = tl.where(ada, g / (tl.sqrt(total) + eps), g)
+    w = tl.load(weight_ptr + i, mask=own, other=0.0)
+    tl.store(weight_ptr + i, w - lr * step, mask=own)
+
+
+def entity_update_triton(
+    index: torch.Tensor,
+    scratch: torch.Tensor,
+    weight: torch.Tensor,
+    state_sum: "torch.Tensor | None",
+    bounds: torch.Tensor,
+    lr: torch.Tensor,
+    adagrad: torch.Tensor,
+    eps: float,
+) -> None:
+    """``EntityWeightOptimizer``'s update after ``scratch.index_add_(0, index, grad)``; leaves the scratch zero."""
+    n = index.numel()
+    _entity_update_kernel[(triton.cdiv(n, _BLOCK),)](
+        index,
+        scratch,
+        weight,
+        state_sum if state_sum is not None else scratch,
+        bounds,
+        lr,
+        adagrad,
+        n,
+        eps,
+        T=bounds.numel(),
+        HAS_SUM=state_sum is not None,
+        BLOCK=_BLOCK,
     )

@@ -2,8 +2,9 @@
 """Strict configs for the example recipes: dataclasses filled from YAML, with ``--set key.sub=value`` overrides.
 
 ``load_config(DLRMConfig, "ml1m_memcom.yaml", ["train.epochs=2"])`` reads the YAML, applies the overrides and builds
-the dataclass tree. Unknown keys, missing required keys, values of the wrong type and values a section rejects raise
-``ConfigError`` naming the dotted key (``model.embedding_dim: expected int, got 'big'``).
+the dataclass tree. Unknown keys, missing required keys, values of the wrong type, non-finite numbers and values a
+section rejects raise ``ConfigError`` naming the dotted key (``model.embedding_dim: expected int, got 'big'``); a key
+given twice in one mapping (say a second ``train:`` section) raises naming the key and both lines.
 
 The sections shared by every recipe live here (optimizers, training loop, evaluation, checkpoints, output, per-feature
 table specs); a recipe's top-level config composes them with its own model section. Data sections are in
@@ -12,10 +13,17 @@ table specs); a recipe's top-level config composes them with its own model secti
 
 import argparse
 import dataclasses
+import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Type, TypeVar
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Type, TypeVar, Union
+
+try:
+    from importlib.resources.abc import Traversable
+except ImportError:  # Python 3.10
+    from importlib.abc import Traversable
 
 import yaml
 
@@ -23,6 +31,7 @@ __all__ = [
     "CheckpointConfig",
     "ConfigError",
     "DenseOptimizerConfig",
+    "EarlyStoppingConfig",
     "EvalConfig",
     "OptimizerConfig",
     "OutputConfig",
@@ -31,12 +40,20 @@ __all__ = [
     "apply_overrides",
     "recipe_arg_parser",
     "check_table_specs",
+    "tables_override",
     "from_dict",
     "load_config",
+    "read_yaml",
     "to_dict",
 ]
 
 T = TypeVar("T")
+ConfigSource = Union[str, os.PathLike, Traversable]
+"""A YAML file: a path, or a file inside an installed package (``importlib.resources``)."""
+
+MAX_LR = 1e3
+"""Largest learning rate a config accepts: far above any sane value (TorchRec's Criteo DLRM runs SGD at 15), far
+below the typos that make training diverge at once (``1e30`` for ``1e-3``)."""
 
 
 class ConfigError(ValueError):
@@ -56,6 +73,7 @@ def require(cond: bool, key: str, message: str) -> None:
 def _convert(tp: Any, value: Any, key: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
+        _check_finite(value, key)
         return value
     if isinstance(tp, type) and hasattr(tp, "from_config_dict"):  # tagged sections (e.g. data) pick their own class
         return tp.from_config_dict(value, key)
@@ -92,11 +110,24 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         require(
             isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}"
         )
+        require(math.isfinite(value), key, f"must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         require(isinstance(value, str), key, f"expected a string, got {value!r}")
         return value
     raise TypeError(f"{key}: unsupported config type {tp}")
+
+
+def _check_finite(value: Any, key: str) -> None:
+    """Refuses inf / nan anywhere in a free-form value (table specs are ``Any`` to the schema)."""
+    if isinstance(value, float):
+        require(math.isfinite(value), key, f"must be a finite number, got {value!r}")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_finite(v, _key(key, str(k)))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
 
 
 def from_dict(cls: Type[T], data: Any, path: str = "") -> T:
@@ -156,24 +187,76 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {'.'.join(keys[: i + 1])} is not a section")
             node = child
-        node[keys[-1]] = yaml.safe_load(raw)
+        try:
+            node[keys[-1]] = yaml.load(raw, Loader=_StrictLoader)
+        except ConfigError as e:
+            raise ConfigError(f"override {item!r}: {e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: {_yaml_problem(e)}") from None
     return data
 
 
-def load_config(cls: Type[T], path: str | os.PathLike, overrides: Sequence[str] = ()) -> T:
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen: Dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base`` merges are overridable by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise ConfigError(f"line {line}: duplicate key {key!r} (first given at line {seen[key]})")
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    return f"line {mark.line + 1}: {problem}" if mark is not None else problem
+
+
+def read_yaml(source: ConfigSource) -> Dict[str, Any]:
+    """Parses a YAML config file into a dict, refusing duplicate keys.
+
+    Raises:
+        ConfigError: ``<file>: line <n>: duplicate key 'train' (first given at line <m>)``, a YAML syntax error with
+            its line, or a top level that is not a mapping.
+    """
+    try:
+        text = _read(source) if isinstance(source, (str, os.PathLike)) else source.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read the config: {e.strerror or e}") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader) or {}
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: {_yaml_problem(e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    return data
+
+
+def _read(path: str | os.PathLike) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def load_config(cls: Type[T], source: ConfigSource, overrides: Sequence[str] = ()) -> T:
     """Reads a YAML config, applies ``overrides`` and validates it into ``cls``.
 
     Raises:
-        ConfigError: unknown or missing keys, bad values (the message names the key and the file).
+        ConfigError: unknown or missing keys, bad values, duplicate keys (the message names the key and the file).
     """
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    data = read_yaml(source)
     try:
         return from_dict(cls, apply_overrides(data, overrides))
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{source}: {e}") from None
 
 
 # --- sections shared by the recipes ------------------------------------------------------------------------------
@@ -194,8 +277,7 @@ class SparseOptimizerConfig:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
+        _check_lr_eps(self.lr, self.eps)
 
 
 @dataclass
@@ -215,9 +297,13 @@ class DenseOptimizerConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
-        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check_lr_eps(self.lr, self.eps)
+        require(0 <= self.weight_decay <= 1, "weight_decay", f"must be in [0, 1], got {self.weight_decay}")
+
+
+def _check_lr_eps(lr: float, eps: float) -> None:
+    require(0 < lr <= MAX_LR, "lr", f"must be in (0, {MAX_LR:g}], got {lr}")
+    require(0 < eps <= 1, "eps", f"must be in (0, 1], got {eps}")
 
 
 @dataclass
@@ -227,18 +313,61 @@ class OptimizerConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Training length by early stopping on the validation split (``train.epochs`` becomes the most epochs).
+
+    The recipe evaluates ``eval.split`` at the end of every epoch (or every ``every_steps`` steps), keeps the best
+    model state so far, stops after ``patience`` evaluations in a row that do not beat the best by more than
+    ``min_delta``, restores the best state and only then evaluates ``eval.final_split``. ``results.json`` records the
+    curve and the best step and epoch (``early_stopping``).
+
+    Attributes:
+        metric: a metric the recipe's evaluation reports (DLRM: ``auc``, ``logloss``; two-tower: ``ndcg@<k>``,
+            ``recall@<k>``).
+        patience: non-improving evaluations in a row before stopping.
+        every_steps: evaluate every this many steps (``None``: at the end of every epoch).
+        mode: ``max`` or ``min`` (``None``: ``min`` for ``logloss``, else ``max``).
+        min_delta: an evaluation improves only if it beats the best by more than this.
+        keep_best: where the best state is kept: ``memory`` (every rank copies its own shards to host memory; any
+            world size) or ``checkpoint`` (a DCP checkpoint in ``<checkpoint.dir>/best``, for shards that do not fit
+            host memory twice).
+    """
+
+    metric: str
+    patience: int = 2
+    every_steps: Optional[int] = None
+    mode: Optional[Literal["max", "min"]] = None
+    min_delta: float = 0.0
+    keep_best: Literal["memory", "checkpoint"] = "memory"
+
+    def __post_init__(self) -> None:
+        require(bool(self.metric), "metric", "must name a metric, e.g. auc or ndcg@10")
+        require(self.patience >= 1, "patience", f"must be >= 1, got {self.patience}")
+        require(self.every_steps is None or self.every_steps >= 1, "every_steps", "must be >= 1 or null")
+        require(self.min_delta >= 0, "min_delta", f"must be >= 0, got {self.min_delta}")
+
+    @property
+    def maximize(self) -> bool:
+        return self.mode == "max" if self.mode is not None else self.metric != "logloss"
+
+
+@dataclass
 class TrainConfig:
     """The training loop.
 
     Attributes:
         batch_size: rows per rank per step (the global batch is ``batch_size * world_size``); the last short global
             batch of an epoch is dropped, so every rank runs the same steps on equal batches.
-        epochs: passes over the training split.
+        epochs: passes over the training split (0: no training, evaluate the ``init_from`` conversion as it is).
         max_steps: stop after this many steps in all (``None``: run every epoch).
         log_every_steps: progress-bar / log cadence.
         lma_signature_rows: LMA tables fit their signatures on the first this-many training rows (every rank reads
             the same rows) before training.
         seed: seeds model init and the data order.
+        init_from: a checkpoint (``<checkpoint.dir>/step_<N>``) of a run of the same recipe, data and model sizes
+            with stock tables: this run starts from it, its tables converted to this run's by ``compress_``'s warm
+            start (``torchrec_memcom.recipes.init_from``); ``None``: random init.
+        early_stopping: stop on the validation metric and restore the best state (``None``: train every epoch).
     """
 
     batch_size: int = 512
@@ -247,10 +376,13 @@ class TrainConfig:
     log_every_steps: int = 50
     lma_signature_rows: int = 200_000
     seed: int = 2026
+    init_from: Optional[str] = None
+    early_stopping: Optional[EarlyStoppingConfig] = None
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        require(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
+        require(self.epochs >= 1 or self.init_from is not None, "epochs", "0 (evaluate only) needs train.init_from")
         require(self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
         require(self.log_every_steps >= 1, "log_every_steps", f"must be >= 1, got {self.log_every_steps}")
         require(self.lma_signature_rows >= 1, "lma_signature_rows", f"must be >= 1, got {self.lma_signature_rows}")
@@ -282,10 +414,12 @@ class EvalConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Distributed checkpoints (``torch.distributed.checkpoint``): model, optimizers, step and data position.
+    """Distributed checkpoints (``torch.distributed.checkpoint``): model, optimizers, RNG, step and data position,
+    committed atomically and verified on resume (``torchrec_memcom.recipes.checkpoint``, ``docs/RELIABILITY.md``).
 
     Attributes:
-        dir: where ``step_<N>`` checkpoints go (``None``: no checkpoints; ``--resume`` needs one).
+        dir: where ``step_<N>`` checkpoints go, on storage every node shares (``None``: no checkpoints; ``--resume``
+            and resuming after a torchrun restart need one).
         every_steps: save every this many steps (``None``: only at the end if ``at_end``).
         at_end: save after the last step.
         keep: keep the newest this-many checkpoints (``None``: all).
@@ -338,10 +472,29 @@ def check_table_specs(
             raise ConfigError(f"{k}: {e}") from None
 
 
-def recipe_arg_parser(description: str, configs_dir: str) -> argparse.ArgumentParser:
-    """The recipes' command line: ``--config <yaml>`` and ``--set key.sub=value ...`` overrides."""
+def tables_override(path: str) -> str:
+    """The ``tables=<mapping>`` override of a ``--tables`` YAML file (``{tables: {...}}`` or the mapping itself).
+
+    Raises:
+        ConfigError: naming the file when it is unreadable or holds no mapping of feature specs.
+    """
+    data = read_yaml(path)
+    if "tables" in data and set(data) != {"tables"}:
+        raise ConfigError(f"{path}: --tables expects only a tables: mapping, got keys {sorted(data)}")
+    tables = data.get("tables", data)
+    if not isinstance(tables, Mapping):
+        raise ConfigError(f"{path}: tables: expected a mapping of feature specs, got {tables!r}")
+    return "tables=" + json.dumps(tables)
+
+
+def recipe_arg_parser(description: str, presets: Sequence[str]) -> argparse.ArgumentParser:
+    """The recipes' command line: ``--config <preset or yaml>``, ``--set key.sub=value ...`` and ``--resume``."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config", required=True, help=f"recipe YAML ({configs_dir}/*.yaml)")
+    p.add_argument(
+        "--config",
+        required=True,
+        help=f"a packaged preset ({', '.join(presets)}) or the path of a recipe YAML",
+    )
     p.add_argument(
         "--set",
         nargs="+",
@@ -349,5 +502,18 @@ def recipe_arg_parser(description: str, configs_dir: str) -> argparse.ArgumentPa
         default=[],
         metavar="KEY=VALUE",
         help="override config values, e.g. --set train.epochs=2 tables.user.compression=32",
+    )
+    p.add_argument(
+        "--tables",
+        default=None,
+        metavar="YAML",
+        help="a YAML file whose tables: mapping replaces the config's tables section (e.g. an allocator proposal: "
+        "python -m torchrec_memcom.recipes.allocate); --set overrides apply after it",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest good checkpoint in checkpoint.dir (start fresh if there is none); implied "
+        "when torchrun restarts the workers (TORCHELASTIC_RESTART_COUNT > 0)",
     )
     return p

@@ -9,15 +9,17 @@
 =================== =============================================================================================
 
 Every section offers the same small surface to a recipe: ``feature_names()``, ``dense_dim``,
-``table_sizes()`` (ids per feature) and ``batches(split, batch_size, rank=, world_size=, train=)``, which returns a
-re-iterable of ``torchrec.datasets.utils.Batch`` with ``set_epoch(epoch)``. Training batches (``train=True``) are
-shuffled where the dataset supports it and drop the short last global batch, so every rank gets the same number of
-equal batches.
+``table_sizes()`` (ids per feature), ``check_paths(splits)`` (every file the splits need exists; the recipes call it
+before the first training step) and ``batches(split, batch_size, rank=, world_size=, train=)``, which returns a
+re-iterable of ``torchrec.datasets.utils.Batch`` with ``set_epoch(epoch)`` (an ``Epochs``). Training batches
+(``train=True``) are shuffled where the dataset supports it and drop the short last global batch, so every rank gets
+the same number of equal batches.
 """
 
 import functools
+import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Type
+from typing import Any, ClassVar, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence, Type
 
 from torchrec.datasets.criteo import CAT_FEATURE_COUNT, DEFAULT_CAT_NAMES, INT_FEATURE_COUNT
 from torchrec.datasets.utils import Batch
@@ -27,6 +29,8 @@ from torchrec_memcom.recipes.config import ConfigError, from_dict, require
 __all__ = [
     "DATASETS",
     "CriteoNpyData",
+    "check_dir",
+    "check_movielens_path",
     "CriteoTSVData",
     "DataConfig",
     "Epochs",
@@ -37,10 +41,18 @@ __all__ = [
 
 class Epochs:
     """A re-iterable of batches with ``set_epoch`` (a no-op for datasets without per-epoch shuffling) and, when the
-    dataset knows it, ``len()`` (batches per epoch on this rank)."""
+    dataset knows it, ``len()`` (batches per epoch on this rank).
 
-    def __init__(self, source: Iterable[Batch]) -> None:
+    Args:
+        source (Iterable[Batch]): the dataset's batches.
+        fixed_row_order (bool): the order of the rows in an epoch depends on the seed and the epoch only, never on
+            the batch size or the number of ranks (global batches are consecutive rows of one order). Then a run
+            resumed with another global batch can continue at the same row; otherwise the recipes refuse that.
+    """
+
+    def __init__(self, source: Iterable[Batch], fixed_row_order: bool = False) -> None:
         self.source = source
+        self.fixed_row_order = fixed_row_order
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.source, "set_epoch"):
@@ -54,6 +66,12 @@ class Epochs:
 
     def __iter__(self) -> Iterator[Batch]:
         return iter(self.source)
+
+    def stats(self) -> Dict[str, Any]:
+        """What the source reports about the current (or last) pass, e.g. ``skipped_rows`` by reason; ``{}`` if
+        it reports nothing."""
+        stats = getattr(self.source, "stats", None)
+        return dict(stats()) if callable(stats) else {}
 
 
 class DataConfig:
@@ -75,6 +93,9 @@ class DataConfig:
     def table_sizes(self) -> Dict[str, int]:
         """Number of ids (``num_embeddings``) of each sparse feature."""
         raise NotImplementedError
+
+    def check_paths(self, splits: Sequence[str]) -> None:
+        """Raises ``ConfigError`` naming the key unless every file of ``splits`` exists (no files: nothing to check)."""
 
     def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
         """Batches of ``split`` for ``rank`` (``train``: shuffled where supported, short last global batch dropped)."""
@@ -114,6 +135,9 @@ class MovieLensCTRData(DataConfig):
     def table_sizes(self) -> Dict[str, int]:
         return dict(self.dataset().num_embeddings_per_feature)
 
+    def check_paths(self, splits: Sequence[str]) -> None:
+        check_movielens_path("path", self.path)
+
     def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
         return Epochs(
             self.dataset().batches(
@@ -124,8 +148,23 @@ class MovieLensCTRData(DataConfig):
                 drop_last=train,
                 rank=rank,
                 world_size=world_size,
-            )
+            ),
+            fixed_row_order=True,  # InMemoryBatches: one permutation per (seed, epoch), cut into global batches
         )
+
+
+def check_dir(key: str, path: Optional[str]) -> None:
+    """Raises ``ConfigError`` naming ``key`` unless ``path`` is ``None`` or an existing folder."""
+    require(path is None or os.path.isdir(path), key, f"no such folder: {path}")
+
+
+def check_movielens_path(key: str, path: Optional[str]) -> None:
+    """Raises ``ConfigError`` naming ``key`` unless ``path`` is ``None``, an existing folder, or an existing ``.npz``
+    data cache (``MovieLens1M.save_npz``, for machines without the data package)."""
+    if path is not None and path.endswith(".npz"):
+        require(os.path.isfile(path), key, f"no such file: {path}")
+    else:
+        check_dir(key, path)
 
 
 @dataclass
@@ -178,12 +217,23 @@ class CriteoTSVData(_CriteoSizes, DataConfig):
     def table_sizes(self) -> Dict[str, int]:
         return dict(zip(DEFAULT_CAT_NAMES, self.sizes()))
 
+    def _paths(self, split: str) -> List[str]:
+        paths = {"train": self.train_paths, "val": self.val_paths, "test": self.test_paths}[split]
+        require(bool(paths), f"{split}_paths", f"no files for split {split!r}")
+        return paths
+
+    def check_paths(self, splits: Sequence[str]) -> None:
+        for split in splits:
+            for i, path in enumerate(self._paths(split)):
+                require(os.path.isfile(path), f"{split}_paths[{i}]", f"no such file: {path}")
+
     def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
         from torchrec_memcom.datasets import CriteoTSVReader
 
-        paths = {"train": self.train_paths, "val": self.val_paths, "test": self.test_paths}[split]
-        if not paths:
-            raise ConfigError(f"data.{split}_paths: no files for split {split!r}")
+        try:
+            paths = self._paths(split)
+        except ConfigError as e:
+            raise ConfigError(f"data.{e}") from None
         return Epochs(
             CriteoTSVReader(
                 paths,
@@ -193,7 +243,8 @@ class CriteoTSVData(_CriteoSizes, DataConfig):
                 world_size=world_size,
                 drop_last=train,
                 skip_bad_rows=self.skip_bad_rows,
-            )
+            ),
+            fixed_row_order=True,  # the good rows in file order, cut into global batches
         )
 
 
@@ -221,6 +272,16 @@ class CriteoNpyData(_CriteoSizes, DataConfig):
 
     def table_sizes(self) -> Dict[str, int]:
         return dict(zip(DEFAULT_CAT_NAMES, self.sizes()))
+
+    def check_paths(self, splits: Sequence[str]) -> None:
+        from torchrec_memcom.datasets.criteo import criteo_npy_files
+
+        check_dir("directory", self.directory)
+        for split in splits:
+            try:
+                criteo_npy_files(self.directory, split)
+            except FileNotFoundError as e:
+                raise ConfigError(f"directory: {e}") from None
 
     def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
         from torchrec_memcom.datasets import criteo_npy_datapipe
@@ -312,3 +373,130 @@ DATASETS: Dict[str, Type[DataConfig]] = {
     "criteo_npy": CriteoNpyData,
     "synthetic_criteo": SyntheticCriteoData,
 }
+
+
+@dataclass
+class PlantedData(DataConfig):
+    """SYNTHETIC large-vocabulary data with a planted click model of known rank (``datasets.planted.PlantedCTR``):
+    Zipf ids, per-id latent vectors and biases, Criteo-like layout. Never report it as real data.
+
+    Attributes:
+        num_features: number of categorical features (``cat_0 ..``).
+        num_embeddings: ids of every categorical.
+        num_embeddings_per_feature: per-feature ids (overrides the two above).
+        latent_rank: rank ``r`` of the planted latent vectors.
+        zipf_exponent: Zipf exponent of id popularity.
+        zipf_exponents: per-feature exponents (overrides ``zipf_exponent``).
+        train_rows: training rows per epoch, over all ranks (the same rows every epoch, reordered if ``shuffle``).
+        eval_rows: rows of each of ``val`` and ``test``.
+        seed: seed of the model and the rows.
+        base_ctr: mean click rate.
+        interaction_signal: variance of the pairwise latent-interaction part of the logit.
+        bias_signal: variance of the per-id bias part.
+        dense_signal: variance of the dense part.
+        num_clusters: clusters of ids per feature (0: none); ``cluster_share`` of a latent vector is its cluster's
+            centroid and ``cluster_affinity`` is the chance a row draws a feature's id from its segment's cluster.
+        shuffle: a fresh order of the training rows every epoch (seeded by ``train.seed`` and the epoch).
+    """
+
+    name: Literal["planted"] = "planted"
+    num_features: int = 8
+    num_embeddings: int = 1_000_000
+    num_embeddings_per_feature: Optional[List[int]] = None
+    latent_rank: int = 32
+    zipf_exponent: float = 1.05
+    zipf_exponents: Optional[List[float]] = None
+    train_rows: int = 10_000_000
+    eval_rows: int = 1_000_000
+    seed: int = 0
+    base_ctr: float = 0.25
+    interaction_signal: float = 1.0
+    bias_signal: float = 0.5
+    dense_signal: float = 0.25
+    num_clusters: int = 0
+    cluster_share: float = 0.5
+    cluster_affinity: float = 0.5
+    shuffle: bool = True
+    dense_dim: ClassVar[int] = INT_FEATURE_COUNT
+
+    def __post_init__(self) -> None:
+        require(self.num_features >= 1, "num_features", f"must be >= 1, got {self.num_features}")
+        require(
+            1 <= self.num_embeddings < 1 << 32, "num_embeddings", f"must be in [1, 2**32), got {self.num_embeddings}"
+        )
+        sizes = self.num_embeddings_per_feature
+        require(
+            sizes is None or (len(sizes) >= 1 and min(sizes) >= 1 and max(sizes) < 1 << 32),
+            "num_embeddings_per_feature",
+            f"needs sizes in [1, 2**32) (or null), got {sizes}",
+        )
+        exps = self.zipf_exponents
+        require(
+            exps is None or (len(exps) == len(self.sizes()) and min(exps) > 0),
+            "zipf_exponents",
+            f"needs one exponent > 0 per feature ({len(self.sizes())}) or null, got {exps}",
+        )
+        require(self.zipf_exponent > 0, "zipf_exponent", f"must be > 0, got {self.zipf_exponent}")
+        require(self.latent_rank >= 1, "latent_rank", f"must be >= 1, got {self.latent_rank}")
+        require(self.train_rows >= 1 and self.eval_rows >= 1, "train_rows", "train_rows and eval_rows must be >= 1")
+        require(0 < self.base_ctr < 1, "base_ctr", f"must be in (0, 1), got {self.base_ctr}")
+        for k in ("interaction_signal", "bias_signal", "dense_signal"):
+            require(getattr(self, k) >= 0, k, f"must be >= 0, got {getattr(self, k)}")
+        require(
+            0 <= self.num_clusters <= min(self.sizes()),
+            "num_clusters",
+            f"must be in [0, {min(self.sizes())}], got {self.num_clusters}",
+        )
+        for k in ("cluster_share", "cluster_affinity"):
+            require(0 <= getattr(self, k) <= 1, k, f"must be in [0, 1], got {getattr(self, k)}")
+
+    def sizes(self) -> List[int]:
+        return list(self.num_embeddings_per_feature or [self.num_embeddings] * self.num_features)
+
+    def feature_names(self) -> List[str]:
+        return [f"cat_{i}" for i in range(len(self.sizes()))]
+
+    def table_sizes(self) -> Dict[str, int]:
+        return dict(zip(self.feature_names(), self.sizes()))
+
+    def dataset(
+        self,
+        split: str,
+        batch_size: int = 4096,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        train: bool = False,
+        seed: int = 0,
+    ) -> Any:
+        """The ``PlantedCTR`` of ``split`` (``train``: ``train_rows`` rows, shuffled if ``shuffle``, short last
+        global batch dropped; else ``eval_rows`` rows in order)."""
+        from torchrec_memcom.datasets.planted import PlantedCTR
+
+        return PlantedCTR(
+            self.train_rows if split == "train" else self.eval_rows,
+            batch_size,
+            self.sizes(),
+            seed=self.seed,
+            split=split,
+            rank=rank,
+            world_size=world_size,
+            latent_rank=self.latent_rank,
+            zipf_exponent=self.zipf_exponents or self.zipf_exponent,
+            base_ctr=self.base_ctr,
+            interaction_signal=self.interaction_signal,
+            bias_signal=self.bias_signal,
+            dense_signal=self.dense_signal,
+            num_clusters=self.num_clusters,
+            cluster_share=self.cluster_share,
+            cluster_affinity=self.cluster_affinity,
+            shuffle=train and self.shuffle,
+            shuffle_seed=seed,
+            drop_last=train,
+        )
+
+    def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
+        return Epochs(self.dataset(split, batch_size, rank=rank, world_size=world_size, train=train, seed=seed))
+
+
+DATASETS["planted"] = PlantedData

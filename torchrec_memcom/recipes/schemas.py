@@ -1,30 +1,35 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""Top-level config schemas of the example recipes, keyed by the ``recipe:`` line every example YAML starts with.
+"""Top-level config schemas of the recipes, keyed by the ``recipe:`` line every recipe YAML starts with, and the
+packaged presets.
 
-``load_recipe_config(path, overrides)`` reads that key and validates the file against ``RECIPE_CONFIGS[recipe]``; a
-new recipe adds its schema to ``RECIPE_CONFIGS``. Recipes: ``dlrm`` (``DLRMConfig``, ``examples/dlrm``) and
-``two_tower`` (``TwoTowerConfig``, ``examples/two_tower``).
+``load_recipe_config(config, overrides, recipe="dlrm")`` takes a preset name (``ml1m_memcom``: the YAML shipped in
+``torchrec_memcom/recipes/configs/dlrm/``) or the path of a YAML file, reads its ``recipe:`` key and validates it
+against ``RECIPE_CONFIGS[recipe]``; a new recipe adds its schema to ``RECIPE_CONFIGS`` and a ``configs/<recipe>/``
+folder. Recipes: ``dlrm`` (``DLRMConfig``, ``torchrec_memcom.recipes.dlrm``) and ``two_tower`` (``TwoTowerConfig``,
+``torchrec_memcom.recipes.two_tower``).
 """
 
 import functools
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, ClassVar, Dict, List, Literal, Optional, Sequence, Type
-
-import yaml
 
 from torchrec_memcom.recipes.config import (
     CheckpointConfig,
     ConfigError,
+    ConfigSource,
     EvalConfig,
     OptimizerConfig,
     OutputConfig,
     TrainConfig,
+    apply_overrides,
     check_table_specs,
-    load_config,
+    from_dict,
+    read_yaml,
     require,
 )
-from torchrec_memcom.recipes.data import DataConfig
+from torchrec_memcom.recipes.data import DataConfig, check_movielens_path
 
 __all__ = [
     "RECIPE_CONFIGS",
@@ -36,11 +41,24 @@ __all__ = [
     "TwoTowerConfig",
     "TwoTowerModelConfig",
     "load_recipe_config",
+    "preset_names",
+    "resolve_config",
 ]
 
 ShardingTypeName = Literal[
     "data_parallel", "table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise", "grid_shard"
 ]
+
+
+def _check_early_stopping(cfg: Any, metrics: Sequence[str]) -> None:
+    """Checks that ``train.early_stopping.metric`` is one of the recipe's validation ``metrics``."""
+    stopping = cfg.train.early_stopping
+    if stopping is not None:
+        require(
+            stopping.metric in metrics,
+            "train.early_stopping.metric",
+            f"{stopping.metric!r} is not a metric of this recipe (choose from {', '.join(metrics)})",
+        )
 
 
 def _check_tables_and_sharding(cfg: Any) -> None:
@@ -78,7 +96,7 @@ class DLRMModelConfig:
 
 @dataclass
 class DLRMConfig:
-    """Config of ``examples/dlrm/train.py``: DLRM with a table type per feature.
+    """Config of the DLRM recipe (``torchrec_memcom.recipes.dlrm``): DLRM with a table type per feature.
 
     Attributes:
         recipe: must be ``dlrm``.
@@ -109,6 +127,7 @@ class DLRMConfig:
 
     def __post_init__(self) -> None:
         _check_tables_and_sharding(self)
+        _check_early_stopping(self, ["auc", "logloss"])
 
 
 @functools.lru_cache(maxsize=2)
@@ -140,6 +159,9 @@ class MovieLensRankingData:
     def dataset(self) -> Any:
         return _movielens_ranking(self.path)
 
+    def check_paths(self, splits: Sequence[str]) -> None:
+        check_movielens_path("path", self.path)
+
     def user_feature_names(self) -> List[str]:
         from torchrec_memcom.datasets import USER_FEATURES
 
@@ -160,7 +182,7 @@ class MovieLensRankingData:
 
 @dataclass
 class TwoTowerModelConfig:
-    """Two-tower sizes and scoring (``examples/two_tower/model.py``).
+    """Two-tower sizes and scoring (``torchrec_memcom.recipes.two_tower_model``).
 
     Attributes:
         embedding_dim: every table's dim (a multiple of 4 for FBGEMM TBE).
@@ -211,7 +233,7 @@ class RankingEvalConfig:
 
 @dataclass
 class TwoTowerConfig:
-    """Config of ``examples/two_tower/train.py``: two-tower retrieval with a table type per feature.
+    """Config of the two-tower recipe (``torchrec_memcom.recipes.two_tower``): retrieval with a table type per feature.
 
     Attributes:
         recipe: must be ``two_tower``.
@@ -223,6 +245,7 @@ class TwoTowerConfig:
         train: batch size (per rank; in-batch negatives come from the rank's own batch), epochs / steps, seed, LMA
             signature sample.
         eval: nDCG / Recall cadence and splits.
+        checkpoint: DCP checkpoints (as for DLRM).
         output: where the JSON goes.
     """
 
@@ -234,24 +257,59 @@ class TwoTowerConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: RankingEvalConfig = field(default_factory=RankingEvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
         _check_tables_and_sharding(self)
+        _check_early_stopping(self, [f"ndcg@{self.eval.k}", f"recall@{self.eval.k}"])
 
 
 RECIPE_CONFIGS: Dict[str, Type[Any]] = {"dlrm": DLRMConfig, "two_tower": TwoTowerConfig}
 
 
-def load_recipe_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Any:
-    """Validates a recipe YAML against the schema its ``recipe:`` key names.
+def _presets_dir(recipe: str) -> Any:
+    return resources.files("torchrec_memcom.recipes") / "configs" / recipe
+
+
+def preset_names(recipe: str) -> List[str]:
+    """Names of the YAML presets shipped for ``recipe`` (``configs/<recipe>/<name>.yaml`` inside the package)."""
+    folder = _presets_dir(recipe)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config(config: str | os.PathLike, recipe: Optional[str]) -> ConfigSource:
+    """The YAML that ``--config`` names: an existing file, else ``recipe``'s packaged preset of that name.
 
     Raises:
-        ConfigError: unknown recipe, or any schema error (naming the key).
+        ConfigError: neither a file nor a preset (the message lists the presets).
     """
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    recipe = data.get("recipe") if isinstance(data, dict) else None
-    if recipe not in RECIPE_CONFIGS:
-        raise ConfigError(f"{path}: recipe: must be one of {sorted(RECIPE_CONFIGS)}, got {recipe!r}")
-    return load_config(RECIPE_CONFIGS[recipe], path, overrides)
+    if os.path.isfile(config):
+        return config
+    name = os.fspath(config)
+    if recipe is not None and name in preset_names(recipe):
+        return _presets_dir(recipe) / f"{name}.yaml"
+    presets = f"; {recipe} presets: {', '.join(preset_names(recipe))}" if recipe else ""
+    raise ConfigError(f"--config {name!r}: no such file{presets}")
+
+
+def load_recipe_config(config: str | os.PathLike, overrides: Sequence[str] = (), recipe: Optional[str] = None) -> Any:
+    """Validates a recipe YAML (a path, or with ``recipe`` also a preset name) against the schema its ``recipe:`` key
+    names, after applying ``overrides``.
+
+    Raises:
+        ConfigError: unknown file or preset, a YAML of another recipe, or any schema error (naming the key).
+    """
+    source = resolve_config(config, recipe)
+    data = read_yaml(source)
+    found = data.get("recipe")
+    if found not in RECIPE_CONFIGS:
+        raise ConfigError(f"{source}: recipe: must be one of {sorted(RECIPE_CONFIGS)}, got {found!r}")
+    if recipe is not None and found != recipe:
+        raise ConfigError(f"{source}: recipe: this is a {found!r} config, the {recipe!r} recipe cannot train it")
+    try:
+        return from_dict(RECIPE_CONFIGS[found], apply_overrides(data, overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None

@@ -1,25 +1,22 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""Building blocks of the distributed recipes: process group, tables, sharding, optimizers, LMA signatures,
-evaluation and checkpoints. Each is a function of explicit arguments, so recipes stay short and any model
-(DLRM, two-tower) can reuse them.
+"""Building blocks of the distributed recipes: process group, tables, sharding, optimizers, LMA signatures and
+evaluation. Each is a function of explicit arguments, so recipes stay short and any model (DLRM, two-tower) can reuse
+them. Checkpoints are in ``torchrec_memcom.recipes.checkpoint``, the shared training loop in
+``torchrec_memcom.recipes.runner``.
 """
 
 import json
 import logging
+import math
 import os
-import re
-import shutil
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch import nn
-from torch.distributed.checkpoint._nested_dict import flatten_state_dict
-from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torchrec.datasets.utils import Batch
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import ParameterConstraints, Topology
@@ -29,14 +26,13 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimiz
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from torchrec_memcom.convert import fit_signatures
 from torchrec_memcom.distributed import get_sharders
 from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner
-from torchrec_memcom.modules.lma import LMAIds
 from torchrec_memcom.recipes.config import DenseOptimizerConfig, SparseOptimizerConfig
 from torchrec_memcom.tables import table_config
 
 __all__ = [
-    "Checkpointer",
     "DistContext",
     "build_tables",
     "combined_optimizer",
@@ -95,11 +91,21 @@ class DistContext:
             dist.destroy_process_group()
 
 
-def init_distributed(timeout_s: int = 600) -> DistContext:
+def init_distributed(timeout_s: int = 600, device: str = "auto") -> DistContext:
     """Joins the job that ``torchrun`` (or TorchX) started, or makes a one-process group when run plainly.
 
-    On CUDA each process takes GPU ``LOCAL_RANK`` (``torch.cuda.set_device``) and NCCL; elsewhere gloo on CPU.
+    On CUDA each process takes GPU ``LOCAL_RANK`` (``torch.cuda.set_device``) and NCCL; elsewhere gloo on CPU. Works
+    in workers that torchrun restarted after a failure (``TORCHELASTIC_RESTART_COUNT > 0``).
+    ``device``: ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"`` (gloo on CPU even where CUDA is).
+
+    Raises:
+        ValueError: an unknown ``device``, or ``"cuda"`` without CUDA.
     """
+    if device not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"init_distributed: device must be 'auto', 'cuda' or 'cpu', got {device!r}")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise ValueError("init_distributed: device='cuda', but CUDA is not available")
     if "RANK" not in os.environ:
         from torchrec.test_utils import get_free_port
 
@@ -107,20 +113,27 @@ def init_distributed(timeout_s: int = 600) -> DistContext:
         os.environ.setdefault("MASTER_PORT", str(get_free_port()))
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if use_cuda:
         torch.cuda.set_device(local_rank)
-        device, backend = torch.device("cuda", local_rank), "nccl"
+        where, backend = torch.device("cuda", local_rank), "nccl"
     else:
-        device, backend = torch.device("cpu"), "gloo"
+        where, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
+        timeout = timedelta(seconds=timeout_s)
+        store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=timeout))
+        # torchrun hands restarted workers (--max-restarts) the same agent store, where the previous attempt's
+        # process-group keys still are: gloo would connect to the dead workers' addresses and hang. One key prefix
+        # per attempt keeps every attempt's process group apart.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group(
             backend,
+            store=dist.PrefixStore(f"torchrec_memcom/attempt_{attempt}", store),
             rank=rank,
             world_size=world_size,
-            timeout=timedelta(seconds=timeout_s),
-            device_id=device if device.type == "cuda" else None,
+            timeout=timeout,
+            device_id=where if where.type == "cuda" else None,
         )
-    return DistContext(rank, world_size, local_rank, device, backend)
+    return DistContext(rank, world_size, local_rank, where, backend)
 
 
 # --- tables, sharding, optimizers ----------------------------------------------------------------------------------
@@ -217,12 +230,7 @@ def fit_lma_signatures(
     Every rank must pass the same ``batches`` so the replicated signatures agree. Returns the fraction of ids of
     each table that got a signature (empty if the model has no LMA table).
     """
-    transforms = [m for m in model.modules() if isinstance(m, LMAIds)]
-    coverage: Dict[str, float] = {}
-    for transform in transforms:
-        rows = ((b.sparse_features, b.labels) for b in batches)  # labels: for tables with label_context
-        coverage.update(transform.fit_signatures(rows, max_rows=max_rows, progress=progress))
-    return coverage
+    return fit_signatures(model, batches, max_rows=max_rows, progress=progress)  # labels: for label_context
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------------
@@ -343,111 +351,22 @@ def _all_gather_1d(local: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return torch.cat([p[: int(s)].cpu() for p, s in zip(parts, sizes)])
 
 
-# --- checkpoints ---------------------------------------------------------------------------------------------------
-
-_STEP_DIR = re.compile(r"step_(\d+)")
-
-
-class Checkpointer:
-    """Saves and restores model, optimizer and trainer state with ``torch.distributed.checkpoint``.
-
-    Checkpoints are ``<dir>/step_<N>/`` (DCP files; every rank writes its shards) plus ``rng_rank<r>.pt`` (each
-    rank's RNG states). A checkpoint counts once DCP's ``.metadata`` exists, so a crash mid-save leaves the previous
-    one as the latest. Trainer state is a flat mapping of ints (step, epoch, data position, a config hash, ...).
-
-    Args:
-        directory (str): where checkpoints go.
-        ctx (DistContext): ranks.
-        keep (Optional[int]): keep the newest this-many checkpoints.
-    """
-
-    def __init__(self, directory: str, ctx: DistContext, keep: Optional[int] = None) -> None:
-        self.directory = directory
-        self.ctx = ctx
-        self.keep = keep
-
-    def _steps(self) -> List[int]:
-        if not os.path.isdir(self.directory):
-            return []
-        found = []
-        for name in os.listdir(self.directory):
-            m = _STEP_DIR.fullmatch(name)
-            if m and os.path.isfile(os.path.join(self.directory, name, ".metadata")):
-                found.append(int(m.group(1)))
-        return sorted(found)
-
-    def latest(self) -> Optional[str]:
-        """Path of the newest complete checkpoint, or ``None``."""
-        steps = self._steps()
-        return os.path.join(self.directory, f"step_{steps[-1]}") if steps else None
-
-    def save(self, step: int, model: nn.Module, optimizer: KeyedOptimizer, trainer: Mapping[str, int]) -> str:
-        """Saves a checkpoint (collective: every rank calls it); returns its path."""
-        path = os.path.join(self.directory, f"step_{step}")
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "trainer": _int_tensors(trainer)}
-        dcp.save(state, checkpoint_id=path)
-        torch.save(_rng_state(), os.path.join(path, f"rng_rank{self.ctx.rank}.pt"))
-        self.ctx.barrier()
-        if self.ctx.is_main and self.keep is not None:
-            for old in self._steps()[: -self.keep]:
-                shutil.rmtree(os.path.join(self.directory, f"step_{old}"), ignore_errors=True)
-        self.ctx.barrier()
-        return path
-
-    def load(self, path: str, model: nn.Module, optimizer: KeyedOptimizer, trainer: Mapping[str, int]) -> Dict:
-        """Loads ``path`` into ``model`` and ``optimizer`` in place (collective); returns the trainer state.
-
-        ``trainer`` is a template with the keys to read.
-        """
-        trainer_state = _int_tensors(trainer)
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "trainer": trainer_state}
-        # Flatten here and load without DCP's own flattening: a table-wise table's fused optimizer state exists only
-        # on its rank, and DCP (torch 2.13) takes checkpoint keys missing locally for a pre-2.4 checkpoint and
-        # switches to an old key scheme. Every value is a tensor and loads in place, so ``state`` sees it.
-        flat, _ = flatten_state_dict(state)
-        dcp.load(flat, checkpoint_id=path, planner=DefaultLoadPlanner(flatten_state_dict=False))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng = os.path.join(path, f"rng_rank{self.ctx.rank}.pt")
-        if os.path.isfile(rng):
-            _set_rng_state(torch.load(rng, weights_only=False))
-        return {k: int(v) for k, v in trainer_state.items()}
-
-
-def _int_tensors(values: Mapping[str, int]) -> Dict[str, torch.Tensor]:
-    return {k: torch.tensor(int(v), dtype=torch.int64) for k, v in values.items()}
-
-
-def _rng_state() -> Dict[str, Any]:
-    import random
-
-    import numpy as np
-
-    state: Dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
 def write_json(path: str, payload: Mapping[str, Any]) -> None:
-    """Writes ``payload`` as indented JSON, creating the folder."""
+    """Writes ``payload`` as indented JSON (non-finite floats as ``null``), creating the folder; the file is replaced
+    atomically, so a reader never sees half of it."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, default=str)
+    tmp = f"{path}.partial"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_finite(payload), f, indent=2, default=str, allow_nan=False)
         f.write("\n")
+    os.replace(tmp, path)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,103 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Every TorchRec / FBGEMM private this package touches, in one place.
+
+Checked against torchrec 1.6.1 (fbgemm-gpu 1.6.0, the GPU machines) and torchrec 1.8.0 (fbgemm-gpu-cpu 1.8.0, CPU
+and CI). An upgrade that moves one of these breaks here first; ``tests/distributed`` exercise every function.
+"""
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor, ShardedTensorMetadata
+from torchrec.distributed.embeddingbag import ShardedEmbeddingBagCollection
+
+__all__ = [
+    "embedding_shardings",
+    "init_input_dists",
+    "lookups",
+    "set_planner_constraints",
+    "output_embedding_names",
+    "sharded_tensor",
+    "sharding_feature_names",
+    "table_optimizer_settings",
+]
+
+
+def embedding_shardings(ebc: ShardedEmbeddingBagCollection) -> List[Any]:
+    """The sharded EBC's ``EmbeddingSharding`` per sharding type (order of its input and output dists)."""
+    return list(ebc._embedding_shardings)
+
+
+def sharding_feature_names(ebc: ShardedEmbeddingBagCollection) -> List[List[str]]:
+    """Features of each sharding, in the order the sharded EBC's input dist expects them."""
+    return [list(s.feature_names()) for s in ebc._embedding_shardings]
+
+
+def lookups(ebc: ShardedEmbeddingBagCollection) -> List[torch.nn.Module]:
+    return list(ebc._lookups)
+
+
+def init_input_dists(
+    ebc: ShardedEmbeddingBagCollection, feature_names: List[str], hash_sizes: Optional[Dict[str, int]] = None
+) -> None:
+    """Creates the sharded EBC's input dists now (TorchRec creates them at the first batch), for input KJTs whose
+    keys are ``feature_names`` (already in sharding order: no permute per batch).
+
+    ``hash_sizes`` overrides the id range a row-wise input dist buckets for some features (MEmCom buckets its scrambled
+    ids over ``n_pad``, not over the shared table's rows), through the sharding's own ``create_input_dist``.
+    """
+    for sharding in ebc._embedding_shardings:
+        features = list(sharding.feature_names())
+        if hash_sizes and any(f in hash_sizes for f in features) and hasattr(sharding, "_get_feature_hash_sizes"):
+            own = sharding._get_feature_hash_sizes()
+            sizes = [hash_sizes.get(f, n) for f, n in zip(features, own)]
+            sharding._get_feature_hash_sizes = lambda sizes=sizes: sizes  # instance override, read once below
+            try:
+                ebc._input_dists.append(sharding.create_input_dist())
+            finally:
+                del sharding._get_feature_hash_sizes
+        else:
+            ebc._input_dists.append(sharding.create_input_dist())
+        ebc._feature_splits.append(len(features))
+    expected = [f for s in ebc._embedding_shardings for f in s.feature_names()]
+    if expected != list(feature_names):
+        raise ValueError(f"input features {feature_names} are not in the sharding order {expected}")
+    ebc._has_features_permute = False
+    ebc._has_uninitialized_input_dist = False
+    if getattr(ebc, "_has_mean_pooling_callback", False):
+        ebc._init_mean_pooling_callback(list(feature_names), None)
+
+
+def output_embedding_names(ebc: ShardedEmbeddingBagCollection) -> List[str]:
+    """Keys of the sharded EBC's output KeyedTensor, in order."""
+    return list(ebc._embedding_names)
+
+
+def table_optimizer_settings(ebc: ShardedEmbeddingBagCollection) -> Dict[str, Tuple[Any, float, float]]:
+    """Per physical table: ``(EmbOptimType, learning rate, eps)`` of the fused TBE holding it (fused kernels only)."""
+    settings: Dict[str, Tuple[Any, float, float]] = {}
+    for lookup in ebc._lookups:
+        for emb in getattr(lookup, "_emb_modules", []):
+            tbe = getattr(emb, "_emb_module", None)
+            if tbe is None or not hasattr(tbe, "optimizer"):
+                continue
+            for cfg in emb._config.embedding_tables:
+                settings[cfg.name] = (tbe.optimizer, float(tbe.get_learning_rate()), float(tbe.optimizer_args.eps))
+    return settings
+
+
+def sharded_tensor(
+    shards: List[Shard], metadata: ShardedTensorMetadata, pg: Optional[dist.ProcessGroup]
+) -> ShardedTensor:
+    """A ShardedTensor from this rank's shards and the global metadata (no communication)."""
+    return ShardedTensor._init_from_local_shards_and_global_metadata(shards, metadata, process_group=pg)
+
+
+def set_planner_constraints(planner: Any, enumerator: Any, estimators: List[Any], constraints: Dict[str, Any]) -> None:
+    """Replaces the constraints an ``EmbeddingShardingPlanner``, its enumerator and its estimators plan with (they
+    copy them at construction; ours depend on the model, known only at ``plan`` time)."""
+    planner._constraints = constraints
+    enumerator._constraints = constraints
+    for estimator in estimators:
+        estimator._constraints = constraints

@@ -1,0 +1,587 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""The sharded form of ``CompressedEmbeddingBagCollection``: one input dist, one lookup, one output dist.
+
+The physical tables (stock tables, shared tables, QR's tables, LMA memories) are one ordinary
+``ShardedEmbeddingBagCollection`` (``_embedding_bag_collection``), so they take the sharding types and kernels TorchRec
+offers. What differs from a stock EBC happens on either side of it::
+
+    input KJT (logical ids, data parallel)
+      -> id_transform (no grad; one fused kernel for every table and feature; output already in sharding order)
+      -> the inner EBC's input dists (MEmCom's row-wise features bucketed over their scrambled ids s, n_pad of them)
+      -> rank r, MEmCom only: rows = h(s) - r m / W, per-sample weights w_local[s - r n_pad / W] (* x); one kernel
+      -> the inner EBC's lookups (fused TBE optimizers) and output dists
+      -> combine (QR product, LMA chunk concatenation, MEAN division) -> KeyedTensor of the logical features
+
+Row-wise, MEmCom's hash maps bucket ``b`` of scrambled ids onto bucket ``b``'s block of ``U`` (``W | B``), so the rank
+that owns ``U[h(s)]`` also owns ``w[s]``: ``w`` never crosses the network. Its weights are updated in backward by
+``EntityWeightOptimizer`` with each table's rule and learning rate. Gradient semantics: TorchRec scales per-sample
+weight gradients by ``W`` (``CommOpGradientScaling``) while the tables' gradients are divided by ``W``; the
+optimizer undoes the former (``grad_scale = 1 / W``), so ``w`` and ``U`` see the same mean-over-ranks loss.
+"""
+
+from functools import partial
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Type
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed._shard.metadata import ShardMetadata
+from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor, ShardedTensorMetadata, TensorProperties
+from torchrec.distributed.comm import get_local_size
+from torchrec.distributed.embedding_types import BaseEmbeddingSharder, KJTList, ShardedEmbeddingModule
+from torchrec.distributed.embeddingbag import (
+    EmbeddingBagCollectionContext,
+    EmbeddingBagCollectionSharder,
+    ShardedEmbeddingBagCollection,
+)
+from torchrec.distributed.types import (
+    Awaitable,
+    LazyAwaitable,
+    ParameterSharding,
+    QuantizedCommCodecs,
+    ShardingEnv,
+    ShardingType,
+)
+from torchrec.distributed.utils import append_prefix
+from torchrec.optim.fused import FusedOptimizerModule
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+from torchrec_memcom.configs import MEmComEmbeddingBagConfig
+from torchrec_memcom.distributed import _compat
+from torchrec_memcom.distributed.entity_weights import (
+    EntityWeightOptimizer,
+    fused_entity_weight_lookup,
+    rule_for,
+    table_slices,
+)
+from torchrec_memcom.lsh import Batch
+from torchrec_memcom.modules.compressed import (
+    CompressedEmbeddingBagCollection,
+    check_fingerprint,
+    fingerprint_json,
+    fingerprint_of,
+    signature_coverage_of,
+)
+from torchrec_memcom.modules.transform import IdTransform
+from torchrec_memcom.ops import ONE_SLOTS, memcom_local_rows
+
+__all__ = [
+    "ALL_SHARDING_TYPES",
+    "CompressedEmbeddingBagCollectionSharder",
+    "ShardedCompressedEmbeddingBagCollection",
+    "check_row_wise_buckets",
+]
+
+ALL_SHARDING_TYPES: List[str] = [
+    ShardingType.DATA_PARALLEL.value,
+    ShardingType.TABLE_WISE.value,
+    ShardingType.COLUMN_WISE.value,
+    ShardingType.TABLE_COLUMN_WISE.value,
+    ShardingType.ROW_WISE.value,
+    ShardingType.TABLE_ROW_WISE.value,
+    ShardingType.GRID_SHARD.value,
+]
+
+
+def check_row_wise_buckets(table: MEmComEmbeddingBagConfig, world_size: int) -> None:
+    """Raises ``ValueError`` unless row-wise sharding over ``world_size`` ranks keeps ids and rows co-located."""
+    b = table.bucketed_hash().num_buckets
+    if b % world_size != 0:
+        raise ValueError(
+            f"MEmCom table '{table.name}': row-wise sharding over {world_size} ranks needs the world size to divide "
+            f"num_buckets={b} (the hash is fixed by the buckets, never by the world size). Set num_buckets to a "
+            f"multiple of {world_size} (e.g. {world_size * max(1, b // world_size)}), or constrain the table to "
+            f"table_wise."
+        )
+
+
+class CompressedContext(EmbeddingBagCollectionContext):
+    """Per-batch state: the inner EBC's context plus the ``(B, F_mean)`` bag sizes of MEAN-pooled features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.divisors: Optional[torch.Tensor] = None
+
+    def record_stream(self, stream: torch.Stream) -> None:
+        super().record_stream(stream)
+        if self.divisors is not None:
+            self.divisors.record_stream(stream)
+
+
+def _materialize(transform: IdTransform, device: torch.device) -> IdTransform:
+    """The transform on ``device``; one built on ``meta`` is allocated there and its state reset (the caller's
+    ``reset_parameters`` refills it)."""
+    if any(b.is_meta for b in transform.buffers()):
+        return transform.to_empty(device=device)
+    return transform.to(device)
+
+
+def _sharded_vector(
+    local: Optional[torch.Tensor], global_size: int, owners: List[int], pg: dist.ProcessGroup, device_type: str
+) -> ShardedTensor:
+    """A 1-D ShardedTensor of ``global_size`` whose shards are ``global_size / len(owners)`` contiguous blocks."""
+    block = global_size // len(owners)
+    local_size = get_local_size(dist.get_world_size(pg))
+    metas = [
+        ShardMetadata(
+            shard_offsets=[i * block],
+            shard_sizes=[block],
+            placement=f"rank:{r}/cuda:{r % local_size}" if device_type == "cuda" else f"rank:{r}/cpu",
+        )
+        for i, r in enumerate(owners)
+    ]
+    dtype = local.dtype if local is not None else torch.float32
+    md = ShardedTensorMetadata(
+        shards_metadata=metas, size=torch.Size([global_size]), tensor_properties=TensorProperties(dtype=dtype)
+    )
+    rank = dist.get_rank(pg)
+    shards = [Shard(tensor=local, metadata=m) for m in metas if local is not None and m.placement.rank() == rank]
+    return _compat.sharded_tensor(shards, md, pg)
+
+
+class ShardedCompressedEmbeddingBagCollection(
+    ShardedEmbeddingModule[KJTList, List[torch.Tensor], KeyedTensor, CompressedContext],
+    FusedOptimizerModule,
+):
+    """Sharded ``CompressedEmbeddingBagCollection`` (any mix of methods; see the module docstring).
+
+    State dict: the unsharded FQNs. ``_embedding_bag_collection.embedding_bags.<physical>.weight`` and
+    ``entity_weights.<t>`` are ShardedTensors (row blocks of the tables and of ``w``), so
+    ``torch.distributed.checkpoint`` saves and reshards them; ``id_transform.signatures.<t>`` (LMA) are replicated;
+    ``_extra_state`` describes every table (method, sizes, hash parameters) and refuses a checkpoint of other tables.
+    """
+
+    def __init__(
+        self,
+        module: CompressedEmbeddingBagCollection,
+        table_name_to_parameter_sharding: Dict[str, ParameterSharding],
+        ebc_sharder: EmbeddingBagCollectionSharder,
+        env: ShardingEnv,
+        device: torch.device,
+        module_fqn: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        self._unsharded_type: Type[CompressedEmbeddingBagCollection] = type(module)
+        self._embedding_bag_configs = module.embedding_bag_configs()
+        self._is_weighted = module.is_weighted()
+        self._methods = module.methods()
+        self._device = device
+        self._env = env
+        self._pg = env.process_group
+        self._world_size = env.world_size
+        self._rank = env.rank
+        plan = table_name_to_parameter_sharding
+        self._check_plan(module, plan)
+
+        from_meta = any(b.is_meta for b in module.id_transform.buffers())
+        self.id_transform: IdTransform = _materialize(module.id_transform, device)
+        self._embedding_bag_collection: ShardedEmbeddingBagCollection = ebc_sharder.shard(
+            module._embedding_bag_collection, plan, env=env, device=device, module_fqn=module_fqn
+        )
+        self._lookups: List[nn.Module] = _compat.lookups(self._embedding_bag_collection)
+        inner = self._embedding_bag_collection
+
+        # MEmCom: which physical features are MEmCom's, and their tables.
+        self._memcom: Dict[str, MEmComEmbeddingBagConfig] = {}
+        for m in self._methods.values():
+            if m.uses_entity_weights:
+                self._memcom.update({t.name: t for t in m.tables})  # type: ignore[misc]
+        self._memcom_feature_table = {s.name: s.table for s in self.id_transform.segments() if s.table in self._memcom}
+        self._weighted_lookup = self._is_weighted or bool(self._memcom)
+
+        shardings = _compat.sharding_feature_names(inner)
+        self._sharding_order: Tuple[str, ...] = tuple(f for fs in shardings for f in fs)
+        n_pad = {
+            f: self._memcom[t].bucketed_hash().padded_num_embeddings for f, t in self._memcom_feature_table.items()
+        }
+        _compat.init_input_dists(inner, list(self._sharding_order), hash_sizes=n_pad)
+        self._sharding_has_memcom = [any(f in self._memcom_feature_table for f in fs) for fs in shardings]
+        self._post_params: Dict[Tuple[int, Tuple[str, ...]], torch.Tensor] = {}
+
+        if self._memcom:
+            self._init_entity_weights(module, plan)
+        # Output projections of narrowed tables: dense, replicated, trained through DDP like the MLPs.
+        projections = module.output_projections()
+        self._has_projections = projections is not None
+        if projections is not None:
+            self.projections = nn.ParameterDict()
+            for name, p in projections.items():
+                local = nn.Parameter(torch.empty(p.shape, device=device))
+                with torch.no_grad():
+                    if p.is_meta:
+                        nn.init.orthogonal_(local)
+                    else:
+                        local.copy_(p)
+                self.projections[name] = local
+        # A transform built on meta holds garbage after to_empty: give it the methods' initial state.
+        if from_meta:
+            for m in self._methods.values():
+                if m.transform_state_name is not None:
+                    m.reset_state(self)
+        self._register_state_dict_hook(self._state_dict_hook)
+        self._register_load_state_dict_pre_hook(self._load_state_dict_pre_hook, with_module=True)
+        self.register_load_state_dict_post_hook(lambda module, _: module.check_signatures_agree())
+
+    # -- construction --------------------------------------------------------------------------------------------------
+
+    def _check_plan(self, module: CompressedEmbeddingBagCollection, plan: Dict[str, ParameterSharding]) -> None:
+        owner = {}
+        for m in self._methods.values():
+            for c in m.physical_tables():
+                owner[c.name] = (m, c)
+        for name, ps in plan.items():
+            method, config = owner[name]
+            allowed = method.sharding_types(name)
+            if allowed is not None and ps.sharding_type not in allowed:
+                raise ValueError(
+                    f"{method.name} table '{name}': sharding type {ps.sharding_type} is not supported (supported: "
+                    f"{allowed}); constrain it, e.g. with torchrec_memcom.distributed.planner.default_constraints"
+                )
+            if config.embedding_dim % 4 != 0:
+                raise ValueError(
+                    f"{method.name} physical table '{name}' has dim {config.embedding_dim}: FBGEMM's sharded kernels "
+                    "need a multiple of 4 (LMA: chunk_size=1 is the unsharded reference path only)"
+                )
+            if method.uses_entity_weights and ps.sharding_type == ShardingType.ROW_WISE.value:
+                table = method.by_name[name]
+                assert isinstance(table, MEmComEmbeddingBagConfig)
+                check_row_wise_buckets(table, self._world_size)
+                m_rows = table.bucketed_hash().num_rows
+                shards = getattr(ps.sharding_spec, "shards", None) or []
+                expected = [
+                    (r * m_rows // self._world_size, m_rows // self._world_size) for r in range(self._world_size)
+                ]
+                got = [(s.shard_offsets[0], s.shard_sizes[0]) for s in shards]
+                if got and got != expected:
+                    raise ValueError(
+                        f"MEmCom table '{name}': the row-wise plan splits U as {got}, but co-location needs equal "
+                        f"blocks {expected}"
+                    )
+
+    def _init_entity_weights(
+        self, module: CompressedEmbeddingBagCollection, plan: Dict[str, ParameterSharding]
+    ) -> None:
+        self._w_owned: Dict[str, range] = {}
+        self._w_owners: Dict[str, List[int]] = {}
+        sizes = []
+        for name, table in self._memcom.items():
+            ps = plan[name]
+            n_pad = table.bucketed_hash().padded_num_embeddings
+            if ps.sharding_type == ShardingType.ROW_WISE.value:
+                block = n_pad // self._world_size
+                self._w_owners[name] = list(range(self._world_size))
+                owned = range(self._rank * block, (self._rank + 1) * block)
+            else:
+                assert ps.ranks is not None
+                self._w_owners[name] = list(ps.ranks)
+                owned = range(0, n_pad) if ps.ranks[0] == self._rank else range(0)
+            self._w_owned[name] = owned
+            sizes.append((name, len(owned)))
+        self._w_slices = table_slices(sizes)
+        total = sum(n for _, n in sizes)
+        self._ones_slot = total  # first of ONE_SLOTS constant-1 weights of the other features
+        self.entity_weights_local = nn.Parameter(torch.empty(total + ONE_SLOTS, device=self._device))
+        with torch.no_grad():
+            self.entity_weights_local[total:] = 1.0
+            for name, owned in self._w_owned.items():
+                local = self.entity_weights_local[self._w_slices[name]]
+                source = module.entity_weights[name]
+                if source.is_meta:
+                    local.fill_(self._memcom[name].entity_weight_init)
+                else:
+                    local.copy_(source[owned.start : owned.stop])
+        self._fused_optimizer = self._build_optimizer()
+        self.entity_weights_local._in_backward_optimizers = [self._fused_optimizer]  # keep DDP/dense optimizers off
+
+    def _build_optimizer(self) -> EntityWeightOptimizer:
+        settings = _compat.table_optimizer_settings(self._embedding_bag_collection)
+        rules, lrs, eps = {}, {}, 1e-8
+        for name, table in self._memcom.items():
+            if name not in settings:  # table-wise on another rank: no local weights to update
+                rules[name], lrs[name] = (table.entity_weight_optimizer or "sgd", 1.0), 0.0
+                continue
+            optim, lrs[name], eps = settings[name]
+            rules[name] = (rule_for(name, table.entity_weight_optimizer, optim), table.entity_weight_lr_scale)
+        params = {f"entity_weights.{name}": self._sharded_w(name, self.entity_weights_local) for name in self._memcom}
+        return EntityWeightOptimizer(
+            weight=self.entity_weights_local,
+            params=params,
+            table_slices=self._w_slices,
+            rules=rules,
+            lrs=lrs,
+            eps=eps,
+            grad_scale=1.0 / self._world_size,
+            make_sharded=lambda table, flat: self._sharded_w(table, flat),
+        )
+
+    def _sharded_w(self, table: str, flat: torch.Tensor) -> ShardedTensor:
+        """``table``'s slice of a flat local vector (weights or optimizer state) as a 1-D ShardedTensor."""
+        owned = self._w_owned[table]
+        local = flat.detach()[self._w_slices[table]] if len(owned) else None
+        n_pad = self._memcom[table].bucketed_hash().padded_num_embeddings
+        return _sharded_vector(local, n_pad, self._w_owners[table], self._pg, self._device.type)
+
+    def reset_parameters(self) -> None:
+        if self._has_projections:
+            for p in self.projections.values():
+                nn.init.orthogonal_(p)
+        if self._memcom:
+            with torch.no_grad():
+                for name, sl in self._w_slices.items():
+                    self.entity_weights_local[sl] = self._memcom[name].entity_weight_init
+                self.entity_weights_local[self._ones_slot :] = 1.0
+
+    # -- the EmbeddingBagCollection interface ------------------------------------------------------------------------
+
+    def embedding_bag_configs(self) -> List[Any]:
+        return self._embedding_bag_configs
+
+    def is_weighted(self) -> bool:
+        return self._is_weighted
+
+    def create_context(self) -> CompressedContext:
+        return CompressedContext()
+
+    @property
+    def unsharded_module_type(self) -> Type[CompressedEmbeddingBagCollection]:
+        return self._unsharded_type
+
+    # -- forward -------------------------------------------------------------------------------------------------------
+
+    def input_dist(self, ctx: CompressedContext, features: KeyedJaggedTensor) -> Awaitable[Awaitable[KJTList]]:
+        with torch.no_grad():
+            physical, ctx.divisors = self.id_transform(features, order=self._sharding_order)
+        return self._embedding_bag_collection.input_dist(ctx, physical)
+
+    def _post_dist(self, dist_input: KJTList) -> KJTList:
+        """MEmCom's rows and weights, and weight 1 for the other features when the lookup is weighted."""
+        if not self._weighted_lookup or self._is_weighted and not self._memcom:
+            return dist_input
+        out = []
+        for i, kjt in enumerate(dist_input):
+            if self._sharding_has_memcom[i]:
+                out.append(self._weighted_rows(i, kjt))
+            elif kjt.weights_or_none() is None:
+                out.append(_with(kjt, kjt.values(), torch.ones(kjt.values().shape, device=kjt.values().device)))
+            else:
+                out.append(kjt)
+        return KJTList(out)
+
+    def _params_for(self, sharding: int, keys: List[str]) -> torch.Tensor:
+        """``(F, 5)`` parameters (``ops.MEMCOM_PARAMS``) of the features a rank received in one sharding, in order."""
+        key = (sharding, tuple(keys))
+        if key not in self._post_params:
+            rows = []
+            for f in keys:
+                table = self._memcom_feature_table.get(f)
+                if table is None:
+                    rows.append([0, 0, self._ones_slot, 0, 0])
+                    continue
+                h = self._memcom[table].bucketed_hash()
+                owners = self._w_owners[table]
+                blocks = len(owners)
+                index = owners.index(self._rank) if blocks > 1 else 0
+                block = h.padded_num_embeddings // blocks * index
+                row_offset = h.num_rows // blocks * index
+                rows.append([block, row_offset, self._w_slices[table].start, h.ids_per_bucket, h.rows_per_bucket])
+            self._post_params[key] = torch.tensor(rows, dtype=torch.int64, device=self._device).reshape(-1, 5)
+        return self._post_params[key]
+
+    def _weighted_rows(self, sharding: int, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        """Local shared rows and per-sample weights ``w_local[j] (* x)`` of the ids this rank received."""
+        if len(kjt.keys()) == 0:  # table-wise: this rank holds none of the tables of this sharding
+            return kjt
+        with torch.no_grad():
+            rows, w_index = memcom_local_rows(kjt.values(), kjt.lengths(), self._params_for(sharding, kjt.keys()))
+        w = fused_entity_weight_lookup(w_index, self.entity_weights_local, self._fused_optimizer.update)
+        if self._is_weighted:
+            w = w * kjt.weights()
+        return _with(kjt, rows, w)
+
+    def compute(self, ctx: CompressedContext, dist_input: KJTList) -> List[torch.Tensor]:
+        return self._embedding_bag_collection.compute(ctx, self._post_dist(dist_input))
+
+    def _with_combine(
+        self, ctx: CompressedContext, awaitable: LazyAwaitable[KeyedTensor]
+    ) -> LazyAwaitable[KeyedTensor]:
+        projections = self.projections if self._has_projections else None
+        awaitable.callbacks.append(partial(self.id_transform.combine, divisors=ctx.divisors, projections=projections))
+        return awaitable
+
+    def output_dist(self, ctx: CompressedContext, output: List[torch.Tensor]) -> LazyAwaitable[KeyedTensor]:
+        return self._with_combine(ctx, self._embedding_bag_collection.output_dist(ctx, output))
+
+    def compute_and_output_dist(self, ctx: CompressedContext, input: KJTList) -> LazyAwaitable[KeyedTensor]:
+        inner = self._embedding_bag_collection
+        return self._with_combine(ctx, inner.compute_and_output_dist(ctx, self._post_dist(input)))
+
+    # -- optimizer and state ---------------------------------------------------------------------------------------
+
+    @property
+    def fused_optimizer(self) -> KeyedOptimizer:
+        inner = self._embedding_bag_collection.fused_optimizer
+        if not self._memcom:
+            return inner
+        return CombinedOptimizer([("_embedding_bag_collection", inner), self._fused_optimizer])
+
+    def sharded_parameter_names(self, prefix: str = "") -> Iterator[str]:
+        for fqn, _ in self.named_parameters():
+            if not fqn.startswith("projections."):  # data parallel: DDP syncs their gradients
+                yield append_prefix(prefix, fqn)
+        for fqn, _ in self.named_buffers():
+            yield append_prefix(prefix, fqn)
+
+    def get_extra_state(self) -> str:
+        return fingerprint_json(self.fingerprint())
+
+    def set_extra_state(self, state: Any) -> None:
+        check_fingerprint(state, self.fingerprint())
+
+    def fingerprint(self) -> Dict[str, Dict[str, Any]]:
+        return fingerprint_of(self._methods.values(), self._embedding_bag_configs)
+
+    def fit_signatures(
+        self, batches: Iterable[Batch], max_rows: Optional[int] = None, progress: bool = False
+    ) -> Dict[str, float]:
+        """Fits LMA signatures on every rank (each must read the same rows), then checks that the ranks agree."""
+        coverage: Dict[str, float] = {}
+        for m in self._methods.values():
+            coverage.update(m.fit(self, batches, max_rows, progress))
+        self.check_signatures_agree()
+        return coverage
+
+    def signature_coverage(self) -> Dict[str, float]:
+        return signature_coverage_of(self._methods.values(), self.id_transform)
+
+    @torch.no_grad()
+    def check_signatures_agree(self) -> None:
+        """Raises ``ValueError`` naming the LMA tables whose replicated signatures differ between ranks (collective)."""
+        sigs = getattr(self.id_transform, "signatures", None)
+        if sigs is None or self._world_size == 1:
+            return
+        names = [name for name, _ in sigs.named_buffers()]
+        sums = []
+        for _, buf in sigs.named_buffers():
+            x = buf.to(torch.int64).reshape(-1)
+            position = torch.arange(x.numel(), device=x.device, dtype=torch.int64) % 1_000_003 + 1
+            sums.append((x * position).sum())
+        local = torch.stack(sums) if sums else torch.zeros(0, dtype=torch.int64, device=self._device)
+        lo, hi = local.clone(), local.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN, group=self._pg)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX, group=self._pg)
+        bad = [n for n, a, b in zip(names, lo.tolist(), hi.tolist()) if a != b]
+        if bad:
+            raise ValueError(
+                f"LMA signatures of tables {bad} differ between ranks: every rank must fit them on the same rows "
+                "(or load the same checkpoint); the same id would get different embeddings on different ranks"
+            )
+
+    @staticmethod
+    def _state_dict_hook(
+        module: "ShardedCompressedEmbeddingBagCollection", destination: Dict[str, Any], prefix: str, _: Any
+    ) -> None:
+        destination.pop(prefix + "entity_weights_local", None)
+        for name in module._memcom:
+            destination[f"{prefix}entity_weights.{name}"] = module._sharded_w(name, module.entity_weights_local)
+
+    @staticmethod
+    def _load_state_dict_pre_hook(
+        module: "ShardedCompressedEmbeddingBagCollection",
+        state_dict: Dict[str, Any],
+        prefix: str,
+        local_metadata: Any,
+        strict: bool,
+        missing_keys: List[str],
+        unexpected_keys: List[str],
+        error_msgs: List[str],
+    ) -> None:
+        if not module._memcom:
+            return
+        with torch.no_grad():
+            for name, owned in module._w_owned.items():
+                key = f"{prefix}entity_weights.{name}"
+                if key not in state_dict:
+                    continue
+                src = state_dict[key]
+                local = module.entity_weights_local[module._w_slices[name]]
+                if isinstance(src, ShardedTensor):
+                    shards = src.local_shards()
+                    if len(owned) == 0:
+                        continue
+                    if len(shards) != 1 or shards[0].tensor.numel() != local.numel():
+                        raise ValueError(f"entity_weights.{name}: the checkpoint's local shard does not match")
+                    local.copy_(shards[0].tensor)
+                else:
+                    local.copy_(src[owned.start : owned.stop])
+        for name in module._memcom:
+            state_dict.pop(f"{prefix}entity_weights.{name}", None)
+        state_dict[prefix + "entity_weights_local"] = module.entity_weights_local.detach()
+
+
+def _with(kjt: KeyedJaggedTensor, values: torch.Tensor, weights: Optional[torch.Tensor]) -> KeyedJaggedTensor:
+    return KeyedJaggedTensor(
+        keys=kjt.keys(),
+        values=values,
+        lengths=kjt.lengths(),
+        weights=weights,
+        stride=kjt.stride(),
+        length_per_key=kjt.length_per_key_or_none(),
+        offset_per_key=kjt.offset_per_key_or_none(),
+    )
+
+
+class CompressedEmbeddingBagCollectionSharder(BaseEmbeddingSharder[CompressedEmbeddingBagCollection]):
+    """Shards a ``CompressedEmbeddingBagCollection`` (or one of its per-method subclasses, ``module_type``).
+
+    The planner sees the physical tables (``shardable_parameters``); MEmCom's weights and LMA's signatures are added
+    by ``torchrec_memcom.distributed.planner``. Every sharding type is offered (TorchRec lists the row-wise types for
+    cuda only; they run on gloo too); MEmCom tables support row-wise (``W | num_buckets``) and table-wise, which
+    ``planner.default_constraints`` states for the planner.
+
+    Args:
+        module_type (Type[CompressedEmbeddingBagCollection]): the exact collection type (DMP looks sharders up by it).
+        ebc_sharder (Optional[EmbeddingBagCollectionSharder]): shards the physical tables (default: a new one with
+            ``fused_params``).
+        fused_params (Optional[Dict[str, Any]]): TBE kwargs (optimizer, learning_rate, ...).
+        qcomm_codecs_registry (Optional[Dict[str, QuantizedCommCodecs]]): quantized comms.
+    """
+
+    def __init__(
+        self,
+        module_type: Type[CompressedEmbeddingBagCollection] = CompressedEmbeddingBagCollection,
+        ebc_sharder: Optional[EmbeddingBagCollectionSharder] = None,
+        fused_params: Optional[Dict[str, Any]] = None,
+        qcomm_codecs_registry: Optional[Dict[str, QuantizedCommCodecs]] = None,
+    ) -> None:
+        super().__init__(fused_params=fused_params, qcomm_codecs_registry=qcomm_codecs_registry)
+        self._module_type = module_type
+        self._ebc_sharder: EmbeddingBagCollectionSharder = ebc_sharder or EmbeddingBagCollectionSharder(
+            fused_params=fused_params, qcomm_codecs_registry=self.qcomm_codecs_registry
+        )
+
+    def shard(
+        self,
+        module: CompressedEmbeddingBagCollection,
+        params: Dict[str, ParameterSharding],
+        env: ShardingEnv,
+        device: Optional[torch.device] = None,
+        module_fqn: Optional[str] = None,
+    ) -> ShardedCompressedEmbeddingBagCollection:
+        return ShardedCompressedEmbeddingBagCollection(
+            module, params, self._ebc_sharder, env, device or torch.device("cpu"), module_fqn
+        )
+
+    @property
+    def fused_params(self) -> Optional[Dict[str, Any]]:
+        return self._ebc_sharder.fused_params
+
+    def shardable_parameters(self, module: CompressedEmbeddingBagCollection) -> Dict[str, nn.Parameter]:
+        return self._ebc_sharder.shardable_parameters(module._embedding_bag_collection)
+
+    def sharding_types(self, compute_device_type: str) -> List[str]:
+        return list(ALL_SHARDING_TYPES)
+
+    @property
+    def module_type(self) -> Type[CompressedEmbeddingBagCollection]:
+        return self._module_type

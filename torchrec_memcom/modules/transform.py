@@ -1,0 +1,436 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""The id transform of a whole collection: logical KJT -> physical KJT, and physical pooled -> logical pooled.
+
+``IdTransform.forward`` checks the input KJT and maps it, for every table and feature at once, to the KJT of the
+physical tables (``ops.transform_segments``: one fused kernel on CUDA); ``combine`` turns the physical tables' pooled
+output back into the logical features. It holds no trainable state, so a sharded collection runs it on the
+data-parallel side, before its input dist and after its output dist.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+from torchrec_memcom.modules.method import Combine, Segment, TableMethod
+from torchrec_memcom.ops import NUM_OP_PARAMS, IdOp, transform_segments
+
+__all__ = ["IdTransform", "InputCheck"]
+
+_ID_DTYPES = (torch.int32, torch.int64)
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
+
+
+class InputCheck:
+    """Raises ``ValueError`` for ids outside ``[0, n)`` or negative lengths, without stalling the GPU.
+
+    On CPU the check is immediate. On CUDA the statistics of a batch (per feature id min / max, the smallest length,
+    all computed by the transform kernel) are copied to pinned host memory asynchronously and inspected at the next
+    call (or ``flush()``), so a bad batch raises one step later, never silently; a ``bool(tensor)`` per step would
+    serialise the host with the device.
+    """
+
+    def __init__(self) -> None:
+        self._pending: Optional[Tuple[torch.Tensor, torch.cuda.Event, List[Tuple[str, str, int]]]] = None
+        self._events: List[torch.cuda.Event] = []
+
+    def __call__(self, stats: torch.Tensor, features: List[Tuple[str, str, int]]) -> None:
+        """``stats``: ``(F + 1, 2)``: the id (min, max) of each feature, then (smallest length, unused);
+        ``features``: (feature, table, num_embeddings) per row."""
+        if not stats.is_cuda:
+            self._raise_if_bad(stats.reshape(-1).tolist(), features, False)
+            return
+        self.flush()
+        host = torch.empty(stats.shape, dtype=torch.int64, pin_memory=True)
+        host.copy_(stats, non_blocking=True)
+        if len(self._events) < 2:
+            self._events.append(torch.cuda.Event())
+        event = self._events.pop(0)
+        event.record()
+        self._events.append(event)
+        self._pending = (host.reshape(-1), event, features)
+
+    def flush(self) -> None:
+        """Raises for the previous CUDA batch if it was bad."""
+        if self._pending is None:
+            return
+        host, event, features = self._pending
+        self._pending = None
+        event.synchronize()
+        self._raise_if_bad(host.tolist(), features, True)
+
+    @staticmethod
+    def _raise_if_bad(values: List[int], features: List[Tuple[str, str, int]], deferred: bool) -> None:
+        when = " (in the previous batch: on CUDA inputs are checked asynchronously)" if deferred else ""
+        if values[-2] < 0:
+            raise ValueError(f"KJT lengths must be >= 0, got {values[-2]}{when}")
+        for i, (feature, table, n) in enumerate(features):
+            lo, hi = values[2 * i], values[2 * i + 1]
+            if lo > hi:  # no ids
+                continue
+            if lo < 0 or hi >= n:
+                raise ValueError(
+                    f"table '{table}', feature '{feature}': ids must lie in [0, {n}), got values in [{lo}, {hi}]{when}"
+                )
+
+
+@dataclass
+class _InputPlan:
+    """For one input key order and output order: where each logical feature is in the input, which input feature
+    feeds each output segment (``None``: the identity), the rows of MEAN features, and a fresh-stats template."""
+
+    position: List[int]
+    sources: Optional[torch.Tensor]
+    mean_rows: torch.Tensor
+    stats: torch.Tensor
+
+
+@dataclass
+class _Order:
+    """A physical output order of the segments (the physical EBC's feature order, or a sharding's)."""
+
+    segments: List[int]  # segment indices, in output order
+    keys: List[str]
+    static_host: List[List[int]]
+    sources: List[int]  # logical feature of each output segment
+    # logical feature -> per CUSTOM segment (in segments() order): (its column in custom_ids(), output positions)
+    custom: Dict[int, List[Tuple[int, List[int]]]]
+
+
+class IdTransform(nn.Module):
+    """Maps KJTs of logical ids to KJTs of the physical tables, and their pooled output back (see module docstring).
+
+    Args:
+        feature_tables (Sequence[Tuple[str, EmbeddingBagConfig]]): (logical feature, table), in output order.
+        methods (Dict[str, TableMethod]): the method of each logical table, by table name.
+        segments (Sequence[Segment]): every physical feature, logical features in order.
+        combines (Sequence[Combine]): per logical feature, in order.
+        is_weighted (bool): input KJTs carry per-id weights.
+        out_weighted (bool): the physical KJT carries weights (input weights, or 1 where a segment carries none).
+        physical_order (Sequence[str]): physical feature names in the physical EBC's order (the default output).
+    """
+
+    def __init__(
+        self,
+        feature_tables: Sequence[Tuple[str, EmbeddingBagConfig]],
+        methods: Dict[str, TableMethod],
+        segments: Sequence[Segment],
+        combines: Sequence[Combine],
+        is_weighted: bool,
+        out_weighted: bool,
+        physical_order: Sequence[str],
+    ) -> None:
+        super().__init__()
+        self._feature_tables = list(feature_tables)
+        self._features = [f for f, _ in self._feature_tables]
+        self._feature_index = {f: i for i, f in enumerate(self._features)}
+        self._methods = methods
+        self._segments = list(segments)
+        self._combines = list(combines)
+        self._is_weighted = is_weighted
+        self.out_weighted = out_weighted
+        self._check_meta = [(f, t.name, t.num_embeddings) for f, t in self._feature_tables]
+        self.input_check = InputCheck()
+        self._mean_features = [self._feature_index[c.feature] for c in self._combines if c.mean]
+        checked = set()
+        self._static_rows: List[List[int]] = []
+        for seg in self._segments:
+            f = self._feature_index[seg.feature]
+            params = list(seg.params) + [0] * (NUM_OP_PARAMS - len(seg.params))
+            check = int(f not in checked)
+            checked.add(f)
+            n = self._feature_tables[f][1].num_embeddings
+            self._static_rows.append([f, int(seg.op), check, int(seg.carry_weight), n, *params])
+        self._orders: Dict[Tuple[str, ...], _Order] = {}
+        self._device_cache: Dict[Tuple[Tuple[str, ...], torch.device], torch.Tensor] = {}
+        self._input_plans: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], torch.device], _InputPlan] = {}
+        self._combine_plans: Dict[Tuple[str, ...], _CombinePlan] = {}
+        self.default_order = tuple(physical_order)
+        self._order(self.default_order)  # validates the order
+
+    # -- layout ----------------------------------------------------------------------------------------------------
+
+    def feature_names(self) -> List[str]:
+        """Logical output keys, in order."""
+        return list(self._features)
+
+    def physical_feature_names(self) -> List[str]:
+        return [s.name for s in self._segments]
+
+    def segments(self) -> List[Segment]:
+        return list(self._segments)
+
+    def _order(self, keys: Tuple[str, ...]) -> _Order:
+        if keys not in self._orders:
+            index = {s.name: i for i, s in enumerate(self._segments)}
+            # Column-wise shardings list a feature once per column shard: a segment may repeat, none may be missing.
+            if set(keys) != set(index) or len(keys) < len(index):
+                raise ValueError(f"physical order {list(keys)} does not list the segments {sorted(index)}")
+            segs = [index[k] for k in keys]
+            custom: Dict[int, List[Tuple[int, List[int]]]] = {}
+            for s in self._segments:  # segments() order within a feature
+                if s.op == IdOp.CUSTOM:
+                    at = [pos for pos, k in enumerate(keys) if k == s.name]
+                    custom.setdefault(self._feature_index[s.feature], []).append(
+                        (len(custom.get(self._feature_index[s.feature], [])), at)
+                    )
+            self._orders[keys] = _Order(
+                segments=segs,
+                keys=list(keys),
+                static_host=[self._static_rows[i] for i in segs],
+                sources=[self._static_rows[i][0] for i in segs],
+                custom=custom,
+            )
+        return self._orders[keys]
+
+    def _device_tensors(self, keys: Tuple[str, ...], device: torch.device) -> torch.Tensor:
+        """The static segment table of an order, on ``device`` (cached)."""
+        key = (keys, device)
+        if key not in self._device_cache:
+            static = torch.tensor(self._order(keys).static_host, dtype=torch.int64).reshape(-1, 5 + NUM_OP_PARAMS)
+            self._device_cache[key] = static.to(device)
+        return self._device_cache[key]
+
+    def _input_plan(self, input_keys: Tuple[str, ...], order: Tuple[str, ...], device: torch.device) -> "_InputPlan":
+        """Where each logical feature sits in an input KJT of ``input_keys``, for an output ``order`` (cached)."""
+        key = (input_keys, order, device)
+        plan = self._input_plans.get(key)
+        if plan is None:
+            index = {k: i for i, k in enumerate(input_keys)}
+            position = [index[f] for f in self._features]
+            sources = [position[f] for f in self._order(order).sources]
+            identity = sources == list(range(len(input_keys)))
+            plan = _InputPlan(
+                position=position,
+                sources=None if identity else torch.tensor(sources, dtype=torch.int64, device=device),
+                mean_rows=torch.tensor([position[f] for f in self._mean_features], dtype=torch.int64, device=device),
+                stats=torch.tensor([[_INT64_MAX, _INT64_MIN]] * (len(self._features) + 1), device=device),
+            )
+            self._input_plans[key] = plan
+        return plan
+
+    # -- input -----------------------------------------------------------------------------------------------------
+
+    def check(self, features: KeyedJaggedTensor) -> None:
+        """Checks the structure of ``features`` (no host read of device data).
+
+        Extra keys are ignored, as in ``EmbeddingBagCollection``; missing features, non-integer ids, lengths that do
+        not add up to the values, weights of the wrong size or dtype, missing weights of a weighted module and
+        variable batch sizes raise ``ValueError`` (ids out of range and negative lengths: see ``InputCheck``).
+        """
+        keys = features.keys()
+        if keys != self._features:
+            present = set(keys)
+            for feature, table in self._feature_tables:
+                if feature not in present:
+                    raise ValueError(
+                        f"feature '{feature}' of table '{table.name}' is missing from the input KJT (keys: {keys})"
+                    )
+        if features.variable_stride_per_key():
+            raise ValueError("variable batch sizes per feature (variable_stride_per_key) are not supported")
+        values = features.values()
+        if values.dtype not in _ID_DTYPES:
+            raise ValueError(f"KJT values must be int32 or int64 ids, got {values.dtype} (features {keys})")
+        if features.lengths().is_floating_point():
+            raise ValueError(f"KJT lengths must be integers, got {features.lengths().dtype}")
+        if features.lengths().numel() != len(keys) * features.stride():
+            raise ValueError(
+                f"KJT has {features.lengths().numel()} lengths for {len(keys)} features x stride {features.stride()}"
+            )
+        weights = features.weights_or_none()
+        if self._is_weighted and weights is None:
+            raise ValueError("the module is weighted (is_weighted=True) but the input KJT has no weights")
+        if weights is not None:
+            if weights.numel() != values.numel():
+                raise ValueError(
+                    f"KJT has {weights.numel()} weights for {values.numel()} values (features {keys}); "
+                    "lengths, values and weights must agree"
+                )
+            if self._is_weighted and weights.dtype != torch.float32:
+                raise ValueError(f"KJT weights must be float32 (FBGEMM's per-sample weights), got {weights.dtype}")
+
+    @staticmethod
+    def _lengths_per_key(features: KeyedJaggedTensor) -> List[int]:
+        """``length_per_key`` (a host read), checked to add up to the values."""
+        lengths_per_key = features.length_per_key()
+        total, values = sum(lengths_per_key), features.values()
+        if total != values.numel():
+            raise ValueError(
+                f"KJT lengths add up to {total} ids but it holds {values.numel()} values (features {features.keys()}); "
+                "lengths, values and weights must agree"
+            )
+        return lengths_per_key
+
+    def forward(
+        self, features: KeyedJaggedTensor, order: Optional[Tuple[str, ...]] = None
+    ) -> Tuple[KeyedJaggedTensor, torch.Tensor]:
+        """Checks ``features``; returns (KJT of the physical features in ``order``, ``(B, F_mean)`` bag sizes of the
+        features that are MEAN-pooled when combining).
+
+        The input is read where it lies (no permute of the KJT): each segment's ids are taken at its feature's offset.
+
+        Args:
+            features (KeyedJaggedTensor): logical ids (extra keys are ignored).
+            order (Optional[Tuple[str, ...]]): physical feature order (default: the physical EBC's).
+        """
+        self.check(features)
+        order = order or self.default_order
+        ids = features.values()
+        device = ids.device
+        plan = self._order(order)
+        inputs = self._input_plan(tuple(features.keys()), order, device)
+        lengths_per_key = self._lengths_per_key(features)
+        in_starts = _exclusive_cumsum(lengths_per_key)
+        dynamic: List[Tuple[int, int, int]] = []
+        out_lengths: List[int] = []
+        offset = 0
+        for f in plan.sources:
+            i = inputs.position[f]
+            n = lengths_per_key[i]
+            dynamic.append((in_starts[i], offset, n))
+            out_lengths.append(n)
+            offset += n
+        weights = features.weights_or_none() if self._is_weighted else None
+        lengths = features.lengths()
+        stats = inputs.stats.clone()
+        if lengths.numel():
+            stats[-1, 0].copy_(lengths.min())
+        values, out_weights = transform_segments(
+            ids,
+            weights,
+            self._device_tensors(order, device),
+            plan.static_host,
+            dynamic,
+            stats,
+            offset,
+            self.out_weighted,
+        )
+        self.input_check(stats, self._check_meta)  # before CUSTOM segments read per-id state
+        for f, positions in plan.custom.items():
+            i = inputs.position[f]
+            start, n = in_starts[i], lengths_per_key[i]
+            if n == 0:
+                continue
+            feature, table = self._feature_tables[f]
+            at = [pos for _, (pos,) in positions] if all(len(a) == 1 for _, a in positions) else None
+            block = None
+            if at is not None and at == list(range(at[0], at[0] + len(at))):  # adjacent segments: write in place
+                o = dynamic[at[0]][1]
+                block = values[o : o + len(at) * n].view(len(at), n).t()
+            method = self._methods[table.name]
+            custom = method.custom_ids(self, feature, ids[start : start + n].to(torch.int64), out=block)
+            if block is None:
+                for k, where in positions:
+                    for pos in where:
+                        values[dynamic[pos][1] : dynamic[pos][1] + n] = custom[:, k]
+        stride = features.stride()
+        by_feature = lengths.view(-1, stride)
+        physical_lengths = lengths if inputs.sources is None else by_feature.index_select(0, inputs.sources).reshape(-1)
+        divisors = self._mean_divisors(by_feature, inputs.mean_rows)
+        out = KeyedJaggedTensor(
+            keys=plan.keys,
+            values=values,
+            lengths=physical_lengths,
+            weights=out_weights,
+            stride=stride,
+            length_per_key=out_lengths,
+            offset_per_key=_exclusive_cumsum(out_lengths) + [offset],
+        )
+        return out, divisors
+
+    def _mean_divisors(self, lengths_by_feature: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        if not self._mean_features:
+            return lengths_by_feature.new_zeros((lengths_by_feature.shape[1], 0), dtype=torch.float32)
+        return lengths_by_feature.index_select(0, rows).t().clamp(min=1).to(torch.float32)
+
+    # -- output ----------------------------------------------------------------------------------------------------
+
+    def combine(
+        self, pooled: KeyedTensor, divisors: torch.Tensor, projections: Optional[Mapping[str, torch.Tensor]] = None
+    ) -> KeyedTensor:
+        """Turns the physical tables' pooled output (any key order) into the logical features' embeddings
+        (``projections``: the ``base_dim x d`` output projection of each narrowed table, by table name)."""
+        keys = tuple(pooled.keys())
+        plan = self._combine_plans.get(keys)
+        if plan is None:
+            plan = _CombinePlan(self._combines, pooled, self._mean_features, self._feature_tables)
+            self._combine_plans[keys] = plan
+        return plan(pooled, divisors, projections)
+
+
+class _CombinePlan:
+    """Column arithmetic of ``IdTransform.combine`` for one physical key order (built once per order).
+
+    Cheapest first: the physical columns already are the logical ones (relabel the KeyedTensor); only whole features
+    move (one column gather); else the values are split once per physical feature (one ``SplitBackward`` in autograd,
+    which stays cheap where per-slice views would each send back a zero-filled gradient) and each logical feature is
+    formed from its parts (QR products, LMA concatenation, MEAN division, output projection), then concatenated.
+    """
+
+    def __init__(
+        self,
+        combines: List[Combine],
+        pooled: KeyedTensor,
+        mean_features: List[int],
+        feature_tables: List[Tuple[str, EmbeddingBagConfig]],
+    ) -> None:
+        features = [f for f, _ in feature_tables]
+        self.split_sizes = list(pooled.length_per_key())
+        offsets = _exclusive_cumsum(self.split_sizes)
+        index = {k: i for i, k in enumerate(pooled.keys())}
+        mean_column = {features[f]: j for j, f in enumerate(mean_features)}
+        self.keys = [c.feature for c in combines]
+        self.dims = [table.embedding_dim for _, table in feature_tables]
+        self.steps: List[Tuple[str, List[int], Optional[int], Optional[str]]] = []
+        gather: List[int] = []
+        for c in combines:
+            parts = [index[p] for p in c.parts]
+            self.steps.append((c.kind, parts, mean_column.get(c.feature) if c.mean else None, c.project))
+            if c.kind != "product":
+                gather += [offsets[p] + i for p in parts for i in range(self.split_sizes[p])]
+        self.simple = all(kind != "product" and m is None and pr is None for kind, _, m, pr in self.steps)
+        self.identity = self.simple and gather == list(range(sum(self.split_sizes)))
+        self._gather = torch.tensor(gather, dtype=torch.int64)
+        self._gather_on: Dict[torch.device, torch.Tensor] = {}
+
+    def __call__(
+        self, pooled: KeyedTensor, divisors: torch.Tensor, projections: Optional[Mapping[str, torch.Tensor]]
+    ) -> KeyedTensor:
+        values = pooled.values()
+        if self.identity:
+            return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values)
+        if self.simple:
+            idx = self._gather_on.get(values.device)
+            if idx is None:
+                idx = self._gather_on[values.device] = self._gather.to(values.device)
+            return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values.index_select(1, idx))
+        pieces = values.split(self.split_sizes, dim=1)
+        out: List[torch.Tensor] = []
+        for kind, parts, mean, project in self.steps:
+            if kind == "product":
+                emb = pieces[parts[0]]
+                for p in parts[1:]:
+                    emb = emb * pieces[p]
+                if mean is not None:  # each side is a mean: divide by the bag size once per side
+                    emb = emb / divisors[:, mean : mean + 1].pow(len(parts))
+            else:
+                emb = pieces[parts[0]] if len(parts) == 1 else torch.cat([pieces[p] for p in parts], dim=1)
+                if mean is not None:
+                    emb = emb / divisors[:, mean : mean + 1]
+            if project is not None:
+                assert projections is not None, f"table '{project}' needs its output projection"
+                emb = emb @ projections[project]
+            out.append(emb)
+        return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=torch.cat(out, dim=1))
+
+
+def _exclusive_cumsum(xs: Sequence[int]) -> List[int]:
+    out, acc = [], 0
+    for x in xs:
+        out.append(acc)
+        acc += x
+    return out
