@@ -36,4 +36,5 @@ def test_snippet_runs(tmp_path: Path, line: int, code: str) -> None:
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"README.md:{line}: the snippet failed\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
     for expected in re.findall(r"# -> (.+)$", code, re.M):
-        assert expected.strip() in r.stdout, f"README.md:{line}: expected {expected.strip()!r} in the output\n{r.stdout}"
+        want = expected.strip()
+        assert want in r.stdout, f"README.md:{line}: expected {want!r} in the output\n{r.stdout}"
