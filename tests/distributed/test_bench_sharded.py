@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, Tuple
@@ -77,10 +76,7 @@ def _load_script() -> ModuleType:
 
 
 def test_tiny_layout_single_process_cpu(tmp_path: Path) -> None:
-    start = time.perf_counter()
     payload = _run(tmp_path, "--device", "cpu")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"took {elapsed:.0f} s"
     _check_results(payload)
     env = payload["environment"]
     assert env["world_size"] == 1 and env["device"] == "cpu" and env["backend"] == "gloo"
