@@ -21,7 +21,7 @@ from torchrec.datasets.utils import Batch
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.types import ShardingEnv
-from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -135,16 +135,21 @@ def build_tables(
     table_sizes: Mapping[str, int],
     embedding_dim: int,
     specs: Mapping[str, Mapping[str, Any]],
+    poolings: Optional[Mapping[str, PoolingType]] = None,
 ) -> List[EmbeddingBagConfig]:
     """One table ``t_<feature>`` per feature, of the type its spec names (``specs[feature]``, else
-    ``specs["_default"]``, else stock); ``tables.table_config`` maps specs to configs.
+    ``specs["_default"]``, else stock); ``tables.table_config`` maps specs to configs. ``poolings`` gives a
+    feature's pooling when its spec names none (default SUM).
 
     Raises:
         ValueError: naming the table when a spec does not fit the feature's real size.
     """
     default = specs.get("_default")
+    poolings = poolings or {}
     return [
-        table_config(f"t_{f}", [f], table_sizes[f], embedding_dim, specs.get(f, default))
+        table_config(
+            f"t_{f}", [f], table_sizes[f], embedding_dim, specs.get(f, default), poolings.get(f, PoolingType.SUM)
+        )
         for f in features  # one place decides the table type: tables.table_config
     ]
 
