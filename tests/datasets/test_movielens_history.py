@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.datasets.test_movielens import needs_ml1m
 from torchrec_memcom.datasets import HISTORY_FEATURE, MovieLens1M, MovieLensRanking, load_movielens_1m
 from torchrec_memcom.datasets.movielens import USER_FEATURES
-
-from tests.datasets.test_movielens import needs_ml1m
 
 # (user, movie, timestamp); user 0 has a time tie at 5 (movie 3 before movie 4 by id).
 _RATINGS: List[Tuple[int, int, int]] = [

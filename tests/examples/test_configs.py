@@ -135,8 +135,9 @@ def test_duplicate_keys_are_refused_with_their_lines(tmp_path: Path) -> None:
 
 def test_preset_names_and_paths(tmp_path: Path) -> None:
     assert "ml1m_memcom" in preset_names("dlrm") and "synthetic_criteo_lma" in preset_names("dlrm")
+    plain = [f"ml1m_{m}" for m in ("hash", "lma", "memcom", "qr", "stock")]
     history = [f"ml1m_history_{m}" for m in ("hash", "lma", "memcom", "memcom_all", "stock")]
-    assert preset_names("two_tower") == sorted([f"ml1m_{m}" for m in ("hash", "lma", "memcom", "qr", "stock")] + history)
+    assert preset_names("two_tower") == sorted(plain + history)
     assert load_recipe_config("ml1m_memcom", recipe="two_tower").recipe == "two_tower"
     with pytest.raises(ConfigError, match=r"--config 'ml1m_memcm': no such file; dlrm presets: criteo_hash, "):
         load_recipe_config("ml1m_memcm", recipe="dlrm")
