@@ -5,6 +5,7 @@ them. Checkpoints are in ``torchrec_memcom.recipes.checkpoint``, the shared trai
 ``torchrec_memcom.recipes.runner``.
 """
 
+import ctypes
 import json
 import logging
 import math
@@ -41,6 +42,7 @@ __all__ = [
     "fused_params",
     "init_distributed",
     "pad_batch",
+    "pin_malloc_mmap_threshold",
     "shard_model",
     "sharding_constraints",
     "write_json",
@@ -109,6 +111,7 @@ def init_distributed(timeout_s: int = 600) -> DistContext:
         device, backend = torch.device("cuda", local_rank), "nccl"
     else:
         device, backend = torch.device("cpu"), "gloo"
+        pin_malloc_mmap_threshold()
     if not dist.is_initialized():
         timeout = timedelta(seconds=timeout_s)
         store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=timeout))
@@ -125,6 +128,26 @@ def init_distributed(timeout_s: int = 600) -> DistContext:
             device_id=device if device.type == "cuda" else None,
         )
     return DistContext(rank, world_size, local_rank, device, backend)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def pin_malloc_mmap_threshold(threshold: int = 1 << 20) -> bool:
+    """Fixes glibc's mmap threshold at ``threshold`` bytes, so every CPU tensor at least that large is mmapped and
+    handed back to the OS when freed. Returns ``False`` (doing nothing) without glibc.
+
+    By default glibc raises the threshold after each large free, up to 32 MiB: the large tensors of a training step
+    (a two-tower's ``B x B`` logits are 16 MiB at ``B = 2048``) then come from the heap, the small tensors a training
+    loop keeps (each step's detached loss) land in their freed space, and the heap never closes again: the process
+    grew by about 16 MiB per step, 22 GB after 1.3 epochs of the ML-1M two-tower on CPU. A fixed threshold turns
+    the dynamic adjustment off (``mallopt(3)``).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):  # no glibc (macOS, musl without mallopt)
+        return False
 
 
 # --- tables, sharding, optimizers ----------------------------------------------------------------------------------
