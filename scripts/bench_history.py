@@ -5,7 +5,8 @@
 Each run is two calls of the shipped recipe (``python -m torchrec_memcom.recipes.two_tower``), exactly as a user
 would make them:
 
-1. train ``--epochs`` epochs, evaluating the VALIDATION split and saving a checkpoint every ``--eval-every`` steps;
+1. train at most ``--epochs`` epochs, evaluating the VALIDATION split and saving a checkpoint every ``--eval-every``
+   steps; stop (early stopping) once ``--patience`` evaluations in a row did not beat the best one;
 2. pick the checkpoint with the best validation nDCG@10 (the first one on ties) and evaluate the TEST split from
    it (``--resume`` with ``train.max_steps`` = that step: no training step runs, only the final evaluation).
 
@@ -25,17 +26,21 @@ Usage::
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = [sys.executable, "-m", "torchrec_memcom.recipes.two_tower"]
 METRIC = "ndcg@10"
+_VAL = re.compile(r"\[two_tower\] step (\d+) val: nDCG@10 ([0-9.]+) Recall@10 ([0-9.]+)")
+_TOTAL = re.compile(r"\d+/(\d+) \[")  # the progress bar's total steps
 
 
 def _cpu_seconds() -> float:
@@ -53,8 +58,39 @@ def _call(cmd: List[str], log: Path) -> float:
     return _cpu_seconds() - before
 
 
-def run_one(name: str, config: str, overrides: Sequence[str], seed: int, epochs: int, every: int, out: Path) -> Dict:
-    """Trains one seed with periodic validation and checkpoints, then evaluates TEST at the best validation step."""
+def _train(cmd: List[str], log: Path, patience: int) -> Tuple[List[Tuple[int, float, float]], int, float, bool]:
+    """Runs the training ``cmd``, reading its validation lines; stops it (SIGTERM: the checkpoints so far are
+    committed) once ``patience`` evaluations in a row did not beat the best nDCG@10. Returns the curve
+    ``[(step, ndcg, recall)]``, the total steps it was asked to run, its CPU seconds and whether it was stopped."""
+    before = _cpu_seconds()
+    curve: List[Tuple[int, float, float]] = []
+    total, stopped = 0, False
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            f.write(line)
+            if not total and (m := _TOTAL.search(line)):
+                total = int(m.group(1))
+            if m := _VAL.search(line):
+                curve.append((int(m.group(1)), float(m.group(2)), float(m.group(3))))
+                best = max(range(len(curve)), key=lambda i: (curve[i][1], -i))
+                if len(curve) - 1 - best >= patience:
+                    stopped = True
+                    f.write(f"bench_history: no better val nDCG@10 in {patience} evaluations: stopping\n")
+                    proc.terminate()
+                    break
+        proc.wait()
+    if proc.returncode and not stopped:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
+    return curve, total, _cpu_seconds() - before, stopped
+
+
+def run_one(
+    name: str, config: str, overrides: Sequence[str], seed: int, epochs: int, every: int, patience: int, out: Path
+) -> Dict[str, Any]:
+    """Trains one seed with periodic validation and checkpoints (early stopping after ``patience`` evaluations
+    without a better one), then evaluates TEST at the best validation step."""
     d = out / name / f"seed_{seed}"
     if d.exists():
         shutil.rmtree(d)
@@ -73,10 +109,12 @@ def run_one(name: str, config: str, overrides: Sequence[str], seed: int, epochs:
         f"output.dir={d / 'train'}",
         f"output.run_name={name}",
     ]
-    train_cpu = _call(train_cmd, d / "train.log")
-    trained = json.loads((d / "train" / "results.json").read_text())
-    curve = [(int(e["step"]), float(e[METRIC])) for e in trained["evals"] if e["split"] == "val"]
-    best_step, best_val = max(curve, key=lambda sv: (sv[1], -sv[0]))
+    start = time.perf_counter()
+    curve, total, train_cpu, stopped = _train(train_cmd, d / "train.log", patience)
+    train_wall = time.perf_counter() - start
+    if not curve:
+        raise RuntimeError(f"no validation result in {d / 'train.log'}")
+    best_step, best_ndcg, best_recall = max(curve, key=lambda c: (c[1], -c[0]))
     (d / "best").mkdir()
     os.replace(d / "ckpt" / f"step_{best_step}", d / "best" / f"step_{best_step}")
     shutil.rmtree(d / "ckpt")
@@ -101,16 +139,17 @@ def run_one(name: str, config: str, overrides: Sequence[str], seed: int, epochs:
         "config": config,
         "overrides": list(overrides),
         "seed": seed,
-        "epochs": epochs,
-        "steps_per_epoch_hint": trained["train"]["steps"] // epochs,
+        "max_epochs": epochs,
+        "steps_per_epoch": total // epochs,
+        "stopped_early": stopped,
         "val_curve": curve,
         "best_step": best_step,
-        "best_val": {k: v for k, v in next(e for e in trained["evals"] if e["step"] == best_step).items()},
+        "best_val": {METRIC: best_ndcg, "recall@10": best_recall},
         "test": tested["final"],
-        "embedding_bytes": trained["embedding_bytes"],
-        "stock_embedding_bytes": trained["stock_embedding_bytes"],
-        "memory": trained["memory"],
-        "train_seconds": trained["train"]["seconds"],
+        "embedding_bytes": tested["embedding_bytes"],
+        "stock_embedding_bytes": tested["stock_embedding_bytes"],
+        "memory": tested["memory"],
+        "train_wall_seconds": train_wall,
         "cpu_seconds": {"train": train_cpu, "test": test_cpu},
         "commands": [train_cmd[1:], test_cmd[1:]],
     }
@@ -134,7 +173,7 @@ def table(out: Path) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, rs in runs.items():
-        per_epoch = rs[0]["steps_per_epoch_hint"]
+        per_epoch = rs[0]["steps_per_epoch"]
         seeds = ",".join(str(r["seed"]) for r in rs)
         at = ", ".join(f"{r['best_step'] / per_epoch:g}" for r in rs)
         cpu = statistics.mean(sum(r["cpu_seconds"].values()) for r in rs)
@@ -158,7 +197,8 @@ def main() -> None:
     p.add_argument("--config", help="two-tower preset or YAML")
     p.add_argument("--set", nargs="*", default=[], help="recipe overrides, key.sub=value")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=4, help="longest training (early stopping picks the step)")
+    p.add_argument("--epochs", type=int, default=10, help="longest training (early stopping picks the step)")
+    p.add_argument("--patience", type=int, default=2, help="stop after this many evaluations without a better one")
     p.add_argument("--eval-every", type=int, default=241, help="steps between val evaluations (241: half an epoch)")
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "history")
     p.add_argument("--table", action="store_true", help="print the markdown table of the finished runs and exit")
@@ -169,7 +209,7 @@ def main() -> None:
     if not a.name or not a.config:
         p.error("--name and --config are required (or --table)")
     for seed in a.seeds:
-        r = run_one(a.name, a.config, a.set, seed, a.epochs, a.eval_every, a.out)
+        r = run_one(a.name, a.config, a.set, seed, a.epochs, a.eval_every, a.patience, a.out)
         test, cpu = r["test"], sum(r["cpu_seconds"].values())
         print(
             f"{a.name} seed {seed}: best val {r['best_val'][METRIC]:.4f} at step {r['best_step']}, test nDCG@10 "
