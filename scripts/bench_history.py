@@ -66,10 +66,12 @@ def _train(cmd: List[str], log: Path, patience: int) -> Tuple[List[Tuple[int, fl
     curve: List[Tuple[int, float, float]] = []
     total, stopped = 0, False
     with log.open("w") as f:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
         for line in proc.stdout:
             f.write(line)
+            f.flush()
             if not total and (m := _TOTAL.search(line)):
                 total = int(m.group(1))
             if m := _VAL.search(line):
