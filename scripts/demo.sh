@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The project's demo: DLRM on MovieLens-1M CTR (real data) with stock tables, MEmCom 16x and LMA 16x on the large
-# tables, each trained through TorchX on 2 local CPU processes (gloo), then a side-by-side table of embedding bytes,
-# compression, test AUC, logloss and samples/s, plus outputs/demo/comparison.{json,png}.
+# The project's demo: DLRM on MovieLens-1M CTR (real data) with stock tables, stock tables at d = 4 (the same bytes as
+# the 16x tables: the simplest alternative), MEmCom 16x and LMA 16x on the large tables, each trained through TorchX on
+# 2 local CPU processes (gloo), then a side-by-side table of embedding bytes, compression, test AUC, logloss and
+# samples/s, plus outputs/demo/comparison.{json,png}.
 #
 # Usage: ./scripts/demo.sh [recipe overrides...]     e.g. ./scripts/demo.sh --set train.epochs=1
 #        DEMO_RUNS="ml1m_stock ml1m_hash ml1m_qr ml1m_memcom ml1m_lma" ./scripts/demo.sh   (any DLRM presets)
 # Each run is `torchx run -s local_cwd torchrec_memcom/recipes/components.py:dlrm --config <preset> -j 1x2`; its
 # full log: outputs/demo/<run>.log; its JSON: outputs/demo/<run>/results.json.
-# About 3-4 minutes on a 2-core CPU machine (2 epochs of ML-1M per run; presets in
+# About 4-5 minutes on a 2-core CPU machine (2 epochs of ML-1M per run; presets in
 # torchrec_memcom/recipes/configs/dlrm/ml1m_*.yaml).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +23,7 @@ fi
 out=outputs/demo
 components=torchrec_memcom/recipes/components.py  # TorchX component by file (the package registers no entry point)
 mkdir -p "$out"
-read -r -a runs <<< "${DEMO_RUNS:-ml1m_stock ml1m_memcom ml1m_lma}"
+read -r -a runs <<< "${DEMO_RUNS:-ml1m_stock ml1m_stock_d4 ml1m_memcom ml1m_lma}"
 start=$(date +%s)
 for run in "${runs[@]}"; do
   t0=$(date +%s)
@@ -41,7 +42,7 @@ echo
 paths=()
 for run in "${runs[@]}"; do paths+=("$out/$run/results.json"); done
 python -m torchrec_memcom.recipes.report "${paths[@]}" --out "$out" \
-  --title "DLRM on MovieLens-1M CTR, 2 CPU processes (gloo); 16x = the user/movie/zip tables compressed 16x"
+  --title "DLRM on MovieLens-1M CTR, 2 CPU processes (gloo); 16x = the user/movie/zip tables compressed 16x; stock_d4 = the same bytes"
 # the per-run JSONs hold the full results; add them to one file next to the plot
 python - "$out" "${runs[@]}" <<'EOF'
 import json, os, sys

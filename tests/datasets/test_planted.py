@@ -299,7 +299,7 @@ def test_dlrm_recipe_learns_the_planted_model(tmp_path: Path) -> None:
         f"output.dir={tmp_path}",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "examples/dlrm/train.py", "--config", "examples/dlrm/configs/planted_stock.yaml", "--set"]
+    cmd = [sys.executable, "examples/dlrm/train.py", "--config", "planted_stock", "--set"]
     proc = subprocess.run(cmd + sets, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     final = json.loads((tmp_path / "results.json").read_text())["final"]

@@ -1,5 +1,6 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""``scripts/bench_sharded.py`` runs end to end: tiny layout, one process (gloo on CPU; NCCL on CUDA if present).
+"""``scripts/bench_sharded.py`` runs end to end: tiny layout, one process (gloo on CPU; NCCL on CUDA if present) and
+two gloo processes under ``torch.distributed.run``.
 
 The script is started as a user would start it (a plain ``python scripts/bench_sharded.py``, which creates its own
 single-rank process group), and its JSON must hold a measured row for every (model, method).
@@ -13,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import pytest
 import torch
@@ -24,10 +25,12 @@ METHODS = {"stock", "memcom", "lma", "hash", "qr"}
 _LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def _run(tmp_path: Path, *extra: str, timeout: float = 300) -> Dict[str, Any]:
+def _run(tmp_path: Path, *extra: str, timeout: float = 300, nproc: int = 0) -> Dict[str, Any]:
     out = tmp_path / "bench.json"
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] if nproc else []
     cmd = [
         sys.executable,
+        *launcher,
         str(SCRIPT),
         "--layout",
         "tiny",
@@ -47,9 +50,9 @@ def _run(tmp_path: Path, *extra: str, timeout: float = 300) -> Dict[str, Any]:
     return json.loads(out.read_text())
 
 
-def _check_results(payload: Dict[str, Any]) -> None:
+def _check_results(payload: Dict[str, Any], models: Tuple[str, ...] = ("ebc", "dlrm")) -> None:
     results = payload["results"]
-    for model in ("ebc", "dlrm"):
+    for model in models:
         rows = {r["method"]: r for r in results if r["model"] == model}
         assert set(rows) == METHODS, (model, sorted(rows))
         for method, r in rows.items():
@@ -82,11 +85,77 @@ def test_tiny_layout_single_process_cpu(tmp_path: Path) -> None:
     env = payload["environment"]
     assert env["world_size"] == 1 and env["device"] == "cpu" and env["backend"] == "gloo"
     assert payload["config"]["layout_spec"]["batch_size"] == 64
+    assert payload["config"]["optimizer"] == "rowwise_adagrad"  # the default
     md = (tmp_path / "bench.md").read_text()
     assert "| ebc | stock EBC |" in md and "| dlrm | MEmCom 16x |" in md
+    assert "Optimizer: fused EXACT_ROWWISE_ADAGRAD + dense Adagrad, lr 0.01." in md
     # the scaling helper reads two runs' JSON (here the same run twice: 1.00x, 100%)
     table = _load_script().combine([str(tmp_path / "bench.json")] * 2)
     assert "| ebc | stock EBC |" in table and "1.00x" in table
+
+
+@pytest.mark.slow
+def test_tiny_layout_two_gloo_processes_with_repeats_and_profiles(tmp_path: Path) -> None:
+    payload = _run(
+        tmp_path, "--device", "cpu", "--model", "ebc", "--repeats", "2", "--optimizer", "sgd", "--profile", "hash",
+        nproc=2,
+    )  # fmt: skip
+    _check_results(payload, models=("ebc",))
+    assert payload["environment"]["world_size"] == 2 and payload["config"]["optimizer"] == "sgd"
+    for r in payload["results"]:
+        assert r["world_size"] == 2 and r["repeats"] == 2 and len(r["step_ms_repeat_medians"]) == 2
+        assert len(r["local_embedding_bytes_per_rank"]) == 2
+        profiled = r["method"] in ("stock", "hash")  # stock joins: host time is relative to it
+        assert bool(r.get("profile")) == profiled, r["method"]
+        if profiled:
+            assert r["profile"]["host_ms_per_step"] > 0 and len(r["profile"]["host_ms_per_step_per_rank"]) == 2
+            assert Path(r["profile"]["trace"]).is_file()
+    hash_row = next(r for r in payload["results"] if r["method"] == "hash")
+    assert hash_row["host_vs_stock"] > 0
+    assert "| host ms/step | host vs stock | GPU busy |" in (tmp_path / "bench.md").read_text()
+
+
+def test_stock_does_not_fit_a_small_budget_the_compressed_tables_train(tmp_path: Path) -> None:
+    # 8.6 MiB of stock tables vs a 5 MB host budget on CPU: the planner's verdict, not a guess
+    payload = _run(tmp_path, "--device", "cpu", "--model", "ebc", "--methods", "stock,hash,qr", "--ddr-cap-gb", "0.005")
+    stock, hash_row, qr = payload["results"]
+    assert stock["status"] == "does not fit"
+    assert stock["reason"].startswith("Unable to find a plan for this model because of insufficient storage: needs")
+    assert "insufficient storage" in stock["planner_error"]
+    for r in (hash_row, qr):
+        assert r["status"] == "ok" and r["samples_per_s"] > 0 and "throughput_vs_stock" not in r
+    assert "| ebc | stock EBC | does not fit: Unable to find a plan" in (tmp_path / "bench.md").read_text()
+
+
+def test_planner_report_prints_plans_for_each_rank_count(tmp_path: Path) -> None:
+    out = tmp_path / "plans.json"
+    cmd = [sys.executable, str(SCRIPT), "--planner-report", "--planner-layouts", "tiny", "--planner-world-sizes",
+           "1,2", "--methods", "stock,hash", "--out", str(out), "--md", str(tmp_path / "plans.md")]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["world_size"], r["method"], r["status"]) for r in rows] == [
+        (w, m, "ok") for w in (1, 2) for m in ("stock", "hash")
+    ]
+    assert "| 2 | Hash 16x |" in proc.stdout and "optimizer: fused EXACT_ROWWISE_ADAGRAD" in proc.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_beyond_hbm_single_gpu(tmp_path: Path) -> None:
+    # 3.6 GB of stock tables (tiny x 400) under a 2 GB HBM budget (the process's CUDA allocations capped there too):
+    # the planner puts stock tables in host memory behind FBGEMM's HBM cache (fused_uvm_caching); the 16x compressed
+    # tables stay in HBM.
+    payload = _run(
+        tmp_path, "--device", "cuda", "--scale", "400", "--batch-size", "512", "--model", "dlrm", "--pipeline",
+        "--methods", "stock,hash", "--kernels", "fused,fused_uvm_caching", "--hbm-cap-gb", "2",
+    )  # fmt: skip
+    stock, hash_row = payload["results"]
+    assert stock["status"] == "ok" and hash_row["status"] == "ok", payload["results"]
+    assert any("fused_uvm_caching" in v for v in stock["plan_tables"].values())
+    assert stock["local_embedding_uvm_bytes_max"] > 1e9 and stock["peak_bytes_max"] < 2e9
+    assert all(v.split("@")[0].endswith("/fused") for v in hash_row["plan_tables"].values())
+    assert hash_row["local_embedding_uvm_bytes_max"] == 0 and hash_row["throughput_vs_stock"] > 0
 
 
 @pytest.mark.gpu

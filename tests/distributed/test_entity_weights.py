@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from torchrec_memcom.distributed.entity_weights import EntityWeightOptimizer, table_slices
+from torchrec_memcom.ops import ONE_SLOTS
 
 SIZES = [("a", 40), ("b", 25), ("c", 0), ("d", 30)]  # "c": a table-wise table another rank holds
 RULES = {"a": ("adagrad", 1.0), "b": ("sgd", 10.0), "c": ("sgd", 1.0), "d": ("adagrad", 3.0)}
@@ -37,12 +38,12 @@ def _optimizer(weight: torch.Tensor, scale: float) -> EntityWeightOptimizer:
 
 def _run(device: str, steps: int = 3) -> torch.Tensor:
     total = sum(n for _, n in SIZES)
-    weight = torch.linspace(0.5, 1.5, total + 1, device=device)
-    weight[-1] = 1.0
+    weight = torch.linspace(0.5, 1.5, total + ONE_SLOTS, device=device)
+    weight[total:] = 1.0
     opt = _optimizer(weight, scale=0.5)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        index = torch.randint(0, total + 1, (200,), generator=g)  # duplicates, and the constant slot
+        index = torch.randint(0, total + 3, (200,), generator=g)  # duplicates, and some constant slots
         grad = torch.randn(200, generator=g)
         opt.update(index.to(device), grad.to(device))
     return weight.cpu()
@@ -51,8 +52,8 @@ def _run(device: str, steps: int = 3) -> torch.Tensor:
 def _reference(steps: int = 3) -> torch.Tensor:
     """Dense torch.optim per table (each table its own rule and lr * scale), on the summed gradients."""
     total = sum(n for _, n in SIZES)
-    weight = torch.linspace(0.5, 1.5, total + 1)
-    weight[-1] = 1.0
+    weight = torch.linspace(0.5, 1.5, total + ONE_SLOTS)
+    weight[total:] = 1.0
     slices = table_slices(SIZES)
     params: Dict[str, torch.Tensor] = {n: weight[slices[n]].clone().requires_grad_(True) for n, _ in SIZES}
     opts = {
@@ -62,16 +63,16 @@ def _reference(steps: int = 3) -> torch.Tensor:
     }
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        index = torch.randint(0, total + 1, (200,), generator=g)
+        index = torch.randint(0, total + 3, (200,), generator=g)
         grad = torch.randn(200, generator=g) * 0.5
-        dense = torch.zeros(total + 1).index_add_(0, index, grad)
+        dense = torch.zeros(total + ONE_SLOTS).index_add_(0, index, grad)
         for n, opt in opts.items():
             opt.zero_grad()
             params[n].grad = dense[slices[n]].clone()
             # torch.optim.Adagrad accumulates state for every element; ours only for touched ids: equal, since an
             # untouched id has a zero gradient and a zero step
             opt.step()
-    out = torch.cat([params[n].detach() for n, _ in SIZES] + [torch.ones(1)])
+    out = torch.cat([params[n].detach() for n, _ in SIZES] + [torch.ones(ONE_SLOTS)])
     return out
 
 

@@ -176,8 +176,11 @@ def test_overrides_and_load(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected key.sub=value"):
         load_recipe_config(DLRM_ML1M, ["train.epochs"])
     bad = tmp_path / "bad.yaml"
+    bad.write_text("recipe: dlrm\ndata: {name: ml1m_ctr}\ntrain: {epochs: -1}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.epochs: must be >= 0"):
+        load_recipe_config(bad)
     bad.write_text("recipe: dlrm\ndata: {name: ml1m_ctr}\ntrain: {epochs: 0}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: train.epochs: must be >= 1"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.epochs: 0 \(evaluate only\) needs train.init_from"):
         load_recipe_config(bad)
 
 

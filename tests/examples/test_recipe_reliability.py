@@ -193,9 +193,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(
         caplog.clear()
 
 
-def test_half_written_checkpoints_are_never_taken(
-    monkeypatch: pytest.MonkeyPatch, saved: Path, tmp_path: Path
-) -> None:
+def test_half_written_checkpoints_are_never_taken(monkeypatch: pytest.MonkeyPatch, saved: Path, tmp_path: Path) -> None:
     """A save interrupted after every rank wrote its DCP files (``.metadata`` included) but before the commit record:
     the old code took any folder with ``.metadata`` as the newest checkpoint."""
     run = _copy(saved, tmp_path)

@@ -93,7 +93,7 @@ def test_declared_dependencies_cover_the_imports(wheel: Path) -> None:
         if not names & declared:
             missing[module] = files[:3]
     assert not missing, f"imported but not declared in setup.cfg: {missing}"
-    assert any("extra == \"recipes\"" in r and r.startswith("torchx") for r in requires)
+    assert any('extra == "recipes"' in r and r.startswith("torchx") for r in requires)
 
 
 def _fresh_venv(root: Path, wheel: Path) -> Path:

@@ -59,9 +59,11 @@ from torchrec_memcom.modules.compressed import (
     CompressedEmbeddingBagCollection,
     check_fingerprint,
     fingerprint_json,
+    fingerprint_of,
+    signature_coverage_of,
 )
 from torchrec_memcom.modules.transform import IdTransform
-from torchrec_memcom.ops import memcom_local_rows
+from torchrec_memcom.ops import ONE_SLOTS, memcom_local_rows
 
 __all__ = [
     "ALL_SHARDING_TYPES",
@@ -277,10 +279,10 @@ class ShardedCompressedEmbeddingBagCollection(
             sizes.append((name, len(owned)))
         self._w_slices = table_slices(sizes)
         total = sum(n for _, n in sizes)
-        self._ones_slot = total
-        self.entity_weights_local = nn.Parameter(torch.empty(total + 1, device=self._device))
+        self._ones_slot = total  # first of ONE_SLOTS constant-1 weights of the other features
+        self.entity_weights_local = nn.Parameter(torch.empty(total + ONE_SLOTS, device=self._device))
         with torch.no_grad():
-            self.entity_weights_local[-1] = 1.0
+            self.entity_weights_local[total:] = 1.0
             for name, owned in self._w_owned.items():
                 local = self.entity_weights_local[self._w_slices[name]]
                 source = module.entity_weights[name]
@@ -327,7 +329,7 @@ class ShardedCompressedEmbeddingBagCollection(
             with torch.no_grad():
                 for name, sl in self._w_slices.items():
                     self.entity_weights_local[sl] = self._memcom[name].entity_weight_init
-                self.entity_weights_local[-1] = 1.0
+                self.entity_weights_local[self._ones_slot :] = 1.0
 
     # -- the EmbeddingBagCollection interface ------------------------------------------------------------------------
 
@@ -436,8 +438,7 @@ class ShardedCompressedEmbeddingBagCollection(
         check_fingerprint(state, self.fingerprint())
 
     def fingerprint(self) -> Dict[str, Dict[str, Any]]:
-        method_of = {t.name: m for m in self._methods.values() for t in m.tables}
-        return {t.name: method_of[t.name].fingerprint(t) for t in self._embedding_bag_configs}
+        return fingerprint_of(self._methods.values(), self._embedding_bag_configs)
 
     def fit_signatures(
         self, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int] = None, progress: bool = False
@@ -450,12 +451,7 @@ class ShardedCompressedEmbeddingBagCollection(
         return coverage
 
     def signature_coverage(self) -> Dict[str, float]:
-        out: Dict[str, float] = {}
-        for m in self._methods.values():
-            fn = getattr(m, "signature_coverage_of", None)
-            if fn is not None:
-                out.update(fn(self.id_transform.signatures))
-        return out
+        return signature_coverage_of(self._methods.values(), self.id_transform)
 
     @torch.no_grad()
     def check_signatures_agree(self) -> None:

@@ -2,8 +2,8 @@
 """MEmCom's per-id weights on a rank: a flat local vector, a lookup whose backward updates it in place (fused, like
 TBE's optimizers), and the ``FusedOptimizer`` that exposes it to ``DistributedModelParallel``.
 
-The flat vector ends with one constant slot fixed at 1: every feature of the physical lookup that is not MEmCom
-reads its per-sample weight there, so one gather gives the weights of a whole mixed batch.
+The flat vector ends with ``ops.ONE_SLOTS`` constant slots fixed at 1: every feature of the physical lookup that is not
+MEmCom reads its per-sample weights there, so one gather gives the weights of a whole mixed batch.
 """
 
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -13,7 +13,7 @@ from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torchrec.optim.fused import FusedOptimizer
 
-from torchrec_memcom.ops import triton_enabled
+from torchrec_memcom.ops import ONE_SLOTS, triton_enabled
 
 __all__ = ["EntityWeightOptimizer", "TableRule", "fused_entity_weight_lookup", "rule_for"]
 
@@ -74,10 +74,10 @@ class EntityWeightOptimizer(FusedOptimizer):
     ``G += g**2; w -= lr * g / (sqrt(G) + eps)`` (Adagrad), exactly the dense ``torch.optim`` update restricted to
     the ids with a gradient. ``lr`` is the table's param-group learning rate (``entity_weights.<table>``) times its
     scale; ``grad_scale`` matches TorchRec's gradient semantics (see ``ShardedCompressedEmbeddingBagCollection``).
-    The last slot of ``weight`` is the constant 1 of non-MEmCom features: it is never updated.
+    The last ``ops.ONE_SLOTS`` slots of ``weight`` are the constant 1 of non-MEmCom features: never updated.
 
     Args:
-        weight (torch.Tensor): the flat local vector (all tables' local shards, then the constant slot).
+        weight (torch.Tensor): the flat local vector (all tables' local shards, then the constant slots).
         params (Mapping[str, ShardedTensor]): per-table sharded views of ``weight``, keyed ``entity_weights.<t>``.
         table_slices (Mapping[str, slice]): where each table lives in ``weight`` (in order).
         rules (Mapping[str, TableRule]): per table, ``(rule, lr scale)``.
@@ -108,13 +108,10 @@ class EntityWeightOptimizer(FusedOptimizer):
         any_adagrad = any(r == _ADAGRAD for r, _ in self._rules.values())
         self._sum = torch.zeros_like(weight) if any_adagrad else None
         self._scratch = torch.zeros_like(weight)
-        # per slot: the first batch position holding it (fused CUDA update); "none" is INT64_MAX
-        self._owner = (
-            torch.full(weight.shape, 2**31 - 1, dtype=torch.int32, device=weight.device) if weight.is_cuda else None
-        )
         device = weight.device
         starts = [self._slices[t].start for t in self._tables]
-        self._bounds = torch.tensor(starts[1:] + [weight.numel() - 1], dtype=torch.int64, device=device)
+        self._ones_start = weight.numel() - ONE_SLOTS
+        self._bounds = torch.tensor(starts[1:] + [self._ones_start], dtype=torch.int64, device=device)
         self._adagrad = torch.tensor(
             [self._rules[t][0] == _ADAGRAD for t in self._tables] + [False], dtype=torch.bool, device=device
         )
@@ -141,8 +138,8 @@ class EntityWeightOptimizer(FusedOptimizer):
         """Applies the update for ``grad`` of ``weight[index]`` (duplicates summed).
 
         No host-device synchronisation: gathers, ``index_add_`` / ``index_copy_`` / ``index_fill_`` scatters and
-        elementwise ops (an ``index_put_`` of a Python scalar would copy it to the device and wait). On CUDA, three
-        launches: the gradient sum per id, the first position of each id, and one fused update by that position.
+        elementwise ops (an ``index_put_`` of a Python scalar would copy it to the device and wait). On CUDA, two
+        launches: the gradient sum per id, then one fused update by the position that swaps the sum out.
         """
         if index.numel() == 0:
             return
@@ -152,12 +149,9 @@ class EntityWeightOptimizer(FusedOptimizer):
         if triton_enabled(index):
             from torchrec_memcom.ops._triton import entity_update_triton
 
-            positions = torch.arange(index.numel(), device=index.device, dtype=torch.int32)
-            self._owner.scatter_reduce_(0, index, positions, reduce="amin")
             entity_update_triton(
-                index, scratch, self._owner, self._weight, self._sum, self._bounds, self._lr_vector(),
-                self._adagrad, self._eps,
-            )  # fmt: skip
+                index, scratch, self._weight, self._sum, self._bounds, self._lr_vector(), self._adagrad, self._eps
+            )
             return
         g = scratch.index_select(0, index)  # each id's summed gradient, at every one of its positions
         scratch.index_fill_(0, index, 0.0)
@@ -169,7 +163,7 @@ class EntityWeightOptimizer(FusedOptimizer):
             self._sum.index_copy_(0, index, total)  # duplicates write the same value
             g = torch.where(ada, g / (total.sqrt() + self._eps), g)
         self._weight.index_copy_(0, index, self._weight.index_select(0, index) - lr * g)
-        self._weight.narrow(0, self._weight.numel() - 1, 1).fill_(1.0)  # the constant slot
+        self._weight.narrow(0, self._ones_start, ONE_SLOTS).fill_(1.0)  # the constant slots
 
     def step(self, closure: Any = None) -> None:
         pass

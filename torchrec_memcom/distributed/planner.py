@@ -277,6 +277,16 @@ class CompressedEmbeddingShardingPlanner(EmbeddingShardingPlanner):
                     c = constraints[t.name]
                     types = [x for x in (c.sharding_types or []) if x != row_wise]
                     constraints[t.name] = dataclasses.replace(c, sharding_types=types)
+        if world_size == 1:
+            # One rank: row-, column- and grid-wise splits only add bucketizing and permutes; a table is whole anyway.
+            for _, m in _collections(module):
+                for c in m.physical_table_configs():
+                    base = constraints.get(c.name)
+                    if base is None or not base.sharding_types:
+                        replaced = (
+                            dataclasses.replace(base, sharding_types=[ShardingType.TABLE_WISE.value]) if base else None
+                        )
+                        constraints[c.name] = replaced or ParameterConstraints(sharding_types=["table_wise"])
         _compat.set_planner_constraints(self, self._enumerator_, self._estimators_, constraints)
 
     def plan(self, module: nn.Module, sharders: List[ModuleSharder[nn.Module]]) -> ShardingPlan:

@@ -1,7 +1,7 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """Quotient-remainder (QR) tables (Shi et al., KDD 2020). The hashing trick lives beside MEmCom (``memcom.py``)."""
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -77,15 +77,14 @@ class QRMethod(TableMethod):
         ]
 
     @torch.no_grad()
-    def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
+    def warm_start_table(
+        self, owner: nn.Module, table: EmbeddingBagConfig, weight: torch.Tensor, counts: Optional[torch.Tensor]
+    ) -> None:
         """Per dimension, the (count-weighted) rank-1 fit ``Q[q] * R[r] ~ E[q c + r]``."""
-        for t in self.tables:
-            if t.name in trained:
-                weight, counts = trained[t.name]
-                q_table = owner.physical_weight(t.name + QUOTIENT_SUFFIX)  # type: ignore[operator]
-                q, r = fit_qr(weight.to(q_table), self.remainders[t.name], counts)
-                q_table.copy_(q)
-                owner.physical_weight(t.name + REMAINDER_SUFFIX).copy_(r)  # type: ignore[operator]
+        q_table = owner.physical_weight(table.name + QUOTIENT_SUFFIX)  # type: ignore[operator]
+        q, r = fit_qr(weight.to(q_table), self.remainders[table.name], counts)
+        q_table.copy_(q)
+        owner.physical_weight(table.name + REMAINDER_SUFFIX).copy_(r)  # type: ignore[operator]
 
     def num_remainder_rows(self, owner: nn.Module, table: str) -> int:
         return self.remainders[table]

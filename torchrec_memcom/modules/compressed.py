@@ -248,7 +248,7 @@ class CompressedEmbeddingBagCollection(EmbeddingBagCollectionInterface):
 
     def fingerprint(self) -> Dict[str, Dict[str, Any]]:
         """Per table, what a checkpoint must agree with (method, sizes, hash parameters)."""
-        return {t.name: self._method_of[t.name].fingerprint(t) for t in self._embedding_bag_configs}
+        return fingerprint_of(self._methods.values(), self._embedding_bag_configs)
 
     def get_extra_state(self) -> str:
         """The tables' description, as JSON (one string: checkpoint formats keep it whole)."""
@@ -268,12 +268,7 @@ class CompressedEmbeddingBagCollection(EmbeddingBagCollectionInterface):
 
     def signature_coverage(self) -> Dict[str, float]:
         """Per LMA table, the share of ids with a fitted signature (the rest take hashed locations)."""
-        out: Dict[str, float] = {}
-        for m in self._methods.values():
-            fn = getattr(m, "signature_coverage_of", None)
-            if fn is not None:
-                out.update(fn(self.id_transform.signatures))
-        return out
+        return signature_coverage_of(self._methods.values(), self.id_transform)
 
     # -- per-method accessors ----------------------------------------------------------------------------------------
 
@@ -319,6 +314,22 @@ class CompressedEmbeddingBagCollection(EmbeddingBagCollectionInterface):
             if fn is not None and group in m.groups():  # type: ignore[attr-defined]
                 return fn(self, group)
         raise KeyError(f"no LMA memory group '{group}'")
+
+
+def fingerprint_of(methods: Iterable[TableMethod], tables: Sequence[EmbeddingBagConfig]) -> Dict[str, Dict[str, Any]]:
+    """Per table (in order), its method's fingerprint."""
+    method_of = {t.name: m for m in methods for t in m.tables}
+    return {t.name: method_of[t.name].fingerprint(t) for t in tables}
+
+
+def signature_coverage_of(methods: Iterable[TableMethod], transform: nn.Module) -> Dict[str, float]:
+    """Per table of the methods that fit signatures, the share of its ids that have one."""
+    out: Dict[str, float] = {}
+    for m in methods:
+        fn = getattr(m, "signature_coverage_of", None)
+        if fn is not None:
+            out.update(fn(transform.signatures))
+    return out
 
 
 def fingerprint_json(tables: Dict[str, Dict[str, Any]]) -> str:

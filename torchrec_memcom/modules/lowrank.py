@@ -1,63 +1,29 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """Low-rank stock tables: a stock table at a smaller width, then a learned projection to the model's width."""
 
-from typing import List, Mapping, Optional, Tuple
+from typing import List
 
-import torch
-from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 
-from torchrec_memcom.configs import LowRankEmbeddingBagConfig, physical_dim, stock_bytes
-from torchrec_memcom.memory import TableMemory, tensor_bytes
+from torchrec_memcom.configs import LowRankEmbeddingBagConfig, physical_dim
 from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
-from torchrec_memcom.modules.method import (
-    Combine,
-    Segment,
-    TableMethod,
-    is_mean,
-    physical_config,
-    projected,
-    register_method,
-)
-from torchrec_memcom.ops import IdOp
+from torchrec_memcom.modules.method import physical_config, register_method
+from torchrec_memcom.modules.stock import StockMethod
 
 __all__ = ["LowRankEmbeddingBagCollection", "LowRankMethod"]
 
 
 @register_method
-class LowRankMethod(TableMethod):
+class LowRankMethod(StockMethod):
     """``embedding(i) = E[i] P``: ``E`` (``n x base_dim``) is a physical table fed the ids unchanged; the
     projection ``P`` (``base_dim x d``, ``projections.<table>``) is applied when combining (pooling is linear, so the
-    pooled bag is projected once)."""
+    pooled bag is projected once). Everything else is a stock table's."""
 
     name = "lowrank"
     config_type = LowRankEmbeddingBagConfig
 
     def physical_tables(self) -> List[EmbeddingBagConfig]:
         return [physical_config(t, t.name, t.num_embeddings, physical_dim(t), t.feature_names) for t in self.tables]
-
-    def segments(self) -> List[Segment]:
-        return [Segment(f, f, t.name, IdOp.IDENTITY) for t in self.tables for f in t.feature_names]
-
-    def combines(self) -> List[Combine]:
-        return [
-            Combine(f, "one", (f,), mean=is_mean(t), project=projected(t)) for t in self.tables for f in t.feature_names
-        ]
-
-    @torch.no_grad()
-    def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
-        """The rows, already in the projection's basis (``warm_start_`` projects them): copied."""
-        for t in self.tables:
-            if t.name in trained:
-                owner.physical_weight(t.name).copy_(trained[t.name][0])  # type: ignore[operator]
-
-    def memory_rows(self, owner: nn.Module) -> List[TableMemory]:
-        return [
-            TableMemory(
-                t.name, "lowrank", stock_bytes(t), {"table": tensor_bytes(owner.physical_weight(t.name))}, [t.name]
-            )
-            for t in self.tables
-        ]
 
 
 class LowRankEmbeddingBagCollection(CompressedEmbeddingBagCollection):

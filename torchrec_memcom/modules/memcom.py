@@ -1,7 +1,7 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """MEmCom (a small hashed shared table plus one trainable weight per id) and the hashing trick it builds on."""
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -90,16 +90,14 @@ class HashMethod(_HashedMethod):
         ]
 
     @torch.no_grad()
-    def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
+    def warm_start_table(
+        self, owner: nn.Module, table: EmbeddingBagConfig, weight: torch.Tensor, counts: Optional[torch.Tensor]
+    ) -> None:
         """``U[b]`` = the count-weighted mean of the trained rows of the ids hashed to ``b``."""
-        for t in self.tables:
-            if t.name not in trained:
-                continue
-            weight, counts = trained[t.name]
-            u = owner.physical_weight(t.name)  # type: ignore[operator]
-            rows = self.hashes[t.name](self._trained_ids(t.name, weight))
-            c = counts if counts is not None else torch.ones(weight.shape[0], dtype=weight.dtype)
-            u.copy_(fit_shared_rows(rows, weight.to(u), u.shape[0], c.to(u), u.detach()))
+        u = owner.physical_weight(table.name)  # type: ignore[operator]
+        rows = self.hashes[table.name](self._trained_ids(table.name, weight))
+        c = counts if counts is not None else torch.ones(weight.shape[0], dtype=weight.dtype)
+        u.copy_(fit_shared_rows(rows, weight.to(u), u.shape[0], c.to(u), u.detach()))
 
     def memory_rows(self, owner: nn.Module) -> List[TableMemory]:
         return [
@@ -153,18 +151,16 @@ class MEmComMethod(_HashedMethod):
         return h.rows_of_scrambled(scrambled), owner.entity_weights[segment.table][scrambled]  # type: ignore[index]
 
     @torch.no_grad()
-    def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
+    def warm_start_table(
+        self, owner: nn.Module, table: EmbeddingBagConfig, weight: torch.Tensor, counts: Optional[torch.Tensor]
+    ) -> None:
         """``(U, w)`` = the least-squares fit of ``E_i ~ w_i U[h(i)]`` (count-weighted), by alternating updates."""
-        for t in self.tables:
-            if t.name not in trained:
-                continue
-            weight, counts = trained[t.name]
-            u = owner.physical_weight(t.name)  # type: ignore[operator]
-            s = self.hashes[t.name].scramble(self._trained_ids(t.name, weight))
-            rows = self.hashes[t.name].rows_of_scrambled(s)
-            shared, w = fit_memcom(weight.to(u), rows, u.shape[0], counts, u.detach())
-            u.copy_(shared)
-            owner.entity_weights[t.name][s] = w  # type: ignore[index]
+        u = owner.physical_weight(table.name)  # type: ignore[operator]
+        s = self.hashes[table.name].scramble(self._trained_ids(table.name, weight))
+        rows = self.hashes[table.name].rows_of_scrambled(s)
+        shared, w = fit_memcom(weight.to(u), rows, u.shape[0], counts, u.detach())
+        u.copy_(shared)
+        owner.entity_weights[table.name][s] = w  # type: ignore[index]
 
     def entity_weight(self, owner: nn.Module, table: str, ids: torch.Tensor) -> torch.Tensor:
         """``w`` of raw ids (the parameter itself is stored in scrambled order)."""
@@ -193,9 +189,9 @@ class MEmComMethod(_HashedMethod):
         return ["row_wise", "table_wise"]
 
     def extra_shard_bytes(self, physical_table: str, shard_rows: int, state_per_value: int) -> int:
-        # per local weight: itself, a gradient scratch, the fused update's owner slot (int32), and optimizer state
+        # per local weight: itself, a gradient scratch, and optimizer state
         h = self.hashes[physical_table]
-        return h.padded_num_embeddings * shard_rows // h.num_rows * _FP32_BYTES * (3 + state_per_value)
+        return h.padded_num_embeddings * shard_rows // h.num_rows * _FP32_BYTES * (2 + state_per_value)
 
 
 class HashEmbeddingBagCollection(CompressedEmbeddingBagCollection):

@@ -156,7 +156,16 @@ class TableMethod:
     def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
         """Initialises this method's tables from trained stock tables: ``trained[table] = (weight (n x d), id counts
         (n,) or None)``, e.g. each shared row as the (count-weighted) mean of the rows mapped to it, so a converted
-        model starts near the trained one. Tables missing from ``trained`` keep their state."""
+        model starts near the trained one. Tables missing from ``trained`` keep their state. By default one table at a
+        time (``warm_start_table``); methods whose tables share memory override this."""
+        for t in self.tables:
+            if t.name in trained:
+                self.warm_start_table(owner, t, *trained[t.name])
+
+    def warm_start_table(
+        self, owner: nn.Module, table: EmbeddingBagConfig, weight: torch.Tensor, counts: Optional[torch.Tensor]
+    ) -> None:
+        """``warm_start`` for one table."""
         raise NotImplementedError(f"{self.name} tables have no warm start")
 
     # -- planner -------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 """Stock tables inside a compressed collection: the table itself is the physical table, ids pass unchanged."""
 
 import dataclasses
-from typing import List, Mapping, Optional, Tuple
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -10,7 +10,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 
 from torchrec_memcom.configs import stock_bytes
 from torchrec_memcom.memory import TableMemory, tensor_bytes
-from torchrec_memcom.modules.method import Combine, Segment, TableMethod, is_mean, register_method
+from torchrec_memcom.modules.method import Combine, Segment, TableMethod, is_mean, projected, register_method
 from torchrec_memcom.ops import IdOp
 
 __all__ = ["StockMethod"]
@@ -36,18 +36,21 @@ class StockMethod(TableMethod):
         return [Segment(f, f, t.name, IdOp.IDENTITY) for t in self.tables for f in t.feature_names]
 
     def combines(self) -> List[Combine]:
-        return [Combine(f, "one", (f,), mean=is_mean(t)) for t in self.tables for f in t.feature_names]
+        return [
+            Combine(f, "one", (f,), mean=is_mean(t), project=projected(t)) for t in self.tables for f in t.feature_names
+        ]
 
     @torch.no_grad()
-    def warm_start(self, owner: nn.Module, trained: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
-        for t in self.tables:
-            if t.name in trained:
-                owner.physical_weight(t.name).copy_(trained[t.name][0])  # type: ignore[operator]
+    def warm_start_table(
+        self, owner: nn.Module, table: EmbeddingBagConfig, weight: torch.Tensor, counts: Optional[torch.Tensor]
+    ) -> None:
+        """The trained rows (for a narrower table: already in its projection's basis, see ``convert.warm_start_``)."""
+        owner.physical_weight(table.name).copy_(weight)  # type: ignore[operator]
 
     def memory_rows(self, owner: nn.Module) -> List[TableMemory]:
         return [
             TableMemory(
-                t.name, "stock", stock_bytes(t), {"table": tensor_bytes(owner.physical_weight(t.name))}, [t.name]
+                t.name, self.name, stock_bytes(t), {"table": tensor_bytes(owner.physical_weight(t.name))}, [t.name]
             )
             for t in self.tables
         ]

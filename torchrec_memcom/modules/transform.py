@@ -42,7 +42,7 @@ class InputCheck:
         """``stats``: ``(F + 1, 2)``: the id (min, max) of each feature, then (smallest length, unused);
         ``features``: (feature, table, num_embeddings) per row."""
         if not stats.is_cuda:
-            self._raise_if_bad(stats.reshape(-1).tolist(), features, deferred=False)
+            self._raise_if_bad(stats.reshape(-1).tolist(), features, False)
             return
         self.flush()
         host = torch.empty(stats.shape, dtype=torch.int64, pin_memory=True)
@@ -61,7 +61,7 @@ class InputCheck:
         host, event, features = self._pending
         self._pending = None
         event.synchronize()
-        self._raise_if_bad(host.tolist(), features, deferred=True)
+        self._raise_if_bad(host.tolist(), features, True)
 
     @staticmethod
     def _raise_if_bad(values: List[int], features: List[Tuple[str, str, int]], deferred: bool) -> None:
@@ -215,9 +215,8 @@ class IdTransform(nn.Module):
 
     # -- input -----------------------------------------------------------------------------------------------------
 
-    def check(self, features: KeyedJaggedTensor) -> List[int]:
-        """Checks the structure of ``features``; returns its ``length_per_key`` (one host read per batch, as TorchRec's
-        own input dist does).
+    def check(self, features: KeyedJaggedTensor) -> None:
+        """Checks the structure of ``features`` (no host read of device data).
 
         Extra keys are ignored, as in ``EmbeddingBagCollection``; missing features, non-integer ids, lengths that do
         not add up to the values, weights of the wrong size or dtype, missing weights of a weighted module and
@@ -238,12 +237,9 @@ class IdTransform(nn.Module):
             raise ValueError(f"KJT values must be int32 or int64 ids, got {values.dtype} (features {keys})")
         if features.lengths().is_floating_point():
             raise ValueError(f"KJT lengths must be integers, got {features.lengths().dtype}")
-        lengths_per_key = features.length_per_key()
-        total = sum(lengths_per_key)
-        if total != values.numel():
+        if features.lengths().numel() != len(keys) * features.stride():
             raise ValueError(
-                f"KJT lengths add up to {total} ids but it holds {values.numel()} values (features {keys}); "
-                "lengths, values and weights must agree"
+                f"KJT has {features.lengths().numel()} lengths for {len(keys)} features x stride {features.stride()}"
             )
         weights = features.weights_or_none()
         if self._is_weighted and weights is None:
@@ -256,6 +252,17 @@ class IdTransform(nn.Module):
                 )
             if self._is_weighted and weights.dtype != torch.float32:
                 raise ValueError(f"KJT weights must be float32 (FBGEMM's per-sample weights), got {weights.dtype}")
+
+    @staticmethod
+    def _lengths_per_key(features: KeyedJaggedTensor) -> List[int]:
+        """``length_per_key`` (a host read), checked to add up to the values."""
+        lengths_per_key = features.length_per_key()
+        total, values = sum(lengths_per_key), features.values()
+        if total != values.numel():
+            raise ValueError(
+                f"KJT lengths add up to {total} ids but it holds {values.numel()} values (features {features.keys()}); "
+                "lengths, values and weights must agree"
+            )
         return lengths_per_key
 
     def forward(
@@ -270,12 +277,13 @@ class IdTransform(nn.Module):
             features (KeyedJaggedTensor): logical ids (extra keys are ignored).
             order (Optional[Tuple[str, ...]]): physical feature order (default: the physical EBC's).
         """
-        lengths_per_key = self.check(features)
+        self.check(features)
         order = order or self.default_order
         ids = features.values()
         device = ids.device
         plan = self._order(order)
         inputs = self._input_plan(tuple(features.keys()), order, device)
+        lengths_per_key = self._lengths_per_key(features)
         in_starts = _exclusive_cumsum(lengths_per_key)
         dynamic: List[Tuple[int, int, int]] = []
         out_lengths: List[int] = []
@@ -357,10 +365,10 @@ class IdTransform(nn.Module):
 class _CombinePlan:
     """Column arithmetic of ``IdTransform.combine`` for one physical key order (built once per order).
 
-    Three cases, cheapest first: the physical columns already are the logical ones (relabel the KeyedTensor); only
-    whole features move (one column gather); else the values are split once per physical feature (one
-    ``SplitBackward`` in autograd, not one zero-filled gradient per slice) and each logical feature is formed from
-    its parts (QR products, LMA concatenation, MEAN division), then concatenated.
+    Cheapest first: the physical columns already are the logical ones (relabel the KeyedTensor); only whole features
+    move (one column gather); else the values are split once per physical feature (one ``SplitBackward`` in autograd,
+    which stays cheap where per-slice views would each send back a zero-filled gradient) and each logical feature is
+    formed from its parts (QR products, LMA concatenation, MEAN division, output projection), then concatenated.
     """
 
     def __init__(
@@ -371,19 +379,17 @@ class _CombinePlan:
         feature_tables: List[Tuple[str, EmbeddingBagConfig]],
     ) -> None:
         features = [f for f, _ in feature_tables]
-        keys = pooled.keys()
         self.split_sizes = list(pooled.length_per_key())
         offsets = _exclusive_cumsum(self.split_sizes)
-        index = {k: i for i, k in enumerate(keys)}
+        index = {k: i for i, k in enumerate(pooled.keys())}
         mean_column = {features[f]: j for j, f in enumerate(mean_features)}
         self.keys = [c.feature for c in combines]
+        self.dims = [table.embedding_dim for _, table in feature_tables]
         self.steps: List[Tuple[str, List[int], Optional[int], Optional[str]]] = []
         gather: List[int] = []
-        self.dims: List[int] = []
-        for c, (_, table) in zip(combines, feature_tables):
+        for c in combines:
             parts = [index[p] for p in c.parts]
             self.steps.append((c.kind, parts, mean_column.get(c.feature) if c.mean else None, c.project))
-            self.dims.append(table.embedding_dim)
             if c.kind != "product":
                 gather += [offsets[p] + i for p in parts for i in range(self.split_sizes[p])]
         self.simple = all(kind != "product" and m is None and pr is None for kind, _, m, pr in self.steps)

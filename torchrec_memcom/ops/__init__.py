@@ -17,7 +17,7 @@ Every op gives bit-identical results on either path (int64 arithmetic below 2**6
 import enum
 import functools
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -27,6 +27,7 @@ from torchrec_memcom.lsh import _FALLBACK_SALT, chunk_locations
 __all__ = [
     "IdOp",
     "NUM_OP_PARAMS",
+    "ONE_SLOTS",
     "hash_ids",
     "lma_locations",
     "memcom_local_rows",
@@ -89,7 +90,7 @@ def transform_segments(
     weights: Optional[torch.Tensor],
     static: torch.Tensor,
     static_host: List[List[int]],
-    dynamic_host: List[Tuple[int, int, int]],
+    dynamic: Union[List[Tuple[int, int, int]], torch.Tensor],
     stats: torch.Tensor,
     total: int,
     out_weighted: bool,
@@ -104,13 +105,15 @@ def transform_segments(
             feature (range statistics of its ids go to ``stats[feature]``), ``carry_weight`` = 1 if the segment
             carries the input weight (else weight 1).
         static_host (List[List[int]]): the same rows as Python ints (the CPU path reads them without a sync).
-        dynamic_host (List[Tuple[int, int, int]]): per segment ``(input start, output start, length)``.
+        dynamic (List[Tuple[int, int, int]] or torch.Tensor): per segment ``(input start, output start, length)``, on
+            the host, or as a ``(P, 3)`` int64 tensor on ``values``' device (then no host read: segments are at most
+            ``total`` long).
         stats (torch.Tensor): ``(F', 2)`` int64, rows of features initialised to ``(INT64_MAX, INT64_MIN)``; updated
             in place to each checked feature's ``(min, max)`` id.
         total (int): output length.
         out_weighted (bool): produce weights (input weights where carried, else 1).
 
-    ``CUSTOM`` segments hold their source ids: the caller overwrites them.
+    ``CUSTOM`` segments are left unwritten: the caller writes them.
     """
     device = values.device
     out = torch.empty(total, dtype=torch.int64, device=device)
@@ -121,15 +124,22 @@ def transform_segments(
     if triton_enabled(values):
         from torchrec_memcom.ops._triton import transform_segments_triton
 
-        dyn = torch.tensor(dynamic_host, dtype=torch.int64, pin_memory=True).to(device, non_blocking=True)
-        max_len = max(d[2] for d in dynamic_host)
+        if isinstance(dynamic, torch.Tensor):
+            dyn, max_len = dynamic.contiguous(), total
+        else:
+            dyn = torch.tensor(dynamic, dtype=torch.int64, pin_memory=True).to(device, non_blocking=True)
+            max_len = max(d[2] for d in dynamic)
         transform_segments_triton(values.contiguous(), weights, static, dyn, out, w_out, stats, max_len)
         return out, w_out
+    dynamic_host = dynamic.tolist() if isinstance(dynamic, torch.Tensor) else dynamic
     x_all = values.to(torch.int64)
     for row, (start, out_start, n) in zip(static_host, dynamic_host):
         feature, op, check, carry = row[0], row[1], row[2], row[3]
+        # as the kernel's masks: never read or write out of bounds (bad lengths are reported by the caller's check)
+        n = max(0, min(n, values.numel() - start, total - out_start))
         x = x_all[start : start + n]
-        out[out_start : out_start + n] = apply_id_op(op, x, row[5:])
+        if op != IdOp.CUSTOM:  # the caller writes CUSTOM segments (as on CUDA)
+            out[out_start : out_start + n] = apply_id_op(op, x, row[5:])
         if w_out is not None:
             if carry and weights is not None:
                 w_out[out_start : out_start + n] = weights[start : start + n]
@@ -213,6 +223,9 @@ def lma_locations(
 
 
 MEMCOM_PARAMS = ("block", "row_offset", "w_offset", "ids_per_bucket", "rows_per_bucket")
+# Pass-through positions read a constant weight from ONE_SLOTS slots (by position), not one: the gradients that flow
+# back to them would otherwise all add into one address.
+ONE_SLOTS = 1024
 
 
 def memcom_local_rows(
@@ -223,8 +236,8 @@ def memcom_local_rows(
     For a value ``j`` of feature ``f`` with ``params[f] = (block, row_offset, w_offset, ids_per_bucket,
     rows_per_bucket)`` (``MEMCOM_PARAMS``): ``s = j + block``, ``rows = bucketed_rows(s) - row_offset`` and
     ``w_index = j + w_offset``. A feature with ``ids_per_bucket = 0`` passes through: ``rows = j`` and
-    ``w_index = w_offset`` (the slot of a constant weight). ``lengths`` is the KJT's ``(F * stride,)`` lengths; no
-    host synchronisation.
+    ``w_index = w_offset + position % ONE_SLOTS`` (slots of a constant weight). ``lengths`` is the KJT's
+    ``(F * stride,)`` lengths; no host synchronisation.
     """
     num_features = params.shape[0]
     ids = local_ids.to(torch.int64)
@@ -244,5 +257,6 @@ def memcom_local_rows(
     ipb = torch.where(memcom, p[:, 3], 1)
     rpb = torch.where(memcom, p[:, 4], 1)
     rows = torch.where(memcom, bucketed_rows(ids + p[:, 0], ipb, rpb) - p[:, 1], ids)
-    w_index = torch.where(memcom, ids + p[:, 2], p[:, 2])
+    spread = torch.arange(ids.numel(), device=ids.device) % ONE_SLOTS
+    w_index = torch.where(memcom, ids + p[:, 2], p[:, 2] + spread)
     return rows, w_index

@@ -182,7 +182,7 @@ def _memcom_rows_kernel(
     s = j + block
     row = (s // ipb) * rpb + _mix(s, m1, m2, mc) % rpb - row_offset  # hashing.bucketed_rows, shifted to local
     tl.store(rows_ptr + offs, tl.where(memcom, row, j), mask=mask)
-    tl.store(widx_ptr + offs, tl.where(memcom, j + w_offset, w_offset), mask=mask)
+    tl.store(widx_ptr + offs, tl.where(memcom, j + w_offset, w_offset + offs % 1024), mask=mask)  # ops.ONE_SLOTS
 
 
 def memcom_rows_triton(
@@ -205,6 +205,8 @@ def _segments_kernel(
     out_ptr,
     w_out_ptr,
     stats_ptr,
+    n_in,
+    n_out,
     m1,
     m2,
     mc,
@@ -217,7 +219,8 @@ def _segments_kernel(
     out_start = tl.load(dyn_ptr + seg * 3 + 1)
     n = tl.load(dyn_ptr + seg * 3 + 2)
     offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
+    # in bounds of both buffers whatever the lengths say (bad lengths are reported by the caller's deferred check)
+    mask = (offs < n) & (start + offs < n_in) & (out_start + offs < n_out)
     row = static_ptr + seg * 10
     feature = tl.load(row)
     op = tl.load(row + 1)
@@ -235,7 +238,8 @@ def _segments_kernel(
     rows = (s // tl.where(p3 > 0, p3, 1)) * p4 + _mix(s, m1, m2, mc) % tl.where(p4 > 0, p4, 1)
     d = tl.where(p0 > 0, p0, 1)
     y = tl.where(op == 1, rows, tl.where(op == 2, s, tl.where(op == 3, x // d, tl.where(op == 4, x % d, x))))
-    tl.store(out_ptr + out_start + offs, y, mask=mask)
+    write = mask & (op != 5)  # CUSTOM segments: the caller writes the ids
+    tl.store(out_ptr + out_start + offs, y, mask=write)
     if HAS_W_OUT:
         if HAS_W_IN:
             w = tl.load(w_in_ptr + start + offs, mask=mask & (carry != 0), other=1.0)
@@ -270,6 +274,8 @@ def transform_segments_triton(
         out,
         w_out if w_out is not None else out,
         stats,
+        ids.numel(),
+        out.numel(),
         m1,
         m2,
         mc,
@@ -283,7 +289,6 @@ def transform_segments_triton(
 def _entity_update_kernel(
     index_ptr,
     scratch_ptr,
-    owner_ptr,
     weight_ptr,
     sum_ptr,
     bounds_ptr,
@@ -295,13 +300,15 @@ def _entity_update_kernel(
     HAS_SUM: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # One owner per id (the first position holding it, from the atomic_min pass) reads the summed gradient, applies
-    # the update and clears the scratch; the other positions of the same id do nothing (no read-after-write race).
+    # After scratch.index_add_(index, grad): each position swaps its id's summed gradient out of the scratch. The
+    # first swap gets the sum (and leaves 0), every later position of the same id gets 0 and does nothing, so one
+    # position per id applies the update without any read-after-write race. (An id whose summed gradient is exactly 0
+    # is not updated: SGD and Adagrad would leave it unchanged anyway.)
     j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = j < n
     i = tl.load(index_ptr + j, mask=mask, other=0)
-    own = mask & (tl.load(owner_ptr + i, mask=mask, other=-1).to(tl.int64) == j)
-    g = tl.load(scratch_ptr + i, mask=own, other=0.0)
+    g = tl.atomic_xchg(scratch_ptr + i, tl.zeros((BLOCK,), dtype=tl.float32), mask=mask)
+    own = mask & (g != 0.0)
     table = tl.zeros((BLOCK,), dtype=tl.int64)
     for t in tl.static_range(T):
         table += (i >= tl.load(bounds_ptr + t)).to(tl.int64)
@@ -314,14 +321,11 @@ def _entity_update_kernel(
         step = tl.where(ada, g / (tl.sqrt(total) + eps), g)
     w = tl.load(weight_ptr + i, mask=own, other=0.0)
     tl.store(weight_ptr + i, w - lr * step, mask=own)
-    tl.store(scratch_ptr + i, tl.zeros((BLOCK,), dtype=tl.float32), mask=own)
-    tl.store(owner_ptr + i, tl.full((BLOCK,), 2147483647, dtype=tl.int32), mask=own)
 
 
 def entity_update_triton(
     index: torch.Tensor,
     scratch: torch.Tensor,
-    owner: torch.Tensor,
     weight: torch.Tensor,
     state_sum: "torch.Tensor | None",
     bounds: torch.Tensor,
@@ -329,12 +333,11 @@ def entity_update_triton(
     adagrad: torch.Tensor,
     eps: float,
 ) -> None:
-    """``EntityWeightOptimizer``'s update after ``scratch.index_add_`` and ``owner.scatter_reduce_(amin)``."""
+    """``EntityWeightOptimizer``'s update after ``scratch.index_add_(0, index, grad)``; leaves the scratch zero."""
     n = index.numel()
     _entity_update_kernel[(triton.cdiv(n, _BLOCK),)](
         index,
         scratch,
-        owner,
         weight,
         state_sum if state_sum is not None else scratch,
         bounds,

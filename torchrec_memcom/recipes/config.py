@@ -13,6 +13,7 @@ table specs); a recipe's top-level config composes them with its own model secti
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import typing
@@ -30,6 +31,7 @@ __all__ = [
     "CheckpointConfig",
     "ConfigError",
     "DenseOptimizerConfig",
+    "EarlyStoppingConfig",
     "EvalConfig",
     "OptimizerConfig",
     "OutputConfig",
@@ -38,6 +40,7 @@ __all__ = [
     "apply_overrides",
     "recipe_arg_parser",
     "check_table_specs",
+    "tables_override",
     "from_dict",
     "load_config",
     "read_yaml",
@@ -310,18 +313,61 @@ class OptimizerConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Training length by early stopping on the validation split (``train.epochs`` becomes the most epochs).
+
+    The recipe evaluates ``eval.split`` at the end of every epoch (or every ``every_steps`` steps), keeps the best
+    model state so far, stops after ``patience`` evaluations in a row that do not beat the best by more than
+    ``min_delta``, restores the best state and only then evaluates ``eval.final_split``. ``results.json`` records the
+    curve and the best step and epoch (``early_stopping``).
+
+    Attributes:
+        metric: a metric the recipe's evaluation reports (DLRM: ``auc``, ``logloss``; two-tower: ``ndcg@<k>``,
+            ``recall@<k>``).
+        patience: non-improving evaluations in a row before stopping.
+        every_steps: evaluate every this many steps (``None``: at the end of every epoch).
+        mode: ``max`` or ``min`` (``None``: ``min`` for ``logloss``, else ``max``).
+        min_delta: an evaluation improves only if it beats the best by more than this.
+        keep_best: where the best state is kept: ``memory`` (every rank copies its own shards to host memory; any
+            world size) or ``checkpoint`` (a DCP checkpoint in ``<checkpoint.dir>/best``, for shards that do not fit
+            host memory twice).
+    """
+
+    metric: str
+    patience: int = 2
+    every_steps: Optional[int] = None
+    mode: Optional[Literal["max", "min"]] = None
+    min_delta: float = 0.0
+    keep_best: Literal["memory", "checkpoint"] = "memory"
+
+    def __post_init__(self) -> None:
+        require(bool(self.metric), "metric", "must name a metric, e.g. auc or ndcg@10")
+        require(self.patience >= 1, "patience", f"must be >= 1, got {self.patience}")
+        require(self.every_steps is None or self.every_steps >= 1, "every_steps", "must be >= 1 or null")
+        require(self.min_delta >= 0, "min_delta", f"must be >= 0, got {self.min_delta}")
+
+    @property
+    def maximize(self) -> bool:
+        return self.mode == "max" if self.mode is not None else self.metric != "logloss"
+
+
+@dataclass
 class TrainConfig:
     """The training loop.
 
     Attributes:
         batch_size: rows per rank per step (the global batch is ``batch_size * world_size``); the last short global
             batch of an epoch is dropped, so every rank runs the same steps on equal batches.
-        epochs: passes over the training split.
+        epochs: passes over the training split (0: no training, evaluate the ``init_from`` conversion as it is).
         max_steps: stop after this many steps in all (``None``: run every epoch).
         log_every_steps: progress-bar / log cadence.
         lma_signature_rows: LMA tables fit their signatures on the first this-many training rows (every rank reads
             the same rows) before training.
         seed: seeds model init and the data order.
+        init_from: a checkpoint (``<checkpoint.dir>/step_<N>``) of a run of the same recipe, data and model sizes
+            with stock tables: this run starts from it, its tables converted to this run's by ``compress_``'s warm
+            start (``torchrec_memcom.recipes.init_from``); ``None``: random init.
+        early_stopping: stop on the validation metric and restore the best state (``None``: train every epoch).
     """
 
     batch_size: int = 512
@@ -330,10 +376,13 @@ class TrainConfig:
     log_every_steps: int = 50
     lma_signature_rows: int = 200_000
     seed: int = 2026
+    init_from: Optional[str] = None
+    early_stopping: Optional[EarlyStoppingConfig] = None
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        require(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
+        require(self.epochs >= 1 or self.init_from is not None, "epochs", "0 (evaluate only) needs train.init_from")
         require(self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
         require(self.log_every_steps >= 1, "log_every_steps", f"must be >= 1, got {self.log_every_steps}")
         require(self.lma_signature_rows >= 1, "lma_signature_rows", f"must be >= 1, got {self.lma_signature_rows}")
@@ -423,6 +472,21 @@ def check_table_specs(
             raise ConfigError(f"{k}: {e}") from None
 
 
+def tables_override(path: str) -> str:
+    """The ``tables=<mapping>`` override of a ``--tables`` YAML file (``{tables: {...}}`` or the mapping itself).
+
+    Raises:
+        ConfigError: naming the file when it is unreadable or holds no mapping of feature specs.
+    """
+    data = read_yaml(path)
+    if "tables" in data and set(data) != {"tables"}:
+        raise ConfigError(f"{path}: --tables expects only a tables: mapping, got keys {sorted(data)}")
+    tables = data.get("tables", data)
+    if not isinstance(tables, Mapping):
+        raise ConfigError(f"{path}: tables: expected a mapping of feature specs, got {tables!r}")
+    return "tables=" + json.dumps(tables)
+
+
 def recipe_arg_parser(description: str, presets: Sequence[str]) -> argparse.ArgumentParser:
     """The recipes' command line: ``--config <preset or yaml>``, ``--set key.sub=value ...`` and ``--resume``."""
     p = argparse.ArgumentParser(description=description)
@@ -438,6 +502,13 @@ def recipe_arg_parser(description: str, presets: Sequence[str]) -> argparse.Argu
         default=[],
         metavar="KEY=VALUE",
         help="override config values, e.g. --set train.epochs=2 tables.user.compression=32",
+    )
+    p.add_argument(
+        "--tables",
+        default=None,
+        metavar="YAML",
+        help="a YAML file whose tables: mapping replaces the config's tables section (e.g. an allocator proposal: "
+        "python -m torchrec_memcom.recipes.allocate); --set overrides apply after it",
     )
     p.add_argument(
         "--resume",

@@ -30,6 +30,7 @@ __all__ = [
     "DATASETS",
     "CriteoNpyData",
     "check_dir",
+    "check_movielens_path",
     "CriteoTSVData",
     "DataConfig",
     "Epochs",
@@ -135,7 +136,7 @@ class MovieLensCTRData(DataConfig):
         return dict(self.dataset().num_embeddings_per_feature)
 
     def check_paths(self, splits: Sequence[str]) -> None:
-        check_dir("path", self.path)
+        check_movielens_path("path", self.path)
 
     def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
         return Epochs(
@@ -155,6 +156,15 @@ class MovieLensCTRData(DataConfig):
 def check_dir(key: str, path: Optional[str]) -> None:
     """Raises ``ConfigError`` naming ``key`` unless ``path`` is ``None`` or an existing folder."""
     require(path is None or os.path.isdir(path), key, f"no such folder: {path}")
+
+
+def check_movielens_path(key: str, path: Optional[str]) -> None:
+    """Raises ``ConfigError`` naming ``key`` unless ``path`` is ``None``, an existing folder, or an existing ``.npz``
+    data cache (``MovieLens1M.save_npz``, for machines without the data package)."""
+    if path is not None and path.endswith(".npz"):
+        require(os.path.isfile(path), key, f"no such file: {path}")
+    else:
+        check_dir(key, path)
 
 
 @dataclass

@@ -69,13 +69,13 @@ class DLRMTask:
     def feature_names(self) -> List[str]:
         return self.cfg.data.feature_names()
 
-    def build_model(self) -> Tuple[nn.Module, MemoryReport]:
+    def build_model(self, device: str = "meta") -> Tuple[nn.Module, MemoryReport]:
         cfg = self.cfg
         try:
             tables = build_tables(self.feature_names(), cfg.data.table_sizes(), cfg.model.embedding_dim, cfg.tables)
         except ValueError as e:
             raise ConfigError(f"tables: {e}") from None
-        ebc = CompressedEmbeddingBagCollection(tables, device="meta")
+        ebc = CompressedEmbeddingBagCollection(tables, device=device)
         model = DLRMTrain(
             DLRM(
                 embedding_bag_collection=ebc,

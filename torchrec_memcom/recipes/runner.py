@@ -14,6 +14,9 @@ Guarantees (``docs/RELIABILITY.md`` states them for users):
   checkpoint or result is ever written from a diverged model.
 - The results file says ``"status": "ok"`` only after a complete run; a failed run leaves ``"status": "failed"`` with
   the error (or ``"running"`` if the process was killed), never a file that looks like a result.
+- Early stopping (``train.early_stopping``): the validation metric at every epoch end (or every N steps), the best
+  state kept (``torchrec_memcom.recipes.early_stopping``) and restored before the final evaluation; the curve and the
+  best step / epoch go into the results. A resumed run starts the early-stopping bookkeeping afresh.
 - Resume (``--resume``, or automatically when torchrun restarts the workers: ``TORCHELASTIC_RESTART_COUNT > 0``)
   continues from the newest checkpoint that loads, at the same training row: the position is saved in rows of the
   current epoch, so a different ``train.batch_size`` is accepted when the dataset's row order does not depend on it
@@ -51,10 +54,13 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from tqdm import tqdm
 
 from torchrec_memcom.datasets._batching import DataError
+from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.checkpoint import Checkpointer, CheckpointError, config_changes
-from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, to_dict
+from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, tables_override, to_dict
 from torchrec_memcom.recipes.data import Epochs
+from torchrec_memcom.recipes.early_stopping import EarlyStopper
+from torchrec_memcom.recipes.init_from import converted_state
 from torchrec_memcom.recipes.schemas import load_recipe_config, preset_names
 from torchrec_memcom.recipes.training import (
     DistContext,
@@ -90,9 +96,9 @@ class RecipeTask(Protocol):
 
     def __init__(self, cfg: Any, ctx: DistContext) -> None: ...
 
-    def build_model(self) -> Tuple[nn.Module, MemoryReport]:
-        """The training module (its embedding collections on ``meta``, dense layers on the device) and the memory
-        report of its embeddings."""
+    def build_model(self, device: str = "meta") -> Tuple[nn.Module, MemoryReport]:
+        """The training module (its embedding collections on ``device``: ``meta`` to shard, ``cpu`` to hold a full
+        state; dense layers on the run's device) and the memory report of its embeddings."""
 
     def feature_names(self) -> List[str]:
         """Every sparse feature (the keys of ``sharding``)."""
@@ -142,6 +148,8 @@ class RecipeRunner:
         self.results_path = os.path.join(out.dir, out.json_name)
         ckpt = cfg.checkpoint
         self.checkpointer = Checkpointer(ckpt.dir, ctx, ckpt.keep) if ckpt.dir else None
+        stopping = cfg.train.early_stopping
+        self.stopper = EarlyStopper(stopping, ctx, ckpt.dir) if stopping is not None else None
 
     @property
     def global_batch(self) -> int:
@@ -152,7 +160,7 @@ class RecipeRunner:
     def setup(self, resume: bool) -> None:
         """Checks files and folders, builds and shards the model, then resumes or fits LMA signatures."""
         cfg, ctx = self.cfg, self.ctx
-        eval_splits = [cfg.eval.split] if cfg.eval.every_steps else []
+        eval_splits = [cfg.eval.split] if cfg.eval.every_steps or self.stopper is not None else []
         eval_splits += [cfg.eval.final_split] if cfg.eval.final_split else []
         _agree(ctx, self._start_output)  # first: a failed check below then leaves a "failed" record, not an old result
         _agree(ctx, lambda: cfg.data.check_paths(["train", *dict.fromkeys(eval_splits)]), "data.")
@@ -173,9 +181,19 @@ class RecipeRunner:
         if self.train_data.has_len():
             local = torch.tensor([len(self.train_data)])
             self.steps_per_epoch = int(ctx.all_reduce(local, dist.ReduceOp.MIN)[0])
+        if self.stopper is not None and self.steps_per_epoch is None and not self.stopper.cfg.every_steps:
+            raise ConfigError(
+                "train.early_stopping.every_steps: this training data has no epoch length, so early stopping cannot "
+                "evaluate at epoch ends: give every_steps"
+            )
         if ctx.is_main:
             print(self.memory, flush=True)
         if resume and self._resume():
+            return
+        if cfg.train.init_from is not None:
+            self._log(f"converting the stock run {cfg.train.init_from} to this run's tables (warm start)")
+            state, self.lma_coverage = converted_state(self.task, cfg.train.init_from)
+            load_unsharded_state_dict(self.model, state)
             return
         self.lma_coverage = fit_lma_signatures(
             self.model, self.task.signature_batches(), cfg.train.lma_signature_rows, progress=ctx.is_main
@@ -290,25 +308,45 @@ class RecipeRunner:
                 bar.set_postfix(loss=f"{float(loss):.4f}", epoch=self.epoch)
             eval_now = bool(every_eval) and self.step % every_eval == 0
             ckpt_now = bool(every_ckpt) and self.step % every_ckpt == 0
-            if eval_now or ckpt_now:
+            stop_now = self.stopper is not None and self.stopper.due(self.step, self.next_batch == self.steps_per_epoch)
+            if eval_now or ckpt_now or stop_now:
                 self.train_seconds += time.perf_counter() - start
                 self.check_losses()
-                if eval_now:
+                if eval_now or stop_now:
                     self.model = pipeline.detach()  # original forwards; the next progress() re-attaches
-                    self._evaluate(cfg.eval.split)
+                    metrics = self._evaluate(cfg.eval.split)
                 if ckpt_now:
                     self.save_checkpoint()
+                if stop_now and self.stopper is not None:
+                    if self.stopper.update(self.step, self.epoch, metrics, self.model, self.optimizer):
+                        self._log(
+                            f"early stopping after step {self.step}: {cfg.eval.split} {self.stopper.cfg.metric} "
+                            f"did not improve on {self.stopper.best} (step {self.stopper.best_step}) in "
+                            f"{self.stopper.cfg.patience} evaluations"
+                        )
+                        break
                 start = time.perf_counter()
         self.train_seconds += time.perf_counter() - start
         bar.close()
         self.model = pipeline.detach()
         self.check_losses()
-        if self.step == 0:
+        if self.stopper is not None:
+            self.stopper.restore(self.model, self.optimizer)
+            self._log(
+                f"restored the best state: step {self.stopper.best_step}, {cfg.eval.split} "
+                f"{self.stopper.cfg.metric} {self.stopper.best}"
+            )
+        if self.step == 0 and cfg.train.epochs > 0:
             raise RecipeError(
                 f"no training step ran: the training split gave no full global batch of {self.global_batch} rows "
                 f"(train.batch_size={cfg.train.batch_size} x {ctx.world_size} ranks)"
             )
-        if cfg.checkpoint.at_end and self.checkpointer is not None and self.last_saved != self.step:
+        if (
+            cfg.checkpoint.at_end
+            and self.checkpointer is not None
+            and self.last_saved != self.step
+            and (self.step or not cfg.train.epochs)
+        ):
             self.save_checkpoint()
 
     def check_losses(self) -> None:
@@ -430,6 +468,7 @@ class RecipeRunner:
             "train": self._train_section(losses),
             "data": {"train": stats},
             "lma_signature_coverage": self.lma_coverage,
+            "early_stopping": self.stopper.to_dict() if self.stopper is not None else None,
             "plan": str(self.model.plan),
             "config": to_dict(cfg),
         }
@@ -549,7 +588,8 @@ def main(task_cls: Type[RecipeTask], argv: Optional[Sequence[str]] = None) -> Di
     """Parses the command line, validates the config (before joining the job) and runs the recipe on this rank."""
     description = (sys.modules[task_cls.__module__].__doc__ or task_cls.name).strip().split("\n")[0]
     args = recipe_arg_parser(description, preset_names(task_cls.name)).parse_args(argv)
-    cfg = load_recipe_config(args.config, args.set, recipe=task_cls.name)
+    overrides = ([tables_override(args.tables)] if args.tables else []) + args.set
+    cfg = load_recipe_config(args.config, overrides, recipe=task_cls.name)
     ctx = init_distributed()
     try:
         return RecipeRunner(task_cls(cfg, ctx), cfg, ctx).run(resume=args.resume or _restarted())

@@ -29,7 +29,7 @@ from torchrec_memcom.recipes.config import (
     read_yaml,
     require,
 )
-from torchrec_memcom.recipes.data import DataConfig, check_dir
+from torchrec_memcom.recipes.data import DataConfig, check_movielens_path
 
 __all__ = [
     "RECIPE_CONFIGS",
@@ -48,6 +48,17 @@ __all__ = [
 ShardingTypeName = Literal[
     "data_parallel", "table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise", "grid_shard"
 ]
+
+
+def _check_early_stopping(cfg: Any, metrics: Sequence[str]) -> None:
+    """Checks that ``train.early_stopping.metric`` is one of the recipe's validation ``metrics``."""
+    stopping = cfg.train.early_stopping
+    if stopping is not None:
+        require(
+            stopping.metric in metrics,
+            "train.early_stopping.metric",
+            f"{stopping.metric!r} is not a metric of this recipe (choose from {', '.join(metrics)})",
+        )
 
 
 def _check_tables_and_sharding(cfg: Any) -> None:
@@ -116,6 +127,7 @@ class DLRMConfig:
 
     def __post_init__(self) -> None:
         _check_tables_and_sharding(self)
+        _check_early_stopping(self, ["auc", "logloss"])
 
 
 @functools.lru_cache(maxsize=2)
@@ -156,7 +168,7 @@ class MovieLensRankingData:
         return _movielens_ranking(self.path, self.user_history)
 
     def check_paths(self, splits: Sequence[str]) -> None:
-        check_dir("path", self.path)
+        check_movielens_path("path", self.path)
 
     def user_feature_names(self) -> List[str]:
         """The user tower's features (``USER_FEATURES``, then ``history`` when ``user_history > 0``)."""
@@ -259,6 +271,7 @@ class TwoTowerConfig:
 
     def __post_init__(self) -> None:
         _check_tables_and_sharding(self)
+        _check_early_stopping(self, [f"ndcg@{self.eval.k}", f"recall@{self.eval.k}"])
 
 
 RECIPE_CONFIGS: Dict[str, Type[Any]] = {"dlrm": DLRMConfig, "two_tower": TwoTowerConfig}

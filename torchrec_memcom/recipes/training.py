@@ -93,12 +93,21 @@ class DistContext:
             dist.destroy_process_group()
 
 
-def init_distributed(timeout_s: int = 600) -> DistContext:
+def init_distributed(timeout_s: int = 600, device: str = "auto") -> DistContext:
     """Joins the job that ``torchrun`` (or TorchX) started, or makes a one-process group when run plainly.
 
     On CUDA each process takes GPU ``LOCAL_RANK`` (``torch.cuda.set_device``) and NCCL; elsewhere gloo on CPU. Works
     in workers that torchrun restarted after a failure (``TORCHELASTIC_RESTART_COUNT > 0``).
+    ``device``: ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"`` (gloo on CPU even where CUDA is).
+
+    Raises:
+        ValueError: an unknown ``device``, or ``"cuda"`` without CUDA.
     """
+    if device not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"init_distributed: device must be 'auto', 'cuda' or 'cpu', got {device!r}")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise ValueError("init_distributed: device='cuda', but CUDA is not available")
     if "RANK" not in os.environ:
         from torchrec.test_utils import get_free_port
 
@@ -106,11 +115,11 @@ def init_distributed(timeout_s: int = 600) -> DistContext:
         os.environ.setdefault("MASTER_PORT", str(get_free_port()))
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if use_cuda:
         torch.cuda.set_device(local_rank)
-        device, backend = torch.device("cuda", local_rank), "nccl"
+        where, backend = torch.device("cuda", local_rank), "nccl"
     else:
-        device, backend = torch.device("cpu"), "gloo"
+        where, backend = torch.device("cpu"), "gloo"
         pin_malloc_mmap_threshold()
     if not dist.is_initialized():
         timeout = timedelta(seconds=timeout_s)
@@ -125,9 +134,9 @@ def init_distributed(timeout_s: int = 600) -> DistContext:
             rank=rank,
             world_size=world_size,
             timeout=timeout,
-            device_id=device if device.type == "cuda" else None,
+            device_id=where if where.type == "cuda" else None,
         )
-    return DistContext(rank, world_size, local_rank, device, backend)
+    return DistContext(rank, world_size, local_rank, where, backend)
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter

@@ -115,7 +115,7 @@ class TwoTowerTask:
     def feature_names(self) -> List[str]:
         return self.cfg.data.feature_names()
 
-    def build_model(self) -> Tuple[nn.Module, MemoryReport]:
+    def build_model(self, device: str = "meta") -> Tuple[nn.Module, MemoryReport]:
         cfg, data = self.cfg, self.cfg.data
         sizes, dim = dict(self.ds.num_embeddings_per_feature), cfg.model.embedding_dim
         try:
@@ -133,7 +133,7 @@ class TwoTowerTask:
             temperature=cfg.model.temperature,
             normalize=cfg.model.normalize,
             item_log_q=log_q,
-            ebc_device="meta",
+            ebc_device=device,
             dense_device=self.ctx.device,
         )
         return model, model.model.memory_report()  # on meta: sizes only, before sharding

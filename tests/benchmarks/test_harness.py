@@ -1,0 +1,167 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""The benchmark harness: run order of ``--repeats``, merging, skips, optimizer and UVM options, the profiler."""
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Tuple
+
+import pytest
+import torch
+import torch.distributed as dist
+from fbgemm_gpu.split_embedding_configs import EmbOptimType
+
+from torchrec_memcom.benchmarks import harness
+from torchrec_memcom.benchmarks.harness import BenchOptions, fused_params_for, run_benchmark, schedule
+from torchrec_memcom.benchmarks.layouts import LAYOUTS
+from torchrec_memcom.benchmarks.measure import profile_steps
+from torchrec_memcom.recipes.training import DistContext
+
+
+def test_schedule_interleaves_the_methods_repeat_by_repeat() -> None:
+    assert schedule(["ebc", "dlrm"], ["stock", "hash", "qr"], 2) == [
+        (0, "ebc", "stock"),
+        (0, "ebc", "hash"),
+        (0, "ebc", "qr"),
+        (1, "ebc", "stock"),
+        (1, "ebc", "hash"),
+        (1, "ebc", "qr"),
+        (0, "dlrm", "stock"),
+        (0, "dlrm", "hash"),
+        (0, "dlrm", "qr"),
+        (1, "dlrm", "stock"),
+        (1, "dlrm", "hash"),
+        (1, "dlrm", "qr"),
+    ]
+    with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
+        schedule(["ebc"], ["stock"], 0)
+
+
+@pytest.fixture
+def one_rank() -> Iterator[DistContext]:
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield DistContext(0, 1, 0, torch.device("cpu"), "gloo")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_run_benchmark_runs_the_schedule_and_takes_the_median_of_repeat_medians(
+    one_rank: DistContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: List[Tuple[str, str]] = []
+    step_ms = {"stock": iter([[4.0, 4.0, 4.0], [6.0, 6.0, 6.0], [5.0, 5.0, 5.0]]), "hash": iter([[2.0] * 3] * 3)}
+
+    def fake_run_method(kind: str, method: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        calls.append((kind, method))
+        out: Dict[str, Any] = {
+            "status": "ok",
+            "memory_report": {"total_bytes": 10, "stock_bytes": 10, "compression_ratio": 1.0},
+            "tables": [],
+            "plan_s": 0.0,
+            "hbm_cap_bytes": None,
+            "ddr_cap_bytes": None,
+        }
+        if method == "lma":
+            return {**out, "status": "does not fit", "reason": "needs more"}
+        return {
+            **out,
+            "step_ms": next(step_ms[method]),
+            "wall_ms": 1.0,
+            "local_embedding_bytes": 10,
+            "local_embedding_uvm_bytes": 0,
+            "local_dense_bytes": 0,
+            "host_rss_bytes": None,
+            "shard_s": 0.0,
+            "plan_tables": {"t0": "table_wise/fused@0"},
+            "plan_estimate": {},
+        }
+
+    monkeypatch.setattr(harness, "run_method", fake_run_method)
+    written: List[List[str]] = []
+    layout = LAYOUTS["tiny"]
+    opts = BenchOptions(layout_name="tiny", sharding_type="column_wise", iters=3, warmup=0)
+    rows = run_benchmark(
+        layout,
+        opts,
+        ["ebc"],
+        ["stock", "memcom", "lma", "hash"],
+        3,
+        one_rank,
+        lambda rs: written.append([r["method"] for r in rs]),
+    )
+    # memcom cannot be column-wise (never run); lma does not fit at the first repeat (never retried)
+    assert calls == [("ebc", "stock"), ("ebc", "lma"), ("ebc", "hash"), ("ebc", "stock"), ("ebc", "hash")] + [
+        ("ebc", "stock"),
+        ("ebc", "hash"),
+    ]
+    assert written[-1] == ["stock", "memcom", "lma", "hash"] and len(written) == 4 + 2 + 2
+    stock, memcom, lma, hash_ = rows
+    assert memcom["status"] == "skipped" and "column_wise" in memcom["reason"]
+    assert lma["status"] == "does not fit" and lma["reason"] == "needs more"
+    assert stock["step_ms_repeat_medians"] == [4.0, 6.0, 5.0] and stock["step_ms_median"] == 5.0
+    assert hash_["repeats"] == 3 and hash_["throughput_vs_stock"] == pytest.approx(2.5)
+
+
+def test_optimizer_and_uvm_fused_params() -> None:
+    opts = BenchOptions()
+    assert opts.optimizer == "rowwise_adagrad"  # the default users train with
+    cpu = fused_params_for(opts, ["fused", "fused_uvm_caching"], "cpu")
+    assert cpu["optimizer"] == EmbOptimType.EXACT_ROWWISE_ADAGRAD and "uvm_host_mapped" not in cpu
+    assert fused_params_for(opts, ["fused", "fused_uvm_caching"], "cuda")["uvm_host_mapped"] is True
+    assert "uvm_host_mapped" not in fused_params_for(opts, ["fused"], "cuda")
+    managed = BenchOptions(uvm_memory="managed", optimizer="sgd", lr=0.5)
+    params = fused_params_for(managed, ["fused_uvm_caching"], "cuda")
+    assert "uvm_host_mapped" not in params and params["optimizer"] == EmbOptimType.EXACT_SGD
+    assert params["learning_rate"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"optimizer": "adam"}, "optimizer must be one of"),
+        ({"uvm_memory": "disk"}, "uvm_memory must be"),
+        ({"cache_load_factor": 0.0}, "cache_load_factor must be in"),
+        ({"iters": 0}, "need iters >= 1"),
+    ],
+)
+def test_bad_options_fail_early(kwargs: Dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BenchOptions(**kwargs)
+
+
+def test_profile_keeps_traces_in_files_and_numbers_in_the_result(tmp_path: Path) -> None:
+    a = torch.randn(64, 64)
+
+    def step() -> None:
+        (a @ a).relu_().sum()
+
+    result = profile_steps(step, 3, torch.device("cpu"), str(tmp_path / "p" / "stock"), write=True)
+    assert result["steps"] == 3 and result["host_ms_per_step"] > 0 and result["wall_ms_per_step"] > 0
+    assert result["gpu_busy"] is None and result["time_basis"] == "self CPU time"
+    assert result["trace"] == str(tmp_path / "p" / "stock.trace.json") and Path(result["trace"]).stat().st_size > 0
+    assert "aten::mm" in Path(result["table"]).read_text()
+    assert any(e["name"] == "aten::mm" and e["count"] == 3 for e in result["top"])
+    text = json.dumps(result)
+    assert len(text) < 5000 and "Self CPU" not in text  # paths only, no trace or table contents
+    silent = profile_steps(step, 1, torch.device("cpu"), str(tmp_path / "q" / "x"), write=False)
+    assert silent["trace"] is None and not (tmp_path / "q").exists()
+
+
+def test_init_distributed_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchrec_memcom.recipes.training import init_distributed
+
+    with pytest.raises(ValueError, match="device must be 'auto', 'cuda' or 'cpu', got 'tpu'"):
+        init_distributed(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda', but CUDA is not available"):
+            init_distributed(device="cuda")
+    from torchrec.test_utils import get_free_port
+
+    launcher = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "localhost"}
+    for var, value in {**launcher, "MASTER_PORT": str(get_free_port())}.items():
+        monkeypatch.setenv(var, value)  # restored afterwards
+    ctx = init_distributed(device="cpu")  # gloo on CPU, even where CUDA is
+    try:
+        assert (ctx.rank, ctx.world_size, ctx.device.type, ctx.backend) == (0, 1, "cpu", "gloo")
+    finally:
+        ctx.close()

@@ -1,0 +1,181 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Benchmark reports on fixed measurements: merging ranks and repeats, ratios, markdown tables, weak scaling."""
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from torchrec_memcom.benchmarks.layouts import LAYOUTS
+from torchrec_memcom.benchmarks.report import (
+    add_ratios,
+    combine,
+    markdown_report,
+    markdown_table,
+    merge_ranks,
+    merge_repeats,
+    optimizer_label,
+)
+
+TINY = LAYOUTS["tiny"]  # batch 64 per rank
+
+
+def _rank(step_ms: List[float], emb: int, profile_host: Optional[float] = None, uvm: int = 0) -> Dict[str, Any]:
+    out: Dict[str, Any] = {
+        "status": "ok",
+        "memory_report": {"total_bytes": emb * 2, "stock_bytes": 16 * emb * 2, "compression_ratio": 16.0},
+        "tables": [{"name": "t0", "type": "EmbeddingBagConfig", "num_embeddings": 10}],
+        "plan_s": 0.5,
+        "shard_s": 1.0,
+        "hbm_cap_bytes": 40 * 10**9,
+        "ddr_cap_bytes": 100 * 10**9,
+        "step_ms": step_ms,
+        "wall_ms": sum(step_ms),
+        "local_embedding_bytes": emb,
+        "local_embedding_uvm_bytes": uvm,
+        "local_dense_bytes": 0,
+        "host_rss_bytes": 2**30,
+        "plan_tables": {"t0": "table_wise/fused@0"},
+        "plan_estimate": {"perf_ms_max": 1.5},
+        "peak_bytes": 3 * emb,
+    }
+    if profile_host is not None:
+        out["profile"] = {
+            "steps": 5,
+            "host_ms_per_step": profile_host,
+            "gpu_busy": 0.9,
+            "wall_ms_per_step": 2.0,
+            "time_basis": "GPU kernel time",
+            "total_ms_per_step": 1.8,
+            "top": [{"name": "kernel|x", "count": 5, "self_us": 9000.0, "share": 1.0}],
+            "trace": "p/profile.trace.json",
+            "table": "p/profile.txt",
+        }
+    return out
+
+
+def test_merge_ranks_takes_the_slowest_rank_per_step() -> None:
+    ranks = [_rank([1.0, 5.0, 2.0], 100, 3.0), _rank([4.0, 1.0, 1.0], 300, 4.0)]
+    row = merge_ranks("ebc", "stock", "stock EBC", ranks, TINY)
+    assert row["step_ms_all"] == [4.0, 5.0, 2.0] and row["step_ms_median"] == 4.0
+    assert row["samples_per_s"] == pytest.approx(2 * 64 / 4e-3)
+    assert row["local_embedding_bytes_max"] == 300 and row["peak_bytes_max"] == 900
+    assert row["profile"]["host_ms_per_step_per_rank"] == [3.0, 4.0]
+    assert row["plan_summary"] == "TW x1" and row["repeats"] == 1
+
+
+def test_merge_repeats_reports_the_median_of_the_repeat_medians() -> None:
+    repeats = [
+        merge_ranks("ebc", "hash", "Hash 16x", [_rank(steps, 10)], TINY)
+        for steps in ([10.0, 11.0, 12.0], [30.0, 31.0, 29.0], [12.0, 13.0, 11.0])
+    ]
+    repeats[2]["peak_bytes_max"] = 99
+    row = merge_repeats(repeats)
+    assert row["repeats"] == 3 and row["step_ms_repeat_medians"] == [11.0, 30.0, 12.0]
+    assert row["step_ms_median"] == 12.0
+    assert row["samples_per_s"] == pytest.approx(64 / 12e-3)
+    assert row["peak_bytes_max"] == 99 and len(row["step_ms_all"]) == 9
+    # one long slow repeat moves the pooled median of all steps, not the median of the repeat medians
+    skew = [merge_ranks("ebc", "hash", "Hash 16x", [_rank(s, 10)], TINY) for s in ([1.0] * 3, [9.0] * 7, [2.0] * 3)]
+    assert merge_repeats(skew)["step_ms_median"] == 2.0 != statistics.median([1.0] * 3 + [9.0] * 7 + [2.0] * 3)
+
+
+def _payload(world_size: int = 1, profiled: bool = True) -> Dict[str, Any]:
+    host = (lambda h: h) if profiled else (lambda h: None)
+    rows = [
+        merge_ranks("dlrm", "stock", "stock EBC", [_rank([8.0, 8.0], 1600, host(4.0))] * world_size, TINY),
+        merge_ranks("dlrm", "memcom", "MEmCom 16x", [_rank([10.0, 10.0], 100, host(6.0))] * world_size, TINY),
+        {
+            "model": "dlrm",
+            "method": "lma",
+            "label": "LMA Z=16 16x",
+            "status": "does not fit",
+            "reason": "Unable to find a plan: needs HBM 1 / DDR 2 GiB, has HBM 0.5 / DDR 1 GiB",
+        },
+    ]
+    add_ratios(rows)
+    config = {
+        "layout": "tiny",
+        "layout_spec": {**TINY.__dict__},
+        "ratio": 16.0,
+        "ids": "powerlaw",
+        "zipf": 1.05,
+        "sharding_type": None,
+        "pipeline": True,
+        "iters": 2,
+        "warmup": 1,
+        "optimizer": "rowwise_adagrad",
+        "lr": 0.01,
+        "optimizer_label": optimizer_label("rowwise_adagrad", 0.01),
+    }
+    env = {k: "x" for k in ("device_name", "backend", "torch", "torchrec", "fbgemm_gpu")}
+    return {"config": config, "environment": {**env, "world_size": world_size}, "results": rows}
+
+
+def test_ratios_and_main_table_with_host_time_and_gpu_busy() -> None:
+    payload = _payload()
+    stock, memcom, lma = payload["results"]
+    assert memcom["throughput_vs_stock"] == pytest.approx(0.8)
+    assert memcom["host_vs_stock"] == pytest.approx(1.5)
+    assert memcom["local_embedding_bytes_vs_stock"] == pytest.approx(1 / 16)
+    assert "throughput_vs_stock" not in lma
+    lines = markdown_table(payload["results"]).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[:8] == [
+        "model",
+        "method",
+        "samples/s",
+        "step ms (median)",
+        "throughput vs stock",
+        "host ms/step",
+        "host vs stock",
+        "GPU busy",
+    ]
+    cells = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert cells[:8] == ["dlrm", "MEmCom 16x", "6,400", "10.00", "0.80x", "6.00", "1.50x", "90%"]
+    assert lines[4].startswith("| dlrm | LMA Z=16 16x | does not fit: Unable to find a plan: needs HBM 1 / DDR 2")
+    assert "host ms/step" not in markdown_table(_payload(profiled=False)["results"])
+
+
+def test_markdown_report_states_the_optimizer_above_the_table() -> None:
+    text = markdown_report(_payload())
+    lines = text.splitlines()
+    i = lines.index("Optimizer: fused EXACT_ROWWISE_ADAGRAD + dense Adagrad, lr 0.01.")
+    assert lines[i + 2].startswith("| model | method |")
+    assert "- dlrm / LMA Z=16 16x: does not fit: Unable to find a plan" in text
+    assert "| `kernel\\|x` | 5 | 9.00 | 100.0% |" in lines
+    assert "Full table: `p/profile.txt`; trace: `p/profile.trace.json`." in text
+    assert optimizer_label("sgd", 0.5) == "fused EXACT_SGD + dense SGD, lr 0.5"
+
+
+def test_combine_two_runs_into_weak_scaling(tmp_path: Path) -> None:
+    one, two = _payload(1), _payload(2)
+    two["results"][1]["samples_per_s"] = 1.5 * one["results"][1]["samples_per_s"]
+    paths = []
+    for name, p in (("two.json", two), ("one.json", one)):  # any order: sorted by world size
+        (tmp_path / name).write_text(json.dumps(p))
+        paths.append(str(tmp_path / name))
+    table = combine(paths)
+    assert "Optimizer: fused EXACT_ROWWISE_ADAGRAD + dense Adagrad, lr 0.01." in table
+    assert "| dlrm | stock EBC | 8,000 | 16,000 | 2.00x | 100% |" in table
+    assert "| dlrm | MEmCom 16x | 6,400 | 9,600 | 1.50x | 75% |" in table
+    assert "LMA" not in table  # only measured rows scale
+
+
+def test_host_memory_columns_appear_when_tables_live_in_host_memory() -> None:
+    rows = [
+        merge_ranks("dlrm", "stock", "stock EBC", [_rank([30.0], 10 * 2**30, uvm=8 * 2**30)], TINY),
+        merge_ranks("dlrm", "hash", "Hash 16x", [_rank([6.0], 2**30)], TINY),
+    ]
+    rows[0]["plan_tables"]["t0"] = "table_wise/fused_uvm_caching@0"
+    add_ratios(rows)
+    lines = markdown_table(rows).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    i = header.index("of which host (UVM)/rank")
+    assert header[i - 1] == "emb bytes/rank (max)" and header[i + 1] == "host RSS/rank (max)"
+    stock, hash_ = ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:4])
+    assert (stock[i - 1], stock[i], stock[i + 1]) == ("10.00 GiB", "8.00 GiB", "1.00 GiB")
+    assert hash_[i] == "0 B" and hash_[4] == "5.00x"
+    assert "host (UVM)" not in markdown_table(rows[1:])

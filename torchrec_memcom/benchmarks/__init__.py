@@ -1,0 +1,12 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Training-throughput benchmarks of sharded stock and compressed tables (``scripts/bench_sharded.py`` is their CLI).
+
+- ``layouts``: the ``Layout`` dataclass, the layouts (``big``, ``criteo``, ``terabyte``, ``tiny``) and the table
+  configs each method builds from them.
+- ``data``: power-law synthetic batches, generated on the device.
+- ``planning``: sharders, constraints, the topology under an HBM / host budget, plans that report "does not fit".
+- ``plan_report``: what the planner chooses for each method on 1, 2, 4 ranks (planning only, no GPUs).
+- ``harness``: build / plan / shard / time / profile one method; a whole run with interleaved repeats.
+- ``measure``: training steps, their timing and profile, the memory of a sharded model.
+- ``report``: rows, ratios against stock, JSON, markdown tables and the weak-scaling combine.
+"""

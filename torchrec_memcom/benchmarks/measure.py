@@ -1,0 +1,196 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Training steps, their timing and profile, and the memory of a sharded model.
+
+CUDA-only pieces are marked and small: CUDA events for step times, ``torch.cuda`` memory statistics, and FBGEMM's
+``is_uvm_tensor`` to tell host-resident (UVM) table storage from HBM.
+"""
+
+import gc
+import itertools
+import os
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torchrec.datasets.utils import Batch
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.types import ShardedModule
+from torchrec.optim.keyed import CombinedOptimizer
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+__all__ = [
+    "dense_bytes",
+    "embedding_bytes",
+    "free_memory",
+    "host_rss_bytes",
+    "make_step",
+    "profile_steps",
+    "sync",
+    "timed_steps",
+]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_step(
+    dmp: DistributedModelParallel, optimizer: CombinedOptimizer, batches: Sequence[Batch], pipelined: bool
+) -> Callable[[], None]:
+    """One training step over cycled ``batches`` (the model returns ``(loss, ...)``): forward, backward (the fused
+    embedding optimizer runs inside it) and the dense optimizer; or ``TrainPipelineSparseDist.progress``."""
+    batch_iter = itertools.cycle(batches)
+    if pipelined:
+        from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+        pipeline = TrainPipelineSparseDist(dmp, optimizer, batches[0].dense_features.device)
+        return lambda: pipeline.progress(batch_iter)
+
+    def step() -> None:
+        loss, _ = dmp(next(batch_iter))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return step
+
+
+def timed_steps(step: Callable[[], None], iters: int, device: torch.device) -> Tuple[List[float], float]:
+    """Runs ``iters`` steps; returns (ms per step, wall ms for all of them).
+
+    On CUDA, events recorded between consecutive steps time each one on the GPU timeline (gaps included) with a
+    single synchronization at the end; on CPU, ``time.perf_counter`` around each step.
+    """
+    sync(device)
+    t0 = time.perf_counter()
+    if device.type == "cuda":  # CUDA only
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(iters + 1)]
+        events[0].record()
+        for i in range(iters):
+            step()
+            events[i + 1].record()
+        torch.cuda.synchronize(device)
+        times = [events[i].elapsed_time(events[i + 1]) for i in range(iters)]
+    else:
+        times = []
+        for _ in range(iters):
+            s = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - s) * 1e3)
+    return times, (time.perf_counter() - t0) * 1e3
+
+
+def profile_steps(
+    step: Callable[[], None], steps: int, device: torch.device, path_stem: str, write: bool
+) -> Dict[str, Any]:
+    """Profiles ``steps`` steps: host time (self CPU time of every op), wall time, GPU busy (kernel time / wall) and
+    the top ops; with ``write``, saves ``<stem>.trace.json`` (chrome trace) and ``<stem>.txt`` (op table), whose
+    paths (not contents) go in the result."""
+    on_gpu = device.type == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if on_gpu:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        wall_ms = (time.perf_counter() - start) * 1e3 / steps
+    averages = prof.key_averages()
+    if write:
+        os.makedirs(os.path.dirname(os.path.abspath(path_stem)), exist_ok=True)
+        prof.export_chrome_trace(path_stem + ".trace.json")
+        with open(path_stem + ".txt", "w") as f:
+            f.write(averages.table(sort_by="self_cuda_time_total" if on_gpu else "self_cpu_time_total", row_limit=40))
+
+    def self_time(e: Any) -> float:
+        if on_gpu:
+            return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)))
+        return float(e.self_cpu_time_total)
+
+    # On CUDA, kernels only (an op's self CUDA time, or a GPU-side annotation such as "nccl:all_to_all", repeats
+    # its kernels' time); on CPU, ops by self CPU time.
+    events = [
+        e
+        for e in averages
+        if not on_gpu
+        or (e.device_type == torch.autograd.DeviceType.CUDA and not getattr(e, "is_user_annotation", False))
+    ]
+    total = sum(self_time(e) for e in events) or 1.0
+    top = sorted(events, key=self_time, reverse=True)[:15]
+    host_us = sum(float(e.self_cpu_time_total) for e in averages if e.device_type == torch.autograd.DeviceType.CPU)
+    return {
+        "steps": steps,
+        "wall_ms_per_step": wall_ms,
+        "host_ms_per_step": host_us / 1e3 / steps,
+        "gpu_busy": (total / 1e3 / steps) / wall_ms if on_gpu else None,
+        "time_basis": "GPU kernel time" if on_gpu else "self CPU time",
+        "total_ms_per_step": total / 1e3 / steps,
+        "top": [{"name": e.key, "count": e.count, "self_us": self_time(e), "share": self_time(e) / total} for e in top],
+        "trace": path_stem + ".trace.json" if write else None,
+        "table": path_stem + ".txt" if write else None,
+    }
+
+
+def _is_uvm(t: torch.Tensor) -> bool:
+    """Whether ``t`` lives in CUDA managed or host-mapped memory (FBGEMM's UVM; CUDA only)."""
+    if t.device.type != "cuda":
+        return False
+    op = getattr(torch.ops.fbgemm, "is_uvm_tensor", None)
+    return bool(op(t)) if op is not None else False
+
+
+def _storages(tensors: Iterator[torch.Tensor]) -> Dict[Tuple[str, int], Tuple[int, bool]]:
+    seen: Dict[Tuple[str, int], Tuple[int, bool]] = {}
+    for t in tensors:
+        if t.is_meta:
+            continue
+        s = t.untyped_storage()
+        key = (str(t.device), s.data_ptr())
+        if key not in seen:
+            seen[key] = (s.nbytes(), _is_uvm(t))
+    return seen
+
+
+def embedding_bytes(model: nn.Module) -> Dict[str, int]:
+    """Bytes of this rank's sharded embedding modules' parameters and buffers (weights, TBE optimizer state and
+    caches, LMA signatures), each storage once: ``{"total": ..., "uvm": ...}`` (``uvm``: host-resident UVM tables)."""
+    tops: List[nn.Module] = []
+    names: List[str] = []
+    for name, m in model.named_modules():
+        if isinstance(m, ShardedModule) and not any(name.startswith(p + ".") for p in names):
+            names.append(name)
+            tops.append(m)
+    tensors = itertools.chain.from_iterable(itertools.chain(m.parameters(), m.buffers()) for m in tops)
+    seen = _storages(tensors)
+    return {"total": sum(b for b, _ in seen.values()), "uvm": sum(b for b, uvm in seen.values() if uvm)}
+
+
+def dense_bytes(model: nn.Module) -> int:
+    """Bytes of the parameters outside the fused embedding optimizers (MLPs, data-parallel tables)."""
+    return sum(b for b, _ in _storages(p for _, p in in_backward_optimizer_filter(model.named_parameters())).values())
+
+
+def host_rss_bytes() -> Optional[int]:
+    """This process's resident host memory (``VmRSS``; pinned host-mapped tables count once touched)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def free_memory(device: torch.device) -> Optional[int]:
+    """Collects garbage and empties the CUDA cache; returns the bytes still allocated (CUDA) or ``None``."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        return torch.cuda.memory_allocated(device)
+    return None

@@ -1,0 +1,376 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Benchmark results: rows from every rank's and every repeat's measurements, ratios against stock, the JSON payload,
+markdown tables and the weak-scaling combine of runs on different numbers of GPUs.
+
+Pure functions of plain dicts (the JSON), so they are tested on a fixed payload without running anything.
+"""
+
+import copy
+import json
+import os
+import platform
+import socket
+import statistics
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from torchrec_memcom.benchmarks.layouts import Layout
+from torchrec_memcom.benchmarks.planning import plan_summary
+
+__all__ = [
+    "OPTIMIZERS",
+    "add_ratios",
+    "combine",
+    "environment",
+    "markdown_report",
+    "markdown_table",
+    "merge_ranks",
+    "merge_repeats",
+    "optimizer_label",
+    "write_outputs",
+]
+
+# --optimizer -> (fused TBE optimizer, torch.optim optimizer of the dense layers)
+OPTIMIZERS: Dict[str, Tuple[str, str]] = {
+    "rowwise_adagrad": ("exact_rowwise_adagrad", "adagrad"),
+    "sgd": ("exact_sgd", "sgd"),
+}
+_DENSE_NAMES = {"adagrad": "Adagrad", "sgd": "SGD"}
+_MEMORY_KEYS = ("peak_bytes", "train_peak_bytes", "build_peak_bytes", "resident_bytes", "peak_reserved_bytes")
+
+
+def optimizer_label(optimizer: str, lr: float) -> str:
+    """``"fused EXACT_ROWWISE_ADAGRAD + dense Adagrad, lr 0.01"``: what every table of a report trained with."""
+    sparse, dense = OPTIMIZERS[optimizer]
+    return f"fused {sparse.upper()} + dense {_DENSE_NAMES[dense]}, lr {lr:g}"
+
+
+def merge_ranks(kind: str, method: str, label: str, per_rank: List[Dict[str, Any]], layout: Layout) -> Dict[str, Any]:
+    """One result row from every rank's measurements of one repeat (per step, the slowest rank counts)."""
+    r0 = per_rank[0]
+    world_size = len(per_rank)
+    row: Dict[str, Any] = {"model": kind, "method": method, "label": label, "status": r0["status"]}
+    report = r0["memory_report"]
+    row.update(
+        world_size=world_size,
+        report_bytes=report["total_bytes"],
+        report_stock_bytes=report["stock_bytes"],
+        compression_ratio=report["compression_ratio"],
+        memory_report=report,
+        tables=r0["tables"],
+        plan_s=max(r["plan_s"] for r in per_rank),
+        hbm_cap_bytes=r0["hbm_cap_bytes"],
+        ddr_cap_bytes=r0["ddr_cap_bytes"],
+    )
+    if r0["status"] != "ok":
+        row.update(reason=r0["reason"], planner_error=r0.get("planner_error"))
+        return row
+    step_ms = [max(r["step_ms"][i] for r in per_rank) for i in range(len(r0["step_ms"]))]
+    median = statistics.median(step_ms)
+    row.update(
+        global_batch=world_size * layout.batch_size,
+        samples_per_s=world_size * layout.batch_size / (median / 1e3),
+        step_ms_median=median,
+        step_ms_mean=statistics.fmean(step_ms),
+        step_ms_min=min(step_ms),
+        step_ms_max=max(step_ms),
+        step_ms_wall_mean=max(r["wall_ms"] for r in per_rank) / max(len(step_ms), 1),
+        step_ms_per_rank_median=[statistics.median(r["step_ms"]) for r in per_rank],
+        step_ms_all=step_ms,
+        repeats=1,
+        step_ms_repeat_medians=[median],
+        local_embedding_bytes_per_rank=[r["local_embedding_bytes"] for r in per_rank],
+        local_embedding_bytes_max=max(r["local_embedding_bytes"] for r in per_rank),
+        local_embedding_uvm_bytes_max=max(r["local_embedding_uvm_bytes"] for r in per_rank),
+        local_dense_bytes_per_rank=[r["local_dense_bytes"] for r in per_rank],
+        host_rss_bytes_max=max((r["host_rss_bytes"] or 0) for r in per_rank) or None,
+        shard_s=max(r["shard_s"] for r in per_rank),
+        plan_tables=r0["plan_tables"],
+        plan_estimate=r0["plan_estimate"],
+    )
+    row["plan_summary"] = plan_summary(r0["plan_tables"])
+    for key in (*_MEMORY_KEYS, "start_allocated_bytes"):
+        if key in r0:
+            row[f"{key}_per_rank"] = [r[key] for r in per_rank]
+            row[f"{key}_max"] = max(r[key] for r in per_rank)
+    if "lma_signature_coverage" in r0:
+        row["lma_signature_coverage"] = r0["lma_signature_coverage"]
+        row["lma_fit_s"] = max(r["lma_fit_s"] for r in per_rank)
+    if r0.get("profile"):
+        row["profile"] = dict(r0["profile"])
+        row["profile"]["host_ms_per_step_per_rank"] = [r["profile"]["host_ms_per_step"] for r in per_rank]
+    return row
+
+
+def merge_repeats(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """One row from the rows of the repeats of one (model, method): the median of the per-repeat median steps
+    (and samples/s from it), every step time, the largest memory peaks, the first profile."""
+    out = copy.deepcopy(dict(rows[0]))
+    ok = [r for r in rows if r["status"] == "ok"]
+    if len(rows) == 1 or not ok:
+        return out
+    medians = [r["step_ms_median"] for r in ok]
+    median = statistics.median(medians)
+    steps = [t for r in ok for t in r["step_ms_all"]]
+    out.update(
+        repeats=len(ok),
+        step_ms_repeat_medians=medians,
+        step_ms_median=median,
+        samples_per_s=out["global_batch"] / (median / 1e3),
+        step_ms_all=steps,
+        step_ms_mean=statistics.fmean(steps),
+        step_ms_min=min(steps),
+        step_ms_max=max(steps),
+    )
+    for key in (*_MEMORY_KEYS, "local_embedding_bytes", "local_embedding_uvm_bytes"):
+        if f"{key}_max" in out:
+            out[f"{key}_max"] = max(r[f"{key}_max"] for r in ok)
+    profiled = next((r["profile"] for r in ok if r.get("profile")), None)
+    if profiled is not None:
+        out["profile"] = profiled
+    return out
+
+
+def add_ratios(results: List[Dict[str, Any]]) -> None:
+    """Throughput, memory and host time of each row relative to the stock row of the same model (same run)."""
+    stock = {r["model"]: r for r in results if r["method"] == "stock" and r["status"] == "ok"}
+    for r in results:
+        base = stock.get(r["model"])
+        if r["status"] != "ok" or base is None:
+            continue
+        r["throughput_vs_stock"] = r["samples_per_s"] / base["samples_per_s"]
+        r["report_bytes_vs_stock"] = r["report_bytes"] / base["report_bytes"]
+        if "peak_bytes_max" in r and "peak_bytes_max" in base:
+            r["peak_bytes_vs_stock"] = r["peak_bytes_max"] / base["peak_bytes_max"]
+        r["local_embedding_bytes_vs_stock"] = r["local_embedding_bytes_max"] / max(base["local_embedding_bytes_max"], 1)
+        if r.get("profile") and base.get("profile"):
+            r["host_vs_stock"] = r["profile"]["host_ms_per_step"] / base["profile"]["host_ms_per_step"]
+
+
+def _bytes(b: Optional[float]) -> str:
+    if b is None:
+        return "-"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if b >= scale:
+            return f"{b / scale:.2f} {unit}"
+    return f"{b:.0f} B"
+
+
+def _x(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _profile_cell(r: Dict[str, Any], key: str) -> str:
+    prof = r.get("profile")
+    if not prof or prof.get(key) is None:
+        return "-"
+    return f"{prof[key]:.0%}" if key == "gpu_busy" else f"{prof[key]:.2f}"
+
+
+def markdown_table(results: List[Dict[str, Any]]) -> str:
+    """The main table: throughput, step time, host time and GPU busy (profiled rows), memory, plan."""
+    ok = [r for r in results if r["status"] == "ok"]
+    profiled = any(r.get("profile") for r in ok)
+    uvm = any(r.get("local_embedding_uvm_bytes_max") for r in ok)
+    repeated = any(r.get("repeats", 1) > 1 for r in ok)
+    columns: List[Tuple[str, Any]] = [
+        ("model", lambda r: r["model"]),
+        ("method", lambda r: r["label"]),
+        ("samples/s", lambda r: f"{r['samples_per_s']:,.0f}"),
+        ("step ms (median)", lambda r: f"{r['step_ms_median']:.2f}"),
+        ("throughput vs stock", lambda r: _x(r.get("throughput_vs_stock"))),
+    ]
+    if repeated:
+        columns.append(("repeat medians (ms)", lambda r: " / ".join(f"{m:.2f}" for m in r["step_ms_repeat_medians"])))
+    if profiled:
+        columns += [
+            ("host ms/step", lambda r: _profile_cell(r, "host_ms_per_step")),
+            ("host vs stock", lambda r: _x(r.get("host_vs_stock"))),
+            ("GPU busy", lambda r: _profile_cell(r, "gpu_busy")),
+        ]
+    columns += [
+        ("peak HBM/rank (max)", lambda r: _bytes(r.get("peak_bytes_max"))),
+        ("peak vs stock", lambda r: _x(r.get("peak_bytes_vs_stock"))),
+        ("emb bytes/rank (max)", lambda r: _bytes(r["local_embedding_bytes_max"])),
+    ]
+    if uvm:
+        columns += [
+            ("of which host (UVM)/rank", lambda r: _bytes(r.get("local_embedding_uvm_bytes_max"))),
+            ("host RSS/rank (max)", lambda r: _bytes(r.get("host_rss_bytes_max"))),
+        ]
+    columns += [
+        ("emb bytes (report)", lambda r: _bytes(r["report_bytes"])),
+        ("report vs stock", lambda r: _x(r.get("report_bytes_vs_stock"))),
+        ("plan", lambda r: r["plan_summary"]),
+    ]
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for r in results:
+        if r["status"] == "ok":
+            cells = [str(f(r)) for _, f in columns]
+        else:
+            reason = r["reason"].splitlines()[0][:240].replace("|", "\\|")
+            cells = [r["model"], r["label"], f"{r['status']}: {reason}"] + [""] * (len(columns) - 3)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _gb(b: Optional[int]) -> str:
+    return "-" if b is None else f"{b / 1e9:.1f} GB"
+
+
+def markdown_report(payload: Dict[str, Any]) -> str:
+    """The whole markdown report of one run: setup, the optimizer, the main table, plans, LMA fits, profiles."""
+    env, cfg = payload["environment"], payload["config"]
+    layout = cfg["layout_spec"]
+    results = payload["results"]
+    first = next((r for r in results if "hbm_cap_bytes" in r), {})
+    scale = cfg.get("scale", 1.0)
+    rows = sum(layout["num_embeddings"])
+    repeats = cfg.get("repeats", 1)
+    lines = [
+        f"# Sharded embedding benchmark: layout `{cfg['layout']}`" + (f" x{scale:g}" if scale != 1 else ""),
+        "",
+        f"- {env['world_size']} x {env['device_name']} ({env['backend']}), torch {env['torch']}, "
+        f"torchrec {env['torchrec']}, fbgemm_gpu {env['fbgemm_gpu']}",
+        f"- {len(layout['num_embeddings'])} tables, dim {layout['embedding_dim']}, {rows:,} logical rows "
+        f"({_gb(rows * layout['embedding_dim'] * 4)} as fp32 stock tables); batch {layout['batch_size']} per rank, "
+        f"pooling {layout['pooling']}; ids {cfg['ids']}"
+        + (f" (zipf {cfg['zipf']})" if cfg["ids"] == "powerlaw" else ""),
+        f"- compression {cfg['ratio']:g}x on tables >= {layout['compress_min_rows']:,} rows; sharding "
+        f"{cfg['sharding_type'] or 'planner'}; kernels {', '.join(layout.get('kernels', []))}; pipeline "
+        f"{cfg['pipeline']}; {cfg['iters']} timed steps after {cfg['warmup']} warmup"
+        + (f", {repeats} interleaved repeats (median of the per-repeat medians)" if repeats > 1 else ""),
+        f"- planner budget per rank: HBM {_gb(first.get('hbm_cap_bytes'))}, DDR {_gb(first.get('ddr_cap_bytes'))}"
+        + (
+            f" (HBM enforced by torch.cuda.set_per_process_memory_fraction); UVM-cached tables in "
+            f"{cfg.get('uvm_memory')} memory, cache load factor {cfg.get('cache_load_factor')}"
+            if cfg.get("hbm_cap_gb")
+            else ""
+        ),
+        "- samples/s = world size x batch / median step time (slowest rank per step); peak = max over ranks of "
+        "torch.cuda.max_memory_allocated; emb/rank = this rank's embedding parameters, buffers and TBE optimizer "
+        "state (UVM: the part in host memory); report = the whole embedding layer by `memory_report()`; host "
+        "ms/step = self CPU time of all ops under torch.profiler, GPU busy = kernel time / wall time (profiled "
+        "methods). Synthetic ids: speed and memory only.",
+    ]
+    base = next((r for r in results if "start_allocated_bytes_max" in r), None)
+    if base is not None:
+        lines.append(
+            f"- peaks include {_bytes(base['start_allocated_bytes_max'])} allocated before the first model was built "
+            "(input batches, loss weights, library workspaces)."
+        )
+    lines += ["", f"Optimizer: {cfg['optimizer_label']}.", "", markdown_table(results), "", "## Plans", ""]
+    for r in results:
+        if r["status"] == "ok":
+            plan = ", ".join(f"{t}: {v}" for t, v in r["plan_tables"].items())
+            est = r.get("plan_estimate", {}).get("perf_ms_max")
+            lines.append(f"- {r['model']} / {r['label']}" + (f" (est. {est:.2f} ms)" if est else "") + f": {plan}")
+        else:
+            lines.append(f"- {r['model']} / {r['label']}: {r['status']}: {r['reason']}")
+    for r in results:
+        cov = r.get("lma_signature_coverage")
+        if cov:
+            mean = sum(cov.values()) / len(cov)
+            lines.append(
+                f"\nLMA ({r['model']}): ids with a signature after fitting on {layout['lma_fit_rows']} rows: mean "
+                f"{mean:.1%} over {len(cov)} tables ({r['lma_fit_s']:.1f} s)."
+            )
+    for r in results:
+        prof = r.get("profile")
+        if not prof:
+            continue
+        busy = f", GPU busy {prof['gpu_busy']:.0%}" if prof.get("gpu_busy") is not None else ""
+        lines += [
+            f"\n## Profile: {r['model']} / {r['label']} ({prof['time_basis']}: {prof['total_ms_per_step']:.2f} ms per "
+            f"step over {prof['steps']} steps, vs {r['step_ms_median']:.2f} ms step time; under the profiler: wall "
+            f"{prof['wall_ms_per_step']:.2f} ms, host (self CPU) {prof['host_ms_per_step']:.2f} ms{busy} per step)",
+            "",
+            "| op / kernel | calls | self ms | share |",
+            "|---|---|---|---|",
+        ]
+        for e in prof["top"]:
+            name = e["name"].replace("|", "\\|")[:90]
+            lines.append(f"| `{name}` | {e['count']} | {e['self_us'] / 1e3:.2f} | {e['share']:.1%} |")
+        if prof.get("trace"):
+            lines.append(f"\nFull table: `{prof['table']}`; trace: `{prof['trace']}`.")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(payload: Dict[str, Any], out: str, md: str, text: Optional[str] = None) -> None:
+    """Writes the JSON payload to ``out`` and its markdown report (``text``, default ``markdown_report``) to ``md``."""
+    text = markdown_report(payload) if text is None else text
+    for path, body in ((out, json.dumps(payload, indent=2)), (md, text)):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(body)
+
+
+def environment(device: torch.device, world_size: int, backend: str) -> Dict[str, Any]:
+    """Hardware and library versions of a run (recorded in its JSON)."""
+    import fbgemm_gpu
+    import torchrec
+
+    cuda = device.type == "cuda"
+    return {
+        "world_size": world_size,
+        "backend": backend,
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+        "device_memory_bytes": torch.cuda.get_device_properties(device).total_memory if cuda else None,
+        "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "torchrec": getattr(torchrec, "__version__", "?"),
+        "fbgemm_gpu": getattr(fbgemm_gpu, "__version__", "?"),
+        "python": platform.python_version(),
+        "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def combine(paths: Sequence[str]) -> str:
+    """Weak-scaling table: samples/s of each (model, method) in every run, relative to the run with fewest ranks."""
+    runs = []
+    for p in paths:
+        with open(p) as f:
+            runs.append(json.load(f))
+    runs.sort(key=lambda r: r["environment"]["world_size"])
+    base = runs[0]
+    w0 = base["environment"]["world_size"]
+    head = ["model", "method"]
+    head += [f"{r['environment']['world_size']} x {r['environment']['device_name']} samples/s" for r in runs]
+    for r in runs[1:]:
+        w = r["environment"]["world_size"]
+        head += [f"speedup {w}/{w0}", f"weak-scaling eff. {w}/{w0}"]
+    cfg = base["config"]
+    lines = [
+        f"Weak scaling (per-rank batch {cfg['layout_spec']['batch_size']}, layout `{cfg['layout']}`); efficiency = "
+        "speedup / rank ratio.",
+        "",
+        f"Optimizer: {cfg.get('optimizer_label') or optimizer_label(cfg['optimizer'], cfg['lr'])}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in runs[1:]:
+        if r["environment"]["device_name"] != base["environment"]["device_name"]:
+            lines.insert(1, "WARNING: the runs used different devices; compare timings from one device kind only")
+        for key in ("layout_spec", "ratio", "optimizer", "ids", "zipf", "sharding_type", "pipeline", "scale"):
+            if r["config"].get(key) != cfg.get(key):
+                lines.insert(1, f"WARNING: the runs differ in {key}: {cfg.get(key)} vs {r['config'].get(key)}")
+    index = [{(x["model"], x["method"]): x for x in r["results"] if x["status"] == "ok"} for r in runs]
+    for key in dict.fromkeys(k for idx in index for k in idx):
+        cells = [key[0], index[0][key]["label"] if key in index[0] else key[1]]
+        cells += [f"{idx[key]['samples_per_s']:,.0f}" if key in idx else "-" for idx in index]
+        for r, idx in zip(runs[1:], index[1:]):
+            w = r["environment"]["world_size"]
+            if key in idx and key in index[0]:
+                s = idx[key]["samples_per_s"] / index[0][key]["samples_per_s"]
+                cells += [f"{s:.2f}x", f"{s / (w / w0):.0%}"]
+            else:
+                cells += ["-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
