@@ -4,7 +4,6 @@
 evaluation inputs that hold only training history, the ``ml1m_history_*`` presets, and one short run."""
 
 import json
-import sys
 from pathlib import Path
 from typing import List
 
@@ -15,7 +14,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from tests.datasets.test_movielens import needs_ml1m
 from tests.datasets.test_movielens_history import _bags, _tiny
-from tests.examples.test_two_tower import TINY, _run
+from tests.examples.test_two_tower import train_example
 from torchrec_memcom import CompressedEmbeddingBagCollection
 from torchrec_memcom.datasets import HISTORY_FEATURE, MovieLensRanking
 from torchrec_memcom.recipes.config import ConfigError
@@ -161,18 +160,7 @@ def test_presets(method: str) -> None:
 
 @needs_ml1m
 def test_short_run(tmp_path: Path) -> None:
-    out = _run(
-        [
-            sys.executable,
-            "examples/two_tower/train.py",
-            "--config",
-            "ml1m_history_memcom",
-            "--set",
-            *TINY,
-            "train.max_steps=2",
-            f"output.dir={tmp_path}",
-        ]
-    )
+    out = train_example("ml1m_history_memcom", tmp_path, "train.max_steps=2")
     assert "[two_tower ml1m_history_memcom] test nDCG@10" in out
     r = json.loads((tmp_path / "results.json").read_text())
     methods = {t["name"]: t["method"] for t in r["memory"]["tables"]}
