@@ -77,30 +77,32 @@ def _cell(xs: List[float]) -> str:
 
 
 def table(records: Sequence[Record]) -> str:
-    """Markdown table, one row per model (seeds averaged, ± the sample std over seeds)."""
+    """Markdown table, one row per model (seeds averaged, ± the sample std over seeds); the lift divides the mean
+    test nDCG@10 by ``nohist``'s, the relative loss is ``(stock - model) / stock`` (the MEmCom paper's measure)."""
     groups: Dict[str, List[Record]] = {}
     for r in records:
         if r.status == "ok":
             groups.setdefault(r.run.tags["model"], []).append(r)
-    ref = groups.get("nohist")
-    ref_ndcg = statistics.mean(r.result["final"][METRIC] for r in ref) if ref else None
+    mean = {m: statistics.mean(r.result["final"][METRIC] for r in rs) for m, rs in groups.items()}
+    base, stock = mean.get("nohist"), mean.get("stock")
     lines = [
         "| model | preset | seeds | input tables | all tables | best val nDCG@10 | best step / last | test nDCG@10 | "
-        "test Recall@10 | lift vs no history | wall s |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "test Recall@10 | lift vs no history | rel. loss vs stock | wall s |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     order = sorted(MODELS, key=len, reverse=True)  # memcom_all before memcom: the longest name a label starts with
     rank = {label: list(MODELS).index(next(m for m in order if label.startswith(m))) for label in groups}
     for model, rs in sorted(groups.items(), key=lambda kv: (rank[kv[0]], kv[0])):
         res = [r.result for r in rs]
         ndcg = [x["final"][METRIC] for x in res]
-        lift = f"{statistics.mean(ndcg) / ref_ndcg:.2f}x" if ref_ndcg else "-"
+        lift = f"{mean[model] / base:.2f}x" if base else "-"
+        loss = f"{(stock - mean[model]) / stock:+.1%}" if stock and model != "nohist" else "-"
         steps = ", ".join(f"{x['early_stopping']['best_step']} / {x['train']['steps']}" for x in res)
         lines.append(
             f"| {model} | {rs[0].run.config} | {','.join(str(r.run.tags['seed']) for r in rs)} | "
             f"{input_bytes(res[0]) / 1024:,.0f} KiB | {res[0]['embedding_bytes'] / 1024:,.0f} KiB | "
             f"{_cell([x['early_stopping']['best_value'] for x in res])} | {steps} | {_cell(ndcg)} | "
-            f"{_cell([x['final']['recall@10'] for x in res])} | {lift} | "
+            f"{_cell([x['final']['recall@10'] for x in res])} | {lift} | {loss} | "
             f"{statistics.mean(r.seconds for r in rs):,.0f} |"
         )
     return "\n".join(lines)

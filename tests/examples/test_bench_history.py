@@ -49,7 +49,9 @@ def _record(run: Any, ndcg: float, user_bytes: int) -> Record:
 
 def test_table_from_cached_records(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     runs = {r.name: r for r in bench.make_runs(["memcom", "nohist", "memcom_all"], [0, 1], [], 10, 241, 2, "")}
+    runs.update({r.name: r for r in bench.make_runs(["stock"], [0], [], 10, 241, 2, "")})
     values = {"nohist_s0": 0.04, "nohist_s1": 0.06, "memcom_s0": 0.09, "memcom_s1": 0.11, "memcom_all_s0": 0.07}
+    values["stock_s0"] = 0.125
     (tmp_path / "runs").mkdir()
     for name, ndcg in values.items():
         record = _record(runs[name], ndcg, user_bytes=2048 if "memcom" in name else 20480)
@@ -59,10 +61,12 @@ def test_table_from_cached_records(tmp_path: Path, capsys: pytest.CaptureFixture
     (tmp_path / "runs" / "memcom_all_s1.json").write_text(json.dumps(stale))
     bench.main(["--table", "--out", str(tmp_path)])
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
-    assert [r[0].strip("| ") for r in rows] == ["nohist", "memcom", "memcom_all"]  # MODELS order
+    assert [r[0].strip("| ") for r in rows] == ["nohist", "stock", "memcom", "memcom_all"]  # MODELS order
     by = {r[0].strip("| "): r for r in rows}
     assert by["memcom"][2] == "0,1" and by["memcom_all"][2] == "0"
     assert by["nohist"][3] == "21 KiB" and by["memcom"][3] == "3 KiB"  # user + the history/zip group
     assert by["memcom"][7] == "0.1000 ± 0.0141" and by["memcom_all"][7] == "0.0700"
     assert by["memcom"][9] == "2.00x" and by["memcom_all"][9] == "1.40x" and by["nohist"][9] == "1.00x"
     assert by["memcom"][6] == "482 / 964, 482 / 964"
+    assert by["memcom"][10] == "+20.0%" and by["memcom_all"][10] == "+44.0%" and by["stock"][10] == "+0.0%"
+    assert by["nohist"][10] == "-" and by["stock"][9] == "2.50x"
