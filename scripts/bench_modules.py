@@ -232,7 +232,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=2048, help="rows per batch")
     p.add_argument("--pooling", type=int, default=8, help="ids per bag")
     p.add_argument("--ratio", type=float, default=16.0, help="requested compression ratio of every compressed method")
-    p.add_argument("--signature-bytes", type=int, default=8, help="LMA signature bytes per id (4, 8 or 16)")
+    p.add_argument("--signature-bytes", type=int, default=8, help="LMA signature bytes per id (<= 2 per chunk)")
     p.add_argument(
         "--lma-shared-memory",
         action=argparse.BooleanOptionalAction,

@@ -73,7 +73,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--iters", type=int, default=50, help="timed steps per method and repeat")
     add("--warmup", type=int, default=10, help="untimed steps per method and repeat")
     add("--lma-chunk-size", type=int, default=16, help="LMA chunk width Z")
-    add("--lma-signature-bytes", type=int, default=8, help="LMA signature bytes per id (4, 8 or 16)")
+    add("--lma-signature-bytes", type=int, default=8, help="LMA signature bytes per id (<= 2 per chunk)")
     add("--lma-shared-memory", action=argparse.BooleanOptionalAction, default=True, help="one LMA memory for all")
     add("--lma-fit-rows", type=int, default=None, help="rows of the LMA signature sample (layout default; 0 = none)")
     add("--profile", default="", help="methods to profile after timing, comma-separated, or 'all' (adds stock)")

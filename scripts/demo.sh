@@ -8,7 +8,7 @@
 #        DEMO_RUNS="ml1m_stock ml1m_hash ml1m_qr ml1m_memcom ml1m_lma" ./scripts/demo.sh   (any DLRM presets)
 # Each run is `torchx run -s local_cwd torchrec_memcom/recipes/components.py:dlrm --config <preset> -j 1x2`; its
 # full log: outputs/demo/<run>.log; its JSON: outputs/demo/<run>/results.json.
-# About 4-5 minutes on a 2-core CPU machine (2 epochs of ML-1M per run; presets in
+# About 3-5 minutes on a 2-core CPU machine (2 epochs of ML-1M per run; presets in
 # torchrec_memcom/recipes/configs/dlrm/ml1m_*.yaml).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -319,39 +319,50 @@ class QREmbeddingBagConfig(EmbeddingBagConfig):
         return -(-self.num_embeddings // self.remainder_rows())
 
 
-_SIGNATURE_BYTES = (4, 8, 16)
+_MAX_CODE_BITS = 16  # lsh.MAX_CODE_BITS (configs does not import lsh)
+_ALLOCATIONS = ("semantic", "hashed")
 
 
 @dataclass
 class LMAEmbeddingBagConfig(EmbeddingBagConfig):
     """LMA table (Desai et al., 2021): embedding = concat over chunks k of ``M[loc_k(i)]``, chunk width ``Z``.
 
-    ``loc_k`` hashes chunk ``k`` with a few 4-bit MinHash keys of the id's compact signature (built from its
-    co-occurrence context, see ``lsh``), so ids with Jaccard-similar contexts share more chunks. Ids without a
-    signature get hashed locations. ``M`` holds ``memory_rows x Z`` elements; tables naming the same
-    ``memory_group`` share one ``M`` whose rows are the sum of theirs.
+    Each id stores one small code per chunk (its signature), fitted from its co-occurrence context (``lsh``): ids
+    with similar contexts get the same code of chunk ``k``, and a code owns a block of rows of chunk ``k``'s slice of
+    the table's rows, so similar ids share rows. Ids without a signature get hashed rows anywhere in ``M``. ``M``
+    holds ``memory_rows x Z`` elements; tables naming the same ``memory_group`` share one ``M`` (one TBE table).
 
     Args:
         compression_ratio (Optional[float]): stock fp32 bytes / (M share + signature) bytes; solves ``memory_rows``.
-        memory_rows (Optional[int]): this table's share of ``M``, in rows of width ``chunk_size``.
+        memory_rows (Optional[int]): this table's share of ``M``, in rows of width ``chunk_size`` (>= d / Z).
         chunk_size (Optional[int]): ``Z``; divides ``d``; a multiple of 4 runs on TBE kernels, 1 is the paper's
             per-element reference path (plain PyTorch, unsharded only). Default: largest of 16, 8, 4 dividing ``d``,
             else 1.
         memory_group (Optional[str]): tables with the same group share one memory (default: the table's own).
-        signature_bytes (int): bytes of signature per id: 4, 8 or 16 (2 MinHash keys of 4 bits per byte).
-        keys_per_chunk (Optional[int]): MinHash keys hashed into each chunk location (more: only closer contexts
-            share). Default: enough that ``15**keys`` covers 16x the memory rows, within [2, 2*signature_bytes].
+        signature_bytes (Optional[int]): bytes stored per id (counted in the budget): ``d / Z`` codes of
+            ``min(16, 8 * signature_bytes // (d / Z))`` bits, at least 2; 0 stores nothing (every id hashed).
+            Default (``None``): 4, or the nearest valid value (set in ``__post_init__``).
+        allocation (str): ``"semantic"`` (fit and use signatures) or ``"hashed"`` (never fit them: every id on its
+            hashed rows, the ablation control; the signature bytes are still allocated and counted).
         context_features (Optional[List[str]]): features whose co-occurring values form an id's context; default:
             every other feature of the input.
+        label_context (bool): put the row's binary label into the context tokens when the fitting batches carry
+            labels (an id's context becomes "who liked it" and "who did not").
+        signature_rank (int): components of the spectral embedding the codes are cut from (at least ``4 d / Z``
+            are used when the data allows).
+        base_dim (Optional[int]): store chunks of a ``base_dim``-wide embedding and project it to ``d`` with a learned
+            ``base_dim x d`` matrix (counted in the budget); default: no projection.
     """
 
     compression_ratio: Optional[float] = None
     memory_rows: Optional[int] = None
     chunk_size: Optional[int] = None
     memory_group: Optional[str] = None
-    signature_bytes: int = 8
-    keys_per_chunk: Optional[int] = None
+    signature_bytes: Optional[int] = None
+    allocation: str = "semantic"
     context_features: Optional[List[str]] = None
+    label_context: bool = True
+    signature_rank: int = 64
     base_dim: Optional[int] = None
 
     def __post_init__(self) -> None:
@@ -368,17 +379,34 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
                 f"LMA table '{self.name}': chunk_size={z} must be a multiple of 4 (FBGEMM TBE rows), or 1 for the "
                 "plain-PyTorch reference path"
             )
-        if self.signature_bytes not in _SIGNATURE_BYTES:
+        chunks = self.num_chunks()
+        most = _MAX_CODE_BITS * chunks // 8
+        least = -(-2 * chunks // 8)
+        if self.signature_bytes is None:
+            self.signature_bytes = min(max(4, least), most)
+        if not isinstance(self.signature_bytes, int) or not (
+            self.signature_bytes == 0 or least <= self.signature_bytes <= most
+        ):
             raise ValueError(
-                f"LMA table '{self.name}': signature_bytes must be one of {_SIGNATURE_BYTES}, "
-                f"got {self.signature_bytes}"
+                f"LMA table '{self.name}': signature_bytes must be 0 or in [{least}, {most}] for {chunks} chunks "
+                f"(codes of 2 to {_MAX_CODE_BITS} bits per chunk), got {self.signature_bytes}"
             )
-        if self.keys_per_chunk is not None and not 1 <= self.keys_per_chunk <= 2 * self.signature_bytes:
+        if self.allocation not in _ALLOCATIONS:
             raise ValueError(
-                f"LMA table '{self.name}': keys_per_chunk must be in [1, {2 * self.signature_bytes}], "
-                f"got {self.keys_per_chunk}"
+                f"LMA table '{self.name}': allocation must be one of {_ALLOCATIONS}, got {self.allocation!r}"
             )
-        self.rows()
+        if self.signature_rank < 1:
+            raise ValueError(f"LMA table '{self.name}': signature_rank must be >= 1, got {self.signature_rank}")
+        rows = self.rows()
+        if rows < chunks:
+            raise ValueError(
+                f"LMA table '{self.name}': {rows} memory rows cannot hold {chunks} chunks (need >= {chunks})"
+            )
+
+    def code_bits(self) -> int:
+        """Bits of each chunk code: ``min(16, 8 * signature_bytes // num_chunks)`` (0 without signatures)."""
+        assert self.signature_bytes is not None  # set by __post_init__
+        return min(_MAX_CODE_BITS, 8 * self.signature_bytes // self.num_chunks())
 
     def chunk(self) -> int:
         """``Z``: given, or the largest of 16, 8, 4 dividing ``d`` (1 if none does)."""
@@ -395,6 +423,7 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
         return self.memory_group if self.memory_group is not None else self.name
 
     def signature_bytes_total(self) -> int:
+        assert self.signature_bytes is not None  # set by __post_init__
         return self.num_embeddings * self.signature_bytes
 
     def rows(self) -> int:

@@ -137,7 +137,7 @@ def compress_(
         filter_fn (Optional[Callable]): ``(module, fqn) -> bool``; default every stock ``EmbeddingBagCollection``.
         warm_start (bool): initialise from trained stock weights when there are any.
         counts (Optional[Mapping[str, torch.Tensor]]): per table, ``(n,)`` id counts (frequency weights).
-        signature_batches (Optional[Iterable]): KJTs or ``Batch``es to fit LMA signatures on.
+        signature_batches (Optional[Iterable]): KJTs, ``(kjt, labels)`` pairs or ``Batch``es to fit LMA signatures on.
         signature_rows (Optional[int]): rows of ``signature_batches`` read at most.
 
     Returns:
@@ -158,10 +158,7 @@ def compress_(
         device = next(iter(weights.values())).device
         new = CompressedEmbeddingBagCollection(tables, ebc.is_weighted(), device=device)
         if signature_batches is not None and not device.type == "meta":
-            new.fit_signatures(
-                (b if isinstance(b, KeyedJaggedTensor) else b.sparse_features for b in signature_batches),
-                max_rows=signature_rows,
-            )
+            new.fit_signatures(_signature_rows(signature_batches), max_rows=signature_rows)
         if warm_start and device.type != "meta":
             warm_start_(new, {k: w.detach() for k, w in weights.items()}, counts)
         setattr(parent, name, new)
@@ -225,6 +222,12 @@ def _collections(model: nn.Module) -> Iterator[nn.Module]:
             yield m
 
 
+def _signature_rows(batches: Iterable[Any]) -> Iterator[Any]:
+    """KJTs and ``(kjt, labels)`` pairs as they are; ``Batch``-like objects as ``(sparse_features, labels)``."""
+    for b in batches:
+        yield b if isinstance(b, (KeyedJaggedTensor, tuple)) else (b.sparse_features, getattr(b, "labels", None))
+
+
 def fit_signatures(
     model: nn.Module,
     batches: Iterable[Any],
@@ -235,8 +238,9 @@ def fit_signatures(
 
     Args:
         model (nn.Module): any model; its compressed collections are found wherever they sit.
-        batches (Iterable): ``KeyedJaggedTensor``s, or batches with a ``sparse_features`` KJT (``torchrec``'s
-            ``Batch``), holding each LMA table's features and its context features. Re-iterated once per collection.
+        batches (Iterable): ``KeyedJaggedTensor``s, ``(kjt, labels)`` pairs, or batches with a ``sparse_features``
+            KJT and ``labels`` (``torchrec``'s ``Batch``), holding each LMA table's features and its context features;
+            binary labels enter the context of tables with ``label_context``. Re-iterated once per collection.
         max_rows (Optional[int]): rows read at most (the sample).
         progress (bool): show a progress bar.
 
@@ -246,6 +250,5 @@ def fit_signatures(
     """
     coverage: Dict[str, float] = {}
     for m in _collections(model):
-        kjts = (b if isinstance(b, KeyedJaggedTensor) else b.sparse_features for b in batches)
-        coverage.update(m.fit_signatures(kjts, max_rows=max_rows, progress=progress))
+        coverage.update(m.fit_signatures(_signature_rows(batches), max_rows=max_rows, progress=progress))
     return coverage

@@ -82,7 +82,7 @@ def test_signatures_are_reserved_on_every_rank() -> None:
         embedding_dim=D,
         feature_names=["f"],
         memory_rows=4096,
-        chunk_size=16,
+        chunk_size=4,  # 16 chunks: 16 bytes = 8-bit codes
         signature_bytes=16,
     )
     with pytest.raises(PlannerError):

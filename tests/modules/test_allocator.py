@@ -300,7 +300,7 @@ def test_narrowed_options_become_recipe_specs_of_the_same_bytes() -> None:
         {"type": "hash", "compression": 4, "embedding_dim": 16},
         {"type": "memcom", "compression": 2, "embedding_dim": 8},
         {"type": "qr", "compression": 8, "embedding_dim": 16},
-        {"type": "lma", "compression": 2, "embedding_dim": 16, "signature_bytes": 4},
+        {"type": "lma", "compression": 2, "embedding_dim": 16, "signature_bytes": 2},
     ):
         core = recipe_spec(t, spec)
         assert "embedding_dim" not in core and core["base_dim"] == spec["embedding_dim"]

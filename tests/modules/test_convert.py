@@ -235,3 +235,35 @@ def test_config_round_trips_as_a_dict() -> None:
     assert again.to_dict() == config.to_dict()
     with pytest.raises(ValueError, match="version 7"):
         CompressionConfig.from_dict({**config.to_dict(), "version": 7})
+
+
+def test_fit_signatures_takes_the_labels_of_torchrec_batches() -> None:
+    from torchrec.datasets.utils import Batch
+
+    from torchrec_memcom import fit_signatures
+
+    g = torch.Generator().manual_seed(0)
+    n_items, n_users, rows = 60, 40, 400
+    items, users = torch.randint(0, n_items, (rows,), generator=g), torch.randint(0, n_users, (rows,), generator=g)
+    # an item's label depends on the user's parity: only labelled contexts tell items apart by who liked them
+    labels = ((users % 2) == (items % 2)).float()
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        ["item", "user"], torch.cat([items, users]), torch.ones(2 * rows, dtype=torch.int64)
+    )
+
+    def model() -> nn.Module:
+        tables = [
+            LMAEmbeddingBagConfig(name="t", num_embeddings=n_items, embedding_dim=16, feature_names=["item"],
+                                  memory_rows=64, chunk_size=4, context_features=["user"]),
+            EmbeddingBagConfig(name="u", num_embeddings=n_users, embedding_dim=16, feature_names=["user"]),
+        ]  # fmt: skip
+        return nn.ModuleDict({"ebc": CompressedEmbeddingBagCollection(tables)})
+
+    batch = Batch(dense_features=torch.zeros(rows, 1), sparse_features=kjt, labels=labels)
+    from_batches, from_pairs, unlabelled = model(), model(), model()
+    fit_signatures(from_batches, [batch])
+    fit_signatures(from_pairs, [(kjt, labels)])
+    fit_signatures(unlabelled, [kjt])
+    sig = {k: m["ebc"].table_signatures("t") for k, m in [("b", from_batches), ("p", from_pairs), ("u", unlabelled)]}
+    assert torch.equal(sig["b"], sig["p"])
+    assert not torch.equal(sig["b"], sig["u"])

@@ -67,14 +67,14 @@ def test_hash_size_and_lma_keys_are_checked() -> None:
     ):
         hashed(5000).load_state_dict(hashed(1000).state_dict())
 
-    def lma(kpc: int) -> CompressedEmbeddingBagCollection:
+    def lma(allocation: str) -> CompressedEmbeddingBagCollection:
         return CompressedEmbeddingBagCollection(
             [LMAEmbeddingBagConfig(name="l", num_embeddings=1000, embedding_dim=8, feature_names=["f"],
-                                   memory_rows=50, chunk_size=4, keys_per_chunk=kpc)]
+                                   memory_rows=50, chunk_size=4, allocation=allocation)]
         )  # fmt: skip
 
-    with pytest.raises(ValueError, match=r"table 'l': the checkpoint has keys_per_chunk=2, the model has"):
-        lma(3).load_state_dict(lma(2).state_dict())
+    with pytest.raises(ValueError, match=r"table 'l': the checkpoint has allocation='hashed', the model has"):
+        lma("semantic").load_state_dict(lma("hashed").state_dict())
 
 
 def test_lma_built_on_meta_loads_and_runs() -> None:

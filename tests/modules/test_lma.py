@@ -249,7 +249,6 @@ def test_signatures_in_state_dict_and_round_trip(chunk: int) -> None:
         sig = sd[keys[0]]
         assert sig.dtype == torch.uint8 and tuple(sig.shape) == (n, 4)
         torch.testing.assert_close(sig, module.table_signatures(t), rtol=0, atol=0)
-    assert not any("key_selection" in k for k in sd)  # derived from the config, not stored
     torch.manual_seed(99)
     fresh = LMAEmbeddingBagCollection(_tables(chunk))
     rows, _ = _batch(4)
@@ -278,7 +277,7 @@ def test_memory_report_counts_memory_and_signatures(chunk: int) -> None:
 
 
 @pytest.mark.parametrize("ratio", [2.0, 4.0, 7.0, 10.0])
-@pytest.mark.parametrize("chunk,signature_bytes", [(4, 4), (8, 8), (16, 8), (1, 4)])
+@pytest.mark.parametrize("chunk,signature_bytes", [(4, 4), (8, 8), (16, 4), (1, 8), (8, 0)])
 def test_compression_ratio_close_to_requested(ratio: float, chunk: int, signature_bytes: int) -> None:
     n, d = 1000, 32
     t = LMAEmbeddingBagConfig(
@@ -302,14 +301,14 @@ def test_compression_ratio_close_to_requested(ratio: float, chunk: int, signatur
 
 
 def test_unreachable_ratio_names_table() -> None:
-    # n * d * 4 / (n * 8 + 64) = 7.94x is the most 8-byte signatures leave room for at d = 16, Z = 16
-    kw = dict(num_embeddings=1000, embedding_dim=16, feature_names=["f"], chunk_size=16, signature_bytes=8)
-    LMAEmbeddingBagConfig(name="ok", compression_ratio=7.9, **kw)
-    with pytest.raises(ValueError, match="'too_small'.*7.94"):
-        LMAEmbeddingBagConfig(name="too_small", compression_ratio=8.0, **kw)
+    # n * d * 4 / (n * 8 + 64) = 31.75x is the most 8-byte signatures leave room for at d = 64, Z = 16
+    kw = dict(num_embeddings=1000, embedding_dim=64, feature_names=["f"], chunk_size=16, signature_bytes=8)
+    LMAEmbeddingBagConfig(name="ok", compression_ratio=31.0, **kw)
+    with pytest.raises(ValueError, match="'too_small'.*31.75"):
+        LMAEmbeddingBagConfig(name="too_small", compression_ratio=32.0, **kw)
     # fewer signature bytes reach further
-    t = LMAEmbeddingBagConfig(name="smaller_sigs", compression_ratio=12.0, **dict(kw, signature_bytes=4))
-    assert stock_bytes(t) / (t.rows() * 16 * 4 + 1000 * 4) >= 12.0
+    t = LMAEmbeddingBagConfig(name="smaller_sigs", compression_ratio=48.0, **dict(kw, signature_bytes=4))
+    assert stock_bytes(t) / (t.rows() * 16 * 4 + 1000 * 4) >= 48.0
 
 
 @pytest.mark.parametrize(
@@ -320,8 +319,12 @@ def test_unreachable_ratio_names_table() -> None:
         (dict(embedding_dim=16, chunk_size=0, memory_rows=10), "chunk_size"),
         (dict(embedding_dim=16, compression_ratio=2.0, memory_rows=10), "exactly one"),
         (dict(embedding_dim=16), "exactly one"),
-        (dict(embedding_dim=16, memory_rows=10, signature_bytes=3), "signature_bytes"),
-        (dict(embedding_dim=16, memory_rows=10, keys_per_chunk=9, signature_bytes=4), "keys_per_chunk"),
+        (dict(embedding_dim=16, memory_rows=10, signature_bytes=3), r"signature_bytes must be 0 or in \[1, 2\]"),
+        (dict(embedding_dim=16, memory_rows=20, chunk_size=1, signature_bytes=3), r"in \[4, 32\] for 16 chunks"),
+        (dict(embedding_dim=16, memory_rows=10, signature_bytes=-1), "signature_bytes"),
+        (dict(embedding_dim=16, memory_rows=10, allocation="lsh"), "allocation"),
+        (dict(embedding_dim=16, memory_rows=10, signature_rank=0), "signature_rank"),
+        (dict(embedding_dim=16, memory_rows=3, chunk_size=4, signature_bytes=1), "3 memory rows cannot hold 4"),
         (dict(embedding_dim=16, compression_ratio=0.5), "compression_ratio"),
     ],
 )
@@ -332,9 +335,19 @@ def test_config_validation(kw: dict, match: str) -> None:
 
 def test_default_chunk_size() -> None:
     def z(d: int) -> int:
-        return LMAEmbeddingBagConfig(name="t", num_embeddings=10, embedding_dim=d, memory_rows=4).chunk()
+        return LMAEmbeddingBagConfig(name="t", num_embeddings=10, embedding_dim=d, memory_rows=d).chunk()
 
     assert (z(64), z(24), z(12), z(6)) == (16, 8, 4, 1)
+
+
+def test_default_signature_bytes_is_four_or_nearest_valid() -> None:
+    def sig(d: int, z: int) -> int:
+        t = LMAEmbeddingBagConfig(name="t", num_embeddings=10, embedding_dim=d, chunk_size=z, memory_rows=d)
+        assert t.signature_bytes is not None
+        return t.signature_bytes
+
+    # 1 chunk: 16-bit codes at most (2 bytes); 4 chunks: 4 bytes = 8 bits each; 32 chunks: 2 bits need 8 bytes
+    assert (sig(16, 16), sig(64, 16), sig(32, 1)) == (2, 4, 8)
 
 
 def test_memory_group_must_agree_on_chunk() -> None:
@@ -381,12 +394,56 @@ def test_meta_construction_to_empty_reset(chunk: int) -> None:
         bound = (1.0 / _SIZES["t1"]) ** 0.5 if g == "shared" else (1.0 / _SIZES["t3"]) ** 0.5
         assert float(w.detach().abs().max()) <= bound + 1e-6  # TorchRec's default init: U(+-sqrt(1/n))
         assert float(w.detach().std()) > 0
-    # the chunk key selections are non-persistent buffers derived from the configs: reset_parameters rebuilds them
-    for t in _SIZES:
-        torch.testing.assert_close(meta.key_selection(t), reference.key_selection(t), rtol=0, atol=0)
     # reset_parameters clears the signatures (to_empty left them uninitialised): no id has one until fit or loaded
     for t in _SIZES:
         assert bool((meta.table_signatures(t) == 255).all())
     meta.load_state_dict(reference.state_dict())
     rows, _ = _batch(5)
     torch.testing.assert_close(meta(_kjt(rows)).values(), reference(_kjt(rows)).values(), rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# allocation switches
+
+
+def _one_table(**kw) -> LMAEmbeddingBagCollection:
+    t = LMAEmbeddingBagConfig(
+        name="items", num_embeddings=60, embedding_dim=16, feature_names=["item"], chunk_size=4, memory_rows=40, **kw
+    )
+    return LMAEmbeddingBagCollection([t])
+
+
+def _fit_rows() -> Rows:
+    rng = random.Random(7)
+    return {"item": [[rng.randrange(60)] for _ in range(300)], "user": [[rng.randrange(30)] for _ in range(300)]}
+
+
+def test_hashed_allocation_ignores_signatures_and_skips_fit() -> None:
+    semantic, hashed = _one_table(signature_bytes=2), _one_table(signature_bytes=2, allocation="hashed")
+    ids = torch.arange(60)
+    unfitted = semantic.locations("items", ids)
+    assert semantic.fit_signatures([_kjt(_fit_rows())])["items"] > 0.9
+    assert hashed.fit_signatures([_kjt(_fit_rows())]) == {"items": 0.0}
+    assert bool((hashed.table_signatures("items") == 255).all())  # nothing fitted ...
+    hashed.set_signatures("items", semantic.table_signatures("items"))  # ... and loaded signatures are ignored
+    torch.testing.assert_close(hashed.locations("items", ids), unfitted, rtol=0, atol=0)
+    assert not torch.equal(semantic.locations("items", ids), unfitted)
+    # both count the same bytes: the control differs only in the allocation
+    assert hashed.memory_report().total_bytes == semantic.memory_report().total_bytes
+
+
+def test_zero_signature_bytes_spend_everything_on_memory() -> None:
+    with_sigs = LMAEmbeddingBagConfig(
+        name="a", num_embeddings=1000, embedding_dim=16, chunk_size=4, compression_ratio=4.0, signature_bytes=2
+    )
+    without = LMAEmbeddingBagConfig(
+        name="a", num_embeddings=1000, embedding_dim=16, chunk_size=4, compression_ratio=4.0, signature_bytes=0
+    )
+    assert without.code_bits() == 0 and with_sigs.code_bits() == 4
+    assert without.rows() == 1000 and with_sigs.rows() == 1000 - 1000 * 2 // 16  # 16 bytes per row of Z = 4
+    module = LMAEmbeddingBagCollection([without])
+    assert module.fit_signatures([_kjt({"a": [[1], [2]], "b": [[3], [4]]})]) == {"a": 0.0}
+    assert tuple(module.table_signatures("a").shape) == (1000, 0)
+    assert module.memory_report().tables[0].components["signatures"] == 0
+    out = module(_kjt({"a": [[1, 2], [], [999]]}))
+    assert out.values().shape == (3, 16)

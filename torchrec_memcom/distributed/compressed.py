@@ -55,6 +55,7 @@ from torchrec_memcom.distributed.entity_weights import (
     rule_for,
     table_slices,
 )
+from torchrec_memcom.lsh import Batch
 from torchrec_memcom.modules.compressed import (
     CompressedEmbeddingBagCollection,
     check_fingerprint,
@@ -441,7 +442,7 @@ class ShardedCompressedEmbeddingBagCollection(
         return fingerprint_of(self._methods.values(), self._embedding_bag_configs)
 
     def fit_signatures(
-        self, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int] = None, progress: bool = False
+        self, batches: Iterable[Batch], max_rows: Optional[int] = None, progress: bool = False
     ) -> Dict[str, float]:
         """Fits LMA signatures on every rank (each must read the same rows), then checks that the ranks agree."""
         coverage: Dict[str, float] = {}

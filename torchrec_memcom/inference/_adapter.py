@@ -84,13 +84,8 @@ def _lower_methods(module: nn.Module) -> LoweredCollection:
             rows = HashedRows((a, c), n_pad, per_bucket, rows_per_bucket)
         elif ops == [_DIV, _MOD] and segments[0].params[0] == segments[1].params[0]:
             rows = QuotientRemainderRows(segments[0].params[0])
-        elif ops == [_CUSTOM] * len(ops) and hasattr(method, "group_rows"):  # LMA chunk locations
-            rows = LMAChunkRows(
-                module.table_signatures(cfg.name).cpu(),
-                method.key_selection(cfg.name, torch.device("cpu")),
-                method.group_rows[cfg.group()],
-                method._index[cfg.name],  # internal: the table's fallback salt
-            )
+        elif ops == [_CUSTOM] * len(ops) and hasattr(method, "location_params"):  # LMA chunk locations
+            rows = LMAChunkRows(module.table_signatures(cfg.name).cpu(), method.location_params(cfg.name))
         else:
             raise ValueError(f"table '{cfg.name}' ({method.name}): no serving form for id ops {ops}")
         projection = None

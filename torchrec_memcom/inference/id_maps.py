@@ -78,24 +78,34 @@ class LMAChunkRows(nn.Module):
 
     Args:
         signatures (torch.Tensor): ``(n, S)`` uint8 packed signatures of the table (kept as a buffer).
-        key_selection (torch.Tensor): ``(d / Z, keys_per_chunk)`` int64, the keys each chunk hashes.
-        num_rows (int): rows of the (possibly shared) memory.
-        table_salt (int): the table's salt for ids without a signature.
+        location_params (Sequence[int]): ``(num_chunks, bits, memory_rows, row_offset, num_rows, table_salt)`` of
+            ``lsh.chunk_locations`` (``LMAMethod.location_params``).
     """
 
-    def __init__(self, signatures: torch.Tensor, key_selection: torch.Tensor, num_rows: int, table_salt: int) -> None:
+    def __init__(self, signatures: torch.Tensor, location_params: Sequence[int]) -> None:
         super().__init__()
         if signatures.dtype != torch.uint8 or signatures.dim() != 2:
             raise ValueError(f"signatures must be a 2-D uint8 tensor, got {signatures.dtype} {tuple(signatures.shape)}")
+        if len(location_params) != 6:
+            raise ValueError(f"location_params must hold 6 integers, got {tuple(location_params)}")
         self.register_buffer("signatures", signatures.detach().clone())
-        self.register_buffer("key_selection", key_selection.detach().clone().to(torch.int64))
-        self.num_rows = int(num_rows)
-        self.table_salt = int(table_salt)
-        self.num_outputs = int(key_selection.shape[0])
+        num_chunks, bits, memory_rows, row_offset, num_rows, table_salt = (int(p) for p in location_params)
+        self.num_chunks, self.bits, self.memory_rows = num_chunks, bits, memory_rows
+        self.row_offset, self.num_rows, self.table_salt = row_offset, num_rows, table_salt
+        self.num_outputs = num_chunks
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """``(N,)`` raw ids -> ``(N, d / Z)`` int64 memory rows."""
-        return chunk_locations(ids, self.signatures, self.key_selection, self.num_rows, self.table_salt)
+        return chunk_locations(
+            ids,
+            self.signatures,
+            self.num_chunks,
+            self.bits,
+            self.memory_rows,
+            self.row_offset,
+            self.num_rows,
+            self.table_salt,
+        )
 
 
 class PointwiseFeatures(nn.Module):

@@ -11,6 +11,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection, Embedding
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.configs import physical_dim
+from torchrec_memcom.lsh import Batch
 from torchrec_memcom.memory import MemoryReport, tensor_bytes
 from torchrec_memcom.modules.method import Segment, TableMethod, method_for_config
 from torchrec_memcom.modules.transform import IdTransform
@@ -258,9 +259,10 @@ class CompressedEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         check_fingerprint(state, self.fingerprint())
 
     def fit_signatures(
-        self, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int] = None, progress: bool = False
+        self, batches: Iterable[Batch], max_rows: Optional[int] = None, progress: bool = False
     ) -> Dict[str, float]:
-        """Fits data-dependent state (LMA signatures) from training rows; returns per-table coverage."""
+        """Fits data-dependent state (LMA signatures) from training rows (KJTs or ``(kjt, labels)`` pairs);
+        returns per-table coverage."""
         out: Dict[str, float] = {}
         for m in self._methods.values():
             out.update(m.fit(self, batches, max_rows, progress))

@@ -8,10 +8,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_memcom.configs import LMAEmbeddingBagConfig, stock_bytes
-from torchrec_memcom.lsh import MISSING_KEY, build_signatures, chunk_key_selection, default_keys_per_chunk
+from torchrec_memcom.lsh import Batch, SignatureBuilder, build_signatures, unpack_codes
 from torchrec_memcom.memory import TableMemory, tensor_bytes
 from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
 from torchrec_memcom.modules.method import (
@@ -56,7 +55,9 @@ class LMAMethod(TableMethod):
 
     Each feature ``f`` becomes ``d / Z`` physical features ``f__c<k>`` on its group's memory table
     ``<group>__memory`` (``rows x Z``), whose ids are the chunk locations ``loc_k(i)`` computed from the id's
-    signature (``lsh``; ids without one get hashed locations).
+    signature (``lsh.chunk_locations``). Table ``t`` of a group owns rows ``[row_offset(t), row_offset(t) + rows(t))``
+    of the memory (tables in config order) for its ids with a signature; ids without one are hashed over the whole
+    memory.
     """
 
     name = "lma"
@@ -78,18 +79,20 @@ class LMAMethod(TableMethod):
                     raise ValueError(f"LMA memory_group '{g}': tables {[m.name for m in members]} differ in {attr}")
             self.group_rows[g] = sum(m.rows() for m in members)
         self._index = {t.name: i for i, t in enumerate(tables)}
-        self.keys_per_chunk: Dict[str, int] = {}
-        self._selection: Dict[str, torch.Tensor] = {}
+        self._row_offset: Dict[str, int] = {}
+        used: Dict[str, int] = {}
         for t in self._lma():
-            kpc = t.keys_per_chunk or default_keys_per_chunk(self.group_rows[t.group()], t.signature_bytes)
-            self.keys_per_chunk[t.name] = kpc
-            self._selection[t.name] = chunk_key_selection(t.num_chunks(), 2 * t.signature_bytes, kpc)
-        self._selection_on: Dict[Tuple[str, torch.device], torch.Tensor] = {}
+            self._row_offset[t.name] = used.get(t.group(), 0)
+            used[t.group()] = self._row_offset[t.name] + t.rows()
         self._coverage: Dict[str, float] = {}
         self._warned = False
 
     def _lma(self) -> List[LMAEmbeddingBagConfig]:
         return self.tables  # type: ignore[return-value]
+
+    def _semantic(self) -> List[LMAEmbeddingBagConfig]:
+        """Tables whose ids take signature-chosen rows (``allocation="semantic"`` with signature bytes)."""
+        return [t for t in self._lma() if t.allocation == "semantic" and t.code_bits() > 0]
 
     def groups(self) -> List[str]:
         return list(self._groups)
@@ -131,9 +134,7 @@ class LMAMethod(TableMethod):
     def transform_state(self, device: Optional[torch.device]) -> nn.Module:
         sigs = _Signatures()
         for t in self._lma():
-            empty = torch.full(
-                (t.num_embeddings, t.signature_bytes), MISSING_KEY * 17, dtype=torch.uint8, device=device
-            )
+            empty = torch.full((t.num_embeddings, t.signature_bytes), 0xFF, dtype=torch.uint8, device=device)
             sigs.register_buffer(t.name, empty)
         return sigs
 
@@ -143,17 +144,18 @@ class LMAMethod(TableMethod):
         for t in self._lma():
             buf = getattr(sigs, t.name)
             if not buf.is_meta:
-                buf.fill_(MISSING_KEY * 17)
+                buf.fill_(0xFF)
         sigs.changed = True
 
     # -- locations -------------------------------------------------------------------------------------------------
 
-    def key_selection(self, table: str, device: torch.device) -> torch.Tensor:
-        """``(d / Z, keys_per_chunk)`` signature keys each chunk of ``table`` hashes (a constant, cached per device)."""
-        key = (table, device)
-        if key not in self._selection_on:
-            self._selection_on[key] = self._selection[table].to(device)
-        return self._selection_on[key]
+    def location_params(self, table: str) -> Tuple[int, int, int, int, int, int]:
+        """``(num_chunks, bits, memory_rows, row_offset, num_rows, table_salt)`` of ``lsh.chunk_locations`` for
+        ``table`` (``bits = 0`` for ``allocation="hashed"`` tables: their signatures are ignored)."""
+        t = self.by_name[table]
+        assert isinstance(t, LMAEmbeddingBagConfig)
+        bits = t.code_bits() if t.allocation == "semantic" else 0
+        return t.num_chunks(), bits, self.group_rows[t.group()], self._row_offset[table], t.rows(), self._index[table]
 
     def _locations(
         self, signatures: torch.Tensor, table: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None
@@ -162,9 +164,7 @@ class LMAMethod(TableMethod):
         assert isinstance(t, LMAEmbeddingBagConfig)
         if ids.is_cuda:  # ids are range-checked one step later on CUDA: never read outside the signatures meanwhile
             ids = ids.clamp(0, t.num_embeddings - 1)
-        return lma_locations(
-            ids, signatures, self.key_selection(table, ids.device), self.group_rows[t.group()], self._index[table], out
-        )
+        return lma_locations(ids, signatures, *self.location_params(table), out=out)
 
     def custom_ids(
         self, transform: nn.Module, feature: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None
@@ -178,7 +178,8 @@ class LMAMethod(TableMethod):
     def _warn_if_unfitted(self, sigs: nn.Module) -> None:
         if self._warned:
             return
-        low = {name: c for name, c in self.signature_coverage_of(sigs).items() if c < MIN_COVERAGE}
+        coverage = self.signature_coverage_of(sigs)
+        low = {t.name: coverage[t.name] for t in self._semantic() if coverage[t.name] < MIN_COVERAGE}
         if low:
             self._warned = True
             warnings.warn(
@@ -191,10 +192,14 @@ class LMAMethod(TableMethod):
     def signature_coverage_of(self, sigs: nn.Module) -> Dict[str, float]:
         if getattr(sigs, "changed", True):
             self._coverage = {}
+            semantic = {t.name for t in self._semantic()}
             for t in self._lma():
                 buf = getattr(sigs, t.name)
-                present = (buf[:, 0] & 0xF) != MISSING_KEY
-                self._coverage[t.name] = float(present.float().mean()) if buf.numel() and not buf.is_meta else 0.0
+                if t.name not in semantic or buf.numel() == 0 or buf.is_meta:
+                    self._coverage[t.name] = 0.0
+                    continue
+                first = unpack_codes(buf, t.num_chunks(), t.code_bits())[:, 0]
+                self._coverage[t.name] = float((first != (1 << t.code_bits()) - 1).float().mean())
             sigs.changed = False  # type: ignore[assignment]
         return dict(self._coverage)
 
@@ -205,7 +210,7 @@ class LMAMethod(TableMethod):
 
     @torch.no_grad()
     def set_signatures(self, owner: nn.Module, table: str, signatures: torch.Tensor) -> None:
-        """Loads ``(n, signature_bytes)`` uint8 signatures of ``table`` (as built by ``lsh.SignatureBuilder``)."""
+        """Loads ``(n, signature_bytes)`` uint8 signatures of ``table`` (as packed by ``lsh.SignatureBuilder``)."""
         buf = self.table_signatures(owner, table)
         if signatures.shape != buf.shape or signatures.dtype != torch.uint8:
             raise ValueError(
@@ -248,21 +253,29 @@ class LMAMethod(TableMethod):
 
     @torch.no_grad()
     def fit(
-        self, owner: nn.Module, batches: Iterable[KeyedJaggedTensor], max_rows: Optional[int], progress: bool
+        self, owner: nn.Module, batches: Iterable[Batch], max_rows: Optional[int], progress: bool
     ) -> Dict[str, float]:
-        """Builds every table's signatures from training rows (holding each table's features and its context
-        features, ``context_features``, default every other key); returns the fraction of ids that got one."""
-        tables = self._lma()
-        builders = build_signatures(
-            batches,
-            [(t.name, t.num_embeddings, t.feature_names, t.context_features) for t in tables],
-            [t.signature_bytes for t in tables],
-            max_rows=max_rows,
-            progress=progress,
-        )
+        """Fits the signatures of every semantic table on training rows: KJTs holding each table's features and its
+        context features (``context_features``, default every other key), or ``(kjt, labels)`` pairs (binary labels,
+        used by tables with ``label_context``). Returns the fraction of ids that got one per table (0.0 for tables
+        with ``allocation="hashed"`` or no signature bytes, which are not fitted)."""
+        tables = self._semantic()
+        builders = [
+            SignatureBuilder(t.num_embeddings, t.num_chunks(), t.signature_bytes, t.signature_rank) for t in tables
+        ]
+        if tables:
+            build_signatures(
+                batches,
+                [(t.name, t.num_embeddings, t.feature_names, t.context_features, t.label_context) for t in tables],
+                builders,
+                max_rows=max_rows,
+                progress=progress,
+            )
         for t, b in zip(tables, builders):
             self.set_signatures(owner, t.name, b.signatures().to(self.table_signatures(owner, t.name).device))
-        return {t.name: b.coverage() for t, b in zip(tables, builders)}
+        coverage = {t.name: 0.0 for t in self._lma()}
+        coverage.update({t.name: b.coverage() for t, b in zip(tables, builders)})
+        return coverage
 
     # -- reports and planning --------------------------------------------------------------------------------------
 
@@ -292,7 +305,8 @@ class LMAMethod(TableMethod):
             "group_rows": self.group_rows[table.group()],
             "chunk_size": table.chunk(),
             "signature_bytes": table.signature_bytes,
-            "keys_per_chunk": self.keys_per_chunk[table.name],
+            "allocation": table.allocation,
+            "row_offset": self._row_offset[table.name],
             "table_salt": self._index[table.name],
         }
 
@@ -308,8 +322,9 @@ class LMAMethod(TableMethod):
 class LMAEmbeddingBagCollection(CompressedEmbeddingBagCollection):
     """LMA tables: ``embedding(i) = concat_k M[loc_k(i)]`` with ``d / Z`` chunks of width ``Z`` (see ``LMAMethod``).
 
-    ``loc_k`` comes from the id's compact LSH signature (``lsh``), filled by ``fit_signatures`` from co-occurrence in
-    training rows; ids without one get hashed locations (a training forward warns when a table has almost none).
+    ``loc_k`` comes from the id's signature (one small code per chunk, ``lsh``), fitted by ``fit_signatures`` from
+    co-occurrence in training rows so that ids with similar contexts share rows; ids without one get hashed
+    locations (a training forward warns when a semantic table has almost none).
     Tables with the same ``memory_group`` share one memory ``M``. ``Z`` must be a multiple of 4 to shard (FBGEMM TBE);
     ``Z = 1`` (the paper's per-element LMA) runs unsharded only.
 
@@ -330,12 +345,9 @@ class LMAEmbeddingBagCollection(CompressedEmbeddingBagCollection):
         """Rows of ``group``'s memory (width ``Z``)."""
         return self._lma().group_rows[group]
 
-    def keys_per_chunk(self, table: str) -> int:
-        return self._lma().keys_per_chunk[table]
-
-    def key_selection(self, table: str) -> torch.Tensor:
-        """``(d / Z, keys_per_chunk)`` signature keys each chunk of ``table`` hashes (derived from the config)."""
-        return self._lma().key_selection(table, self.table_signatures(table).device)
+    def location_params(self, table: str) -> Tuple[int, int, int, int, int, int]:
+        """The ``lsh.chunk_locations`` parameters of ``table`` after its ids and signatures (``LMAMethod``)."""
+        return self._lma().location_params(table)
 
 
 LMAMethod.collection_type = LMAEmbeddingBagCollection

@@ -8,7 +8,8 @@ reference and the CPU path.
   remainder, ...). It also range-checks the ids (per feature min / max, read later without stalling the GPU) and
   carries or fills the per-id weights.
 - ``memcom_local_rows``: on a rank of sharded MEmCom, local shared rows and entity-weight slots of received ids.
-- ``hash_ids`` / ``lma_locations``: single-table helpers (hash of one table; LMA chunk locations).
+- ``hash_ids`` / ``lma_locations``: single-table helpers (hash of one table; LMA chunk locations, the plain-PyTorch
+  reference on every device: the semantic allocation has no fused kernel yet).
 
 Every op gives bit-identical results on either path (int64 arithmetic below 2**62); set
 ``TORCHREC_MEMCOM_DISABLE_TRITON=1`` to force the PyTorch path on CUDA.
@@ -21,8 +22,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from torchrec_memcom.hashing import BucketedHash, bucketed_rows, mix, scramble
-from torchrec_memcom.lsh import _FALLBACK_SALT, chunk_locations
+from torchrec_memcom.hashing import BucketedHash, bucketed_rows, scramble
+from torchrec_memcom.lsh import chunk_locations
 
 __all__ = [
     "IdOp",
@@ -177,45 +178,22 @@ def hash_ids(
     return s, r
 
 
-@functools.cache
-def _chunk_salts(num_chunks: int) -> Tuple[Tuple[int, int], ...]:
-    """Per chunk: the two hashed salts of ``chunk_locations``' fallback."""
-    k = torch.arange(num_chunks, dtype=torch.int64)
-    first = mix(k + _FALLBACK_SALT).tolist()
-    second = mix(k + 2 * _FALLBACK_SALT).tolist()
-    return tuple(zip(first, second))
-
-
 def lma_locations(
     ids: torch.Tensor,
     signatures: torch.Tensor,
-    key_selection: torch.Tensor,
+    num_chunks: int,
+    bits: int,
+    memory_rows: int,
+    row_offset: int,
     num_rows: int,
     table_salt: int,
     out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """``lsh.chunk_locations`` (``(N, K)`` int64 memory rows), fused on CUDA.
+    """``lsh.chunk_locations`` (``(N, C)`` int64 memory rows), the plain-PyTorch reference on every device.
 
-    ``out``, if given, is a ``(N, K)``-shaped (possibly transposed, i.e. ``(K, N).t()``) int64 tensor to write into.
+    ``out``, if given, is a ``(N, C)``-shaped (possibly transposed, i.e. ``(C, N).t()``) int64 tensor to write into.
     """
-    usable = (
-        triton_enabled(ids)
-        and ids.numel() > 0
-        and signatures.is_contiguous()
-        and signatures.shape[1] in (4, 8, 16)
-        and signatures.data_ptr() % 16 == 0
-    )
-    if usable:
-        from torchrec_memcom.ops._triton import lma_locations_triton
-
-        num_chunks = key_selection.shape[0]
-        if out is None:
-            out = torch.empty(ids.numel(), num_chunks, dtype=torch.int64, device=ids.device)
-        lma_locations_triton(
-            ids.contiguous(), signatures, key_selection, num_rows, table_salt, _chunk_salts(num_chunks), out
-        )
-        return out
-    loc = chunk_locations(ids, signatures, key_selection, num_rows, table_salt)
+    loc = chunk_locations(ids, signatures, num_chunks, bits, memory_rows, row_offset, num_rows, table_salt)
     if out is not None:
         out.copy_(loc)
         return out

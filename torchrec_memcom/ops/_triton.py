@@ -2,7 +2,6 @@
 """Triton kernels of ``torchrec_memcom.ops`` (imported only for CUDA tensors). Each mirrors its PyTorch definition
 operation for operation; ``tests/modules/test_ops.py`` checks them bit for bit on the GPU."""
 
-from typing import Sequence, Tuple
 
 import torch
 import triton
@@ -51,113 +50,6 @@ def hash_ids_triton(ids: torch.Tensor, h: BucketedHash, s_out: torch.Tensor, row
         m2,
         mc,
         BLOCK=_BLOCK,
-    )
-
-
-@triton.jit
-def _lma_kernel(
-    ids_ptr,
-    sig_ptr,
-    sel_ptr,
-    params_ptr,
-    out_ptr,
-    n,
-    num_rows,
-    table_salt,
-    stride_n,
-    stride_k,
-    WORDS: tl.constexpr,
-    WORD_BITS: tl.constexpr,
-    K: tl.constexpr,
-    KP2: tl.constexpr,
-    KPC: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    ids = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int64)
-    # The signature row as 1 or 2 little-endian words: nibble p is (word[p // 16] >> 4 (p % 16)) & 15.
-    w0 = tl.load(sig_ptr + ids * WORDS, mask=mask, other=0).to(tl.int64)
-    if WORD_BITS == 32:
-        w0 = w0 & 0xFFFFFFFF
-    if WORDS == 2:
-        w1 = tl.load(sig_ptr + ids * WORDS + 1, mask=mask, other=0).to(tl.int64)
-    else:
-        w1 = w0
-    ks = tl.arange(0, KP2)
-    kmask = ks < K
-    code = tl.zeros((BLOCK, KP2), dtype=tl.int64)
-    for j in tl.static_range(KPC):
-        p = tl.load(sel_ptr + ks * KPC + j, mask=kmask, other=0).to(tl.int64)
-        word = tl.where(p[None, :] >= 16, w1[:, None], w0[:, None])
-        nib = (word >> (4 * (p[None, :] % 16))) & 15
-        code = code | (nib << (4 * j))
-    # per chunk: mix params of salt=k (signature path), then of the two hashed fallback salts
-    b1 = tl.load(params_ptr + ks * 9 + 0, mask=kmask, other=1)[None, :]
-    b2 = tl.load(params_ptr + ks * 9 + 1, mask=kmask, other=1)[None, :]
-    bc = tl.load(params_ptr + ks * 9 + 2, mask=kmask, other=0)[None, :]
-    f1 = tl.load(params_ptr + ks * 9 + 3, mask=kmask, other=1)[None, :]
-    f2 = tl.load(params_ptr + ks * 9 + 4, mask=kmask, other=1)[None, :]
-    fc = tl.load(params_ptr + ks * 9 + 5, mask=kmask, other=0)[None, :]
-    g1 = tl.load(params_ptr + ks * 9 + 6, mask=kmask, other=1)[None, :]
-    g2 = tl.load(params_ptr + ks * 9 + 7, mask=kmask, other=1)[None, :]
-    gc = tl.load(params_ptr + ks * 9 + 8, mask=kmask, other=0)[None, :]
-    by_signature = _mix(code, b1, b2, bc)
-    x = ((ids << 10) | (table_salt & 1023))[:, None]
-    y = _mix(x, f1, f2, fc)
-    y = _mix(y ^ (y >> 15), g1, g2, gc)
-    fallback = y ^ (y >> 13)
-    missing = ((w0 & 15) == 15)[:, None]
-    loc = tl.where(missing, fallback, by_signature) % num_rows
-    ptrs = out_ptr + offs[:, None] * stride_n + ks[None, :] * stride_k
-    tl.store(ptrs, loc, mask=mask[:, None] & kmask[None, :])
-
-
-_PARAMS_CACHE: dict = {}
-
-
-def _chunk_params(num_chunks: int, salts: Sequence[Tuple[int, int]], device: torch.device) -> torch.Tensor:
-    key = (num_chunks, device)
-    if key not in _PARAMS_CACHE:
-        rows = []
-        for k, (first, second) in enumerate(salts):
-            rows.append([*mix_params(k), *mix_params(first), *mix_params(second)])
-        _PARAMS_CACHE[key] = torch.tensor(rows, dtype=torch.int64, device=device)
-    return _PARAMS_CACHE[key]
-
-
-def lma_locations_triton(
-    ids: torch.Tensor,
-    signatures: torch.Tensor,
-    key_selection: torch.Tensor,
-    num_rows: int,
-    table_salt: int,
-    salts: Sequence[Tuple[int, int]],
-    out: torch.Tensor,
-) -> None:
-    num_chunks, kpc = key_selection.shape
-    sig_bytes = signatures.shape[1]
-    words = signatures.view(torch.int32) if sig_bytes == 4 else signatures.view(torch.int64)
-    params = _chunk_params(num_chunks, salts, ids.device)
-    sel = key_selection.to(device=ids.device, dtype=torch.int64).contiguous()
-    n = ids.numel()
-    _lma_kernel[(triton.cdiv(n, _BLOCK_IDS),)](
-        ids,
-        words,
-        sel,
-        params,
-        out,
-        n,
-        num_rows,
-        table_salt,
-        out.stride(0),
-        out.stride(1),
-        WORDS=2 if sig_bytes == 16 else 1,
-        WORD_BITS=32 if sig_bytes == 4 else 64,
-        K=num_chunks,
-        KP2=triton.next_power_of_2(num_chunks),
-        KPC=kpc,
-        BLOCK=_BLOCK_IDS,
     )
 
 

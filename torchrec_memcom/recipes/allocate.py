@@ -105,7 +105,7 @@ class ProposalSetup:
         features (Optional[Sequence[str]]): features to allocate (default: those with >= ``min_rows`` ids).
         min_rows (int): see ``features``.
         methods, ratios, dims: the allocator's option grid (``dims``: one list for every table, default the model
-            dim and its halvings); ``lma_signature_bytes`` sizes the LMA options.
+            dim and its halvings); ``lma_signature_bytes`` sizes the LMA options (default: the config's default).
     """
 
     def __init__(
@@ -120,7 +120,7 @@ class ProposalSetup:
         ratios: Sequence[float] = (4, 8, 16, 32),
         dims: Optional[Sequence[int]] = None,
         lma_ratios: Sequence[float] = (),
-        lma_signature_bytes: int = 4,
+        lma_signature_bytes: Optional[int] = None,
     ) -> None:
         from torchrec_memcom.allocator import parse_budget
 
@@ -142,7 +142,14 @@ class ProposalSetup:
         self.methods, self.ratios = list(methods), list(ratios)
         self.dims = {f"t_{f}": list(dims) for f in self.features} if dims else None
         self.extra = {
-            f"t_{f}": [{"type": "lma", "compression": r, "signature_bytes": lma_signature_bytes} for r in lma_ratios]
+            f"t_{f}": [
+                {
+                    "type": "lma",
+                    "compression": r,
+                    **({"signature_bytes": lma_signature_bytes} if lma_signature_bytes else {}),
+                }
+                for r in lma_ratios
+            ]
             for f in self.features
         }
         self._infos: Optional[List[TableInfo]] = None

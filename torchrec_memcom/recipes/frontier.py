@@ -36,7 +36,7 @@ __all__ = ["PROTOCOLS", "Point", "Protocol", "Study", "protocol"]
 Spec = Dict[str, Any]
 METHOD_SETTINGS: Dict[str, Spec] = {
     "memcom": {"entity_weight_lr_scale": 10},  # 10x the table's lr won MEmCom's tuning on both protocols (issue 8)
-    "lma": {"signature_bytes": 4, "memory_group": "large"},  # the presets' LMA: 4-byte signatures, one memory
+    "lma": {"memory_group": "large"},  # one memory, as the presets; default signature bytes (4, or 2 at one chunk)
 }
 """Method fields added to every spec of the method (they do not change its bytes, except LMA's signatures)."""
 

@@ -258,7 +258,7 @@ def fit_lma_signatures(
     Every rank must pass the same ``batches`` so the replicated signatures agree. Returns the fraction of ids of
     each table that got a signature (empty if the model has no LMA table).
     """
-    return fit_signatures(model, batches, max_rows=max_rows, progress=progress)
+    return fit_signatures(model, batches, max_rows=max_rows, progress=progress)  # labels: for label_context
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -149,7 +150,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         records = pool.join()
     table = summarize(list(records.values()))
     text = _text(table, args.seeds)
-    command = "python -m torchrec_memcom.recipes.warm_start_study " + " ".join(argv if argv is not None else [])
+    args_given = argv if argv is not None else sys.argv[1:]
+    command = "python -m torchrec_memcom.recipes.warm_start_study " + " ".join(args_given)
     payload = {
         "command": command.strip(),
         "seconds": time.time() - start,
