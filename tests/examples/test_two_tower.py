@@ -144,19 +144,15 @@ def _run(cmd: List[str]) -> str:
 TINY = ["train.batch_size=256", "train.lma_signature_rows=20000", "eval.user_batch_size=2048"]
 
 
+def train_example(config: str, out_dir: Path, *overrides: str) -> str:
+    """Runs ``examples/two_tower/train.py`` with ``config``, ``TINY`` and ``overrides``, writing to ``out_dir``;
+    returns its output."""
+    cmd = [sys.executable, "examples/two_tower/train.py", "--config", config, "--set", *TINY, *overrides]
+    return _run([*cmd, f"output.dir={out_dir}"])
+
+
 def test_one_process(tmp_path: Path) -> None:
-    out = _run(
-        [
-            sys.executable,
-            "examples/two_tower/train.py",
-            "--config",
-            "ml1m_memcom",
-            "--set",
-            *TINY,
-            "train.max_steps=3",
-            f"output.dir={tmp_path}",
-        ]
-    )
+    out = train_example("ml1m_memcom", tmp_path, "train.max_steps=3")
     assert "[two_tower ml1m_memcom] test nDCG@10" in out
     r = json.loads((tmp_path / "results.json").read_text())
     assert r["world_size"] == 1 and r["train"]["steps"] == 3 and r["train"]["samples_per_s"] > 0

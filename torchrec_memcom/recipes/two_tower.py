@@ -13,9 +13,11 @@ here, one process per GPU with NCCL on GPUs)::
 What it does, and the config key behind each part:
 
 - Tables: one per sparse feature, of the type ``tables.<feature>`` (or ``tables._default``) names
-  (``torchrec_memcom.tables.table_config``); the user tower's (user, gender, age, occupation, zip) form one
+  (``torchrec_memcom.tables.table_config``); the user tower's (user, gender, age, occupation, zip, and with
+  ``data.user_history: H`` the ``history`` bag of the user's earlier movies, MEAN-pooled by default) form one
   ``CompressedEmbeddingBagCollection`` and the item tower's (movie, genres) another, both built on ``meta``; memory
-  and compression come from their ``memory_report()`` before sharding.
+  and compression come from their ``memory_report()`` before sharding. The history table and the movie table are
+  separate tables over the same ids (the input embedding and the candidate embedding), each with its own spec.
 - Model (``model.*``): each tower is its collection plus an MLP (``tower_layer_sizes``; the item tower also takes
   the movie's scaled release year); score = dot product of the (L2-normalised, ``normalize``) tower outputs divided
   by ``temperature``.
@@ -49,7 +51,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torchrec.datasets.utils import Batch
+from torchrec.modules.embedding_configs import PoolingType
 
+from torchrec_memcom.datasets.movielens import HISTORY_FEATURE
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes import runner
 from torchrec_memcom.recipes.config import ConfigError
@@ -113,9 +117,10 @@ class TwoTowerTask:
 
     def build_model(self, device: str = "meta") -> Tuple[nn.Module, MemoryReport]:
         cfg, data = self.cfg, self.cfg.data
-        sizes, dim = data.table_sizes(), cfg.model.embedding_dim
+        sizes, dim = dict(self.ds.num_embeddings_per_feature), cfg.model.embedding_dim
         try:
-            user_tables = build_tables(data.user_feature_names(), sizes, dim, cfg.tables)
+            poolings = {HISTORY_FEATURE: PoolingType.MEAN}  # a bag of up to H ids: its mean, unless the spec says sum
+            user_tables = build_tables(data.user_feature_names(), sizes, dim, cfg.tables, poolings)
             item_tables = build_tables(data.item_feature_names(), sizes, dim, cfg.tables)
         except ValueError as e:
             raise ConfigError(f"tables: {e}") from None
@@ -151,9 +156,9 @@ class TwoTowerTask:
 
     def _features(self, users: torch.Tensor, movies: torch.Tensor) -> Any:
         """KJT of every feature for (user, movie) rows on the device: a sharded collection keeps the key set (and
-        order) of its first input, so evaluation feeds the training layout with a placeholder partner id."""
-        kjt = self.ds.data.features(self.cfg.data.feature_names(), users=users.numpy(), movies=movies.numpy())
-        return kjt.to(self.ctx.device)
+        order) of its first input, so evaluation feeds the training layout with a placeholder partner id. The history
+        bags are the users' query histories (their train items, never a held-out one)."""
+        return self.ds.features(users.numpy(), movies.numpy()).to(self.ctx.device)
 
     @torch.no_grad()
     def _user_vectors(self, towers: Any) -> torch.Tensor:
