@@ -84,15 +84,26 @@ class LMAMethod(TableMethod):
         for t in self._lma():
             self._row_offset[t.name] = used.get(t.group(), 0)
             used[t.group()] = self._row_offset[t.name] + t.rows()
+        # constants of the hot path, fixed by the configs
+        self._semantic = [t for t in self._lma() if t.allocation == "semantic" and t.code_bits() > 0]
+        semantic = {t.name for t in self._semantic}
+        self._params: Dict[str, Tuple[int, int, int, int, int, int]] = {
+            t.name: (
+                t.num_chunks(),
+                t.code_bits() if t.name in semantic else 0,
+                self.group_rows[t.group()],
+                self._row_offset[t.name],
+                t.rows(),
+                self._index[t.name],
+            )
+            for t in self._lma()
+        }
+        self._table_of = {f: t for t in self._lma() for f in t.feature_names}
         self._coverage: Dict[str, float] = {}
         self._warned = False
 
     def _lma(self) -> List[LMAEmbeddingBagConfig]:
         return self.tables  # type: ignore[return-value]
-
-    def _semantic(self) -> List[LMAEmbeddingBagConfig]:
-        """Tables whose ids take signature-chosen rows (``allocation="semantic"`` with signature bytes)."""
-        return [t for t in self._lma() if t.allocation == "semantic" and t.code_bits() > 0]
 
     def groups(self) -> List[str]:
         return list(self._groups)
@@ -152,24 +163,19 @@ class LMAMethod(TableMethod):
     def location_params(self, table: str) -> Tuple[int, int, int, int, int, int]:
         """``(num_chunks, bits, memory_rows, row_offset, num_rows, table_salt)`` of ``lsh.chunk_locations`` for
         ``table`` (``bits = 0`` for ``allocation="hashed"`` tables: their signatures are ignored)."""
-        t = self.by_name[table]
-        assert isinstance(t, LMAEmbeddingBagConfig)
-        bits = t.code_bits() if t.allocation == "semantic" else 0
-        return t.num_chunks(), bits, self.group_rows[t.group()], self._row_offset[table], t.rows(), self._index[table]
+        return self._params[table]
 
     def _locations(
         self, signatures: torch.Tensor, table: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        t = self.by_name[table]
-        assert isinstance(t, LMAEmbeddingBagConfig)
         if ids.is_cuda:  # ids are range-checked one step later on CUDA: never read outside the signatures meanwhile
-            ids = ids.clamp(0, t.num_embeddings - 1)
-        return lma_locations(ids, signatures, *self.location_params(table), out=out)
+            ids = ids.clamp(0, signatures.shape[0] - 1)
+        return lma_locations(ids, signatures, *self._params[table], out=out)
 
     def custom_ids(
         self, transform: nn.Module, feature: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        table = next(t for t in self._lma() if feature in t.feature_names)
+        table = self._table_of[feature]
         sigs = transform.signatures  # type: ignore[union-attr]
         if transform.training:
             self._warn_if_unfitted(sigs)
@@ -179,7 +185,7 @@ class LMAMethod(TableMethod):
         if self._warned:
             return
         coverage = self.signature_coverage_of(sigs)
-        low = {t.name: coverage[t.name] for t in self._semantic() if coverage[t.name] < MIN_COVERAGE}
+        low = {t.name: coverage[t.name] for t in self._semantic if coverage[t.name] < MIN_COVERAGE}
         if low:
             self._warned = True
             warnings.warn(
@@ -192,7 +198,7 @@ class LMAMethod(TableMethod):
     def signature_coverage_of(self, sigs: nn.Module) -> Dict[str, float]:
         if getattr(sigs, "changed", True):
             self._coverage = {}
-            semantic = {t.name for t in self._semantic()}
+            semantic = {t.name for t in self._semantic}
             for t in self._lma():
                 buf = getattr(sigs, t.name)
                 if t.name not in semantic or buf.numel() == 0 or buf.is_meta:
@@ -259,7 +265,7 @@ class LMAMethod(TableMethod):
         context features (``context_features``, default every other key), or ``(kjt, labels)`` pairs (binary labels,
         used by tables with ``label_context``). Returns the fraction of ids that got one per table (0.0 for tables
         with ``allocation="hashed"`` or no signature bytes, which are not fitted)."""
-        tables = self._semantic()
+        tables = self._semantic
         builders = [
             SignatureBuilder(t.num_embeddings, t.num_chunks(), t.signature_bytes, t.signature_rank) for t in tables
         ]
@@ -344,10 +350,6 @@ class LMAEmbeddingBagCollection(CompressedEmbeddingBagCollection):
     def memory_rows(self, group: str) -> int:
         """Rows of ``group``'s memory (width ``Z``)."""
         return self._lma().group_rows[group]
-
-    def location_params(self, table: str) -> Tuple[int, int, int, int, int, int]:
-        """The ``lsh.chunk_locations`` parameters of ``table`` after its ids and signatures (``LMAMethod``)."""
-        return self._lma().location_params(table)
 
 
 LMAMethod.collection_type = LMAEmbeddingBagCollection

@@ -85,10 +85,6 @@ class Protocol:
         return {"_default": spec} if self.all_features else {f: dict(spec) for f in self.large}
 
 
-def _grid(lrs: Sequence[float]) -> Tuple[float, ...]:
-    return tuple(lrs)
-
-
 PROTOCOLS: Dict[str, Protocol] = {
     "ctr": Protocol(
         name="ctr",
@@ -100,8 +96,8 @@ PROTOCOLS: Dict[str, Protocol] = {
         # batch 4096 (the presets: 2 x 512): GPU steps of these tiny models are overhead, so 4x fewer steps; the
         # learning-rate grid covers the larger batch (Adagrad; the grid's x3 is the sqrt(4) scaling and more)
         base=("train.batch_size=4096", "eval.batch_size=16384", "train.log_every_steps=1000"),
-        sparse_lrs=_grid([0.05, 0.15]),
-        dense_lrs=_grid([0.05, 0.15]),
+        sparse_lrs=(0.05, 0.15),
+        dense_lrs=(0.05, 0.15),
     ),
     "ranking": Protocol(
         name="ranking",
@@ -112,8 +108,8 @@ PROTOCOLS: Dict[str, Protocol] = {
         large=("user", "movie", "zip"),
         # batch 8192 (the presets: 2 x 2048): more in-batch negatives and 4x fewer steps
         base=("train.batch_size=8192", "eval.user_batch_size=2048", "train.log_every_steps=1000"),
-        sparse_lrs=_grid([0.05, 0.15]),
-        dense_lrs=_grid([0.001, 0.003]),
+        sparse_lrs=(0.05, 0.15),
+        dense_lrs=(0.001, 0.003),
     ),
     "planted": Protocol(
         name="planted",
@@ -131,8 +127,8 @@ PROTOCOLS: Dict[str, Protocol] = {
             "eval.batch_size=65536",
             "train.log_every_steps=1000",
         ),
-        sparse_lrs=_grid([0.05]),
-        dense_lrs=_grid([0.05]),
+        sparse_lrs=(0.05,),
+        dense_lrs=(0.05,),
         stock_dims=(4, 8, 16, 32),
         comp_dims=(32,),
         comp_targets=(1, 2, 4, 8, 16),
