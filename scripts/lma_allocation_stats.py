@@ -106,7 +106,7 @@ def current(  # type: ignore[no-untyped-def]
         for t in (t for t in tables if t.group() == group):
             ids = torch.arange(t.num_embeddings)
             loc = ebc.locations(t.name, ids)
-            bits = t.code_bits() if t.allocation == "semantic" else 0
+            bits = ebc.methods()["lma"].location_params(t.name)[1]  # 0 for allocation="hashed"
             if bits:
                 code = unpack_codes(ebc.table_signatures(t.name), t.num_chunks(), bits)
                 has = code[:, 0] != (1 << bits) - 1

@@ -319,7 +319,15 @@ class QREmbeddingBagConfig(EmbeddingBagConfig):
         return -(-self.num_embeddings // self.remainder_rows())
 
 
-_MAX_CODE_BITS = 16  # lsh.MAX_CODE_BITS (configs does not import lsh)
+MAX_CODE_BITS = 16
+"""Widest LMA chunk code (``lsh`` packs codes of 2 to 16 bits)."""
+
+
+def code_bits(signature_bytes: int, num_chunks: int) -> int:
+    """Bits per LMA chunk code: ``min(16, 8 * signature_bytes // num_chunks)`` (0: no signature)."""
+    return min(MAX_CODE_BITS, 8 * signature_bytes // num_chunks)
+
+
 _ALLOCATIONS = ("semantic", "hashed")
 
 
@@ -380,7 +388,7 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
                 "plain-PyTorch reference path"
             )
         chunks = self.num_chunks()
-        most = _MAX_CODE_BITS * chunks // 8
+        most = MAX_CODE_BITS * chunks // 8
         least = -(-2 * chunks // 8)
         if self.signature_bytes is None:
             self.signature_bytes = min(max(4, least), most)
@@ -389,7 +397,7 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
         ):
             raise ValueError(
                 f"LMA table '{self.name}': signature_bytes must be 0 or in [{least}, {most}] for {chunks} chunks "
-                f"(codes of 2 to {_MAX_CODE_BITS} bits per chunk), got {self.signature_bytes}"
+                f"(codes of 2 to {MAX_CODE_BITS} bits per chunk), got {self.signature_bytes}"
             )
         if self.allocation not in _ALLOCATIONS:
             raise ValueError(
@@ -406,7 +414,7 @@ class LMAEmbeddingBagConfig(EmbeddingBagConfig):
     def code_bits(self) -> int:
         """Bits of each chunk code: ``min(16, 8 * signature_bytes // num_chunks)`` (0 without signatures)."""
         assert self.signature_bytes is not None  # set by __post_init__
-        return min(_MAX_CODE_BITS, 8 * self.signature_bytes // self.num_chunks())
+        return code_bits(self.signature_bytes, self.num_chunks())
 
     def chunk(self) -> int:
         """``Z``: given, or the largest of 16, 8, 4 dividing ``d`` (1 if none does)."""

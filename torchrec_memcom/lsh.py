@@ -41,6 +41,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
+from torchrec_memcom.configs import MAX_CODE_BITS, code_bits
 from torchrec_memcom.hashing import mix
 
 __all__ = [
@@ -56,7 +57,6 @@ __all__ = [
     "unpack_codes",
 ]
 
-MAX_CODE_BITS: int = 16
 _FALLBACK_SALT: int = 4_096
 _TOKEN_FEATURE_BITS: int = 8
 _TOKEN_LABEL_BITS: int = 2
@@ -69,11 +69,6 @@ _DENSE_SVD_ENTRIES: int = 1 << 22
 _SET_SALTS: Tuple[int, int] = (1_000_003, 2_000_003)
 
 Batch = Union[KeyedJaggedTensor, Tuple[KeyedJaggedTensor, Optional[torch.Tensor]]]
-
-
-def code_bits(signature_bytes: int, num_chunks: int) -> int:
-    """Bits per chunk code: ``min(16, 8 * signature_bytes // num_chunks)`` (0: no signature)."""
-    return min(MAX_CODE_BITS, 8 * signature_bytes // num_chunks)
 
 
 # --- codes <-> bytes ------------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 """Triton kernels of ``torchrec_memcom.ops`` (imported only for CUDA tensors). Each mirrors its PyTorch definition
 operation for operation; ``tests/modules/test_ops.py`` checks them bit for bit on the GPU."""
 
-
 import torch
 import triton
 import triton.language as tl
