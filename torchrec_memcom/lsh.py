@@ -45,6 +45,7 @@ from torchrec_memcom.configs import MAX_CODE_BITS, code_bits
 from torchrec_memcom.hashing import mix
 
 __all__ = [
+    "FALLBACK_SALT",
     "MAX_CODE_BITS",
     "SignatureBuilder",
     "balanced_tree_codes",
@@ -57,7 +58,7 @@ __all__ = [
     "unpack_codes",
 ]
 
-_FALLBACK_SALT: int = 4_096
+FALLBACK_SALT: int = 4_096
 _TOKEN_FEATURE_BITS: int = 8
 _TOKEN_LABEL_BITS: int = 2
 _TOKEN_VALUE_MOD: int = 1 << 50
@@ -106,8 +107,8 @@ def _chunk_hash(ids: torch.Tensor, num_chunks: int, table_salt: int) -> torch.Te
     # mix is linear in its input: consecutive salts or ids would give lattice-like, chunk-correlated rows, so the
     # salts are hashed and two rounds are separated by xor-shifts.
     chunk = torch.arange(num_chunks, device=ids.device, dtype=torch.int64).unsqueeze(0)
-    y = mix((ids << 10 | (table_salt & 0x3FF)).unsqueeze(1), salt=mix(chunk + _FALLBACK_SALT))
-    y = mix(y ^ (y >> 15), salt=mix(chunk + 2 * _FALLBACK_SALT))
+    y = mix((ids << 10 | (table_salt & 0x3FF)).unsqueeze(1), salt=mix(chunk + FALLBACK_SALT))
+    y = mix(y ^ (y >> 15), salt=mix(chunk + 2 * FALLBACK_SALT))
     return y ^ (y >> 13)
 
 

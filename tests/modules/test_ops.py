@@ -1,7 +1,12 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """The fused id transforms equal their PyTorch definitions bit for bit (Triton on CUDA, the reference on CPU).
 
-LMA locations run the PyTorch reference on every device for now; CUDA must still agree with the CPU bit for bit."""
+LMA locations: one Triton launch per table on CUDA, bit-identical to ``lsh.chunk_locations``."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,6 +57,12 @@ def _check_lma(device: str) -> None:
         out = torch.empty(num_chunks, ids.numel(), dtype=torch.int64, device=device)
         lma_locations(ids.to(device), sig.to(device), num_chunks, bits, 20_000, 77, 12_345, 3, out=out.t())
         torch.testing.assert_close(out.t().cpu(), want, rtol=0, atol=0)
+    # a large shared memory (> 2**32 rows, the table's slice far in): int64 addresses and offsets
+    sig = _signatures(n, 8, 4)
+    ids = _ids(n, 20_000, "cpu")
+    want = chunk_locations(ids, sig, 8, 4, 2**33 + 7, row_offset=10**9, num_rows=10**8 + 3, table_salt=1023)
+    got = lma_locations(ids.to(device), sig.to(device), 8, 4, 2**33 + 7, 10**9, 10**8 + 3, 1023)
+    torch.testing.assert_close(got.cpu(), want, rtol=0, atol=0)
 
 
 def test_hash_ids_cpu() -> None:
@@ -62,6 +73,36 @@ def test_lma_locations_cpu() -> None:
     _check_lma("cpu")
 
 
+def check_lma_kernel_on_cpu() -> None:
+    """The LMA Triton kernel on CPU tensors (only under ``TRITON_INTERPRET=1``) against ``lsh.chunk_locations``."""
+    from torchrec_memcom.ops import lma_chunk_params
+    from torchrec_memcom.ops._triton import lma_locations_triton
+
+    n = 5_000
+    cases = [(c, b, 20_000, 77, 12_345, 3) for c, b in ((1, 1), (4, 4), (8, 3), (32, 8), (3, 4), (4, 0))]
+    cases.append((8, 4, 2**33 + 7, 10**9, 10**8 + 3, 1023))
+    for num_chunks, nbytes, rows, offset, num_rows, salt in cases:
+        sig = _signatures(n, num_chunks, nbytes) if nbytes else torch.zeros(n, 0, dtype=torch.uint8)
+        bits = code_bits(nbytes, num_chunks)
+        ids = _ids(n, 4_000, "cpu")
+        want = chunk_locations(ids, sig, num_chunks, bits, rows, offset, num_rows, salt)
+        out = torch.full((num_chunks, ids.numel()), -1, dtype=torch.int64).t()  # transposed, as LMAIds writes
+        params = lma_chunk_params(num_chunks, offset, num_rows, ids.device)
+        lma_locations_triton(ids, sig if nbytes else ids, params, bits, rows, salt, out)
+        torch.testing.assert_close(out, want, rtol=0, atol=0)
+
+
+def test_lma_kernel_interpreted_matches_reference() -> None:
+    """The kernel's arithmetic, bit for bit, through Triton's CPU interpreter (a fresh process: the interpreter is
+    chosen when the kernels are defined)."""
+    pytest.importorskip("triton")
+    root = Path(__file__).resolve().parents[2]
+    code = "from tests.modules.test_ops import check_lma_kernel_on_cpu as f; f()"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
 @pytest.mark.gpu
 def test_hash_ids_triton_matches_reference() -> None:
     _check_hash("cuda")
@@ -69,7 +110,7 @@ def test_hash_ids_triton_matches_reference() -> None:
 
 @pytest.mark.gpu
 def test_lma_locations_cuda_matches_cpu() -> None:
-    _check_lma("cuda")  # the PyTorch reference on CUDA (no LMA kernel yet): int64 ops, bit-identical
+    _check_lma("cuda")  # the Triton kernel (int64 arithmetic below 2**62): bit-identical
 
 
 def _check_memcom_rows(device: str) -> None:

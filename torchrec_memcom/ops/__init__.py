@@ -8,8 +8,8 @@ reference and the CPU path.
   remainder, ...). It also range-checks the ids (per feature min / max, read later without stalling the GPU) and
   carries or fills the per-id weights.
 - ``memcom_local_rows``: on a rank of sharded MEmCom, local shared rows and entity-weight slots of received ids.
-- ``hash_ids`` / ``lma_locations``: single-table helpers (hash of one table; LMA chunk locations, the plain-PyTorch
-  reference on every device: the semantic allocation has no fused kernel yet).
+- ``hash_ids`` / ``lma_locations``: single-table helpers (hash of one table; LMA chunk locations of every chunk of a
+  table's ids in one launch).
 
 Every op gives bit-identical results on either path (int64 arithmetic below 2**62); set
 ``TORCHREC_MEMCOM_DISABLE_TRITON=1`` to force the PyTorch path on CUDA.
@@ -22,8 +22,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from torchrec_memcom.hashing import BucketedHash, bucketed_rows, scramble
-from torchrec_memcom.lsh import chunk_locations
+from torchrec_memcom.hashing import BucketedHash, bucketed_rows, mix, mix_params, scramble
+from torchrec_memcom.lsh import FALLBACK_SALT, chunk_locations
 
 __all__ = [
     "IdOp",
@@ -189,15 +189,36 @@ def lma_locations(
     table_salt: int,
     out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """``lsh.chunk_locations`` (``(N, C)`` int64 memory rows), the plain-PyTorch reference on every device.
+    """``lsh.chunk_locations`` (``(N, C)`` int64 memory rows): one Triton launch on CUDA, the reference on CPU.
 
     ``out``, if given, is a ``(N, C)``-shaped (possibly transposed, i.e. ``(C, N).t()``) int64 tensor to write into.
     """
+    if triton_enabled(ids) and ids.numel() > 0:
+        from torchrec_memcom.ops._triton import lma_locations_triton
+
+        if out is None:
+            out = torch.empty(ids.numel(), num_chunks, dtype=torch.int64, device=ids.device)
+        params = lma_chunk_params(num_chunks, row_offset, num_rows, ids.device)
+        sigs = signatures.contiguous() if signatures.numel() else ids  # no signature bytes: never read
+        lma_locations_triton(ids.contiguous(), sigs, params, bits, memory_rows, table_salt, out)
+        return out
     loc = chunk_locations(ids, signatures, num_chunks, bits, memory_rows, row_offset, num_rows, table_salt)
     if out is not None:
         out.copy_(loc)
         return out
     return loc
+
+
+@functools.lru_cache(maxsize=1024)
+def lma_chunk_params(num_chunks: int, row_offset: int, num_rows: int, device: torch.device) -> torch.Tensor:
+    """``(C, 8)`` int64 per-chunk constants of ``lsh.chunk_locations`` for the fused kernel: ``mix_params`` of the
+    two hash rounds' salts ``mix(k + S)`` and ``mix(k + 2 S)``, the slice size ``P_k`` and first row ``base_k``."""
+    k = torch.arange(num_chunks, dtype=torch.int64)
+    first = mix_params(mix(k + FALLBACK_SALT))
+    second = mix_params(mix(k + 2 * FALLBACK_SALT))
+    size = num_rows // num_chunks + (k < num_rows % num_chunks).to(torch.int64)
+    base = row_offset + k * (num_rows // num_chunks) + torch.clamp(k, max=num_rows % num_chunks)
+    return torch.stack([*first, *second, size, base], dim=1).to(device)
 
 
 MEMCOM_PARAMS = ("block", "row_offset", "w_offset", "ids_per_bucket", "rows_per_bucket")

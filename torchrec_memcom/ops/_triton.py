@@ -53,6 +53,87 @@ def hash_ids_triton(ids: torch.Tensor, h: BucketedHash, s_out: torch.Tensor, row
 
 
 @triton.jit
+def _lma_kernel(
+    ids_ptr,
+    sig_ptr,
+    params_ptr,
+    out_ptr,
+    n,
+    memory_rows,
+    salt10,
+    sig_bytes,
+    stride_n,
+    stride_k,
+    BITS: tl.constexpr,
+    C: tl.constexpr,
+    CP2: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # lsh.chunk_locations for BLOCK ids x C chunks; params[k] = (round-1 mix params, round-2 mix params, P_k, base_k).
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    ids = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int64)
+    ks = tl.arange(0, CP2)
+    kmask = ks < C
+    both = mask[:, None] & kmask[None, :]
+    f1 = tl.load(params_ptr + ks * 8 + 0, mask=kmask, other=1)[None, :]
+    f2 = tl.load(params_ptr + ks * 8 + 1, mask=kmask, other=1)[None, :]
+    fc = tl.load(params_ptr + ks * 8 + 2, mask=kmask, other=0)[None, :]
+    g1 = tl.load(params_ptr + ks * 8 + 3, mask=kmask, other=1)[None, :]
+    g2 = tl.load(params_ptr + ks * 8 + 4, mask=kmask, other=1)[None, :]
+    gc = tl.load(params_ptr + ks * 8 + 5, mask=kmask, other=0)[None, :]
+    y = _mix(((ids << 10) | salt10)[:, None], f1, f2, fc)
+    y = _mix(y ^ (y >> 15), g1, g2, gc)
+    h = y ^ (y >> 13)
+    loc = h % memory_rows
+    if BITS > 0:
+        # code k: bits [k b, (k + 1) b) of the row's bytes, read as a 3-byte little-endian word (zeros past the end)
+        first = ks.to(tl.int64) * BITS
+        byte = (first // 8)[None, :]
+        at = sig_ptr + ids[:, None] * sig_bytes + byte
+        b0 = tl.load(at, mask=both & (byte < sig_bytes), other=0).to(tl.int64)
+        b1 = tl.load(at + 1, mask=both & (byte + 1 < sig_bytes), other=0).to(tl.int64)
+        b2 = tl.load(at + 2, mask=both & (byte + 2 < sig_bytes), other=0).to(tl.int64)
+        q = (1 << BITS) - 1
+        code = ((b0 | (b1 << 8) | (b2 << 16)) >> (first % 8)[None, :]) & q
+        p = tl.load(params_ptr + ks * 8 + 6, mask=kmask, other=1)[None, :]
+        base = tl.load(params_ptr + ks * 8 + 7, mask=kmask, other=0)[None, :]
+        start = code * p // q
+        width = tl.maximum((code + 1) * p // q - start, 1)
+        loc = tl.where(code == q, loc, base + start + h % width)
+    tl.store(out_ptr + offs[:, None] * stride_n + ks[None, :] * stride_k, loc, mask=both)
+
+
+def lma_locations_triton(
+    ids: torch.Tensor,
+    signatures: torch.Tensor,
+    params: torch.Tensor,
+    bits: int,
+    memory_rows: int,
+    table_salt: int,
+    out: torch.Tensor,
+) -> None:
+    """``lsh.chunk_locations`` into ``out`` (``(N, C)``, any strides); ``params`` from ``lma_chunk_params``."""
+    n, num_chunks = out.shape
+    _lma_kernel[(triton.cdiv(n, _BLOCK_IDS),)](
+        ids,
+        signatures,
+        params,
+        out,
+        n,
+        memory_rows,
+        table_salt & 1023,
+        signatures.shape[1] if signatures.dim() == 2 else 0,
+        out.stride(0),
+        out.stride(1),
+        BITS=bits,
+        C=num_chunks,
+        CP2=triton.next_power_of_2(num_chunks),
+        BLOCK=_BLOCK_IDS,
+    )
+
+
+@triton.jit
 def _memcom_rows_kernel(
     ids_ptr, ends_ptr, params_ptr, rows_ptr, widx_ptr, n, m1, m2, mc, F: tl.constexpr, BLOCK: tl.constexpr
 ):
