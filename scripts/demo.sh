@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's demo: DLRM on MovieLens-1M CTR (real data) with stock tables, stock tables at d = 4 (the same bytes as
-# the 16x tables: the simplest alternative), MEmCom 16x and LMA 16x on the large tables, each trained through TorchX on
+# The project's demo: DLRM on MovieLens-1M CTR (real data) with stock tables, and four ways to spend the bytes of 16x
+# compression on the large tables: stock at d = 4 (the simplest alternative), stock tables 4 wide with a learned
+# projection (lowrank), MEmCom 16x and LMA 16x, each trained through TorchX on
 # 2 local CPU processes (gloo), then a side-by-side table of embedding bytes, compression, test AUC, logloss and
 # samples/s, plus outputs/demo/comparison.{json,png}.
 #
@@ -23,7 +24,7 @@ fi
 out=outputs/demo
 components=torchrec_memcom/recipes/components.py  # TorchX component by file (the package registers no entry point)
 mkdir -p "$out"
-read -r -a runs <<< "${DEMO_RUNS:-ml1m_stock ml1m_stock_d4 ml1m_memcom ml1m_lma}"
+read -r -a runs <<< "${DEMO_RUNS:-ml1m_stock ml1m_stock_d4 ml1m_lowrank ml1m_memcom ml1m_lma}"
 start=$(date +%s)
 for run in "${runs[@]}"; do
   t0=$(date +%s)

@@ -226,7 +226,7 @@ def test_measured_search_recovers_the_brute_force_optimum(tmp_path: Path) -> Non
 
     budget = 2 * 4000 * 16 * 4 // 5
     cache = tmp_path / "cache.json"
-    a = propose_measured(tables, budget, evaluate, cache=str(cache), **kw)
+    a = propose_measured(tables, budget, evaluate, cache=str(cache), verify=0, **kw)
     options = {t.name: candidate_specs(t, kw["methods"], kw["ratios"], kw["dims"][t.name]) for t in tables}
     sizes = {t.name: {json.dumps(s): option_bytes(t, s)[0] for s in options[t.name]} for t in tables}
     best = max(
@@ -243,9 +243,37 @@ def test_measured_search_recovers_the_brute_force_optimum(tmp_path: Path) -> Non
     assert 1 < a.evaluations <= 1 + feasible
     assert all(sum(sec[f] != {"type": "stock"} for f in sec) <= 1 for sec in calls)  # one table varied at a time
     # the cache answers a rerun, in process and from its JSON file
-    again = propose_measured(tables, budget, evaluate, cache=str(cache), **kw)
+    again = propose_measured(tables, budget, evaluate, cache=str(cache), verify=0, **kw)
     assert again.evaluations == 0 and again.specs == a.specs and len(calls) == a.evaluations
     assert len(EvaluationCache(str(cache)).results) == a.evaluations
+
+
+def test_joint_check_replaces_a_knapsack_mix_that_interacts_badly() -> None:
+    """One table at a time, hashing costs x little and MEmCom costs y little, so the knapsack mixes them; trained
+    together the mix is bad (an interaction the additive losses cannot see) and the check returns a uniform choice."""
+    tables = [TableInfo("x", 4000, 16), TableInfo("y", 4000, 16)]
+    kw: Dict[str, Any] = dict(methods=("stock", "hash", "memcom"), ratios=(8,), dims={"x": [16], "y": [16]})
+    drop = {"x": {"hash": 0.01, "memcom": 0.03}, "y": {"hash": 0.03, "memcom": 0.01}}
+
+    def evaluate(section: Dict[str, Dict[str, Any]]) -> float:
+        types = {section[n]["type"] for n in ("x", "y")} - {"stock"}
+        value = 0.8 - sum(drop[n].get(section[n]["type"], 0.0) for n in ("x", "y"))
+        return value - (0.1 if types == {"hash", "memcom"} else 0.0)
+
+    budget = 2 * 4000 * 16 * 4 // 6  # both tables must be compressed
+    plain = propose_measured(tables, budget, evaluate, verify=0, **kw)
+    assert (plain.specs["x"]["type"], plain.specs["y"]["type"]) == ("hash", "memcom") and plain.verified is None
+    checked = propose_measured(tables, budget, evaluate, **kw)
+    assert checked.specs["x"] == checked.specs["y"] and checked.total_bytes <= budget
+    assert checked.verified is not None and checked.verified["knapsack"] == pytest.approx(0.8 - 0.02 - 0.1)
+    assert max(checked.verified.values()) == pytest.approx(evaluate(checked.tables)) == pytest.approx(0.76)
+    assert checked.evaluations == plain.evaluations + len(checked.verified)
+    # without interactions the knapsack's proposal is kept (its joint run confirms the additive prediction)
+    additive = propose_measured(
+        tables, budget, lambda sec: evaluate(sec) + (0.1 if "hash" in str(sec) and "memcom" in str(sec) else 0), **kw
+    )
+    assert (additive.specs["x"]["type"], additive.specs["y"]["type"]) == ("hash", "memcom")
+    assert additive.verified["knapsack"] == max(additive.verified.values())
 
 
 def test_measured_losses_follow_the_metric_direction() -> None:

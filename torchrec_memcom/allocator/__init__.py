@@ -9,7 +9,9 @@ option (keep stock; stock at a smaller ``d``; hashing, QR, MEmCom or LMA at some
 - ``FrequencyModel`` (cheap, no training): the traffic-weighted share of each id's signal an option keeps, from the
   id frequencies and the option's rows (``propose``), or
 - measured sensitivities: one table varied at a time from a baseline through a user-supplied
-  ``evaluate(tables_spec) -> validation metric`` (``measure_losses`` / ``propose_measured``; cached).
+  ``evaluate(tables_spec) -> validation metric`` (``measure_losses`` / ``propose_measured``; cached). The measured
+  proposal is then trained as a whole beside the best uniform allocations and the best of them by ``evaluate`` is
+  returned, since the knapsack's additive losses cannot see how tables' choices interact.
 
 Options and proposals are the recipes' ``tables:`` section: ``{feature: {type: ..., compression: ..., ...}}`` as
 ``torchrec_memcom.tables.table_config`` takes it, plus ``embedding_dim: d'`` for a table narrower than the model's

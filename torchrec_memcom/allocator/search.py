@@ -42,6 +42,8 @@ class Allocation:
         losses: the loss of each table's choice (model or measured).
         exact: whether the knapsack was solved exactly.
         evaluations: ``evaluate`` calls made (measured proposals; cached results not counted).
+        verified: measured proposals: the validation metric of every jointly trained contender (``knapsack`` and
+            ``uniform <spec>``), the chosen one's included.
     """
 
     tables: Dict[str, Spec]
@@ -53,6 +55,7 @@ class Allocation:
     losses: Dict[str, float]
     exact: bool = True
     evaluations: int = 0
+    verified: Optional[Dict[str, float]] = None
 
     @property
     def predicted_loss(self) -> float:
@@ -75,6 +78,7 @@ class Allocation:
             "predicted_loss": self.predicted_loss,
             "exact": self.exact,
             "evaluations": self.evaluations,
+            "verified": self.verified,
         }
 
     def __str__(self) -> str:
@@ -162,16 +166,40 @@ def _finish(
     _check_budget(tables, options, budget_bytes)
     groups = [[(b, float(v)) for (_, b, _), v in zip(options[t.name], losses[t.name])] for t in tables]
     chosen, exact = solve_knapsack(groups, budget_bytes, max_states)
-    specs = {t.name: options[t.name][i][0] for t, i in zip(tables, chosen)}
+    allocation = _allocation(tables, options, losses, chosen, budget_bytes, stock_bytes, projection_bytes)
+    if allocation is None:  # per-table bytes add up unless tables share memory; never hand out an over-budget plan
+        raise RuntimeError(f"internal error: the knapsack's proposal is over the budget {budget_bytes:,}")
+    allocation.exact = exact
+    return allocation
+
+
+def _total_bytes(
+    tables: Sequence[TableInfo], specs: Mapping[str, Spec], projection_bytes: Callable[[int, int], int]
+) -> int:
+    """Bytes of all tables with ``specs``, from one collection's memory report (shared memories counted once)."""
     configs = [build_config(t, specs[t.name]) for t in tables]
     total = CompressedEmbeddingBagCollection(configs, device="meta").memory_report().total_bytes
-    total += sum(
+    return total + sum(
         projection_bytes(c.embedding_dim, t.embedding_dim)
         for c, t in zip(configs, tables)
         if c.embedding_dim < t.embedding_dim
     )
-    if total > budget_bytes:  # per-table bytes add up unless tables share memory; never hand out an over-budget plan
-        raise RuntimeError(f"internal error: the proposal takes {total:,} bytes, over the budget {budget_bytes:,}")
+
+
+def _allocation(
+    tables: Sequence[TableInfo],
+    options: Mapping[str, List[Tuple[Spec, int, MemoryReport]]],
+    losses: Mapping[str, Sequence[float]],
+    chosen: Sequence[int],
+    budget_bytes: int,
+    stock_bytes: int,
+    projection_bytes: Callable[[int, int], int],
+) -> Optional[Allocation]:
+    """The ``Allocation`` of option ``chosen[i]`` for table ``i``, or ``None`` if it is over the budget."""
+    specs = {t.name: options[t.name][i][0] for t, i in zip(tables, chosen)}
+    total = _total_bytes(tables, specs, projection_bytes)
+    if total > budget_bytes:
+        return None
     return Allocation(
         tables=_section(tables, specs),
         specs=specs,
@@ -180,7 +208,6 @@ def _finish(
         budget_bytes=budget_bytes,
         stock_bytes=stock_bytes,
         losses={t.name: float(losses[t.name][i]) for t, i in zip(tables, chosen)},
-        exact=exact,
     )
 
 
@@ -341,15 +368,23 @@ def propose_measured(
     extra: Optional[Mapping[str, Sequence[Spec]]] = None,
     projection_bytes: Callable[[int, int], int] = fp32_projection_bytes,
     max_states: int = 2_000_000,
+    verify: int = 3,
 ) -> Allocation:
     """The measured proposal: the knapsack over losses from ``measure_losses`` (short training runs on the
-    validation split, one table varied at a time from ``baseline``).
+    validation split, one table varied at a time from ``baseline``), then checked jointly.
+
+    The knapsack adds up per-table losses, which ignores how tables' choices interact. So the proposal is trained
+    once as a whole beside the ``verify`` uniform allocations (one spec for every table, within the budget) of least
+    predicted loss, and the best of them by the measured metric is returned (``verified`` holds every contender's
+    value): the proposal is never worse, on the allocator's own validation runs, than those uniform choices.
 
     Options that cannot fit beside the other tables' cheapest options are dropped before measuring, so the search
-    costs ``1 + sum_t (feasible options of t that differ from its baseline)`` runs; restrict ``methods``, ``ratios``
-    and ``dims`` to what a sweep can afford. ``cache`` (an ``EvaluationCache`` or a JSON path) makes reruns free.
+    costs ``1 + sum_t (feasible options of t that differ from its baseline)`` runs plus at most ``1 + verify``;
+    restrict ``methods``, ``ratios`` and ``dims`` to what a sweep can afford. ``cache`` (an ``EvaluationCache`` or a
+    JSON path) makes reruns free.
 
-    Args: as ``propose`` and ``measure_losses``.
+    Args: as ``propose`` and ``measure_losses``; ``verify``: uniform contenders trained jointly (0: the knapsack's
+    proposal as it is, without the joint run).
 
     Returns:
         Allocation: with ``evaluations`` = new ``evaluate`` calls; ``total_bytes`` never exceeds the budget.
@@ -371,5 +406,58 @@ def propose_measured(
         tables, candidates, evaluate, baseline=baseline, higher_is_better=higher_is_better, cache=store
     )
     allocation = _finish(tables, options, losses, budget_bytes, stock, max_states, projection_bytes)
+    if verify > 0:
+        allocation, more = _verify(
+            tables, options, losses, allocation, evaluate, store, verify, higher_is_better, projection_bytes
+        )
+        calls += more
     allocation.evaluations = calls
     return allocation
+
+
+def _verify(
+    tables: Sequence[TableInfo],
+    options: Mapping[str, List[Tuple[Spec, int, MemoryReport]]],
+    losses: Mapping[str, Sequence[float]],
+    proposal: Allocation,
+    evaluate: Callable[[Dict[str, Spec]], float],
+    cache: EvaluationCache,
+    count: int,
+    higher_is_better: bool,
+    projection_bytes: Callable[[int, int], int],
+) -> Tuple[Allocation, int]:
+    """The best by one joint run each of ``proposal`` and the ``count`` uniform allocations of least predicted loss."""
+    uniform = []
+    for spec, _, _ in options[tables[0].name]:
+        idx = [next((i for i, o in enumerate(options[t.name]) if o[0] == spec), None) for t in tables]
+        if any(i is None for i in idx):
+            continue
+        if all(options[t.name][i][0] == proposal.specs[t.name] for t, i in zip(tables, idx)):
+            continue  # the proposal itself
+        predicted = sum(losses[t.name][i] for t, i in zip(tables, idx))
+        uniform.append((predicted, json.dumps(spec, sort_keys=True), idx))
+    contenders: List[Tuple[str, Allocation]] = [("knapsack", proposal)]
+    for _, label, idx in sorted(uniform):
+        if len(contenders) > count:
+            break
+        candidate = _allocation(
+            tables, options, losses, idx, proposal.budget_bytes, proposal.stock_bytes, projection_bytes
+        )
+        if candidate is not None:
+            contenders.append((f"uniform {label}", candidate))
+    calls = 0
+    measured: Dict[str, float] = {}
+    for label, candidate in contenders:
+        value = cache.get(candidate.tables)
+        if value is None:
+            value = float(evaluate(dict(candidate.tables)))
+            calls += 1
+            if not math.isfinite(value):
+                raise ValueError(f"evaluate returned {value} for tables section {json.dumps(candidate.tables)}")
+            cache.put(candidate.tables, value)
+        measured[label] = value
+    sign = 1.0 if higher_is_better else -1.0
+    _, best = max(contenders, key=lambda c: sign * measured[c[0]])  # ties: the knapsack (first)
+    best.verified = measured
+    best.exact = proposal.exact
+    return best, calls

@@ -11,8 +11,9 @@ at least ``--min-rows`` ids), the others keep the config's spec and their bytes 
 - ``propose`` (default): ``allocator.propose`` with the ``FrequencyModel`` and id counts from the first
   ``--sample-rows`` training rows (``id_counts``): no training.
 - ``--measured``: ``allocator.propose_measured``: one short run per candidate option (``--measure-set`` overrides,
-  e.g. one epoch; the validation split as ``eval.final_split``), varied one table at a time from all-stock, run in
-  parallel by ``recipes.sweep`` (``--workers``) and cached in ``--work-dir``.
+  e.g. one epoch; the validation split as ``eval.final_split``), varied one table at a time from all-stock, then one
+  joint run each of the knapsack's proposal and the best uniform allocations (the best by validation is written),
+  run in parallel by ``recipes.sweep`` (``--workers``) and cached in ``--work-dir``.
 
 The output YAML is ``{tables: {...}}``: the recipes take it with ``--tables FILE`` (or paste the mapping into a
 config). Method settings that do not change bytes (``--method-set memcom.entity_weight_lr_scale=10``) are added to
@@ -172,16 +173,23 @@ def measured_runs(
     measure_overrides: Sequence[str],
     settings: Mapping[str, Mapping[str, Any]],
     prefix: str,
+    measured: Optional[Mapping[str, float]] = None,
 ) -> Tuple[List[Run], Dict[str, str]]:
-    """The short runs a measured proposal needs (every section ``propose_measured`` evaluates), and the run name of
-    each section (by ``EvaluationCache.key``)."""
+    """The short runs a measured proposal still needs, and the run name of each section (by ``EvaluationCache.key``).
+
+    Two stages: without ``measured``, the one-table-at-a-time runs of ``measure_losses``; with their results, the
+    joint runs of ``propose_measured``'s check (the knapsack's proposal and the best uniform allocations, which
+    depend on those results). After both, ``propose_for_recipe`` trains nothing."""
     sections: List[Dict[str, Spec]] = []
 
     def record(section: Dict[str, Spec]) -> float:
         sections.append(section)
         return 0.0
 
-    propose_measured(setup.infos(), setup.table_budget, record, **setup.grid())
+    cache = EvaluationCache()
+    cache.results = dict(measured or {})
+    verify = {} if measured is not None else {"verify": 0}
+    propose_measured(setup.infos(), setup.table_budget, record, cache=cache, **setup.grid(), **verify)
     runs, names = [], {}
     for i, section in enumerate(sections):
         tables = with_method_settings(setup.section(section), settings)
@@ -276,14 +284,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Allocation:
     if args.measured:
         metric = args.metric or ("auc" if args.recipe == "dlrm" else "ndcg@10")
         short = ["eval.final_split=val", "train.early_stopping=null", *args.measure_set]
-        runs, names = measured_runs(setup, short, settings, "measure")
+        measured = {}
         with Pool(args.work_dir, workers=args.workers) as pool:
-            pool.submit(runs)
-            records = pool.join()
-        failed = [r for r in records.values() if r.status != "ok"]
-        if failed:
-            raise SystemExit(f"{len(failed)} measured runs failed, e.g. {failed[0].run.name}: {failed[0].error}")
-        measured = {key: float(records[name].result["final"][metric]) for key, name in names.items()}
+            for stage in ("measure", "verify"):  # one table at a time, then the joint check of the proposal
+                runs, names = measured_runs(setup, short, settings, stage, measured if stage == "verify" else None)
+                pool.submit(runs)
+                records = pool.join()
+                failed = [records[n] for n in names.values() if records[n].status != "ok"]
+                if failed:
+                    raise SystemExit(
+                        f"{len(failed)} measured runs failed, e.g. {failed[0].run.name}: {failed[0].error}"
+                    )
+                measured.update({key: float(records[name].result["final"][metric]) for key, name in names.items()})
     allocation = propose_for_recipe(setup, measured, args.sample_rows)
     tables = with_method_settings(allocation.tables, settings)
     how = "measured (propose_measured)" if args.measured else "model-based (propose, FrequencyModel)"

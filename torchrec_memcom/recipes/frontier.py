@@ -27,7 +27,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torchrec_memcom.recipes.sweep import Pool, Record, Run
 
@@ -422,18 +422,30 @@ class Study:
         # after the extra overrides: a short fixed-length run, validated on val (no early stopping)
         short = [*self.extra, "train.early_stopping=null", "train.epochs=2", "eval.final_split=val"]
         short += [f"optimizer.sparse.lr={lr[0]}", f"optimizer.dense.lr={lr[1]}"]
-        runs, names = measured_runs(setup, short, settings, f"{self.p.name}-measure")
+        results: Dict[str, float] = {}
 
-        def measured(records: List[Record]) -> None:
-            values = {r.run.name: r.result["final"][self.p.metric] for r in records if r.status == "ok"}
-            missing = [n for n in names.values() if n not in values]
-            if missing:
-                self.proposals["alloc-measured"] = {"error": f"{len(missing)} measured runs failed, e.g. {missing[0]}"}
-                return
-            alloc = propose_for_recipe(setup, {key: values[name] for key, name in names.items()})
+        def stage(name: str, then: Callable[[], None]) -> None:
+            """Submits the measured runs still needed (``measured_runs``' stages), then calls ``then``."""
+            known = results if name == "verify" else None
+            runs, names = measured_runs(setup, short, settings, f"{self.p.name}-{name}", known)
+
+            def done(records: List[Record]) -> None:
+                values = {r.run.name: r.result["final"][self.p.metric] for r in records if r.status == "ok"}
+                missing = [n for n in names.values() if n not in values]
+                if missing:
+                    error = f"{len(missing)} measured runs failed, e.g. {missing[0]}"
+                    self.proposals["alloc-measured"] = {"error": error}
+                    return
+                results.update({key: values[n] for key, n in names.items()})
+                then()
+
+            pool.submit(runs, then=done)
+
+        def propose_line() -> None:
+            alloc = propose_for_recipe(setup, results)
             self._propose_line(pool, "alloc-measured", with_method_settings(alloc.tables, settings), alloc.to_dict())
 
-        pool.submit(runs, then=measured)
+        stage("measure", lambda: stage("verify", propose_line))
 
     def _propose_line(self, pool: Pool, line: str, tables: Dict[str, Spec], info: Dict[str, Any]) -> None:
         pt = Point(line, self.p.d0, self.p.alloc_target, {"type": line})
