@@ -43,7 +43,7 @@ echo
 paths=()
 for run in "${runs[@]}"; do paths+=("$out/$run/results.json"); done
 python -m torchrec_memcom.recipes.report "${paths[@]}" --out "$out" \
-  --title "DLRM on MovieLens-1M CTR, 2 CPU processes (gloo); 16x = the user/movie/zip tables compressed 16x; stock_d4 = the same bytes"
+  --title "DLRM on MovieLens-1M CTR, 2 CPU processes (gloo); 16x = the user/movie/zip tables compressed 16x; stock_d4, lowrank = the same bytes"
 # the per-run JSONs hold the full results; add them to one file next to the plot
 python - "$out" "${runs[@]}" <<'EOF'
 import json, os, sys

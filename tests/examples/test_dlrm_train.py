@@ -198,3 +198,16 @@ def test_report(two_ranks: Path, tmp_path: Path) -> None:
     failed.write_text(json.dumps({"status": "failed", "error": "TrainingDiverged: ..."}))
     proc = subprocess.run([*cmd[:3], str(failed)], cwd=ROOT, env=_env(), capture_output=True, text=True)
     assert proc.returncode != 0 and "not a finished run (status 'failed': TrainingDiverged" in proc.stderr
+
+
+def test_report_labels_each_kind_of_table() -> None:
+    from torchrec_memcom.recipes.report import _methods
+
+    tables = {
+        "user": {"type": "memcom", "compression": 16},
+        "movie": {"type": "lowrank", "base_dim": 4},
+        "zip": {"type": "hash", "base_dim": 16, "compression": 8},
+        "age": {"type": "stock"},
+    }
+    assert _methods({"config": {"tables": tables}}) == "hash 8x, lowrank b4, memcom 16x"
+    assert _methods({"config": {"tables": {}}}) == "stock"

@@ -40,10 +40,16 @@ def _bytes(n: float) -> str:
 
 
 def _methods(run: Dict[str, Any]) -> str:
-    """``memcom 16x`` style label of the compressed tables of a run (``stock`` when none is)."""
+    """``memcom 16x`` / ``lowrank b4`` style label of the non-stock tables of a run (``stock`` when none is)."""
     tables = run["config"].get("tables") or {}
-    labels = sorted({f"{s.get('type', 'stock')} {s['compression']:g}x" for s in tables.values() if "compression" in s})
-    return ", ".join(labels) or "stock"
+    labels = set()
+    for s in tables.values():
+        kind = s.get("type", "stock")
+        if "compression" in s:
+            labels.add(f"{kind} {s['compression']:g}x")
+        elif kind != "stock" and "base_dim" in s:
+            labels.add(f"{kind} b{s['base_dim']}")
+    return ", ".join(sorted(labels)) or "stock"
 
 
 def rows(runs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
