@@ -186,4 +186,12 @@ def test_toy_study_with_the_allocator(tmp_path: Path) -> None:
     rows = {r["line"]: r for r in aggregate(payload, "toy") if r["line"].startswith("alloc")}
     assert set(rows) == {"alloc-model", "alloc-measured"} and all(r["seeds"] == [0, 1] for r in rows.values())
     measured = [r for r in payload["records"] if r["run"]["tags"].get("phase") == "allocator-measure"]
-    assert len(measured) == 1 + 2 * 2  # all stock, then each table at hash 2x and 4x (stock does not fit)
+    one_at_a_time = [r for r in measured if r["run"]["name"].startswith("toy-measure-")]
+    joint = [r for r in measured if r["run"]["name"].startswith("toy-verify-")]
+    assert len(one_at_a_time) == 1 + 2 * 2  # all stock, then each table at hash 2x and 4x (stock does not fit)
+    assert 1 <= len(joint) <= 1 + 3 and len(measured) == len(one_at_a_time) + len(joint)  # proposal + <= 3 uniform
+    verified = alloc["alloc-measured"]["verified"]
+    assert "knapsack" in verified and len(verified) >= len(joint)
+    if max(verified, key=verified.__getitem__) != "knapsack":  # a uniform allocation won the joint runs
+        specs = alloc["alloc-measured"]["tables"]
+        assert specs["cat_0"] == specs["cat_1"], specs
