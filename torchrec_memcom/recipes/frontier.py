@@ -66,7 +66,7 @@ class Protocol:
     alloc_target: int = 8
     alloc_methods: Tuple[str, ...] = ("stock", "hash", "qr", "memcom")
     alloc_ratios: Tuple[int, ...] = (8, 16)  # at the byte point 8 of a 64-wide model: 1/8 of its stock bytes
-    alloc_dims: Tuple[int, ...] = (64, 16)
+    alloc_dims: Tuple[int, ...] = (64, 16, 8)  # 8: narrow stock at the byte point (lowrank-b8 won it uniformly)
     alloc_lma_ratios: Tuple[int, ...] = (8, 16)
     synthetic: bool = False
     all_features: bool = False  # compress every feature (``_default``) instead of ``large`` ones
