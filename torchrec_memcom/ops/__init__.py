@@ -30,6 +30,7 @@ __all__ = [
     "NUM_OP_PARAMS",
     "ONE_SLOTS",
     "hash_ids",
+    "lma_chunk_params",
     "lma_locations",
     "memcom_local_rows",
     "transform_segments",
