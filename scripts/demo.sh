@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The project's demo: DLRM on MovieLens-1M CTR (real data) with stock tables, and four ways to spend the bytes of 16x
 # compression on the large tables: stock at d = 4 (the simplest alternative), stock tables 4 wide with a learned
-# projection (lowrank), MEmCom 16x and LMA 16x, each trained through TorchX on
-# 2 local CPU processes (gloo), then a side-by-side table of embedding bytes, compression, test AUC, logloss and
-# samples/s, plus outputs/demo/comparison.{json,png}.
+# projection (lowrank), MEmCom 16x and LMA 16x, each trained through TorchX on 2 local CPU processes (gloo), then a
+# side-by-side table of embedding bytes, compression, test AUC, logloss and samples/s, plus
+# outputs/demo/comparison.{json,png}.
 #
 # Usage: ./scripts/demo.sh [recipe overrides...]     e.g. ./scripts/demo.sh --set train.epochs=1
 #        DEMO_RUNS="ml1m_stock ml1m_hash ml1m_qr ml1m_memcom ml1m_lma" ./scripts/demo.sh   (any DLRM presets)

@@ -2,6 +2,7 @@
 """The budget allocator: bytes from the configs' memory reports, the exact knapsack against brute force, the frequency
 model's formulas and behaviour, the measured search with a fake evaluator of known sensitivities, and clear errors."""
 
+import functools
 import itertools
 import json
 import math
@@ -255,10 +256,12 @@ def test_joint_check_replaces_a_knapsack_mix_that_interacts_badly() -> None:
     kw: Dict[str, Any] = dict(methods=("stock", "hash", "memcom"), ratios=(8,), dims={"x": [16], "y": [16]})
     drop = {"x": {"hash": 0.01, "memcom": 0.03}, "y": {"hash": 0.03, "memcom": 0.01}}
 
-    def evaluate(section: Dict[str, Dict[str, Any]]) -> float:
+    def metric(section: Dict[str, Dict[str, Any]], interaction: float) -> float:
         types = {section[n]["type"] for n in ("x", "y")} - {"stock"}
         value = 0.8 - sum(drop[n].get(section[n]["type"], 0.0) for n in ("x", "y"))
-        return value - (0.1 if types == {"hash", "memcom"} else 0.0)
+        return value - (interaction if types == {"hash", "memcom"} else 0.0)
+
+    evaluate = functools.partial(metric, interaction=0.1)
 
     budget = 2 * 4000 * 16 * 4 // 6  # both tables must be compressed
     plain = propose_measured(tables, budget, evaluate, verify=0, **kw)
@@ -269,9 +272,7 @@ def test_joint_check_replaces_a_knapsack_mix_that_interacts_badly() -> None:
     assert max(checked.verified.values()) == pytest.approx(evaluate(checked.tables)) == pytest.approx(0.76)
     assert checked.evaluations == plain.evaluations + len(checked.verified)
     # without interactions the knapsack's proposal is kept (its joint run confirms the additive prediction)
-    additive = propose_measured(
-        tables, budget, lambda sec: evaluate(sec) + (0.1 if "hash" in str(sec) and "memcom" in str(sec) else 0), **kw
-    )
+    additive = propose_measured(tables, budget, functools.partial(metric, interaction=0.0), **kw)
     assert (additive.specs["x"]["type"], additive.specs["y"]["type"]) == ("hash", "memcom")
     assert additive.verified["knapsack"] == max(additive.verified.values())
 

@@ -290,6 +290,20 @@ class EvaluationCache:
             os.replace(tmp, self.path)
 
 
+def _evaluate_cached(
+    section: Dict[str, Spec], evaluate: Callable[[Dict[str, Spec]], float], cache: EvaluationCache
+) -> Tuple[float, int]:
+    """``(metric of section, 1 if evaluate ran else 0)``: the cached value, else ``evaluate``'s (checked finite)."""
+    value = cache.get(section)
+    if value is not None:
+        return value, 0
+    value = float(evaluate(dict(section)))
+    if not math.isfinite(value):
+        raise ValueError(f"evaluate returned {value} for tables section {json.dumps(section)}")
+    cache.put(section, value)
+    return value, 1
+
+
 def measure_losses(
     tables: Sequence[TableInfo],
     candidates: Mapping[str, Sequence[Spec]],
@@ -331,14 +345,8 @@ def measure_losses(
 
     def run(specs: Mapping[str, Spec]) -> float:
         nonlocal calls
-        section = _section(tables, specs)
-        value = cache.get(section)
-        if value is None:
-            value = float(evaluate(section))
-            calls += 1
-            if not math.isfinite(value):
-                raise ValueError(f"evaluate returned {value} for tables section {json.dumps(section)}")
-            cache.put(section, value)
+        value, new = _evaluate_cached(_section(tables, specs), evaluate, cache)
+        calls += new
         return value
 
     reference = run(base)
@@ -448,14 +456,8 @@ def _verify(
     calls = 0
     measured: Dict[str, float] = {}
     for label, candidate in contenders:
-        value = cache.get(candidate.tables)
-        if value is None:
-            value = float(evaluate(dict(candidate.tables)))
-            calls += 1
-            if not math.isfinite(value):
-                raise ValueError(f"evaluate returned {value} for tables section {json.dumps(candidate.tables)}")
-            cache.put(candidate.tables, value)
-        measured[label] = value
+        measured[label], new = _evaluate_cached(candidate.tables, evaluate, cache)
+        calls += new
     sign = 1.0 if higher_is_better else -1.0
     _, best = max(contenders, key=lambda c: sign * measured[c[0]])  # ties: the knapsack (first)
     best.verified = measured
