@@ -135,3 +135,19 @@ def test_logical_constraints_reach_physical_tables() -> None:
     assert out["g__memory"].pooling_factors == [3.0, 3.0, 1.0, 1.0]
     plan = _plan([qr, *lma], ddr_mib=100, q=ParameterConstraints(sharding_types=["row_wise"]))
     assert plan.plan["ebc"]["q__q"].sharding_type == "row_wise"
+
+
+def test_lma_memories_skip_fbgemm_bounds_check_stock_tables_keep_it() -> None:
+    from fbgemm_gpu.split_table_batched_embeddings_ops_common import BoundsCheckMode
+
+    lma = LMAEmbeddingBagConfig(
+        name="t", num_embeddings=5000, embedding_dim=16, feature_names=["f"], compression_ratio=4, chunk_size=8
+    )
+    stock = EmbeddingBagConfig(name="s", num_embeddings=5000, embedding_dim=16, feature_names=["g"])
+    plan = _plan([lma, stock], ddr_mib=1000).plan["ebc"]
+    # chunk locations are in range by construction; stock ids are checked by FBGEMM as in a stock EBC
+    assert plan["t__memory"].bounds_check_mode == BoundsCheckMode.NONE
+    assert plan["s"].bounds_check_mode is None
+    # a mode the user asks for wins
+    asked = _plan([lma, stock], ddr_mib=1000, t=ParameterConstraints(bounds_check_mode=BoundsCheckMode.FATAL))
+    assert asked.plan["ebc"]["t__memory"].bounds_check_mode == BoundsCheckMode.FATAL

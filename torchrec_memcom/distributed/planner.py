@@ -16,6 +16,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
+from fbgemm_gpu.split_table_batched_embeddings_ops_common import BoundsCheckMode
 from torch import nn
 from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
@@ -186,7 +187,8 @@ def default_constraints(
     model: nn.Module, constraints: Optional[Dict[str, ParameterConstraints]] = None
 ) -> Dict[str, ParameterConstraints]:
     """``constraints`` (on physical names) plus the sharding types each method allows for its tables (MEmCom:
-    row-wise or table-wise), intersected with what the user asked.
+    row-wise or table-wise), intersected with what the user asked, and ``BoundsCheckMode.NONE`` for tables whose ids
+    are in range by construction (``TableMethod.ids_in_range``: LMA's memories) unless the user set a mode.
 
     Raises:
         ValueError: a constraint leaves a table no sharding type its method supports.
@@ -195,6 +197,10 @@ def default_constraints(
     for _, module in _collections(model):
         for method in module.methods().values():
             for c in method.physical_tables():
+                given = out.get(c.name)
+                if method.ids_in_range(c.name) and (given is None or given.bounds_check_mode is None):
+                    given = dataclasses.replace(given or ParameterConstraints(), bounds_check_mode=BoundsCheckMode.NONE)
+                    out[c.name] = given
                 allowed = method.sharding_types(c.name)
                 if allowed is None:
                     continue

@@ -319,6 +319,11 @@ class LMAMethod(TableMethod):
     def replicated_bytes(self) -> int:
         return sum(t.signature_bytes_total() for t in self._lma())
 
+    def ids_in_range(self, physical_table: str) -> bool:
+        # chunk locations are < memory rows by construction (ids are clamped before the location kernel on CUDA and
+        # range-checked before it on CPU)
+        return physical_table in {memory_table_name(g) for g in self._groups}
+
     def physical_names(self, table: str) -> List[str]:
         t = self.by_name[table]
         assert isinstance(t, LMAEmbeddingBagConfig)

@@ -174,6 +174,11 @@ class TableMethod:
         """Sharding types the physical table supports (``None``: every type TorchRec offers)."""
         return None
 
+    def ids_in_range(self, physical_table: str) -> bool:
+        """Whether every id the transform writes for the physical table lies in ``[0, num_embeddings)`` whatever the
+        input (then FBGEMM's per-batch bounds check of its indices is skipped: ``BoundsCheckMode.NONE``)."""
+        return False
+
     def extra_shard_bytes(self, physical_table: str, shard_rows: int, state_per_value: int) -> int:
         """Bytes a shard of ``shard_rows`` rows holds beside its rows (e.g. MEmCom's weights and their optimizer
         state, ``state_per_value`` extra fp32 values per weight)."""

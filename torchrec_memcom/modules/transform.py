@@ -394,6 +394,23 @@ class _CombinePlan:
                 gather += [offsets[p] + i for p in parts for i in range(self.split_sizes[p])]
         self.simple = all(kind != "product" and m is None and pr is None for kind, _, m, pr in self.steps)
         self.identity = self.simple and gather == list(range(sum(self.split_sizes)))
+        # A permutation of the columns (each used once) moves whole blocks: split once at the blocks' edges and
+        # concatenate them in output order (one copy kernel each way; a column gather's backward is an atomic
+        # index_add_ along dim 1, and its forward an elementwise gather, both several times slower on CUDA).
+        self.permutation = self.simple and sorted(gather) == list(range(sum(self.split_sizes)))
+        self.block_sizes: List[int] = []
+        self.block_order: List[int] = []
+        if self.permutation:
+            runs: List[List[int]] = []  # (first physical column, width) in output order, adjacent columns merged
+            for col in gather:
+                if runs and runs[-1][0] + runs[-1][1] == col:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([col, 1])
+            by_start = sorted(range(len(runs)), key=lambda i: runs[i][0])
+            self.block_sizes = [runs[i][1] for i in by_start]
+            rank = {run: k for k, run in enumerate(by_start)}
+            self.block_order = [rank[i] for i in range(len(runs))]
         self._gather = torch.tensor(gather, dtype=torch.int64)
         self._gather_on: Dict[torch.device, torch.Tensor] = {}
 
@@ -403,6 +420,10 @@ class _CombinePlan:
         values = pooled.values()
         if self.identity:
             return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values)
+        if self.permutation:
+            blocks = values.split(self.block_sizes, dim=1)
+            columns = torch.cat([blocks[b] for b in self.block_order], dim=1)
+            return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=columns)
         if self.simple:
             idx = self._gather_on.get(values.device)
             if idx is None:
