@@ -15,6 +15,21 @@ from torchrec_memcom.hashing import BucketedHash
 from torchrec_memcom.lsh import chunk_locations, code_bits, pack_codes
 from torchrec_memcom.ops import hash_ids, lma_locations
 
+try:  # a probe of the kernels' helper, run by check_kernels_on_cpu under Triton's interpreter
+    import triton
+    import triton.language as tl
+
+    from torchrec_memcom.ops._triton import _mod_p
+
+    @triton.jit
+    def _mod_p_kernel(v_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        tl.store(out_ptr + offs, _mod_p(tl.load(v_ptr + offs, mask=offs < n, other=0)), mask=offs < n)
+
+except ImportError:  # no triton: the interpreted test is skipped
+    _mod_p_kernel = None
+
+
 HASHES = [
     BucketedHash(num_embeddings=1_000, num_rows=64, num_buckets=8),
     BucketedHash(num_embeddings=4_000_000, num_rows=250_880, num_buckets=1024),
@@ -92,12 +107,43 @@ def check_lma_kernel_on_cpu() -> None:
         torch.testing.assert_close(out, want, rtol=0, atol=0)
 
 
-def test_lma_kernel_interpreted_matches_reference() -> None:
-    """The kernel's arithmetic, bit for bit, through Triton's CPU interpreter (a fresh process: the interpreter is
+def check_kernels_on_cpu() -> None:
+    """Every Triton kernel on CPU tensors (only under ``TRITON_INTERPRET=1``: ``ops`` then takes the kernels) against
+    the independent references of the CPU tests, plus ``_mix``'s largest inputs (the Mersenne folds of ``_mod_p``)."""
+    from torchrec_memcom.ops import triton_enabled
+
+    assert triton_enabled(torch.zeros(1)), "run under TRITON_INTERPRET=1 with triton installed"
+    check_lma_kernel_on_cpu()
+    _check_hash("cpu")
+    _check_lma("cpu")
+    _check_memcom_rows("cpu")
+    _check_segments("cpu")
+    _check_memcom_passthrough("cpu")
+    _check_mod_p()
+    # ids up to 2**51: the mixed key (id << 10 | salt) reaches 2**61 and its high part (key >> 30) the prime itself
+    p = 2**31 - 1
+    ids = torch.tensor([0, 1, p << 20, (p << 20) + 12_345, 2**51 - 1, 2**50 + 3, (1 << 41) - 1], dtype=torch.int64)
+    empty = torch.zeros(0, 0, dtype=torch.uint8)
+    want = chunk_locations(ids, empty, 4, 0, 2**33 + 7, 0, 2**33 + 7, 1023)
+    torch.testing.assert_close(lma_locations(ids, empty, 4, 0, 2**33 + 7, 0, 2**33 + 7, 1023), want, rtol=0, atol=0)
+
+
+def _check_mod_p() -> None:
+    """``_mod_p`` (reduction mod 2**31 - 1) against ``%`` at its edges: multiples of P, P +- 1, 2**62 - 1."""
+    p = 2**31 - 1
+    edges = [0, 1, p - 1, p, p + 1, 2 * p, 2 * p + 1, 2**31, 2**32 - 1, 2**32, p * p, p * (p + 2), 2**62 - 1]
+    v = torch.tensor(edges + torch.randint(0, 2**62, (200,), generator=torch.Generator().manual_seed(0)).tolist())
+    out = torch.empty_like(v)
+    _mod_p_kernel[(1,)](v, out, v.numel(), BLOCK=256)
+    torch.testing.assert_close(out, v % p, rtol=0, atol=0)
+
+
+def test_kernels_interpreted_match_references() -> None:
+    """The kernels' arithmetic, bit for bit, through Triton's CPU interpreter (a fresh process: the interpreter is
     chosen when the kernels are defined)."""
     pytest.importorskip("triton")
     root = Path(__file__).resolve().parents[2]
-    code = "from tests.modules.test_ops import check_lma_kernel_on_cpu as f; f()"
+    code = "from tests.modules.test_ops import check_kernels_on_cpu as f; f()"
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -181,7 +227,7 @@ def _segment_case(device: str):
 
 
 def _check_segments(device: str) -> None:
-    from torchrec_memcom.ops import transform_segments
+    from torchrec_memcom.ops import IdOp, transform_segments
 
     values, weights, static, rows, dyn, total, (h, starts, lengths) = _segment_case(device)
     stats = torch.tensor([[2**63 - 1, -(2**63)]] * 3, device=device)
@@ -199,6 +245,19 @@ def _check_segments(device: str) -> None:
     assert stats[0].tolist() == [int(f0.min()), int(f0.max())]
     assert stats[1].tolist() == [2**63 - 1, -(2**63)]  # no ids: (max, min) sentinels
     assert stats[2].tolist() == [int(f2.min()), int(f2.max())]
+    # without output weights the kernel skips CUSTOM segments nobody checks: the rest is unchanged
+    stats2 = torch.tensor([[2**63 - 1, -(2**63)]] * 3, device=device)
+    out2, w2 = transform_segments(values, weights, static, rows, dyn, stats2, total, False)
+    assert w2 is None and stats2.cpu().tolist() == stats.tolist()
+    torch.testing.assert_close(out2.cpu()[: want.numel()], want, rtol=0, atol=0)
+    # ... but a checked CUSTOM segment (LMA's first chunk) still reports its ids' range
+    custom = [[2, int(IdOp.CUSTOM), 1, 0, 300, 0, 0, 0, 0, 0]]
+    stats3 = torch.tensor([[2**63 - 1, -(2**63)]] * 3, device=device)
+    length = len(f2)
+    transform_segments(
+        values, None, torch.tensor(custom, device=device), custom, [(starts[2], 0, length)], stats3, length, False
+    )
+    assert stats3.cpu()[2].tolist() == [int(f2.min()), int(f2.max())]
 
 
 def test_transform_segments_cpu() -> None:

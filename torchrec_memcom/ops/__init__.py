@@ -69,9 +69,15 @@ def _triton_importable() -> bool:
     return True
 
 
+@functools.cache
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def triton_enabled(t: torch.Tensor) -> bool:
-    """Whether ``t``'s transforms run as Triton kernels (CUDA tensor, Triton importable, not disabled)."""
-    return t.is_cuda and _triton_importable() and not torch.jit.is_scripting()
+    """Whether ``t``'s transforms run as Triton kernels (CUDA tensor, Triton importable, not disabled; CPU tensors
+    too under Triton's interpreter, ``TRITON_INTERPRET=1``, which the tests use to check the kernels without a GPU)."""
+    return (t.is_cuda or _interpreted()) and _triton_importable() and not torch.jit.is_scripting()
 
 
 def apply_id_op(op: int, x: torch.Tensor, params: Sequence[int]) -> torch.Tensor:
@@ -129,7 +135,9 @@ def transform_segments(
         if isinstance(dynamic, torch.Tensor):
             dyn, max_len = dynamic.contiguous(), total
         else:
-            dyn = torch.tensor(dynamic, dtype=torch.int64, pin_memory=True).to(device, non_blocking=True)
+            dyn = torch.tensor(dynamic, dtype=torch.int64, pin_memory=device.type == "cuda").to(
+                device, non_blocking=True
+            )
             max_len = max(d[2] for d in dynamic)
         transform_segments_triton(values.contiguous(), weights, static, dyn, out, w_out, stats, max_len)
         return out, w_out

@@ -1,6 +1,7 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """Triton kernels of ``torchrec_memcom.ops`` (imported only for CUDA tensors). Each mirrors its PyTorch definition
-operation for operation; ``tests/modules/test_ops.py`` checks them bit for bit on the GPU."""
+operation for operation; ``tests/modules/test_ops.py`` checks them bit for bit on the GPU and, without one, through
+Triton's CPU interpreter."""
 
 import torch
 import triton
@@ -13,11 +14,20 @@ _BLOCK_IDS = 128
 
 
 @triton.jit
+def _mod_p(v):
+    # v mod P for 0 <= v < 2**62, P = 2**31 - 1 (a Mersenne prime: 2**31 = 1 mod P): two folds and one subtraction
+    # instead of an emulated 64-bit division; equal to v % P for every such v
+    r = (v & 2147483647) + (v >> 31)  # < 2**32
+    r = (r & 2147483647) + (r >> 31)  # <= P + 1
+    return tl.where(r >= 2147483647, r - 2147483647, r)
+
+
+@triton.jit
 def _mix(x, a1, a2, c):
     # hashing.mix: ((x mod 2**30) * a1 + ((x >> 30) mod P) * a2 + c) mod P, P = 2**31 - 1; all products < 2**62.
     lo = x & 1073741823
-    hi = (x >> 30) % 2147483647
-    return (lo * a1 % 2147483647 + hi * a2 % 2147483647 + c) % 2147483647
+    hi = _mod_p(x >> 30)
+    return _mod_p(_mod_p(lo * a1) + _mod_p(hi * a2) + c)
 
 
 @triton.jit
@@ -198,6 +208,10 @@ def _segments_kernel(
     op = tl.load(row + 1)
     check = tl.load(row + 2)
     carry = tl.load(row + 3)
+    zero = tl.zeros((BLOCK,), dtype=tl.int64)  # scalar conditions as blocks (Triton's interpreter masks need them)
+    if not HAS_W_OUT:
+        # a CUSTOM segment that is not its feature's checked one has nothing to do here (LMA: 7 of 8 chunks)
+        mask = mask & (((zero + op) != 5) | ((zero + check) != 0))
     p0 = tl.load(row + 5)
     p1 = tl.load(row + 6)
     p2 = tl.load(row + 7)
@@ -210,11 +224,11 @@ def _segments_kernel(
     rows = (s // tl.where(p3 > 0, p3, 1)) * p4 + _mix(s, m1, m2, mc) % tl.where(p4 > 0, p4, 1)
     d = tl.where(p0 > 0, p0, 1)
     y = tl.where(op == 1, rows, tl.where(op == 2, s, tl.where(op == 3, x // d, tl.where(op == 4, x % d, x))))
-    write = mask & (op != 5)  # CUSTOM segments: the caller writes the ids
+    write = mask & ((zero + op) != 5)  # CUSTOM segments: the caller writes the ids
     tl.store(out_ptr + out_start + offs, y, mask=write)
     if HAS_W_OUT:
         if HAS_W_IN:
-            w = tl.load(w_in_ptr + start + offs, mask=mask & (carry != 0), other=1.0)
+            w = tl.load(w_in_ptr + start + offs, mask=mask & ((zero + carry) != 0), other=1.0)
         else:
             w = tl.full((BLOCK,), 1.0, dtype=tl.float32)
         tl.store(w_out_ptr + out_start + offs, w, mask=mask)
