@@ -80,6 +80,26 @@ def _check_lma(device: str) -> None:
     torch.testing.assert_close(got.cpu(), want, rtol=0, atol=0)
 
 
+def _check_lma_clamp(device: str = "cpu") -> None:
+    """``max_id``: ids outside ``[0, n)`` (not yet range-checked) take the locations of the nearest valid id."""
+    n = 1_000
+    sig = _signatures(n, 4, 4)
+    ids = torch.tensor([-(2**40), -1, 0, 5, n - 1, n, 10**12])
+    want = chunk_locations(ids.clamp(0, n - 1), sig, 4, code_bits(4, 4), 5_000, 10, 900, 7)
+    got = lma_locations(ids.to(device), sig.to(device), 4, code_bits(4, 4), 5_000, 10, 900, 7, max_id=n - 1).cpu()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert int(got.min()) >= 0 and int(got.max()) < 5_000
+
+
+def test_lma_clamp_cpu() -> None:
+    _check_lma_clamp()
+
+
+@pytest.mark.gpu
+def test_lma_clamp_cuda() -> None:
+    _check_lma_clamp("cuda")
+
+
 def test_hash_ids_cpu() -> None:
     _check_hash("cpu")
 
@@ -120,6 +140,7 @@ def check_kernels_on_cpu() -> None:
     _check_segments("cpu")
     _check_memcom_passthrough("cpu")
     _check_mod_p()
+    _check_lma_clamp()
     # ids up to 2**51: the mixed key (id << 10 | salt) reaches 2**61 and its high part (key >> 30) the prime itself
     p = 2**31 - 1
     ids = torch.tensor([0, 1, p << 20, (p << 20) + 12_345, 2**51 - 1, 2**50 + 3, (1 << 41) - 1], dtype=torch.int64)
@@ -245,7 +266,7 @@ def _check_segments(device: str) -> None:
     assert stats[0].tolist() == [int(f0.min()), int(f0.max())]
     assert stats[1].tolist() == [2**63 - 1, -(2**63)]  # no ids: (max, min) sentinels
     assert stats[2].tolist() == [int(f2.min()), int(f2.max())]
-    # without output weights the kernel skips CUSTOM segments nobody checks: the rest is unchanged
+    # without output weights: the same ids and statistics
     stats2 = torch.tensor([[2**63 - 1, -(2**63)]] * 3, device=device)
     out2, w2 = transform_segments(values, weights, static, rows, dyn, stats2, total, False)
     assert w2 is None and stats2.cpu().tolist() == stats.tolist()

@@ -168,9 +168,9 @@ class LMAMethod(TableMethod):
     def _locations(
         self, signatures: torch.Tensor, table: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        if ids.is_cuda:  # ids are range-checked one step later on CUDA: never read outside the signatures meanwhile
-            ids = ids.clamp(0, signatures.shape[0] - 1)
-        return lma_locations(ids, signatures, *self._params[table], out=out)
+        # ids are range-checked one step later on CUDA: never read outside the signatures meanwhile
+        max_id = signatures.shape[0] - 1 if ids.is_cuda else None
+        return lma_locations(ids, signatures, *self._params[table], out=out, max_id=max_id)
 
     def custom_ids(
         self, transform: nn.Module, feature: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None

@@ -99,6 +99,9 @@ class _Order:
     sources: List[int]  # logical feature of each output segment
     # logical feature -> per CUSTOM segment (in segments() order): (its column in custom_ids(), output positions)
     custom: Dict[int, List[Tuple[int, List[int]]]]
+    # output positions the transform kernel has work for when no weights are written: all but the CUSTOM segments
+    # that are not their feature's checked one (LMA: the chunks after the first)
+    live: List[int]
 
 
 class IdTransform(nn.Module):
@@ -178,20 +181,24 @@ class IdTransform(nn.Module):
                     custom.setdefault(self._feature_index[s.feature], []).append(
                         (len(custom.get(self._feature_index[s.feature], [])), at)
                     )
+            static_host = [self._static_rows[i] for i in segs]
             self._orders[keys] = _Order(
                 segments=segs,
                 keys=list(keys),
-                static_host=[self._static_rows[i] for i in segs],
+                static_host=static_host,
                 sources=[self._static_rows[i][0] for i in segs],
                 custom=custom,
+                live=[p for p, row in enumerate(static_host) if row[1] != IdOp.CUSTOM or row[2]],
             )
         return self._orders[keys]
 
-    def _device_tensors(self, keys: Tuple[str, ...], device: torch.device) -> torch.Tensor:
-        """The static segment table of an order, on ``device`` (cached)."""
-        key = (keys, device)
+    def _device_tensors(self, keys: Tuple[str, ...], device: torch.device, live: bool = False) -> torch.Tensor:
+        """The static segment table of an order (``live``: its ``_Order.live`` rows only), on ``device`` (cached)."""
+        key = (keys, device, live)
         if key not in self._device_cache:
-            static = torch.tensor(self._order(keys).static_host, dtype=torch.int64).reshape(-1, 5 + NUM_OP_PARAMS)
+            plan = self._order(keys)
+            rows = [plan.static_host[p] for p in plan.live] if live else plan.static_host
+            static = torch.tensor(rows, dtype=torch.int64).reshape(-1, 5 + NUM_OP_PARAMS)
             self._device_cache[key] = static.to(device)
         return self._device_cache[key]
 
@@ -299,15 +306,12 @@ class IdTransform(nn.Module):
         stats = inputs.stats.clone()
         if lengths.numel():
             stats[-1, 0].copy_(lengths.min())
+        static, static_host, run = self._device_tensors(order, device), plan.static_host, dynamic
+        if not self.out_weighted and len(plan.live) < len(dynamic):  # launch only segments with work
+            static, static_host = self._device_tensors(order, device, live=True), [static_host[p] for p in plan.live]
+            run = [dynamic[p] for p in plan.live]
         values, out_weights = transform_segments(
-            ids,
-            weights,
-            self._device_tensors(order, device),
-            plan.static_host,
-            dynamic,
-            stats,
-            offset,
-            self.out_weighted,
+            ids, weights, static, static_host, run, stats, offset, self.out_weighted
         )
         self.input_check(stats, self._check_meta)  # before CUSTOM segments read per-id state
         for f, positions in plan.custom.items():

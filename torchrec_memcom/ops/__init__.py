@@ -197,10 +197,13 @@ def lma_locations(
     num_rows: int,
     table_salt: int,
     out: Optional[torch.Tensor] = None,
+    max_id: Optional[int] = None,
 ) -> torch.Tensor:
     """``lsh.chunk_locations`` (``(N, C)`` int64 memory rows): one Triton launch on CUDA, the reference on CPU.
 
     ``out``, if given, is a ``(N, C)``-shaped (possibly transposed, i.e. ``(C, N).t()``) int64 tensor to write into.
+    ``max_id``, if given, clamps the ids to ``[0, max_id]`` first (inside the kernel on CUDA): ids not yet
+    range-checked then never read outside the signatures, and their locations stay inside the memory.
     """
     if triton_enabled(ids) and ids.numel() > 0:
         from torchrec_memcom.ops._triton import lma_locations_triton
@@ -209,8 +212,10 @@ def lma_locations(
             out = torch.empty(ids.numel(), num_chunks, dtype=torch.int64, device=ids.device)
         params = lma_chunk_params(num_chunks, row_offset, num_rows, ids.device)
         sigs = signatures.contiguous() if signatures.numel() else ids  # no signature bytes: never read
-        lma_locations_triton(ids.contiguous(), sigs, params, bits, memory_rows, table_salt, out)
+        lma_locations_triton(ids.contiguous(), sigs, params, bits, memory_rows, table_salt, out, max_id)
         return out
+    if max_id is not None:
+        ids = ids.clamp(0, max_id)
     loc = chunk_locations(ids, signatures, num_chunks, bits, memory_rows, row_offset, num_rows, table_salt)
     if out is not None:
         out.copy_(loc)

@@ -74,6 +74,8 @@ def _lma_kernel(
     sig_bytes,
     stride_n,
     stride_k,
+    max_id,
+    CLAMP: tl.constexpr,
     BITS: tl.constexpr,
     C: tl.constexpr,
     CP2: tl.constexpr,
@@ -83,6 +85,8 @@ def _lma_kernel(
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     ids = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int64)
+    if CLAMP:
+        ids = tl.minimum(tl.maximum(ids, 0), max_id)
     ks = tl.arange(0, CP2)
     kmask = ks < C
     both = mask[:, None] & kmask[None, :]
@@ -122,8 +126,10 @@ def lma_locations_triton(
     memory_rows: int,
     table_salt: int,
     out: torch.Tensor,
+    max_id: "int | None" = None,
 ) -> None:
-    """``lsh.chunk_locations`` into ``out`` (``(N, C)``, any strides); ``params`` from ``lma_chunk_params``."""
+    """``lsh.chunk_locations`` into ``out`` (``(N, C)``, any strides) of the ids clamped to ``[0, max_id]`` (if
+    given); ``params`` from ``lma_chunk_params``."""
     n, num_chunks = out.shape
     _lma_kernel[(triton.cdiv(n, _BLOCK_IDS),)](
         ids,
@@ -136,6 +142,8 @@ def lma_locations_triton(
         signatures.shape[1] if signatures.dim() == 2 else 0,
         out.stride(0),
         out.stride(1),
+        max_id if max_id is not None else 0,
+        CLAMP=max_id is not None,
         BITS=bits,
         C=num_chunks,
         CP2=triton.next_power_of_2(num_chunks),
@@ -209,9 +217,6 @@ def _segments_kernel(
     check = tl.load(row + 2)
     carry = tl.load(row + 3)
     zero = tl.zeros((BLOCK,), dtype=tl.int64)  # scalar conditions as blocks (Triton's interpreter masks need them)
-    if not HAS_W_OUT:
-        # a CUSTOM segment that is not its feature's checked one has nothing to do here (LMA: 7 of 8 chunks)
-        mask = mask & (((zero + op) != 5) | ((zero + check) != 0))
     p0 = tl.load(row + 5)
     p1 = tl.load(row + 6)
     p2 = tl.load(row + 7)
