@@ -75,6 +75,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--lma-chunk-size", type=int, default=16, help="LMA chunk width Z")
     add("--lma-signature-bytes", type=int, default=8, help="LMA signature bytes per id (<= 2 per chunk)")
     add("--lma-shared-memory", action=argparse.BooleanOptionalAction, default=True, help="one LMA memory for all")
+    add("--lma-raw-ids", action=argparse.BooleanOptionalAction, default=True, help="LMA ids cross TW/CW dists once")
     add("--lma-fit-rows", type=int, default=None, help="rows of the LMA signature sample (layout default; 0 = none)")
     add("--profile", default="", help="methods to profile after timing, comma-separated, or 'all' (adds stock)")
     add("--profile-steps", type=int, default=5, help="steps under the profiler")
@@ -127,7 +128,9 @@ def resolve_layout(args: argparse.Namespace, name: Optional[str] = None) -> Layo
 def bench_options(args: argparse.Namespace) -> BenchOptions:
     return BenchOptions(
         layout_name=args.layout,
-        methods=MethodOptions(args.ratio, args.lma_chunk_size, args.lma_signature_bytes, args.lma_shared_memory),
+        methods=MethodOptions(
+            args.ratio, args.lma_chunk_size, args.lma_signature_bytes, args.lma_shared_memory, args.lma_raw_ids
+        ),
         ids=args.ids,
         zipf=args.zipf,
         num_batches=args.num_batches,

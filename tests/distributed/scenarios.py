@@ -130,10 +130,11 @@ def shard(
     optimizer: str = "sgd",
     constraints: Optional[Dict[str, ParameterConstraints]] = None,
     batch_size: int = BATCH_PER_RANK,
+    lma_raw_ids: bool = True,
 ) -> DistributedModelParallel:
     """Plans (with our planner and sharders) and wraps ``model`` in DMP; ``sharding_type`` forces one type."""
     fp = fused_params(optimizer)
-    sharders = get_sharders(fused_params=fp)
+    sharders = get_sharders(fused_params=fp, lma_raw_ids=lma_raw_ids)
     if constraints is None and sharding_type is not None:
         kernel = "dense" if sharding_type == ShardingType.DATA_PARALLEL.value else "fused"
         constraints = {
@@ -209,12 +210,16 @@ def sharded_matches_unsharded(
     pooling: str = "SUM",
     optimizer: str = "sgd",
     steps: int = 2,
+    lma_raw_ids: bool = True,
 ) -> Dict[str, Any]:
     """Forward, backward and ``steps`` optimizer steps of a sharded module equal the unsharded reference."""
     device = device_for(rank)
     tables = make_tables(method, PoolingType[pooling])
     model, reference = build_pair(tables, weighted)
-    dmp = shard(model, world_size, device, sharding_type, optimizer)
+    dmp = shard(model, world_size, device, sharding_type, optimizer, lma_raw_ids=lma_raw_ids)
+    raw = getattr(dmp.module.ebc, "_raw", frozenset())
+    expect_raw = method == "lma" and lma_raw_ids and sharding_type in ("table_wise", "column_wise")
+    assert bool(raw) == expect_raw, (raw, method, sharding_type)
     load_unsharded_state_dict(dmp, reference.state_dict())
     opt = sharded_optimizer(dmp, optimizer)
     ref_opt = reference_optimizer(reference.parameters(), optimizer)

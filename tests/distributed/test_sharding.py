@@ -25,6 +25,8 @@ CASES: List[Dict] = [
     dict(method="qr", sharding_type="column_wise"),
     dict(method="qr", sharding_type="data_parallel"),
     dict(method="lma", sharding_type="table_wise"),
+    dict(method="lma", sharding_type="table_wise", weighted=True, pooling="MEAN", optimizer="adagrad"),
+    dict(method="lma", sharding_type="table_wise", lma_raw_ids=False),
     dict(method="lma", sharding_type="row_wise", weighted=True, pooling="MEAN", optimizer="adagrad"),
     dict(method="lma", sharding_type="column_wise"),
     dict(method="lma", sharding_type="table_row_wise"),

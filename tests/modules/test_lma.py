@@ -447,3 +447,38 @@ def test_zero_signature_bytes_spend_everything_on_memory() -> None:
     assert module.memory_report().tables[0].components["signatures"] == 0
     out = module(_kjt({"a": [[1, 2], [], [999]]}))
     assert out.values().shape == (3, 16)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_raw_ids_expand_to_the_chunk_locations(weighted: bool) -> None:
+    """Raw ids out of the transform (each id once), expanded after the input dist, equal the locations sent whole."""
+    ebc = LMAEmbeddingBagCollection(_tables(4), is_weighted=weighted)
+    g = torch.Generator().manual_seed(3)
+    rows = {
+        f: [
+            torch.randint(0, _SIZES[t], (int(n),), generator=g).tolist() for n in torch.randint(0, 4, (5,), generator=g)
+        ]
+        for t, fs in _FEATURES.items()
+        for f in fs
+    }
+    weights = {f: [[float(x) + 0.5 for x in bag] for bag in bags] for f, bags in rows.items()} if weighted else None
+    kjt = _kjt(rows, weights)
+    ebc.fit_signatures([kjt])
+    transform = ebc.id_transform
+    raw = frozenset(["f1", "f3", "f4"])  # f2 (a feature of t1) keeps its locations
+    whole, _ = transform(kjt)
+    sent, _ = transform(kjt, raw=raw)
+    chunks = _D // 4
+    ids_once = sum(len(v) for bags in rows.values() for v in bags) + (chunks - 1) * sum(len(v) for v in rows["f2"])
+    assert sent.values().numel() == ids_once  # raw features: each id once, not once per chunk
+    per_key = dict(zip(sent.keys(), sent.length_per_key()))
+    assert per_key["f1__c1"] == 0 and per_key["f1__c0"] == sum(len(v) for v in rows["f1"])
+    expanded = transform.expand(sent, raw)
+    assert expanded.keys() == whole.keys() and expanded.length_per_key() == whole.length_per_key()
+    torch.testing.assert_close(expanded.values(), whole.values(), rtol=0, atol=0)
+    torch.testing.assert_close(expanded.lengths(), whole.lengths(), rtol=0, atol=0)
+    if weighted:
+        torch.testing.assert_close(expanded.weights(), whole.weights(), rtol=0, atol=0)
+    assert transform.expand(whole, frozenset()) is whole  # nothing raw: unchanged
+    with pytest.raises(ValueError, match="no CUSTOM segments"):
+        transform(kjt, raw=frozenset(["nope"]))

@@ -51,9 +51,12 @@ class _AnyDeviceEBCSharder(EmbeddingBagCollectionSharder):
         return super().sharding_types("cuda")
 
 
-def make_sharders(fused_params: Dict[str, Any], device_type: str) -> List[ModuleSharder[nn.Module]]:
-    """``get_sharders(fused_params)``; on CPU with the stock EBC sharder swapped for one offering every type."""
-    sharders = get_sharders(fused_params=fused_params)
+def make_sharders(
+    fused_params: Dict[str, Any], device_type: str, lma_raw_ids: bool = True
+) -> List[ModuleSharder[nn.Module]]:
+    """``get_sharders(fused_params, lma_raw_ids)``; on CPU with the stock EBC sharder swapped for one offering every
+    type."""
+    sharders = get_sharders(fused_params=fused_params, lma_raw_ids=lma_raw_ids)
     if device_type != "cpu":
         return sharders
     return [

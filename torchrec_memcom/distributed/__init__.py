@@ -29,7 +29,9 @@ __all__ = [
 ]
 
 
-def get_sharders(fused_params: Optional[Dict[str, Any]] = None) -> List[ModuleSharder[nn.Module]]:
+def get_sharders(
+    fused_params: Optional[Dict[str, Any]] = None, lma_raw_ids: bool = True
+) -> List[ModuleSharder[nn.Module]]:
     """Our sharders (``CompressedEmbeddingBagCollection`` and every registered per-method collection) followed by
     TorchRec's defaults; pass the same list to the planner and to DMP.
 
@@ -37,13 +39,16 @@ def get_sharders(fused_params: Optional[Dict[str, Any]] = None) -> List[ModuleSh
         fused_params (Optional[Dict[str, Any]]): TBE kwargs for every physical table (e.g. ``{"optimizer":
             EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": 0.05}``); ``None`` takes them from
             ``apply_optimizer_in_backward``, as for stock tables.
+        lma_raw_ids (bool): send LMA ids once through table- and column-wise input dists and compute their chunk
+            locations on the receiving rank (``CompressedEmbeddingBagCollectionSharder``).
     """
     ebc = EmbeddingBagCollectionSharder(fused_params=fused_params)
     types = [CompressedEmbeddingBagCollection] + [
         m.collection_type for m in registered_methods() if m.collection_type is not None
     ]
     ours: List[ModuleSharder[nn.Module]] = [
-        CompressedEmbeddingBagCollectionSharder(t, ebc_sharder=ebc) for t in dict.fromkeys(types)
+        CompressedEmbeddingBagCollectionSharder(t, ebc_sharder=ebc, lma_raw_ids=lma_raw_ids)
+        for t in dict.fromkeys(types)
     ]
     defaults = [
         s for s in get_default_sharders() if not (fused_params and isinstance(s, EmbeddingBagCollectionSharder))

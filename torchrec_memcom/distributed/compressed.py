@@ -20,7 +20,7 @@ optimizer undoes the former (``grad_scale = 1 / W``), so ``w`` and ``U`` see the
 """
 
 from functools import partial
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Type
+from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Tuple, Type
 
 import torch
 import torch.distributed as dist
@@ -160,6 +160,7 @@ class ShardedCompressedEmbeddingBagCollection(
         env: ShardingEnv,
         device: torch.device,
         module_fqn: Optional[str] = None,
+        lma_raw_ids: bool = True,
     ) -> None:
         super().__init__()
         self._unsharded_type: Type[CompressedEmbeddingBagCollection] = type(module)
@@ -197,6 +198,22 @@ class ShardedCompressedEmbeddingBagCollection(
         }
         _compat.init_input_dists(inner, list(self._sharding_order), hash_sizes=n_pad)
         self._sharding_has_memcom = [any(f in self._memcom_feature_table for f in fs) for fs in shardings]
+        # LMA: memories whose input dist sends every id to whole rows (table- and column-wise) get raw ids
+        self._raw: FrozenSet[str] = frozenset()
+        if lma_raw_ids:
+            whole_rows = {ShardingType.TABLE_WISE.value, ShardingType.COLUMN_WISE.value}
+            whole_rows.add(ShardingType.TABLE_COLUMN_WISE.value)
+            self._raw = frozenset(
+                t.feature_names[i]
+                for m in self._methods.values()
+                if m.name == "lma"
+                for t in m.tables
+                for name in m.physical_names(t.name)
+                if name in plan and plan[name].sharding_type in whole_rows
+                for i in range(len(t.feature_names))
+            )
+        raw_keys = {s.name for s in self.id_transform.segments() if s.feature in self._raw}
+        self._sharding_has_raw = [any(f in raw_keys for f in fs) for fs in shardings]
         self._post_params: Dict[Tuple[int, Tuple[str, ...]], torch.Tensor] = {}
 
         if self._memcom:
@@ -351,11 +368,20 @@ class ShardedCompressedEmbeddingBagCollection(
 
     def input_dist(self, ctx: CompressedContext, features: KeyedJaggedTensor) -> Awaitable[Awaitable[KJTList]]:
         with torch.no_grad():
-            physical, ctx.divisors = self.id_transform(features, order=self._sharding_order)
+            physical, ctx.divisors = self.id_transform(features, order=self._sharding_order, raw=self._raw)
         return self._embedding_bag_collection.input_dist(ctx, physical)
 
     def _post_dist(self, dist_input: KJTList) -> KJTList:
-        """MEmCom's rows and weights, and weight 1 for the other features when the lookup is weighted."""
+        """LMA's chunk locations of raw ids; MEmCom's rows and weights, and weight 1 for the other features when the
+        lookup is weighted."""
+        if self._raw:
+            with torch.no_grad():
+                dist_input = KJTList(
+                    [
+                        self.id_transform.expand(kjt, self._raw) if has else kjt
+                        for kjt, has in zip(dist_input, self._sharding_has_raw)
+                    ]
+                )
         if not self._weighted_lookup or self._is_weighted and not self._memcom:
             return dist_input
         out = []
@@ -545,6 +571,8 @@ class CompressedEmbeddingBagCollectionSharder(BaseEmbeddingSharder[CompressedEmb
             ``fused_params``).
         fused_params (Optional[Dict[str, Any]]): TBE kwargs (optimizer, learning_rate, ...).
         qcomm_codecs_registry (Optional[Dict[str, QuantizedCommCodecs]]): quantized comms.
+        lma_raw_ids (bool): LMA memories placed table- or column-wise get each id once through the input dist (its
+            ``d / Z`` chunk locations are computed on the receiving rank) instead of ``d / Z`` locations.
     """
 
     def __init__(
@@ -553,9 +581,11 @@ class CompressedEmbeddingBagCollectionSharder(BaseEmbeddingSharder[CompressedEmb
         ebc_sharder: Optional[EmbeddingBagCollectionSharder] = None,
         fused_params: Optional[Dict[str, Any]] = None,
         qcomm_codecs_registry: Optional[Dict[str, QuantizedCommCodecs]] = None,
+        lma_raw_ids: bool = True,
     ) -> None:
         super().__init__(fused_params=fused_params, qcomm_codecs_registry=qcomm_codecs_registry)
         self._module_type = module_type
+        self._lma_raw_ids = lma_raw_ids
         self._ebc_sharder: EmbeddingBagCollectionSharder = ebc_sharder or EmbeddingBagCollectionSharder(
             fused_params=fused_params, qcomm_codecs_registry=self.qcomm_codecs_registry
         )
@@ -569,7 +599,7 @@ class CompressedEmbeddingBagCollectionSharder(BaseEmbeddingSharder[CompressedEmb
         module_fqn: Optional[str] = None,
     ) -> ShardedCompressedEmbeddingBagCollection:
         return ShardedCompressedEmbeddingBagCollection(
-            module, params, self._ebc_sharder, env, device or torch.device("cpu"), module_fqn
+            module, params, self._ebc_sharder, env, device or torch.device("cpu"), module_fqn, self._lma_raw_ids
         )
 
     @property

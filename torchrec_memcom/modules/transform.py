@@ -8,7 +8,7 @@ data-parallel side, before its input dist and after its output dist.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -87,6 +87,7 @@ class _InputPlan:
     sources: Optional[torch.Tensor]
     mean_rows: torch.Tensor
     stats: torch.Tensor
+    keep: Optional[torch.Tensor] = None  # (segments, 1) 0/1: 0 for the empty chunks of raw features
 
 
 @dataclass
@@ -102,6 +103,8 @@ class _Order:
     # output positions the transform kernel has work for when no weights are written: all but the CUSTOM segments
     # that are not their feature's checked one (LMA: the chunks after the first)
     live: List[int]
+    # output positions sent empty: the CUSTOM segments of raw features after their first (``expand`` fills them)
+    empty: FrozenSet[int] = frozenset()
 
 
 class IdTransform(nn.Module):
@@ -148,7 +151,16 @@ class IdTransform(nn.Module):
             checked.add(f)
             n = self._feature_tables[f][1].num_embeddings
             self._static_rows.append([f, int(seg.op), check, int(seg.carry_weight), n, *params])
-        self._orders: Dict[Tuple[str, ...], _Order] = {}
+        # CUSTOM segment name -> (its logical feature, its column in custom_ids()), and columns per feature
+        self._custom_column: Dict[str, Tuple[str, int]] = {}
+        self._custom_columns: Dict[str, int] = {}
+        for seg in self._segments:
+            if seg.op == IdOp.CUSTOM:
+                k = self._custom_columns.get(seg.feature, 0)
+                self._custom_column[seg.name] = (seg.feature, k)
+                self._custom_columns[seg.feature] = k + 1
+        self._expand_plans: Dict[Tuple[Tuple[str, ...], FrozenSet[str], torch.device], Tuple[list, torch.Tensor]] = {}
+        self._orders: Dict[Tuple[Tuple[str, ...], FrozenSet[str]], _Order] = {}
         self._device_cache: Dict[Tuple[Tuple[str, ...], torch.device], torch.Tensor] = {}
         self._input_plans: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], torch.device], _InputPlan] = {}
         self._combine_plans: Dict[Tuple[str, ...], _CombinePlan] = {}
@@ -167,55 +179,75 @@ class IdTransform(nn.Module):
     def segments(self) -> List[Segment]:
         return list(self._segments)
 
-    def _order(self, keys: Tuple[str, ...]) -> _Order:
-        if keys not in self._orders:
+    def _order(self, keys: Tuple[str, ...], raw: FrozenSet[str] = frozenset()) -> _Order:
+        """The plan of an output order; ``raw``: logical features whose CUSTOM segments go out as raw ids (the first
+        segment carries the ids, the others are empty; ``expand`` writes them after the input dist)."""
+        if (keys, raw) not in self._orders:
             index = {s.name: i for i, s in enumerate(self._segments)}
             # Column-wise shardings list a feature once per column shard: a segment may repeat, none may be missing.
             if set(keys) != set(index) or len(keys) < len(index):
                 raise ValueError(f"physical order {list(keys)} does not list the segments {sorted(index)}")
+            unknown = raw - {s.feature for s in self._segments if s.op == IdOp.CUSTOM}
+            if unknown:
+                raise ValueError(f"features {sorted(unknown)} have no CUSTOM segments to send as raw ids")
             segs = [index[k] for k in keys]
             custom: Dict[int, List[Tuple[int, List[int]]]] = {}
             for s in self._segments:  # segments() order within a feature
-                if s.op == IdOp.CUSTOM:
+                if s.op == IdOp.CUSTOM and s.feature not in raw:
                     at = [pos for pos, k in enumerate(keys) if k == s.name]
                     custom.setdefault(self._feature_index[s.feature], []).append(
                         (len(custom.get(self._feature_index[s.feature], [])), at)
                     )
-            static_host = [self._static_rows[i] for i in segs]
-            self._orders[keys] = _Order(
+            static_host = [list(self._static_rows[i]) for i in segs]
+            empty = set()
+            for p, i in enumerate(segs):
+                if self._segments[i].feature in raw:
+                    if static_host[p][2]:  # the feature's checked (first) segment carries its raw ids
+                        static_host[p][1] = int(IdOp.IDENTITY)
+                    else:
+                        empty.add(p)
+            self._orders[(keys, raw)] = _Order(
                 segments=segs,
                 keys=list(keys),
                 static_host=static_host,
                 sources=[self._static_rows[i][0] for i in segs],
                 custom=custom,
                 live=[p for p, row in enumerate(static_host) if row[1] != IdOp.CUSTOM or row[2]],
+                empty=frozenset(empty),
             )
-        return self._orders[keys]
+        return self._orders[(keys, raw)]
 
-    def _device_tensors(self, keys: Tuple[str, ...], device: torch.device, live: bool = False) -> torch.Tensor:
+    def _device_tensors(
+        self, keys: Tuple[str, ...], device: torch.device, live: bool = False, raw: FrozenSet[str] = frozenset()
+    ) -> torch.Tensor:
         """The static segment table of an order (``live``: its ``_Order.live`` rows only), on ``device`` (cached)."""
-        key = (keys, device, live)
+        key = (keys, device, live, raw)
         if key not in self._device_cache:
-            plan = self._order(keys)
+            plan = self._order(keys, raw)
             rows = [plan.static_host[p] for p in plan.live] if live else plan.static_host
             static = torch.tensor(rows, dtype=torch.int64).reshape(-1, 5 + NUM_OP_PARAMS)
             self._device_cache[key] = static.to(device)
         return self._device_cache[key]
 
-    def _input_plan(self, input_keys: Tuple[str, ...], order: Tuple[str, ...], device: torch.device) -> "_InputPlan":
+    def _input_plan(
+        self, input_keys: Tuple[str, ...], order: Tuple[str, ...], device: torch.device, raw: FrozenSet[str]
+    ) -> "_InputPlan":
         """Where each logical feature sits in an input KJT of ``input_keys``, for an output ``order`` (cached)."""
-        key = (input_keys, order, device)
+        key = (input_keys, order, device, raw)
         plan = self._input_plans.get(key)
         if plan is None:
             index = {k: i for i, k in enumerate(input_keys)}
             position = [index[f] for f in self._features]
-            sources = [position[f] for f in self._order(order).sources]
-            identity = sources == list(range(len(input_keys)))
+            out = self._order(order, raw)
+            sources = [position[f] for f in out.sources]
+            identity = sources == list(range(len(input_keys))) and not out.empty
+            keep = [[0] if p in out.empty else [1] for p in range(len(sources))]
             plan = _InputPlan(
                 position=position,
                 sources=None if identity else torch.tensor(sources, dtype=torch.int64, device=device),
                 mean_rows=torch.tensor([position[f] for f in self._mean_features], dtype=torch.int64, device=device),
                 stats=torch.tensor([[_INT64_MAX, _INT64_MIN]] * (len(self._features) + 1), device=device),
+                keep=torch.tensor(keep, dtype=torch.int32, device=device) if out.empty else None,
             )
             self._input_plans[key] = plan
         return plan
@@ -273,7 +305,7 @@ class IdTransform(nn.Module):
         return lengths_per_key
 
     def forward(
-        self, features: KeyedJaggedTensor, order: Optional[Tuple[str, ...]] = None
+        self, features: KeyedJaggedTensor, order: Optional[Tuple[str, ...]] = None, raw: FrozenSet[str] = frozenset()
     ) -> Tuple[KeyedJaggedTensor, torch.Tensor]:
         """Checks ``features``; returns (KJT of the physical features in ``order``, ``(B, F_mean)`` bag sizes of the
         features that are MEAN-pooled when combining).
@@ -283,21 +315,23 @@ class IdTransform(nn.Module):
         Args:
             features (KeyedJaggedTensor): logical ids (extra keys are ignored).
             order (Optional[Tuple[str, ...]]): physical feature order (default: the physical EBC's).
+            raw (FrozenSet[str]): logical features of CUSTOM segments (LMA) to send as raw ids: the first segment
+                carries the (range-checked) ids, the others are empty; ``expand`` completes them after the input dist.
         """
         self.check(features)
         order = order or self.default_order
         ids = features.values()
         device = ids.device
-        plan = self._order(order)
-        inputs = self._input_plan(tuple(features.keys()), order, device)
+        plan = self._order(order, raw)
+        inputs = self._input_plan(tuple(features.keys()), order, device, raw)
         lengths_per_key = self._lengths_per_key(features)
         in_starts = _exclusive_cumsum(lengths_per_key)
         dynamic: List[Tuple[int, int, int]] = []
         out_lengths: List[int] = []
         offset = 0
-        for f in plan.sources:
+        for p, f in enumerate(plan.sources):
             i = inputs.position[f]
-            n = lengths_per_key[i]
+            n = 0 if p in plan.empty else lengths_per_key[i]
             dynamic.append((in_starts[i], offset, n))
             out_lengths.append(n)
             offset += n
@@ -306,9 +340,10 @@ class IdTransform(nn.Module):
         stats = inputs.stats.clone()
         if lengths.numel():
             stats[-1, 0].copy_(lengths.min())
-        static, static_host, run = self._device_tensors(order, device), plan.static_host, dynamic
+        static, static_host, run = self._device_tensors(order, device, raw=raw), plan.static_host, dynamic
         if not self.out_weighted and len(plan.live) < len(dynamic):  # launch only segments with work
-            static, static_host = self._device_tensors(order, device, live=True), [static_host[p] for p in plan.live]
+            static = self._device_tensors(order, device, live=True, raw=raw)
+            static_host = [static_host[p] for p in plan.live]
             run = [dynamic[p] for p in plan.live]
         values, out_weights = transform_segments(
             ids, weights, static, static_host, run, stats, offset, self.out_weighted
@@ -333,7 +368,10 @@ class IdTransform(nn.Module):
                         values[dynamic[pos][1] : dynamic[pos][1] + n] = custom[:, k]
         stride = features.stride()
         by_feature = lengths.view(-1, stride)
-        physical_lengths = lengths if inputs.sources is None else by_feature.index_select(0, inputs.sources).reshape(-1)
+        physical_lengths = lengths if inputs.sources is None else by_feature.index_select(0, inputs.sources)
+        if inputs.keep is not None:
+            physical_lengths = physical_lengths * inputs.keep
+        physical_lengths = physical_lengths.reshape(-1)
         divisors = self._mean_divisors(by_feature, inputs.mean_rows)
         out = KeyedJaggedTensor(
             keys=plan.keys,
@@ -345,6 +383,69 @@ class IdTransform(nn.Module):
             offset_per_key=_exclusive_cumsum(out_lengths) + [offset],
         )
         return out, divisors
+
+    def expand(self, kjt: KeyedJaggedTensor, raw: FrozenSet[str]) -> KeyedJaggedTensor:
+        """Completes a physical KJT that left ``forward(..., raw=raw)`` and crossed an input dist: each raw feature's
+        first CUSTOM segment holds ids, its later ones are empty; all of them get the ids' ``custom_ids`` columns
+        (LMA's chunk locations) and the first one's lengths and weights. Other keys pass unchanged.
+
+        No host synchronisation when the KJT knows its ``length_per_key`` (TorchRec's input dists compute it).
+        """
+        keys = kjt.keys()
+        values, weights = kjt.values(), kjt.weights_or_none()
+        plan = self._expand_plans.get((tuple(keys), raw, values.device))
+        if plan is None:
+            # per key: None (unchanged) or (logical feature, column, index of the key that holds the ids)
+            sources: List[Optional[Tuple[str, int, int]]] = []
+            holder: Dict[str, int] = {}
+            for i, key in enumerate(keys):
+                feature, k = self._custom_column.get(key, (None, -1))
+                if feature is None or feature not in raw:
+                    sources.append(None)
+                    continue
+                if k == 0:
+                    holder[feature] = i
+                if feature not in holder:
+                    raise ValueError(f"key '{key}' of raw feature '{feature}' comes before the key with its ids")
+                sources.append((feature, k, holder[feature]))
+            rows = [i if src is None else src[2] for i, src in enumerate(sources)]
+            plan = (sources, torch.tensor(rows, dtype=torch.int64, device=values.device))
+            self._expand_plans[(tuple(keys), raw, values.device)] = plan
+        sources, rows = plan
+        if all(src is None for src in sources):
+            return kjt
+        length_per_key = kjt.length_per_key()
+        starts = _exclusive_cumsum(length_per_key)
+        located: Dict[int, torch.Tensor] = {}
+        pieces, w_pieces, out_lengths = [], [], []
+        for i, src in enumerate(sources):
+            at = i if src is None else src[2]
+            n = length_per_key[at]
+            if src is None:
+                pieces.append(values[starts[i] : starts[i] + n])
+            else:
+                feature, k, holder_key = src
+                if holder_key not in located:
+                    ids = values[starts[holder_key] : starts[holder_key] + n].to(torch.int64)
+                    block = torch.empty(self._custom_columns[feature], n, dtype=torch.int64, device=values.device)
+                    method = self._methods[self._feature_tables[self._feature_index[feature]][1].name]
+                    method.custom_ids(self, feature, ids, out=block.t())
+                    located[holder_key] = block
+                pieces.append(located[holder_key][k])
+            if weights is not None:
+                w_pieces.append(weights[starts[at] : starts[at] + n])
+            out_lengths.append(n)
+        stride = kjt.stride()
+        lengths = kjt.lengths().view(-1, stride).index_select(0, rows).reshape(-1)
+        return KeyedJaggedTensor(
+            keys=keys,
+            values=torch.cat(pieces) if pieces else values,
+            lengths=lengths,
+            weights=torch.cat(w_pieces) if weights is not None and w_pieces else weights,
+            stride=stride,
+            length_per_key=out_lengths,
+            offset_per_key=_exclusive_cumsum(out_lengths) + [sum(out_lengths)],
+        )
 
     def _mean_divisors(self, lengths_by_feature: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         if not self._mean_features:
