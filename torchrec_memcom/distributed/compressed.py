@@ -64,7 +64,7 @@ from torchrec_memcom.modules.compressed import (
     signature_coverage_of,
 )
 from torchrec_memcom.modules.transform import IdTransform
-from torchrec_memcom.ops import ONE_SLOTS, memcom_local_rows
+from torchrec_memcom.ops import ONE_SLOTS, IdOp, memcom_local_rows
 
 __all__ = [
     "ALL_SHARDING_TYPES",
@@ -107,6 +107,12 @@ class CompressedContext(EmbeddingBagCollectionContext):
         super().record_stream(stream)
         if self.divisors is not None:
             self.divisors.record_stream(stream)
+
+
+# Sharding types whose input dist sends each id to a rank holding whole rows of its table (so it can compute rows there)
+_WHOLE_ROWS = frozenset(
+    t.value for t in (ShardingType.TABLE_WISE, ShardingType.COLUMN_WISE, ShardingType.TABLE_COLUMN_WISE)
+)
 
 
 def _materialize(transform: IdTransform, device: torch.device) -> IdTransform:
@@ -198,21 +204,12 @@ class ShardedCompressedEmbeddingBagCollection(
         }
         _compat.init_input_dists(inner, list(self._sharding_order), hash_sizes=n_pad)
         self._sharding_has_memcom = [any(f in self._memcom_feature_table for f in fs) for fs in shardings]
-        # LMA: memories whose input dist sends every id to whole rows (table- and column-wise) get raw ids
-        self._raw: FrozenSet[str] = frozenset()
-        if lma_raw_ids:
-            whole_rows = {ShardingType.TABLE_WISE.value, ShardingType.COLUMN_WISE.value}
-            whole_rows.add(ShardingType.TABLE_COLUMN_WISE.value)
-            self._raw = frozenset(
-                t.feature_names[i]
-                for m in self._methods.values()
-                if m.name == "lma"
-                for t in m.tables
-                for name in m.physical_names(t.name)
-                if name in plan and plan[name].sharding_type in whole_rows
-                for i in range(len(t.feature_names))
-            )
-        raw_keys = {s.name for s in self.id_transform.segments() if s.feature in self._raw}
+        # Features whose CUSTOM ids (LMA's chunk locations) all go to tables whose input dist sends every id to whole
+        # rows cross it as raw ids, expanded on the receiving rank (``IdTransform.expand``)
+        custom = [s for s in self.id_transform.segments() if s.op == IdOp.CUSTOM]
+        off_rows = {s.feature for s in custom if s.table not in plan or plan[s.table].sharding_type not in _WHOLE_ROWS}
+        self._raw: FrozenSet[str] = frozenset({s.feature for s in custom} - off_rows) if lma_raw_ids else frozenset()
+        raw_keys = {s.name for s in custom if s.feature in self._raw}
         self._sharding_has_raw = [any(f in raw_keys for f in fs) for fs in shardings]
         self._post_params: Dict[Tuple[int, Tuple[str, ...]], torch.Tensor] = {}
 

@@ -204,7 +204,6 @@ def default_constraints(
                 allowed = method.sharding_types(c.name)
                 if allowed is None:
                     continue
-                given = out.get(c.name)
                 if given is None:
                     out[c.name] = ParameterConstraints(sharding_types=list(allowed))
                     continue

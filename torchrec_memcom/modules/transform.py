@@ -159,7 +159,9 @@ class IdTransform(nn.Module):
                 k = self._custom_columns.get(seg.feature, 0)
                 self._custom_column[seg.name] = (seg.feature, k)
                 self._custom_columns[seg.feature] = k + 1
-        self._expand_plans: Dict[Tuple[Tuple[str, ...], FrozenSet[str], torch.device], Tuple[list, torch.Tensor]] = {}
+        self._expand_plans: Dict[
+            Tuple[Tuple[str, ...], FrozenSet[str], torch.device], Tuple[Optional[list], torch.Tensor]
+        ] = {}
         self._orders: Dict[Tuple[Tuple[str, ...], FrozenSet[str]], _Order] = {}
         self._device_cache: Dict[Tuple[Tuple[str, ...], torch.device], torch.Tensor] = {}
         self._input_plans: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], torch.device], _InputPlan] = {}
@@ -192,18 +194,17 @@ class IdTransform(nn.Module):
                 raise ValueError(f"features {sorted(unknown)} have no CUSTOM segments to send as raw ids")
             segs = [index[k] for k in keys]
             custom: Dict[int, List[Tuple[int, List[int]]]] = {}
-            for s in self._segments:  # segments() order within a feature
+            for s in self._segments:
                 if s.op == IdOp.CUSTOM and s.feature not in raw:
                     at = [pos for pos, k in enumerate(keys) if k == s.name]
-                    custom.setdefault(self._feature_index[s.feature], []).append(
-                        (len(custom.get(self._feature_index[s.feature], [])), at)
-                    )
+                    custom.setdefault(self._feature_index[s.feature], []).append((self._custom_column[s.name][1], at))
             static_host = [list(self._static_rows[i]) for i in segs]
             empty = set()
             for p, i in enumerate(segs):
                 if self._segments[i].feature in raw:
-                    if static_host[p][2]:  # the feature's checked (first) segment carries its raw ids
+                    if self._custom_column[self._segments[i].name][1] == 0:  # column 0 carries the raw ids
                         static_host[p][1] = int(IdOp.IDENTITY)
+                        static_host[p][2] = 1  # and their range check
                     else:
                         empty.add(p)
             self._orders[(keys, raw)] = _Order(
@@ -409,10 +410,11 @@ class IdTransform(nn.Module):
                     raise ValueError(f"key '{key}' of raw feature '{feature}' comes before the key with its ids")
                 sources.append((feature, k, holder[feature]))
             rows = [i if src is None else src[2] for i, src in enumerate(sources)]
-            plan = (sources, torch.tensor(rows, dtype=torch.int64, device=values.device))
+            no_raw = all(src is None for src in sources)
+            plan = (None if no_raw else sources, torch.tensor(rows, dtype=torch.int64, device=values.device))
             self._expand_plans[(tuple(keys), raw, values.device)] = plan
         sources, rows = plan
-        if all(src is None for src in sources):
+        if sources is None:  # no raw feature among the keys
             return kjt
         length_per_key = kjt.length_per_key()
         starts = _exclusive_cumsum(length_per_key)
