@@ -13,7 +13,7 @@ import torch
 
 from torchrec_memcom.hashing import BucketedHash
 from torchrec_memcom.lsh import chunk_locations, code_bits, pack_codes
-from torchrec_memcom.ops import hash_ids, lma_locations
+from torchrec_memcom.ops import LMAJob, hash_ids, lma_locations, lma_locations_grouped
 
 try:  # a probe of the kernels' helper, run by check_kernels_on_cpu under Triton's interpreter
     import triton
@@ -80,6 +80,55 @@ def _check_lma(device: str) -> None:
     torch.testing.assert_close(got.cpu(), want, rtol=0, atol=0)
 
 
+def _check_lma_grouped(device: str = "cpu") -> None:
+    """Features of several tables (chunks 1 to 32, signature bits 0 to 8, ids int32 or int64, with and without the
+    clamp) in one call: every column where its ``dst`` says, nothing else written, equal to ``chunk_locations``."""
+    g = torch.Generator().manual_seed(7)
+    tables = [  # (rows, num_chunks, signature bytes, memory rows, row offset, table rows, salt)
+        (3_000, 8, 4, 40_000, 0, 20_000, 1),
+        (700, 4, 0, 40_000, 20_000, 20_000, 2),
+        (5_000, 3, 4, 2**33 + 7, 10**9, 10**8 + 3, 1023),
+        (900, 1, 1, 500, 0, 500, 5),
+        (1_200, 32, 8, 9_000, 100, 8_000, 9),
+    ]
+    counts = [1_500, 0, 2_000, 37, 600]
+    ids = torch.cat([torch.randint(0, rows, (c,), generator=g) for (rows, *_), c in zip(tables, counts)])
+    starts = torch.tensor([0] + counts).cumsum(0).tolist()
+    total = sum(c * t[1] for c, t in zip(counts, tables)) + 50
+    out = torch.full((total,), -7, dtype=torch.int64)
+    want = out.clone()
+    jobs, sigs, at = [], [], total - 1  # columns written back to front, every other table's chunk 0 skipped
+    for j, ((rows, num_chunks, nbytes, memory_rows, offset, num_rows, salt), c) in enumerate(zip(tables, counts)):
+        sig = _signatures(rows, num_chunks, nbytes) if nbytes else torch.zeros(rows, 0, dtype=torch.uint8)
+        bits = code_bits(nbytes, num_chunks) if nbytes else 0
+        x = ids[starts[j] : starts[j] + c]
+        loc = chunk_locations(x, sig, num_chunks, bits, memory_rows, offset, num_rows, salt)
+        dst = []
+        for k in range(num_chunks):
+            if k == 0 and j % 2:
+                dst.append(-1)
+                continue
+            at -= c
+            dst.append(at)
+            want[at : at + c] = loc[:, k]
+        sigs.append(sig.to(device))
+        params = (num_chunks, bits, memory_rows, offset, num_rows, salt)
+        jobs.append(LMAJob(starts[j], c, tuple(dst), sigs[-1], params, rows - 1 if j % 2 else None))
+    for dtype in (torch.int64, torch.int32):
+        got = out.clone().to(device)
+        lma_locations_grouped(ids.to(dtype).to(device), jobs, got)
+        torch.testing.assert_close(got.cpu(), want, rtol=0, atol=0)
+
+
+def test_lma_grouped_cpu() -> None:
+    _check_lma_grouped()
+
+
+@pytest.mark.gpu
+def test_lma_grouped_cuda() -> None:
+    _check_lma_grouped("cuda")
+
+
 def _check_lma_clamp(device: str = "cpu") -> None:
     """``max_id``: ids outside ``[0, n)`` (not yet range-checked) take the locations of the nearest valid id."""
     n = 1_000
@@ -141,6 +190,7 @@ def check_kernels_on_cpu() -> None:
     _check_memcom_passthrough("cpu")
     _check_mod_p()
     _check_lma_clamp()
+    _check_lma_grouped()
     # ids up to 2**51: the mixed key (id << 10 | salt) reaches 2**61 and its high part (key >> 30) the prime itself
     p = 2**31 - 1
     ids = torch.tensor([0, 1, p << 20, (p << 20) + 12_345, 2**51 - 1, 2**50 + 3, (1 << 41) - 1], dtype=torch.int64)

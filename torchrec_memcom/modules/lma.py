@@ -3,7 +3,7 @@
 
 import warnings
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -15,6 +15,7 @@ from torchrec_memcom.memory import TableMemory, tensor_bytes
 from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
 from torchrec_memcom.modules.method import (
     Combine,
+    CustomJob,
     Segment,
     TableMethod,
     is_mean,
@@ -23,7 +24,7 @@ from torchrec_memcom.modules.method import (
     register_method,
 )
 from torchrec_memcom.modules.warm_start import fit_shared_rows
-from torchrec_memcom.ops import IdOp, lma_locations
+from torchrec_memcom.ops import IdOp, LMAJob, lma_locations, lma_locations_grouped
 
 __all__ = ["LMAEmbeddingBagCollection", "LMAMethod", "chunk_feature_name", "memory_table_name"]
 
@@ -180,6 +181,21 @@ class LMAMethod(TableMethod):
         if transform.training:
             self._warn_if_unfitted(sigs)
         return self._locations(getattr(sigs, table.name), table.name, ids, out)
+
+    def custom_ids_into(
+        self, transform: nn.Module, jobs: Sequence[CustomJob], ids: torch.Tensor, out: torch.Tensor
+    ) -> None:
+        """Chunk locations of every job's ids, all tables in one launch (``ops.lma_locations_grouped``)."""
+        sigs = transform.signatures  # type: ignore[union-attr]
+        if transform.training:
+            self._warn_if_unfitted(sigs)
+        lma_jobs = []
+        for job in jobs:
+            table = self._table_of[job.feature].name
+            buf = getattr(sigs, table)
+            max_id = buf.shape[0] - 1 if ids.is_cuda else None  # as ``_locations``
+            lma_jobs.append(LMAJob(job.start, job.n, job.dst, buf, self._params[table], max_id))
+        lma_locations_grouped(ids, lma_jobs, out)
 
     def _warn_if_unfitted(self, sigs: nn.Module) -> None:
         if self._warned:

@@ -6,7 +6,8 @@ one stock ``EmbeddingBagCollection`` and how ids and pooled embeddings move betw
 
 - ``physical_tables()``: the stock tables that hold its memory (they are sharded like any TorchRec table);
 - ``segments()``: per logical feature, the physical features it feeds, each an ``ops.IdOp`` of its ids (applied in
-  one fused kernel for all tables; ``IdOp.CUSTOM`` segments are filled by ``custom_ids``);
+  one fused kernel for all tables; ``IdOp.CUSTOM`` segments are filled by ``custom_ids_into``, one call per method
+  for all its features);
 - ``combines()``: per logical feature, how its pooled embedding comes from the physical ones (one, concatenation,
   product; MEAN division);
 - state beside the tables (MEmCom's per-id weights, LMA's signatures), memory rows for ``memory_report``, the
@@ -19,7 +20,7 @@ registry, so a new method is one new file that defines a ``TableMethod`` subclas
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import nn
@@ -31,6 +32,7 @@ from torchrec_memcom.ops import IdOp
 
 __all__ = [
     "Combine",
+    "CustomJob",
     "Segment",
     "TableMethod",
     "method_for_config",
@@ -39,6 +41,16 @@ __all__ = [
     "register_method",
     "registered_methods",
 ]
+
+
+class CustomJob(NamedTuple):
+    """The ``IdOp.CUSTOM`` segments of one logical feature in a KJT's values: its ids ``ids[start : start + n]``, and
+    where column ``k`` of ``custom_ids`` goes (``dst[k]``, ``-1``: nowhere)."""
+
+    feature: str
+    start: int
+    n: int
+    dst: Tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,18 @@ class TableMethod:
         """``(N, S)`` physical ids of the ``S`` ``IdOp.CUSTOM`` segments of ``feature`` (in ``segments()`` order),
         written into ``out`` (an ``(N, S)``-shaped, possibly transposed view) when given."""
         raise NotImplementedError(f"{type(self).__name__} has no CUSTOM segments")
+
+    def custom_ids_into(
+        self, transform: nn.Module, jobs: Sequence["CustomJob"], ids: torch.Tensor, out: torch.Tensor
+    ) -> None:
+        """Writes the ``custom_ids`` columns of every job into the flat ``out`` (column ``k`` of the job's ids at
+        ``out[dst[k] : dst[k] + n]``; ``dst[k] < 0``: not written). One call per step for all of this method's
+        features: override with a single launch (LMA does); this default calls ``custom_ids`` job by job."""
+        for job in jobs:
+            cols = self.custom_ids(transform, job.feature, ids[job.start : job.start + job.n].to(torch.int64))
+            for k, d in enumerate(job.dst):
+                if d >= 0:
+                    out[d : d + job.n] = cols[:, k]
 
     # -- state ---------------------------------------------------------------------------------------------------
 

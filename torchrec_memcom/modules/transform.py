@@ -15,7 +15,7 @@ from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
-from torchrec_memcom.modules.method import Combine, Segment, TableMethod
+from torchrec_memcom.modules.method import Combine, CustomJob, Segment, TableMethod
 from torchrec_memcom.ops import NUM_OP_PARAMS, IdOp, transform_segments
 
 __all__ = ["IdTransform", "InputCheck"]
@@ -91,6 +91,21 @@ class _InputPlan:
 
 
 @dataclass
+class _ExpandPlan:
+    """``IdTransform.expand`` for one key order: per key, the key whose ids, lengths and weights it takes; the raw
+    features' (feature, table, key holding the ids, output keys of each column); the copy kernel's rows."""
+
+    holders: Optional[List[Tuple[str, str, int, List[List[int]]]]]  # None: no raw feature among the keys
+    source_keys: List[int]
+    length_rows: torch.Tensor
+    static_host: List[List[int]]
+    copy_rows: List[int]  # the keys the segments kernel has work for without weights (all but the raw features')
+    static: torch.Tensor  # the static rows of copy_rows
+    static_all: torch.Tensor  # every key's static row (weights are copied for the raw features' keys too)
+    stats: torch.Tensor
+
+
+@dataclass
 class _Order:
     """A physical output order of the segments (the physical EBC's feature order, or a sharding's)."""
 
@@ -159,9 +174,7 @@ class IdTransform(nn.Module):
                 k = self._custom_columns.get(seg.feature, 0)
                 self._custom_column[seg.name] = (seg.feature, k)
                 self._custom_columns[seg.feature] = k + 1
-        self._expand_plans: Dict[
-            Tuple[Tuple[str, ...], FrozenSet[str], torch.device], Tuple[Optional[list], torch.Tensor]
-        ] = {}
+        self._expand_plans: Dict[Tuple[Tuple[str, ...], FrozenSet[str], torch.device], _ExpandPlan] = {}
         self._orders: Dict[Tuple[Tuple[str, ...], FrozenSet[str]], _Order] = {}
         self._device_cache: Dict[Tuple[Tuple[str, ...], torch.device], torch.Tensor] = {}
         self._input_plans: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], torch.device], _InputPlan] = {}
@@ -226,8 +239,7 @@ class IdTransform(nn.Module):
         if key not in self._device_cache:
             plan = self._order(keys, raw)
             rows = [plan.static_host[p] for p in plan.live] if live else plan.static_host
-            static = torch.tensor(rows, dtype=torch.int64).reshape(-1, 5 + NUM_OP_PARAMS)
-            self._device_cache[key] = static.to(device)
+            self._device_cache[key] = _rows_tensor(rows, device)
         return self._device_cache[key]
 
     def _input_plan(
@@ -350,23 +362,21 @@ class IdTransform(nn.Module):
             ids, weights, static, static_host, run, stats, offset, self.out_weighted
         )
         self.input_check(stats, self._check_meta)  # before CUSTOM segments read per-id state
+        jobs: Dict[str, List[CustomJob]] = {}
         for f, positions in plan.custom.items():
             i = inputs.position[f]
-            start, n = in_starts[i], lengths_per_key[i]
+            n = lengths_per_key[i]
             if n == 0:
                 continue
             feature, table = self._feature_tables[f]
-            at = [pos for _, (pos,) in positions] if all(len(a) == 1 for _, a in positions) else None
-            block = None
-            if at is not None and at == list(range(at[0], at[0] + len(at))):  # adjacent segments: write in place
-                o = dynamic[at[0]][1]
-                block = values[o : o + len(at) * n].view(len(at), n).t()
-            method = self._methods[table.name]
-            custom = method.custom_ids(self, feature, ids[start : start + n].to(torch.int64), out=block)
-            if block is None:
-                for k, where in positions:
-                    for pos in where:
-                        values[dynamic[pos][1] : dynamic[pos][1] + n] = custom[:, k]
+            # a column-wise order may list a segment more than once: one job per repeat
+            for r in range(max(len(at) for _, at in positions)):
+                dst = [-1] * self._custom_columns[feature]
+                for k, at in positions:
+                    if r < len(at):
+                        dst[k] = dynamic[at[r]][1]
+                jobs.setdefault(table.name, []).append(CustomJob(feature, in_starts[i], n, tuple(dst)))
+        self._run_custom(jobs, ids, values)
         stride = features.stride()
         by_feature = lengths.view(-1, stride)
         physical_lengths = lengths if inputs.sources is None else by_feature.index_select(0, inputs.sources)
@@ -390,64 +400,96 @@ class IdTransform(nn.Module):
         first CUSTOM segment holds ids, its later ones are empty; all of them get the ids' ``custom_ids`` columns
         (LMA's chunk locations) and the first one's lengths and weights. Other keys pass unchanged.
 
-        No host synchronisation when the KJT knows its ``length_per_key`` (TorchRec's input dists compute it).
+        Two launches whatever the number of features (the segments kernel copies the other keys and the weights;
+        one ``custom_ids_into`` per method writes the columns); no host synchronisation when the KJT knows its
+        ``length_per_key`` (TorchRec's input dists compute it).
         """
         keys = kjt.keys()
         values, weights = kjt.values(), kjt.weights_or_none()
         plan = self._expand_plans.get((tuple(keys), raw, values.device))
         if plan is None:
-            # per key: None (unchanged) or (logical feature, column, index of the key that holds the ids)
-            sources: List[Optional[Tuple[str, int, int]]] = []
-            holder: Dict[str, int] = {}
-            for i, key in enumerate(keys):
-                feature, k = self._custom_column.get(key, (None, -1))
-                if feature is None or feature not in raw:
-                    sources.append(None)
-                    continue
-                if k == 0:
-                    holder[feature] = i
-                if feature not in holder:
-                    raise ValueError(f"key '{key}' of raw feature '{feature}' comes before the key with its ids")
-                sources.append((feature, k, holder[feature]))
-            rows = [i if src is None else src[2] for i, src in enumerate(sources)]
-            no_raw = all(src is None for src in sources)
-            plan = (None if no_raw else sources, torch.tensor(rows, dtype=torch.int64, device=values.device))
+            plan = self._expand_plan(keys, raw, values.device)
             self._expand_plans[(tuple(keys), raw, values.device)] = plan
-        sources, rows = plan
-        if sources is None:  # no raw feature among the keys
+        if plan.holders is None:  # no raw feature among the keys
             return kjt
         length_per_key = kjt.length_per_key()
         starts = _exclusive_cumsum(length_per_key)
-        located: Dict[int, torch.Tensor] = {}
-        pieces, w_pieces, out_lengths = [], [], []
-        for i, src in enumerate(sources):
-            at = i if src is None else src[2]
+        dynamic: List[Tuple[int, int, int]] = []
+        out_lengths: List[int] = []
+        offset = 0
+        for at in plan.source_keys:
             n = length_per_key[at]
-            if src is None:
-                pieces.append(values[starts[i] : starts[i] + n])
-            else:
-                feature, k, holder_key = src
-                if holder_key not in located:
-                    ids = values[starts[holder_key] : starts[holder_key] + n].to(torch.int64)
-                    block = torch.empty(self._custom_columns[feature], n, dtype=torch.int64, device=values.device)
-                    method = self._methods[self._feature_tables[self._feature_index[feature]][1].name]
-                    method.custom_ids(self, feature, ids, out=block.t())
-                    located[holder_key] = block
-                pieces.append(located[holder_key][k])
-            if weights is not None:
-                w_pieces.append(weights[starts[at] : starts[at] + n])
+            dynamic.append((starts[at], offset, n))
             out_lengths.append(n)
+            offset += n
+        rows = plan.copy_rows if weights is None else range(len(keys))
+        out, out_weights = transform_segments(
+            values,
+            weights,
+            plan.static if weights is None else plan.static_all,
+            [plan.static_host[p] for p in rows],
+            [dynamic[p] for p in rows],
+            plan.stats,
+            offset,
+            weights is not None,
+        )
+        jobs: Dict[str, List[CustomJob]] = {}
+        for feature, table, holder, columns in plan.holders:
+            n = length_per_key[holder]
+            for r in range(max(len(at) for at in columns)):
+                dst = tuple(dynamic[at[r]][1] if r < len(at) else -1 for at in columns)
+                jobs.setdefault(table, []).append(CustomJob(feature, starts[holder], n, dst))
+        self._run_custom(jobs, values, out)
         stride = kjt.stride()
-        lengths = kjt.lengths().view(-1, stride).index_select(0, rows).reshape(-1)
         return KeyedJaggedTensor(
             keys=keys,
-            values=torch.cat(pieces) if pieces else values,
-            lengths=lengths,
-            weights=torch.cat(w_pieces) if weights is not None and w_pieces else weights,
+            values=out,
+            lengths=kjt.lengths().view(-1, stride).index_select(0, plan.length_rows).reshape(-1),
+            weights=out_weights,
             stride=stride,
             length_per_key=out_lengths,
-            offset_per_key=_exclusive_cumsum(out_lengths) + [sum(out_lengths)],
+            offset_per_key=_exclusive_cumsum(out_lengths) + [offset],
         )
+
+    def _expand_plan(self, keys: List[str], raw: FrozenSet[str], device: torch.device) -> "_ExpandPlan":
+        source_keys: List[int] = []  # per key, the key whose ids and lengths it takes
+        holder: Dict[str, int] = {}
+        columns: Dict[str, List[List[int]]] = {}
+        static_host: List[List[int]] = []
+        for i, key in enumerate(keys):
+            feature, k = self._custom_column.get(key, (None, -1))
+            if feature is None or feature not in raw:
+                source_keys.append(i)
+                static_host.append([0, int(IdOp.IDENTITY), 0, 1] + [0] * (1 + NUM_OP_PARAMS))
+                continue
+            if k == 0:
+                holder[feature] = i
+            if feature not in holder:
+                raise ValueError(f"key '{key}' of raw feature '{feature}' comes before the key with its ids")
+            source_keys.append(holder[feature])
+            columns.setdefault(feature, [[] for _ in range(self._custom_columns[feature])])[k].append(i)
+            static_host.append([0, int(IdOp.CUSTOM), 0, 1] + [0] * (1 + NUM_OP_PARAMS))
+        copy_rows = [i for i, row in enumerate(static_host) if row[1] != IdOp.CUSTOM]
+        table_of = {f: t.name for f, t in self._feature_tables}
+        return _ExpandPlan(
+            holders=[(f, table_of[f], holder[f], cols) for f, cols in columns.items()] if columns else None,
+            source_keys=source_keys,
+            length_rows=torch.tensor(source_keys, dtype=torch.int64, device=device),
+            static_host=static_host,
+            copy_rows=copy_rows,
+            static=_rows_tensor([static_host[i] for i in copy_rows], device),
+            static_all=_rows_tensor(static_host, device),
+            stats=torch.zeros(1, 2, dtype=torch.int64, device=device),
+        )
+
+    def _run_custom(self, jobs: Dict[str, List[CustomJob]], ids: torch.Tensor, out: torch.Tensor) -> None:
+        """One ``custom_ids_into`` per method (``jobs`` by logical table)."""
+        by_method: Dict[int, Tuple[TableMethod, List[CustomJob]]] = {}
+        for table, table_jobs in jobs.items():
+            method = self._methods[table]
+            by_method.setdefault(id(method), (method, []))[1].extend(table_jobs)
+        for method, method_jobs in by_method.values():
+            method.custom_ids_into(self, method_jobs, ids, out)
 
     def _mean_divisors(self, lengths_by_feature: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         if not self._mean_features:
@@ -554,6 +596,10 @@ class _CombinePlan:
                 emb = emb @ projections[project]
             out.append(emb)
         return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=torch.cat(out, dim=1))
+
+
+def _rows_tensor(rows: List[List[int]], device: torch.device) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.int64).reshape(-1, 5 + NUM_OP_PARAMS).to(device)
 
 
 def _exclusive_cumsum(xs: Sequence[int]) -> List[int]:

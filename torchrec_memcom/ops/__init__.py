@@ -10,6 +10,8 @@ reference and the CPU path.
 - ``memcom_local_rows``: on a rank of sharded MEmCom, local shared rows and entity-weight slots of received ids.
 - ``hash_ids`` / ``lma_locations``: single-table helpers (hash of one table; LMA chunk locations of every chunk of a
   table's ids in one launch).
+- ``lma_locations_grouped``: LMA chunk locations of many features (of any tables) in one launch, each column written
+  where its physical feature sits in a KJT's values.
 
 Every op gives bit-identical results on either path (int64 arithmetic below 2**62); set
 ``TORCHREC_MEMCOM_DISABLE_TRITON=1`` to force the PyTorch path on CUDA.
@@ -18,7 +20,7 @@ Every op gives bit-identical results on either path (int64 arithmetic below 2**6
 import enum
 import functools
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -27,11 +29,13 @@ from torchrec_memcom.lsh import FALLBACK_SALT, chunk_locations
 
 __all__ = [
     "IdOp",
+    "LMAJob",
     "NUM_OP_PARAMS",
     "ONE_SLOTS",
     "hash_ids",
     "lma_chunk_params",
     "lma_locations",
+    "lma_locations_grouped",
     "memcom_local_rows",
     "transform_segments",
     "triton_enabled",
@@ -127,7 +131,7 @@ def transform_segments(
     out = torch.empty(total, dtype=torch.int64, device=device)
     w_dtype = weights.dtype if weights is not None else torch.float32
     w_out = torch.empty(total, dtype=w_dtype, device=device) if out_weighted else None
-    if total == 0:
+    if total == 0 or not static_host:
         return out, w_out
     if triton_enabled(values):
         from torchrec_memcom.ops._triton import transform_segments_triton
@@ -221,6 +225,37 @@ def lma_locations(
         out.copy_(loc)
         return out
     return loc
+
+
+class LMAJob(NamedTuple):
+    """One feature's part of ``lma_locations_grouped``: the ids ``ids[start : start + n]``; chunk ``k``'s locations go
+    to ``out[dst[k] : dst[k] + n]`` (``dst[k] < 0``: not written). ``params`` = ``LMAMethod.location_params`` of the
+    feature's table, ``max_id`` as in ``lma_locations``."""
+
+    start: int
+    n: int
+    dst: Tuple[int, ...]
+    signatures: torch.Tensor
+    params: Tuple[int, int, int, int, int, int]
+    max_id: Optional[int] = None
+
+
+def lma_locations_grouped(ids: torch.Tensor, jobs: Sequence[LMAJob], out: torch.Tensor) -> None:
+    """Every job's chunk locations (``lma_locations``) written into the flat int64 ``out``: one Triton launch on CUDA
+    for all jobs, whatever their tables; the reference, job by job, on CPU."""
+    jobs = [j for j in jobs if j.n > 0]
+    if not jobs:
+        return
+    if triton_enabled(ids):
+        from torchrec_memcom.ops._triton import lma_locations_grouped_triton
+
+        lma_locations_grouped_triton(ids.contiguous(), jobs, out)
+        return
+    for j in jobs:
+        loc = lma_locations(ids[j.start : j.start + j.n].to(torch.int64), j.signatures, *j.params, max_id=j.max_id)
+        for k, d in enumerate(j.dst):
+            if d >= 0:
+                out[d : d + j.n] = loc[:, k]
 
 
 @functools.lru_cache(maxsize=1024)

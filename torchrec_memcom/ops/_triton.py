@@ -3,6 +3,9 @@
 operation for operation; ``tests/modules/test_ops.py`` checks them bit for bit on the GPU and, without one, through
 Triton's CPU interpreter."""
 
+import functools
+from typing import Any, Sequence, Tuple
+
 import torch
 import triton
 import triton.language as tl
@@ -149,6 +152,110 @@ def lma_locations_triton(
         CP2=triton.next_power_of_2(num_chunks),
         BLOCK=_BLOCK_IDS,
     )
+
+
+# ops.lma_locations_grouped: per job, static row (sig_bytes, bits, C, memory_rows, salt10, max_id, clamp, 0,
+# then lma_chunk_params' 8 values per chunk, CP2 chunks) and dynamic row (start, n, signatures address, dst_0..CP2-1).
+@triton.jit
+def _lma_grouped_kernel(
+    ids_ptr,
+    static_ptr,
+    dyn_ptr,
+    out_ptr,
+    n_in,
+    n_out,
+    CP2: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    job = tl.program_id(0)
+    drow = dyn_ptr + job * (3 + CP2)
+    start = tl.load(drow)
+    n = tl.load(drow + 1)
+    sig = tl.load(drow + 2).to(tl.pointer_type(tl.uint8))
+    srow = static_ptr + job * (8 + 8 * CP2)
+    sig_bytes = tl.load(srow)
+    bits = tl.load(srow + 1)
+    c = tl.load(srow + 2)
+    memory_rows = tl.load(srow + 3)
+    salt10 = tl.load(srow + 4)
+    max_id = tl.load(srow + 5)
+    clamp = tl.load(srow + 6)
+    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = (offs < n) & (start + offs < n_in)
+    zero = tl.zeros((BLOCK,), dtype=tl.int64)  # scalar conditions as blocks (Triton's interpreter masks need them)
+    ids = tl.load(ids_ptr + start + offs, mask=mask, other=0).to(tl.int64)
+    ids = tl.where((zero + clamp) != 0, tl.minimum(tl.maximum(ids, 0), max_id), ids)
+    ks = tl.arange(0, CP2)
+    kmask = ks < c
+    both = mask[:, None] & kmask[None, :]
+    pk = srow + 8 + ks * 8
+    f1 = tl.load(pk + 0, mask=kmask, other=1)[None, :]
+    f2 = tl.load(pk + 1, mask=kmask, other=1)[None, :]
+    fc = tl.load(pk + 2, mask=kmask, other=0)[None, :]
+    g1 = tl.load(pk + 3, mask=kmask, other=1)[None, :]
+    g2 = tl.load(pk + 4, mask=kmask, other=1)[None, :]
+    gc = tl.load(pk + 5, mask=kmask, other=0)[None, :]
+    y = _mix(((ids << 10) | salt10)[:, None], f1, f2, fc)
+    y = _mix(y ^ (y >> 15), g1, g2, gc)
+    h = y ^ (y >> 13)
+    loc = h % memory_rows
+    # code k: bits [k b, (k + 1) b) of the row's bytes, read as a 3-byte little-endian word (as _lma_kernel)
+    first = ks.to(tl.int64) * bits
+    byte = (first // 8)[None, :]
+    read = both & ((zero + bits) > 0)[:, None]
+    at = sig + ids[:, None] * sig_bytes + byte
+    b0 = tl.load(at, mask=read & (byte < sig_bytes), other=0).to(tl.int64)
+    b1 = tl.load(at + 1, mask=read & (byte + 1 < sig_bytes), other=0).to(tl.int64)
+    b2 = tl.load(at + 2, mask=read & (byte + 2 < sig_bytes), other=0).to(tl.int64)
+    q = (1 << bits) - 1
+    code = ((b0 | (b1 << 8) | (b2 << 16)) >> (first % 8)[None, :]) & q
+    p = tl.load(pk + 6, mask=kmask, other=1)[None, :]
+    base = tl.load(pk + 7, mask=kmask, other=0)[None, :]
+    safe_q = tl.maximum(q, 1)
+    first_row = code * p // safe_q
+    width = tl.maximum((code + 1) * p // safe_q - first_row, 1)
+    loc = tl.where(code == q, loc, base + first_row + h % width)  # bits = 0: q = code = 0, the hashed fallback
+    dst = tl.load(drow + 3 + ks, mask=kmask, other=-1)[None, :]
+    write = both & (dst >= 0) & (dst + offs[:, None] < n_out)
+    tl.store(out_ptr + dst + offs[:, None], loc, mask=write)
+
+
+@functools.lru_cache(maxsize=64)
+def _lma_static(rows: Tuple[Tuple[int, ...], ...], cp2: int, device: torch.device) -> torch.Tensor:
+    """The static rows of ``_lma_grouped_kernel`` for jobs ``(sig_bytes, params..., max_id)`` (cached per plan)."""
+    from torchrec_memcom.ops import lma_chunk_params
+
+    out = []
+    for sig_bytes, num_chunks, bits, memory_rows, row_offset, num_rows, salt, max_id in rows:
+        chunk = lma_chunk_params(num_chunks, row_offset, num_rows, torch.device("cpu")).reshape(-1).tolist()
+        head = [sig_bytes, bits, num_chunks, memory_rows, salt & 1023, max(max_id, 0), int(max_id >= 0), 0]
+        out.append(head + chunk + [0] * (8 * (cp2 - num_chunks)))
+    return torch.tensor(out, dtype=torch.int64).to(device)
+
+
+def lma_locations_grouped_triton(ids: torch.Tensor, jobs: Sequence[Any], out: torch.Tensor) -> None:
+    """``ops.lma_locations_grouped`` (``jobs``: ``ops.LMAJob`` with ``n > 0``) in one launch."""
+    cp2 = triton.next_power_of_2(max(len(j.dst) for j in jobs))
+    static = _lma_static(
+        tuple(
+            (
+                j.signatures.shape[1] if j.signatures.dim() == 2 and j.signatures.numel() else 0,
+                *j.params,
+                -1 if j.max_id is None else j.max_id,
+            )
+            for j in jobs
+        ),
+        cp2,
+        ids.device,
+    )
+    dynamic = [
+        [j.start, j.n, j.signatures.data_ptr() if j.signatures.numel() else ids.data_ptr(), *j.dst]
+        + [-1] * (cp2 - len(j.dst))
+        for j in jobs
+    ]
+    dyn = torch.tensor(dynamic, dtype=torch.int64, pin_memory=ids.is_cuda).to(ids.device, non_blocking=True)
+    grid = (len(jobs), triton.cdiv(max(j.n for j in jobs), _BLOCK_IDS))
+    _lma_grouped_kernel[grid](ids, static, dyn, out, ids.numel(), out.numel(), CP2=cp2, BLOCK=_BLOCK_IDS)
 
 
 @triton.jit
