@@ -447,3 +447,82 @@ def entity_update_triton(
         HAS_SUM=state_sum is not None,
         BLOCK=_BLOCK,
     )
+
+
+# ops.memcom_weight_grad: key table rows (col, dim, U address, U row stride, MEmCom flag).
+@triton.jit
+def _memcom_w_grad_kernel(
+    grad_ptr,
+    info_ptr,
+    bags_ptr,
+    rows_ptr,
+    w_index_ptr,
+    x_ptr,
+    scratch_ptr,
+    n,
+    stride,
+    grad_stride,
+    scale,
+    HAS_X: tl.constexpr,
+    MAX_DIM: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = j < n
+    bag = tl.load(bags_ptr + j, mask=mask, other=0)
+    key = bag // stride
+    b = bag - key * stride
+    info = info_ptr + key * 5
+    live = mask & (tl.load(info + 4, mask=mask, other=0) != 0)
+    col = tl.load(info, mask=live, other=0)
+    dim = tl.load(info + 1, mask=live, other=0)
+    u_addr = tl.load(info + 2, mask=live, other=0)
+    u_stride = tl.load(info + 3, mask=live, other=0)
+    row = tl.load(rows_ptr + j, mask=live, other=0)
+    g_at = grad_ptr + (b * grad_stride + col)[:, None]
+    u_at = (u_addr + row * u_stride * 4).to(tl.pointer_type(tl.float32))[:, None]  # 4: bytes per fp32
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for d0 in tl.static_range(0, MAX_DIM, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)[None, :]
+        m = live[:, None] & (ds < dim[:, None])
+        acc += tl.sum(tl.load(g_at + ds, mask=m, other=0.0) * tl.load(u_at + ds, mask=m, other=0.0), axis=1)
+    acc = acc * scale
+    if HAS_X:
+        acc = acc * tl.load(x_ptr + j, mask=live, other=0.0)
+    w = tl.load(w_index_ptr + j, mask=live, other=0)
+    tl.atomic_add(scratch_ptr + w, acc, mask=live)
+
+
+def memcom_weight_grad_triton(
+    grad: torch.Tensor,
+    info: torch.Tensor,
+    bags: torch.Tensor,
+    rows: torch.Tensor,
+    w_index: torch.Tensor,
+    x: "torch.Tensor | None",
+    stride: int,
+    scale: float,
+    scratch: torch.Tensor,
+    max_dim: int,
+) -> None:
+    """``ops.memcom_weight_grad`` in one launch (``bags``: per value, its key * stride + bag)."""
+    n = rows.numel()
+    block_d = min(triton.next_power_of_2(max_dim), 64)
+    _memcom_w_grad_kernel[(triton.cdiv(n, 128),)](
+        grad,
+        info,
+        bags,
+        rows,
+        w_index,
+        x if x is not None else grad,
+        scratch,
+        n,
+        stride,
+        grad.stride(0),
+        scale,
+        HAS_X=x is not None,
+        MAX_DIM=triton.cdiv(max_dim, block_d) * block_d,
+        BLOCK=128,
+        BLOCK_D=block_d,
+    )
