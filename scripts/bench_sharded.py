@@ -76,12 +76,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--lma-signature-bytes", type=int, default=8, help="LMA signature bytes per id (<= 2 per chunk)")
     add("--lma-shared-memory", action=argparse.BooleanOptionalAction, default=True, help="one LMA memory for all")
     add("--lma-raw-ids", action=argparse.BooleanOptionalAction, default=True, help="LMA ids cross TW/CW dists once")
-    add(
-        "--memcom-grad-from-output",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="MEmCom weight gradients from the lookup output's gradient (one kernel)",
-    )
     add("--lma-fit-rows", type=int, default=None, help="rows of the LMA signature sample (layout default; 0 = none)")
     add("--profile", default="", help="methods to profile after timing, comma-separated, or 'all' (adds stock)")
     add("--profile-steps", type=int, default=5, help="steps under the profiler")
@@ -135,12 +129,7 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
     return BenchOptions(
         layout_name=args.layout,
         methods=MethodOptions(
-            args.ratio,
-            args.lma_chunk_size,
-            args.lma_signature_bytes,
-            args.lma_shared_memory,
-            args.lma_raw_ids,
-            args.memcom_grad_from_output,
+            args.ratio, args.lma_chunk_size, args.lma_signature_bytes, args.lma_shared_memory, args.lma_raw_ids
         ),
         ids=args.ids,
         zipf=args.zipf,

@@ -14,8 +14,6 @@ CASES: List[Dict] = [
     dict(method="memcom", sharding_type="row_wise", weighted=True, pooling="MEAN", optimizer="adagrad"),
     dict(method="memcom", sharding_type="table_wise"),
     dict(method="memcom", sharding_type="table_wise", weighted=True, optimizer="adagrad"),
-    dict(method="memcom", sharding_type="row_wise", weighted=True, optimizer="adagrad", grad_from_output=False),
-    dict(method="memcom", sharding_type="table_wise", grad_from_output=False),
     dict(method="hash", sharding_type="table_wise"),
     dict(method="hash", sharding_type="row_wise", weighted=True),
     dict(method="hash", sharding_type="column_wise"),

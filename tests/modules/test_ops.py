@@ -13,15 +13,7 @@ import torch
 
 from torchrec_memcom.hashing import BucketedHash
 from torchrec_memcom.lsh import chunk_locations, code_bits, pack_codes
-from torchrec_memcom.ops import (
-    LMAJob,
-    MEmComGradKey,
-    hash_ids,
-    lma_locations,
-    lma_locations_grouped,
-    memcom_grad_info,
-    memcom_weight_grad,
-)
+from torchrec_memcom.ops import LMAJob, hash_ids, lma_locations, lma_locations_grouped
 
 try:  # a probe of the kernels' helper, run by check_kernels_on_cpu under Triton's interpreter
     import triton
@@ -137,45 +129,6 @@ def test_lma_grouped_cuda() -> None:
     _check_lma_grouped("cuda")
 
 
-def _check_memcom_weight_grad(device: str = "cpu") -> None:
-    """Per-id weight gradients from a pooled output's gradient equal autograd through a plain weighted bag sum (keys
-    of different widths, one not MEmCom, empty bags, repeated weight slots, with and without input weights)."""
-    g = torch.Generator().manual_seed(0)
-    stride, dims, memcom, cols = 5, [8, 4, 72], [True, False, True], [0, 8, 12]
-    shared = [torch.randn(30, d, generator=g) for d in dims]
-    lengths = torch.randint(0, 4, (len(dims) * stride,), generator=g)
-    key_bag = [(k, b) for k in range(len(dims)) for b in range(stride) for _ in range(int(lengths[k * stride + b]))]
-    n = len(key_bag)
-    rows = torch.randint(0, 30, (n,), generator=g)
-    w_index = torch.randint(0, 50, (n,), generator=g)
-    grad = torch.randn(stride, sum(dims) + 3, generator=g)[:, 1:-2]  # a strided view, as an output's gradient may be
-    for x in (torch.rand(n, generator=g), None):
-        w = torch.rand(50, generator=g).requires_grad_(True)
-        p = w[w_index] * (x if x is not None else 1.0)
-        bags = [torch.zeros(dims[k]) for k in range(len(dims)) for _ in range(stride)]
-        for j, (k, b) in enumerate(key_bag):
-            weight = p[j] if memcom[k] else p[j].detach()
-            bags[k * stride + b] = bags[k * stride + b] + weight * shared[k][rows[j]]
-        out = torch.cat([torch.stack(bags[k * stride : (k + 1) * stride]) for k in range(len(dims))], dim=1)
-        (out * grad).sum().backward()
-        keys = [MEmComGradKey(c, d, u.to(device) if m else None) for c, d, u, m in zip(cols, dims, shared, memcom)]
-        for info in (memcom_grad_info(keys, torch.device(device)), None):
-            scratch = torch.zeros(50, device=device)
-            x_dev = x.to(device) if x is not None else None
-            args = (lengths.to(device), rows.to(device), w_index.to(device), x_dev, 0.5, scratch)
-            memcom_weight_grad(grad.to(device), keys, info, *args)
-            torch.testing.assert_close(scratch.cpu(), 0.5 * w.grad, rtol=1e-5, atol=1e-6)
-
-
-def test_memcom_weight_grad_cpu() -> None:
-    _check_memcom_weight_grad()
-
-
-@pytest.mark.gpu
-def test_memcom_weight_grad_cuda() -> None:
-    _check_memcom_weight_grad("cuda")
-
-
 def _check_lma_clamp(device: str = "cpu") -> None:
     """``max_id``: ids outside ``[0, n)`` (not yet range-checked) take the locations of the nearest valid id."""
     n = 1_000
@@ -238,7 +191,6 @@ def check_kernels_on_cpu() -> None:
     _check_mod_p()
     _check_lma_clamp()
     _check_lma_grouped()
-    _check_memcom_weight_grad()
     # ids up to 2**51: the mixed key (id << 10 | salt) reaches 2**61 and its high part (key >> 30) the prime itself
     p = 2**31 - 1
     ids = torch.tensor([0, 1, p << 20, (p << 20) + 12_345, 2**51 - 1, 2**50 + 3, (1 << 41) - 1], dtype=torch.int64)

@@ -157,8 +157,6 @@ class MethodOptions:
         lma_signature_bytes (int): LMA signature bytes per id.
         lma_shared_memory (bool): one LMA memory shared by all compressed tables (as in the paper).
         lma_raw_ids (bool): LMA ids cross table- and column-wise input dists once (``get_sharders(lma_raw_ids=)``).
-        memcom_grad_from_output (bool): MEmCom's weight gradients from the lookup's output gradient
-            (``get_sharders(memcom_weight_grad_from_output=)``).
     """
 
     ratio: float = 16.0
@@ -166,7 +164,6 @@ class MethodOptions:
     lma_signature_bytes: int = 8
     lma_shared_memory: bool = True
     lma_raw_ids: bool = True
-    memcom_grad_from_output: bool = True
 
 
 def feature_name(i: int) -> str:

@@ -52,11 +52,11 @@ class _AnyDeviceEBCSharder(EmbeddingBagCollectionSharder):
 
 
 def make_sharders(
-    fused_params: Dict[str, Any], device_type: str, **options: bool
+    fused_params: Dict[str, Any], device_type: str, lma_raw_ids: bool = True
 ) -> List[ModuleSharder[nn.Module]]:
-    """``get_sharders(fused_params, **options)``; on CPU with the stock EBC sharder swapped for one offering every
+    """``get_sharders(fused_params, lma_raw_ids)``; on CPU with the stock EBC sharder swapped for one offering every
     type."""
-    sharders = get_sharders(fused_params=fused_params, **options)
+    sharders = get_sharders(fused_params=fused_params, lma_raw_ids=lma_raw_ids)
     if device_type != "cpu":
         return sharders
     return [

@@ -30,9 +30,7 @@ __all__ = [
 
 
 def get_sharders(
-    fused_params: Optional[Dict[str, Any]] = None,
-    lma_raw_ids: bool = True,
-    memcom_weight_grad_from_output: bool = True,
+    fused_params: Optional[Dict[str, Any]] = None, lma_raw_ids: bool = True
 ) -> List[ModuleSharder[nn.Module]]:
     """Our sharders (``CompressedEmbeddingBagCollection`` and every registered per-method collection) followed by
     TorchRec's defaults; pass the same list to the planner and to DMP.
@@ -43,17 +41,13 @@ def get_sharders(
             ``apply_optimizer_in_backward``, as for stock tables.
         lma_raw_ids (bool): send LMA ids once through table- and column-wise input dists and compute their chunk
             locations on the receiving rank (``CompressedEmbeddingBagCollectionSharder``).
-        memcom_weight_grad_from_output (bool): MEmCom's weight gradients from the lookup's output gradient in one
-            kernel (``CompressedEmbeddingBagCollectionSharder``).
     """
     ebc = EmbeddingBagCollectionSharder(fused_params=fused_params)
     types = [CompressedEmbeddingBagCollection] + [
         m.collection_type for m in registered_methods() if m.collection_type is not None
     ]
     ours: List[ModuleSharder[nn.Module]] = [
-        CompressedEmbeddingBagCollectionSharder(
-            t, ebc_sharder=ebc, lma_raw_ids=lma_raw_ids, memcom_weight_grad_from_output=memcom_weight_grad_from_output
-        )
+        CompressedEmbeddingBagCollectionSharder(t, ebc_sharder=ebc, lma_raw_ids=lma_raw_ids)
         for t in dict.fromkeys(types)
     ]
     defaults = [

@@ -15,15 +15,12 @@ from torchrec.distributed.embeddingbag import ShardedEmbeddingBagCollection
 __all__ = [
     "embedding_shardings",
     "init_input_dists",
-    "lookup_storages",
     "lookups",
-    "pooled_lookup_layout",
     "set_planner_constraints",
     "output_embedding_names",
     "sharded_tensor",
     "sharding_feature_names",
     "table_optimizer_settings",
-    "weight_gradient_factor",
 ]
 
 
@@ -39,51 +36,6 @@ def sharding_feature_names(ebc: ShardedEmbeddingBagCollection) -> List[List[str]
 
 def lookups(ebc: ShardedEmbeddingBagCollection) -> List[torch.nn.Module]:
     return list(ebc._lookups)
-
-
-def pooled_lookup_layout(lookup: torch.nn.Module) -> Optional[List[Tuple[str, int, int, torch.Tensor]]]:
-    """Per key of the KJT a sharding's pooled lookup receives, in order: ``(feature, column, dim, local weight
-    view)``; the lookup's output is ``(stride, width)``, the key's bag ``b`` at row ``b``, columns ``[column, column +
-    dim)``. ``None`` unless every group is an fp32 FBGEMM TBE whose tables are whole in device, host or managed
-    memory (no cache: the views are the rows the lookup reads).
-    """
-    from fbgemm_gpu.split_embedding_configs import SparseType
-    from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
-    from fbgemm_gpu.split_table_batched_embeddings_ops_training import SplitTableBatchedEmbeddingBagsCodegen
-
-    configs, modules = getattr(lookup, "grouped_configs", None), getattr(lookup, "_emb_modules", None)
-    if configs is None or modules is None or len(configs) != len(modules):
-        return None
-    whole = (EmbeddingLocation.DEVICE, EmbeddingLocation.HOST, EmbeddingLocation.MANAGED)
-    out: List[Tuple[str, int, int, torch.Tensor]] = []
-    col = 0
-    for config, module in zip(configs, modules):
-        tbe = getattr(module, "_emb_module", None)
-        if not isinstance(tbe, SplitTableBatchedEmbeddingBagsCodegen) or tbe.weights_precision != SparseType.FP32:
-            return None
-        if any(spec[2] not in whole for spec in tbe.embedding_specs):
-            return None
-        for table, view in zip(config.embedding_tables, tbe.split_embedding_weights()):
-            for feature in table.feature_names:
-                out.append((feature, col, table.local_cols, view))
-                col += table.local_cols
-    return out
-
-
-def weight_gradient_factor(lookup: torch.nn.Module) -> float:
-    """The factor a weighted lookup multiplies its per-sample weights' gradient by (``CommOpGradientScaling``: the
-    world size when TorchRec divides gradients by it in the output dist's backward, else 1)."""
-    return float(getattr(lookup, "_scale_gradient_factor", 1))
-
-
-def lookup_storages(lookup: torch.nn.Module) -> Tuple[int, ...]:
-    """Addresses of the weight storages of a pooled lookup's TBEs (they change if a TBE reallocates its tables)."""
-    return tuple(
-        getattr(m._emb_module, name).data_ptr()
-        for m in getattr(lookup, "_emb_modules", [])
-        for name in ("weights_dev", "weights_host", "weights_uvm")
-        if hasattr(m, "_emb_module") and hasattr(m._emb_module, name)
-    )
 
 
 def init_input_dists(

@@ -51,7 +51,6 @@ from torchrec_memcom.configs import MEmComEmbeddingBagConfig
 from torchrec_memcom.distributed import _compat
 from torchrec_memcom.distributed.entity_weights import (
     EntityWeightOptimizer,
-    entity_weight_grad_from_output,
     fused_entity_weight_lookup,
     rule_for,
     table_slices,
@@ -65,14 +64,7 @@ from torchrec_memcom.modules.compressed import (
     signature_coverage_of,
 )
 from torchrec_memcom.modules.transform import IdTransform
-from torchrec_memcom.ops import (
-    ONE_SLOTS,
-    IdOp,
-    MEmComGradKey,
-    memcom_grad_info,
-    memcom_local_rows,
-    triton_enabled,
-)
+from torchrec_memcom.ops import ONE_SLOTS, IdOp, memcom_local_rows
 
 __all__ = [
     "ALL_SHARDING_TYPES",
@@ -90,10 +82,6 @@ ALL_SHARDING_TYPES: List[str] = [
     ShardingType.TABLE_ROW_WISE.value,
     ShardingType.GRID_SHARD.value,
 ]
-
-
-# a lookup's keys for ``ops.memcom_weight_grad``, their kernel table (``None`` off the Triton path), gradient scale
-_GradPlan = Tuple[List[MEmComGradKey], Optional[torch.Tensor], float]
 
 
 def check_row_wise_buckets(table: MEmComEmbeddingBagConfig, world_size: int) -> None:
@@ -179,7 +167,6 @@ class ShardedCompressedEmbeddingBagCollection(
         device: torch.device,
         module_fqn: Optional[str] = None,
         lma_raw_ids: bool = True,
-        memcom_weight_grad_from_output: bool = True,
     ) -> None:
         super().__init__()
         self._unsharded_type: Type[CompressedEmbeddingBagCollection] = type(module)
@@ -228,15 +215,6 @@ class ShardedCompressedEmbeddingBagCollection(
 
         if self._memcom:
             self._init_entity_weights(module, plan)
-        # MEmCom's weight gradients from each lookup's output gradient (``_attach_weight_grad``) where the lookup's
-        # layout is known; else through the per-sample weights (FBGEMM's gradient kernel, then ``update``).
-        self._grad_from_output = bool(self._memcom) and memcom_weight_grad_from_output
-        self._grad_plans: Dict[Tuple[int, Tuple[str, ...]], Optional[Tuple[Any, ...]]] = {}
-        self._grad_pending: List[Optional[Tuple[Any, ...]]] = [None] * len(self._lookups)
-        if self._grad_from_output:
-            for i, lookup in enumerate(self._lookups):
-                if self._sharding_has_memcom[i]:
-                    lookup.register_forward_hook(partial(self._attach_weight_grad, i))
         # Output projections of narrowed tables: dense, replicated, trained through DDP like the MLPs.
         projections = module.output_projections()
         self._has_projections = projections is not None
@@ -439,50 +417,10 @@ class ShardedCompressedEmbeddingBagCollection(
             return kjt
         with torch.no_grad():
             rows, w_index = memcom_local_rows(kjt.values(), kjt.lengths(), self._params_for(sharding, kjt.keys()))
-        plan = self._grad_plan(sharding, kjt.keys()) if self._grad_from_output and torch.is_grad_enabled() else None
-        if plan is not None:
-            x = kjt.weights() if self._is_weighted else None
-            with torch.no_grad():
-                w = self.entity_weights_local.index_select(0, w_index)
-                w = w * x if x is not None else w
-            self._grad_pending[sharding] = (*plan, kjt.lengths(), rows, w_index, x)
-            return _with(kjt, rows, w)
         w = fused_entity_weight_lookup(w_index, self.entity_weights_local, self._fused_optimizer.update)
         if self._is_weighted:
             w = w * kjt.weights()
         return _with(kjt, rows, w)
-
-    def _grad_plan(self, sharding: int, keys: List[str]) -> Optional[_GradPlan]:
-        """The keys' places in the lookup's output and their shared tables (``ops.memcom_weight_grad``), and the
-        kernel's key table; ``None`` where the lookup's layout is not known (then the per-sample-weight path)."""
-        cache_key = (sharding, tuple(keys))
-        lookup = self._lookups[sharding]
-        cached = self._grad_plans.get(cache_key, ())
-        if cached != () and (cached is None or cached[3] == _compat.lookup_storages(lookup)):
-            return None if cached is None else cached[:3]
-        layout = _compat.pooled_lookup_layout(lookup)
-        if layout is None or [entry[0] for entry in layout] != list(keys):
-            self._grad_plans[cache_key] = None
-            return None
-        grad_keys = [
-            MEmComGradKey(col, dim, view if feature in self._memcom_feature_table else None)
-            for feature, col, dim, view in layout
-        ]
-        info = memcom_grad_info(grad_keys, self._device) if triton_enabled(self.entity_weights_local) else None
-        # the output's gradient arrives divided as TorchRec's output dist divides it; the per-sample weights' path
-        # scales it back (``CommOpGradientScaling``), so this one does too
-        scale = self._fused_optimizer.grad_scale * _compat.weight_gradient_factor(lookup)
-        self._grad_plans[cache_key] = (grad_keys, info, scale, _compat.lookup_storages(lookup))
-        return grad_keys, info, scale
-
-    def _attach_weight_grad(
-        self, sharding: int, module: nn.Module, inputs: Any, output: torch.Tensor
-    ) -> Optional[torch.Tensor]:
-        """Forward hook of a lookup: its output, whose backward updates the weights this step's lookup read."""
-        pending, self._grad_pending[sharding] = self._grad_pending[sharding], None
-        if pending is None or not output.requires_grad:
-            return None
-        return entity_weight_grad_from_output(output, self._fused_optimizer, *pending)
 
     def compute(self, ctx: CompressedContext, dist_input: KJTList) -> List[torch.Tensor]:
         return self._embedding_bag_collection.compute(ctx, self._post_dist(dist_input))
@@ -632,9 +570,6 @@ class CompressedEmbeddingBagCollectionSharder(BaseEmbeddingSharder[CompressedEmb
         qcomm_codecs_registry (Optional[Dict[str, QuantizedCommCodecs]]): quantized comms.
         lma_raw_ids (bool): LMA memories placed table- or column-wise get each id once through the input dist (its
             ``d / Z`` chunk locations are computed on the receiving rank) instead of ``d / Z`` locations.
-        memcom_weight_grad_from_output (bool): MEmCom's weight gradients come from the lookup's output gradient in
-            one kernel (fp32 tables in device or host memory; others fall back) instead of FBGEMM's per-sample-weight
-            gradient kernel followed by a scatter.
     """
 
     def __init__(
@@ -644,12 +579,10 @@ class CompressedEmbeddingBagCollectionSharder(BaseEmbeddingSharder[CompressedEmb
         fused_params: Optional[Dict[str, Any]] = None,
         qcomm_codecs_registry: Optional[Dict[str, QuantizedCommCodecs]] = None,
         lma_raw_ids: bool = True,
-        memcom_weight_grad_from_output: bool = True,
     ) -> None:
         super().__init__(fused_params=fused_params, qcomm_codecs_registry=qcomm_codecs_registry)
         self._module_type = module_type
         self._lma_raw_ids = lma_raw_ids
-        self._grad_from_output = memcom_weight_grad_from_output
         self._ebc_sharder: EmbeddingBagCollectionSharder = ebc_sharder or EmbeddingBagCollectionSharder(
             fused_params=fused_params, qcomm_codecs_registry=self.qcomm_codecs_registry
         )
@@ -663,14 +596,7 @@ class CompressedEmbeddingBagCollectionSharder(BaseEmbeddingSharder[CompressedEmb
         module_fqn: Optional[str] = None,
     ) -> ShardedCompressedEmbeddingBagCollection:
         return ShardedCompressedEmbeddingBagCollection(
-            module,
-            params,
-            self._ebc_sharder,
-            env,
-            device or torch.device("cpu"),
-            module_fqn,
-            self._lma_raw_ids,
-            self._grad_from_output,
+            module, params, self._ebc_sharder, env, device or torch.device("cpu"), module_fqn, self._lma_raw_ids
         )
 
     @property

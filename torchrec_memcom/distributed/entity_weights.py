@@ -13,15 +13,9 @@ from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torchrec.optim.fused import FusedOptimizer
 
-from torchrec_memcom.ops import ONE_SLOTS, MEmComGradKey, memcom_weight_grad, triton_enabled
+from torchrec_memcom.ops import ONE_SLOTS, triton_enabled
 
-__all__ = [
-    "EntityWeightOptimizer",
-    "TableRule",
-    "entity_weight_grad_from_output",
-    "fused_entity_weight_lookup",
-    "rule_for",
-]
+__all__ = ["EntityWeightOptimizer", "TableRule", "fused_entity_weight_lookup", "rule_for"]
 
 _SGD = "sgd"
 _ADAGRAD = "adagrad"
@@ -71,49 +65,6 @@ def fused_entity_weight_lookup(
 ) -> torch.Tensor:
     """``weight[index]`` with a backward that applies ``update(index, grad)`` in place."""
     return _FusedLookup.apply(index, weight, update)
-
-
-class _WeightGradFromOutput(torch.autograd.Function):
-    """Identity on a lookup's output whose backward computes MEmCom's weight gradients from the output's gradient
-    (``ops.memcom_weight_grad``) and applies them (``EntityWeightOptimizer.apply_summed``) before the lookup's own
-    backward runs: the shared rows are read before TBE's fused update changes them, as in the unsharded math."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        out: torch.Tensor,
-        optimizer: "EntityWeightOptimizer",
-        plan: Tuple[Sequence[MEmComGradKey], Optional[torch.Tensor], float],
-        batch: Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]],
-    ) -> torch.Tensor:
-        ctx.optimizer, ctx.plan, ctx.batch = optimizer, plan, batch
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], None, None, None]:  # type: ignore[override]
-        keys, info, scale = ctx.plan
-        lengths, rows, w_index, x = ctx.batch
-        memcom_weight_grad(grad, keys, info, lengths, rows, w_index, x, scale, ctx.optimizer.scratch)
-        ctx.optimizer.apply_summed(w_index)
-        return grad, None, None, None
-
-
-def entity_weight_grad_from_output(
-    out: torch.Tensor,
-    optimizer: "EntityWeightOptimizer",
-    keys: Sequence[MEmComGradKey],
-    info: Optional[torch.Tensor],
-    scale: float,
-    lengths: torch.Tensor,
-    rows: torch.Tensor,
-    w_index: torch.Tensor,
-    x: Optional[torch.Tensor],
-) -> torch.Tensor:
-    """``out`` (a pooled lookup's ``(stride, width)`` output over per-sample weights ``w[w_index] * x`` that carry no
-    gradient), whose backward updates ``w`` from ``scale`` times ``out``'s gradient (``ops.memcom_weight_grad``): one
-    kernel for the weight gradients, one for the update (instead of TBE's per-sample-weight gradient kernel, an
-    ``index_add_`` and the update)."""
-    return _WeightGradFromOutput.apply(out, optimizer, (keys, info, scale), (lengths, rows, w_index, x))
 
 
 class EntityWeightOptimizer(FusedOptimizer):
@@ -192,25 +143,9 @@ class EntityWeightOptimizer(FusedOptimizer):
         """
         if index.numel() == 0:
             return
-        self._scratch.index_add_(0, index, grad.to(self._weight.dtype) * self._scale)
-        self.apply_summed(index)
-
-    @property
-    def grad_scale(self) -> float:
-        return self._scale
-
-    @property
-    def scratch(self) -> torch.Tensor:
-        """Zero between updates; ``apply_summed`` reads the gradients summed into it and zeroes it again."""
-        return self._scratch
-
-    @torch.no_grad()
-    def apply_summed(self, index: torch.Tensor) -> None:
-        """The update of ``update``, once each id's scaled gradient sum is in ``scratch`` (``index``: every position
-        whose weight may have a gradient, duplicates allowed); leaves ``scratch`` zero."""
-        if index.numel() == 0:
-            return
+        grad = grad.to(self._weight.dtype) * self._scale
         scratch = self._scratch
+        scratch.index_add_(0, index, grad)
         if triton_enabled(index):
             from torchrec_memcom.ops._triton import entity_update_triton
 

@@ -8,8 +8,6 @@ reference and the CPU path.
   remainder, ...). It also range-checks the ids (per feature min / max, read later without stalling the GPU) and
   carries or fills the per-id weights.
 - ``memcom_local_rows``: on a rank of sharded MEmCom, local shared rows and entity-weight slots of received ids.
-- ``memcom_weight_grad``: on such a rank, the gradient of every per-id weight from the lookup's output gradient (the
-  dot of the bag's gradient with the id's shared row), summed per weight, in one launch.
 - ``hash_ids`` / ``lma_locations``: single-table helpers (hash of one table; LMA chunk locations of every chunk of a
   table's ids in one launch).
 - ``lma_locations_grouped``: LMA chunk locations of many features (of any tables) in one launch, each column written
@@ -38,10 +36,7 @@ __all__ = [
     "lma_chunk_params",
     "lma_locations",
     "lma_locations_grouped",
-    "MEmComGradKey",
     "memcom_local_rows",
-    "memcom_grad_info",
-    "memcom_weight_grad",
     "transform_segments",
     "triton_enabled",
 ]
@@ -313,74 +308,3 @@ def memcom_local_rows(
     spread = torch.arange(ids.numel(), device=ids.device) % ONE_SLOTS
     w_index = torch.where(memcom, ids + p[:, 2], p[:, 2] + spread)
     return rows, w_index
-
-
-class MEmComGradKey(NamedTuple):
-    """Where one key of a lookup's KJT sits in the lookup's ``(stride, width)`` pooled output (columns ``[col, col +
-    dim)``, one row per bag) and its shared table (``None``: not MEmCom, no gradient)."""
-
-    col: int
-    dim: int
-    shared: Optional[torch.Tensor]  # (rows, dim) fp32 view of the key's shared table U on this rank
-
-
-def memcom_weight_grad(
-    grad: torch.Tensor,
-    keys: Sequence[MEmComGradKey],
-    info: Optional[torch.Tensor],
-    lengths: torch.Tensor,
-    rows: torch.Tensor,
-    w_index: torch.Tensor,
-    x: Optional[torch.Tensor],
-    scale: float,
-    scratch: torch.Tensor,
-) -> None:
-    """``scratch[w_index[j]] += scale * x[j] * <grad[bag of j, cols of j's key], U[rows[j]]>`` for every value ``j`` of
-    a MEmCom key.
-
-    The gradient of a weighted bag ``sum_j p_j U[rows_j]`` with respect to ``p_j = w[w_index_j] * x_j``, summed per
-    weight: what FBGEMM's ``grad_indice_weights`` kernel and an ``index_add_`` give, in one pass over the rows.
-
-    Args:
-        grad (torch.Tensor): ``(stride, width)`` gradient of the lookup's pooled output.
-        keys (Sequence[MEmComGradKey]): the KJT's keys, in order.
-        info (Optional[torch.Tensor]): ``memcom_grad_info(keys)`` on the device (the kernel's key table), or ``None``
-            for the PyTorch path.
-        lengths (torch.Tensor): the KJT's ``(K * stride,)`` lengths (values grouped by key).
-        rows, w_index (torch.Tensor): per value, its local shared row and weight slot.
-        x (Optional[torch.Tensor]): per value, the input weight (``None``: 1).
-    """
-    n = rows.numel()
-    if n == 0:
-        return
-    stride = grad.shape[0]
-    if info is not None and triton_enabled(rows):
-        from torchrec_memcom.ops._triton import memcom_weight_grad_triton
-
-        bags = torch.repeat_interleave(torch.arange(lengths.numel(), device=rows.device), lengths, output_size=n)
-        max_dim = max(k.dim for k in keys if k.shared is not None)
-        grad = grad if grad.stride(1) == 1 else grad.contiguous()
-        memcom_weight_grad_triton(grad, info, bags, rows, w_index, x, stride, scale, scratch, max_dim)
-        return
-    counts = lengths.view(len(keys), stride)
-    ends = counts.sum(1).cumsum(0).tolist()
-    for k, key in enumerate(keys):
-        start, end = (ends[k - 1] if k else 0), ends[k]
-        if key.shared is None or end == start:
-            continue
-        bag_of = torch.repeat_interleave(torch.arange(stride, device=rows.device), counts[k], output_size=end - start)
-        g = grad[:, key.col : key.col + key.dim].index_select(0, bag_of)
-        dot = (g * key.shared.index_select(0, rows[start:end])).sum(1) * scale
-        if x is not None:
-            dot = dot * x[start:end]
-        scratch.index_add_(0, w_index[start:end], dot.to(scratch.dtype))
-
-
-def memcom_grad_info(keys: Sequence[MEmComGradKey], device: torch.device) -> torch.Tensor:
-    """``(K, 5)`` int64 key table of ``memcom_weight_grad``'s kernel: col, dim, the address and row stride of the
-    shared table, MEmCom flag (build it again whenever the tables may have moved)."""
-    rows = [
-        [k.col, k.dim, k.shared.data_ptr(), k.shared.stride(0), 1] if k.shared is not None else [k.col, k.dim, 0, 0, 0]
-        for k in keys
-    ]
-    return torch.tensor(rows, dtype=torch.int64).reshape(-1, 5).to(device)
