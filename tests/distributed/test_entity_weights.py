@@ -1,12 +1,14 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """MEmCom's sparse in-backward optimizer: per-table rules and learning rates against dense torch.optim, duplicates
-included; the fused CUDA update equals the reference one."""
+included; both fused CUDA updates (one lane per position, one per weight) equal it too."""
 
 from typing import Dict
 
 import pytest
 import torch
 
+from tests.interpreted import run_interpreted
+from torchrec_memcom.distributed import entity_weights
 from torchrec_memcom.distributed.entity_weights import EntityWeightOptimizer, table_slices
 from torchrec_memcom.ops import ONE_SLOTS
 
@@ -81,5 +83,21 @@ def test_sparse_update_matches_dense_torch_optim() -> None:
 
 
 @pytest.mark.gpu
-def test_fused_cuda_update_matches_reference() -> None:
-    torch.testing.assert_close(_run("cuda"), _run("cpu"), rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("dense_factor", [0, 10**6], ids=["per_position", "dense"])
+def test_fused_cuda_update_matches_reference(monkeypatch: pytest.MonkeyPatch, dense_factor: int) -> None:
+    monkeypatch.setattr(entity_weights, "DENSE_UPDATE_FACTOR", dense_factor)
+    torch.testing.assert_close(_run("cuda"), _reference(), rtol=1e-6, atol=1e-6)
+
+
+def check_dense_update_kernel_on_cpu() -> None:
+    """The one-lane-per-weight update kernel on CPU tensors (under ``TRITON_INTERPRET=1``) against dense
+    ``torch.optim`` (the per-position kernel's float ``atomic_xchg`` has no interpreter: GPU test only)."""
+    from torchrec_memcom.ops import triton_enabled
+
+    assert triton_enabled(torch.zeros(1)), "run under TRITON_INTERPRET=1 with triton installed"
+    entity_weights.DENSE_UPDATE_FACTOR = 10**6
+    torch.testing.assert_close(_run("cpu"), _reference(), rtol=1e-6, atol=1e-6)
+
+
+def test_dense_update_kernel_interpreted_matches_reference() -> None:
+    run_interpreted("tests.distributed.test_entity_weights", "check_dense_update_kernel_on_cpu")

@@ -3,14 +3,10 @@
 
 LMA locations: one Triton launch per table on CUDA, bit-identical to ``lsh.chunk_locations``."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from tests.interpreted import run_interpreted
 from torchrec_memcom.hashing import BucketedHash
 from torchrec_memcom.lsh import chunk_locations, code_bits, pack_codes
 from torchrec_memcom.ops import LMAJob, hash_ids, lma_locations, lma_locations_grouped
@@ -210,14 +206,8 @@ def _check_mod_p() -> None:
 
 
 def test_kernels_interpreted_match_references() -> None:
-    """The kernels' arithmetic, bit for bit, through Triton's CPU interpreter (a fresh process: the interpreter is
-    chosen when the kernels are defined)."""
-    pytest.importorskip("triton")
-    root = Path(__file__).resolve().parents[2]
-    code = "from tests.modules.test_ops import check_kernels_on_cpu as f; f()"
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
+    """The kernels' arithmetic, bit for bit, through Triton's CPU interpreter."""
+    run_interpreted("tests.modules.test_ops", "check_kernels_on_cpu")
 
 
 @pytest.mark.gpu

@@ -26,6 +26,10 @@ _KINDS = {
     EmbOptimType.EXACT_ROWWISE_ADAGRAD: _ADAGRAD,
 }
 
+# On CUDA, the update makes one pass over the whole local vector (no atomics) when it is at most this many times longer
+# than the batch's positions, else one lane per position (each swapping its id's sum out of the scratch atomically).
+DENSE_UPDATE_FACTOR = 64
+
 # (rule, learning-rate scale): how one table's weights train; the learning rate is its param group's times the scale.
 TableRule = Tuple[str, float]
 
@@ -139,7 +143,8 @@ class EntityWeightOptimizer(FusedOptimizer):
 
         No host-device synchronisation: gathers, ``index_add_`` / ``index_copy_`` / ``index_fill_`` scatters and
         elementwise ops (an ``index_put_`` of a Python scalar would copy it to the device and wait). On CUDA, two
-        launches: the gradient sum per id, then one fused update by the position that swaps the sum out.
+        launches: the gradient sum per id, then one fused update, by the position that swaps the sum out or, for a
+        vector at most ``DENSE_UPDATE_FACTOR`` times the batch, by one lane per weight.
         """
         if index.numel() == 0:
             return
@@ -150,7 +155,15 @@ class EntityWeightOptimizer(FusedOptimizer):
             from torchrec_memcom.ops._triton import entity_update_triton
 
             entity_update_triton(
-                index, scratch, self._weight, self._sum, self._bounds, self._lr_vector(), self._adagrad, self._eps
+                index,
+                scratch,
+                self._weight,
+                self._sum,
+                self._bounds,
+                self._lr_vector(),
+                self._adagrad,
+                self._eps,
+                dense=self._weight.numel() <= DENSE_UPDATE_FACTOR * index.numel(),
             )
             return
         g = scratch.index_select(0, index)  # each id's summed gradient, at every one of its positions

@@ -384,6 +384,36 @@ def transform_segments_triton(
 
 
 @triton.jit
+def _apply_entity_update(
+    i,
+    g,
+    own,
+    weight_ptr,
+    sum_ptr,
+    bounds_ptr,
+    lr_ptr,
+    ada_ptr,
+    eps,
+    T: tl.constexpr,
+    HAS_SUM: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # SGD or Adagrad (per table) of weight[i] for its summed gradient g, where own
+    table = tl.zeros((BLOCK,), dtype=tl.int64)
+    for t in tl.static_range(T):
+        table += (i >= tl.load(bounds_ptr + t)).to(tl.int64)
+    lr = tl.load(lr_ptr + table, mask=own, other=0.0)
+    step = g
+    if HAS_SUM:
+        ada = tl.load(ada_ptr + table, mask=own, other=0) != 0
+        total = tl.load(sum_ptr + i, mask=own, other=0.0) + tl.where(ada, g * g, 0.0)
+        tl.store(sum_ptr + i, total, mask=own & ada)
+        step = tl.where(ada, g / (tl.sqrt(total) + eps), g)
+    w = tl.load(weight_ptr + i, mask=own, other=0.0)
+    tl.store(weight_ptr + i, w - lr * step, mask=own)
+
+
+@triton.jit
 def _entity_update_kernel(
     index_ptr,
     scratch_ptr,
@@ -407,18 +437,31 @@ def _entity_update_kernel(
     i = tl.load(index_ptr + j, mask=mask, other=0)
     g = tl.atomic_xchg(scratch_ptr + i, tl.zeros((BLOCK,), dtype=tl.float32), mask=mask)
     own = mask & (g != 0.0)
-    table = tl.zeros((BLOCK,), dtype=tl.int64)
-    for t in tl.static_range(T):
-        table += (i >= tl.load(bounds_ptr + t)).to(tl.int64)
-    lr = tl.load(lr_ptr + table, mask=own, other=0.0)
-    step = g
-    if HAS_SUM:
-        ada = tl.load(ada_ptr + table, mask=own, other=0) != 0
-        total = tl.load(sum_ptr + i, mask=own, other=0.0) + tl.where(ada, g * g, 0.0)
-        tl.store(sum_ptr + i, total, mask=own & ada)
-        step = tl.where(ada, g / (tl.sqrt(total) + eps), g)
-    w = tl.load(weight_ptr + i, mask=own, other=0.0)
-    tl.store(weight_ptr + i, w - lr * step, mask=own)
+    _apply_entity_update(i, g, own, weight_ptr, sum_ptr, bounds_ptr, lr_ptr, ada_ptr, eps, T, HAS_SUM, BLOCK)
+
+
+@triton.jit
+def _entity_update_dense_kernel(
+    scratch_ptr,
+    weight_ptr,
+    sum_ptr,
+    bounds_ptr,
+    lr_ptr,
+    ada_ptr,
+    n,
+    eps,
+    T: tl.constexpr,
+    HAS_SUM: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # The same update, one lane per weight: a stream over the scratch instead of one contended atomic per position
+    # (hot ids of a power-law batch), for vectors not much longer than the batch.
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    g = tl.load(scratch_ptr + i, mask=mask, other=0.0)
+    own = mask & (g != 0.0)
+    tl.store(scratch_ptr + i, tl.zeros((BLOCK,), dtype=tl.float32), mask=own)
+    _apply_entity_update(i, g, own, weight_ptr, sum_ptr, bounds_ptr, lr_ptr, ada_ptr, eps, T, HAS_SUM, BLOCK)
 
 
 def entity_update_triton(
@@ -430,12 +473,15 @@ def entity_update_triton(
     lr: torch.Tensor,
     adagrad: torch.Tensor,
     eps: float,
+    dense: bool = False,
 ) -> None:
-    """``EntityWeightOptimizer``'s update after ``scratch.index_add_(0, index, grad)``; leaves the scratch zero."""
-    n = index.numel()
-    _entity_update_kernel[(triton.cdiv(n, _BLOCK),)](
-        index,
-        scratch,
+    """``EntityWeightOptimizer``'s update after ``scratch.index_add_(0, index, grad)``; leaves the scratch zero.
+    ``dense``: one lane per weight (a pass over the whole vector) instead of one per position of ``index``."""
+    n = weight.numel() if dense else index.numel()
+    kernel = _entity_update_dense_kernel if dense else _entity_update_kernel
+    head = (scratch,) if dense else (index, scratch)
+    kernel[(triton.cdiv(n, _BLOCK),)](
+        *head,
         weight,
         state_sum if state_sum is not None else scratch,
         bounds,
