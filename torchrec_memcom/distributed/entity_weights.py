@@ -148,9 +148,8 @@ class EntityWeightOptimizer(FusedOptimizer):
         """
         if index.numel() == 0:
             return
-        grad = grad.to(self._weight.dtype) * self._scale
         scratch = self._scratch
-        scratch.index_add_(0, index, grad)
+        scratch.index_add_(0, index, grad.to(self._weight.dtype))  # scaled once per id below, not per position
         if triton_enabled(index):
             from torchrec_memcom.ops._triton import entity_update_triton
 
@@ -163,10 +162,11 @@ class EntityWeightOptimizer(FusedOptimizer):
                 self._lr_vector(),
                 self._adagrad,
                 self._eps,
+                scale=self._scale,
                 dense=self._weight.numel() <= DENSE_UPDATE_FACTOR * index.numel(),
             )
             return
-        g = scratch.index_select(0, index)  # each id's summed gradient, at every one of its positions
+        g = scratch.index_select(0, index) * self._scale  # each id's summed gradient, at every one of its positions
         scratch.index_fill_(0, index, 0.0)
         table = torch.bucketize(index, self._bounds, right=True)
         lr = self._lr_vector().index_select(0, table)

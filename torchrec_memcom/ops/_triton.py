@@ -424,6 +424,7 @@ def _entity_update_kernel(
     ada_ptr,
     n,
     eps,
+    scale,
     T: tl.constexpr,
     HAS_SUM: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -437,7 +438,7 @@ def _entity_update_kernel(
     i = tl.load(index_ptr + j, mask=mask, other=0)
     g = tl.atomic_xchg(scratch_ptr + i, tl.zeros((BLOCK,), dtype=tl.float32), mask=mask)
     own = mask & (g != 0.0)
-    _apply_entity_update(i, g, own, weight_ptr, sum_ptr, bounds_ptr, lr_ptr, ada_ptr, eps, T, HAS_SUM, BLOCK)
+    _apply_entity_update(i, g * scale, own, weight_ptr, sum_ptr, bounds_ptr, lr_ptr, ada_ptr, eps, T, HAS_SUM, BLOCK)
 
 
 @triton.jit
@@ -450,6 +451,7 @@ def _entity_update_dense_kernel(
     ada_ptr,
     n,
     eps,
+    scale,
     T: tl.constexpr,
     HAS_SUM: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -461,7 +463,7 @@ def _entity_update_dense_kernel(
     g = tl.load(scratch_ptr + i, mask=mask, other=0.0)
     own = mask & (g != 0.0)
     tl.store(scratch_ptr + i, tl.zeros((BLOCK,), dtype=tl.float32), mask=own)
-    _apply_entity_update(i, g, own, weight_ptr, sum_ptr, bounds_ptr, lr_ptr, ada_ptr, eps, T, HAS_SUM, BLOCK)
+    _apply_entity_update(i, g * scale, own, weight_ptr, sum_ptr, bounds_ptr, lr_ptr, ada_ptr, eps, T, HAS_SUM, BLOCK)
 
 
 def entity_update_triton(
@@ -473,10 +475,12 @@ def entity_update_triton(
     lr: torch.Tensor,
     adagrad: torch.Tensor,
     eps: float,
+    scale: float = 1.0,
     dense: bool = False,
 ) -> None:
-    """``EntityWeightOptimizer``'s update after ``scratch.index_add_(0, index, grad)``; leaves the scratch zero.
-    ``dense``: one lane per weight (a pass over the whole vector) instead of one per position of ``index``."""
+    """``EntityWeightOptimizer``'s update after ``scratch.index_add_(0, index, grad)``, for gradients ``scale`` times
+    the sums; leaves the scratch zero. ``dense``: one lane per weight (a pass over the whole vector) instead of one
+    per position of ``index``."""
     n = weight.numel() if dense else index.numel()
     kernel = _entity_update_dense_kernel if dense else _entity_update_kernel
     head = (scratch,) if dense else (index, scratch)
@@ -489,6 +493,7 @@ def entity_update_triton(
         adagrad,
         n,
         eps,
+        scale,
         T=bounds.numel(),
         HAS_SUM=state_sum is not None,
         BLOCK=_BLOCK,
