@@ -1,7 +1,8 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """The fused id transforms equal their PyTorch definitions bit for bit (Triton on CUDA, the reference on CPU).
 
-LMA locations: one Triton launch per table on CUDA, bit-identical to ``lsh.chunk_locations``."""
+LMA locations: one Triton launch per table (``lma_locations``) or for many features of any tables
+(``lma_locations_grouped``) on CUDA, bit-identical to ``lsh.chunk_locations``."""
 
 import pytest
 import torch
