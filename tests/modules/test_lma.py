@@ -482,3 +482,41 @@ def test_raw_ids_expand_to_the_chunk_locations(weighted: bool) -> None:
     assert transform.expand(whole, frozenset()) is whole  # nothing raw: unchanged
     with pytest.raises(ValueError, match="no CUSTOM segments"):
         transform(kjt, raw=frozenset(["nope"]))
+
+
+def test_repeated_and_interleaved_chunk_keys_get_their_locations() -> None:
+    """Chunk features in any order, some listed twice (as column-wise shardings list them), out of the transform and
+    out of ``expand``: each key holds ``lsh.chunk_locations`` of its feature's ids, column by column."""
+    from torchrec_memcom.lsh import chunk_locations
+    from torchrec_memcom.modules.lma import chunk_feature_name
+
+    ebc = LMAEmbeddingBagCollection(_tables(4))
+    rows, _ = _batch(seed=5)
+    kjt = _kjt(rows)
+    ebc.fit_signatures([kjt])
+    transform, method = ebc.id_transform, ebc.methods()["lma"]
+    chunks = _D // 4
+    want = {}
+    for f, bags in rows.items():
+        table = _table_of(f)
+        ids = torch.tensor([x for bag in bags for x in bag], dtype=torch.int64)
+        loc = chunk_locations(ids, ebc.table_signatures(table), *method.location_params(table))
+        want.update({chunk_feature_name(f, k): loc[:, k] for k in range(chunks)})
+    keys = list(transform.default_order)
+    random.Random(0).shuffle(keys)  # chunks of one feature apart, the column holding raw ids anywhere
+    order = tuple(keys + [chunk_feature_name("f1", 2), chunk_feature_name("f3", 0)])
+    raw = frozenset(["f1", "f4"])
+    out, _ = transform(kjt, order=order)
+    _assert_keys_hold(out, want)
+    holder_first = tuple(sorted(order, key=lambda k: not k.endswith("__c0")))  # expand needs the ids' key first
+    sent, _ = transform(kjt, order=holder_first, raw=raw)
+    expanded = transform.expand(sent, raw)
+    assert expanded.keys() == list(holder_first)
+    _assert_keys_hold(expanded, want)
+
+
+def _assert_keys_hold(kjt: KeyedJaggedTensor, want: Dict[str, torch.Tensor]) -> None:
+    """Every key (repeated ones too) holds ``want[key]``."""
+    assert len(kjt.keys()) > len(set(kjt.keys()))  # the repeats are there
+    for key, values in zip(kjt.keys(), kjt.values().split(kjt.length_per_key())):
+        torch.testing.assert_close(values, want[key], rtol=0, atol=0)
