@@ -52,6 +52,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--scale", type=float, default=1.0, help="multiply every table's rows (e.g. 4: a layout 4x larger)")
     add("--model", choices=["ebc", "dlrm", "both"], default="both", help="embedding layer alone, DLRM, or both")
     add("--methods", default=",".join(METHODS), help="comma-separated, run in this order (stock first)")
+    add("--keep-order", action="store_true", help="run --methods exactly in the order given (stock not moved first)")
     add("--repeats", type=int, default=1, help="run the methods K times interleaved; report the median of medians")
     add("--ratio", type=float, default=16.0, help="compression ratio of every compressed table")
     add("--compress-min-rows", type=int, default=None, help="smaller tables stay stock (layout default)")
@@ -94,7 +95,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    if "stock" in args.methods:  # stock first: the ratios are taken against it
+    if "stock" in args.methods and not args.keep_order:  # stock first, as the tables list it (ratios: any order)
         args.methods = ["stock", *[m for m in args.methods if m != "stock"]]
     args.profile = list(args.methods) if args.profile.strip() == "all" else _csv(args.profile)
     if set(args.profile) - set(args.methods):

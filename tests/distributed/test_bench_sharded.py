@@ -90,6 +90,12 @@ def test_tiny_layout_single_process_cpu(tmp_path: Path) -> None:
     assert "| ebc | stock EBC |" in table and "1.00x" in table
 
 
+def test_methods_run_stock_first_unless_the_order_is_kept() -> None:
+    parse = _load_script().parse_args
+    assert parse(["--methods", "memcom,stock,hash"]).methods == ["stock", "memcom", "hash"]
+    assert parse(["--methods", "memcom,stock,hash", "--keep-order"]).methods == ["memcom", "stock", "hash"]
+
+
 @pytest.mark.slow
 def test_tiny_layout_two_gloo_processes_with_repeats_and_profiles(tmp_path: Path) -> None:
     payload = _run(
