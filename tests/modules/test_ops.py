@@ -154,32 +154,12 @@ def test_lma_locations_cpu() -> None:
     _check_lma("cpu")
 
 
-def check_lma_kernel_on_cpu() -> None:
-    """The LMA Triton kernel on CPU tensors (only under ``TRITON_INTERPRET=1``) against ``lsh.chunk_locations``."""
-    from torchrec_memcom.ops import lma_chunk_params
-    from torchrec_memcom.ops._triton import lma_locations_triton
-
-    n = 5_000
-    cases = [(c, b, 20_000, 77, 12_345, 3) for c, b in ((1, 1), (4, 4), (8, 3), (32, 8), (3, 4), (4, 0))]
-    cases.append((8, 4, 2**33 + 7, 10**9, 10**8 + 3, 1023))
-    for num_chunks, nbytes, rows, offset, num_rows, salt in cases:
-        sig = _signatures(n, num_chunks, nbytes) if nbytes else torch.zeros(n, 0, dtype=torch.uint8)
-        bits = code_bits(nbytes, num_chunks)
-        ids = _ids(n, 4_000, "cpu")
-        want = chunk_locations(ids, sig, num_chunks, bits, rows, offset, num_rows, salt)
-        out = torch.full((num_chunks, ids.numel()), -1, dtype=torch.int64).t()  # transposed, as LMAIds writes
-        params = lma_chunk_params(num_chunks, offset, num_rows, ids.device)
-        lma_locations_triton(ids, sig if nbytes else ids, params, bits, rows, salt, out)
-        torch.testing.assert_close(out, want, rtol=0, atol=0)
-
-
 def check_kernels_on_cpu() -> None:
     """Every Triton kernel on CPU tensors (only under ``TRITON_INTERPRET=1``: ``ops`` then takes the kernels) against
     the independent references of the CPU tests, plus ``_mix``'s largest inputs (the Mersenne folds of ``_mod_p``)."""
     from torchrec_memcom.ops import triton_enabled
 
     assert triton_enabled(torch.zeros(1)), "run under TRITON_INTERPRET=1 with triton installed"
-    check_lma_kernel_on_cpu()
     _check_hash("cpu")
     _check_lma("cpu")
     _check_memcom_rows("cpu")

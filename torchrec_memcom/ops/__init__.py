@@ -9,7 +9,7 @@ reference and the CPU path.
   carries or fills the per-id weights.
 - ``memcom_local_rows``: on a rank of sharded MEmCom, local shared rows and entity-weight slots of received ids.
 - ``hash_ids`` / ``lma_locations``: single-table helpers (hash of one table; LMA chunk locations of every chunk of a
-  table's ids in one launch).
+  table's ids, a one-job ``lma_locations_grouped``).
 - ``lma_locations_grouped``: LMA chunk locations of many features (of any tables) in one launch, each column written
   where its physical feature sits in a KJT's values.
 
@@ -203,20 +203,19 @@ def lma_locations(
     out: Optional[torch.Tensor] = None,
     max_id: Optional[int] = None,
 ) -> torch.Tensor:
-    """``lsh.chunk_locations`` (``(N, C)`` int64 memory rows): one Triton launch on CUDA, the reference on CPU.
+    """``lsh.chunk_locations`` (``(N, C)`` int64 memory rows): one Triton launch on CUDA (``lma_locations_grouped``),
+    the reference on CPU.
 
     ``out``, if given, is a ``(N, C)``-shaped (possibly transposed, i.e. ``(C, N).t()``) int64 tensor to write into.
     ``max_id``, if given, clamps the ids to ``[0, max_id]`` first (inside the kernel on CUDA): ids not yet
     range-checked then never read outside the signatures, and their locations stay inside the memory.
     """
     if triton_enabled(ids) and ids.numel() > 0:
-        from torchrec_memcom.ops._triton import lma_locations_triton
-
         if out is None:
             out = torch.empty(ids.numel(), num_chunks, dtype=torch.int64, device=ids.device)
-        params = lma_chunk_params(num_chunks, row_offset, num_rows, ids.device)
-        sigs = signatures.contiguous() if signatures.numel() else ids  # no signature bytes: never read
-        lma_locations_triton(ids.contiguous(), sigs, params, bits, memory_rows, table_salt, out, max_id)
+        params = (num_chunks, bits, memory_rows, row_offset, num_rows, table_salt)
+        dst = tuple(k * out.stride(1) for k in range(num_chunks))
+        lma_locations_grouped(ids, [LMAJob(0, ids.numel(), dst, signatures, params, max_id, out.stride(0))], out)
         return out
     if max_id is not None:
         ids = ids.clamp(0, max_id)
@@ -228,9 +227,9 @@ def lma_locations(
 
 
 class LMAJob(NamedTuple):
-    """One feature's part of ``lma_locations_grouped``: the ids ``ids[start : start + n]``; chunk ``k``'s locations go
-    to ``out[dst[k] : dst[k] + n]`` (``dst[k] < 0``: not written). ``params`` = ``LMAMethod.location_params`` of the
-    feature's table, ``max_id`` as in ``lma_locations``."""
+    """One feature's part of ``lma_locations_grouped``: the ids ``ids[start : start + n]``; chunk ``k``'s location of
+    id ``i`` goes to element ``dst[k] + i * step`` of ``out`` (from ``out``'s first element; ``dst[k] < 0``: not
+    written). ``params`` = ``LMAMethod.location_params`` of the feature's table, ``max_id`` as in ``lma_locations``."""
 
     start: int
     n: int
@@ -238,11 +237,13 @@ class LMAJob(NamedTuple):
     signatures: torch.Tensor
     params: Tuple[int, int, int, int, int, int]
     max_id: Optional[int] = None
+    step: int = 1
 
 
 def lma_locations_grouped(ids: torch.Tensor, jobs: Sequence[LMAJob], out: torch.Tensor) -> None:
-    """Every job's chunk locations (``lma_locations``) written into the flat int64 ``out``: one Triton launch on CUDA
-    for all jobs, whatever their tables; the reference, job by job, on CPU."""
+    """Every job's chunk locations (``lsh.chunk_locations``) written into the int64 ``out`` (a KJT's flat values, or
+    any strided tensor: see ``LMAJob``): one Triton launch on CUDA for all jobs, whatever their tables; the reference,
+    job by job, on CPU."""
     jobs = [j for j in jobs if j.n > 0]
     if not jobs:
         return
@@ -252,10 +253,11 @@ def lma_locations_grouped(ids: torch.Tensor, jobs: Sequence[LMAJob], out: torch.
         lma_locations_grouped_triton(ids.contiguous(), jobs, out)
         return
     for j in jobs:
-        loc = lma_locations(ids[j.start : j.start + j.n].to(torch.int64), j.signatures, *j.params, max_id=j.max_id)
+        x = ids[j.start : j.start + j.n].to(torch.int64)
+        loc = chunk_locations(x if j.max_id is None else x.clamp(0, j.max_id), j.signatures, *j.params)
         for k, d in enumerate(j.dst):
             if d >= 0:
-                out[d : d + j.n] = loc[:, k]
+                out.as_strided((j.n,), (j.step,), out.storage_offset() + d).copy_(loc[:, k])
 
 
 @functools.lru_cache(maxsize=1024)

@@ -65,97 +65,9 @@ def hash_ids_triton(ids: torch.Tensor, h: BucketedHash, s_out: torch.Tensor, row
     )
 
 
-@triton.jit
-def _lma_kernel(
-    ids_ptr,
-    sig_ptr,
-    params_ptr,
-    out_ptr,
-    n,
-    memory_rows,
-    salt10,
-    sig_bytes,
-    stride_n,
-    stride_k,
-    max_id,
-    CLAMP: tl.constexpr,
-    BITS: tl.constexpr,
-    C: tl.constexpr,
-    CP2: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    # lsh.chunk_locations for BLOCK ids x C chunks; params[k] = (round-1 mix params, round-2 mix params, P_k, base_k).
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    ids = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int64)
-    if CLAMP:
-        ids = tl.minimum(tl.maximum(ids, 0), max_id)
-    ks = tl.arange(0, CP2)
-    kmask = ks < C
-    both = mask[:, None] & kmask[None, :]
-    f1 = tl.load(params_ptr + ks * 8 + 0, mask=kmask, other=1)[None, :]
-    f2 = tl.load(params_ptr + ks * 8 + 1, mask=kmask, other=1)[None, :]
-    fc = tl.load(params_ptr + ks * 8 + 2, mask=kmask, other=0)[None, :]
-    g1 = tl.load(params_ptr + ks * 8 + 3, mask=kmask, other=1)[None, :]
-    g2 = tl.load(params_ptr + ks * 8 + 4, mask=kmask, other=1)[None, :]
-    gc = tl.load(params_ptr + ks * 8 + 5, mask=kmask, other=0)[None, :]
-    y = _mix(((ids << 10) | salt10)[:, None], f1, f2, fc)
-    y = _mix(y ^ (y >> 15), g1, g2, gc)
-    h = y ^ (y >> 13)
-    loc = h % memory_rows
-    if BITS > 0:
-        # code k: bits [k b, (k + 1) b) of the row's bytes, read as a 3-byte little-endian word (zeros past the end)
-        first = ks.to(tl.int64) * BITS
-        byte = (first // 8)[None, :]
-        at = sig_ptr + ids[:, None] * sig_bytes + byte
-        b0 = tl.load(at, mask=both & (byte < sig_bytes), other=0).to(tl.int64)
-        b1 = tl.load(at + 1, mask=both & (byte + 1 < sig_bytes), other=0).to(tl.int64)
-        b2 = tl.load(at + 2, mask=both & (byte + 2 < sig_bytes), other=0).to(tl.int64)
-        q = (1 << BITS) - 1
-        code = ((b0 | (b1 << 8) | (b2 << 16)) >> (first % 8)[None, :]) & q
-        p = tl.load(params_ptr + ks * 8 + 6, mask=kmask, other=1)[None, :]
-        base = tl.load(params_ptr + ks * 8 + 7, mask=kmask, other=0)[None, :]
-        start = code * p // q
-        width = tl.maximum((code + 1) * p // q - start, 1)
-        loc = tl.where(code == q, loc, base + start + h % width)
-    tl.store(out_ptr + offs[:, None] * stride_n + ks[None, :] * stride_k, loc, mask=both)
-
-
-def lma_locations_triton(
-    ids: torch.Tensor,
-    signatures: torch.Tensor,
-    params: torch.Tensor,
-    bits: int,
-    memory_rows: int,
-    table_salt: int,
-    out: torch.Tensor,
-    max_id: "int | None" = None,
-) -> None:
-    """``lsh.chunk_locations`` into ``out`` (``(N, C)``, any strides) of the ids clamped to ``[0, max_id]`` (if
-    given); ``params`` from ``lma_chunk_params``."""
-    n, num_chunks = out.shape
-    _lma_kernel[(triton.cdiv(n, _BLOCK_IDS),)](
-        ids,
-        signatures,
-        params,
-        out,
-        n,
-        memory_rows,
-        table_salt & 1023,
-        signatures.shape[1] if signatures.dim() == 2 else 0,
-        out.stride(0),
-        out.stride(1),
-        max_id if max_id is not None else 0,
-        CLAMP=max_id is not None,
-        BITS=bits,
-        C=num_chunks,
-        CP2=triton.next_power_of_2(num_chunks),
-        BLOCK=_BLOCK_IDS,
-    )
-
-
-# ops.lma_locations_grouped: per job, static row (sig_bytes, bits, C, memory_rows, salt10, max_id, clamp, 0,
-# then lma_chunk_params' 8 values per chunk, CP2 chunks) and dynamic row (start, n, signatures address, dst_0..CP2-1).
+# ops.lma_locations_grouped (lsh.chunk_locations of BLOCK ids x C chunks per program): per job, static row (sig_bytes,
+# bits, C, memory_rows, salt10, max_id, clamp, 0, then lma_chunk_params' 8 values per chunk: the two hash rounds' mix
+# params, P_k, base_k; CP2 chunks) and dynamic row (start, n, signatures address, id step in out, dst_0..CP2-1).
 @triton.jit
 def _lma_grouped_kernel(
     ids_ptr,
@@ -168,10 +80,11 @@ def _lma_grouped_kernel(
     BLOCK: tl.constexpr,
 ):
     job = tl.program_id(0)
-    drow = dyn_ptr + job * (3 + CP2)
+    drow = dyn_ptr + job * (4 + CP2)
     start = tl.load(drow)
     n = tl.load(drow + 1)
     sig = tl.load(drow + 2).to(tl.pointer_type(tl.uint8))
+    step = tl.load(drow + 3)
     srow = static_ptr + job * (8 + 8 * CP2)
     sig_bytes = tl.load(srow)
     bits = tl.load(srow + 1)
@@ -199,7 +112,7 @@ def _lma_grouped_kernel(
     y = _mix(y ^ (y >> 15), g1, g2, gc)
     h = y ^ (y >> 13)
     loc = h % memory_rows
-    # code k: bits [k b, (k + 1) b) of the row's bytes, read as a 3-byte little-endian word (as _lma_kernel)
+    # code k: bits [k b, (k + 1) b) of the row's bytes, read as a 3-byte little-endian word (zeros past the end)
     first = ks.to(tl.int64) * bits
     byte = (first // 8)[None, :]
     read = both & ((zero + bits) > 0)[:, None]
@@ -215,9 +128,10 @@ def _lma_grouped_kernel(
     first_row = code * p // safe_q
     width = tl.maximum((code + 1) * p // safe_q - first_row, 1)
     loc = tl.where(code == q, loc, base + first_row + h % width)  # bits = 0: q = code = 0, the hashed fallback
-    dst = tl.load(drow + 3 + ks, mask=kmask, other=-1)[None, :]
-    write = both & (dst >= 0) & (dst + offs[:, None] < n_out)
-    tl.store(out_ptr + dst + offs[:, None], loc, mask=write)
+    dst = tl.load(drow + 4 + ks, mask=kmask, other=-1)[None, :]
+    at_out = dst + offs[:, None] * step
+    write = both & (dst >= 0) & (at_out < n_out)
+    tl.store(out_ptr + at_out, loc, mask=write)
 
 
 @functools.lru_cache(maxsize=64)
@@ -236,26 +150,21 @@ def _lma_static(rows: Tuple[Tuple[int, ...], ...], cp2: int, device: torch.devic
 def lma_locations_grouped_triton(ids: torch.Tensor, jobs: Sequence[Any], out: torch.Tensor) -> None:
     """``ops.lma_locations_grouped`` (``jobs``: ``ops.LMAJob`` with ``n > 0``) in one launch."""
     cp2 = triton.next_power_of_2(max(len(j.dst) for j in jobs))
+    sigs = [j.signatures.contiguous() for j in jobs]  # rows of sig_bytes; kept alive until the launch is queued
     static = _lma_static(
-        tuple(
-            (
-                j.signatures.shape[1] if j.signatures.dim() == 2 and j.signatures.numel() else 0,
-                *j.params,
-                -1 if j.max_id is None else j.max_id,
-            )
-            for j in jobs
-        ),
+        tuple((s.shape[1] if s.dim() == 2 and s.numel() else 0, *j.params, -1 if j.max_id is None else j.max_id)
+              for s, j in zip(sigs, jobs)),
         cp2,
         ids.device,
-    )
+    )  # fmt: skip
     dynamic = [
-        [j.start, j.n, j.signatures.data_ptr() if j.signatures.numel() else ids.data_ptr(), *j.dst]
-        + [-1] * (cp2 - len(j.dst))
-        for j in jobs
+        [j.start, j.n, s.data_ptr() if s.numel() else ids.data_ptr(), j.step, *j.dst] + [-1] * (cp2 - len(j.dst))
+        for s, j in zip(sigs, jobs)
     ]
     dyn = torch.tensor(dynamic, dtype=torch.int64, pin_memory=ids.is_cuda).to(ids.device, non_blocking=True)
+    extent = 1 + sum((size - 1) * stride for size, stride in zip(out.shape, out.stride()))  # out's last element + 1
     grid = (len(jobs), triton.cdiv(max(j.n for j in jobs), _BLOCK_IDS))
-    _lma_grouped_kernel[grid](ids, static, dyn, out, ids.numel(), out.numel(), CP2=cp2, BLOCK=_BLOCK_IDS)
+    _lma_grouped_kernel[grid](ids, static, dyn, out, ids.numel(), extent, CP2=cp2, BLOCK=_BLOCK_IDS)
 
 
 @triton.jit
@@ -384,36 +293,6 @@ def transform_segments_triton(
 
 
 @triton.jit
-def _apply_entity_update(
-    i,
-    g,
-    own,
-    weight_ptr,
-    sum_ptr,
-    bounds_ptr,
-    lr_ptr,
-    ada_ptr,
-    eps,
-    T: tl.constexpr,
-    HAS_SUM: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    # SGD or Adagrad (per table) of weight[i] for its summed gradient g, where own
-    table = tl.zeros((BLOCK,), dtype=tl.int64)
-    for t in tl.static_range(T):
-        table += (i >= tl.load(bounds_ptr + t)).to(tl.int64)
-    lr = tl.load(lr_ptr + table, mask=own, other=0.0)
-    step = g
-    if HAS_SUM:
-        ada = tl.load(ada_ptr + table, mask=own, other=0) != 0
-        total = tl.load(sum_ptr + i, mask=own, other=0.0) + tl.where(ada, g * g, 0.0)
-        tl.store(sum_ptr + i, total, mask=own & ada)
-        step = tl.where(ada, g / (tl.sqrt(total) + eps), g)
-    w = tl.load(weight_ptr + i, mask=own, other=0.0)
-    tl.store(weight_ptr + i, w - lr * step, mask=own)
-
-
-@triton.jit
 def _entity_update_kernel(
     index_ptr,
     scratch_ptr,
@@ -427,43 +306,38 @@ def _entity_update_kernel(
     scale,
     T: tl.constexpr,
     HAS_SUM: tl.constexpr,
+    DENSE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # After scratch.index_add_(index, grad): each position swaps its id's summed gradient out of the scratch. The
-    # first swap gets the sum (and leaves 0), every later position of the same id gets 0 and does nothing, so one
-    # position per id applies the update without any read-after-write race. (An id whose summed gradient is exactly 0
-    # is not updated: SGD and Adagrad would leave it unchanged anyway.)
+    # After scratch.index_add_(index, grad), SGD or Adagrad (per table) of each weight with a nonzero summed gradient,
+    # which is left zero in the scratch. DENSE: one lane per weight, a stream over the scratch (no atomics). Else one
+    # lane per position of index: each swaps its id's sum out; the first swap gets it (and leaves 0), every later
+    # position of the same id gets 0 and does nothing, so one position per id applies the update without a race.
+    # (An id whose summed gradient is exactly 0 is not updated: SGD and Adagrad would leave it unchanged anyway.)
     j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = j < n
-    i = tl.load(index_ptr + j, mask=mask, other=0)
-    g = tl.atomic_xchg(scratch_ptr + i, tl.zeros((BLOCK,), dtype=tl.float32), mask=mask)
+    zeros = tl.zeros((BLOCK,), dtype=tl.float32)
+    if DENSE:
+        i = j
+        g = tl.load(scratch_ptr + i, mask=mask, other=0.0)
+        tl.store(scratch_ptr + i, zeros, mask=mask & (g != 0.0))
+    else:
+        i = tl.load(index_ptr + j, mask=mask, other=0)
+        g = tl.atomic_xchg(scratch_ptr + i, zeros, mask=mask)
     own = mask & (g != 0.0)
-    _apply_entity_update(i, g * scale, own, weight_ptr, sum_ptr, bounds_ptr, lr_ptr, ada_ptr, eps, T, HAS_SUM, BLOCK)
-
-
-@triton.jit
-def _entity_update_dense_kernel(
-    scratch_ptr,
-    weight_ptr,
-    sum_ptr,
-    bounds_ptr,
-    lr_ptr,
-    ada_ptr,
-    n,
-    eps,
-    scale,
-    T: tl.constexpr,
-    HAS_SUM: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    # The same update, one lane per weight: a stream over the scratch instead of one contended atomic per position
-    # (hot ids of a power-law batch), for vectors not much longer than the batch.
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < n
-    g = tl.load(scratch_ptr + i, mask=mask, other=0.0)
-    own = mask & (g != 0.0)
-    tl.store(scratch_ptr + i, tl.zeros((BLOCK,), dtype=tl.float32), mask=own)
-    _apply_entity_update(i, g * scale, own, weight_ptr, sum_ptr, bounds_ptr, lr_ptr, ada_ptr, eps, T, HAS_SUM, BLOCK)
+    g = g * scale
+    table = tl.zeros((BLOCK,), dtype=tl.int64)
+    for t in tl.static_range(T):
+        table += (i >= tl.load(bounds_ptr + t)).to(tl.int64)
+    lr = tl.load(lr_ptr + table, mask=own, other=0.0)
+    step = g
+    if HAS_SUM:
+        ada = tl.load(ada_ptr + table, mask=own, other=0) != 0
+        total = tl.load(sum_ptr + i, mask=own, other=0.0) + tl.where(ada, g * g, 0.0)
+        tl.store(sum_ptr + i, total, mask=own & ada)
+        step = tl.where(ada, g / (tl.sqrt(total) + eps), g)
+    w = tl.load(weight_ptr + i, mask=own, other=0.0)
+    tl.store(weight_ptr + i, w - lr * step, mask=own)
 
 
 def entity_update_triton(
@@ -482,10 +356,9 @@ def entity_update_triton(
     the sums; leaves the scratch zero. ``dense``: one lane per weight (a pass over the whole vector) instead of one
     per position of ``index``."""
     n = weight.numel() if dense else index.numel()
-    kernel = _entity_update_dense_kernel if dense else _entity_update_kernel
-    head = (scratch,) if dense else (index, scratch)
-    kernel[(triton.cdiv(n, _BLOCK),)](
-        *head,
+    _entity_update_kernel[(triton.cdiv(n, _BLOCK),)](
+        index,
+        scratch,
         weight,
         state_sum if state_sum is not None else scratch,
         bounds,
@@ -496,5 +369,6 @@ def entity_update_triton(
         scale,
         T=bounds.numel(),
         HAS_SUM=state_sum is not None,
+        DENSE=dense,
         BLOCK=_BLOCK,
     )
