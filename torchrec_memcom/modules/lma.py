@@ -41,6 +41,12 @@ def memory_table_name(group: str) -> str:
     return f"{group}__memory"
 
 
+def _max_id(signatures: torch.Tensor, ids: torch.Tensor) -> Optional[int]:
+    """The clamp of ``lma_locations`` for ids of a table with these signatures: on CUDA ids are range-checked one step
+    later (``InputCheck``), so they must never read outside the signatures meanwhile; on CPU they are checked first."""
+    return signatures.shape[0] - 1 if ids.is_cuda else None
+
+
 class _Signatures(nn.Module):
     """One ``(n, signature_bytes)`` uint8 buffer per table (state-dict key ``id_transform.signatures.<table>``)."""
 
@@ -169,9 +175,7 @@ class LMAMethod(TableMethod):
     def _locations(
         self, signatures: torch.Tensor, table: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        # ids are range-checked one step later on CUDA: never read outside the signatures meanwhile
-        max_id = signatures.shape[0] - 1 if ids.is_cuda else None
-        return lma_locations(ids, signatures, *self._params[table], out=out, max_id=max_id)
+        return lma_locations(ids, signatures, *self._params[table], out=out, max_id=_max_id(signatures, ids))
 
     def custom_ids(
         self, transform: nn.Module, feature: str, ids: torch.Tensor, out: Optional[torch.Tensor] = None
@@ -193,8 +197,7 @@ class LMAMethod(TableMethod):
         for job in jobs:
             table = self._table_of[job.feature].name
             buf = getattr(sigs, table)
-            max_id = buf.shape[0] - 1 if ids.is_cuda else None  # as ``_locations``
-            lma_jobs.append(LMAJob(job.start, job.n, job.dst, buf, self._params[table], max_id))
+            lma_jobs.append(LMAJob(job.start, job.n, job.dst, buf, self._params[table], _max_id(buf, ids)))
         lma_locations_grouped(ids, lma_jobs, out)
 
     def _warn_if_unfitted(self, sigs: nn.Module) -> None:

@@ -113,8 +113,8 @@ class _Order:
     keys: List[str]
     static_host: List[List[int]]
     sources: List[int]  # logical feature of each output segment
-    # logical feature -> per CUSTOM segment (in segments() order): (its column in custom_ids(), output positions)
-    custom: Dict[int, List[Tuple[int, List[int]]]]
+    # logical feature -> per column of its custom_ids(), the output positions of that CUSTOM segment
+    custom: Dict[int, List[List[int]]]
     # output positions the transform kernel has work for when no weights are written: all but the CUSTOM segments
     # that are not their feature's checked one (LMA: the chunks after the first)
     live: List[int]
@@ -206,11 +206,15 @@ class IdTransform(nn.Module):
             if unknown:
                 raise ValueError(f"features {sorted(unknown)} have no CUSTOM segments to send as raw ids")
             segs = [index[k] for k in keys]
-            custom: Dict[int, List[Tuple[int, List[int]]]] = {}
+            custom: Dict[int, List[List[int]]] = {}
             for s in self._segments:
                 if s.op == IdOp.CUSTOM and s.feature not in raw:
                     at = [pos for pos, k in enumerate(keys) if k == s.name]
-                    custom.setdefault(self._feature_index[s.feature], []).append((self._custom_column[s.name][1], at))
+                    feature, k = self._custom_column[s.name]
+                    columns = custom.setdefault(
+                        self._feature_index[feature], [[] for _ in range(self._custom_columns[feature])]
+                    )
+                    columns[k] = at
             static_host = [list(self._static_rows[i]) for i in segs]
             empty = set()
             for p, i in enumerate(segs):
@@ -362,21 +366,15 @@ class IdTransform(nn.Module):
             ids, weights, static, static_host, run, stats, offset, self.out_weighted
         )
         self.input_check(stats, self._check_meta)  # before CUSTOM segments read per-id state
-        jobs: Dict[str, List[CustomJob]] = {}
-        for f, positions in plan.custom.items():
+        jobs: Dict[TableMethod, List[CustomJob]] = {}  # one custom_ids_into call per method
+        for f, columns in plan.custom.items():
             i = inputs.position[f]
-            n = lengths_per_key[i]
-            if n == 0:
-                continue
             feature, table = self._feature_tables[f]
-            # a column-wise order may list a segment more than once: one job per repeat
-            for r in range(max(len(at) for _, at in positions)):
-                dst = [-1] * self._custom_columns[feature]
-                for k, at in positions:
-                    if r < len(at):
-                        dst[k] = dynamic[at[r]][1]
-                jobs.setdefault(table.name, []).append(CustomJob(feature, in_starts[i], n, tuple(dst)))
-        self._run_custom(jobs, ids, values)
+            jobs.setdefault(self._methods[table.name], []).extend(
+                _custom_jobs(feature, in_starts[i], lengths_per_key[i], columns, dynamic)
+            )
+        for method, method_jobs in jobs.items():
+            method.custom_ids_into(self, method_jobs, ids, values)
         stride = features.stride()
         by_feature = lengths.view(-1, stride)
         physical_lengths = lengths if inputs.sources is None else by_feature.index_select(0, inputs.sources)
@@ -433,13 +431,13 @@ class IdTransform(nn.Module):
             offset,
             weights is not None,
         )
-        jobs: Dict[str, List[CustomJob]] = {}
+        jobs: Dict[TableMethod, List[CustomJob]] = {}  # one custom_ids_into call per method
         for feature, table, holder, columns in plan.holders:
-            n = length_per_key[holder]
-            for r in range(max(len(at) for at in columns)):
-                dst = tuple(dynamic[at[r]][1] if r < len(at) else -1 for at in columns)
-                jobs.setdefault(table, []).append(CustomJob(feature, starts[holder], n, dst))
-        self._run_custom(jobs, values, out)
+            jobs.setdefault(self._methods[table], []).extend(
+                _custom_jobs(feature, starts[holder], length_per_key[holder], columns, dynamic)
+            )
+        for method, method_jobs in jobs.items():
+            method.custom_ids_into(self, method_jobs, values, out)
         stride = kjt.stride()
         return KeyedJaggedTensor(
             keys=keys,
@@ -481,15 +479,6 @@ class IdTransform(nn.Module):
             static_all=_rows_tensor(static_host, device),
             stats=torch.zeros(1, 2, dtype=torch.int64, device=device),
         )
-
-    def _run_custom(self, jobs: Dict[str, List[CustomJob]], ids: torch.Tensor, out: torch.Tensor) -> None:
-        """One ``custom_ids_into`` per method (``jobs`` by logical table)."""
-        by_method: Dict[int, Tuple[TableMethod, List[CustomJob]]] = {}
-        for table, table_jobs in jobs.items():
-            method = self._methods[table]
-            by_method.setdefault(id(method), (method, []))[1].extend(table_jobs)
-        for method, method_jobs in by_method.values():
-            method.custom_ids_into(self, method_jobs, ids, out)
 
     def _mean_divisors(self, lengths_by_feature: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         if not self._mean_features:
@@ -596,6 +585,20 @@ class _CombinePlan:
                 emb = emb @ projections[project]
             out.append(emb)
         return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=torch.cat(out, dim=1))
+
+
+def _custom_jobs(
+    feature: str, start: int, n: int, columns: List[List[int]], dynamic: List[Tuple[int, int, int]]
+) -> List[CustomJob]:
+    """The ``custom_ids_into`` jobs of one feature's ``n`` ids at ``start``: column ``k`` goes to the output offsets
+    of the positions ``columns[k]`` (``dynamic``: per position, ``(input start, output start, length)``); a column-wise
+    order may list a segment more than once, one job per repeat."""
+    if n == 0:
+        return []
+    return [
+        CustomJob(feature, start, n, tuple(dynamic[at[r]][1] if r < len(at) else -1 for at in columns))
+        for r in range(max(len(at) for at in columns))
+    ]
 
 
 def _rows_tensor(rows: List[List[int]], device: torch.device) -> torch.Tensor:
