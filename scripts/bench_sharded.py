@@ -9,7 +9,7 @@ JSON (``--out``, rewritten after every method) and markdown (``--md``). Layouts:
 
 Usage::
 
-    python scripts/bench_sharded.py --layout tiny --device cpu --iters 3 --warmup 1            # one process
+    python scripts/bench_sharded.py --layout tiny --device cpu --iters 3 --warmup 1 --warmup-s 0  # one process
     python -m torch.distributed.run --nproc-per-node 2 scripts/bench_sharded.py --layout tiny --device cpu
     python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout big --out outputs/big_1.json
     python scripts/bench_sharded.py --combine outputs/big_1.json outputs/big_2.json          # weak scaling
@@ -72,7 +72,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--uvm-memory", choices=["host_mapped", "managed"], default="host_mapped", help="memory of UVM tables")
     add("--pipeline", action="store_true", help="train through TrainPipelineSparseDist")
     add("--iters", type=int, default=50, help="timed steps per method and repeat")
-    add("--warmup", type=int, default=10, help="untimed steps per method and repeat")
+    add("--warmup", type=int, default=10, help="untimed steps per method and repeat (at least)")
+    add("--warmup-s", type=float, default=2.0, help="untimed seconds per method and repeat (at least)")
     add("--lma-chunk-size", type=int, default=16, help="LMA chunk width Z")
     add("--lma-signature-bytes", type=int, default=8, help="LMA signature bytes per id (<= 2 per chunk)")
     add("--lma-shared-memory", action=argparse.BooleanOptionalAction, default=True, help="one LMA memory for all")
@@ -145,6 +146,7 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
         pipeline=args.pipeline,
         iters=args.iters,
         warmup=args.warmup,
+        warmup_s=args.warmup_s,
         profile=tuple(args.profile),
         profile_steps=args.profile_steps,
         profile_dir=args.profile_dir,

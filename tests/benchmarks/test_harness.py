@@ -1,7 +1,9 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""The benchmark harness: run order of ``--repeats``, merging, skips, optimizer and UVM options, the profiler."""
+"""The benchmark harness: run order of ``--repeats``, merging, skips, optimizer and UVM options, the warmup, the
+profiler."""
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -13,7 +15,7 @@ from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torchrec_memcom.benchmarks import harness
 from torchrec_memcom.benchmarks.harness import BenchOptions, fused_params_for, run_benchmark, schedule
 from torchrec_memcom.benchmarks.layouts import LAYOUTS
-from torchrec_memcom.benchmarks.measure import profile_steps
+from torchrec_memcom.benchmarks.measure import profile_steps, warm_up
 from torchrec_memcom.recipes.training import DistContext
 
 
@@ -79,7 +81,7 @@ def test_run_benchmark_runs_the_schedule_and_takes_the_median_of_repeat_medians(
     monkeypatch.setattr(harness, "run_method", fake_run_method)
     written: List[List[str]] = []
     layout = LAYOUTS["tiny"]
-    opts = BenchOptions(layout_name="tiny", sharding_type="column_wise", iters=3, warmup=0)
+    opts = BenchOptions(layout_name="tiny", sharding_type="column_wise", iters=3, warmup=0, warmup_s=0.0)
     rows = run_benchmark(
         layout,
         opts,
@@ -122,11 +124,39 @@ def test_optimizer_and_uvm_fused_params() -> None:
         ({"uvm_memory": "disk"}, "uvm_memory must be"),
         ({"cache_load_factor": 0.0}, "cache_load_factor must be in"),
         ({"iters": 0}, "need iters >= 1"),
+        ({"warmup_s": -1.0}, "warmup_s >= 0"),
     ],
 )
 def test_bad_options_fail_early(kwargs: Dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BenchOptions(**kwargs)
+
+
+def test_warm_up_runs_the_minimum_steps_then_chunks_until_the_time_and_every_rank_are_done() -> None:
+    cpu = torch.device("cpu")
+    calls: List[float] = []
+
+    def step() -> None:
+        calls.append(time.perf_counter())
+        time.sleep(0.002)
+
+    assert warm_up(step, 3, 0.0, cpu) == 3 and len(calls) == 3
+    assert warm_up(step, 0, 0.0, cpu) == 0
+    calls.clear()
+    t0 = time.perf_counter()
+    ran = warm_up(step, 2, 0.05, cpu, chunk=4)
+    assert ran == len(calls) and (ran - 2) % 4 == 0 and ran >= 2 + 4
+    assert calls[-4] - t0 < 0.05 <= time.perf_counter() - t0  # the last chunk started before the time was up
+
+    answers: List[bool] = []
+
+    def slow_peer(mine: bool) -> bool:  # another rank reaches the time two checks later
+        answers.append(mine)
+        return mine and len(answers) > 2
+
+    calls.clear()
+    assert warm_up(step, 1, 0.0, cpu, slow_peer, chunk=5) == 1 + 2 * 5 == len(calls)
+    assert answers == [True, True, True]
 
 
 def test_profile_keeps_traces_in_files_and_numbers_in_the_result(tmp_path: Path) -> None:

@@ -37,6 +37,8 @@ def _run(tmp_path: Path, *extra: str, timeout: float = 300, nproc: int = 0) -> D
         "2",
         "--warmup",
         "1",
+        "--warmup-s",
+        "0",
         "--out",
         str(out),
         "--md",
@@ -100,12 +102,13 @@ def test_methods_run_stock_first_unless_the_order_is_kept() -> None:
 def test_tiny_layout_two_gloo_processes_with_repeats_and_profiles(tmp_path: Path) -> None:
     payload = _run(
         tmp_path, "--device", "cpu", "--model", "ebc", "--repeats", "2", "--optimizer", "sgd", "--profile", "hash",
-        nproc=2,
-    )  # fmt: skip
+        "--warmup-s", "0.3", nproc=2,
+    )  # fmt: skip  (a later --warmup-s wins: the ranks must agree on a time-based warmup's step count)
     _check_results(payload, models=("ebc",))
     assert payload["environment"]["world_size"] == 2 and payload["config"]["optimizer"] == "sgd"
     for r in payload["results"]:
         assert r["world_size"] == 2 and r["repeats"] == 2 and len(r["step_ms_repeat_medians"]) == 2
+        assert r["warmup_steps"] >= 1
         assert len(r["local_embedding_bytes_per_rank"]) == 2
         profiled = r["method"] in ("stock", "hash")  # stock joins: host time is relative to it
         assert bool(r.get("profile")) == profiled, r["method"]

@@ -81,7 +81,9 @@ class BenchOptions:
         uvm_memory (str): ``host_mapped`` (pinned host memory, FBGEMM's ``uvm_host_mapped``) or ``managed`` (CUDA
             managed memory, FBGEMM's default) for tables the planner puts in host memory.
         pipeline (bool): train through ``TrainPipelineSparseDist``.
-        iters, warmup (int): timed and untimed steps per method and repeat.
+        iters (int): timed steps per method and repeat.
+        warmup (int), warmup_s (float): untimed steps per method and repeat: at least ``warmup`` steps and
+            ``warmup_s`` seconds (``measure.warm_up``).
         profile (Tuple[str, ...]): methods to profile after timing them (first repeat).
         profile_steps (int), profile_dir (str): steps under the profiler, where traces go.
         seed (int): base seed of the batches and loss weights.
@@ -103,6 +105,7 @@ class BenchOptions:
     pipeline: bool = False
     iters: int = 50
     warmup: int = 10
+    warmup_s: float = 2.0
     profile: Tuple[str, ...] = ()
     profile_steps: int = 5
     profile_dir: str = "outputs/profiles"
@@ -115,8 +118,11 @@ class BenchOptions:
             raise ValueError(f"uvm_memory must be 'host_mapped' or 'managed', got {self.uvm_memory!r}")
         if not 0 < self.cache_load_factor <= 1:
             raise ValueError(f"cache_load_factor must be in (0, 1], got {self.cache_load_factor}")
-        if self.iters < 1 or self.warmup < 0 or self.num_batches < 1:
-            raise ValueError(f"need iters >= 1, warmup >= 0, num_batches >= 1; got {self.iters, self.warmup}")
+        if self.iters < 1 or self.warmup < 0 or self.warmup_s < 0 or self.num_batches < 1:
+            raise ValueError(
+                "need iters >= 1, warmup >= 0, warmup_s >= 0, num_batches >= 1; "
+                f"got {self.iters, self.warmup, self.warmup_s, self.num_batches}"
+            )
 
 
 def fused_params_for(opts: BenchOptions, kernels: Sequence[str], device_type: str) -> Dict[str, Any]:
@@ -265,8 +271,10 @@ def run_method(
         torch.cuda.reset_peak_memory_stats(device)
 
     step = measure.make_step(dmp, optimizer, batches, opts.pipeline)
-    for _ in range(opts.warmup):
-        step()
+    def all_done(mine: bool) -> bool:
+        return bool(ctx.all_reduce(torch.tensor([int(mine)]), dist.ReduceOp.MIN).item())
+
+    out["warmup_steps"] = measure.warm_up(step, opts.warmup, opts.warmup_s, device, all_done)
     ctx.barrier()
     out["step_ms"], out["wall_ms"] = measure.timed_steps(step, opts.iters, device)
     out["host_rss_bytes"] = measure.host_rss_bytes()

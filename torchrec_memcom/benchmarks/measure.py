@@ -57,6 +57,35 @@ def make_step(
     return step
 
 
+def warm_up(
+    step: Callable[[], None],
+    min_steps: int,
+    min_seconds: float,
+    device: torch.device,
+    all_done: Callable[[bool], bool] = lambda done: done,
+    chunk: int = 10,
+) -> int:
+    """Runs ``min_steps`` steps, then more in chunks of ``chunk`` until ``min_seconds`` have passed (synchronised wall
+    time); returns the steps run. ``all_done(mine)`` tells whether every rank is done, so that all ranks run the same
+    number of steps (their collectives must match).
+
+    A fixed step count is too short for fast layouts: the first steps of a freshly built model run slower (allocator
+    growth, GPU clocks), and after another large model in the same process they can stay erratic for dozens of steps.
+    """
+    t0 = time.perf_counter()
+    done = 0
+    for _ in range(min_steps):
+        step()
+        done += 1
+    while True:
+        sync(device)
+        if all_done(time.perf_counter() - t0 >= min_seconds):
+            return done
+        for _ in range(chunk):
+            step()
+            done += 1
+
+
 def timed_steps(step: Callable[[], None], iters: int, device: torch.device) -> Tuple[List[float], float]:
     """Runs ``iters`` steps; returns (ms per step, wall ms for all of them).
 

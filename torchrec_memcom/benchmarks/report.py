@@ -47,6 +47,15 @@ def optimizer_label(optimizer: str, lr: float) -> str:
     return f"fused {sparse.upper()} + dense {_DENSE_NAMES[dense]}, lr {lr:g}"
 
 
+def _warmup_text(cfg: Dict[str, Any], results: Sequence[Dict[str, Any]]) -> str:
+    """``"10 warmup"`` (runs before ``--warmup-s``) or ``">= 10 warmup steps and >= 2 s (31-240 run)"``."""
+    if cfg.get("warmup_s") is None:
+        return f"{cfg['warmup']} warmup"
+    ran = [r["warmup_steps"] for r in results if r.get("warmup_steps") is not None]
+    counts = f" ({min(ran)}-{max(ran)} run)" if ran else ""
+    return f">= {cfg['warmup']} warmup steps and >= {cfg['warmup_s']:g} s{counts}"
+
+
 def merge_ranks(kind: str, method: str, label: str, per_rank: List[Dict[str, Any]], layout: Layout) -> Dict[str, Any]:
     """One result row from every rank's measurements of one repeat (per step, the slowest rank counts)."""
     r0 = per_rank[0]
@@ -87,6 +96,7 @@ def merge_ranks(kind: str, method: str, label: str, per_rank: List[Dict[str, Any
         local_dense_bytes_per_rank=[r["local_dense_bytes"] for r in per_rank],
         host_rss_bytes_max=max((r["host_rss_bytes"] or 0) for r in per_rank) or None,
         shard_s=max(r["shard_s"] for r in per_rank),
+        warmup_steps=r0.get("warmup_steps"),
         plan_tables=r0["plan_tables"],
         plan_estimate=r0["plan_estimate"],
     )
@@ -124,6 +134,9 @@ def merge_repeats(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         step_ms_min=min(steps),
         step_ms_max=max(steps),
     )
+    warm = [r["warmup_steps"] for r in ok if r.get("warmup_steps") is not None]
+    if warm:
+        out["warmup_steps"] = min(warm)
     for key in (*_MEMORY_KEYS, "local_embedding_bytes", "local_embedding_uvm_bytes"):
         if f"{key}_max" in out:
             out[f"{key}_max"] = max(r[f"{key}_max"] for r in ok)
@@ -240,7 +253,7 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         + (f" (zipf {cfg['zipf']})" if cfg["ids"] == "powerlaw" else ""),
         f"- compression {cfg['ratio']:g}x on tables >= {layout['compress_min_rows']:,} rows; sharding "
         f"{cfg['sharding_type'] or 'planner'}; kernels {', '.join(layout.get('kernels', []))}; pipeline "
-        f"{cfg['pipeline']}; {cfg['iters']} timed steps after {cfg['warmup']} warmup"
+        f"{cfg['pipeline']}; {cfg['iters']} timed steps after {_warmup_text(cfg, results)}"
         + (f", {repeats} interleaved repeats (median of the per-repeat medians)" if repeats > 1 else ""),
         f"- planner budget per rank: HBM {_gb(first.get('hbm_cap_bytes'))}, DDR {_gb(first.get('ddr_cap_bytes'))}"
         + (
