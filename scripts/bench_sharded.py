@@ -79,7 +79,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--lma-shared-memory", action=argparse.BooleanOptionalAction, default=True, help="one LMA memory for all")
     add("--lma-raw-ids", action=argparse.BooleanOptionalAction, default=True, help="LMA ids cross TW/CW dists once")
     add("--lma-fit-rows", type=int, default=None, help="rows of the LMA signature sample (layout default; 0 = none)")
-    add("--profile", default="", help="methods to profile after timing, comma-separated, or 'all' (adds stock)")
+    add("--profile", default="", help="methods to profile after all timed runs, comma-separated, or 'all' (adds stock)")
     add("--profile-steps", type=int, default=5, help="steps under the profiler")
     add("--profile-dir", default=None, help="where traces and tables go (default: next to --out)")
     add("--device", choices=["auto", "cuda", "cpu"], default="auto")

@@ -117,6 +117,46 @@ def test_optimizer_and_uvm_fused_params() -> None:
     assert params["learning_rate"] == 0.5
 
 
+def test_profiles_come_from_a_separate_pass_after_every_timed_run(
+    one_rank: DistContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: List[Tuple[str, bool]] = []
+
+    def fake_run_method(kind: str, method: str, *args: Any) -> Dict[str, Any]:
+        stem = args[6] if len(args) > 6 else None
+        calls.append((method, stem is not None))
+        out: Dict[str, Any] = {
+            "status": "ok",
+            "memory_report": {"total_bytes": 10, "stock_bytes": 10, "compression_ratio": 1.0},
+            "tables": [],
+            "plan_s": 0.0,
+            "hbm_cap_bytes": None,
+            "ddr_cap_bytes": None,
+        }
+        if stem is not None:  # profiled, not timed
+            assert stem.endswith(f"profile_tiny_{kind}_{method}_w1")
+            return {**out, "profile": {"host_ms_per_step": {"stock": 2.0, "hash": 3.0}[method]}}
+        return {
+            **out,
+            "step_ms": [{"stock": 4.0, "hash": 2.0}[method]] * 3,
+            "wall_ms": 1.0,
+            "local_embedding_bytes": 10,
+            "local_embedding_uvm_bytes": 0,
+            "local_dense_bytes": 0,
+            "host_rss_bytes": None,
+            "shard_s": 0.0,
+            "plan_tables": {"t0": "table_wise/fused@0"},
+            "plan_estimate": {},
+        }
+
+    monkeypatch.setattr(harness, "run_method", fake_run_method)
+    opts = BenchOptions(layout_name="tiny", profile=("stock", "hash"), profile_dir=str(tmp_path), warmup_s=0.0)
+    stock, hash_ = run_benchmark(LAYOUTS["tiny"], opts, ["ebc"], ["stock", "hash"], 2, one_rank, lambda rs: None)
+    assert calls == [("stock", False), ("hash", False)] * 2 + [("stock", True), ("hash", True)]
+    assert stock["repeats"] == hash_["repeats"] == 2 and hash_["throughput_vs_stock"] == pytest.approx(2.0)
+    assert hash_["profile"]["host_ms_per_step_per_rank"] == [3.0] and hash_["host_vs_stock"] == pytest.approx(1.5)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -4,13 +4,14 @@
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import pytest
 
 from torchrec_memcom.benchmarks.layouts import LAYOUTS
 from torchrec_memcom.benchmarks.report import (
     add_ratios,
+    attach_profile,
     combine,
     markdown_report,
     markdown_table,
@@ -22,8 +23,8 @@ from torchrec_memcom.benchmarks.report import (
 TINY = LAYOUTS["tiny"]  # batch 64 per rank
 
 
-def _rank(step_ms: List[float], emb: int, profile_host: Optional[float] = None, uvm: int = 0) -> Dict[str, Any]:
-    out: Dict[str, Any] = {
+def _rank(step_ms: List[float], emb: int, uvm: int = 0) -> Dict[str, Any]:
+    return {
         "status": "ok",
         "memory_report": {"total_bytes": emb * 2, "stock_bytes": 16 * emb * 2, "compression_ratio": 16.0},
         "tables": [{"name": "t0", "type": "EmbeddingBagConfig", "num_embeddings": 10}],
@@ -41,24 +42,27 @@ def _rank(step_ms: List[float], emb: int, profile_host: Optional[float] = None, 
         "plan_estimate": {"perf_ms_max": 1.5},
         "peak_bytes": 3 * emb,
     }
-    if profile_host is not None:
-        out["profile"] = {
-            "steps": 5,
-            "host_ms_per_step": profile_host,
-            "gpu_busy": 0.9,
-            "wall_ms_per_step": 2.0,
-            "time_basis": "GPU kernel time",
-            "total_ms_per_step": 1.8,
-            "top": [{"name": "kernel|x", "count": 5, "self_us": 9000.0, "share": 1.0}],
-            "trace": "p/profile.trace.json",
-            "table": "p/profile.txt",
-        }
-    return out
+
+
+def _profile(host_ms: float) -> Dict[str, Any]:
+    return {
+        "steps": 5,
+        "host_ms_per_step": host_ms,
+        "gpu_busy": 0.9,
+        "wall_ms_per_step": 2.0,
+        "time_basis": "GPU kernel time",
+        "total_ms_per_step": 1.8,
+        "top": [{"name": "kernel|x", "count": 5, "self_us": 9000.0, "share": 1.0}],
+        "trace": "p/profile.trace.json",
+        "table": "p/profile.txt",
+    }
 
 
 def test_merge_ranks_takes_the_slowest_rank_per_step() -> None:
-    ranks = [_rank([1.0, 5.0, 2.0], 100, 3.0), _rank([4.0, 1.0, 1.0], 300, 4.0)]
+    ranks = [_rank([1.0, 5.0, 2.0], 100), _rank([4.0, 1.0, 1.0], 300)]
     row = merge_ranks("ebc", "stock", "stock EBC", ranks, TINY)
+    assert "profile" not in row
+    attach_profile(row, [_profile(3.0), _profile(4.0)])
     assert row["step_ms_all"] == [4.0, 5.0, 2.0] and row["step_ms_median"] == 4.0
     assert row["samples_per_s"] == pytest.approx(2 * 64 / 4e-3)
     assert row["local_embedding_bytes_max"] == 300 and row["peak_bytes_max"] == 900
@@ -83,10 +87,9 @@ def test_merge_repeats_reports_the_median_of_the_repeat_medians() -> None:
 
 
 def _payload(world_size: int = 1, profiled: bool = True) -> Dict[str, Any]:
-    host = (lambda h: h) if profiled else (lambda h: None)
     rows = [
-        merge_ranks("dlrm", "stock", "stock EBC", [_rank([8.0, 8.0], 1600, host(4.0))] * world_size, TINY),
-        merge_ranks("dlrm", "memcom", "MEmCom 16x", [_rank([10.0, 10.0], 100, host(6.0))] * world_size, TINY),
+        merge_ranks("dlrm", "stock", "stock EBC", [_rank([8.0, 8.0], 1600)] * world_size, TINY),
+        merge_ranks("dlrm", "memcom", "MEmCom 16x", [_rank([10.0, 10.0], 100)] * world_size, TINY),
         {
             "model": "dlrm",
             "method": "lma",
@@ -95,6 +98,9 @@ def _payload(world_size: int = 1, profiled: bool = True) -> Dict[str, Any]:
             "reason": "Unable to find a plan: needs HBM 1 / DDR 2 GiB, has HBM 0.5 / DDR 1 GiB",
         },
     ]
+    if profiled:
+        for row, host_ms in zip(rows, (4.0, 6.0)):
+            attach_profile(row, [_profile(host_ms)] * world_size)
     add_ratios(rows)
     config = {
         "layout": "tiny",

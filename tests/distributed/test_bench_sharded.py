@@ -100,10 +100,11 @@ def test_methods_run_stock_first_unless_the_order_is_kept() -> None:
 
 @pytest.mark.slow
 def test_tiny_layout_two_gloo_processes_with_repeats_and_profiles(tmp_path: Path) -> None:
+    # a later --warmup-s wins over _run's: the ranks must agree on a time-based warmup's step count
     payload = _run(
         tmp_path, "--device", "cpu", "--model", "ebc", "--repeats", "2", "--optimizer", "sgd", "--profile", "hash",
         "--warmup-s", "0.3", nproc=2,
-    )  # fmt: skip  (a later --warmup-s wins: the ranks must agree on a time-based warmup's step count)
+    )  # fmt: skip
     _check_results(payload, models=("ebc",))
     assert payload["environment"]["world_size"] == 2 and payload["config"]["optimizer"] == "sgd"
     for r in payload["results"]:

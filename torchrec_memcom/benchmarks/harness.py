@@ -10,9 +10,12 @@ budget (rank 0 plans; "does not fit" is the planner's error, broadcast to every 
 ``DistributedModelParallel`` (tables are initialised on the device by TorchRec's TBE kernels: no host copy);
 4. LMA only: fit the signatures on a batch sample shared by all ranks; 5. warm up, then time steps (forward,
 backward with the fused embedding optimizer, dense optimizer), plain or through ``TrainPipelineSparseDist``;
-6. optionally profile; 7. free everything before the next method.
+6. free everything before the next method.
 
-With ``repeats`` > 1 the methods run interleaved (stock, m1, m2, ..., stock, m1, ...), each repeat rebuilt.
+With ``repeats`` > 1 the methods run interleaved (stock, m1, m2, ..., stock, m1, ...), each repeat rebuilt. Profiles
+come from a separate pass after every timed run (each profiled method rebuilt, warmed up, profiled, not timed): once
+``torch.profiler`` has run in a process, later host-bound steps in it run slower and erratic (measured: MEmCom's
+DLRM step 9.35 ms without a profiler before it, 9.8-10.7 ms after stock's profile).
 """
 
 import dataclasses
@@ -212,7 +215,9 @@ def run_method(
     profile_stem: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Builds, plans, shards, trains and measures one (model, method); returns this rank's measurements, with
-    ``status`` ``"ok"`` or ``"does not fit"`` (the planner found no plan under the memory budget: ``reason``)."""
+    ``status`` ``"ok"`` or ``"does not fit"`` (the planner found no plan under the memory budget: ``reason``).
+
+    With ``profile_stem``, profiles ``opts.profile_steps`` steps after the warmup instead of timing (``profile``)."""
     device = ctx.device
     cuda = device.type == "cuda"
     out: Dict[str, Any] = {"status": "ok"}
@@ -271,19 +276,21 @@ def run_method(
         torch.cuda.reset_peak_memory_stats(device)
 
     step = measure.make_step(dmp, optimizer, batches, opts.pipeline)
+
     def all_done(mine: bool) -> bool:
         return bool(ctx.all_reduce(torch.tensor([int(mine)]), dist.ReduceOp.MIN).item())
 
     out["warmup_steps"] = measure.warm_up(step, opts.warmup, opts.warmup_s, device, all_done)
     ctx.barrier()
+    if profile_stem is not None:
+        out["profile"] = measure.profile_steps(step, opts.profile_steps, device, profile_stem, write=ctx.is_main)
+        return out
     out["step_ms"], out["wall_ms"] = measure.timed_steps(step, opts.iters, device)
     out["host_rss_bytes"] = measure.host_rss_bytes()
     if cuda:
         out["train_peak_bytes"] = torch.cuda.max_memory_allocated(device)
         out["peak_bytes"] = max(out["build_peak_bytes"], out["train_peak_bytes"])
         out["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
-    if profile_stem is not None:
-        out["profile"] = measure.profile_steps(step, opts.profile_steps, device, profile_stem, write=ctx.is_main)
     return out
 
 
@@ -297,8 +304,9 @@ def run_benchmark(
     on_result: Callable[[List[Dict[str, Any]]], None],
     progress: Callable[[Sequence[Any]], Any] = lambda jobs: jobs,
 ) -> List[Dict[str, Any]]:
-    """Runs ``schedule(kinds, methods, repeats)``; returns (on rank 0; ``[]`` elsewhere) one result row per (model,
-    method), calling ``on_result(rows)`` on rank 0 after every job so a crash keeps what was measured."""
+    """Runs ``schedule(kinds, methods, repeats)``, then one profile pass per method of ``opts.profile`` that ran;
+    returns (on rank 0; ``[]`` elsewhere) one result row per (model, method), calling ``on_result(rows)`` on rank 0
+    after every job so a crash keeps what was measured."""
     device = ctx.device
     batches = data.make_batches(layout, opts.num_batches, opts.seed * 1_000_003 + ctx.rank, device, opts.ids, opts.zipf)
     fit_batches: List[Batch] = []
@@ -312,7 +320,9 @@ def run_benchmark(
     label = {m: method_label(m, opts.methods) for m in methods}
     order = list(dict.fromkeys((k, m) for _, k, m in schedule(kinds, methods, 1)))
     status: Dict[Tuple[str, str], str] = {}  # on every rank, and the same on all (plan outcomes are broadcast)
-    for repeat, kind, method in progress(schedule(kinds, methods, repeats)):
+    jobs = [(kind, method, False) for _, kind, method in schedule(kinds, methods, repeats)]
+    jobs += [(kind, method, True) for kind, method in order if method in opts.profile]
+    for kind, method, profiling in progress(jobs):
         key = (kind, method)
         if status.get(key, "ok") != "ok":
             continue  # skipped or does not fit: the same in every repeat
@@ -320,11 +330,16 @@ def run_benchmark(
         if reason is not None:
             status[key] = "skipped"
             rows[key] = {"model": kind, "method": method, "label": label[method], "status": "skipped", "reason": reason}
-        else:
-            stem = None
-            if repeat == 0 and method in opts.profile:
-                stem = os.path.join(opts.profile_dir, f"profile_{opts.layout_name}_{kind}_{method}_w{ctx.world_size}")
+        elif profiling:
+            stem = os.path.join(opts.profile_dir, f"profile_{opts.layout_name}_{kind}_{method}_w{ctx.world_size}")
             mine = run_method(kind, method, layout, opts, ctx, batches, fit_batches, weights, stem)
+            measure.free_memory(device)
+            profiles: List[Any] = [None] * ctx.world_size
+            dist.all_gather_object(profiles, mine.get("profile"))
+            if ctx.is_main and mine["status"] == "ok":
+                report.attach_profile(rows[key], profiles)
+        else:
+            mine = run_method(kind, method, layout, opts, ctx, batches, fit_batches, weights)
             status[key] = mine["status"]
             leftover = measure.free_memory(device)
             per_rank: List[Any] = [None] * ctx.world_size

@@ -22,6 +22,7 @@ from torchrec_memcom.benchmarks.planning import plan_summary
 __all__ = [
     "OPTIMIZERS",
     "add_ratios",
+    "attach_profile",
     "combine",
     "environment",
     "markdown_report",
@@ -108,15 +109,18 @@ def merge_ranks(kind: str, method: str, label: str, per_rank: List[Dict[str, Any
     if "lma_signature_coverage" in r0:
         row["lma_signature_coverage"] = r0["lma_signature_coverage"]
         row["lma_fit_s"] = max(r["lma_fit_s"] for r in per_rank)
-    if r0.get("profile"):
-        row["profile"] = dict(r0["profile"])
-        row["profile"]["host_ms_per_step_per_rank"] = [r["profile"]["host_ms_per_step"] for r in per_rank]
     return row
+
+
+def attach_profile(row: Dict[str, Any], per_rank: List[Dict[str, Any]]) -> None:
+    """Puts rank 0's profile of a method (from the profile pass) into its row, with every rank's host ms/step."""
+    row["profile"] = dict(per_rank[0])
+    row["profile"]["host_ms_per_step_per_rank"] = [p["host_ms_per_step"] for p in per_rank]
 
 
 def merge_repeats(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """One row from the rows of the repeats of one (model, method): the median of the per-repeat median steps
-    (and samples/s from it), every step time, the largest memory peaks, the first profile."""
+    (and samples/s from it), every step time, the largest memory peaks."""
     out = copy.deepcopy(dict(rows[0]))
     ok = [r for r in rows if r["status"] == "ok"]
     if len(rows) == 1 or not ok:
@@ -140,9 +144,6 @@ def merge_repeats(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     for key in (*_MEMORY_KEYS, "local_embedding_bytes", "local_embedding_uvm_bytes"):
         if f"{key}_max" in out:
             out[f"{key}_max"] = max(r[f"{key}_max"] for r in ok)
-    profiled = next((r["profile"] for r in ok if r.get("profile")), None)
-    if profiled is not None:
-        out["profile"] = profiled
     return out
 
 
@@ -266,7 +267,8 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         "torch.cuda.max_memory_allocated; emb/rank = this rank's embedding parameters, buffers and TBE optimizer "
         "state (UVM: the part in host memory); report = the whole embedding layer by `memory_report()`; host "
         "ms/step = self CPU time of all ops under torch.profiler, GPU busy = kernel time / wall time (profiled "
-        "methods). Synthetic ids: speed and memory only.",
+        "methods, in a separate pass after all timed runs, each method rebuilt). Synthetic ids: speed and memory "
+        "only.",
     ]
     base = next((r for r in results if "start_allocated_bytes_max" in r), None)
     if base is not None:
