@@ -65,18 +65,19 @@ def warm_up(
     all_done: Callable[[bool], bool] = lambda done: done,
     chunk: int = 10,
 ) -> int:
-    """Runs ``min_steps`` steps, then more in chunks of ``chunk`` until ``min_seconds`` have passed (synchronised wall
-    time); returns the steps run. ``all_done(mine)`` tells whether every rank is done, so that all ranks run the same
+    """Runs ``min_steps`` steps (the first ones compile kernels), then more in chunks of ``chunk`` until
+    ``min_seconds`` have passed since (synchronised wall time); returns the steps run. ``all_done(mine)`` tells whether every rank is done, so that all ranks run the same
     number of steps (their collectives must match).
 
     A fixed step count is too short for fast layouts: the first steps of a freshly built model run slower (allocator
     growth, GPU clocks), and after another large model in the same process they can stay erratic for dozens of steps.
     """
-    t0 = time.perf_counter()
     done = 0
     for _ in range(min_steps):
         step()
         done += 1
+    sync(device)
+    t0 = time.perf_counter()
     while True:
         sync(device)
         if all_done(time.perf_counter() - t0 >= min_seconds):
