@@ -44,14 +44,14 @@ def _rank(step_ms: List[float], emb: int, uvm: int = 0) -> Dict[str, Any]:
     }
 
 
-def _profile(host_ms: float) -> Dict[str, Any]:
+def _profile(host_ms: float, kernel_ms: float = 1.8, basis: str = "GPU kernel time") -> Dict[str, Any]:
     return {
         "steps": 5,
         "host_ms_per_step": host_ms,
-        "gpu_busy": 0.9,
+        "gpu_busy": 0.5,  # under the profiler: not the table's
         "wall_ms_per_step": 2.0,
-        "time_basis": "GPU kernel time",
-        "total_ms_per_step": 1.8,
+        "time_basis": basis,
+        "total_ms_per_step": kernel_ms,
         "top": [{"name": "kernel|x", "count": 5, "self_us": 9000.0, "share": 1.0}],
         "trace": "p/profile.trace.json",
         "table": "p/profile.txt",
@@ -67,6 +67,9 @@ def test_merge_ranks_takes_the_slowest_rank_per_step() -> None:
     assert row["samples_per_s"] == pytest.approx(2 * 64 / 4e-3)
     assert row["local_embedding_bytes_max"] == 300 and row["peak_bytes_max"] == 900
     assert row["profile"]["host_ms_per_step_per_rank"] == [3.0, 4.0]
+    assert row["gpu_busy"] == pytest.approx(1.8 / 4.0)  # kernel ms under the profiler / the timed median step
+    attach_profile(row, [_profile(3.0, basis="self CPU time")])
+    assert row["gpu_busy"] is None
     assert row["plan_summary"] == "TW x1" and row["repeats"] == 1
 
 
@@ -99,8 +102,8 @@ def _payload(world_size: int = 1, profiled: bool = True) -> Dict[str, Any]:
         },
     ]
     if profiled:
-        for row, host_ms in zip(rows, (4.0, 6.0)):
-            attach_profile(row, [_profile(host_ms)] * world_size)
+        for row, host_ms, kernel_ms in zip(rows, (4.0, 6.0), (7.2, 9.0)):
+            attach_profile(row, [_profile(host_ms, kernel_ms)] * world_size)
     add_ratios(rows)
     config = {
         "layout": "tiny",
@@ -125,6 +128,7 @@ def test_ratios_and_main_table_with_host_time_and_gpu_busy() -> None:
     stock, memcom, lma = payload["results"]
     assert memcom["throughput_vs_stock"] == pytest.approx(0.8)
     assert memcom["host_vs_stock"] == pytest.approx(1.5)
+    assert stock["gpu_busy"] == pytest.approx(7.2 / 8.0) and memcom["gpu_busy"] == pytest.approx(9.0 / 10.0)
     assert memcom["local_embedding_bytes_vs_stock"] == pytest.approx(1 / 16)
     assert "throughput_vs_stock" not in lma
     lines = markdown_table(payload["results"]).splitlines()

@@ -66,11 +66,11 @@ def warm_up(
     chunk: int = 10,
 ) -> int:
     """Runs ``min_steps`` steps (the first ones compile kernels), then more in chunks of ``chunk`` until
-    ``min_seconds`` have passed since (synchronised wall time); returns the steps run. ``all_done(mine)`` tells whether every rank is done, so that all ranks run the same
-    number of steps (their collectives must match).
+    ``min_seconds`` have passed since (synchronised wall time); returns the steps run. ``all_done(mine)`` tells
+    whether every rank is done, so that all ranks run the same number of steps (their collectives must match).
 
-    A fixed step count is too short for fast layouts: the first steps of a freshly built model run slower (allocator
-    growth, GPU clocks), and after another large model in the same process they can stay erratic for dozens of steps.
+    A fixed count of a few steps is too short: after 5 warmup steps the first 6 timed DLRM steps ran 10-20% slower
+    than the rest in every method (H200), and a 2 ms step needs hundreds of steps to reach the same time.
     """
     done = 0
     for _ in range(min_steps):
