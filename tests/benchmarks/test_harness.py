@@ -47,6 +47,34 @@ def one_rank() -> Iterator[DistContext]:
         dist.destroy_process_group()
 
 
+def _planned() -> Dict[str, Any]:
+    """What a fake ``run_method`` reports for any planned method."""
+    return {
+        "status": "ok",
+        "memory_report": {"total_bytes": 10, "stock_bytes": 10, "compression_ratio": 1.0},
+        "tables": [],
+        "plan_s": 0.0,
+        "hbm_cap_bytes": None,
+        "ddr_cap_bytes": None,
+    }
+
+
+def _timed(out: Dict[str, Any], step_ms: List[float]) -> Dict[str, Any]:
+    """``out`` plus what a fake ``run_method`` reports for a timed run."""
+    return {
+        **out,
+        "step_ms": step_ms,
+        "wall_ms": 1.0,
+        "local_embedding_bytes": 10,
+        "local_embedding_uvm_bytes": 0,
+        "local_dense_bytes": 0,
+        "host_rss_bytes": None,
+        "shard_s": 0.0,
+        "plan_tables": {"t0": "table_wise/fused@0"},
+        "plan_estimate": {},
+    }
+
+
 def test_run_benchmark_runs_the_schedule_and_takes_the_median_of_repeat_medians(
     one_rank: DistContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,28 +83,10 @@ def test_run_benchmark_runs_the_schedule_and_takes_the_median_of_repeat_medians(
 
     def fake_run_method(kind: str, method: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
         calls.append((kind, method))
-        out: Dict[str, Any] = {
-            "status": "ok",
-            "memory_report": {"total_bytes": 10, "stock_bytes": 10, "compression_ratio": 1.0},
-            "tables": [],
-            "plan_s": 0.0,
-            "hbm_cap_bytes": None,
-            "ddr_cap_bytes": None,
-        }
+        out = _planned()
         if method == "lma":
             return {**out, "status": "does not fit", "reason": "needs more"}
-        return {
-            **out,
-            "step_ms": next(step_ms[method]),
-            "wall_ms": 1.0,
-            "local_embedding_bytes": 10,
-            "local_embedding_uvm_bytes": 0,
-            "local_dense_bytes": 0,
-            "host_rss_bytes": None,
-            "shard_s": 0.0,
-            "plan_tables": {"t0": "table_wise/fused@0"},
-            "plan_estimate": {},
-        }
+        return _timed(out, next(step_ms[method]))
 
     monkeypatch.setattr(harness, "run_method", fake_run_method)
     written: List[List[str]] = []
@@ -125,29 +135,11 @@ def test_profiles_come_from_a_separate_pass_after_every_timed_run(
     def fake_run_method(kind: str, method: str, *args: Any) -> Dict[str, Any]:
         stem = args[6] if len(args) > 6 else None
         calls.append((method, stem is not None))
-        out: Dict[str, Any] = {
-            "status": "ok",
-            "memory_report": {"total_bytes": 10, "stock_bytes": 10, "compression_ratio": 1.0},
-            "tables": [],
-            "plan_s": 0.0,
-            "hbm_cap_bytes": None,
-            "ddr_cap_bytes": None,
-        }
+        out = _planned()
         if stem is not None:  # profiled, not timed
             assert stem.endswith(f"profile_tiny_{kind}_{method}_w1")
             return {**out, "profile": {"host_ms_per_step": {"stock": 2.0, "hash": 3.0}[method]}}
-        return {
-            **out,
-            "step_ms": [{"stock": 4.0, "hash": 2.0}[method]] * 3,
-            "wall_ms": 1.0,
-            "local_embedding_bytes": 10,
-            "local_embedding_uvm_bytes": 0,
-            "local_dense_bytes": 0,
-            "host_rss_bytes": None,
-            "shard_s": 0.0,
-            "plan_tables": {"t0": "table_wise/fused@0"},
-            "plan_estimate": {},
-        }
+        return _timed(out, [{"stock": 4.0, "hash": 2.0}[method]] * 3)
 
     monkeypatch.setattr(harness, "run_method", fake_run_method)
     opts = BenchOptions(layout_name="tiny", profile=("stock", "hash"), profile_dir=str(tmp_path), warmup_s=0.0)
