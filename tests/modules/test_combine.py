@@ -3,12 +3,15 @@
 
 from typing import List, Tuple
 
+import pytest
 import torch
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.sparse.jagged_tensor import KeyedTensor
 
+from tests.interpreted import run_interpreted
 from torchrec_memcom.modules.method import Combine
 from torchrec_memcom.modules.transform import _CombinePlan
+from torchrec_memcom.ops.columns import ColumnProducts, column_products
 
 
 def _tables(*specs: Tuple[str, int]) -> List[Tuple[str, EmbeddingBagConfig]]:
@@ -59,3 +62,91 @@ def test_repeated_columns_keep_the_scatter_add_backward() -> None:
     (grad,) = torch.autograd.grad(out.values(), values, upstream)
     (reference,) = torch.autograd.grad(expected, values, upstream)
     torch.testing.assert_close(grad, reference, rtol=0, atol=0)
+
+
+def check_column_products(device: str = "cpu", dtype: torch.dtype = torch.float64) -> None:
+    """QR products, LMA chunk concatenation and MEAN division in a shuffled physical order, through one
+    ``ColumnProducts`` (the Triton kernel on CUDA or under the interpreter), against plain tensor arithmetic."""
+    torch.manual_seed(2)
+    keys = ["q__r", "a", "l__c1", "q__q", "l__c0", "m__q", "m__r", "s"]
+    dims = [4, 3, 2, 4, 2, 4, 4, 5]
+    values = torch.randn(37, sum(dims), dtype=dtype, device=device, requires_grad=True)
+    pooled = KeyedTensor(keys=keys, length_per_key=dims, values=values)
+    combines = [
+        Combine("a", "one", ("a",), mean=True),
+        Combine("q", "product", ("q__q", "q__r")),
+        Combine("l", "concat", ("l__c0", "l__c1"), mean=True),
+        Combine("m", "product", ("m__q", "m__r"), mean=True),
+        Combine("s", "one", ("s",)),
+    ]
+    plan = _CombinePlan(combines, pooled, [0, 2, 3], _tables(("a", 3), ("q", 4), ("l", 4), ("m", 4), ("s", 5)))
+    assert not plan.simple and plan.products is not None
+    # MEAN divisors are bag sizes (>= 1), stored transposed as the transform makes them
+    divisors = torch.randint(1, 9, (3, 37), device=device).t().to(torch.float32)
+    out = plan(pooled, divisors, None)
+    assert type(out.values().grad_fn).__name__ == "_ColumnProductsFunctionBackward"
+    v = values.split(dims, dim=1)
+    qr, a, l1, qq, l0, mq, mr, s = v
+    d = divisors.to(dtype)
+    expected = torch.cat(
+        [a / d[:, 0:1], qq * qr, torch.cat([l0, l1], dim=1) / d[:, 1:2], mq * mr / d[:, 2:3].pow(2), s], dim=1
+    )
+    assert out.keys() == ["a", "q", "l", "m", "s"] and out.length_per_key() == [3, 4, 4, 4, 5]
+    torch.testing.assert_close(out.values(), expected)
+    upstream = torch.randn_like(expected)
+    (grad,) = torch.autograd.grad(out.values(), values, upstream)
+    (reference,) = torch.autograd.grad(expected, values, upstream)
+    torch.testing.assert_close(grad, reference)
+    # without MEAN tables the kernel skips the divisors
+    plain = _CombinePlan(combines[1:2] + combines[4:], pooled, [], _tables(("q", 4), ("s", 5)))
+    torch.testing.assert_close(plain(pooled, divisors[:, :0], None).values(), torch.cat([qq * qr, s], dim=1))
+
+
+def test_products_concatenations_and_means_in_one_kernel() -> None:
+    check_column_products()
+
+
+def test_column_products_interpreted() -> None:
+    """The Triton kernel's arithmetic through Triton's CPU interpreter (float32 and float64)."""
+    run_interpreted("tests.modules.test_combine", "check_column_products_float32_and_64")
+
+
+def check_column_products_float32_and_64() -> None:
+    from torchrec_memcom.ops import triton_enabled
+
+    assert triton_enabled(torch.zeros(1)), "run under TRITON_INTERPRET=1 with triton installed"
+    check_column_products("cpu", torch.float32)
+    check_column_products("cpu", torch.float64)
+
+
+@pytest.mark.gpu
+def test_column_products_cuda() -> None:
+    check_column_products("cuda", torch.float32)
+
+
+def test_a_column_feeding_two_products_keeps_the_split_path() -> None:
+    torch.manual_seed(3)
+    keys, dims = ["q", "r"], [2, 2]
+    pooled, values = _pooled(keys, dims)
+    combines = [Combine("x", "product", ("q", "r")), Combine("y", "product", ("q", "q"))]
+    plan = _CombinePlan(combines, pooled, [], _tables(("x", 2), ("y", 2)))
+    assert plan.products is None  # q feeds two outputs: its gradient is a sum
+    out = plan(pooled, torch.empty(5, 0), None)
+    q, r = values[:, 0:2], values[:, 2:4]
+    expected = torch.cat([q * r, q * q], dim=1)
+    torch.testing.assert_close(out.values(), expected, rtol=0, atol=0)
+    upstream = torch.randn(5, 4, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(out.values(), values, upstream)
+    (reference,) = torch.autograd.grad(expected, values, upstream)
+    torch.testing.assert_close(grad, reference)
+
+
+def test_column_products_reject_a_shared_column_and_bad_entries() -> None:
+    with pytest.raises(ValueError, match="input column 1 feeds output columns 0 and 1"):
+        ColumnProducts([(0, 1, -1, 0), (1, -1, -1, 0)], 2)
+    with pytest.raises(ValueError, match=r"not in \[0, 2\)"):
+        ColumnProducts([(2, -1, -1, 0)], 2)
+    with pytest.raises(ValueError, match="power 1 with mean column -1"):
+        ColumnProducts([(0, -1, -1, 1)], 2)
+    with pytest.raises(ValueError, match=r"expected \(B, 2\)"):
+        column_products(torch.zeros(3, 3), torch.zeros(3, 0), ColumnProducts([(0, 1, -1, 0)], 2))

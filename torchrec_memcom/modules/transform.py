@@ -17,6 +17,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.modules.method import Combine, CustomJob, Segment, TableMethod
 from torchrec_memcom.ops import NUM_OP_PARAMS, IdOp, transform_segments
+from torchrec_memcom.ops.columns import ColumnProducts, column_products
 
 __all__ = ["IdTransform", "InputCheck"]
 
@@ -504,9 +505,11 @@ class _CombinePlan:
     """Column arithmetic of ``IdTransform.combine`` for one physical key order (built once per order).
 
     Cheapest first: the physical columns already are the logical ones (relabel the KeyedTensor); only whole features
-    move (one column gather); else the values are split once per physical feature (one ``SplitBackward`` in autograd,
-    which stays cheap where per-slice views would each send back a zero-filled gradient) and each logical feature is
-    formed from its parts (QR products, LMA concatenation, MEAN division, output projection), then concatenated.
+    move (one column gather); products, concatenations and MEAN divisions in which each physical column is used once
+    (QR, LMA, MEAN tables): one ``ops.columns.column_products`` (one kernel forward, one backward); else (output
+    projections, a column used twice) the values are split once per physical feature (one ``SplitBackward`` in
+    autograd, which stays cheap where per-slice views would each send back a zero-filled gradient) and each logical
+    feature is formed from its parts, then concatenated.
     """
 
     def __init__(
@@ -551,6 +554,7 @@ class _CombinePlan:
             self.block_order = [rank[i] for i in range(len(runs))]
         self._gather = torch.tensor(gather, dtype=torch.int64)
         self._gather_on: Dict[torch.device, torch.Tensor] = {}
+        self.products = None if self.simple else _column_products(self.steps, self.split_sizes, offsets)
 
     def __call__(
         self, pooled: KeyedTensor, divisors: torch.Tensor, projections: Optional[Mapping[str, torch.Tensor]]
@@ -567,6 +571,9 @@ class _CombinePlan:
             if idx is None:
                 idx = self._gather_on[values.device] = self._gather.to(values.device)
             return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values.index_select(1, idx))
+        if self.products is not None:
+            values = column_products(values, divisors, self.products)
+            return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values)
         pieces = values.split(self.split_sizes, dim=1)
         out: List[torch.Tensor] = []
         for kind, parts, mean, project in self.steps:
@@ -585,6 +592,32 @@ class _CombinePlan:
                 emb = emb @ projections[project]
             out.append(emb)
         return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=torch.cat(out, dim=1))
+
+
+def _column_products(
+    steps: List[Tuple[str, List[int], Optional[int], Optional[str]]], split_sizes: List[int], offsets: List[int]
+) -> Optional[ColumnProducts]:
+    """The combine as one ``ColumnProducts`` (one kernel each way), or ``None`` where it cannot be: an output
+    projection, a product of more than two parts or of unequal widths, a physical column feeding two features."""
+    columns: List[Tuple[int, int, int, int]] = []
+    for kind, parts, mean, project in steps:
+        m = -1 if mean is None else mean
+        if project is not None:
+            return None
+        if kind == "product":
+            width = split_sizes[parts[0]]
+            if len(parts) > 2 or any(split_sizes[p] != width for p in parts):
+                return None
+            power = 0 if mean is None else len(parts)
+            second = offsets[parts[1]] if len(parts) == 2 else None
+            columns += [(offsets[parts[0]] + i, -1 if second is None else second + i, m, power) for i in range(width)]
+        else:
+            power = 0 if mean is None else 1
+            columns += [(offsets[p] + i, -1, m, power) for p in parts for i in range(split_sizes[p])]
+    try:
+        return ColumnProducts(columns, sum(split_sizes))
+    except ValueError:  # a column feeding two outputs: the split path sums its gradients
+        return None
 
 
 def _custom_jobs(

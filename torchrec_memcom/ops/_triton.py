@@ -14,6 +14,8 @@ from torchrec_memcom.hashing import BucketedHash, mix_params
 
 _BLOCK = 1024
 _BLOCK_IDS = 128
+_COLUMN_ROWS = 16
+_COLUMN_BLOCK = 128
 
 
 @triton.jit
@@ -371,4 +373,81 @@ def entity_update_triton(
         HAS_SUM=state_sum is not None,
         DENSE=dense,
         BLOCK=_BLOCK,
+    )
+
+
+# ops.columns: out[r, k] = a[r, src[k]] * b[r, other[k]] / divisors[r, mean[k]] ** power[k] (missing factors 1).
+@triton.jit
+def _gather_mul_kernel(
+    a_ptr,
+    b_ptr,
+    d_ptr,
+    out_ptr,
+    src_ptr,
+    other_ptr,
+    mean_ptr,
+    power_ptr,
+    n_rows,
+    n_cols,
+    a_stride,
+    b_stride,
+    d_stride0,
+    d_stride1,
+    HAS_MEAN: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    r = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    rmask = r < n_rows
+    kmask = k < n_cols
+    mask = rmask[:, None] & kmask[None, :]
+    src = tl.load(src_ptr + k, mask=kmask, other=-1).to(tl.int64)
+    other = tl.load(other_ptr + k, mask=kmask, other=-1).to(tl.int64)
+    x = tl.load(a_ptr + r[:, None] * a_stride + src[None, :], mask=mask & (src >= 0)[None, :], other=0.0)
+    y = tl.load(b_ptr + r[:, None] * b_stride + other[None, :], mask=mask & (other >= 0)[None, :], other=1.0)
+    x = x * y
+    if HAS_MEAN:
+        mean = tl.load(mean_ptr + k, mask=kmask, other=-1).to(tl.int64)
+        power = tl.load(power_ptr + k, mask=kmask, other=0)
+        d = tl.load(
+            d_ptr + r[:, None] * d_stride0 + mean[None, :] * d_stride1, mask=mask & (mean >= 0)[None, :], other=1.0
+        ).to(x.dtype)
+        d = tl.where((power == 2)[None, :], d * d, d)
+        x = tl.where((mean >= 0)[None, :], x / d, x)
+    tl.store(out_ptr + r[:, None] * n_cols + k[None, :], x, mask=mask)
+
+
+def gather_mul_triton(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    divisors: torch.Tensor,
+    src: torch.Tensor,
+    other: torch.Tensor,
+    mean: torch.Tensor,
+    power: torch.Tensor,
+    out: torch.Tensor,
+    has_mean: bool,
+) -> None:
+    """``ops.columns._gather_mul`` into the contiguous ``out``; ``a`` and ``b`` have unit column stride."""
+    rows, cols = out.shape
+    grid = (triton.cdiv(rows, _COLUMN_ROWS), triton.cdiv(cols, _COLUMN_BLOCK))
+    _gather_mul_kernel[grid](
+        a,
+        b,
+        divisors if has_mean else a,
+        out,
+        src,
+        other,
+        mean,
+        power,
+        rows,
+        cols,
+        a.stride(0),
+        b.stride(0),
+        divisors.stride(0) if has_mean else 0,
+        divisors.stride(1) if has_mean else 0,
+        HAS_MEAN=has_mean,
+        ROWS=_COLUMN_ROWS,
+        BLOCK=_COLUMN_BLOCK,
     )
