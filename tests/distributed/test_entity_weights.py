@@ -1,8 +1,9 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """MEmCom's sparse in-backward optimizer: per-table rules and learning rates against dense torch.optim, duplicates
-included; both fused CUDA updates (one lane per position, one per weight) equal it too."""
+included; the three fused CUDA updates (one lane per position, one per weight, one per run of sorted ids) equal it
+too."""
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import pytest
 import torch
@@ -38,20 +39,28 @@ def _optimizer(weight: torch.Tensor, scale: float) -> EntityWeightOptimizer:
     )
 
 
-def _run(device: str, steps: int = 3) -> torch.Tensor:
+def _batch(g: torch.Generator, total: int, hot: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """200 positions: ids with duplicates and some constant slots; ``hot``: 3 ids hold 150 positions between them."""
+    index = torch.randint(0, total + 3, (200,), generator=g)
+    if hot:
+        index[:150] = torch.tensor([7, 41, 90]).repeat_interleave(50)
+        index = index[torch.randperm(200, generator=g)]
+    return index, torch.randn(200, generator=g)
+
+
+def _run(device: str, steps: int = 3, hot: bool = False) -> torch.Tensor:
     total = sum(n for _, n in SIZES)
     weight = torch.linspace(0.5, 1.5, total + ONE_SLOTS, device=device)
     weight[total:] = 1.0
     opt = _optimizer(weight, scale=0.5)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        index = torch.randint(0, total + 3, (200,), generator=g)  # duplicates, and some constant slots
-        grad = torch.randn(200, generator=g)
+        index, grad = _batch(g, total, hot)
         opt.update(index.to(device), grad.to(device))
     return weight.cpu()
 
 
-def _reference(steps: int = 3) -> torch.Tensor:
+def _reference(steps: int = 3, hot: bool = False) -> torch.Tensor:
     """Dense torch.optim per table (each table its own rule and lr * scale), on the summed gradients."""
     total = sum(n for _, n in SIZES)
     weight = torch.linspace(0.5, 1.5, total + ONE_SLOTS)
@@ -65,8 +74,8 @@ def _reference(steps: int = 3) -> torch.Tensor:
     }
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        index = torch.randint(0, total + 3, (200,), generator=g)
-        grad = torch.randn(200, generator=g) * 0.5
+        index, grad = _batch(g, total, hot)
+        grad = grad * 0.5
         dense = torch.zeros(total + ONE_SLOTS).index_add_(0, index, grad)
         for n, opt in opts.items():
             opt.zero_grad()
@@ -78,26 +87,41 @@ def _reference(steps: int = 3) -> torch.Tensor:
     return out
 
 
-def test_sparse_update_matches_dense_torch_optim() -> None:
-    torch.testing.assert_close(_run("cpu"), _reference(), rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("hot", [False, True], ids=["spread", "hot"])
+def test_sparse_update_matches_dense_torch_optim(hot: bool) -> None:
+    torch.testing.assert_close(_run("cpu", hot=hot), _reference(hot=hot), rtol=1e-5, atol=1e-5)
+
+
+# (SORTED_MIN_POSITIONS, DENSE_MAX_WEIGHTS) that select each CUDA update
+_MODES = {"per_position": (10**9, 0), "dense": (0, 10**9), "sorted": (0, 0)}
+
+
+def _select(mode: str) -> None:
+    entity_weights.SORTED_MIN_POSITIONS, entity_weights.DENSE_MAX_WEIGHTS = _MODES[mode]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dense_factor", [0, 10**6], ids=["per_position", "dense"])
-def test_fused_cuda_update_matches_reference(monkeypatch: pytest.MonkeyPatch, dense_factor: int) -> None:
-    monkeypatch.setattr(entity_weights, "DENSE_UPDATE_FACTOR", dense_factor)
+@pytest.mark.parametrize("mode", list(_MODES))
+def test_fused_cuda_update_matches_reference(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    monkeypatch.setattr(entity_weights, "SORTED_MIN_POSITIONS", entity_weights.SORTED_MIN_POSITIONS)
+    monkeypatch.setattr(entity_weights, "DENSE_MAX_WEIGHTS", entity_weights.DENSE_MAX_WEIGHTS)
+    _select(mode)
     torch.testing.assert_close(_run("cuda"), _reference(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(_run("cuda", hot=True), _reference(hot=True), rtol=1e-5, atol=1e-5)
 
 
-def check_dense_update_kernel_on_cpu() -> None:
-    """The one-lane-per-weight update kernel on CPU tensors (under ``TRITON_INTERPRET=1``) against dense
-    ``torch.optim`` (the per-position kernel's float ``atomic_xchg`` has no interpreter: GPU test only)."""
+def check_update_kernels_on_cpu() -> None:
+    """The one-lane-per-weight and the sorted update kernels on CPU tensors (under ``TRITON_INTERPRET=1``) against
+    dense ``torch.optim`` (the per-position kernel's float ``atomic_xchg`` has no interpreter: GPU test only); the
+    sorted one also with long runs of one id (its binary search for the run's first position)."""
     from torchrec_memcom.ops import triton_enabled
 
     assert triton_enabled(torch.zeros(1)), "run under TRITON_INTERPRET=1 with triton installed"
-    entity_weights.DENSE_UPDATE_FACTOR = 10**6
-    torch.testing.assert_close(_run("cpu"), _reference(), rtol=1e-6, atol=1e-6)
+    for mode in ("dense", "sorted"):
+        _select(mode)
+        torch.testing.assert_close(_run("cpu"), _reference(), rtol=1e-6, atol=1e-6, msg=mode)
+        torch.testing.assert_close(_run("cpu", hot=True), _reference(hot=True), rtol=1e-5, atol=1e-5, msg=mode)
 
 
-def test_dense_update_kernel_interpreted_matches_reference() -> None:
-    run_interpreted("tests.distributed.test_entity_weights", "check_dense_update_kernel_on_cpu")
+def test_update_kernels_interpreted_match_reference() -> None:
+    run_interpreted("tests.distributed.test_entity_weights", "check_update_kernels_on_cpu")

@@ -15,7 +15,7 @@ from torchrec.optim.fused import FusedOptimizer
 
 from torchrec_memcom.ops import ONE_SLOTS, triton_enabled
 
-__all__ = ["EntityWeightOptimizer", "TableRule", "fused_entity_weight_lookup", "rule_for"]
+__all__ = ["EntityWeightOptimizer", "TableRule", "fused_entity_weight_lookup", "rule_for", "update_mode"]
 
 _SGD = "sgd"
 _ADAGRAD = "adagrad"
@@ -26,9 +26,22 @@ _KINDS = {
     EmbOptimType.EXACT_ROWWISE_ADAGRAD: _ADAGRAD,
 }
 
-# On CUDA, the update makes one pass over the whole local vector (no atomics) when it is at most this many times longer
-# than the batch's positions, else one lane per position (each swapping its id's sum out of the scratch atomically).
-DENSE_UPDATE_FACTOR = 64
+# How the CUDA update sums duplicate ids (GPU time per update on an H200, `scripts/bench_entity_update.py`, in
+# docs/PERFORMANCE.md): below SORTED_MIN_POSITIONS positions, index_add_ into a scratch, then one lane per position
+# swaps its id's sum out (atomics are cheap at that size); from there on, a vector of at most DENSE_MAX_WEIGHTS weights
+# (its scratch stays in L2) takes the index_add_ and one lane per weight, a longer one sorts the positions by id and
+# updates once per run of equal ids (Zipf-hot ids make atomics on a vector in HBM contend).
+SORTED_MIN_POSITIONS = 2**20
+DENSE_MAX_WEIGHTS = 2**22
+
+
+def update_mode(positions: int, weights: int) -> str:
+    """How the CUDA update sums the duplicate ids of ``positions`` gradients into a vector of ``weights``:
+    ``"per_position"``, ``"dense"`` or ``"sorted"`` (see ``SORTED_MIN_POSITIONS``)."""
+    if positions < SORTED_MIN_POSITIONS:
+        return "per_position"
+    return "dense" if weights <= DENSE_MAX_WEIGHTS else "sorted"
+
 
 # (rule, learning-rate scale): how one table's weights train; the learning rate is its param group's times the scale.
 TableRule = Tuple[str, float]
@@ -142,29 +155,28 @@ class EntityWeightOptimizer(FusedOptimizer):
         """Applies the update for ``grad`` of ``weight[index]`` (duplicates summed).
 
         No host-device synchronisation: gathers, ``index_add_`` / ``index_copy_`` / ``index_fill_`` scatters and
-        elementwise ops (an ``index_put_`` of a Python scalar would copy it to the device and wait). On CUDA, two
-        launches: the gradient sum per id, then one fused update, by the position that swaps the sum out or, for a
-        vector at most ``DENSE_UPDATE_FACTOR`` times the batch, by one lane per weight.
+        elementwise ops (an ``index_put_`` of a Python scalar would copy it to the device and wait). On CUDA, the
+        gradient sum per id (an ``index_add_``, or a sort and a cumulative sum) then one fused update kernel, by the
+        position that swaps the sum out, one lane per weight, or the last position of each id's run (see
+        ``SORTED_MIN_POSITIONS``).
         """
         if index.numel() == 0:
             return
+        grad = grad.to(self._weight.dtype)
+        mode = update_mode(index.numel(), self._weight.numel()) if triton_enabled(index) else None
+        if mode == "sorted":
+            from torchrec_memcom.ops._triton import entity_update_sorted_triton
+
+            args = (self._bounds, self._lr_vector(), self._adagrad, self._eps, self._scale)
+            entity_update_sorted_triton(index, grad, self._weight, self._sum, *args)
+            return
         scratch = self._scratch
-        scratch.index_add_(0, index, grad.to(self._weight.dtype))  # scaled once per id below, not per position
-        if triton_enabled(index):
+        scratch.index_add_(0, index, grad)  # scaled once per id below, not per position
+        if mode is not None:
             from torchrec_memcom.ops._triton import entity_update_triton
 
-            entity_update_triton(
-                index,
-                scratch,
-                self._weight,
-                self._sum,
-                self._bounds,
-                self._lr_vector(),
-                self._adagrad,
-                self._eps,
-                scale=self._scale,
-                dense=self._weight.numel() <= DENSE_UPDATE_FACTOR * index.numel(),
-            )
+            args = (self._bounds, self._lr_vector(), self._adagrad, self._eps, self._scale)
+            entity_update_triton(index, scratch, self._weight, self._sum, *args, dense=mode == "dense")
             return
         g = scratch.index_select(0, index) * self._scale  # each id's summed gradient, at every one of its positions
         scratch.index_fill_(0, index, 0.0)

@@ -451,3 +451,85 @@ def gather_mul_triton(
         ROWS=_COLUMN_ROWS,
         BLOCK=_COLUMN_BLOCK,
     )
+
+
+@triton.jit
+def _entity_update_sorted_kernel(
+    keys_ptr,
+    csum_ptr,
+    weight_ptr,
+    sum_ptr,
+    bounds_ptr,
+    lr_ptr,
+    ada_ptr,
+    n,
+    eps,
+    scale,
+    T: tl.constexpr,
+    HAS_SUM: tl.constexpr,
+    SEARCH: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # keys: the batch's weight indices sorted; csum: the inclusive float64 cumulative sum of their gradients in that
+    # order. The last position of each run of equal keys applies the update with the run's sum, cs[last] - cs[first-1],
+    # finding the run's first position by binary search (SEARCH >= log2(n) + 1 halvings): no atomics, no race.
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    key = tl.load(keys_ptr + i, mask=mask, other=0).to(tl.int64)
+    nxt = tl.load(keys_ptr + i + 1, mask=mask & (i + 1 < n), other=-1).to(tl.int64)
+    own = mask & (key != nxt)
+    lo = tl.zeros((BLOCK,), dtype=tl.int64)
+    hi = i
+    for _ in tl.static_range(SEARCH):
+        mid = (lo + hi) // 2
+        active = own & (lo < hi)
+        below = tl.load(keys_ptr + mid, mask=active, other=0).to(tl.int64) < key
+        lo, hi = tl.where(active & below, mid + 1, lo), tl.where(active & ~below, mid, hi)
+    before = tl.load(csum_ptr + lo - 1, mask=own & (lo > 0), other=0.0)
+    g = (tl.load(csum_ptr + i, mask=own, other=0.0) - before).to(tl.float32) * scale
+    table = tl.zeros((BLOCK,), dtype=tl.int64)
+    for t in tl.static_range(T):
+        table += (key >= tl.load(bounds_ptr + t)).to(tl.int64)
+    lr = tl.load(lr_ptr + table, mask=own, other=0.0)
+    step = g
+    if HAS_SUM:
+        ada = tl.load(ada_ptr + table, mask=own, other=0) != 0
+        total = tl.load(sum_ptr + key, mask=own, other=0.0) + tl.where(ada, g * g, 0.0)
+        tl.store(sum_ptr + key, total, mask=own & ada)
+        step = tl.where(ada, g / (tl.sqrt(total) + eps), g)
+    w = tl.load(weight_ptr + key, mask=own, other=0.0)
+    tl.store(weight_ptr + key, w - lr * step, mask=own)
+
+
+def entity_update_sorted_triton(
+    index: torch.Tensor,
+    grad: torch.Tensor,
+    weight: torch.Tensor,
+    state_sum: "torch.Tensor | None",
+    bounds: torch.Tensor,
+    lr: torch.Tensor,
+    adagrad: torch.Tensor,
+    eps: float,
+    scale: float = 1.0,
+) -> None:
+    """``EntityWeightOptimizer``'s update of ``weight[index]`` by ``scale`` times the summed ``grad`` per id: sort the
+    positions by id, a float64 cumulative sum of the gradients in that order, then one lane per run of equal ids."""
+    n = index.numel()
+    keys, order = (index.to(torch.int32) if weight.numel() < 2**31 else index).sort()
+    csum = grad.index_select(0, order).cumsum(0, dtype=torch.float64)
+    _entity_update_sorted_kernel[(triton.cdiv(n, _BLOCK),)](
+        keys,
+        csum,
+        weight,
+        state_sum if state_sum is not None else weight,
+        bounds,
+        lr,
+        adagrad,
+        n,
+        eps,
+        scale,
+        T=bounds.numel(),
+        HAS_SUM=state_sum is not None,
+        SEARCH=max(1, n.bit_length() + 1),
+        BLOCK=_BLOCK,
+    )

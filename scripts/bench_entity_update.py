@@ -1,0 +1,118 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""GPU time of MEmCom's fused entity-weight update, per way of summing duplicate ids, on Zipf-distributed batches.
+
+``EntityWeightOptimizer.update`` on CUDA sums each id's gradients and applies SGD / Adagrad in one of three ways:
+``per_position`` (``index_add_`` into a scratch, then one lane per position swaps its id's sum out), ``dense``
+(``index_add_``, then one lane per weight of the whole vector) and ``sorted`` (sort the positions by id, a float64
+cumulative sum, one lane per run of equal ids). This script times each on the same batches (row-wise Adagrad, one
+table per ``--rows`` block, ids Zipf(``--zipf``) per table), and shows which one the library picks
+(``SORTED_MIN_POSITIONS``, ``DENSE_MAX_WEIGHTS``). Times are GPU time: a GPU sleep is queued first so that the host
+has queued every timed update before the first runs. All three give the same weights (checked after timing).
+
+Usage (GPU machine)::
+
+    python3 scripts/bench_entity_update.py --out update.json
+    python3 scripts/bench_entity_update.py --tables 20 --rows 1600000 --positions 327680
+"""
+
+import argparse
+import json
+from typing import Any, Dict, List
+
+import torch
+
+from torchrec_memcom.distributed import entity_weights
+from torchrec_memcom.distributed.entity_weights import EntityWeightOptimizer, table_slices
+from torchrec_memcom.ops import ONE_SLOTS
+
+# (SORTED_MIN_POSITIONS, DENSE_MAX_WEIGHTS) that force each way
+MODES = {"per_position": (2**62, 0), "dense": (0, 2**62), "sorted": (0, 0)}
+
+
+class _Param:
+    """The optimizer keys its state by its parameters; no ShardedTensor is needed to time the update."""
+
+
+def _optimizer(weight: torch.Tensor, tables: int, rows: int) -> EntityWeightOptimizer:
+    names = [f"t{i}" for i in range(tables)]
+    return EntityWeightOptimizer(
+        weight=weight,
+        params={f"entity_weights.{n}": _Param() for n in names},  # type: ignore[misc]
+        table_slices=table_slices([(n, rows) for n in names]),
+        rules={n: ("adagrad", 1.0) for n in names},
+        lrs={n: 0.01 for n in names},
+        eps=1e-8,
+        grad_scale=1.0,
+        make_sharded=lambda table, flat: _Param(),  # type: ignore[arg-type,return-value]
+    )
+
+
+def measure(tables: int, rows: int, positions: int, zipf: float, iters: int, seed: int = 0) -> Dict[str, Any]:
+    """One batch size: ms per update for every way, the library's choice, and the ways' largest disagreement."""
+    torch.manual_seed(seed)
+    weight = torch.ones(tables * rows + ONE_SLOTS, device="cuda")
+    opt = _optimizer(weight, tables, rows)
+    probs = torch.arange(1, rows + 1, dtype=torch.float64, device="cuda").pow(-zipf)
+    per = positions // tables
+    index = torch.cat([torch.multinomial(probs, per, replacement=True) + t * rows for t in range(tables)])
+    grad = torch.randn(index.numel(), device="cuda")
+    defaults = (entity_weights.SORTED_MIN_POSITIONS, entity_weights.DENSE_MAX_WEIGHTS)
+    row: Dict[str, Any] = {"positions": index.numel(), "unique": index.unique().numel(), "weights": weight.numel()}
+    results: List[torch.Tensor] = []
+    try:
+        for mode, (lo, hi) in MODES.items():
+            entity_weights.SORTED_MIN_POSITIONS, entity_weights.DENSE_MAX_WEIGHTS = lo, hi
+            for _ in range(3):
+                opt.update(index, grad)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            torch.cuda._sleep(200_000_000)
+            start.record()
+            for _ in range(iters):
+                opt.update(index, grad)
+            end.record()
+            torch.cuda.synchronize()
+            row[mode] = start.elapsed_time(end) / iters
+            weight.fill_(1.0)
+            assert opt._sum is not None
+            opt._sum.zero_()
+            opt.update(index, grad)
+            results.append(weight.clone())
+    finally:
+        entity_weights.SORTED_MIN_POSITIONS, entity_weights.DENSE_MAX_WEIGHTS = defaults
+    row["chosen"] = entity_weights.update_mode(index.numel(), weight.numel())
+    row["fastest"] = min(MODES, key=lambda m: row[m])
+    row["max_disagreement"] = max(float((r - results[0]).abs().max()) for r in results)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tables", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=4_000_000, help="weights per table")
+    parser.add_argument(
+        "--positions", type=int, nargs="+", default=[16384 * 20 * k for k in (1, 2, 4, 8)], help="ids per update"
+    )
+    parser.add_argument("--zipf", type=float, default=1.05)
+    parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--out", help="write the rows as JSON here")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_entity_update.py times CUDA kernels: run it on a GPU machine")
+    rows = [measure(args.tables, args.rows, n, args.zipf, args.iters) for n in args.positions]
+    print(f"{args.tables} tables x {args.rows:,} weights, Zipf {args.zipf}, row-wise Adagrad; GPU ms per update")
+    print("| positions | unique ids | per_position | dense | sorted | library picks | fastest | max diff |")
+    print("|---:|---:|---:|---:|---:|---|---|---:|")
+    for r in rows:
+        times = " | ".join(f"{r[m]:.3f}" for m in MODES)
+        print(
+            f"| {r['positions']:,} | {r['unique']:,} | {times} | {r['chosen']} | {r['fastest']} "
+            f"| {r['max_disagreement']:.1e} |"
+        )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"args": vars(args), "device": torch.cuda.get_device_name(), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
