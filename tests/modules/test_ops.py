@@ -115,6 +115,15 @@ def _check_lma_grouped(device: str = "cpu") -> None:
         got = out.clone().to(device)
         lma_locations_grouped(ids.to(dtype).to(device), jobs, got)
         torch.testing.assert_close(got.cpu(), want, rtol=0, atol=0)
+    # without the 2**33-row memory every value fits 32 bits: the kernel's 32-bit path
+    narrow = [job for job in jobs if job.params[2] < 2**31]
+    got = out.clone().to(device)
+    lma_locations_grouped(ids.to(device), narrow, got)
+    wide = jobs[2].dst
+    keep = torch.ones(total, dtype=torch.bool)
+    for at in wide:
+        keep[at : at + counts[2]] = False
+    torch.testing.assert_close(got.cpu()[keep], want[keep], rtol=0, atol=0)
 
 
 def test_lma_grouped_cpu() -> None:
@@ -300,6 +309,17 @@ def _check_segments(device: str) -> None:
         values, None, torch.tensor(custom, device=device), custom, [(starts[2], 0, length)], stats3, length, False
     )
     assert stats3.cpu()[2].tolist() == [int(f2.min()), int(f2.max())]
+    # ids outside [0, n): every op reads them clamped (outputs in range), the statistics report them as given
+    bad = values.cpu().clone()
+    bad[[5, 17]] = torch.tensor([-3, h.num_embeddings + 10])
+    bad[[starts[2] + 1, starts[2] + 2]] = torch.tensor([2**40, -(2**40)])
+    stats4 = torch.tensor([[2**63 - 1, -(2**63)]] * 3, device=device)
+    out4, _ = transform_segments(bad.to(device), weights, static, rows, dyn, stats4, total, True)
+    c0, c2 = bad[: lengths[0]].clamp(0, h.num_embeddings - 1), bad[starts[2] :].clamp(0, 299)
+    want4 = torch.cat([h(c0), h.scramble(c0), torch.div(c2, 7, rounding_mode="floor"), c2 % 7])
+    torch.testing.assert_close(out4.cpu()[: want4.numel()], want4, rtol=0, atol=0)
+    assert stats4.cpu()[0].tolist() == [-3, h.num_embeddings + 10]
+    assert stats4.cpu()[2].tolist() == [-(2**40), 2**40]
 
 
 def test_transform_segments_cpu() -> None:

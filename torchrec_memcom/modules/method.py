@@ -200,8 +200,12 @@ class TableMethod:
 
     def ids_in_range(self, physical_table: str) -> bool:
         """Whether every id the transform writes for the physical table lies in ``[0, num_embeddings)`` whatever the
-        input (then FBGEMM's per-batch bounds check of its indices is skipped: ``BoundsCheckMode.NONE``)."""
-        return False
+        input (then FBGEMM's per-batch bounds check of its indices is skipped: ``BoundsCheckMode.NONE``). By default:
+        tables fed only by built-in ops, whose source ids ``ops.transform_segments`` clamps into the logical table's
+        range (out-of-range ids are still reported by the transform's own check); a method writing ``CUSTOM``
+        segments must say so itself."""
+        ops = [s.op for s in self.segments() if s.table == physical_table]
+        return bool(ops) and IdOp.CUSTOM not in ops
 
     def extra_shard_bytes(self, physical_table: str, shard_rows: int, state_per_value: int) -> int:
         """Bytes a shard of ``shard_rows`` rows holds beside its rows (e.g. MEmCom's weights and their optimizer

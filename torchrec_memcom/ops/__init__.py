@@ -125,7 +125,9 @@ def transform_segments(
         total (int): output length.
         out_weighted (bool): produce weights (input weights where carried, else 1).
 
-    ``CUSTOM`` segments are left unwritten: the caller writes them.
+    Each op reads its ids clamped into ``[0, num_embeddings)``, so every output lies in its physical table whatever
+    the input (FBGEMM's bounds check of the lookup is then redundant); the statistics keep the ids as given, for the
+    caller's range check to report. ``CUSTOM`` segments are left unwritten: the caller writes them.
     """
     device = values.device
     out = torch.empty(total, dtype=torch.int64, device=device)
@@ -153,7 +155,7 @@ def transform_segments(
         n = max(0, min(n, values.numel() - start, total - out_start))
         x = x_all[start : start + n]
         if op != IdOp.CUSTOM:  # the caller writes CUSTOM segments (as on CUDA)
-            out[out_start : out_start + n] = apply_id_op(op, x, row[5:])
+            out[out_start : out_start + n] = apply_id_op(op, x.clamp(0, row[4] - 1), row[5:])
         if w_out is not None:
             if carry and weights is not None:
                 w_out[out_start : out_start + n] = weights[start : start + n]

@@ -79,6 +79,7 @@ def _lma_grouped_kernel(
     n_in,
     n_out,
     CP2: tl.constexpr,
+    NARROW: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     job = tl.program_id(0)
@@ -112,7 +113,7 @@ def _lma_grouped_kernel(
     gc = tl.load(pk + 5, mask=kmask, other=0)[None, :]
     y = _mix(((ids << 10) | salt10)[:, None], f1, f2, fc)
     y = _mix(y ^ (y >> 15), g1, g2, gc)
-    h = y ^ (y >> 13)
+    h = y ^ (y >> 13)  # < 2**31
     loc = h % memory_rows
     # code k: bits [k b, (k + 1) b) of the row's bytes, read as a 3-byte little-endian word (zeros past the end)
     first = ks.to(tl.int64) * bits
@@ -127,9 +128,18 @@ def _lma_grouped_kernel(
     p = tl.load(pk + 6, mask=kmask, other=1)[None, :]
     base = tl.load(pk + 7, mask=kmask, other=0)[None, :]
     safe_q = tl.maximum(q, 1)
-    first_row = code * p // safe_q
-    width = tl.maximum((code + 1) * p // safe_q - first_row, 1)
-    loc = tl.where(code == q, loc, base + first_row + h % width)  # bits = 0: q = code = 0, the hashed fallback
+    if NARROW:  # every value below 2**31 (checked on the host): 32-bit divisions, several times cheaper than 64-bit
+        h32 = h.to(tl.int32)
+        loc = (h32 % memory_rows.to(tl.int32)).to(tl.int64)
+        code32, p32, q32 = code.to(tl.int32), p.to(tl.int32), safe_q.to(tl.int32)
+        first_row = code32 * p32 // q32
+        width = tl.maximum((code32 + 1) * p32 // q32 - first_row, 1)
+        coded = base + first_row.to(tl.int64) + (h32 % width).to(tl.int64)
+    else:
+        first_row = code * p // safe_q
+        width = tl.maximum((code + 1) * p // safe_q - first_row, 1)
+        coded = base + first_row + h % width
+    loc = tl.where(code == q, loc, coded)  # bits = 0: q = code = 0, the hashed fallback
     dst = tl.load(drow + 4 + ks, mask=kmask, other=-1)[None, :]
     at_out = dst + offs[:, None] * step
     write = both & (dst >= 0) & (at_out < n_out)
@@ -137,23 +147,26 @@ def _lma_grouped_kernel(
 
 
 @functools.lru_cache(maxsize=64)
-def _lma_static(rows: Tuple[Tuple[int, ...], ...], cp2: int, device: torch.device) -> torch.Tensor:
-    """The static rows of ``_lma_grouped_kernel`` for jobs ``(sig_bytes, params..., max_id)`` (cached per plan)."""
+def _lma_static(rows: Tuple[Tuple[int, ...], ...], cp2: int, device: torch.device) -> Tuple[torch.Tensor, bool]:
+    """The static rows of ``_lma_grouped_kernel`` for jobs ``(sig_bytes, params..., max_id)`` (cached per plan), and
+    whether its 32-bit path applies: every memory below 2**31 rows and every ``(code + 1) * P_k`` below 2**31."""
     from torchrec_memcom.ops import lma_chunk_params
 
-    out = []
+    out, narrow = [], True
     for sig_bytes, num_chunks, bits, memory_rows, row_offset, num_rows, salt, max_id in rows:
         chunk = lma_chunk_params(num_chunks, row_offset, num_rows, torch.device("cpu")).reshape(-1).tolist()
         head = [sig_bytes, bits, num_chunks, memory_rows, salt & 1023, max(max_id, 0), int(max_id >= 0), 0]
         out.append(head + chunk + [0] * (8 * (cp2 - num_chunks)))
-    return torch.tensor(out, dtype=torch.int64).to(device)
+        largest_slice = -(-num_rows // num_chunks)
+        narrow = narrow and memory_rows < 2**31 and (largest_slice << bits) < 2**31
+    return torch.tensor(out, dtype=torch.int64).to(device), narrow
 
 
 def lma_locations_grouped_triton(ids: torch.Tensor, jobs: Sequence[Any], out: torch.Tensor) -> None:
     """``ops.lma_locations_grouped`` (``jobs``: ``ops.LMAJob`` with ``n > 0``) in one launch."""
     cp2 = triton.next_power_of_2(max(len(j.dst) for j in jobs))
     sigs = [j.signatures.contiguous() for j in jobs]  # rows of sig_bytes; kept alive until the launch is queued
-    static = _lma_static(
+    static, narrow = _lma_static(
         tuple((s.shape[1] if s.dim() == 2 and s.numel() else 0, *j.params, -1 if j.max_id is None else j.max_id)
               for s, j in zip(sigs, jobs)),
         cp2,
@@ -166,7 +179,7 @@ def lma_locations_grouped_triton(ids: torch.Tensor, jobs: Sequence[Any], out: to
     dyn = torch.tensor(dynamic, dtype=torch.int64, pin_memory=ids.is_cuda).to(ids.device, non_blocking=True)
     extent = 1 + sum((size - 1) * stride for size, stride in zip(out.shape, out.stride()))  # out's last element + 1
     grid = (len(jobs), triton.cdiv(max(j.n for j in jobs), _BLOCK_IDS))
-    _lma_grouped_kernel[grid](ids, static, dyn, out, ids.numel(), extent, CP2=cp2, BLOCK=_BLOCK_IDS)
+    _lma_grouped_kernel[grid](ids, static, dyn, out, ids.numel(), extent, CP2=cp2, NARROW=narrow, BLOCK=_BLOCK_IDS)
 
 
 @triton.jit
@@ -240,7 +253,9 @@ def _segments_kernel(
     p2 = tl.load(row + 7)
     p3 = tl.load(row + 8)
     p4 = tl.load(row + 9)
-    x = tl.load(ids_ptr + start + offs, mask=mask, other=0).to(tl.int64)
+    x_in = tl.load(ids_ptr + start + offs, mask=mask, other=0).to(tl.int64)
+    # the op reads the id clamped into [0, num_embeddings): every output in range (the statistics keep x_in)
+    x = tl.minimum(tl.maximum(x_in, 0), tl.load(row + 4) - 1)
     # ops.IdOp: 1 HASH, 2 SCRAMBLE, 3 DIV, 4 MOD; 0 IDENTITY and 5 CUSTOM keep x
     safe_n = tl.where(p2 > 0, p2, 1)
     s = (x * p0 + p1) % safe_n
@@ -257,8 +272,8 @@ def _segments_kernel(
         tl.store(w_out_ptr + out_start + offs, w, mask=mask)
     if check != 0:
         if tl.program_id(1).to(tl.int64) * BLOCK < n:
-            lo = tl.min(tl.where(mask, x, 9223372036854775807), axis=0)
-            hi = tl.max(tl.where(mask, x, -9223372036854775807 - 1), axis=0)
+            lo = tl.min(tl.where(mask, x_in, 9223372036854775807), axis=0)
+            hi = tl.max(tl.where(mask, x_in, -9223372036854775807 - 1), axis=0)
             tl.atomic_min(stats_ptr + feature * 2, lo)
             tl.atomic_max(stats_ptr + feature * 2 + 1, hi)
 
