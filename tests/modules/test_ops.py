@@ -320,6 +320,12 @@ def _check_segments(device: str) -> None:
     torch.testing.assert_close(out4.cpu()[: want4.numel()], want4, rtol=0, atol=0)
     assert stats4.cpu()[0].tolist() == [-3, h.num_embeddings + 10]
     assert stats4.cpu()[2].tolist() == [-(2**40), 2**40]
+    # num_embeddings = 0: the ids pass unclamped (copies of ids transformed before a dist)
+    copy = [[0, int(IdOp.IDENTITY), 0, 1, 0, 0, 0, 0, 0, 0]]
+    out5, _ = transform_segments(
+        bad.to(device), None, torch.tensor(copy, device=device), copy, [(0, 0, bad.numel())], stats4, bad.numel(), False
+    )
+    torch.testing.assert_close(out5.cpu(), bad, rtol=0, atol=0)
 
 
 def test_transform_segments_cpu() -> None:

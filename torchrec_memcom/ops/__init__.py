@@ -127,7 +127,9 @@ def transform_segments(
 
     Each op reads its ids clamped into ``[0, num_embeddings)``, so every output lies in its physical table whatever
     the input (FBGEMM's bounds check of the lookup is then redundant); the statistics keep the ids as given, for the
-    caller's range check to report. ``CUSTOM`` segments are left unwritten: the caller writes them.
+    caller's range check to report. A row with ``num_embeddings = 0`` passes its ids unclamped (the receiving side's
+    copies of ids that were transformed, and clamped, before the dist). ``CUSTOM`` segments are left unwritten: the
+    caller writes them.
     """
     device = values.device
     out = torch.empty(total, dtype=torch.int64, device=device)
@@ -155,7 +157,7 @@ def transform_segments(
         n = max(0, min(n, values.numel() - start, total - out_start))
         x = x_all[start : start + n]
         if op != IdOp.CUSTOM:  # the caller writes CUSTOM segments (as on CUDA)
-            out[out_start : out_start + n] = apply_id_op(op, x.clamp(0, row[4] - 1), row[5:])
+            out[out_start : out_start + n] = apply_id_op(op, x.clamp(0, row[4] - 1) if row[4] > 0 else x, row[5:])
         if w_out is not None:
             if carry and weights is not None:
                 w_out[out_start : out_start + n] = weights[start : start + n]

@@ -254,8 +254,10 @@ def _segments_kernel(
     p3 = tl.load(row + 8)
     p4 = tl.load(row + 9)
     x_in = tl.load(ids_ptr + start + offs, mask=mask, other=0).to(tl.int64)
-    # the op reads the id clamped into [0, num_embeddings): every output in range (the statistics keep x_in)
-    x = tl.minimum(tl.maximum(x_in, 0), tl.load(row + 4) - 1)
+    # the op reads the id clamped into [0, num_embeddings) (0: no clamp): every output in range (the statistics keep
+    # x_in)
+    n_emb = tl.load(row + 4)
+    x = tl.where((zero + n_emb) > 0, tl.minimum(tl.maximum(x_in, 0), n_emb - 1), x_in)
     # ops.IdOp: 1 HASH, 2 SCRAMBLE, 3 DIV, 4 MOD; 0 IDENTITY and 5 CUSTOM keep x
     safe_n = tl.where(p2 > 0, p2, 1)
     s = (x * p0 + p1) % safe_n
