@@ -18,6 +18,7 @@ from torchrec_memcom.benchmarks.report import (
     merge_ranks,
     merge_repeats,
     optimizer_label,
+    step_spread,
 )
 
 TINY = LAYOUTS["tiny"]  # batch 64 per rank
@@ -143,10 +144,26 @@ def test_ratios_and_main_table_with_host_time_and_gpu_busy() -> None:
         "host vs stock",
         "GPU busy",
     ]
+    assert header[8:11] == ["GPU kernel ms/step", "kernel vs stock", "steps p10-p90 (ms)"]
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert cells[:8] == ["dlrm", "MEmCom 16x", "6,400", "10.00", "0.80x", "6.00", "1.50x", "90%"]
+    assert cells[:11] == [
+        "dlrm",
+        "MEmCom 16x",
+        "6,400",
+        "10.00",
+        "0.80x",
+        "6.00",
+        "1.50x",
+        "90%",
+        "9.00",
+        "1.25x",
+        "10.00-10.00",
+    ]
     assert lines[4].startswith("| dlrm | LMA Z=16 16x | does not fit: Unable to find a plan: needs HBM 1 / DDR 2")
     assert "host ms/step" not in markdown_table(_payload(profiled=False)["results"])
+    # the spread of the timed steps: 10th to 90th percentile
+    assert step_spread({"step_ms_all": [float(t) for t in range(1, 102)]}) == "11.00-91.00"
+    assert step_spread({"step_ms_all": [5.0]}) == "-"
 
 
 def test_markdown_report_states_the_optimizer_above_the_table() -> None:

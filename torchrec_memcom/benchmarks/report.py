@@ -165,6 +165,8 @@ def add_ratios(results: List[Dict[str, Any]]) -> None:
         r["local_embedding_bytes_vs_stock"] = r["local_embedding_bytes_max"] / max(base["local_embedding_bytes_max"], 1)
         if r.get("profile") and base.get("profile"):
             r["host_vs_stock"] = r["profile"]["host_ms_per_step"] / base["profile"]["host_ms_per_step"]
+            if r.get("gpu_busy") is not None and base.get("gpu_busy") is not None:
+                r["kernel_vs_stock"] = r["profile"]["total_ms_per_step"] / base["profile"]["total_ms_per_step"]
 
 
 def _bytes(b: Optional[float]) -> str:
@@ -187,8 +189,22 @@ def _profile_cell(r: Dict[str, Any], key: str) -> str:
     return f"{prof[key]:.2f}"
 
 
+_KERNEL_MS = "total_ms_per_step"  # a profile's GPU kernel ms per step (on CUDA; else its self CPU ms)
+
+
+def step_spread(r: Dict[str, Any]) -> str:
+    """The 10th-90th percentile of a row's timed steps ("p10-p90" in ms): a wide range marks a noisy run, where the
+    median step (and its ratio to stock) says less than the GPU kernel time."""
+    steps = r.get("step_ms_all") or []
+    if len(steps) < 2:
+        return "-"
+    deciles = statistics.quantiles(steps, n=10, method="inclusive")
+    return f"{deciles[0]:.2f}-{deciles[-1]:.2f}"
+
+
 def markdown_table(results: List[Dict[str, Any]]) -> str:
-    """The main table: throughput, step time, host time and GPU busy (profiled rows), memory, plan."""
+    """The main table: throughput, step time and its spread, host time, GPU busy and GPU kernel time (profiled rows),
+    memory, plan."""
     ok = [r for r in results if r["status"] == "ok"]
     profiled = any(r.get("profile") for r in ok)
     uvm = any(r.get("local_embedding_uvm_bytes_max") for r in ok)
@@ -207,7 +223,10 @@ def markdown_table(results: List[Dict[str, Any]]) -> str:
             ("host ms/step", lambda r: _profile_cell(r, "host_ms_per_step")),
             ("host vs stock", lambda r: _x(r.get("host_vs_stock"))),
             ("GPU busy", lambda r: "-" if r.get("gpu_busy") is None else f"{r['gpu_busy']:.0%}"),
+            ("GPU kernel ms/step", lambda r: "-" if r.get("gpu_busy") is None else _profile_cell(r, _KERNEL_MS)),
+            ("kernel vs stock", lambda r: _x(r.get("kernel_vs_stock"))),
         ]
+    columns.append(("steps p10-p90 (ms)", step_spread))
     columns += [
         ("peak HBM/rank (max)", lambda r: _bytes(r.get("peak_bytes_max"))),
         ("peak vs stock", lambda r: _x(r.get("peak_bytes_vs_stock"))),
