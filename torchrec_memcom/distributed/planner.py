@@ -188,7 +188,8 @@ def default_constraints(
 ) -> Dict[str, ParameterConstraints]:
     """``constraints`` (on physical names) plus the sharding types each method allows for its tables (MEmCom:
     row-wise or table-wise), intersected with what the user asked, and ``BoundsCheckMode.NONE`` for tables whose ids
-    are in range by construction (``TableMethod.ids_in_range``: LMA's memories) unless the user set a mode.
+    are in range by construction (``TableMethod.ids_in_range``: every table the id transform feeds, whose kernel
+    clamps the ids it maps and reports out-of-range ones itself, and LMA's memories) unless the user set a mode.
 
     Raises:
         ValueError: a constraint leaves a table no sharding type its method supports.
