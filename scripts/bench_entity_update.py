@@ -6,7 +6,7 @@
 (``index_add_``, then one lane per weight of the whole vector) and ``sorted`` (sort the positions by id, a float64
 cumulative sum, one lane per run of equal ids). This script times each on the same batches (row-wise Adagrad, one
 table per ``--rows`` block, ids Zipf(``--zipf``) per table), and shows which one the library picks
-(``SORTED_MIN_POSITIONS``, ``DENSE_MAX_WEIGHTS``). Times are GPU time: a GPU sleep is queued first so that the host
+(``entity_weights.update_mode``). Times are GPU time: a GPU sleep is queued first so that the host
 has queued every timed update before the first runs. All three give the same weights (checked after timing).
 
 Usage (GPU machine)::
@@ -21,19 +21,16 @@ from typing import Any, Dict, List
 
 import torch
 
-from torchrec_memcom.distributed import entity_weights
-from torchrec_memcom.distributed.entity_weights import EntityWeightOptimizer, table_slices
+from torchrec_memcom.distributed.entity_weights import UPDATE_MODES, EntityWeightOptimizer, table_slices, update_mode
 from torchrec_memcom.ops import ONE_SLOTS
-
-# (SORTED_MIN_POSITIONS, DENSE_MAX_WEIGHTS) that force each way
-MODES = {"per_position": (2**62, 0), "dense": (0, 2**62), "sorted": (0, 0)}
 
 
 class _Param:
     """The optimizer keys its state by its parameters; no ShardedTensor is needed to time the update."""
 
 
-def _optimizer(weight: torch.Tensor, tables: int, rows: int) -> EntityWeightOptimizer:
+def _optimizer(weight: torch.Tensor, tables: int, rows: int, mode: str) -> EntityWeightOptimizer:
+    """Row-wise Adagrad on ``weight``: ``tables x rows`` weights, then the constant slots."""
     names = [f"t{i}" for i in range(tables)]
     return EntityWeightOptimizer(
         weight=weight,
@@ -44,44 +41,39 @@ def _optimizer(weight: torch.Tensor, tables: int, rows: int) -> EntityWeightOpti
         eps=1e-8,
         grad_scale=1.0,
         make_sharded=lambda table, flat: _Param(),  # type: ignore[arg-type,return-value]
+        mode=mode,
     )
 
 
 def measure(tables: int, rows: int, positions: int, zipf: float, iters: int, seed: int = 0) -> Dict[str, Any]:
-    """One batch size: ms per update for every way, the library's choice, and the ways' largest disagreement."""
+    """One batch size: ms per update for every way, the library's choice, and the ways' largest disagreement (one
+    update from the same start)."""
     torch.manual_seed(seed)
-    weight = torch.ones(tables * rows + ONE_SLOTS, device="cuda")
-    opt = _optimizer(weight, tables, rows)
     probs = torch.arange(1, rows + 1, dtype=torch.float64, device="cuda").pow(-zipf)
     per = positions // tables
     index = torch.cat([torch.multinomial(probs, per, replacement=True) + t * rows for t in range(tables)])
     grad = torch.randn(index.numel(), device="cuda")
-    defaults = (entity_weights.SORTED_MIN_POSITIONS, entity_weights.DENSE_MAX_WEIGHTS)
-    row: Dict[str, Any] = {"positions": index.numel(), "unique": index.unique().numel(), "weights": weight.numel()}
+    weights = tables * rows + ONE_SLOTS
+    row: Dict[str, Any] = {"positions": index.numel(), "unique": index.unique().numel(), "weights": weights}
     results: List[torch.Tensor] = []
-    try:
-        for mode, (lo, hi) in MODES.items():
-            entity_weights.SORTED_MIN_POSITIONS, entity_weights.DENSE_MAX_WEIGHTS = lo, hi
-            for _ in range(3):
-                opt.update(index, grad)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            torch.cuda._sleep(200_000_000)
-            start.record()
-            for _ in range(iters):
-                opt.update(index, grad)
-            end.record()
-            torch.cuda.synchronize()
-            row[mode] = start.elapsed_time(end) / iters
-            weight.fill_(1.0)
-            assert opt._sum is not None
-            opt._sum.zero_()
+    for mode in UPDATE_MODES:
+        once = torch.ones(weights, device="cuda")
+        _optimizer(once, tables, rows, mode).update(index, grad)
+        results.append(once)
+        opt = _optimizer(torch.ones(weights, device="cuda"), tables, rows, mode)
+        for _ in range(3):
             opt.update(index, grad)
-            results.append(weight.clone())
-    finally:
-        entity_weights.SORTED_MIN_POSITIONS, entity_weights.DENSE_MAX_WEIGHTS = defaults
-    row["chosen"] = entity_weights.update_mode(index.numel(), weight.numel())
-    row["fastest"] = min(MODES, key=lambda m: row[m])
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        torch.cuda._sleep(200_000_000)
+        start.record()
+        for _ in range(iters):
+            opt.update(index, grad)
+        end.record()
+        torch.cuda.synchronize()
+        row[mode] = start.elapsed_time(end) / iters
+    row["chosen"] = update_mode(index.numel(), weights)
+    row["fastest"] = min(UPDATE_MODES, key=lambda m: row[m])
     row["max_disagreement"] = max(float((r - results[0]).abs().max()) for r in results)
     return row
 
@@ -104,7 +96,7 @@ def main() -> None:
     print("| positions | unique ids | per_position | dense | sorted | library picks | fastest | max diff |")
     print("|---:|---:|---:|---:|---:|---|---|---:|")
     for r in rows:
-        times = " | ".join(f"{r[m]:.3f}" for m in MODES)
+        times = " | ".join(f"{r[m]:.3f}" for m in UPDATE_MODES)
         print(
             f"| {r['positions']:,} | {r['unique']:,} | {times} | {r['chosen']} | {r['fastest']} "
             f"| {r['max_disagreement']:.1e} |"

@@ -3,14 +3,13 @@
 included; the three fused CUDA updates (one lane per position, one per weight, one per run of sorted ids) equal it
 too."""
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import pytest
 import torch
 
 from tests.interpreted import run_interpreted
-from torchrec_memcom.distributed import entity_weights
-from torchrec_memcom.distributed.entity_weights import EntityWeightOptimizer, table_slices
+from torchrec_memcom.distributed.entity_weights import UPDATE_MODES, EntityWeightOptimizer, table_slices, update_mode
 from torchrec_memcom.ops import ONE_SLOTS
 
 SIZES = [("a", 40), ("b", 25), ("c", 0), ("d", 30)]  # "c": a table-wise table another rank holds
@@ -25,7 +24,7 @@ class _FakeSharded:
         self.name = name
 
 
-def _optimizer(weight: torch.Tensor, scale: float) -> EntityWeightOptimizer:
+def _optimizer(weight: torch.Tensor, scale: float, mode: Optional[str] = None) -> EntityWeightOptimizer:
     params = {f"entity_weights.{n}": _FakeSharded(n) for n, _ in SIZES}
     return EntityWeightOptimizer(
         weight=weight,
@@ -36,6 +35,7 @@ def _optimizer(weight: torch.Tensor, scale: float) -> EntityWeightOptimizer:
         eps=1e-8,
         grad_scale=scale,
         make_sharded=lambda table, flat: _FakeSharded(table),  # type: ignore[arg-type,return-value]
+        mode=mode,
     )
 
 
@@ -48,11 +48,11 @@ def _batch(g: torch.Generator, total: int, hot: bool) -> Tuple[torch.Tensor, tor
     return index, torch.randn(200, generator=g)
 
 
-def _run(device: str, steps: int = 3, hot: bool = False) -> torch.Tensor:
+def _run(device: str, steps: int = 3, hot: bool = False, mode: Optional[str] = None) -> torch.Tensor:
     total = sum(n for _, n in SIZES)
     weight = torch.linspace(0.5, 1.5, total + ONE_SLOTS, device=device)
     weight[total:] = 1.0
-    opt = _optimizer(weight, scale=0.5)
+    opt = _optimizer(weight, scale=0.5, mode=mode)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
         index, grad = _batch(g, total, hot)
@@ -92,22 +92,19 @@ def test_sparse_update_matches_dense_torch_optim(hot: bool) -> None:
     torch.testing.assert_close(_run("cpu", hot=hot), _reference(hot=hot), rtol=1e-5, atol=1e-5)
 
 
-# (SORTED_MIN_POSITIONS, DENSE_MAX_WEIGHTS) that select each CUDA update
-_MODES = {"per_position": (10**9, 0), "dense": (0, 10**9), "sorted": (0, 0)}
-
-
-def _select(mode: str) -> None:
-    entity_weights.SORTED_MIN_POSITIONS, entity_weights.DENSE_MAX_WEIGHTS = _MODES[mode]
-
-
 @pytest.mark.gpu
-@pytest.mark.parametrize("mode", list(_MODES))
-def test_fused_cuda_update_matches_reference(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
-    monkeypatch.setattr(entity_weights, "SORTED_MIN_POSITIONS", entity_weights.SORTED_MIN_POSITIONS)
-    monkeypatch.setattr(entity_weights, "DENSE_MAX_WEIGHTS", entity_weights.DENSE_MAX_WEIGHTS)
-    _select(mode)
-    torch.testing.assert_close(_run("cuda"), _reference(), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(_run("cuda", hot=True), _reference(hot=True), rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("mode", UPDATE_MODES)
+def test_fused_cuda_update_matches_reference(mode: str) -> None:
+    torch.testing.assert_close(_run("cuda", mode=mode), _reference(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(_run("cuda", hot=True, mode=mode), _reference(hot=True), rtol=1e-5, atol=1e-5)
+
+
+def test_update_mode_by_batch_and_vector_size() -> None:
+    assert update_mode(327_680, 32_000_000) == "per_position"
+    assert update_mode(2**21, 800_000) == "dense"
+    assert update_mode(2**21, 32_000_000) == "sorted"
+    with pytest.raises(ValueError, match="update mode 'fast'"):
+        _optimizer(torch.ones(ONE_SLOTS + 95), 1.0, mode="fast")
 
 
 def check_update_kernels_on_cpu() -> None:
@@ -118,9 +115,9 @@ def check_update_kernels_on_cpu() -> None:
 
     assert triton_enabled(torch.zeros(1)), "run under TRITON_INTERPRET=1 with triton installed"
     for mode in ("dense", "sorted"):
-        _select(mode)
-        torch.testing.assert_close(_run("cpu"), _reference(), rtol=1e-6, atol=1e-6, msg=mode)
-        torch.testing.assert_close(_run("cpu", hot=True), _reference(hot=True), rtol=1e-5, atol=1e-5, msg=mode)
+        torch.testing.assert_close(_run("cpu", mode=mode), _reference(), rtol=1e-6, atol=1e-6, msg=mode)
+        hot = _run("cpu", hot=True, mode=mode)
+        torch.testing.assert_close(hot, _reference(hot=True), rtol=1e-5, atol=1e-5, msg=mode)
 
 
 def test_update_kernels_interpreted_match_reference() -> None:

@@ -15,7 +15,14 @@ from torchrec.optim.fused import FusedOptimizer
 
 from torchrec_memcom.ops import ONE_SLOTS, triton_enabled
 
-__all__ = ["EntityWeightOptimizer", "TableRule", "fused_entity_weight_lookup", "rule_for", "update_mode"]
+__all__ = [
+    "EntityWeightOptimizer",
+    "TableRule",
+    "UPDATE_MODES",
+    "fused_entity_weight_lookup",
+    "rule_for",
+    "update_mode",
+]
 
 _SGD = "sgd"
 _ADAGRAD = "adagrad"
@@ -33,6 +40,9 @@ _KINDS = {
 # updates once per run of equal ids (Zipf-hot ids make atomics on a vector in HBM contend).
 SORTED_MIN_POSITIONS = 2**20
 DENSE_MAX_WEIGHTS = 2**22
+
+
+UPDATE_MODES = ("per_position", "dense", "sorted")
 
 
 def update_mode(positions: int, weights: int) -> str:
@@ -103,6 +113,8 @@ class EntityWeightOptimizer(FusedOptimizer):
         grad_scale (float): factor applied to incoming gradients.
         make_sharded (Callable[[str, torch.Tensor], ShardedTensor]): wraps a table's slice of a flat local vector
             laid out like ``weight`` (its optimizer state) as a ShardedTensor.
+        mode (Optional[str]): one of ``UPDATE_MODES`` for every CUDA update (tests, benchmarks); ``None``: the one
+            ``update_mode`` picks per batch. Also settable later as ``optimizer.mode``.
     """
 
     def __init__(
@@ -115,7 +127,11 @@ class EntityWeightOptimizer(FusedOptimizer):
         eps: float,
         grad_scale: float,
         make_sharded: Callable[[str, torch.Tensor], ShardedTensor],
+        mode: Optional[str] = None,
     ) -> None:
+        if mode is not None and mode not in UPDATE_MODES:
+            raise ValueError(f"entity-weight update mode {mode!r}: expected one of {UPDATE_MODES} or None")
+        self.mode = mode
         self._weight = weight
         self._scale = grad_scale
         self._eps = eps
@@ -163,7 +179,7 @@ class EntityWeightOptimizer(FusedOptimizer):
         if index.numel() == 0:
             return
         grad = grad.to(self._weight.dtype)
-        mode = update_mode(index.numel(), self._weight.numel()) if triton_enabled(index) else None
+        mode = (self.mode or update_mode(index.numel(), self._weight.numel())) if triton_enabled(index) else None
         if mode == "sorted":
             from torchrec_memcom.ops._triton import entity_update_sorted_triton
 

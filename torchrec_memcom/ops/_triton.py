@@ -312,6 +312,37 @@ def transform_segments_triton(
 
 
 @triton.jit
+def _apply_entity_update(
+    i,
+    g,
+    own,
+    weight_ptr,
+    sum_ptr,
+    bounds_ptr,
+    lr_ptr,
+    ada_ptr,
+    eps,
+    T: tl.constexpr,
+    HAS_SUM: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # EntityWeightOptimizer's rule for weights i (lanes where own) with summed, scaled gradients g: the table of i
+    # (bounds: each table's end; the constant slots last, lr 0), then SGD or Adagrad by that table's rule.
+    table = tl.zeros((BLOCK,), dtype=tl.int64)
+    for t in tl.static_range(T):
+        table += (i >= tl.load(bounds_ptr + t)).to(tl.int64)
+    lr = tl.load(lr_ptr + table, mask=own, other=0.0)
+    step = g
+    if HAS_SUM:
+        ada = tl.load(ada_ptr + table, mask=own, other=0) != 0
+        total = tl.load(sum_ptr + i, mask=own, other=0.0) + tl.where(ada, g * g, 0.0)
+        tl.store(sum_ptr + i, total, mask=own & ada)
+        step = tl.where(ada, g / (tl.sqrt(total) + eps), g)
+    w = tl.load(weight_ptr + i, mask=own, other=0.0)
+    tl.store(weight_ptr + i, w - lr * step, mask=own)
+
+
+@triton.jit
 def _entity_update_kernel(
     index_ptr,
     scratch_ptr,
@@ -344,19 +375,7 @@ def _entity_update_kernel(
         i = tl.load(index_ptr + j, mask=mask, other=0)
         g = tl.atomic_xchg(scratch_ptr + i, zeros, mask=mask)
     own = mask & (g != 0.0)
-    g = g * scale
-    table = tl.zeros((BLOCK,), dtype=tl.int64)
-    for t in tl.static_range(T):
-        table += (i >= tl.load(bounds_ptr + t)).to(tl.int64)
-    lr = tl.load(lr_ptr + table, mask=own, other=0.0)
-    step = g
-    if HAS_SUM:
-        ada = tl.load(ada_ptr + table, mask=own, other=0) != 0
-        total = tl.load(sum_ptr + i, mask=own, other=0.0) + tl.where(ada, g * g, 0.0)
-        tl.store(sum_ptr + i, total, mask=own & ada)
-        step = tl.where(ada, g / (tl.sqrt(total) + eps), g)
-    w = tl.load(weight_ptr + i, mask=own, other=0.0)
-    tl.store(weight_ptr + i, w - lr * step, mask=own)
+    _apply_entity_update(i, g * scale, own, weight_ptr, sum_ptr, bounds_ptr, lr_ptr, ada_ptr, eps, T, HAS_SUM, BLOCK)
 
 
 def entity_update_triton(
@@ -504,18 +523,7 @@ def _entity_update_sorted_kernel(
         lo, hi = tl.where(active & below, mid + 1, lo), tl.where(active & ~below, mid, hi)
     before = tl.load(csum_ptr + lo - 1, mask=own & (lo > 0), other=0.0)
     g = (tl.load(csum_ptr + i, mask=own, other=0.0) - before).to(tl.float32) * scale
-    table = tl.zeros((BLOCK,), dtype=tl.int64)
-    for t in tl.static_range(T):
-        table += (key >= tl.load(bounds_ptr + t)).to(tl.int64)
-    lr = tl.load(lr_ptr + table, mask=own, other=0.0)
-    step = g
-    if HAS_SUM:
-        ada = tl.load(ada_ptr + table, mask=own, other=0) != 0
-        total = tl.load(sum_ptr + key, mask=own, other=0.0) + tl.where(ada, g * g, 0.0)
-        tl.store(sum_ptr + key, total, mask=own & ada)
-        step = tl.where(ada, g / (tl.sqrt(total) + eps), g)
-    w = tl.load(weight_ptr + key, mask=own, other=0.0)
-    tl.store(weight_ptr + key, w - lr * step, mask=own)
+    _apply_entity_update(key, g, own, weight_ptr, sum_ptr, bounds_ptr, lr_ptr, ada_ptr, eps, T, HAS_SUM, BLOCK)
 
 
 def entity_update_sorted_triton(
