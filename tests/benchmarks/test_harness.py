@@ -4,6 +4,7 @@ profiler."""
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -15,7 +16,7 @@ from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torchrec_memcom.benchmarks import harness
 from torchrec_memcom.benchmarks.harness import BenchOptions, fused_params_for, run_benchmark, schedule
 from torchrec_memcom.benchmarks.layouts import LAYOUTS
-from torchrec_memcom.benchmarks.measure import profile_steps, warm_up
+from torchrec_memcom.benchmarks.measure import host_syncs, profile_steps, warm_up
 from torchrec_memcom.recipes.training import DistContext
 
 
@@ -208,6 +209,33 @@ def test_profile_keeps_traces_in_files_and_numbers_in_the_result(tmp_path: Path)
     assert len(text) < 5000 and "Self CPU" not in text  # paths only, no trace or table contents
     silent = profile_steps(step, 1, torch.device("cpu"), str(tmp_path / "q" / "x"), write=False)
     assert silent["trace"] is None and not (tmp_path / "q").exists()
+
+
+@pytest.mark.gpu
+def test_host_syncs_finds_each_synchronisation_and_its_caller() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    device = torch.device("cuda")
+    a = torch.randn(256, 256, device=device)
+
+    def asynchronous() -> None:
+        (a @ a).relu_().sum()
+
+    def two_syncs() -> None:
+        total = (a @ a).sum()
+        total.item()  # one
+        a[a > 0].sum()  # boolean indexing: a shape that depends on the data
+
+    assert host_syncs(asynchronous, 3, device) == {"steps": 3, "per_step": 0.0, "sites": {}}
+    found = host_syncs(two_syncs, 4, device)
+    assert found is not None and len(found["sites"]) == 2, found
+    assert all("test_harness.py" in site and "(two_syncs)" in site for site in found["sites"])
+    assert found["per_step"] == sum(found["sites"].values()) >= 2.0 and min(found["sites"].values()) == 1.0
+    assert host_syncs(two_syncs, 1, torch.device("cpu")) is None
+    torch.cuda.synchronize()  # the debug mode is off again: no warning escapes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (a @ a).sum().item()
 
 
 def test_init_distributed_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:

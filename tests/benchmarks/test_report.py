@@ -45,8 +45,11 @@ def _rank(step_ms: List[float], emb: int, uvm: int = 0) -> Dict[str, Any]:
     }
 
 
-def _profile(host_ms: float, kernel_ms: float = 1.8, basis: str = "GPU kernel time") -> Dict[str, Any]:
+def _profile(
+    host_ms: float, kernel_ms: float = 1.8, basis: str = "GPU kernel time", syncs: float = 0.0
+) -> Dict[str, Any]:
     return {
+        "host_syncs": {"steps": 5, "per_step": syncs, "sites": {"m.py:3 (f)": syncs} if syncs else {}},
         "steps": 5,
         "host_ms_per_step": host_ms,
         "gpu_busy": 0.5,  # under the profiler: not the table's
@@ -103,8 +106,8 @@ def _payload(world_size: int = 1, profiled: bool = True) -> Dict[str, Any]:
         },
     ]
     if profiled:
-        for row, host_ms, kernel_ms in zip(rows, (4.0, 6.0), (7.2, 9.0)):
-            attach_profile(row, [_profile(host_ms, kernel_ms)] * world_size)
+        for row, host_ms, kernel_ms, syncs in zip(rows, (4.0, 6.0), (7.2, 9.0), (0.0, 1.4)):
+            attach_profile(row, [_profile(host_ms, kernel_ms, syncs=syncs)] * world_size)
     add_ratios(rows)
     config = {
         "layout": "tiny",
@@ -144,9 +147,9 @@ def test_ratios_and_main_table_with_host_time_and_gpu_busy() -> None:
         "host vs stock",
         "GPU busy",
     ]
-    assert header[8:11] == ["GPU kernel ms/step", "kernel vs stock", "steps p10-p90 (ms)"]
+    assert header[8:12] == ["GPU kernel ms/step", "kernel vs stock", "host syncs/step", "steps p10-p90 (ms)"]
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert cells[:11] == [
+    assert cells[:12] == [
         "dlrm",
         "MEmCom 16x",
         "6,400",
@@ -157,8 +160,10 @@ def test_ratios_and_main_table_with_host_time_and_gpu_busy() -> None:
         "90%",
         "9.00",
         "1.25x",
+        "1.4",
         "10.00-10.00",
     ]
+    assert [c.strip() for c in lines[2].strip("|").split("|")][10] == "0"
     assert lines[4].startswith("| dlrm | LMA Z=16 16x | does not fit: Unable to find a plan: needs HBM 1 / DDR 2")
     assert "host ms/step" not in markdown_table(_payload(profiled=False)["results"])
     # the spread of the timed steps: 10th to 90th percentile
@@ -174,6 +179,9 @@ def test_markdown_report_states_the_optimizer_above_the_table() -> None:
     assert "- dlrm / LMA Z=16 16x: does not fit: Unable to find a plan" in text
     assert "| `kernel\\|x` | 5 | 9.00 | 100.0% |" in lines
     assert "Full table: `p/profile.txt`; trace: `p/profile.trace.json`." in text
+    # the sites of MEmCom's synchronisations, none for stock's
+    i = lines.index("Host-device synchronisations: 1.4 per step")
+    assert lines[i + 2] == "- 1.4 x `m.py:3 (f)`" and text.count("Host-device synchronisations") == 1
     assert optimizer_label("sgd", 0.5) == "fused EXACT_SGD + dense SGD, lr 0.5"
 
 

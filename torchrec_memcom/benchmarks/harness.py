@@ -284,6 +284,7 @@ def run_method(
     ctx.barrier()
     if profile_stem is not None:
         out["profile"] = measure.profile_steps(step, opts.profile_steps, device, profile_stem, write=ctx.is_main)
+        out["profile"]["host_syncs"] = measure.host_syncs(step, opts.profile_steps, device)
         return out
     out["step_ms"], out["wall_ms"] = measure.timed_steps(step, opts.iters, device)
     out["host_rss_bytes"] = measure.host_rss_bytes()

@@ -5,10 +5,13 @@ CUDA-only pieces are marked and small: CUDA events for step times, ``torch.cuda`
 ``is_uvm_tensor`` to tell host-resident (UVM) table storage from HBM.
 """
 
+import collections
 import gc
 import itertools
 import os
 import time
+import traceback
+import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -24,6 +27,7 @@ __all__ = [
     "embedding_bytes",
     "free_memory",
     "host_rss_bytes",
+    "host_syncs",
     "make_step",
     "profile_steps",
     "sync",
@@ -162,6 +166,62 @@ def profile_steps(
         "top": [{"name": e.key, "count": e.count, "self_us": self_time(e), "share": self_time(e) / total} for e in top],
         "trace": path_stem + ".trace.json" if write else None,
         "table": path_stem + ".txt" if write else None,
+    }
+
+
+_SYNC_WARNING = "synchronizing CUDA operation"  # torch.cuda.set_sync_debug_mode("warn")'s message
+
+
+def _site(frame: traceback.FrameSummary) -> str:
+    path = frame.filename
+    for root in ("site-packages/", "torchrec_memcom/", "scripts/"):
+        if root in path:
+            path = (root if root != "site-packages/" else "") + path.rsplit(root, 1)[1]
+            break
+    return f"{path}:{frame.lineno} ({frame.name})"
+
+
+def _sync_site(stack: List[traceback.FrameSummary]) -> str:
+    """Where a synchronisation came from: the innermost frame, and the innermost one outside ``torch/`` (the library
+    code that called the op) when they differ."""
+    frames = [f for f in stack if not f.filename.endswith("warnings.py")]
+    inner = frames[-1]
+    caller = next((f for f in reversed(frames) if "/torch/" not in f.filename), inner)
+    return _site(inner) if caller is inner else f"{_site(inner)} <- {_site(caller)}"
+
+
+def host_syncs(step: Callable[[], None], steps: int, device: torch.device) -> Optional[Dict[str, Any]]:
+    """Host-device synchronisations in ``steps`` steps (CUDA only; ``None`` elsewhere), found by running them under
+    ``torch.cuda.set_sync_debug_mode("warn")``: ``{"per_step": ..., "sites": {site: count per step}}``.
+
+    A synchronisation (``.item()``, ``.tolist()``, a shape that depends on data, a blocking copy to the host) stalls
+    the host until the GPU has caught up, so the host's and the GPU's time add up instead of overlapping. Sites are
+    Python frames; a synchronisation inside a C++ autograd thread without a Python caller is not seen.
+    """
+    if device.type != "cuda":
+        return None
+    sites: collections.Counter = collections.Counter()
+
+    def record(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if _SYNC_WARNING in str(message):
+            sites[_sync_site(traceback.extract_stack()[:-1])] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        sync(device)
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        sync(device)
+    total = sum(sites.values())
+    return {
+        "steps": steps,
+        "per_step": total / steps,
+        "sites": {k: v / steps for k, v in sorted(sites.items(), key=lambda kv: -kv[1])},
     }
 
 

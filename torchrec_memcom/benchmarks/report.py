@@ -192,6 +192,11 @@ def _profile_cell(r: Dict[str, Any], key: str) -> str:
     return f"{prof[key]:.2f}"
 
 
+def _syncs_cell(r: Dict[str, Any]) -> str:
+    syncs = (r.get("profile") or {}).get("host_syncs")
+    return "-" if not syncs else f"{syncs['per_step']:g}"
+
+
 def step_spread(r: Dict[str, Any]) -> str:
     """The 10th-90th percentile of a row's timed steps ("p10-p90" in ms): a wide range marks a noisy run, where the
     median step (and its ratio to stock) says less than the GPU kernel time."""
@@ -225,6 +230,7 @@ def markdown_table(results: List[Dict[str, Any]]) -> str:
             ("GPU busy", lambda r: "-" if r.get("gpu_busy") is None else f"{r['gpu_busy']:.0%}"),
             ("GPU kernel ms/step", lambda r: "-" if r.get("gpu_busy") is None else _profile_cell(r, _KERNEL_MS)),
             ("kernel vs stock", lambda r: _x(r.get("kernel_vs_stock"))),
+            ("host syncs/step", _syncs_cell),
         ]
     columns.append(("steps p10-p90 (ms)", step_spread))
     columns += [
@@ -291,7 +297,8 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         "state (UVM: the part in host memory); report = the whole embedding layer by `memory_report()`; host "
         "ms/step = self CPU time of all ops under torch.profiler, GPU busy = GPU kernel time per step under the "
         "profiler / the timed median step (profiled methods, in a separate pass after all timed runs, each method "
-        "rebuilt). Synthetic ids: speed and memory only.",
+        "rebuilt); host syncs/step = host-device synchronisations per step under "
+        'torch.cuda.set_sync_debug_mode("warn") (same pass). Synthetic ids: speed and memory only.',
     ]
     base = next((r for r in results if "start_allocated_bytes_max" in r), None)
     if base is not None:
@@ -333,6 +340,10 @@ def markdown_report(payload: Dict[str, Any]) -> str:
             lines.append(f"| `{name}` | {e['count']} | {e['self_us'] / 1e3:.2f} | {e['share']:.1%} |")
         if prof.get("trace"):
             lines.append(f"\nFull table: `{prof['table']}`; trace: `{prof['trace']}`.")
+        syncs = prof.get("host_syncs")
+        if syncs and syncs["sites"]:
+            lines += ["", f"Host-device synchronisations: {syncs['per_step']:g} per step", ""]
+            lines += [f"- {n:g} x `{site}`" for site, n in syncs["sites"].items()]
     return "\n".join(lines) + "\n"
 
 
