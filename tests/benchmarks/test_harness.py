@@ -60,11 +60,12 @@ def _planned() -> Dict[str, Any]:
     }
 
 
-def _timed(out: Dict[str, Any], step_ms: List[float]) -> Dict[str, Any]:
+def _timed(out: Dict[str, Any], step_ms: List[float], host_ms: float = 1.0) -> Dict[str, Any]:
     """``out`` plus what a fake ``run_method`` reports for a timed run."""
     return {
         **out,
         "step_ms": step_ms,
+        "host_step_ms": [host_ms] * 4,
         "wall_ms": 1.0,
         "local_embedding_bytes": 10,
         "local_embedding_uvm_bytes": 0,
@@ -140,14 +141,15 @@ def test_profiles_come_from_a_separate_pass_after_every_timed_run(
         if stem is not None:  # profiled, not timed
             assert stem.endswith(f"profile_tiny_{kind}_{method}_w1")
             return {**out, "profile": {"host_ms_per_step": {"stock": 2.0, "hash": 3.0}[method]}}
-        return _timed(out, [{"stock": 4.0, "hash": 2.0}[method]] * 3)
+        return _timed(out, [{"stock": 4.0, "hash": 2.0}[method]] * 3, {"stock": 1.0, "hash": 1.5}[method])
 
     monkeypatch.setattr(harness, "run_method", fake_run_method)
     opts = BenchOptions(layout_name="tiny", profile=("stock", "hash"), profile_dir=str(tmp_path), warmup_s=0.0)
     stock, hash_ = run_benchmark(LAYOUTS["tiny"], opts, ["ebc"], ["stock", "hash"], 2, one_rank, lambda rs: None)
     assert calls == [("stock", False), ("hash", False)] * 2 + [("stock", True), ("hash", True)]
     assert stock["repeats"] == hash_["repeats"] == 2 and hash_["throughput_vs_stock"] == pytest.approx(2.0)
-    assert hash_["profile"]["host_ms_per_step_per_rank"] == [3.0] and hash_["host_vs_stock"] == pytest.approx(1.5)
+    assert hash_["profile"]["host_ms_per_step_per_rank"] == [3.0]  # the profiler's, kept with its profile
+    assert hash_["host_ms_median"] == 1.5 and hash_["host_vs_stock"] == pytest.approx(1.5)  # timed, no profiler
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,10 @@ from torchrec_memcom.benchmarks.report import (
 TINY = LAYOUTS["tiny"]  # batch 64 per rank
 
 
-def _rank(step_ms: List[float], emb: int, uvm: int = 0) -> Dict[str, Any]:
+def _rank(step_ms: List[float], emb: int, uvm: int = 0, host_ms: float = 1.0) -> Dict[str, Any]:
     return {
         "status": "ok",
+        "host_step_ms": [host_ms, host_ms, 3 * host_ms],
         "memory_report": {"total_bytes": emb * 2, "stock_bytes": 16 * emb * 2, "compression_ratio": 16.0},
         "tables": [{"name": "t0", "type": "EmbeddingBagConfig", "num_embeddings": 10}],
         "plan_s": 0.5,
@@ -57,17 +58,19 @@ def _profile(
         "time_basis": basis,
         "total_ms_per_step": kernel_ms,
         "top": [{"name": "kernel|x", "count": 5, "self_us": 9000.0, "share": 1.0}],
+        "host_top": [{"name": "cudaStreamSynchronize", "count": 5, "self_us": 4000.0, "share": 0.25}],
         "trace": "p/profile.trace.json",
         "table": "p/profile.txt",
     }
 
 
 def test_merge_ranks_takes_the_slowest_rank_per_step() -> None:
-    ranks = [_rank([1.0, 5.0, 2.0], 100), _rank([4.0, 1.0, 1.0], 300)]
+    ranks = [_rank([1.0, 5.0, 2.0], 100, host_ms=0.5), _rank([4.0, 1.0, 1.0], 300, host_ms=0.75)]
     row = merge_ranks("ebc", "stock", "stock EBC", ranks, TINY)
     assert "profile" not in row
     attach_profile(row, [_profile(3.0), _profile(4.0)])
     assert row["step_ms_all"] == [4.0, 5.0, 2.0] and row["step_ms_median"] == 4.0
+    assert row["host_ms_median"] == 0.75  # the slowest rank's median host time
     assert row["samples_per_s"] == pytest.approx(2 * 64 / 4e-3)
     assert row["local_embedding_bytes_max"] == 300 and row["peak_bytes_max"] == 900
     assert row["profile"]["host_ms_per_step_per_rank"] == [3.0, 4.0]
@@ -95,8 +98,8 @@ def test_merge_repeats_reports_the_median_of_the_repeat_medians() -> None:
 
 def _payload(world_size: int = 1, profiled: bool = True) -> Dict[str, Any]:
     rows = [
-        merge_ranks("dlrm", "stock", "stock EBC", [_rank([8.0, 8.0], 1600)] * world_size, TINY),
-        merge_ranks("dlrm", "memcom", "MEmCom 16x", [_rank([10.0, 10.0], 100)] * world_size, TINY),
+        merge_ranks("dlrm", "stock", "stock EBC", [_rank([8.0, 8.0], 1600, host_ms=4.0)] * world_size, TINY),
+        merge_ranks("dlrm", "memcom", "MEmCom 16x", [_rank([10.0, 10.0], 100, host_ms=6.0)] * world_size, TINY),
         {
             "model": "dlrm",
             "method": "lma",
@@ -165,7 +168,8 @@ def test_ratios_and_main_table_with_host_time_and_gpu_busy() -> None:
     ]
     assert [c.strip() for c in lines[2].strip("|").split("|")][10] == "0"
     assert lines[4].startswith("| dlrm | LMA Z=16 16x | does not fit: Unable to find a plan: needs HBM 1 / DDR 2")
-    assert "host ms/step" not in markdown_table(_payload(profiled=False)["results"])
+    unprofiled = markdown_table(_payload(profiled=False)["results"])
+    assert "| host ms/step | host vs stock | steps p10-p90 (ms) |" in unprofiled and "GPU busy" not in unprofiled
     # the spread of the timed steps: 10th to 90th percentile
     assert step_spread({"step_ms_all": [float(t) for t in range(1, 102)]}) == "11.00-91.00"
     assert step_spread({"step_ms_all": [5.0]}) == "-"
@@ -179,6 +183,7 @@ def test_markdown_report_states_the_optimizer_above_the_table() -> None:
     assert "- dlrm / LMA Z=16 16x: does not fit: Unable to find a plan" in text
     assert "| `kernel\\|x` | 5 | 9.00 | 100.0% |" in lines
     assert "Full table: `p/profile.txt`; trace: `p/profile.trace.json`." in text
+    assert "| `cudaStreamSynchronize` | 5 | 4.00 | 25.0% |" in lines  # where the host's time goes
     # the sites of MEmCom's synchronisations, none for stock's
     i = lines.index("Host-device synchronisations: 1.4 per step")
     assert lines[i + 2] == "- 1.4 x `m.py:3 (f)`" and text.count("Host-device synchronisations") == 1

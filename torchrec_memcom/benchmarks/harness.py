@@ -287,6 +287,7 @@ def run_method(
         out["profile"]["host_syncs"] = measure.host_syncs(step, opts.profile_steps, device)
         return out
     out["step_ms"], out["wall_ms"] = measure.timed_steps(step, opts.iters, device)
+    out["host_step_ms"] = measure.host_step_ms(step, device)
     out["host_rss_bytes"] = measure.host_rss_bytes()
     if cuda:
         out["train_peak_bytes"] = torch.cuda.max_memory_allocated(device)
