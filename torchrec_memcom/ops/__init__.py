@@ -106,6 +106,7 @@ def transform_segments(
     stats: torch.Tensor,
     total: int,
     out_weighted: bool,
+    max_len: Optional[int] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Applies every segment's ``IdOp`` in one pass; returns ``(physical values, physical weights)``.
 
@@ -124,6 +125,8 @@ def transform_segments(
             in place to each checked feature's ``(min, max)`` id.
         total (int): output length.
         out_weighted (bool): produce weights (input weights where carried, else 1).
+        max_len (Optional[int]): the longest segment, when ``dynamic`` is a device tensor and the caller knows it
+            (default: ``total``); it sizes the launch grid.
 
     Each op reads its ids clamped into ``[0, num_embeddings)``, so every output lies in its physical table whatever
     the input (FBGEMM's bounds check of the lookup is then redundant); the statistics keep the ids as given, for the
@@ -141,7 +144,7 @@ def transform_segments(
         from torchrec_memcom.ops._triton import transform_segments_triton
 
         if isinstance(dynamic, torch.Tensor):
-            dyn, max_len = dynamic.contiguous(), total
+            dyn, max_len = dynamic.contiguous(), total if max_len is None else max_len
         else:
             dyn = torch.tensor(dynamic, dtype=torch.int64, pin_memory=device.type == "cuda").to(
                 device, non_blocking=True
