@@ -16,10 +16,13 @@ Usage::
     python scripts/bench_sharded.py --layout criteo --model dlrm --pipeline --profile all --repeats 3
     python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout terabyte --model dlrm \\
         --pipeline --hbm-cap-gb 40                                      # stock in host memory behind an HBM cache
+    python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout big --model ebc \\
+        --cache-recat                      # without TorchRec's per-batch input-dist sync (benchmarks/recat.py)
     python scripts/bench_sharded.py --planner-report                    # planning only, 1 / 2 / 4 ranks, no GPU
 """
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -33,6 +36,7 @@ from tqdm import tqdm
 from torchrec_memcom.benchmarks.harness import BenchOptions, fused_params_for, run_benchmark
 from torchrec_memcom.benchmarks.layouts import LAYOUTS, METHODS, Layout, MethodOptions
 from torchrec_memcom.benchmarks.plan_report import planner_caption, planner_markdown, planner_report
+from torchrec_memcom.benchmarks.recat import cached_recat
 from torchrec_memcom.benchmarks.report import combine, environment, markdown_report, optimizer_label, write_outputs
 from torchrec_memcom.recipes.training import init_distributed
 
@@ -71,6 +75,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--cache-load-factor", type=float, default=0.2, help="HBM cache share of fused_uvm_caching tables")
     add("--uvm-memory", choices=["host_mapped", "managed"], default="host_mapped", help="memory of UVM tables")
     add("--pipeline", action="store_true", help="train through TrainPipelineSparseDist")
+    add(
+        "--cache-recat",
+        action="store_true",
+        help="diagnostic: TorchRec's input-dist permutation built once, not per batch",
+    )
     add("--iters", type=int, default=50, help="timed steps per method and repeat")
     add("--warmup", type=int, default=10, help="untimed steps per method and repeat (at least)")
     add("--warmup-s", type=float, default=2.0, help="untimed seconds per method and repeat (at least)")
@@ -209,7 +218,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     kinds = ["ebc", "dlrm"] if args.model == "both" else [args.model]
     progress = lambda jobs: tqdm(jobs, desc="runs", unit="run", disable=not ctx.is_main, file=sys.stdout)  # noqa: E731
-    run_benchmark(layout, opts, kinds, args.methods, args.repeats, ctx, on_result, progress)
+    with cached_recat() if args.cache_recat else contextlib.nullcontext():
+        run_benchmark(layout, opts, kinds, args.methods, args.repeats, ctx, on_result, progress)
     if ctx.is_main:
         print("\n" + markdown_report(payload))
         print(f"wrote {args.out} and {args.md}")

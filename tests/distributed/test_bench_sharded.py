@@ -103,7 +103,7 @@ def test_tiny_layout_two_gloo_processes_with_repeats_and_profiles(tmp_path: Path
     # a later --warmup-s wins over _run's: the ranks must agree on a time-based warmup's step count
     payload = _run(
         tmp_path, "--device", "cpu", "--model", "ebc", "--repeats", "2", "--optimizer", "sgd", "--profile", "hash",
-        "--warmup-s", "0.3", nproc=2,
+        "--warmup-s", "0.3", "--cache-recat", nproc=2,
     )  # fmt: skip
     _check_results(payload, models=("ebc",))
     assert payload["environment"]["world_size"] == 2 and payload["config"]["optimizer"] == "sgd"
@@ -118,7 +118,8 @@ def test_tiny_layout_two_gloo_processes_with_repeats_and_profiles(tmp_path: Path
             assert Path(r["profile"]["trace"]).is_file()
     hash_row = next(r for r in payload["results"] if r["method"] == "hash")
     assert hash_row["host_vs_stock"] > 0
-    assert "| host ms/step | host vs stock | GPU busy |" in (tmp_path / "bench.md").read_text()
+    md = (tmp_path / "bench.md").read_text()
+    assert "| host ms/step | host vs stock | GPU busy |" in md and "permutation cached (`--cache-recat`)" in md
 
 
 def test_stock_does_not_fit_a_small_budget_the_compressed_tables_train(tmp_path: Path) -> None:

@@ -289,7 +289,9 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         + (f" (zipf {cfg['zipf']})" if cfg["ids"] == "powerlaw" else ""),
         f"- compression {cfg['ratio']:g}x on tables >= {layout['compress_min_rows']:,} rows; sharding "
         f"{cfg['sharding_type'] or 'planner'}; kernels {', '.join(layout.get('kernels', []))}; pipeline "
-        f"{cfg['pipeline']}; {cfg['iters']} timed steps after {_warmup_text(cfg, results)}"
+        f"{cfg['pipeline']}"
+        + ("; TorchRec's input-dist permutation cached (`--cache-recat`)" if cfg.get("cache_recat") else "")
+        + f"; {cfg['iters']} timed steps after {_warmup_text(cfg, results)}"
         + (f", {repeats} interleaved repeats (median of the per-repeat medians)" if repeats > 1 else ""),
         f"- planner budget per rank: HBM {_gb(first.get('hbm_cap_bytes'))}, DDR {_gb(first.get('ddr_cap_bytes'))}"
         + (
