@@ -326,6 +326,21 @@ def _check_segments(device: str) -> None:
         bad.to(device), None, torch.tensor(copy, device=device), copy, [(0, 0, bad.numel())], stats4, bad.numel(), False
     )
     torch.testing.assert_close(out5.cpu(), bad, rtol=0, atol=0)
+    # the KJT's lengths: their minimum goes into the last stats row in the same pass; 5,000 lengths over one program
+    # of a one-segment launch (1,024 lanes) take several rounds, the smallest far from the first
+    for dtype in (torch.int64, torch.int32):
+        lens = torch.arange(5_000, dtype=dtype) % 7 + 1
+        lens[4_321] = -4
+        stats6 = torch.tensor([[2**63 - 1, -(2**63)]] * 4, device=device)
+        short = [(0, 0, 100)]
+        transform_segments(values, None, static[:1], rows[:1], short, stats6, 100, False, None, lens.to(device))
+        assert stats6.cpu()[3, 0].item() == -4 and stats6.cpu()[0].tolist() == [
+            int(f0[:100].min()),
+            int(f0[:100].max()),
+        ]
+        stats7 = torch.tensor([[2**63 - 1, -(2**63)]] * 4, device=device)  # nothing to transform: still checked
+        transform_segments(values, None, static[:1], rows[:1], [(0, 0, 0)], stats7, 0, False, None, lens.to(device))
+        assert stats7.cpu()[3, 0].item() == -4
 
 
 def test_transform_segments_cpu() -> None:

@@ -367,10 +367,8 @@ class IdTransform(nn.Module):
             static_host = [static_host[p] for p in plan.live]
             run = [dynamic[p] for p in plan.live]
         stats, run_arg, max_len = self._fresh_stats(inputs.stats, run)
-        if lengths.numel():
-            stats[-1, 0].copy_(lengths.min())
         values, out_weights = transform_segments(
-            ids, weights, static, static_host, run_arg, stats, offset, self.out_weighted, max_len
+            ids, weights, static, static_host, run_arg, stats, offset, self.out_weighted, max_len, lengths
         )
         self.input_check(stats, self._check_meta)  # before CUSTOM segments read per-id state
         jobs: Dict[TableMethod, List[CustomJob]] = {}  # one custom_ids_into call per method

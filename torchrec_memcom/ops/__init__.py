@@ -107,6 +107,7 @@ def transform_segments(
     total: int,
     out_weighted: bool,
     max_len: Optional[int] = None,
+    lengths: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Applies every segment's ``IdOp`` in one pass; returns ``(physical values, physical weights)``.
 
@@ -127,6 +128,8 @@ def transform_segments(
         out_weighted (bool): produce weights (input weights where carried, else 1).
         max_len (Optional[int]): the longest segment, when ``dynamic`` is a device tensor and the caller knows it
             (default: ``total``); it sizes the launch grid.
+        lengths (Optional[torch.Tensor]): the input KJT's lengths; their minimum goes into ``stats[-1, 0]`` (which
+            starts at ``INT64_MAX``) in the same launch, for the caller's check of negative lengths.
 
     Each op reads its ids clamped into ``[0, num_embeddings)``, so every output lies in its physical table whatever
     the input (FBGEMM's bounds check of the lookup is then redundant); the statistics keep the ids as given, for the
@@ -139,6 +142,8 @@ def transform_segments(
     w_dtype = weights.dtype if weights is not None else torch.float32
     w_out = torch.empty(total, dtype=w_dtype, device=device) if out_weighted else None
     if total == 0 or not static_host:
+        if lengths is not None and lengths.numel():
+            stats[-1, 0] = torch.minimum(stats[-1, 0], lengths.min().to(stats.dtype))
         return out, w_out
     if triton_enabled(values):
         from torchrec_memcom.ops._triton import transform_segments_triton
@@ -150,7 +155,17 @@ def transform_segments(
                 device, non_blocking=True
             )
             max_len = max(d[2] for d in dynamic)
-        transform_segments_triton(values.contiguous(), weights, static, dyn, out, w_out, stats, max_len)
+        transform_segments_triton(
+            values.contiguous(),
+            weights,
+            static,
+            dyn,
+            out,
+            w_out,
+            stats,
+            max_len,
+            None if lengths is None else lengths.contiguous(),
+        )
         return out, w_out
     dynamic_host = dynamic.tolist() if isinstance(dynamic, torch.Tensor) else dynamic
     x_all = values.to(torch.int64)
@@ -170,6 +185,8 @@ def transform_segments(
             lo, hi = torch.aminmax(x)
             stats[feature, 0] = lo
             stats[feature, 1] = hi
+    if lengths is not None and lengths.numel():
+        stats[-1, 0] = torch.minimum(stats[-1, 0], lengths.min().to(stats.dtype))
     return out, w_out
 
 

@@ -226,16 +226,31 @@ def _segments_kernel(
     out_ptr,
     w_out_ptr,
     stats_ptr,
+    lengths_ptr,
     n_in,
     n_out,
+    n_lengths,
+    length_row,
     m1,
     m2,
     mc,
     HAS_W_IN: tl.constexpr,
     HAS_W_OUT: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     seg = tl.program_id(0)
+    if HAS_LENGTHS:  # the smallest length into stats[length_row, 0]: every program takes its share of the lengths
+        programs = tl.num_programs(0).to(tl.int64) * tl.num_programs(1)
+        lane = (seg.to(tl.int64) * tl.num_programs(1) + tl.program_id(1)) * BLOCK + tl.arange(0, BLOCK)
+        smallest = tl.full((BLOCK,), 9223372036854775807, dtype=tl.int64)
+        for k in range(0, tl.cdiv(n_lengths, programs * BLOCK)):
+            at = k * programs * BLOCK + lane
+            got = tl.load(lengths_ptr + at, mask=at < n_lengths, other=9223372036854775807).to(tl.int64)
+            smallest = tl.minimum(smallest, got)
+        least = tl.min(smallest, axis=0)
+        if least < 9223372036854775807:
+            tl.atomic_min(stats_ptr + length_row * 2, least)
     start = tl.load(dyn_ptr + seg * 3)
     out_start = tl.load(dyn_ptr + seg * 3 + 1)
     n = tl.load(dyn_ptr + seg * 3 + 2)
@@ -289,6 +304,7 @@ def transform_segments_triton(
     w_out: "torch.Tensor | None",
     stats: torch.Tensor,
     max_len: int,
+    lengths: "torch.Tensor | None" = None,
 ) -> None:
     m1, m2, mc = mix_params(0)
     grid = (static.shape[0], max(1, triton.cdiv(max_len, _BLOCK)))
@@ -300,13 +316,17 @@ def transform_segments_triton(
         out,
         w_out if w_out is not None else out,
         stats,
+        lengths if lengths is not None else ids,
         ids.numel(),
         out.numel(),
+        lengths.numel() if lengths is not None else 0,
+        stats.shape[0] - 1,
         m1,
         m2,
         mc,
         HAS_W_IN=weights is not None,
         HAS_W_OUT=w_out is not None,
+        HAS_LENGTHS=lengths is not None and lengths.numel() > 0,
         BLOCK=_BLOCK,
     )
 
