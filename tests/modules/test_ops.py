@@ -229,12 +229,20 @@ def _check_memcom_rows(device: str) -> None:
         want_rows.append(h.rows_of_scrambled(local + block * rank) - h.num_rows // world * rank)
         want_w.append(local + w_offset)
         w_offset += block
-    rows, w_index = memcom_local_rows(
+    rows, w_index, none = memcom_local_rows(
         torch.cat(ids).to(device), torch.cat(lengths).to(device), torch.tensor(params, device=device)
     )
     torch.testing.assert_close(rows.cpu(), torch.cat(want_rows), rtol=0, atol=0)
     torch.testing.assert_close(w_index.cpu(), torch.cat(want_w), rtol=0, atol=0)
-    assert int(rows.min()) >= 0
+    assert int(rows.min()) >= 0 and none is None
+    # with the weight vector: the same rows and slots, and each value's weight read at its slot
+    weight = torch.randn(w_offset, generator=g)
+    got = memcom_local_rows(
+        torch.cat(ids).to(device), torch.cat(lengths).to(device), torch.tensor(params, device=device), weight.to(device)
+    )
+    torch.testing.assert_close(got.rows.cpu(), rows.cpu(), rtol=0, atol=0)
+    assert got.weights is not None
+    torch.testing.assert_close(got.weights.cpu(), weight[torch.cat(want_w)], rtol=0, atol=0)
 
 
 def test_memcom_local_rows_cpu() -> None:
@@ -359,9 +367,11 @@ def _check_memcom_passthrough(device: str) -> None:
     lengths = torch.tensor([2, 1, 0, 3])  # 2 features x stride 2: a MEmCom feature, then a pass-through one
     ids = torch.tensor([3, 9, 1, 7, 8, 4])
     params = torch.tensor([[0, 0, 10, h.ids_per_bucket, h.rows_per_bucket], [0, 0, 99, 0, 0]])
-    rows, w_index = memcom_local_rows(ids.to(device), lengths.to(device), params.to(device))
+    weight = torch.arange(2_000, dtype=torch.float32) / 4
+    rows, w_index, w = memcom_local_rows(ids.to(device), lengths.to(device), params.to(device), weight.to(device))
     torch.testing.assert_close(rows.cpu(), torch.cat([h.rows_of_scrambled(ids[:3]), ids[3:]]), rtol=0, atol=0)
     assert w_index.cpu().tolist() == [13, 19, 11, 99 + 3, 99 + 4, 99 + 5]  # constant slots spread by position
+    assert w is not None and (w.cpu() * 4).tolist() == [13, 19, 11, 99 + 3, 99 + 4, 99 + 5]
 
 
 def test_memcom_passthrough_cpu() -> None:

@@ -51,7 +51,7 @@ from torchrec_memcom.configs import MEmComEmbeddingBagConfig
 from torchrec_memcom.distributed import _compat
 from torchrec_memcom.distributed.entity_weights import (
     EntityWeightOptimizer,
-    fused_entity_weight_lookup,
+    memcom_rows_and_weights,
     rule_for,
     table_slices,
 )
@@ -64,7 +64,7 @@ from torchrec_memcom.modules.compressed import (
     signature_coverage_of,
 )
 from torchrec_memcom.modules.transform import IdTransform
-from torchrec_memcom.ops import ONE_SLOTS, IdOp, memcom_local_rows
+from torchrec_memcom.ops import ONE_SLOTS, IdOp
 
 __all__ = [
     "ALL_SHARDING_TYPES",
@@ -415,9 +415,9 @@ class ShardedCompressedEmbeddingBagCollection(
         """Local shared rows and per-sample weights ``w_local[j] (* x)`` of the ids this rank received."""
         if len(kjt.keys()) == 0:  # table-wise: this rank holds none of the tables of this sharding
             return kjt
-        with torch.no_grad():
-            rows, w_index = memcom_local_rows(kjt.values(), kjt.lengths(), self._params_for(sharding, kjt.keys()))
-        w = fused_entity_weight_lookup(w_index, self.entity_weights_local, self._fused_optimizer.update)
+        params = self._params_for(sharding, kjt.keys())
+        update = self._fused_optimizer.update
+        rows, w = memcom_rows_and_weights(kjt.values(), kjt.lengths(), params, self.entity_weights_local, update)
         if self._is_weighted:
             w = w * kjt.weights()
         return _with(kjt, rows, w)

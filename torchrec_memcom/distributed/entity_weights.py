@@ -13,13 +13,13 @@ from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torchrec.optim.fused import FusedOptimizer
 
-from torchrec_memcom.ops import ONE_SLOTS, triton_enabled
+from torchrec_memcom.ops import ONE_SLOTS, memcom_local_rows, triton_enabled
 
 __all__ = [
     "EntityWeightOptimizer",
     "TableRule",
     "UPDATE_MODES",
-    "fused_entity_weight_lookup",
+    "memcom_rows_and_weights",
     "rule_for",
     "update_mode",
 ]
@@ -69,29 +69,43 @@ def rule_for(table: str, configured: Optional[str], shared_table_optim: Optional
     return _KINDS[shared_table_optim]
 
 
-class _FusedLookup(torch.autograd.Function):
-    """``weight[index]`` whose backward hands ``(index, grad)`` to ``update`` instead of producing ``weight.grad``."""
+class _LocalRowsAndWeights(torch.autograd.Function):
+    """``ops.memcom_local_rows`` with its ``weight[w_index]`` differentiable: the backward hands ``(w_index, grad)`` to
+    ``update`` instead of producing ``weight.grad`` (the rows take no gradient)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, index: torch.Tensor, weight: torch.Tensor, update: Callable[[torch.Tensor, torch.Tensor], None]
-    ) -> torch.Tensor:
-        ctx.save_for_backward(index)
+        ctx: Any,
+        local_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        params: torch.Tensor,
+        weight: torch.Tensor,
+        update: Callable[[torch.Tensor, torch.Tensor], None],
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        rows, w_index, weights = memcom_local_rows(local_ids, lengths, params, weight.detach())
+        assert weights is not None
+        ctx.save_for_backward(w_index)
         ctx.update = update
-        return weight.index_select(0, index)
+        ctx.mark_non_differentiable(rows)
+        return rows, weights
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[None, None, None]:  # type: ignore[override]
-        (index,) = ctx.saved_tensors
-        ctx.update(index, grad)
-        return None, None, None
+    def backward(ctx: Any, _rows_grad: Any, grad: torch.Tensor) -> Tuple[None, None, None, None, None]:  # type: ignore[override]
+        (w_index,) = ctx.saved_tensors
+        ctx.update(w_index, grad)
+        return None, None, None, None, None
 
 
-def fused_entity_weight_lookup(
-    index: torch.Tensor, weight: torch.Tensor, update: Callable[[torch.Tensor, torch.Tensor], None]
-) -> torch.Tensor:
-    """``weight[index]`` with a backward that applies ``update(index, grad)`` in place."""
-    return _FusedLookup.apply(index, weight, update)
+def memcom_rows_and_weights(
+    local_ids: torch.Tensor,
+    lengths: torch.Tensor,
+    params: torch.Tensor,
+    weight: torch.Tensor,
+    update: Callable[[torch.Tensor, torch.Tensor], None],
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, weight[w_index])`` of ``ops.memcom_local_rows`` (one kernel on CUDA), with a backward that applies
+    ``update(w_index, grad)`` in place."""
+    return _LocalRowsAndWeights.apply(local_ids, lengths, params, weight, update)
 
 
 class EntityWeightOptimizer(FusedOptimizer):

@@ -36,6 +36,7 @@ __all__ = [
     "lma_chunk_params",
     "lma_locations",
     "lma_locations_grouped",
+    "LocalRows",
     "memcom_local_rows",
     "transform_segments",
     "triton_enabled",
@@ -302,29 +303,40 @@ MEMCOM_PARAMS = ("block", "row_offset", "w_offset", "ids_per_bucket", "rows_per_
 ONE_SLOTS = 1024
 
 
+class LocalRows(NamedTuple):
+    """``memcom_local_rows``' result: shared-table rows, entity-weight slots, and ``weight[w_index]`` if asked."""
+
+    rows: torch.Tensor
+    w_index: torch.Tensor
+    weights: Optional[torch.Tensor] = None
+
+
 def memcom_local_rows(
-    local_ids: torch.Tensor, lengths: torch.Tensor, params: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(rows, w_index)`` of the ids a rank received for ``F`` features, values grouped by feature.
+    local_ids: torch.Tensor, lengths: torch.Tensor, params: torch.Tensor, weight: Optional[torch.Tensor] = None
+) -> LocalRows:
+    """``(rows, w_index, weights)`` of the ids a rank received for ``F`` features, values grouped by feature.
 
     For a value ``j`` of feature ``f`` with ``params[f] = (block, row_offset, w_offset, ids_per_bucket,
     rows_per_bucket)`` (``MEMCOM_PARAMS``): ``s = j + block``, ``rows = bucketed_rows(s) - row_offset`` and
     ``w_index = j + w_offset``. A feature with ``ids_per_bucket = 0`` passes through: ``rows = j`` and
-    ``w_index = w_offset + position % ONE_SLOTS`` (slots of a constant weight). ``lengths`` is the KJT's
-    ``(F * stride,)`` lengths; no host synchronisation.
+    ``w_index = w_offset + position % ONE_SLOTS`` (slots of a constant weight). With ``weight`` (the rank's flat
+    entity-weight vector), also ``weights = weight[w_index]``, gathered in the same pass on CUDA. ``lengths`` is the
+    KJT's ``(F * stride,)`` lengths; no host synchronisation.
     """
     num_features = params.shape[0]
     ids = local_ids.to(torch.int64)
     if num_features == 0 or ids.numel() == 0:
-        return ids, ids.clone()
+        return LocalRows(ids, ids.clone(), None if weight is None else weight.new_empty(ids.shape))
     ends = lengths.view(num_features, -1).sum(1).cumsum(0)
     if triton_enabled(ids):
         from torchrec_memcom.ops._triton import memcom_rows_triton
 
         rows = torch.empty_like(ids)
         w_index = torch.empty_like(ids)
-        memcom_rows_triton(ids.contiguous(), ends.contiguous(), params.contiguous(), rows, w_index)
-        return rows, w_index
+        w_out = None if weight is None else weight.new_empty(ids.shape)
+        args = (weight.contiguous(), w_out) if weight is not None else ()
+        memcom_rows_triton(ids.contiguous(), ends.contiguous(), params.contiguous(), rows, w_index, *args)
+        return LocalRows(rows, w_index, w_out)
     feature = torch.bucketize(torch.arange(ids.numel(), device=ids.device), ends, right=True)
     p = params[feature]
     memcom = p[:, 3] > 0
@@ -333,4 +345,4 @@ def memcom_local_rows(
     rows = torch.where(memcom, bucketed_rows(ids + p[:, 0], ipb, rpb) - p[:, 1], ids)
     spread = torch.arange(ids.numel(), device=ids.device) % ONE_SLOTS
     w_index = torch.where(memcom, ids + p[:, 2], p[:, 2] + spread)
-    return rows, w_index
+    return LocalRows(rows, w_index, None if weight is None else weight.index_select(0, w_index))

@@ -184,7 +184,20 @@ def lma_locations_grouped_triton(ids: torch.Tensor, jobs: Sequence[Any], out: to
 
 @triton.jit
 def _memcom_rows_kernel(
-    ids_ptr, ends_ptr, params_ptr, rows_ptr, widx_ptr, n, m1, m2, mc, F: tl.constexpr, BLOCK: tl.constexpr
+    ids_ptr,
+    ends_ptr,
+    params_ptr,
+    rows_ptr,
+    widx_ptr,
+    weight_ptr,
+    w_out_ptr,
+    n,
+    m1,
+    m2,
+    mc,
+    F: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
@@ -202,17 +215,40 @@ def _memcom_rows_kernel(
     rpb = tl.where(memcom, rpb, 1)
     s = j + block
     row = (s // ipb) * rpb + _mix(s, m1, m2, mc) % rpb - row_offset  # hashing.bucketed_rows, shifted to local
+    widx = tl.where(memcom, j + w_offset, w_offset + offs % 1024)  # ops.ONE_SLOTS
     tl.store(rows_ptr + offs, tl.where(memcom, row, j), mask=mask)
-    tl.store(widx_ptr + offs, tl.where(memcom, j + w_offset, w_offset + offs % 1024), mask=mask)  # ops.ONE_SLOTS
+    tl.store(widx_ptr + offs, widx, mask=mask)
+    if HAS_WEIGHT:  # the per-sample weights w[widx] in the same pass
+        tl.store(w_out_ptr + offs, tl.load(weight_ptr + widx, mask=mask, other=0.0), mask=mask)
 
 
 def memcom_rows_triton(
-    local_ids: torch.Tensor, ends: torch.Tensor, params: torch.Tensor, rows: torch.Tensor, widx: torch.Tensor
+    local_ids: torch.Tensor,
+    ends: torch.Tensor,
+    params: torch.Tensor,
+    rows: torch.Tensor,
+    widx: torch.Tensor,
+    weight: "torch.Tensor | None" = None,
+    w_out: "torch.Tensor | None" = None,
 ) -> None:
     n = local_ids.numel()
     m1, m2, mc = mix_params(0)
+    has_weight = weight is not None and w_out is not None
     _memcom_rows_kernel[(triton.cdiv(n, _BLOCK),)](
-        local_ids, ends, params, rows, widx, n, m1, m2, mc, F=params.shape[0], BLOCK=_BLOCK
+        local_ids,
+        ends,
+        params,
+        rows,
+        widx,
+        weight if has_weight else rows,
+        w_out if has_weight else rows,
+        n,
+        m1,
+        m2,
+        mc,
+        F=params.shape[0],
+        HAS_WEIGHT=has_weight,
+        BLOCK=_BLOCK,
     )
 
 
