@@ -9,13 +9,14 @@ tables) and every model (``ebc`` = the embedding layer alone, loss ``sum(pooled 
 budget (rank 0 plans; "does not fit" is the planner's error, broadcast to every rank); 3. shard it with
 ``DistributedModelParallel`` (tables are initialised on the device by TorchRec's TBE kernels: no host copy);
 4. LMA only: fit the signatures on a batch sample shared by all ranks; 5. warm up, then time steps (forward,
-backward with the fused embedding optimizer, dense optimizer), plain or through ``TrainPipelineSparseDist``;
-6. free everything before the next method.
+backward with the fused embedding optimizer, dense optimizer), plain or through ``TrainPipelineSparseDist``, then
+the host's own time per step (``measure.host_step_ms``); 6. free everything before the next method.
 
 With ``repeats`` > 1 the methods run interleaved (stock, m1, m2, ..., stock, m1, ...), each repeat rebuilt. Profiles
 come from a separate pass after every timed run (each profiled method rebuilt, warmed up, profiled, not timed): once
 ``torch.profiler`` has run in a process, later host-bound steps in it run slower and erratic (measured: MEmCom's
-DLRM step 9.35 ms without a profiler before it, 9.8-10.7 ms after stock's profile).
+DLRM step 9.35 ms without a profiler before it, 9.8-10.7 ms after stock's profile). The profile pass also counts the
+host-device synchronisations per step and where they come from (``measure.host_syncs``).
 """
 
 import dataclasses
