@@ -16,7 +16,7 @@ from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torchrec_memcom.benchmarks import harness
 from torchrec_memcom.benchmarks.harness import BenchOptions, fused_params_for, run_benchmark, schedule
 from torchrec_memcom.benchmarks.layouts import LAYOUTS
-from torchrec_memcom.benchmarks.measure import host_syncs, profile_steps, warm_up
+from torchrec_memcom.benchmarks.measure import host_step_ms, host_syncs, profile_steps, timed_steps, warm_up
 from torchrec_memcom.recipes.training import DistContext
 
 
@@ -213,6 +213,32 @@ def test_profile_keeps_traces_in_files_and_numbers_in_the_result(tmp_path: Path)
     assert silent["trace"] is None and not (tmp_path / "q").exists()
 
 
+def test_host_step_ms_times_each_call_of_every_round() -> None:
+    calls: List[float] = []
+
+    def step() -> None:  # 2 ms of host work
+        calls.append(time.perf_counter())
+        time.sleep(0.002)
+
+    times = host_step_ms(step, torch.device("cpu"), rounds=3, per_round=2)
+    assert len(times) == len(calls) == 6
+    assert all(2.0 <= t < 50.0 for t in times)
+
+
+@pytest.mark.gpu
+def test_host_step_ms_is_the_hosts_time_not_the_gpus() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    device = torch.device("cuda")
+
+    def step() -> None:  # a few us to launch, tens of ms on the GPU
+        torch.cuda._sleep(50_000_000)
+
+    gpu_ms, _ = timed_steps(step, 3, device)
+    host = host_step_ms(step, device, rounds=2, per_round=3)
+    assert min(gpu_ms) > 10.0 and max(host) < min(gpu_ms) / 5, (gpu_ms, host)
+
+
 @pytest.mark.gpu
 def test_host_syncs_finds_each_synchronisation_and_its_caller() -> None:
     if not torch.cuda.is_available():
@@ -234,6 +260,7 @@ def test_host_syncs_finds_each_synchronisation_and_its_caller() -> None:
     assert all("test_harness.py" in site and "(two_syncs)" in site for site in found["sites"])
     assert found["per_step"] == sum(found["sites"].values()) >= 2.0 and min(found["sites"].values()) == 1.0
     assert host_syncs(two_syncs, 1, torch.device("cpu")) is None
+    assert torch.cuda.get_sync_debug_mode() == 0  # the caller's mode is back
     torch.cuda.synchronize()  # the debug mode is off again: no warning escapes
     with warnings.catch_warnings():
         warnings.simplefilter("error")

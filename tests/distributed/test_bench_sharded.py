@@ -58,7 +58,7 @@ def _check_results(payload: Dict[str, Any], models: Tuple[str, ...] = ("ebc", "d
         assert set(rows) == METHODS, (model, sorted(rows))
         for method, r in rows.items():
             assert r["status"] == "ok", (model, method, r.get("reason"))
-            assert r["samples_per_s"] > 0 and r["step_ms_median"] > 0
+            assert r["samples_per_s"] > 0 and r["step_ms_median"] > 0 and r["host_ms_median"] > 0
             assert r["plan_tables"], (model, method)
             assert r["local_embedding_bytes_max"] > 0
             if method == "stock":

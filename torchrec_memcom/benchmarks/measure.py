@@ -245,12 +245,13 @@ def host_syncs(step: Callable[[], None], steps: int, device: torch.device) -> Op
         warnings.simplefilter("always")
         warnings.showwarning = record
         sync(device)
+        previous = torch.cuda.get_sync_debug_mode()
         torch.cuda.set_sync_debug_mode("warn")
         try:
             for _ in range(steps):
                 step()
         finally:
-            torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.set_sync_debug_mode(previous)
         sync(device)
     total = sum(sites.values())
     return {

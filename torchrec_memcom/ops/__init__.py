@@ -142,11 +142,12 @@ def transform_segments(
     out = torch.empty(total, dtype=torch.int64, device=device)
     w_dtype = weights.dtype if weights is not None else torch.float32
     w_out = torch.empty(total, dtype=w_dtype, device=device) if out_weighted else None
+    kernel = total > 0 and bool(static_host) and triton_enabled(values)
+    if lengths is not None and lengths.numel() and not kernel:  # the kernel takes it in its own launch
+        stats[-1, 0] = torch.minimum(stats[-1, 0], lengths.min().to(stats.dtype))
     if total == 0 or not static_host:
-        if lengths is not None and lengths.numel():
-            stats[-1, 0] = torch.minimum(stats[-1, 0], lengths.min().to(stats.dtype))
         return out, w_out
-    if triton_enabled(values):
+    if kernel:
         from torchrec_memcom.ops._triton import transform_segments_triton
 
         if isinstance(dynamic, torch.Tensor):
@@ -186,8 +187,6 @@ def transform_segments(
             lo, hi = torch.aminmax(x)
             stats[feature, 0] = lo
             stats[feature, 1] = hi
-    if lengths is not None and lengths.numel():
-        stats[-1, 0] = torch.minimum(stats[-1, 0], lengths.min().to(stats.dtype))
     return out, w_out
 
 
