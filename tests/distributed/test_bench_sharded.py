@@ -116,10 +116,14 @@ def test_tiny_layout_two_gloo_processes_with_repeats_and_profiles(tmp_path: Path
         if profiled:
             assert r["profile"]["host_ms_per_step"] > 0 and len(r["profile"]["host_ms_per_step_per_rank"]) == 2
             assert Path(r["profile"]["trace"]).is_file()
+            parts = r["profile"]["host_breakdown"]["sites"]
+            assert parts["TorchRec EBC input dist"]["calls_per_step"] == 1 and parts["backward"]["ms_per_step"] > 0
+            assert ("id transform" in parts) == (r["method"] == "hash")
     hash_row = next(r for r in payload["results"] if r["method"] == "hash")
     assert hash_row["host_vs_stock"] > 0
     md = (tmp_path / "bench.md").read_text()
     assert "| host ms/step | host vs stock | GPU busy |" in md and "permutation cached (`--cache-recat`)" in md
+    assert "## Host time by part: ebc" in md
 
 
 def test_stock_does_not_fit_a_small_budget_the_compressed_tables_train(tmp_path: Path) -> None:

@@ -243,6 +243,17 @@ def _check_memcom_rows(device: str) -> None:
     torch.testing.assert_close(got.rows.cpu(), rows.cpu(), rtol=0, atol=0)
     assert got.weights is not None
     torch.testing.assert_close(got.weights.cpu(), weight[torch.cat(want_w)], rtol=0, atol=0)
+    # the ids per feature given on the host (as TorchRec's input dists know them): the same result
+    per_key = [int(ln.sum()) for ln in lengths]
+    host = memcom_local_rows(
+        torch.cat(ids).to(device),
+        torch.cat(lengths).to(device),
+        torch.tensor(params, device=device),
+        weight.to(device),
+        length_per_key=per_key,
+    )
+    for a, b in zip(host, got):
+        torch.testing.assert_close(a.cpu(), b.cpu(), rtol=0, atol=0)
 
 
 def test_memcom_local_rows_cpu() -> None:

@@ -16,7 +16,8 @@ With ``repeats`` > 1 the methods run interleaved (stock, m1, m2, ..., stock, m1,
 come from a separate pass after every timed run (each profiled method rebuilt, warmed up, profiled, not timed): once
 ``torch.profiler`` has run in a process, later host-bound steps in it run slower and erratic (measured: MEmCom's
 DLRM step 9.35 ms without a profiler before it, 9.8-10.7 ms after stock's profile). The profile pass also counts the
-host-device synchronisations per step and where they come from (``measure.host_syncs``).
+host-device synchronisations per step and where they come from (``measure.host_syncs``), and splits the host's time
+per step over the parts of the embedding layer (``host_time.host_breakdown``).
 """
 
 import dataclasses
@@ -34,7 +35,7 @@ from torchrec.models.dlrm import DLRM, DLRMTrain
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
 
-from torchrec_memcom.benchmarks import data, measure, report
+from torchrec_memcom.benchmarks import data, host_time, measure, report
 from torchrec_memcom.benchmarks.layouts import Layout, MethodOptions, embedding_module, method_label, table_configs
 from torchrec_memcom.benchmarks.planning import (
     UVM_CACHING,
@@ -286,6 +287,7 @@ def run_method(
     if profile_stem is not None:
         out["profile"] = measure.profile_steps(step, opts.profile_steps, device, profile_stem, write=ctx.is_main)
         out["profile"]["host_syncs"] = measure.host_syncs(step, opts.profile_steps, device)
+        out["profile"]["host_breakdown"] = host_time.host_breakdown(step, device)
         return out
     out["step_ms"], out["wall_ms"] = measure.timed_steps(step, opts.iters, device)
     out["host_step_ms"] = measure.host_step_ms(step, device)

@@ -269,6 +269,39 @@ def _gb(b: Optional[int]) -> str:
     return "-" if b is None else f"{b / 1e9:.1f} GB"
 
 
+def host_breakdown_tables(results: List[Dict[str, Any]]) -> List[str]:
+    """Per model, the host time per step of each part of the embedding layer (``host_time.host_breakdown``), one
+    column per profiled method; markdown lines (none without a breakdown)."""
+    lines: List[str] = []
+    for model in dict.fromkeys(r["model"] for r in results):
+        rows = [r for r in results if r["model"] == model and (r.get("profile") or {}).get("host_breakdown")]
+        if not rows:
+            continue
+        labels: Dict[str, Optional[str]] = {}
+        for r in rows:
+            for label, site in r["profile"]["host_breakdown"]["sites"].items():
+                labels.setdefault(label, site["inside"])
+        lines += [
+            "",
+            f"## Host time by part: {model} (ms per step; rank 0, no profiler, each part's time includes what it "
+            "calls, indented parts run inside the part above)",
+            "",
+            "| part | " + " | ".join(r["label"] for r in rows) + " |",
+            "|---|" + "---:|" * len(rows),
+            "| host ms/step (median step call) | "
+            + " | ".join(f"{r['profile']['host_breakdown']['step_ms']:.3f}" for r in rows)
+            + " |",
+        ]
+        for label, inside in labels.items():
+            cells = []
+            for r in rows:
+                site = r["profile"]["host_breakdown"]["sites"].get(label)
+                cells.append("-" if site is None else f"{site['ms_per_step']:.3f} ({site['calls_per_step']:g}x)")
+            name = f"&nbsp;&nbsp;{label}" if inside else label
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_report(payload: Dict[str, Any]) -> str:
     """The whole markdown report of one run: setup, the optimizer, the main table, plans, LMA fits, profiles."""
     env, cfg = payload["environment"], payload["config"]
@@ -331,6 +364,7 @@ def markdown_report(payload: Dict[str, Any]) -> str:
                 f"\nLMA ({r['model']}): ids with a signature after fitting on {layout['lma_fit_rows']} rows: mean "
                 f"{mean:.1%} over {len(cov)} tables ({r['lma_fit_s']:.1f} s)."
             )
+    lines += host_breakdown_tables(results)
     for r in results:
         prof = r.get("profile")
         if not prof:

@@ -417,7 +417,8 @@ class ShardedCompressedEmbeddingBagCollection(
             return kjt
         params = self._params_for(sharding, kjt.keys())
         update = self._fused_optimizer.update
-        rows, w = memcom_rows_and_weights(kjt.values(), kjt.lengths(), params, self.entity_weights_local, update)
+        lengths, per_key = kjt.lengths(), kjt.length_per_key_or_none()
+        rows, w = memcom_rows_and_weights(kjt.values(), lengths, params, self.entity_weights_local, update, per_key)
         if self._is_weighted:
             w = w * kjt.weights()
         return _with(kjt, rows, w)

@@ -81,8 +81,9 @@ class _LocalRowsAndWeights(torch.autograd.Function):
         params: torch.Tensor,
         weight: torch.Tensor,
         update: Callable[[torch.Tensor, torch.Tensor], None],
+        length_per_key: Optional[List[int]],
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        rows, w_index, weights = memcom_local_rows(local_ids, lengths, params, weight.detach())
+        rows, w_index, weights = memcom_local_rows(local_ids, lengths, params, weight.detach(), length_per_key)
         assert weights is not None
         ctx.save_for_backward(w_index)
         ctx.update = update
@@ -90,10 +91,10 @@ class _LocalRowsAndWeights(torch.autograd.Function):
         return rows, weights
 
     @staticmethod
-    def backward(ctx: Any, _rows_grad: Any, grad: torch.Tensor) -> Tuple[None, None, None, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, _rows_grad: Any, grad: torch.Tensor) -> Tuple[None, ...]:  # type: ignore[override]
         (w_index,) = ctx.saved_tensors
         ctx.update(w_index, grad)
-        return None, None, None, None, None
+        return None, None, None, None, None, None
 
 
 def memcom_rows_and_weights(
@@ -102,10 +103,11 @@ def memcom_rows_and_weights(
     params: torch.Tensor,
     weight: torch.Tensor,
     update: Callable[[torch.Tensor, torch.Tensor], None],
+    length_per_key: Optional[List[int]] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(rows, weight[w_index])`` of ``ops.memcom_local_rows`` (one kernel on CUDA), with a backward that applies
     ``update(w_index, grad)`` in place."""
-    return _LocalRowsAndWeights.apply(local_ids, lengths, params, weight, update)
+    return _LocalRowsAndWeights.apply(local_ids, lengths, params, weight, update, length_per_key)
 
 
 class EntityWeightOptimizer(FusedOptimizer):

@@ -19,6 +19,7 @@ Every op gives bit-identical results on either path (int64 arithmetic below 2**6
 
 import enum
 import functools
+import itertools
 import os
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -311,7 +312,11 @@ class LocalRows(NamedTuple):
 
 
 def memcom_local_rows(
-    local_ids: torch.Tensor, lengths: torch.Tensor, params: torch.Tensor, weight: Optional[torch.Tensor] = None
+    local_ids: torch.Tensor,
+    lengths: torch.Tensor,
+    params: torch.Tensor,
+    weight: Optional[torch.Tensor] = None,
+    length_per_key: Optional[Sequence[int]] = None,
 ) -> LocalRows:
     """``(rows, w_index, weights)`` of the ids a rank received for ``F`` features, values grouped by feature.
 
@@ -320,13 +325,20 @@ def memcom_local_rows(
     ``w_index = j + w_offset``. A feature with ``ids_per_bucket = 0`` passes through: ``rows = j`` and
     ``w_index = w_offset + position % ONE_SLOTS`` (slots of a constant weight). With ``weight`` (the rank's flat
     entity-weight vector), also ``weights = weight[w_index]``, gathered in the same pass on CUDA. ``lengths`` is the
-    KJT's ``(F * stride,)`` lengths; no host synchronisation.
+    KJT's ``(F * stride,)`` lengths; ``length_per_key``, if the caller has it on the host (TorchRec's input dists
+    compute it), the ids per feature (then the features' ends cross in one copy instead of being summed on the
+    device). No host synchronisation.
     """
     num_features = params.shape[0]
     ids = local_ids.to(torch.int64)
     if num_features == 0 or ids.numel() == 0:
         return LocalRows(ids, ids.clone(), None if weight is None else weight.new_empty(ids.shape))
-    ends = lengths.view(num_features, -1).sum(1).cumsum(0)
+    if length_per_key is not None:
+        ends = torch.tensor(list(itertools.accumulate(length_per_key)), pin_memory=ids.is_cuda).to(
+            ids.device, non_blocking=True
+        )
+    else:
+        ends = lengths.view(num_features, -1).sum(1).cumsum(0)
     if triton_enabled(ids):
         from torchrec_memcom.ops._triton import memcom_rows_triton
 

@@ -1,0 +1,156 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Where a step's host time goes: the host time spent inside each part of the embedding layer, per step.
+
+``measure.host_step_ms`` gives the host's time for a whole step; this splits it. It wraps a fixed list of methods
+(``SITES``: our id transform, MEmCom's rows and weight update, TorchRec's sharded EBC input dist and lookup, backward,
+the optimizer step) with ``time.perf_counter`` for the duration of the measurement, runs the same rounds as
+``host_step_ms`` (synchronise, then time a few step calls: the host's own time, the GPU's queue never full), and
+restores them. The profiler's host view does not answer this: it overstates host time about 2x and misses the Python
+between ops (pitfall P25 in ``../shared/notes/torchrec-internals.md``). Times are inclusive, and a site may run inside
+another (the weight update inside backward).
+"""
+
+import importlib
+import inspect
+import statistics
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+
+from torchrec_memcom.benchmarks.measure import sync
+
+__all__ = ["SITES", "Site", "host_breakdown", "timed_sites"]
+
+
+class Site(NamedTuple):
+    """A method to time: ``module.owner.attr`` (``owner`` empty: a module-level function), shown as ``label``;
+    ``inside``: the label of the site it runs within, if any."""
+
+    label: str
+    module: str
+    owner: str
+    attr: str
+    inside: Optional[str] = None
+
+
+_EBC = "torchrec.distributed.embeddingbag"
+_TRANSFORM = "torchrec_memcom.modules.transform"
+SITES: List[Site] = [
+    Site("TorchRec EBC input dist", _EBC, "ShardedEmbeddingBagCollection", "input_dist"),
+    Site("TorchRec EBC lookup + output dist", _EBC, "ShardedEmbeddingBagCollection", "compute_and_output_dist"),
+    Site("id transform", _TRANSFORM, "IdTransform", "forward"),
+    Site("input check", _TRANSFORM, "InputCheck", "__call__", inside="id transform"),
+    Site("LMA: raw ids expanded after the dist", _TRANSFORM, "IdTransform", "expand"),
+    Site("combine (physical -> logical pooled)", _TRANSFORM, "IdTransform", "combine"),
+    Site(
+        "MEmCom: rows and weights after the dist",
+        "torchrec_memcom.distributed.compressed",
+        "ShardedCompressedEmbeddingBagCollection",
+        "_weighted_rows",
+    ),
+    Site("backward", "torch", "Tensor", "backward"),
+    Site(
+        "MEmCom: weight update",
+        "torchrec_memcom.distributed.entity_weights",
+        "EntityWeightOptimizer",
+        "update",
+        inside="backward",
+    ),
+    Site("optimizer step", "torchrec.optim.keyed", "CombinedOptimizer", "step"),
+]
+
+
+class _Timers:
+    def __init__(self, labels: Sequence[str]) -> None:
+        self.seconds = dict.fromkeys(labels, 0.0)
+        self.calls = dict.fromkeys(labels, 0)
+        self.on = False
+
+
+def _timed(fn: Callable[..., Any], label: str, timers: _Timers) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not timers.on:
+            return fn(*args, **kwargs)
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            timers.seconds[label] += time.perf_counter() - start
+            timers.calls[label] += 1
+
+    return wrapper
+
+
+class timed_sites:  # noqa: N801 - used as a context manager, like torch.no_grad
+    """Context manager: while inside, each site's method accumulates its host time in ``self.timers``; the
+    originals are restored on exit (also on error). A site whose module or attribute does not exist is skipped."""
+
+    def __init__(self, sites: Sequence[Site] = SITES) -> None:
+        self._sites = list(sites)
+        self.timers = _Timers([s.label for s in self._sites])
+        self._saved: List[Tuple[Any, str, Any]] = []
+        self.resolved: List[str] = []  # labels of the sites found (and timed)
+
+    def __enter__(self) -> "timed_sites":
+        for site in self._sites:
+            try:
+                owner: Any = importlib.import_module(site.module)
+                if site.owner:
+                    owner = getattr(owner, site.owner)
+                original = inspect.getattr_static(owner, site.attr)
+            except (ImportError, AttributeError):
+                continue
+            own = site.attr in vars(owner)  # else inherited: shadowed while timing, then the shadow is removed
+            static = isinstance(original, staticmethod)
+            wrapped: Any = _timed(original.__func__ if static else getattr(owner, site.attr), site.label, self.timers)
+            self._saved.append((owner, site.attr, original if own else None))
+            setattr(owner, site.attr, staticmethod(wrapped) if static else wrapped)
+            self.resolved.append(site.label)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, attr, original in reversed(self._saved):
+            if original is None:
+                delattr(owner, attr)
+            else:
+                setattr(owner, attr, original)
+        self._saved.clear()
+
+
+def host_breakdown(
+    step: Callable[[], None],
+    device: torch.device,
+    rounds: int = 10,
+    per_round: int = 4,
+    sites: Sequence[Site] = SITES,
+) -> Dict[str, Any]:
+    """The host time per step inside each site, over ``rounds`` x ``per_round`` step calls timed as in
+    ``measure.host_step_ms``: ``{"step_ms": median host ms of a step call, "sites": {label: {"ms_per_step",
+    "calls_per_step", "inside"}}}`` (sites that did not run are left out)."""
+    times: List[float] = []
+    with timed_sites(sites) as timed:
+        timed.timers.on = True
+        for _ in range(rounds):
+            sync(device)
+            for _ in range(per_round):
+                start = time.perf_counter()
+                step()
+                times.append((time.perf_counter() - start) * 1e3)
+        timed.timers.on = False
+    sync(device)
+    n = len(times)
+    t = timed.timers
+    return {
+        "steps": n,
+        "step_ms": statistics.median(times),
+        "sites": {
+            s.label: {
+                "ms_per_step": t.seconds[s.label] * 1e3 / n,
+                "calls_per_step": t.calls[s.label] / n,
+                "inside": s.inside,
+            }
+            for s in sites
+            if t.calls[s.label]
+        },
+    }
