@@ -447,7 +447,12 @@ class ShardedCompressedEmbeddingBagCollection(
         inner = self._embedding_bag_collection.fused_optimizer
         if not self._memcom:
             return inner
-        return CombinedOptimizer([("_embedding_bag_collection", inner), self._fused_optimizer])
+        # The inner EBC's optimizers beside MEmCom's in one level: the parameter keys nesting would give, and a step
+        # walks one CombinedOptimizer (and its step hooks) less.
+        parts = inner.optimizers if isinstance(inner, CombinedOptimizer) else [("", inner)]
+        prefix = "_embedding_bag_collection"
+        flat = [(f"{prefix}.{key}" if key else prefix, opt) for key, opt in parts]
+        return CombinedOptimizer([*flat, self._fused_optimizer])
 
     def sharded_parameter_names(self, prefix: str = "") -> Iterator[str]:
         for fqn, _ in self.named_parameters():
