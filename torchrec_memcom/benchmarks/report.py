@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from torchrec_memcom.benchmarks import host_time
 from torchrec_memcom.benchmarks.layouts import Layout
 from torchrec_memcom.benchmarks.planning import plan_summary
 
@@ -281,6 +282,8 @@ def host_breakdown_tables(results: List[Dict[str, Any]]) -> List[str]:
         for r in rows:
             for label, site in r["profile"]["host_breakdown"]["sites"].items():
                 labels.setdefault(label, site["inside"])
+        order = {label: i for i, label in enumerate(s.label for s in host_time.SITES)}  # nested parts under theirs
+        labels = dict(sorted(labels.items(), key=lambda kv: order.get(kv[0], len(order))))
         lines += [
             "",
             f"## Host time by part: {model} (ms per step; rank 0, no profiler, each part's time includes what it "
