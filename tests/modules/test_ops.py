@@ -241,6 +241,10 @@ def _check_memcom_rows(device: str) -> None:
         torch.cat(ids).to(device), torch.cat(lengths).to(device), torch.tensor(params, device=device), weight.to(device)
     )
     torch.testing.assert_close(got.rows.cpu(), rows.cpu(), rtol=0, atol=0)
+    torch.testing.assert_close(got.w_index.cpu().long(), torch.cat(want_w), rtol=0, atol=0)
+    from torchrec_memcom.ops import triton_enabled
+
+    assert got.w_index.dtype == (torch.int32 if triton_enabled(rows) else torch.int64)  # 32-bit keys for the sort
     assert got.weights is not None
     torch.testing.assert_close(got.weights.cpu(), weight[torch.cat(want_w)], rtol=0, atol=0)
     # the ids per feature given on the host (as TorchRec's input dists know them): the same result
@@ -392,3 +396,11 @@ def test_memcom_passthrough_cpu() -> None:
 @pytest.mark.gpu
 def test_memcom_passthrough_triton() -> None:
     _check_memcom_passthrough("cuda")
+
+
+def test_ints_to_device_keeps_shape_and_int64() -> None:
+    from torchrec_memcom.ops import ints_to_device
+
+    rows = ints_to_device([[0, 5, 2**40], [3, -1, 7]], torch.device("cpu"))
+    assert rows.dtype == torch.int64 and rows.tolist() == [[0, 5, 2**40], [3, -1, 7]]
+    assert ints_to_device([1, 2, 3], torch.device("cpu")).shape == (3,)

@@ -16,7 +16,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.modules.method import Combine, CustomJob, Segment, TableMethod
-from torchrec_memcom.ops import NUM_OP_PARAMS, IdOp, transform_segments, triton_enabled
+from torchrec_memcom.ops import NUM_OP_PARAMS, IdOp, ints_to_device, transform_segments, triton_enabled
 from torchrec_memcom.ops.columns import ColumnProducts, column_products
 
 __all__ = ["IdTransform", "InputCheck"]
@@ -403,12 +403,12 @@ class IdTransform(nn.Module):
         template: torch.Tensor, run: List[Tuple[int, int, int]]
     ) -> Tuple[torch.Tensor, Union[List[Tuple[int, int, int]], torch.Tensor], Optional[int]]:
         """``(stats, dynamic, max_len)`` for ``transform_segments``: a fresh copy of the stats template and the
-        segments' ``(input start, output start, length)``. On CUDA both cross in one pinned host-to-device copy
-        (one transfer per batch instead of a device clone and a transfer: the host launches one op less)."""
+        segments' ``(input start, output start, length)``. On CUDA both cross in one host-to-device copy
+        (``ops.ints_to_device``; one transfer per batch instead of a device clone and a transfer)."""
         if not template.is_cuda or not run or not triton_enabled(template):
             return template.clone(), run, None
         flat = [_INT64_MAX, _INT64_MIN] * template.shape[0] + [x for seg in run for x in seg]
-        packed = torch.tensor(flat, dtype=torch.int64, pin_memory=True).to(template.device, non_blocking=True)
+        packed = ints_to_device(flat, template.device)
         n = template.numel()
         return packed[:n].view(template.shape), packed[n:].view(-1, 3), max(seg[2] for seg in run)
 

@@ -21,7 +21,7 @@ import enum
 import functools
 import itertools
 import os
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -34,6 +34,7 @@ __all__ = [
     "NUM_OP_PARAMS",
     "ONE_SLOTS",
     "hash_ids",
+    "ints_to_device",
     "lma_chunk_params",
     "lma_locations",
     "lma_locations_grouped",
@@ -84,6 +85,12 @@ def triton_enabled(t: torch.Tensor) -> bool:
     """Whether ``t``'s transforms run as Triton kernels (CUDA tensor, Triton importable, not disabled; CPU tensors
     too under Triton's interpreter, ``TRITON_INTERPRET=1``, which the tests use to check the kernels without a GPU)."""
     return (t.is_cuda or _interpreted()) and _triton_importable() and not torch.jit.is_scripting()
+
+
+def ints_to_device(values: Sequence[Any], device: torch.device) -> torch.Tensor:
+    """Per-batch host integers (a kernel's offsets and lengths; ints, or rows of ints) as an int64 tensor on
+    ``device``, copied asynchronously from pinned memory (no host wait)."""
+    return torch.tensor(values, dtype=torch.int64, pin_memory=device.type == "cuda").to(device, non_blocking=True)
 
 
 def apply_id_op(op: int, x: torch.Tensor, params: Sequence[int]) -> torch.Tensor:
@@ -154,9 +161,7 @@ def transform_segments(
         if isinstance(dynamic, torch.Tensor):
             dyn, max_len = dynamic.contiguous(), total if max_len is None else max_len
         else:
-            dyn = torch.tensor(dynamic, dtype=torch.int64, pin_memory=device.type == "cuda").to(
-                device, non_blocking=True
-            )
+            dyn = ints_to_device(dynamic, device)
             max_len = max(d[2] for d in dynamic)
         transform_segments_triton(
             values.contiguous(),
@@ -322,8 +327,9 @@ def memcom_local_rows(
 
     For a value ``j`` of feature ``f`` with ``params[f] = (block, row_offset, w_offset, ids_per_bucket,
     rows_per_bucket)`` (``MEMCOM_PARAMS``): ``s = j + block``, ``rows = bucketed_rows(s) - row_offset`` and
-    ``w_index = j + w_offset``. A feature with ``ids_per_bucket = 0`` passes through: ``rows = j`` and
-    ``w_index = w_offset + position % ONE_SLOTS`` (slots of a constant weight). With ``weight`` (the rank's flat
+    ``w_index = j + w_offset`` (int32 from the Triton kernel when ``weight`` has fewer than 2**31 slots, else
+    int64). A feature with ``ids_per_bucket = 0`` passes through: ``rows = j`` and ``w_index = w_offset + position %
+    ONE_SLOTS`` (slots of a constant weight). With ``weight`` (the rank's flat
     entity-weight vector), also ``weights = weight[w_index]``, gathered in the same pass on CUDA. ``lengths`` is the
     KJT's ``(F * stride,)`` lengths; ``length_per_key``, if the caller has it on the host (TorchRec's input dists
     compute it), the ids per feature (then the features' ends cross in one copy instead of being summed on the
@@ -334,16 +340,16 @@ def memcom_local_rows(
     if num_features == 0 or ids.numel() == 0:
         return LocalRows(ids, ids.clone(), None if weight is None else weight.new_empty(ids.shape))
     if length_per_key is not None:
-        ends = torch.tensor(list(itertools.accumulate(length_per_key)), pin_memory=ids.is_cuda).to(
-            ids.device, non_blocking=True
-        )
+        ends = ints_to_device(list(itertools.accumulate(length_per_key)), ids.device)
     else:
         ends = lengths.view(num_features, -1).sum(1).cumsum(0)
     if triton_enabled(ids):
         from torchrec_memcom.ops._triton import memcom_rows_triton
 
         rows = torch.empty_like(ids)
-        w_index = torch.empty_like(ids)
+        # int32 slots when they fit: the weight update sorts them as 32-bit keys without a cast
+        narrow = weight is not None and weight.numel() < 2**31
+        w_index = torch.empty_like(ids, dtype=torch.int32 if narrow else torch.int64)
         w_out = None if weight is None else weight.new_empty(ids.shape)
         args = (weight.contiguous(), w_out) if weight is not None else ()
         memcom_rows_triton(ids.contiguous(), ends.contiguous(), params.contiguous(), rows, w_index, *args)

@@ -164,6 +164,8 @@ def _lma_static(rows: Tuple[Tuple[int, ...], ...], cp2: int, device: torch.devic
 
 def lma_locations_grouped_triton(ids: torch.Tensor, jobs: Sequence[Any], out: torch.Tensor) -> None:
     """``ops.lma_locations_grouped`` (``jobs``: ``ops.LMAJob`` with ``n > 0``) in one launch."""
+    from torchrec_memcom.ops import ints_to_device
+
     cp2 = triton.next_power_of_2(max(len(j.dst) for j in jobs))
     sigs = [j.signatures.contiguous() for j in jobs]  # rows of sig_bytes; kept alive until the launch is queued
     static, narrow = _lma_static(
@@ -176,7 +178,7 @@ def lma_locations_grouped_triton(ids: torch.Tensor, jobs: Sequence[Any], out: to
         [j.start, j.n, s.data_ptr() if s.numel() else ids.data_ptr(), j.step, *j.dst] + [-1] * (cp2 - len(j.dst))
         for s, j in zip(sigs, jobs)
     ]
-    dyn = torch.tensor(dynamic, dtype=torch.int64, pin_memory=ids.is_cuda).to(ids.device, non_blocking=True)
+    dyn = ints_to_device(dynamic, ids.device)
     extent = 1 + sum((size - 1) * stride for size, stride in zip(out.shape, out.stride()))  # out's last element + 1
     grid = (len(jobs), triton.cdiv(max(j.n for j in jobs), _BLOCK_IDS))
     _lma_grouped_kernel[grid](ids, static, dyn, out, ids.numel(), extent, CP2=cp2, NARROW=narrow, BLOCK=_BLOCK_IDS)
