@@ -5,8 +5,8 @@
 (``SITES``: our id transform, MEmCom's rows and weight update, TorchRec's sharded EBC input dist and lookup, backward,
 the optimizer step) with ``time.perf_counter`` for the duration of the measurement, runs the same rounds as
 ``host_step_ms`` (synchronise, then time a few step calls: the host's own time, the GPU's queue never full), and
-restores them. The profiler's host view does not answer this: it overstates host time about 2x and misses the Python
-between ops (pitfall P25 in ``../shared/notes/torchrec-internals.md``). Times are inclusive, and a site may run inside
+restores them. The profiler's host view does not answer this: its self-CPU sum overstated a `big` step's host time
+about 2x and misses the Python between ops (``docs/PERFORMANCE.md``). Times are inclusive, and a site may run inside
 another (the weight update inside backward).
 """
 
