@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import torch
 
-from torchrec_memcom.benchmarks.measure import sync
+from torchrec_memcom.benchmarks.measure import host_step_ms
 
 __all__ = ["SITES", "Site", "host_breakdown", "timed_sites"]
 
@@ -128,17 +128,10 @@ def host_breakdown(
     """The host time per step inside each site, over ``rounds`` x ``per_round`` step calls timed as in
     ``measure.host_step_ms``: ``{"step_ms": median host ms of a step call, "sites": {label: {"ms_per_step",
     "calls_per_step", "inside"}}}`` (sites that did not run are left out)."""
-    times: List[float] = []
     with timed_sites(sites) as timed:
         timed.timers.on = True
-        for _ in range(rounds):
-            sync(device)
-            for _ in range(per_round):
-                start = time.perf_counter()
-                step()
-                times.append((time.perf_counter() - start) * 1e3)
+        times = host_step_ms(step, device, rounds, per_round)
         timed.timers.on = False
-    sync(device)
     n = len(times)
     t = timed.timers
     return {
