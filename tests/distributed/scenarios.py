@@ -221,6 +221,9 @@ def sharded_matches_unsharded(
     expect_raw = method == "lma" and lma_raw_ids and sharding_type in ("table_wise", "column_wise")
     assert bool(raw) == expect_raw, (raw, method, sharding_type)
     load_unsharded_state_dict(dmp, reference.state_dict())
+    if method == "memcom":  # the fused optimizer's keys name the model's parameters (its tables' and w's state)
+        keys = set(dmp.fused_optimizer.params)
+        assert keys <= set(dmp.state_dict()) and any(".entity_weights." in k for k in keys), sorted(keys)
     opt = sharded_optimizer(dmp, optimizer)
     ref_opt = reference_optimizer(reference.parameters(), optimizer)
     lo, hi = rank * BATCH_PER_RANK, (rank + 1) * BATCH_PER_RANK

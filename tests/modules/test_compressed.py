@@ -285,7 +285,7 @@ def test_cuda_bad_ids_raise_one_batch_later() -> None:
     good = KeyedJaggedTensor.from_lengths_sync(list(features), bad * 0, torch.ones(len(features), dtype=torch.int64))
     with pytest.raises(ValueError, match=r"table 'm1', feature 'm1'.*\[0, 100\).*previous batch"):
         module(good.to("cuda"))
-    # the statistics' pinned buffers are reused in turn: later batches are judged on their own ids
+    # the statistics' pinned buffer is reused: later batches are judged on their own ids
     for _ in range(3):
         module(good.to("cuda"))
     worse = torch.tensor([-3 if f == "h0b" else 0 for f in features])

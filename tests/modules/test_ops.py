@@ -256,8 +256,10 @@ def _check_memcom_rows(device: str) -> None:
         weight.to(device),
         length_per_key=per_key,
     )
-    for a, b in zip(host, got):
-        torch.testing.assert_close(a.cpu(), b.cpu(), rtol=0, atol=0)
+    torch.testing.assert_close(host.rows.cpu(), torch.cat(want_rows), rtol=0, atol=0)
+    torch.testing.assert_close(host.w_index.cpu().long(), torch.cat(want_w), rtol=0, atol=0)
+    assert host.weights is not None
+    torch.testing.assert_close(host.weights.cpu(), weight[torch.cat(want_w)], rtol=0, atol=0)
 
 
 def test_memcom_local_rows_cpu() -> None:

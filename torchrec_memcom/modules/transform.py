@@ -37,9 +37,10 @@ class InputCheck:
 
     def __init__(self) -> None:
         self._pending: Optional[Tuple[torch.Tensor, torch.cuda.Event, List[Tuple[str, str, int]]]] = None
-        self._events: List[torch.cuda.Event] = []
-        # two pinned buffers in turn: a batch's copy lands in one while the other holds the previous (flushed) batch's
-        self._buffers: Dict[Tuple[int, ...], List[torch.Tensor]] = {}
+        # one pinned buffer per stats shape and one event: a call first flushes (waits for and reads) the previous
+        # batch's copy, so at most one copy is ever in flight
+        self._buffers: Dict[Tuple[int, ...], torch.Tensor] = {}
+        self._event: Optional[torch.cuda.Event] = None
 
     def __call__(self, stats: torch.Tensor, features: List[Tuple[str, str, int]]) -> None:
         """``stats``: ``(F + 1, 2)``: the id (min, max) of each feature, then (smallest length, unused);
@@ -47,19 +48,15 @@ class InputCheck:
         if not stats.is_cuda:
             self._raise_if_bad(stats.reshape(-1).tolist(), features, False)
             return
-        self.flush()  # the previous batch's copy is done: its buffer may be reused next time
-        ring = self._buffers.setdefault(tuple(stats.shape), [])
-        if len(ring) < 2:
-            ring.append(torch.empty(stats.shape, dtype=torch.int64, pin_memory=True))
-        host = ring.pop(0)
-        ring.append(host)
+        self.flush()  # the previous batch's copy is done and read: its buffer may be reused
+        host = self._buffers.get(tuple(stats.shape))
+        if host is None:
+            host = self._buffers[tuple(stats.shape)] = torch.empty(stats.shape, dtype=torch.int64, pin_memory=True)
         host.copy_(stats, non_blocking=True)
-        if len(self._events) < 2:
-            self._events.append(torch.cuda.Event())
-        event = self._events.pop(0)
-        event.record()
-        self._events.append(event)
-        self._pending = (host.reshape(-1), event, features)
+        if self._event is None:
+            self._event = torch.cuda.Event()
+        self._event.record()
+        self._pending = (host.reshape(-1), self._event, features)
 
     def flush(self) -> None:
         """Raises for the previous CUDA batch if it was bad."""
