@@ -86,7 +86,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--lma-chunk-size", type=int, default=16, help="LMA chunk width Z")
     add("--lma-signature-bytes", type=int, default=8, help="LMA signature bytes per id (<= 2 per chunk)")
     add("--lma-shared-memory", action=argparse.BooleanOptionalAction, default=True, help="one LMA memory for all")
-    add("--lma-raw-ids", action=argparse.BooleanOptionalAction, default=True, help="LMA ids cross TW/CW dists once")
+    add(
+        "--lma-raw-ids",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="LMA ids cross TW/CW dists once (default: with more than one rank)",
+    )
     add("--lma-fit-rows", type=int, default=None, help="rows of the LMA signature sample (layout default; 0 = none)")
     add("--profile", default="", help="methods to profile after all timed runs, comma-separated, or 'all' (adds stock)")
     add("--profile-steps", type=int, default=5, help="steps under the profiler")

@@ -190,6 +190,17 @@ def test_markdown_report_states_the_optimizer_above_the_table() -> None:
     assert optimizer_label("sgd", 0.5) == "fused EXACT_SGD + dense SGD, lr 0.5"
 
 
+@pytest.mark.parametrize(
+    "world_size, raw, expected", [(1, None, "as chunk locations"), (2, None, "raw"), (1, True, "raw")]
+)
+def test_header_says_how_lma_ids_crossed_the_input_dist(world_size: int, raw: Any, expected: str) -> None:
+    payload = _payload(world_size)
+    payload["config"].update(methods=["stock", "memcom", "lma"], lma_raw_ids=raw)
+    assert f"; LMA ids {expected} through the input dist;" in markdown_report(payload)
+    payload["config"]["methods"] = ["stock", "memcom"]
+    assert "LMA ids" not in markdown_report(payload)
+
+
 def test_combine_two_runs_into_weak_scaling(tmp_path: Path) -> None:
     one, two = _payload(1), _payload(2)
     two["results"][1]["samples_per_s"] = 1.5 * one["results"][1]["samples_per_s"]

@@ -1,5 +1,5 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""Session-wide process worlds: one pool of 2 and one of 4 gloo ranks (CPU), and an NCCL pool on GPUs."""
+"""Session-wide process worlds: pools of 1, 2 and 4 gloo ranks (CPU), and an NCCL pool on GPUs."""
 
 from typing import Iterator
 
@@ -15,6 +15,11 @@ def _world(size: int, backend: str) -> Iterator[World]:
         yield world
     finally:
         world.close()
+
+
+@pytest.fixture(scope="session")
+def world1() -> Iterator[World]:
+    yield from _world(1, "gloo")
 
 
 @pytest.fixture(scope="session")

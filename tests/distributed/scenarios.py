@@ -130,7 +130,7 @@ def shard(
     optimizer: str = "sgd",
     constraints: Optional[Dict[str, ParameterConstraints]] = None,
     batch_size: int = BATCH_PER_RANK,
-    lma_raw_ids: bool = True,
+    lma_raw_ids: Optional[bool] = None,
 ) -> DistributedModelParallel:
     """Plans (with our planner and sharders) and wraps ``model`` in DMP; ``sharding_type`` forces one type."""
     fp = fused_params(optimizer)
@@ -210,7 +210,7 @@ def sharded_matches_unsharded(
     pooling: str = "SUM",
     optimizer: str = "sgd",
     steps: int = 2,
-    lma_raw_ids: bool = True,
+    lma_raw_ids: Optional[bool] = None,
 ) -> Dict[str, Any]:
     """Forward, backward and ``steps`` optimizer steps of a sharded module equal the unsharded reference."""
     device = device_for(rank)
@@ -218,7 +218,8 @@ def sharded_matches_unsharded(
     model, reference = build_pair(tables, weighted)
     dmp = shard(model, world_size, device, sharding_type, optimizer, lma_raw_ids=lma_raw_ids)
     raw = getattr(dmp.module.ebc, "_raw", frozenset())
-    expect_raw = method == "lma" and lma_raw_ids and sharding_type in ("table_wise", "column_wise")
+    raw_ids = world_size > 1 if lma_raw_ids is None else lma_raw_ids  # the sharder's default: across ranks only
+    expect_raw = method == "lma" and raw_ids and sharding_type in ("table_wise", "column_wise")
     assert bool(raw) == expect_raw, (raw, method, sharding_type)
     load_unsharded_state_dict(dmp, reference.state_dict())
     if method == "memcom":  # the fused optimizer's keys name the model's parameters (its tables' and w's state)

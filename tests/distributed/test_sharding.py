@@ -1,7 +1,7 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """Sharded vs unsharded: forward, backward and fused optimizer steps, for every sharding type each method offers."""
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -27,6 +27,7 @@ CASES: List[Dict] = [
     dict(method="lma", sharding_type="table_wise"),
     dict(method="lma", sharding_type="table_wise", weighted=True, pooling="MEAN", optimizer="adagrad"),
     dict(method="lma", sharding_type="table_wise", lma_raw_ids=False),
+    dict(method="lma", sharding_type="column_wise", lma_raw_ids=True),  # raw ids on one GPU too (gpu tests)
     dict(method="lma", sharding_type="row_wise", weighted=True, pooling="MEAN", optimizer="adagrad"),
     dict(method="lma", sharding_type="column_wise"),
     dict(method="lma", sharding_type="table_row_wise"),
@@ -51,3 +52,9 @@ def test_two_ranks(world2: World, case: Dict) -> None:
 def test_four_ranks(world4: World, case: Dict) -> None:
     results = world4.run(scenarios.sharded_matches_unsharded, **case)
     assert sum(r["checked"] for r in results) >= 2
+
+
+@pytest.mark.parametrize("raw", [None, True])
+def test_one_rank_lma_ids(world1: World, raw: Optional[bool]) -> None:
+    """On one rank LMA sends chunk locations by default (the all-to-all is a local copy); raw ids on request."""
+    world1.run(scenarios.sharded_matches_unsharded, method="lma", sharding_type="table_wise", lma_raw_ids=raw)

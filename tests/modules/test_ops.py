@@ -247,14 +247,14 @@ def _check_memcom_rows(device: str) -> None:
     assert got.w_index.dtype == (torch.int32 if triton_enabled(rows) else torch.int64)  # 32-bit keys for the sort
     assert got.weights is not None
     torch.testing.assert_close(got.weights.cpu(), weight[torch.cat(want_w)], rtol=0, atol=0)
-    # the ids per feature given on the host (as TorchRec's input dists know them): the same result
-    per_key = [int(ln.sum()) for ln in lengths]
+    # the features' ends read from the KJT's offsets (as the sharded lookup passes them): the same result
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cat(lengths).cumsum(0)])
     host = memcom_local_rows(
         torch.cat(ids).to(device),
         torch.cat(lengths).to(device),
         torch.tensor(params, device=device),
         weight.to(device),
-        length_per_key=per_key,
+        offsets=offsets.to(device, torch.int32),
     )
     torch.testing.assert_close(host.rows.cpu(), torch.cat(want_rows), rtol=0, atol=0)
     torch.testing.assert_close(host.w_index.cpu().long(), torch.cat(want_w), rtol=0, atol=0)

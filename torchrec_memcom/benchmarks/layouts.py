@@ -156,14 +156,15 @@ class MethodOptions:
         lma_chunk_size (int): LMA chunk width ``Z``.
         lma_signature_bytes (int): LMA signature bytes per id.
         lma_shared_memory (bool): one LMA memory shared by all compressed tables (as in the paper).
-        lma_raw_ids (bool): LMA ids cross table- and column-wise input dists once (``get_sharders(lma_raw_ids=)``).
+        lma_raw_ids (Optional[bool]): LMA ids cross table- and column-wise input dists once
+            (``get_sharders(lma_raw_ids=)``; ``None``: when there is more than one rank).
     """
 
     ratio: float = 16.0
     lma_chunk_size: int = 16
     lma_signature_bytes: int = 8
     lma_shared_memory: bool = True
-    lma_raw_ids: bool = True
+    lma_raw_ids: Optional[bool] = None
 
 
 def feature_name(i: int) -> str:

@@ -52,7 +52,7 @@ class _AnyDeviceEBCSharder(EmbeddingBagCollectionSharder):
 
 
 def make_sharders(
-    fused_params: Dict[str, Any], device_type: str, lma_raw_ids: bool = True
+    fused_params: Dict[str, Any], device_type: str, lma_raw_ids: Optional[bool] = None
 ) -> List[ModuleSharder[nn.Module]]:
     """``get_sharders(fused_params, lma_raw_ids)``; on CPU with the stock EBC sharder swapped for one offering every
     type."""

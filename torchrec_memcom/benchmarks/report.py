@@ -49,6 +49,16 @@ def optimizer_label(optimizer: str, lr: float) -> str:
     return f"fused {sparse.upper()} + dense {_DENSE_NAMES[dense]}, lr {lr:g}"
 
 
+def _lma_ids_text(cfg: Dict[str, Any], world_size: int) -> str:
+    """How LMA's ids crossed table- and column-wise input dists (``--lma-raw-ids``), when LMA ran."""
+    methods = cfg.get("methods") or []
+    if "lma" not in (methods.split(",") if isinstance(methods, str) else methods):
+        return ""
+    raw = cfg.get("lma_raw_ids")
+    raw = world_size > 1 if raw is None else raw
+    return "; LMA ids " + ("raw through the input dist" if raw else "as chunk locations through the input dist")
+
+
 def _warmup_text(cfg: Dict[str, Any], results: Sequence[Dict[str, Any]]) -> str:
     """``"10 warmup"`` (runs before ``--warmup-s``) or ``">= 10 warmup steps and >= 2 s (31-240 run)"``."""
     if cfg.get("warmup_s") is None:
@@ -327,6 +337,7 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         f"{cfg['sharding_type'] or 'planner'}; kernels {', '.join(layout.get('kernels', []))}; pipeline "
         f"{cfg['pipeline']}"
         + ("; TorchRec's input-dist permutation cached (`--cache-recat`)" if cfg.get("cache_recat") else "")
+        + _lma_ids_text(cfg, env["world_size"])
         + f"; {cfg['iters']} timed steps after {_warmup_text(cfg, results)}"
         + (f", {repeats} interleaved repeats (median of the per-repeat medians)" if repeats > 1 else ""),
         f"- planner budget per rank: HBM {_gb(first.get('hbm_cap_bytes'))}, DDR {_gb(first.get('ddr_cap_bytes'))}"

@@ -30,7 +30,7 @@ __all__ = [
 
 
 def get_sharders(
-    fused_params: Optional[Dict[str, Any]] = None, lma_raw_ids: bool = True
+    fused_params: Optional[Dict[str, Any]] = None, lma_raw_ids: Optional[bool] = None
 ) -> List[ModuleSharder[nn.Module]]:
     """Our sharders (``CompressedEmbeddingBagCollection`` and every registered per-method collection) followed by
     TorchRec's defaults; pass the same list to the planner and to DMP.
@@ -39,8 +39,9 @@ def get_sharders(
         fused_params (Optional[Dict[str, Any]]): TBE kwargs for every physical table (e.g. ``{"optimizer":
             EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": 0.05}``); ``None`` takes them from
             ``apply_optimizer_in_backward``, as for stock tables.
-        lma_raw_ids (bool): send LMA ids once through table- and column-wise input dists and compute their chunk
-            locations on the receiving rank (``CompressedEmbeddingBagCollectionSharder``).
+        lma_raw_ids (Optional[bool]): send LMA ids once through table- and column-wise input dists and compute their
+            chunk locations on the receiving rank (``CompressedEmbeddingBagCollectionSharder``); ``None``: when the
+            world has more than one rank.
     """
     ebc = EmbeddingBagCollectionSharder(fused_params=fused_params)
     types = [CompressedEmbeddingBagCollection] + [

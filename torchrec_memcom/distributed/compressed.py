@@ -166,7 +166,7 @@ class ShardedCompressedEmbeddingBagCollection(
         env: ShardingEnv,
         device: torch.device,
         module_fqn: Optional[str] = None,
-        lma_raw_ids: bool = True,
+        lma_raw_ids: Optional[bool] = None,
     ) -> None:
         super().__init__()
         self._unsharded_type: Type[CompressedEmbeddingBagCollection] = type(module)
@@ -205,7 +205,10 @@ class ShardedCompressedEmbeddingBagCollection(
         _compat.init_input_dists(inner, list(self._sharding_order), hash_sizes=n_pad)
         self._sharding_has_memcom = [any(f in self._memcom_feature_table for f in fs) for fs in shardings]
         # Features whose CUSTOM ids (LMA's chunk locations) all go to tables whose input dist sends every id to whole
-        # rows cross it as raw ids, expanded on the receiving rank (``IdTransform.expand``)
+        # rows cross it as raw ids, expanded on the receiving rank (``IdTransform.expand``). By default only across
+        # ranks: on one rank the all-to-all is a local copy, and expanding after it costs a second pass of host calls.
+        if lma_raw_ids is None:
+            lma_raw_ids = self._world_size > 1
         custom = [s for s in self.id_transform.segments() if s.op == IdOp.CUSTOM]
         off_rows = {s.feature for s in custom if s.table not in plan or plan[s.table].sharding_type not in _WHOLE_ROWS}
         self._raw: FrozenSet[str] = frozenset({s.feature for s in custom} - off_rows) if lma_raw_ids else frozenset()
@@ -417,11 +420,13 @@ class ShardedCompressedEmbeddingBagCollection(
             return kjt
         params = self._params_for(sharding, kjt.keys())
         update = self._fused_optimizer.update
-        lengths, per_key = kjt.lengths(), kjt.length_per_key_or_none()
-        rows, w = memcom_rows_and_weights(kjt.values(), lengths, params, self.entity_weights_local, update, per_key)
+        offsets = kjt.offsets()  # computed once here, for the rows kernel and for TorchRec's lookup
+        rows, w = memcom_rows_and_weights(
+            kjt.values(), kjt.lengths(), params, self.entity_weights_local, update, offsets
+        )
         if self._is_weighted:
             w = w * kjt.weights()
-        return _with(kjt, rows, w)
+        return _with(kjt, rows, w, offsets)
 
     def compute(self, ctx: CompressedContext, dist_input: KJTList) -> List[torch.Tensor]:
         return self._embedding_bag_collection.compute(ctx, self._post_dist(dist_input))
@@ -548,11 +553,17 @@ class ShardedCompressedEmbeddingBagCollection(
         state_dict[prefix + "entity_weights_local"] = module.entity_weights_local.detach()
 
 
-def _with(kjt: KeyedJaggedTensor, values: torch.Tensor, weights: Optional[torch.Tensor]) -> KeyedJaggedTensor:
+def _with(
+    kjt: KeyedJaggedTensor,
+    values: torch.Tensor,
+    weights: Optional[torch.Tensor],
+    offsets: Optional[torch.Tensor] = None,
+) -> KeyedJaggedTensor:
     return KeyedJaggedTensor(
         keys=kjt.keys(),
         values=values,
         lengths=kjt.lengths(),
+        offsets=offsets,
         weights=weights,
         stride=kjt.stride(),
         length_per_key=kjt.length_per_key_or_none(),
@@ -574,8 +585,9 @@ class CompressedEmbeddingBagCollectionSharder(BaseEmbeddingSharder[CompressedEmb
             ``fused_params``).
         fused_params (Optional[Dict[str, Any]]): TBE kwargs (optimizer, learning_rate, ...).
         qcomm_codecs_registry (Optional[Dict[str, QuantizedCommCodecs]]): quantized comms.
-        lma_raw_ids (bool): LMA memories placed table- or column-wise get each id once through the input dist (its
-            ``d / Z`` chunk locations are computed on the receiving rank) instead of ``d / Z`` locations.
+        lma_raw_ids (Optional[bool]): LMA memories placed table- or column-wise get each id once through the input
+            dist (its ``d / Z`` chunk locations are computed on the receiving rank) instead of ``d / Z`` locations;
+            ``None`` (default): when the world has more than one rank (on one, the all-to-all is a local copy).
     """
 
     def __init__(
@@ -584,7 +596,7 @@ class CompressedEmbeddingBagCollectionSharder(BaseEmbeddingSharder[CompressedEmb
         ebc_sharder: Optional[EmbeddingBagCollectionSharder] = None,
         fused_params: Optional[Dict[str, Any]] = None,
         qcomm_codecs_registry: Optional[Dict[str, QuantizedCommCodecs]] = None,
-        lma_raw_ids: bool = True,
+        lma_raw_ids: Optional[bool] = None,
     ) -> None:
         super().__init__(fused_params=fused_params, qcomm_codecs_registry=qcomm_codecs_registry)
         self._module_type = module_type

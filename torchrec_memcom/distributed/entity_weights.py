@@ -81,9 +81,9 @@ class _LocalRowsAndWeights(torch.autograd.Function):
         params: torch.Tensor,
         weight: torch.Tensor,
         update: Callable[[torch.Tensor, torch.Tensor], None],
-        length_per_key: Optional[List[int]],
+        offsets: Optional[torch.Tensor],
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        rows, w_index, weights = memcom_local_rows(local_ids, lengths, params, weight.detach(), length_per_key)
+        rows, w_index, weights = memcom_local_rows(local_ids, lengths, params, weight.detach(), offsets)
         assert weights is not None
         ctx.save_for_backward(w_index)
         ctx.update = update
@@ -103,11 +103,11 @@ def memcom_rows_and_weights(
     params: torch.Tensor,
     weight: torch.Tensor,
     update: Callable[[torch.Tensor, torch.Tensor], None],
-    length_per_key: Optional[List[int]] = None,
+    offsets: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(rows, weight[w_index])`` of ``ops.memcom_local_rows`` (one kernel on CUDA), with a backward that applies
     ``update(w_index, grad)`` in place."""
-    return _LocalRowsAndWeights.apply(local_ids, lengths, params, weight, update, length_per_key)
+    return _LocalRowsAndWeights.apply(local_ids, lengths, params, weight, update, offsets)
 
 
 class EntityWeightOptimizer(FusedOptimizer):

@@ -19,7 +19,6 @@ Every op gives bit-identical results on either path (int64 arithmetic below 2**6
 
 import enum
 import functools
-import itertools
 import os
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -321,7 +320,7 @@ def memcom_local_rows(
     lengths: torch.Tensor,
     params: torch.Tensor,
     weight: Optional[torch.Tensor] = None,
-    length_per_key: Optional[Sequence[int]] = None,
+    offsets: Optional[torch.Tensor] = None,
 ) -> LocalRows:
     """``(rows, w_index, weights)`` of the ids a rank received for ``F`` features, values grouped by feature.
 
@@ -331,18 +330,19 @@ def memcom_local_rows(
     int64). A feature with ``ids_per_bucket = 0`` passes through: ``rows = j`` and ``w_index = w_offset + position %
     ONE_SLOTS`` (slots of a constant weight). With ``weight`` (the rank's flat
     entity-weight vector), also ``weights = weight[w_index]``, gathered in the same pass on CUDA. ``lengths`` is the
-    KJT's ``(F * stride,)`` lengths; ``length_per_key``, if the caller has it on the host (TorchRec's input dists
-    compute it), the ids per feature (then the features' ends cross in one copy instead of being summed on the
-    device). No host synchronisation.
+    KJT's ``(F * stride,)`` lengths; ``offsets``, if given, its ``(F * stride + 1,)`` offsets (``kjt.offsets()``,
+    which TorchRec's lookup reads too): the features' ends are read there instead of being summed from ``lengths``.
+    No host synchronisation.
     """
     num_features = params.shape[0]
     ids = local_ids.to(torch.int64)
     if num_features == 0 or ids.numel() == 0:
         return LocalRows(ids, ids.clone(), None if weight is None else weight.new_empty(ids.shape))
-    if length_per_key is not None:
-        ends = ints_to_device(list(itertools.accumulate(length_per_key)), ids.device)
+    stride = lengths.numel() // num_features
+    if offsets is not None:  # feature f ends at offsets[(f + 1) * stride]
+        ends, first, step = offsets, stride, stride
     else:
-        ends = lengths.view(num_features, -1).sum(1).cumsum(0)
+        ends, first, step = lengths.view(num_features, -1).sum(1).cumsum(0), 0, 1
     if triton_enabled(ids):
         from torchrec_memcom.ops._triton import memcom_rows_triton
 
@@ -352,8 +352,9 @@ def memcom_local_rows(
         w_index = torch.empty_like(ids, dtype=torch.int32 if narrow else torch.int64)
         w_out = None if weight is None else weight.new_empty(ids.shape)
         args = (weight.contiguous(), w_out) if weight is not None else ()
-        memcom_rows_triton(ids.contiguous(), ends.contiguous(), params.contiguous(), rows, w_index, *args)
+        memcom_rows_triton(ids.contiguous(), ends.contiguous(), first, step, params.contiguous(), rows, w_index, *args)
         return LocalRows(rows, w_index, w_out)
+    ends = ends[first::step][:num_features]
     feature = torch.bucketize(torch.arange(ids.numel(), device=ids.device), ends, right=True)
     p = params[feature]
     memcom = p[:, 3] > 0

@@ -188,6 +188,8 @@ def lma_locations_grouped_triton(ids: torch.Tensor, jobs: Sequence[Any], out: to
 def _memcom_rows_kernel(
     ids_ptr,
     ends_ptr,
+    ends_first,
+    ends_step,
     params_ptr,
     rows_ptr,
     widx_ptr,
@@ -206,7 +208,7 @@ def _memcom_rows_kernel(
     j = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int64)
     f = tl.zeros((BLOCK,), dtype=tl.int64)
     for i in tl.static_range(F - 1):
-        f += (offs >= tl.load(ends_ptr + i)).to(tl.int64)
+        f += (offs >= tl.load(ends_ptr + ends_first + i * ends_step)).to(tl.int64)
     block = tl.load(params_ptr + f * 5 + 0, mask=mask, other=0)
     row_offset = tl.load(params_ptr + f * 5 + 1, mask=mask, other=0)
     w_offset = tl.load(params_ptr + f * 5 + 2, mask=mask, other=0)
@@ -227,6 +229,8 @@ def _memcom_rows_kernel(
 def memcom_rows_triton(
     local_ids: torch.Tensor,
     ends: torch.Tensor,
+    ends_first: int,
+    ends_step: int,
     params: torch.Tensor,
     rows: torch.Tensor,
     widx: torch.Tensor,
@@ -239,6 +243,8 @@ def memcom_rows_triton(
     _memcom_rows_kernel[(triton.cdiv(n, _BLOCK),)](
         local_ids,
         ends,
+        ends_first,
+        ends_step,
         params,
         rows,
         widx,
