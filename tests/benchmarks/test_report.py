@@ -47,9 +47,14 @@ def _rank(step_ms: List[float], emb: int, uvm: int = 0, host_ms: float = 1.0) ->
 
 
 def _profile(
-    host_ms: float, kernel_ms: float = 1.8, basis: str = "GPU kernel time", syncs: float = 0.0
+    host_ms: float,
+    kernel_ms: float = 1.8,
+    basis: str = "GPU kernel time",
+    syncs: float = 0.0,
+    gpu_ops: float = 30.0,
 ) -> Dict[str, Any]:
     return {
+        "gpu_ops_per_step": gpu_ops,
         "host_syncs": {"steps": 5, "per_step": syncs, "sites": {"m.py:3 (f)": syncs} if syncs else {}},
         "steps": 5,
         "host_ms_per_step": host_ms,
@@ -109,8 +114,8 @@ def _payload(world_size: int = 1, profiled: bool = True) -> Dict[str, Any]:
         },
     ]
     if profiled:
-        for row, host_ms, kernel_ms, syncs in zip(rows, (4.0, 6.0), (7.2, 9.0), (0.0, 1.4)):
-            attach_profile(row, [_profile(host_ms, kernel_ms, syncs=syncs)] * world_size)
+        for row, host_ms, kernel_ms, syncs, ops in zip(rows, (4.0, 6.0), (7.2, 9.0), (0.0, 1.4), (29.0, 48.2)):
+            attach_profile(row, [_profile(host_ms, kernel_ms, syncs=syncs, gpu_ops=ops)] * world_size)
     add_ratios(rows)
     config = {
         "layout": "tiny",
@@ -150,9 +155,15 @@ def test_ratios_and_main_table_with_host_time_and_gpu_busy() -> None:
         "host vs stock",
         "GPU busy",
     ]
-    assert header[8:12] == ["GPU kernel ms/step", "kernel vs stock", "host syncs/step", "steps p10-p90 (ms)"]
+    assert header[8:13] == [
+        "GPU kernel ms/step",
+        "kernel vs stock",
+        "GPU ops/step",
+        "host syncs/step",
+        "steps p10-p90 (ms)",
+    ]
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert cells[:12] == [
+    assert cells[:13] == [
         "dlrm",
         "MEmCom 16x",
         "6,400",
@@ -163,10 +174,11 @@ def test_ratios_and_main_table_with_host_time_and_gpu_busy() -> None:
         "90%",
         "9.00",
         "1.25x",
+        "48.2",
         "1.4",
         "10.00-10.00",
     ]
-    assert [c.strip() for c in lines[2].strip("|").split("|")][10] == "0"
+    assert [c.strip() for c in lines[2].strip("|").split("|")][10:12] == ["29", "0"]
     assert lines[4].startswith("| dlrm | LMA Z=16 16x | does not fit: Unable to find a plan: needs HBM 1 / DDR 2")
     unprofiled = markdown_table(_payload(profiled=False)["results"])
     assert "| host ms/step | host vs stock | steps p10-p90 (ms) |" in unprofiled and "GPU busy" not in unprofiled

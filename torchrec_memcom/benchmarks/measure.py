@@ -187,6 +187,9 @@ def profile_steps(
         "gpu_busy": (total / 1e3 / steps) / wall_ms if on_gpu else None,
         "time_basis": "GPU kernel time" if on_gpu else "self CPU time",
         "total_ms_per_step": total / 1e3 / steps,
+        # what the host launched on the GPU per step (kernels, Triton's included, copies and memsets): a launch costs
+        # host time whatever its size, so in a host-bound step this count, unlike host ms, does not vary by machine
+        "gpu_ops_per_step": sum(e.count for e in events) / steps if on_gpu else None,
         "top": [{"name": e.key, "count": e.count, "self_us": self_time(e), "share": self_time(e) / total} for e in top],
         "host_top": [
             {

@@ -207,6 +207,11 @@ def _profile_cell(r: Dict[str, Any], key: str) -> str:
     return f"{prof[key]:.2f}"
 
 
+def _gpu_ops_cell(r: Dict[str, Any]) -> str:
+    ops = (r.get("profile") or {}).get("gpu_ops_per_step")
+    return "-" if ops is None else f"{ops:g}"
+
+
 def _syncs_cell(r: Dict[str, Any]) -> str:
     syncs = (r.get("profile") or {}).get("host_syncs")
     return "-" if not syncs else f"{syncs['per_step']:g}"
@@ -247,6 +252,7 @@ def markdown_table(results: List[Dict[str, Any]]) -> str:
             ("GPU busy", lambda r: "-" if r.get("gpu_busy") is None else f"{r['gpu_busy']:.0%}"),
             ("GPU kernel ms/step", lambda r: "-" if r.get("gpu_busy") is None else _profile_cell(r, _KERNEL_MS)),
             ("kernel vs stock", lambda r: _x(r.get("kernel_vs_stock"))),
+            ("GPU ops/step", _gpu_ops_cell),
             ("host syncs/step", _syncs_cell),
         ]
     columns.append(("steps p10-p90 (ms)", step_spread))
@@ -353,7 +359,9 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         "ms/step = median time of one step's call right after a synchronisation (40 steps after the timed ones, "
         "no profiler: the host's launch time), GPU busy = GPU kernel time per step under the "
         "profiler / the timed median step (profiled methods, in a separate pass after all timed runs, each method "
-        "rebuilt); host syncs/step = host-device synchronisations per step under "
+        "rebuilt); GPU ops/step = kernels, copies and memsets the step put on the GPU (same pass: each costs a "
+        "launch on the host, so they count the host's work where its time varies by machine); host syncs/step = "
+        "host-device synchronisations per step under "
         'torch.cuda.set_sync_debug_mode("warn") (same pass). Synthetic ids: speed and memory only.',
     ]
     base = next((r for r in results if "start_allocated_bytes_max" in r), None)
