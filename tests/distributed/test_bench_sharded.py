@@ -118,6 +118,7 @@ def test_tiny_layout_two_gloo_processes_with_repeats_and_profiles(tmp_path: Path
             assert Path(r["profile"]["trace"]).is_file()
             parts = r["profile"]["host_breakdown"]["sites"]
             assert parts["TorchRec EBC input dist"]["calls_per_step"] == 1 and parts["backward"]["ms_per_step"] > 0
+            assert parts["TorchRec input dist: splits wait (its sync)"]["calls_per_step"] >= 1
             assert ("id transform" in parts) == (r["method"] == "hash")
     hash_row = next(r for r in payload["results"] if r["method"] == "hash")
     assert hash_row["host_vs_stock"] > 0

@@ -2,12 +2,12 @@
 """Where a step's host time goes: the host time spent inside each part of the embedding layer, per step.
 
 ``measure.host_step_ms`` gives the host's time for a whole step; this splits it. It wraps a fixed list of methods
-(``SITES``: our id transform, MEmCom's rows and weight update, TorchRec's sharded EBC input dist and lookup, backward,
-the optimizer step) with ``time.perf_counter`` for the duration of the measurement, runs the same rounds as
-``host_step_ms`` (synchronise, then time a few step calls: the host's own time, the GPU's queue never full), and
-restores them. The profiler's host view does not answer this: its self-CPU sum overstated a `big` step's host time
-about 2x and misses the Python between ops (``docs/PERFORMANCE.md``). Times are inclusive, and a site may run inside
-another (the weight update inside backward).
+(``SITES``: our id transform, MEmCom's rows and weight update, TorchRec's sharded EBC input dist, the waits on its
+all-to-alls and its lookup, backward, the optimizer step) with ``time.perf_counter`` for the duration of the
+measurement, runs the same rounds as ``host_step_ms`` (synchronise, then time a few step calls: the host's own time,
+the GPU's queue never full), and restores them. The profiler's host view does not answer this: its self-CPU sum
+overstated a `big` step's host time about 2x and misses the Python between ops (``docs/PERFORMANCE.md``). Times are
+inclusive, and a site may run inside another (the weight update inside backward).
 """
 
 import importlib
@@ -35,9 +35,15 @@ class Site(NamedTuple):
 
 
 _EBC = "torchrec.distributed.embeddingbag"
+_DIST = "torchrec.distributed.dist_data"
 _TRANSFORM = "torchrec_memcom.modules.transform"
 SITES: List[Site] = [
     Site("TorchRec EBC input dist", _EBC, "ShardedEmbeddingBagCollection", "input_dist"),
+    # the input dist's awaitables, waited on after input_dist returns: the splits' wait builds the feature
+    # permutation with a blocking copy (TorchRec's per-batch synchronisation: the host waits there for the kernels
+    # queued before it), then starts the ids' all-to-all, whose wait builds the received KJT
+    Site("TorchRec input dist: splits wait (its sync)", _DIST, "KJTAllToAllSplitsAwaitable", "_wait_impl"),
+    Site("TorchRec input dist: ids wait", _DIST, "KJTAllToAllTensorsAwaitable", "_wait_impl"),
     Site("TorchRec EBC lookup + output dist", _EBC, "ShardedEmbeddingBagCollection", "compute_and_output_dist"),
     Site("id transform", _TRANSFORM, "IdTransform", "forward"),
     Site("input check", _TRANSFORM, "InputCheck", "__call__", inside="id transform"),
