@@ -19,6 +19,7 @@ import torch
 from torchrec_memcom.benchmarks import host_time
 from torchrec_memcom.benchmarks.layouts import Layout
 from torchrec_memcom.benchmarks.planning import plan_summary
+from torchrec_memcom.distributed.compressed import lma_sends_raw_ids
 
 __all__ = [
     "OPTIMIZERS",
@@ -54,8 +55,7 @@ def _lma_ids_text(cfg: Dict[str, Any], world_size: int) -> str:
     methods = cfg.get("methods") or []
     if "lma" not in (methods.split(",") if isinstance(methods, str) else methods):
         return ""
-    raw = cfg.get("lma_raw_ids")
-    raw = world_size > 1 if raw is None else raw
+    raw = lma_sends_raw_ids(cfg.get("lma_raw_ids"), world_size)
     return "; LMA ids " + ("raw through the input dist" if raw else "as chunk locations through the input dist")
 
 
@@ -321,6 +321,15 @@ def host_breakdown_tables(results: List[Dict[str, Any]]) -> List[str]:
     return lines
 
 
+def _op_rows(entries: Sequence[Dict[str, Any]]) -> List[str]:
+    """Markdown rows of a profile's op list (``name``, ``count``, ``self_us``, ``share``)."""
+    rows = []
+    for e in entries:
+        name = e["name"].replace("|", "\\|")[:90]
+        rows.append(f"| `{name}` | {e['count']} | {e['self_us'] / 1e3:.2f} | {e['share']:.1%} |")
+    return rows
+
+
 def markdown_report(payload: Dict[str, Any]) -> str:
     """The whole markdown report of one run: setup, the optimizer, the main table, plans, LMA fits, profiles."""
     env, cfg = payload["environment"], payload["config"]
@@ -400,14 +409,10 @@ def markdown_report(payload: Dict[str, Any]) -> str:
             "| op / kernel | calls | self ms | share |",
             "|---|---|---|---|",
         ]
-        for e in prof["top"]:
-            name = e["name"].replace("|", "\\|")[:90]
-            lines.append(f"| `{name}` | {e['count']} | {e['self_us'] / 1e3:.2f} | {e['share']:.1%} |")
+        lines += _op_rows(prof["top"])
         if prof.get("host_top"):
             lines += ["", "| host op (self CPU) | calls | self ms | share of host |", "|---|---|---|---|"]
-            for e in prof["host_top"]:
-                name = e["name"].replace("|", "\\|")[:90]
-                lines.append(f"| `{name}` | {e['count']} | {e['self_us'] / 1e3:.2f} | {e['share']:.1%} |")
+            lines += _op_rows(prof["host_top"])
         if prof.get("trace"):
             lines.append(f"\nFull table: `{prof['table']}`; trace: `{prof['trace']}`.")
         syncs = prof.get("host_syncs")

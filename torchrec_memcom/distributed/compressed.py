@@ -71,6 +71,7 @@ __all__ = [
     "CompressedEmbeddingBagCollectionSharder",
     "ShardedCompressedEmbeddingBagCollection",
     "check_row_wise_buckets",
+    "lma_sends_raw_ids",
 ]
 
 ALL_SHARDING_TYPES: List[str] = [
@@ -82,6 +83,13 @@ ALL_SHARDING_TYPES: List[str] = [
     ShardingType.TABLE_ROW_WISE.value,
     ShardingType.GRID_SHARD.value,
 ]
+
+
+def lma_sends_raw_ids(lma_raw_ids: Optional[bool], world_size: int) -> bool:
+    """Whether LMA's ids cross table- and column-wise input dists raw (``lma_raw_ids``; ``None``: only between
+    ranks, since on one rank the all-to-all is a local copy and expanding after it costs a second pass of host
+    calls)."""
+    return world_size > 1 if lma_raw_ids is None else lma_raw_ids
 
 
 def check_row_wise_buckets(table: MEmComEmbeddingBagConfig, world_size: int) -> None:
@@ -205,13 +213,11 @@ class ShardedCompressedEmbeddingBagCollection(
         _compat.init_input_dists(inner, list(self._sharding_order), hash_sizes=n_pad)
         self._sharding_has_memcom = [any(f in self._memcom_feature_table for f in fs) for fs in shardings]
         # Features whose CUSTOM ids (LMA's chunk locations) all go to tables whose input dist sends every id to whole
-        # rows cross it as raw ids, expanded on the receiving rank (``IdTransform.expand``). By default only across
-        # ranks: on one rank the all-to-all is a local copy, and expanding after it costs a second pass of host calls.
-        if lma_raw_ids is None:
-            lma_raw_ids = self._world_size > 1
+        # rows cross it as raw ids, expanded on the receiving rank (``IdTransform.expand``; ``lma_sends_raw_ids``)
         custom = [s for s in self.id_transform.segments() if s.op == IdOp.CUSTOM]
         off_rows = {s.feature for s in custom if s.table not in plan or plan[s.table].sharding_type not in _WHOLE_ROWS}
-        self._raw: FrozenSet[str] = frozenset({s.feature for s in custom} - off_rows) if lma_raw_ids else frozenset()
+        raw_ids = lma_sends_raw_ids(lma_raw_ids, self._world_size)
+        self._raw: FrozenSet[str] = frozenset({s.feature for s in custom} - off_rows) if raw_ids else frozenset()
         raw_keys = {s.name for s in custom if s.feature in self._raw}
         self._sharding_has_raw = [any(f in raw_keys for f in fs) for fs in shardings]
         self._post_params: Dict[Tuple[int, Tuple[str, ...]], torch.Tensor] = {}

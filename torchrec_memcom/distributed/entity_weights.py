@@ -196,20 +196,18 @@ class EntityWeightOptimizer(FusedOptimizer):
             return
         grad = grad.to(self._weight.dtype)
         mode = (self.mode or update_mode(index.numel(), self._weight.numel())) if triton_enabled(index) else None
-        if mode == "sorted":
-            from torchrec_memcom.ops._triton import entity_update_sorted_triton
+        if mode is not None:
+            from torchrec_memcom.ops._triton import entity_update_sorted_triton, entity_update_triton
 
-            args = (self._bounds, self._lr_vector(), self._adagrad, self._eps, self._scale)
-            entity_update_sorted_triton(index, grad, self._weight, self._sum, *args)
+            rule = (self._bounds, self._lr_vector(), self._adagrad, self._eps, self._scale)
+            if mode == "sorted":
+                entity_update_sorted_triton(index, grad, self._weight, self._sum, *rule)
+                return
+            self._scratch.index_add_(0, index, grad)  # scaled once per id in the kernel, not per position
+            entity_update_triton(index, self._scratch, self._weight, self._sum, *rule, dense=mode == "dense")
             return
         scratch = self._scratch
         scratch.index_add_(0, index, grad)  # scaled once per id below, not per position
-        if mode is not None:
-            from torchrec_memcom.ops._triton import entity_update_triton
-
-            args = (self._bounds, self._lr_vector(), self._adagrad, self._eps, self._scale)
-            entity_update_triton(index, scratch, self._weight, self._sum, *args, dense=mode == "dense")
-            return
         g = scratch.index_select(0, index) * self._scale  # each id's summed gradient, at every one of its positions
         scratch.index_fill_(0, index, 0.0)
         table = torch.bucketize(index, self._bounds, right=True)

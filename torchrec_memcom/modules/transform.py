@@ -24,6 +24,7 @@ __all__ = ["IdTransform", "InputCheck"]
 _ID_DTYPES = (torch.int32, torch.int64)
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
+_STATS_INIT = [_INT64_MAX, _INT64_MIN]  # a stats row (id min, id max) before the transform kernel lowers / raises it
 
 
 class InputCheck:
@@ -267,7 +268,7 @@ class IdTransform(nn.Module):
                 position=position,
                 sources=None if identity else torch.tensor(sources, dtype=torch.int64, device=device),
                 mean_rows=torch.tensor([position[f] for f in self._mean_features], dtype=torch.int64, device=device),
-                stats=torch.tensor([[_INT64_MAX, _INT64_MIN]] * (len(self._features) + 1), device=device),
+                stats=torch.tensor([_STATS_INIT] * (len(self._features) + 1), device=device),
                 keep=torch.tensor(keep, dtype=torch.int32, device=device) if out.empty else None,
             )
             self._input_plans[key] = plan
@@ -404,7 +405,7 @@ class IdTransform(nn.Module):
         (``ops.ints_to_device``; one transfer per batch instead of a device clone and a transfer)."""
         if not template.is_cuda or not run or not triton_enabled(template):
             return template.clone(), run, None
-        flat = [_INT64_MAX, _INT64_MIN] * template.shape[0] + [x for seg in run for x in seg]
+        flat = _STATS_INIT * template.shape[0] + [x for seg in run for x in seg]
         packed = ints_to_device(flat, template.device)
         n = template.numel()
         return packed[:n].view(template.shape), packed[n:].view(-1, 3), max(seg[2] for seg in run)
