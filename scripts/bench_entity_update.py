@@ -1,13 +1,15 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """GPU time of MEmCom's fused entity-weight update, per way of summing duplicate ids, on Zipf-distributed batches.
 
-``EntityWeightOptimizer.update`` on CUDA sums each id's gradients and applies SGD / Adagrad in one of three ways:
+``EntityWeightOptimizer.update`` on CUDA sums each id's gradients and applies SGD / Adagrad in one of four ways:
 ``per_position`` (``index_add_`` into a scratch, then one lane per position swaps its id's sum out), ``dense``
-(``index_add_``, then one lane per weight of the whole vector) and ``sorted`` (sort the positions by id, a float64
-cumulative sum, one lane per run of equal ids). This script times each on the same batches (row-wise Adagrad, one
-table per ``--rows`` block, ids Zipf(``--zipf``) per table), and shows which one the library picks
-(``entity_weights.update_mode``). Times are GPU time: a GPU sleep is queued first so that the host
-has queued every timed update before the first runs. All three give the same weights (checked after timing).
+(``index_add_``, then one lane per weight of the whole vector), ``sorted`` (sort the positions by id, a float64
+cumulative sum, one lane per run of equal ids) and ``block_sorted`` (each block of 1024 positions sorts its ids in
+registers and adds each id's sum into the scratch with one atomic, then one lane per id and block swaps it out).
+This script times each on the same batches (row-wise Adagrad, one table per ``--rows`` block, ids Zipf(``--zipf``)
+per table), and shows which one the library picks (``entity_weights.update_mode``). Times are GPU time: a GPU sleep
+is queued first so that the host has queued every timed update before the first runs; the host's own time per
+update call (its launches) is timed meanwhile. All ways give the same weights (checked after timing).
 
 Usage (GPU machine)::
 
@@ -17,6 +19,7 @@ Usage (GPU machine)::
 
 import argparse
 import json
+import time
 from typing import Any, Dict, List
 
 import torch
@@ -67,11 +70,14 @@ def measure(tables: int, rows: int, positions: int, zipf: float, iters: int, see
         torch.cuda.synchronize()
         torch.cuda._sleep(200_000_000)
         start.record()
+        host = time.perf_counter()
         for _ in range(iters):
             opt.update(index, grad)
+        host = time.perf_counter() - host  # the GPU sleeps meanwhile: the host's own time, launches included
         end.record()
         torch.cuda.synchronize()
         row[mode] = start.elapsed_time(end) / iters
+        row[f"{mode}_host_us"] = host * 1e6 / iters
     row["chosen"] = update_mode(index.numel(), weights)
     row["fastest"] = min(UPDATE_MODES, key=lambda m: row[m])
     row["max_disagreement"] = max(float((r - results[0]).abs().max()) for r in results)
@@ -93,10 +99,11 @@ def main() -> None:
         raise SystemExit("bench_entity_update.py times CUDA kernels: run it on a GPU machine")
     rows = [measure(args.tables, args.rows, n, args.zipf, args.iters) for n in args.positions]
     print(f"{args.tables} tables x {args.rows:,} weights, Zipf {args.zipf}, row-wise Adagrad; GPU ms per update")
-    print("| positions | unique ids | per_position | dense | sorted | library picks | fastest | max diff |")
-    print("|---:|---:|---:|---:|---:|---|---|---:|")
+    print("(host us per update call in parentheses)")
+    print(f"| positions | unique ids | {' | '.join(UPDATE_MODES)} | library picks | fastest | max diff |")
+    print("|---:|---:|" + "---:|" * len(UPDATE_MODES) + "---|---|---:|")
     for r in rows:
-        times = " | ".join(f"{r[m]:.3f}" for m in UPDATE_MODES)
+        times = " | ".join(f"{r[m]:.3f} ({r[m + '_host_us']:.0f})" for m in UPDATE_MODES)
         print(
             f"| {r['positions']:,} | {r['unique']:,} | {times} | {r['chosen']} | {r['fastest']} "
             f"| {r['max_disagreement']:.1e} |"

@@ -39,28 +39,30 @@ def _optimizer(weight: torch.Tensor, scale: float, mode: Optional[str] = None) -
     )
 
 
-def _batch(g: torch.Generator, total: int, hot: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """200 positions: ids with duplicates and some constant slots; ``hot``: 3 ids hold 150 positions between them."""
-    index = torch.randint(0, total + 3, (200,), generator=g)
+def _batch(g: torch.Generator, total: int, hot: bool, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``n`` positions: ids with duplicates and some constant slots; ``hot``: 3 ids hold 3/4 of them."""
+    index = torch.randint(0, total + 3, (n,), generator=g)
     if hot:
-        index[:150] = torch.tensor([7, 41, 90]).repeat_interleave(50)
-        index = index[torch.randperm(200, generator=g)]
-    return index, torch.randn(200, generator=g)
+        index[: n // 4 * 3] = torch.tensor([7, 41, 90]).repeat_interleave(n // 4)
+        index = index[torch.randperm(n, generator=g)]
+    return index, torch.randn(n, generator=g)
 
 
-def _run(device: str, steps: int = 3, hot: bool = False, mode: Optional[str] = None) -> torch.Tensor:
+def _run(
+    device: str, steps: int = 3, hot: bool = False, mode: Optional[str] = None, positions: int = 200
+) -> torch.Tensor:
     total = sum(n for _, n in SIZES)
     weight = torch.linspace(0.5, 1.5, total + ONE_SLOTS, device=device)
     weight[total:] = 1.0
     opt = _optimizer(weight, scale=0.5, mode=mode)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        index, grad = _batch(g, total, hot)
+        index, grad = _batch(g, total, hot, positions)
         opt.update(index.to(device), grad.to(device))
     return weight.cpu()
 
 
-def _reference(steps: int = 3, hot: bool = False) -> torch.Tensor:
+def _reference(steps: int = 3, hot: bool = False, positions: int = 200) -> torch.Tensor:
     """Dense torch.optim per table (each table its own rule and lr * scale), on the summed gradients."""
     total = sum(n for _, n in SIZES)
     weight = torch.linspace(0.5, 1.5, total + ONE_SLOTS)
@@ -74,7 +76,7 @@ def _reference(steps: int = 3, hot: bool = False) -> torch.Tensor:
     }
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        index, grad = _batch(g, total, hot)
+        index, grad = _batch(g, total, hot, positions)
         grad = grad * 0.5
         dense = torch.zeros(total + ONE_SLOTS).index_add_(0, index, grad)
         for n, opt in opts.items():
@@ -97,27 +99,32 @@ def test_sparse_update_matches_dense_torch_optim(hot: bool) -> None:
 def test_fused_cuda_update_matches_reference(mode: str) -> None:
     torch.testing.assert_close(_run("cuda", mode=mode), _reference(), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(_run("cuda", hot=True, mode=mode), _reference(hot=True), rtol=1e-5, atol=1e-5)
+    # several kernel blocks of 1024 positions, the hot ids in each of them
+    hot = _run("cuda", hot=True, mode=mode, positions=5000)
+    torch.testing.assert_close(hot, _reference(hot=True, positions=5000), rtol=1e-4, atol=1e-4)
 
 
 def test_update_mode_by_batch_and_vector_size() -> None:
     assert update_mode(327_680, 32_000_000) == "per_position"
     assert update_mode(2**21, 800_000) == "dense"
-    assert update_mode(2**21, 32_000_000) == "sorted"
+    assert update_mode(2**21, 32_000_000) == "block_sorted"
     with pytest.raises(ValueError, match="update mode 'fast'"):
         _optimizer(torch.ones(ONE_SLOTS + 95), 1.0, mode="fast")
 
 
 def check_update_kernels_on_cpu() -> None:
-    """The one-lane-per-weight and the sorted update kernels on CPU tensors (under ``TRITON_INTERPRET=1``) against
-    dense ``torch.optim`` (the per-position kernel's float ``atomic_xchg`` has no interpreter: GPU test only); the
-    sorted one also with long runs of one id (its binary search for the run's first position)."""
+    """Every way of the CUDA update, its Triton kernels on CPU tensors (under ``TRITON_INTERPRET=1``), against dense
+    ``torch.optim``: with long runs of one id (the sorted kernel's binary search for the run's first position), and
+    over several blocks of 1024 positions (the block-sorted kernel's per-block sums, one atomic per id and block)."""
     from torchrec_memcom.ops import triton_enabled
 
     assert triton_enabled(torch.zeros(1)), "run under TRITON_INTERPRET=1 with triton installed"
-    for mode in ("dense", "sorted"):
+    for mode in UPDATE_MODES:
         torch.testing.assert_close(_run("cpu", mode=mode), _reference(), rtol=1e-6, atol=1e-6, msg=mode)
         hot = _run("cpu", hot=True, mode=mode)
         torch.testing.assert_close(hot, _reference(hot=True), rtol=1e-5, atol=1e-5, msg=mode)
+        hot = _run("cpu", hot=True, mode=mode, positions=3000)
+        torch.testing.assert_close(hot, _reference(hot=True, positions=3000), rtol=1e-4, atol=1e-4, msg=mode)
 
 
 def test_update_kernels_interpreted_match_reference() -> None:

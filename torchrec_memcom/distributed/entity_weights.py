@@ -33,24 +33,27 @@ _KINDS = {
     EmbOptimType.EXACT_ROWWISE_ADAGRAD: _ADAGRAD,
 }
 
-# How the CUDA update sums duplicate ids (GPU time per update on an H200, `scripts/bench_entity_update.py`, in
-# docs/PERFORMANCE.md): below SORTED_MIN_POSITIONS positions, index_add_ into a scratch, then one lane per position
-# swaps its id's sum out (atomics are cheap at that size); from there on, a vector of at most DENSE_MAX_WEIGHTS weights
-# (its scratch stays in L2) takes the index_add_ and one lane per weight, a longer one sorts the positions by id and
-# updates once per run of equal ids (Zipf-hot ids make atomics on a vector in HBM contend).
-SORTED_MIN_POSITIONS = 2**20
+# How the CUDA update sums duplicate ids (GPU time and host time per update on an H200,
+# `scripts/bench_entity_update.py`, in docs/PERFORMANCE.md): below LARGE_BATCH_POSITIONS positions, index_add_ into a
+# scratch, then one lane per position swaps its id's sum out (atomics are cheap at that size); from there on, a vector
+# of at most DENSE_MAX_WEIGHTS weights (its scratch stays in L2) takes the index_add_ and one lane per weight, a longer
+# one the block-sorted update: each block of positions sorts its ids in registers and adds each id's sum with one
+# atomic (Zipf-hot ids make one atomic per position contend on a vector in HBM), then one lane per id and block swaps
+# it out. Both are two launches; the global sort ("sorted": a sort, a gather, a float64 cumulative sum, one lane per
+# run of equal ids) takes about the same GPU time as the block-sorted update but 21 GPU ops and 3x its host time.
+LARGE_BATCH_POSITIONS = 2**20
 DENSE_MAX_WEIGHTS = 2**22
 
 
-UPDATE_MODES = ("per_position", "dense", "sorted")
+UPDATE_MODES = ("per_position", "dense", "sorted", "block_sorted")
 
 
 def update_mode(positions: int, weights: int) -> str:
-    """How the CUDA update sums the duplicate ids of ``positions`` gradients into a vector of ``weights``:
-    ``"per_position"``, ``"dense"`` or ``"sorted"`` (see ``SORTED_MIN_POSITIONS``)."""
-    if positions < SORTED_MIN_POSITIONS:
+    """How the CUDA update sums the duplicate ids of ``positions`` gradients into a vector of ``weights``: one of
+    ``UPDATE_MODES`` (see ``LARGE_BATCH_POSITIONS``)."""
+    if positions < LARGE_BATCH_POSITIONS:
         return "per_position"
-    return "dense" if weights <= DENSE_MAX_WEIGHTS else "sorted"
+    return "dense" if weights <= DENSE_MAX_WEIGHTS else "block_sorted"
 
 
 # (rule, learning-rate scale): how one table's weights train; the learning rate is its param group's times the scale.
@@ -188,22 +191,30 @@ class EntityWeightOptimizer(FusedOptimizer):
 
         No host-device synchronisation: gathers, ``index_add_`` / ``index_copy_`` / ``index_fill_`` scatters and
         elementwise ops (an ``index_put_`` of a Python scalar would copy it to the device and wait). On CUDA, the
-        gradient sum per id (an ``index_add_``, or a sort and a cumulative sum) then one fused update kernel, by the
-        position that swaps the sum out, one lane per weight, or the last position of each id's run (see
-        ``SORTED_MIN_POSITIONS``).
+        gradient sum per id (an ``index_add_``, per-block sums with one atomic per id and block, or a sort and a
+        cumulative sum) then one fused update kernel, by the position that swaps the sum out (each id's first
+        position in its block), one lane per weight, or the last position of each id's run (see
+        ``LARGE_BATCH_POSITIONS``).
         """
         if index.numel() == 0:
             return
         grad = grad.to(self._weight.dtype)
         mode = (self.mode or update_mode(index.numel(), self._weight.numel())) if triton_enabled(index) else None
         if mode is not None:
-            from torchrec_memcom.ops._triton import entity_update_sorted_triton, entity_update_triton
+            from torchrec_memcom.ops._triton import (
+                entity_aggregate_triton,
+                entity_update_sorted_triton,
+                entity_update_triton,
+            )
 
             rule = (self._bounds, self._lr_vector(), self._adagrad, self._eps, self._scale)
             if mode == "sorted":
                 entity_update_sorted_triton(index, grad, self._weight, self._sum, *rule)
                 return
-            self._scratch.index_add_(0, index, grad)  # scaled once per id in the kernel, not per position
+            if mode == "block_sorted":
+                index = entity_aggregate_triton(index, grad, self._scratch)  # each id's first position per block
+            else:
+                self._scratch.index_add_(0, index, grad)  # scaled once per id in the kernel, not per position
             entity_update_triton(index, self._scratch, self._weight, self._sum, *rule, dense=mode == "dense")
             return
         scratch = self._scratch
