@@ -465,7 +465,9 @@ def entity_update_triton(
     the sums; leaves the scratch zero. ``dense``: one lane per weight (a pass over the whole vector) instead of one
     per position of ``index``."""
     if scratch.dtype != torch.float32 or weight.dtype != torch.float32:
-        raise TypeError(f"entity-weight update: float32 weights and scratch expected, got {weight.dtype}, {scratch.dtype}")
+        raise TypeError(
+            f"entity-weight update: float32 weights and scratch expected, got {weight.dtype} / {scratch.dtype}"
+        )
     n = weight.numel() if dense else index.numel()
     _entity_update_kernel[(triton.cdiv(n, _BLOCK),)](
         index,
