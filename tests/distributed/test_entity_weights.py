@@ -49,8 +49,14 @@ def _batch(g: torch.Generator, total: int, hot: bool, n: int) -> Tuple[torch.Ten
 
 
 def _run(
-    device: str, steps: int = 3, hot: bool = False, mode: Optional[str] = None, positions: int = 200
+    device: str,
+    steps: int = 3,
+    hot: bool = False,
+    mode: Optional[str] = None,
+    positions: int = 200,
+    index_dtype: torch.dtype = torch.int64,
 ) -> torch.Tensor:
+    """``steps`` updates of ``_batch``es; ``index_dtype``: int32 as the MEmCom rows kernel writes it, or int64."""
     total = sum(n for _, n in SIZES)
     weight = torch.linspace(0.5, 1.5, total + ONE_SLOTS, device=device)
     weight[total:] = 1.0
@@ -58,7 +64,7 @@ def _run(
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
         index, grad = _batch(g, total, hot, positions)
-        opt.update(index.to(device), grad.to(device))
+        opt.update(index.to(device, index_dtype), grad.to(device))
     return weight.cpu()
 
 
@@ -100,8 +106,9 @@ def test_fused_cuda_update_matches_reference(mode: str) -> None:
     torch.testing.assert_close(_run("cuda", mode=mode), _reference(), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(_run("cuda", hot=True, mode=mode), _reference(hot=True), rtol=1e-5, atol=1e-5)
     # several kernel blocks of 1024 positions, the hot ids in each of them
-    hot = _run("cuda", hot=True, mode=mode, positions=5000)
-    torch.testing.assert_close(hot, _reference(hot=True, positions=5000), rtol=1e-4, atol=1e-4)
+    for dtype in (torch.int64, torch.int32):
+        hot = _run("cuda", hot=True, mode=mode, positions=5000, index_dtype=dtype)
+        torch.testing.assert_close(hot, _reference(hot=True, positions=5000), rtol=1e-4, atol=1e-4)
 
 
 def test_update_mode_by_batch_and_vector_size() -> None:
@@ -123,8 +130,9 @@ def check_update_kernels_on_cpu() -> None:
         torch.testing.assert_close(_run("cpu", mode=mode), _reference(), rtol=1e-6, atol=1e-6, msg=mode)
         hot = _run("cpu", hot=True, mode=mode)
         torch.testing.assert_close(hot, _reference(hot=True), rtol=1e-5, atol=1e-5, msg=mode)
-        hot = _run("cpu", hot=True, mode=mode, positions=3000)
-        torch.testing.assert_close(hot, _reference(hot=True, positions=3000), rtol=1e-4, atol=1e-4, msg=mode)
+        for dtype in (torch.int64, torch.int32):
+            hot = _run("cpu", hot=True, mode=mode, positions=3000, index_dtype=dtype)
+            torch.testing.assert_close(hot, _reference(hot=True, positions=3000), rtol=1e-4, atol=1e-4, msg=mode)
 
 
 def test_update_kernels_interpreted_match_reference() -> None:
