@@ -89,12 +89,14 @@ class _LocalRowsAndWeights(torch.autograd.Function):
         ctx.save_for_backward(w_index)
         ctx.update = update
         ctx.mark_non_differentiable(rows)
+        ctx.set_materialize_grads(False)  # else autograd fills a zero gradient for the (integer) rows every step
         return rows, weights
 
     @staticmethod
-    def backward(ctx: Any, _rows_grad: Any, grad: torch.Tensor) -> Tuple[None, ...]:  # type: ignore[override]
-        (w_index,) = ctx.saved_tensors
-        ctx.update(w_index, grad)
+    def backward(ctx: Any, _rows_grad: Any, grad: Optional[torch.Tensor]) -> Tuple[None, ...]:  # type: ignore[override]
+        if grad is not None:
+            (w_index,) = ctx.saved_tensors
+            ctx.update(w_index, grad)
         return None, None, None, None, None, None
 
 
