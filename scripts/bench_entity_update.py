@@ -4,7 +4,7 @@
 ``EntityWeightOptimizer.update`` on CUDA sums each id's gradients and applies SGD / Adagrad in one of four ways:
 ``per_position`` (``index_add_`` into a scratch, then one lane per position swaps its id's sum out), ``dense``
 (``index_add_``, then one lane per weight of the whole vector), ``sorted`` (sort the positions by id, a float64
-cumulative sum, one lane per run of equal ids) and ``block_sorted`` (each block of 1024 positions sorts its ids in
+cumulative sum, one lane per run of equal ids) and ``block_sorted`` (each block of 512 positions sorts its ids in
 registers and adds each id's sum into the scratch with one atomic, then one lane per id and block swaps it out).
 This script times each on the same batches (row-wise Adagrad, one table per ``--rows`` block, ids Zipf(``--zipf``)
 per table), and shows which one the library picks (``entity_weights.update_mode``). Times are GPU time: a GPU sleep

@@ -105,7 +105,7 @@ def test_sparse_update_matches_dense_torch_optim(hot: bool) -> None:
 def test_fused_cuda_update_matches_reference(mode: str) -> None:
     torch.testing.assert_close(_run("cuda", mode=mode), _reference(), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(_run("cuda", hot=True, mode=mode), _reference(hot=True), rtol=1e-5, atol=1e-5)
-    # several kernel blocks of 1024 positions, the hot ids in each of them
+    # several kernel blocks (512 positions each for the block-sorted way), the hot ids in each of them
     for dtype in (torch.int64, torch.int32):
         hot = _run("cuda", hot=True, mode=mode, positions=5000, index_dtype=dtype)
         torch.testing.assert_close(hot, _reference(hot=True, positions=5000), rtol=1e-4, atol=1e-4)
@@ -122,7 +122,7 @@ def test_update_mode_by_batch_and_vector_size() -> None:
 def check_update_kernels_on_cpu() -> None:
     """Every way of the CUDA update, its Triton kernels on CPU tensors (under ``TRITON_INTERPRET=1``), against dense
     ``torch.optim``: with long runs of one id (the sorted kernel's binary search for the run's first position), and
-    over several blocks of 1024 positions (the block-sorted kernel's per-block sums, one atomic per id and block)."""
+    over several kernel blocks (the block-sorted kernel's per-block sums, one atomic per id and block)."""
     from torchrec_memcom.ops import triton_enabled
 
     assert triton_enabled(torch.zeros(1)), "run under TRITON_INTERPRET=1 with triton installed"

@@ -347,7 +347,7 @@ def memcom_local_rows(
         from torchrec_memcom.ops._triton import memcom_rows_triton
 
         rows = torch.empty_like(ids)
-        # int32 slots when they fit: the weight update sorts them as 32-bit keys without a cast
+        # int32 slots when they fit: half the bytes for the weight update to read (the sorted way sorts 32-bit keys)
         narrow = weight is not None and weight.numel() < 2**31
         w_index = torch.empty_like(ids, dtype=torch.int32 if narrow else torch.int64)
         w_out = None if weight is None else weight.new_empty(ids.shape)
