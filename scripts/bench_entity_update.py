@@ -78,7 +78,7 @@ def measure(tables: int, rows: int, positions: int, zipf: float, iters: int, see
         torch.cuda.synchronize()
         row[mode] = start.elapsed_time(end) / iters
         row[f"{mode}_host_us"] = host * 1e6 / iters
-    row["chosen"] = update_mode(index.numel(), weights)
+    row["chosen"] = update_mode(index.numel())
     row["fastest"] = min(UPDATE_MODES, key=lambda m: row[m])
     row["max_disagreement"] = max(float((r - results[0]).abs().max()) for r in results)
     return row

@@ -49,10 +49,9 @@ LARGE_BATCH_POSITIONS = 2**19
 UPDATE_MODES = ("per_position", "dense", "sorted", "block_sorted")
 
 
-def update_mode(positions: int, weights: int) -> str:
-    """How the CUDA update sums the duplicate ids of ``positions`` gradients into a vector of ``weights``: one of
-    ``UPDATE_MODES`` (see ``LARGE_BATCH_POSITIONS``; the vector's size does not change the choice on an H200)."""
-    del weights
+def update_mode(positions: int) -> str:
+    """How the CUDA update sums the duplicate ids of ``positions`` gradients: one of ``UPDATE_MODES`` (see
+    ``LARGE_BATCH_POSITIONS``; the weight vector's size did not change the best choice on an H200)."""
     return "per_position" if positions < LARGE_BATCH_POSITIONS else "block_sorted"
 
 
@@ -201,7 +200,7 @@ class EntityWeightOptimizer(FusedOptimizer):
         if index.numel() == 0:
             return
         grad = grad.to(self._weight.dtype)
-        mode = (self.mode or update_mode(index.numel(), self._weight.numel())) if triton_enabled(index) else None
+        mode = (self.mode or update_mode(index.numel())) if triton_enabled(index) else None
         if mode is not None:
             from torchrec_memcom.ops._triton import (
                 entity_aggregate_triton,
