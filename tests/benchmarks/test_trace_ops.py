@@ -1,0 +1,70 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""benchmarks.trace_ops on hand-built chrome traces whose attribution is known by construction, and on a real CPU
+profile's trace (no GPU ops: an empty table)."""
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import torch
+
+from torchrec_memcom.benchmarks.trace_ops import LaunchedOps, gpu_ops_by_launcher, markdown
+
+FWD, BWD = 1, 2  # host threads: the main one and autograd's
+
+
+def _x(cat: str, name: str, ts: float, dur: float, tid: int = FWD, **args: Any) -> Dict[str, Any]:
+    return {"ph": "X", "cat": cat, "name": name, "pid": 7, "tid": tid, "ts": ts, "dur": dur, "args": args}
+
+
+def _step(t0: float, corr: int) -> List[Dict[str, Any]]:
+    """One step: a TorchRec range around an op that launches a kernel (runtime API); a bare op that launches a
+    Triton kernel (driver API); a backward node whose op launches a kernel and a memset; a kernel with no call."""
+    return [
+        _x("user_annotation", f"ProfilerStep#{corr}", t0, 100),
+        _x("user_annotation", "## input_dist ##", t0 + 1, 20),
+        _x("cpu_op", "aten::to", t0 + 2, 10),
+        _x("cpu_op", "aten::copy_", t0 + 3, 8),
+        _x("cuda_runtime", "cudaMemcpyAsync", t0 + 4, 2, correlation=corr),
+        _x("gpu_memcpy", "Memcpy HtoD", t0 + 30, 1, correlation=corr),
+        _x("cpu_op", "_LocalRowsAndWeights", t0 + 25, 10),
+        _x("cuda_driver", "cuLaunchKernel", t0 + 26, 2, correlation=corr + 1),
+        _x("kernel", "_memcom_rows_kernel", t0 + 40, 5, correlation=corr + 1),
+        _x("cpu_op", "autograd::engine::evaluate_function: MulBackward0", t0 + 50, 30, tid=BWD),
+        _x("cpu_op", "MulBackward0", t0 + 51, 28, tid=BWD),
+        _x("cpu_op", "aten::mul", t0 + 52, 20, tid=BWD),
+        _x("cuda_runtime", "cudaLaunchKernel", t0 + 53, 2, tid=BWD, correlation=corr + 2),
+        _x("cuda_runtime", "cudaMemsetAsync", t0 + 60, 2, tid=BWD, correlation=corr + 3),
+        _x("kernel", "mul_kernel", t0 + 70, 3, correlation=corr + 2),
+        _x("gpu_memset", "Memset (Device)", t0 + 74, 1, correlation=corr + 3),
+        _x("kernel", "orphan", t0 + 80, 1, correlation=corr + 99),
+    ]
+
+
+def test_attributes_each_gpu_op_to_its_launcher() -> None:
+    trace = {"traceEvents": _step(0, 10) + _step(1000, 20) + [{"ph": "i", "name": "marker"}]}
+    rows = gpu_ops_by_launcher(trace, steps=2)
+    assert rows == [
+        LaunchedOps(1.0, "gpu_memcpy", "Memcpy HtoD", "## input_dist ##", "aten::copy_"),
+        LaunchedOps(1.0, "kernel", "orphan", "(no launching call in the trace)", ""),
+        LaunchedOps(1.0, "gpu_memset", "Memset (Device)", "MulBackward0", "aten::mul"),
+        LaunchedOps(1.0, "kernel", "mul_kernel", "MulBackward0", "aten::mul"),
+        LaunchedOps(1.0, "kernel", "_memcom_rows_kernel", "_LocalRowsAndWeights", "_LocalRowsAndWeights"),
+    ]
+    table = markdown(rows)
+    assert "| 5 | total | | |" in table
+    assert "| 1 | `kernel: mul_kernel` | MulBackward0 | `aten::mul` |" in table
+
+
+def test_rejects_bad_steps() -> None:
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        gpu_ops_by_launcher({"traceEvents": []}, steps=0)
+
+
+def test_cpu_profiler_trace_has_no_gpu_ops(tmp_path: Path) -> None:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        (torch.ones(8) * 2).sum()
+    path = tmp_path / "trace.json"
+    prof.export_chrome_trace(str(path))
+    assert gpu_ops_by_launcher(json.loads(path.read_text()), steps=1) == []

@@ -1,0 +1,110 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Which host code launched each GPU op of a profile.
+
+``measure.profile_steps`` counts the kernels, copies and memsets a step puts on the GPU (``gpu_ops_per_step``) and
+writes a chrome trace. This module reads that trace and says where each op came from: the GPU event is matched to the
+runtime or driver call that launched it (the ``correlation`` id both carry; Triton launches through the driver), and
+that call to the CPU events around it on its thread. An op is attributed to ``(context, op)``: the outermost
+``record_function`` range or autograd node around the call (TorchRec's ``## ... ##`` ranges, ``...Backward`` nodes;
+the outermost CPU op when there is neither) and the innermost CPU op (the ATen or FBGEMM op that launched it).
+
+Usage (on a trace that ``bench_sharded.py --profile`` wrote; ``--profile-steps`` steps)::
+
+    python -m torchrec_memcom.benchmarks.trace_ops profiles/profile_big_ebc_memcom_w1.trace.json --steps 3
+"""
+
+import argparse
+import collections
+import json
+from typing import Any, Dict, List, NamedTuple, Tuple
+
+__all__ = ["LaunchedOps", "gpu_ops_by_launcher", "markdown"]
+
+_GPU_CATEGORIES = ("kernel", "gpu_memset", "gpu_memcpy")
+_LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")
+_CPU_CATEGORIES = ("cpu_op", "user_annotation")
+_AUTOGRAD_NODE = "autograd::engine::evaluate_function: "
+_UNMATCHED = "(no launching call in the trace)"
+
+
+class LaunchedOps(NamedTuple):
+    """GPU ops of one kind from one launcher: how many per step, their category and name, where they came from."""
+
+    per_step: float
+    category: str
+    name: str
+    context: str
+    op: str
+
+
+def _is_context(event: Dict[str, Any]) -> bool:
+    name = event["name"]
+    if name.startswith("ProfilerStep"):
+        return False
+    return event.get("cat") == "user_annotation" or name.startswith(_AUTOGRAD_NODE)
+
+
+def _launcher(cpu: List[Dict[str, Any]], call: Dict[str, Any]) -> Tuple[str, str]:
+    """``(context, op)`` of a launching call among the CPU events of its thread (sorted by start)."""
+    start, end = call["ts"], call["ts"] + call.get("dur", 0)
+    around = [e for e in cpu if e["ts"] <= start and e["ts"] + e.get("dur", 0) >= end]
+    around = [e for e in around if not e["name"].startswith("ProfilerStep")]
+    if not around:
+        return "", ""
+    contexts = [e for e in around if _is_context(e)]
+    context = (contexts[0] if contexts else around[0])["name"].replace(_AUTOGRAD_NODE, "")
+    ops = [e for e in around if e.get("cat") == "cpu_op"]
+    return context, ops[-1]["name"] if ops else ""
+
+
+def gpu_ops_by_launcher(trace: Dict[str, Any], steps: int) -> List[LaunchedOps]:
+    """The GPU ops of a chrome trace (``torch.profiler``'s ``export_chrome_trace``) grouped by ``(category, name,
+    context, op)``, counts divided by ``steps``, sorted by context then op. Ops whose launching call is not in the
+    trace get the context ``"(no launching call in the trace)"``."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    events = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
+    calls = {
+        e["args"]["correlation"]: e
+        for e in events
+        if e.get("cat") in _LAUNCH_CATEGORIES and "correlation" in e.get("args", {})
+    }
+    cpu: Dict[Tuple[Any, Any], List[Dict[str, Any]]] = collections.defaultdict(list)
+    for e in events:
+        if e.get("cat") in _CPU_CATEGORIES:
+            cpu[(e["pid"], e["tid"])].append(e)
+    for thread in cpu.values():
+        thread.sort(key=lambda e: (e["ts"], -e.get("dur", 0)))  # outer ranges before the ops they contain
+    counts: Dict[Tuple[str, str, str, str], int] = collections.Counter()
+    for e in events:
+        if e.get("cat") not in _GPU_CATEGORIES:
+            continue
+        call = calls.get(e.get("args", {}).get("correlation"))
+        context, op = _launcher(cpu[(call["pid"], call["tid"])], call) if call is not None else (_UNMATCHED, "")
+        counts[(e["cat"], e["name"], context, op)] += 1
+    rows = [LaunchedOps(n / steps, *key) for key, n in counts.items()]
+    return sorted(rows, key=lambda r: (r.context, r.op, r.category, r.name))
+
+
+def markdown(rows: List[LaunchedOps], name_width: int = 70) -> str:
+    """A markdown table of ``gpu_ops_by_launcher``'s rows, with the total per step."""
+    lines = ["| per step | GPU op | launched in | by |", "|---:|---|---|---|"]
+    for r in rows:
+        name = f"{r.category}: {r.name}"[:name_width].replace("|", "\\|")
+        context = r.context.replace("|", "\\|") or "-"
+        lines.append(f"| {r.per_step:g} | `{name}` | {context} | `{r.op or '-'}` |")
+    lines.append(f"| {sum(r.per_step for r in rows):g} | total | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("trace", help="chrome trace JSON (bench_sharded.py --profile writes <method>.trace.json)")
+    parser.add_argument("--steps", type=int, required=True, help="steps the trace covers (--profile-steps)")
+    args = parser.parse_args()
+    with open(args.trace) as f:
+        print(markdown(gpu_ops_by_launcher(json.load(f), args.steps)))
+
+
+if __name__ == "__main__":
+    main()
