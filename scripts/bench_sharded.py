@@ -65,7 +65,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--pooling", type=int, default=None, help="ids per bag (layout default)")
     add("--ids", choices=["powerlaw", "uniform"], default="powerlaw", help="id distribution")
     add("--zipf", type=float, default=1.05, help="power-law exponent of id popularity")
-    add("--num-batches", type=int, default=4, help="distinct batches per rank, cycled")
+    add(
+        "--num-batches",
+        type=int,
+        default=None,
+        help="distinct batches per rank, cycled (default 4; with fused_uvm_caching on CUDA as many as the steps, so "
+        "no timed step finds its ids in FBGEMM's cache from an earlier cycle)",
+    )
     add("--optimizer", choices=["rowwise_adagrad", "sgd"], default="rowwise_adagrad", help="fused + dense optimizer")
     add("--lr", type=float, default=0.01, help="learning rate (embeddings and dense)")
     add("--sharding-type", choices=[t.value for t in ShardingType], default=None, help="force one type")

@@ -55,14 +55,14 @@ def make_batches(
     layout: Layout, count: int, seed: int, device: torch.device, ids: str = "powerlaw", zipf: float = 1.05
 ) -> List[Batch]:
     """``count`` batches of ``layout.batch_size`` rows: dense features, 0/1 labels and one KJT holding every feature
-    (``layout.pooling`` ids per bag)."""
+    (``layout.pooling`` ids per bag; the batches share one lengths tensor)."""
     g = torch.Generator(device=device).manual_seed(seed)
     b, p = layout.batch_size, layout.pooling
     keys = [feature_name(i) for i in range(layout.num_tables)]
+    lengths = torch.full((len(keys) * b,), p, dtype=torch.int64, device=device)
     out = []
     for _ in range(count):
         values = torch.cat([sample_ids(n, b * p, ids, zipf, g, device) for n in layout.num_embeddings])
-        lengths = torch.full((len(keys) * b,), p, dtype=torch.int64, device=device)
         kjt = KeyedJaggedTensor(keys=keys, values=values, lengths=lengths)
         dense = torch.randn(b, NUM_DENSE, generator=g, device=device)
         labels = torch.randint(0, 2, (b,), generator=g, device=device).to(torch.float32)

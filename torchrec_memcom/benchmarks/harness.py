@@ -35,7 +35,7 @@ from torchrec.models.dlrm import DLRM, DLRMTrain
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
 
-from torchrec_memcom.benchmarks import data, host_time, measure, report
+from torchrec_memcom.benchmarks import data, host_time, measure, report, uvm_cache
 from torchrec_memcom.benchmarks.layouts import Layout, MethodOptions, embedding_module, method_label, table_configs
 from torchrec_memcom.benchmarks.planning import (
     UVM_CACHING,
@@ -75,7 +75,8 @@ class BenchOptions:
         layout_name (str): the layout's name (file names, reports).
         methods (MethodOptions): how compressed tables are configured.
         ids, zipf: id distribution of the synthetic batches (``data.sample_ids``); num_batches: distinct batches
-            per rank, cycled.
+            per rank, cycled (``None``: 4, or with UVM caching on CUDA ``uvm_cache.fresh_batch_count``, so that no
+            timed step finds its batch's ids in FBGEMM's cache from an earlier cycle).
         optimizer (str): ``rowwise_adagrad`` (fused EXACT_ROWWISE_ADAGRAD + dense Adagrad) or ``sgd``.
         lr (float): learning rate of both.
         sharding_type (Optional[str]): force one sharding type (default: the planner's choice).
@@ -98,7 +99,7 @@ class BenchOptions:
     methods: MethodOptions = MethodOptions()
     ids: str = "powerlaw"
     zipf: float = 1.05
-    num_batches: int = 4
+    num_batches: Optional[int] = None
     optimizer: str = "rowwise_adagrad"
     lr: float = 0.01
     sharding_type: Optional[str] = None
@@ -123,7 +124,7 @@ class BenchOptions:
             raise ValueError(f"uvm_memory must be 'host_mapped' or 'managed', got {self.uvm_memory!r}")
         if not 0 < self.cache_load_factor <= 1:
             raise ValueError(f"cache_load_factor must be in (0, 1], got {self.cache_load_factor}")
-        if self.iters < 1 or self.warmup < 0 or self.warmup_s < 0 or self.num_batches < 1:
+        if self.iters < 1 or self.warmup < 0 or self.warmup_s < 0 or (self.num_batches or 1) < 1:
             raise ValueError(
                 "need iters >= 1, warmup >= 0, warmup_s >= 0, num_batches >= 1; "
                 f"got {self.iters, self.warmup, self.warmup_s, self.num_batches}"
@@ -134,9 +135,24 @@ def fused_params_for(opts: BenchOptions, kernels: Sequence[str], device_type: st
     """TBE kwargs of the fused optimizer (``recipes.training.fused_params``), plus host-mapped UVM tables when the
     planner may put tables in host memory on CUDA and ``opts.uvm_memory`` asks for it."""
     params = fused_params(SparseOptimizerConfig(name=OPTIMIZERS[opts.optimizer][0], lr=opts.lr))  # type: ignore[arg-type]
-    if device_type == "cuda" and UVM_CACHING in kernels and opts.uvm_memory == "host_mapped":
-        params["uvm_host_mapped"] = True
+    if device_type == "cuda" and UVM_CACHING in kernels:
+        params["gather_uvm_cache_stats"] = True  # buffers for uvm_cache.cache_stats; off while timing
+        if opts.uvm_memory == "host_mapped":
+            params["uvm_host_mapped"] = True
     return params
+
+
+def uses_uvm_cache(opts: BenchOptions, layout: Layout, device: torch.device) -> bool:
+    """Whether the planner may put tables in host memory behind FBGEMM's HBM cache in this run."""
+    return device.type == "cuda" and UVM_CACHING in (opts.kernels or layout.kernels)
+
+
+def batch_count(opts: BenchOptions, layout: Layout, device: torch.device) -> int:
+    """Distinct batches per rank: ``opts.num_batches``, else ``uvm_cache.fresh_batch_count`` with UVM caching,
+    else 4."""
+    if opts.num_batches is not None:
+        return opts.num_batches
+    return uvm_cache.fresh_batch_count(opts.warmup, opts.iters) if uses_uvm_cache(opts, layout, device) else 4
 
 
 class EmbeddingTrain(nn.Module):
@@ -277,12 +293,19 @@ def run_method(
         out["build_peak_bytes"] = torch.cuda.max_memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
 
+    uvm_cache.set_gathering(dmp, False)  # counted in a pass of their own, not while timing
     step = measure.make_step(dmp, optimizer, batches, opts.pipeline)
 
     def all_done(mine: bool) -> bool:
         return bool(ctx.all_reduce(torch.tensor([int(mine)]), dist.ReduceOp.MIN).item())
 
-    out["warmup_steps"] = measure.warm_up(step, opts.warmup, opts.warmup_s, device, all_done)
+    # with UVM caching, the warmup stops where the batches would start a second cycle
+    after_warmup = opts.iters + uvm_cache.STATS_STEPS + uvm_cache.PIPELINE_AHEAD
+    cap = len(batches) - after_warmup if uses_uvm_cache(opts, layout, device) else None
+    cap = cap if cap is not None and cap >= opts.warmup else None
+    out["warmup_steps"] = measure.warm_up(step, opts.warmup, opts.warmup_s, device, all_done, max_steps=cap)
+    out["batches"] = len(batches)
+    out["fresh_batches"] = out["warmup_steps"] + opts.iters + uvm_cache.PIPELINE_AHEAD <= len(batches)
     ctx.barrier()
     if profile_stem is not None:
         out["profile"] = measure.profile_steps(step, opts.profile_steps, device, profile_stem, write=ctx.is_main)
@@ -290,6 +313,7 @@ def run_method(
         out["profile"]["host_breakdown"] = host_time.host_breakdown(step, device)
         return out
     out["step_ms"], out["wall_ms"] = measure.timed_steps(step, opts.iters, device)
+    out["uvm_cache"] = uvm_cache.cache_stats(step, uvm_cache.cached_tbes(dmp), uvm_cache.STATS_STEPS, device)
     out["host_step_ms"] = measure.host_step_ms(step, device)
     out["host_rss_bytes"] = measure.host_rss_bytes()
     if cuda:
@@ -313,7 +337,8 @@ def run_benchmark(
     returns (on rank 0; ``[]`` elsewhere) one result row per (model, method), calling ``on_result(rows)`` on rank 0
     after every job so a crash keeps what was measured."""
     device = ctx.device
-    batches = data.make_batches(layout, opts.num_batches, opts.seed * 1_000_003 + ctx.rank, device, opts.ids, opts.zipf)
+    count = batch_count(opts, layout, device)
+    batches = data.make_batches(layout, count, opts.seed * 1_000_003 + ctx.rank, device, opts.ids, opts.zipf)
     fit_batches: List[Batch] = []
     if "lma" in methods and layout.lma_fit_rows > 0:  # the same rows on every rank: signatures are replicated
         count = -(-layout.lma_fit_rows // layout.batch_size)

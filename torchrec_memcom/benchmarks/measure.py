@@ -69,10 +69,12 @@ def warm_up(
     device: torch.device,
     all_done: Callable[[bool], bool] = lambda done: done,
     chunk: int = 10,
+    max_steps: Optional[int] = None,
 ) -> int:
     """Runs ``min_steps`` steps (the first ones compile kernels), then more in chunks of ``chunk`` until
-    ``min_seconds`` have passed since (synchronised wall time); returns the steps run. ``all_done(mine)`` tells
-    whether every rank is done, so that all ranks run the same number of steps (their collectives must match).
+    ``min_seconds`` have passed since (synchronised wall time) or ``max_steps`` would be passed; returns the steps
+    run. ``all_done(mine)`` tells whether every rank is done, so that all ranks run the same number of steps (their
+    collectives must match).
 
     A fixed count of a few steps is too short: after 5 warmup steps the first 6 timed DLRM steps ran 10-20% slower
     than the rest in every method (H200), and a 2 ms step needs hundreds of steps to reach the same time.
@@ -85,7 +87,8 @@ def warm_up(
     t0 = time.perf_counter()
     while True:
         sync(device)
-        if all_done(time.perf_counter() - t0 >= min_seconds):
+        capped = max_steps is not None and done + chunk > max_steps
+        if all_done(capped or time.perf_counter() - t0 >= min_seconds):
             return done
         for _ in range(chunk):
             step()

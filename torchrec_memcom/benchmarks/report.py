@@ -113,6 +113,9 @@ def merge_ranks(kind: str, method: str, label: str, per_rank: List[Dict[str, Any
         host_rss_bytes_max=max((r["host_rss_bytes"] or 0) for r in per_rank) or None,
         shard_s=max(r["shard_s"] for r in per_rank),
         warmup_steps=r0.get("warmup_steps"),
+        batches=r0.get("batches"),
+        fresh_batches=all(r.get("fresh_batches", False) for r in per_rank),
+        uvm_cache=_merge_cache_stats([r.get("uvm_cache") for r in per_rank]),
         plan_tables=r0["plan_tables"],
         plan_estimate=r0["plan_estimate"],
     )
@@ -125,6 +128,53 @@ def merge_ranks(kind: str, method: str, label: str, per_rank: List[Dict[str, Any
         row["lma_signature_coverage"] = r0["lma_signature_coverage"]
         row["lma_fit_s"] = max(r["lma_fit_s"] for r in per_rank)
     return row
+
+
+def _merge_cache_stats(per_rank: Sequence[Optional[Dict[str, float]]]) -> Optional[Dict[str, float]]:
+    """All ranks' UVM cache counters (``uvm_cache.cache_stats``) as one: per step, summed over ranks."""
+    stats = [c for c in per_rank if c]
+    if not stats:
+        return None
+    out = {k: sum(c[k] for c in stats) for k in ("ids_per_step", "unique_ids_per_step", "unique_misses_per_step")}
+    unique = out["unique_ids_per_step"]
+    out["unique_miss_rate"] = out["unique_misses_per_step"] / unique if unique else 0.0
+    out["steps"] = stats[0]["steps"]
+    out["ranks"] = len(stats)
+    return out
+
+
+def _batches_text(results: Sequence[Dict[str, Any]]) -> str:
+    """How many batches each rank cycled, and whether every timed step's batch was new to the model."""
+    ran = [r for r in results if r.get("batches")]
+    if not ran:
+        return ""
+    count = ran[0]["batches"]
+    if all(r.get("fresh_batches") for r in ran):
+        return f"; {count} distinct batches per rank, every timed step's new to the model (fresh ids for a UVM cache)"
+    return f"; {count} distinct batches per rank, cycled"
+
+
+def uvm_cache_table(results: Sequence[Dict[str, Any]]) -> List[str]:
+    """The UVM cache counters of the rows that had tables in host memory, as markdown lines (none: ``[]``)."""
+    rows = [r for r in results if r.get("uvm_cache")]
+    if not rows:
+        return []
+    steps = rows[0]["uvm_cache"]["steps"]
+    lines = [
+        "",
+        f"UVM cache (tables in host memory behind FBGEMM's HBM cache; FBGEMM's counters over {steps} steps after the "
+        "timed ones, all ranks):",
+        "",
+        "| model | method | ids looked up per step | distinct | distinct not cached (read from host) | miss rate |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        c = r["uvm_cache"]
+        lines.append(
+            f"| {r['model']} | {r['label']} | {c['ids_per_step']:,.0f} | {c['unique_ids_per_step']:,.0f} | "
+            f"{c['unique_misses_per_step']:,.0f} | {c['unique_miss_rate']:.1%} |"
+        )
+    return lines
 
 
 def attach_profile(row: Dict[str, Any], per_rank: List[Dict[str, Any]]) -> None:
@@ -354,6 +404,7 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         + ("; TorchRec's input-dist permutation cached (`--cache-recat`)" if cfg.get("cache_recat") else "")
         + _lma_ids_text(cfg, env["world_size"])
         + f"; {cfg['iters']} timed steps after {_warmup_text(cfg, results)}"
+        + _batches_text(results)
         + (f", {repeats} interleaved repeats (median of the per-repeat medians)" if repeats > 1 else ""),
         f"- planner budget per rank: HBM {_gb(first.get('hbm_cap_bytes'))}, DDR {_gb(first.get('ddr_cap_bytes'))}"
         + (
@@ -379,7 +430,9 @@ def markdown_report(payload: Dict[str, Any]) -> str:
             f"- peaks include {_bytes(base['start_allocated_bytes_max'])} allocated before the first model was built "
             "(input batches, loss weights, library workspaces)."
         )
-    lines += ["", f"Optimizer: {cfg['optimizer_label']}.", "", markdown_table(results), "", "## Plans", ""]
+    lines += ["", f"Optimizer: {cfg['optimizer_label']}.", "", markdown_table(results)]
+    lines += uvm_cache_table(results)
+    lines += ["", "## Plans", ""]
     for r in results:
         if r["status"] == "ok":
             plan = ", ".join(f"{t}: {v}" for t, v in r["plan_tables"].items())
