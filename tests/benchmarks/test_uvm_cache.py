@@ -75,12 +75,23 @@ def test_cached_tbes_and_set_gathering_on_a_real_tbe() -> None:
             [(100, 8, EmbeddingLocation.HOST, ComputeDevice.CPU)], gather_uvm_cache_stats=gather
         )
 
-    model = torch.nn.ModuleList([tbe(True), tbe(False)])
+    class Sharded(torch.nn.Module):  # like TorchRec's sharded collections: lookups in a plain list
+        def __init__(self) -> None:
+            super().__init__()
+            self._lookups = [torch.nn.ModuleDict({"emb": tbe(True)}), tbe(False)]
+
+    model = torch.nn.Sequential(Sharded())
+    inner = [model[0]._lookups[0]["emb"], model[0]._lookups[1]]
+    assert list(model.modules()) == [model, model[0]]  # what modules() misses
     assert uvm_cache.cached_tbes(model) == []  # no HBM cache on CPU
     uvm_cache.set_gathering(model, False)
-    assert [m.gather_uvm_cache_stats for m in model] == [False, False]
+    assert [m.gather_uvm_cache_stats for m in inner] == [False, False]
     uvm_cache.set_gathering(model, True)
-    assert [m.gather_uvm_cache_stats for m in model] == [True, False]  # only the one built with counters
+    assert [m.gather_uvm_cache_stats for m in inner] == [True, False]  # only the one built with counters
+    cached = tbe(True)
+    cached.lxu_cache_weights = torch.zeros(4, 8)  # stands for an HBM cache
+    model[0]._lookups.append(cached)
+    assert uvm_cache.cached_tbes(model) == [cached]
 
 
 def test_batch_count_is_fresh_with_uvm_caching_on_cuda() -> None:

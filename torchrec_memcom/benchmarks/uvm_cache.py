@@ -9,7 +9,7 @@ the cache keeps them. ``cache_stats`` reads FBGEMM's own counters (the TBE's ``g
 steps after the timed ones; the counting is off while timing (it adds work to each cached lookup).
 """
 
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from fbgemm_gpu.split_table_batched_embeddings_ops_training import SplitTableBatchedEmbeddingBagsCodegen
@@ -40,19 +40,32 @@ def fresh_batch_count(warmup: int, iters: int) -> int:
     return FRESH_WARMUP_STEPS + warmup + iters + STATS_STEPS + PIPELINE_AHEAD
 
 
+def _tbes(model: nn.Module) -> Iterator[Any]:
+    """Every TBE module of ``model``, also those under a sharded collection's ``_lookups``: TorchRec keeps them in
+    a plain list, outside ``model.modules()``."""
+    seen, stack = set(), [model]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        if isinstance(m, SplitTableBatchedEmbeddingBagsCodegen):
+            yield m
+        stack.extend(m.children())
+        lookups = getattr(m, "_lookups", None)
+        if isinstance(lookups, (list, tuple)):
+            stack.extend(x for x in lookups if isinstance(x, nn.Module))
+
+
 def cached_tbes(model: nn.Module) -> List[Any]:
     """The TBE modules of ``model`` with an HBM cache (tables in host memory behind it)."""
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, SplitTableBatchedEmbeddingBagsCodegen) and m.lxu_cache_weights.numel() > 0
-    ]
+    return [m for m in _tbes(model) if m.lxu_cache_weights.numel() > 0]
 
 
 def set_gathering(model: nn.Module, on: bool) -> None:
     """Turns FBGEMM's cache counters on or off in every TBE built with them (``gather_uvm_cache_stats=True``)."""
-    for m in model.modules():
-        if isinstance(m, SplitTableBatchedEmbeddingBagsCodegen) and m.uvm_cache_stats.numel() > 1:
+    for m in _tbes(model):
+        if m.uvm_cache_stats.numel() > 1:
             m.gather_uvm_cache_stats = on
 
 
