@@ -30,6 +30,7 @@ class _FakeTBE:
         self.seen: List[bool] = []
 
     def reset_uvm_cache_stats(self) -> None:
+        assert self.gather_uvm_cache_stats, "FBGEMM asserts this too"
         self.uvm_cache_stats.zero_()
 
     def lookup(self) -> None:
@@ -79,6 +80,18 @@ def test_cached_tbes_and_set_gathering_on_a_real_tbe() -> None:
         def __init__(self) -> None:
             super().__init__()
             self._lookups = [torch.nn.ModuleDict({"emb": tbe(True)}), tbe(False)]
+
+    real = tbe(True)
+    real.gather_uvm_cache_stats = False
+    assert uvm_cache.cache_stats(lambda: None, [real], 1, CPU) == {  # FBGEMM's own reset and counters
+        "steps": 1,
+        "lookups_per_step": 0.0,
+        "ids_per_step": 0.0,
+        "unique_ids_per_step": 0.0,
+        "unique_misses_per_step": 0.0,
+        "unique_miss_rate": 0.0,
+    }
+    assert not real.gather_uvm_cache_stats
 
     model = torch.nn.Sequential(Sharded())
     inner = [model[0]._lookups[0]["emb"], model[0]._lookups[1]]

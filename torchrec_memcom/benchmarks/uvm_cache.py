@@ -79,8 +79,8 @@ def cache_stats(
     if not tbes or steps < 1:
         return None
     for t in tbes:
+        t.gather_uvm_cache_stats = True  # before the reset, which FBGEMM allows only with counting on
         t.reset_uvm_cache_stats()
-        t.gather_uvm_cache_stats = True
     try:
         for _ in range(steps):
             step()
