@@ -163,9 +163,10 @@ def uvm_cache_table(results: Sequence[Dict[str, Any]]) -> List[str]:
     lines = [
         "",
         f"UVM cache (tables in host memory behind FBGEMM's HBM cache; FBGEMM's counters over {steps} steps after the "
-        "timed ones, all ranks):",
+        "timed ones, all ranks; ids per step: every id of the TBEs holding a cache, whose HBM tables TorchRec groups "
+        "with the cached ones; distinct and not cached: the cached tables' ids):",
         "",
-        "| model | method | ids looked up per step | distinct | distinct not cached (read from host) | miss rate |",
+        "| model | method | ids per step | distinct | distinct not cached (read from host) | miss rate |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:

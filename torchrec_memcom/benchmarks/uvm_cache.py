@@ -72,9 +72,10 @@ def set_gathering(model: nn.Module, on: bool) -> None:
 def cache_stats(
     step: Callable[[], None], tbes: Sequence[Any], steps: int, device: torch.device
 ) -> Optional[Dict[str, float]]:
-    """Runs ``steps`` steps with the counters of ``tbes`` on; returns per step the ids the cached tables looked up,
-    the distinct ones and the distinct ones not in the cache (loaded from host memory), and ``unique_miss_rate`` =
-    misses / distinct ids. ``None`` without cached tables or counters."""
+    """Runs ``steps`` steps with the counters of ``tbes`` on; returns per step the ids the TBEs looked up (all their
+    tables': TorchRec groups HBM and cached tables in one TBE), the cached tables' distinct ids and those of them not
+    in the cache (read from host memory), and ``unique_miss_rate`` = misses / distinct ids. ``None`` without cached
+    tables or counters."""
     tbes = [t for t in tbes if t.uvm_cache_stats.numel() > 1]
     if not tbes or steps < 1:
         return None
