@@ -1,6 +1,7 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """UVM caching in the benchmark: batch counts that never repeat a batch, FBGEMM's cache counters, their report."""
 
+import dataclasses
 from typing import Any, List
 
 import pytest
@@ -12,6 +13,7 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
 )
 
 from torchrec_memcom.benchmarks import uvm_cache
+from torchrec_memcom.benchmarks.data import batch_bytes
 from torchrec_memcom.benchmarks.harness import BenchOptions, batch_count, fused_params_for
 from torchrec_memcom.benchmarks.layouts import LAYOUTS
 from torchrec_memcom.benchmarks.measure import warm_up
@@ -109,12 +111,17 @@ def test_cached_tbes_and_set_gathering_on_a_real_tbe() -> None:
 
 def test_batch_count_is_fresh_with_uvm_caching_on_cuda() -> None:
     tb, big = LAYOUTS["terabyte"], LAYOUTS["big"]
-    opts = BenchOptions(warmup=20, iters=100)
+    opts = BenchOptions(warmup=20, iters=100, hbm_cap_bytes=40 * 10**9)
     fresh = uvm_cache.fresh_batch_count(20, 100)
     assert fresh == uvm_cache.FRESH_WARMUP_STEPS + 20 + 100 + uvm_cache.STATS_STEPS + uvm_cache.PIPELINE_AHEAD
+    # one terabyte batch: 16384 rows x 26 one-hot int64 ids, 13 float32 dense features and a float32 label
+    assert batch_bytes(tb) == 16384 * (26 * 8 + 13 * 4 + 4) and fresh * batch_bytes(tb) < 0.1 * 40e9
     assert batch_count(opts, tb, CUDA) == fresh
     assert batch_count(opts, tb, CPU) == 4 and batch_count(opts, big, CUDA) == 4
-    assert batch_count(BenchOptions(kernels=("fused_uvm_caching",)), big, CUDA) == uvm_cache.fresh_batch_count(10, 50)
+    # big's batches (20 ids per bag, 8 tables: 22 MB each) under a 10 GB budget: as many as a tenth of it holds
+    cached_big = BenchOptions(kernels=("fused_uvm_caching",), hbm_cap_bytes=10 * 10**9)
+    assert batch_count(cached_big, big, CUDA) == 10**9 // batch_bytes(big) == 45 < uvm_cache.fresh_batch_count(10, 50)
+    assert batch_count(dataclasses.replace(cached_big, hbm_cap_bytes=10**7), big, CUDA) == 4  # never fewer
     assert batch_count(BenchOptions(num_batches=7), tb, CUDA) == 7
     assert fused_params_for(opts, tb.kernels, "cuda")["gather_uvm_cache_stats"] is True
     assert "gather_uvm_cache_stats" not in fused_params_for(opts, tb.kernels, "cpu")

@@ -14,7 +14,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_memcom.benchmarks.layouts import Layout, feature_name
 
-__all__ = ["NUM_DENSE", "loss_weights", "make_batches", "sample_ids"]
+__all__ = ["NUM_DENSE", "batch_bytes", "loss_weights", "make_batches", "sample_ids"]
 
 NUM_DENSE = 13
 ID_DISTRIBUTIONS = ("powerlaw", "uniform")
@@ -68,6 +68,13 @@ def make_batches(
         labels = torch.randint(0, 2, (b,), generator=g, device=device).to(torch.float32)
         out.append(Batch(dense_features=dense, sparse_features=kjt, labels=labels))
     return out
+
+
+def batch_bytes(layout: Layout) -> int:
+    """Device bytes of one ``make_batches`` batch, without the lengths its batches share: int64 ids, float32 dense
+    features and labels."""
+    b = layout.batch_size
+    return b * layout.pooling * layout.num_tables * 8 + b * NUM_DENSE * 4 + b * 4
 
 
 def loss_weights(layout: Layout, seed: int, device: torch.device) -> torch.Tensor:

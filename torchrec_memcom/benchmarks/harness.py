@@ -147,12 +147,19 @@ def uses_uvm_cache(opts: BenchOptions, layout: Layout, device: torch.device) -> 
     return device.type == "cuda" and UVM_CACHING in (opts.kernels or layout.kernels)
 
 
+BATCH_MEMORY_SHARE = 0.1  # of the HBM budget, at most, for fresh batches
+
+
 def batch_count(opts: BenchOptions, layout: Layout, device: torch.device) -> int:
-    """Distinct batches per rank: ``opts.num_batches``, else ``uvm_cache.fresh_batch_count`` with UVM caching,
-    else 4."""
+    """Distinct batches per rank: ``opts.num_batches``, else with UVM caching ``uvm_cache.fresh_batch_count`` (at
+    most ``BATCH_MEMORY_SHARE`` of the HBM budget: beyond it they cycle, and the report says so), else 4."""
     if opts.num_batches is not None:
         return opts.num_batches
-    return uvm_cache.fresh_batch_count(opts.warmup, opts.iters) if uses_uvm_cache(opts, layout, device) else 4
+    if not uses_uvm_cache(opts, layout, device):
+        return 4
+    budget = opts.hbm_cap_bytes or torch.cuda.get_device_properties(device).total_memory
+    fit = int(BATCH_MEMORY_SHARE * budget) // data.batch_bytes(layout)
+    return max(4, min(uvm_cache.fresh_batch_count(opts.warmup, opts.iters), fit))
 
 
 class EmbeddingTrain(nn.Module):

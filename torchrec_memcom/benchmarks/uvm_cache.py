@@ -3,10 +3,11 @@
 
 A benchmark that cycles a few batches measures a warm cache only: after one cycle every id of every batch sits in
 the HBM cache, and a table in host memory trains at HBM speed. With UVM caching, ``fresh_batch_count`` makes as many
-batches as the steps that read them (warmup, timed steps, the statistics pass), so each timed step brings ids the
-model has not seen in this run, as a training stream does; the popular ids stay popular (the same distribution), so
-the cache keeps them. ``cache_stats`` reads FBGEMM's own counters (the TBE's ``gather_uvm_cache_stats``) over a few
-steps after the timed ones; the counting is off while timing (it adds work to each cached lookup).
+batches as the steps that read them (warmup, timed steps, the statistics pass; the harness caps their memory), so
+each timed step brings ids the model has not seen in this run, as a training stream does; the popular ids stay
+popular (the same distribution), so the cache keeps them. ``cache_stats`` reads FBGEMM's own counters (the TBE's
+``gather_uvm_cache_stats``) over a few steps after the timed ones; the counting is off while timing (it adds work to
+each cached lookup).
 """
 
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
