@@ -8,5 +8,9 @@
 - ``plan_report``: what the planner chooses for each method on 1, 2, 4 ranks (planning only, no GPUs).
 - ``harness``: build / plan / shard / time / profile one method; a whole run with interleaved repeats.
 - ``measure``: training steps, their timing and profile, the memory of a sharded model.
+- ``host_time``: a step's host time split over the parts of the embedding layer.
+- ``trace_ops``: which call launched each GPU op of a profiler trace (a CLI).
+- ``recat``: the ``--cache-recat`` diagnostic (TorchRec's input-dist permutation built once).
+- ``uvm_cache``: fresh batches for tables behind FBGEMM's HBM cache, and the cache's miss counters.
 - ``report``: rows, ratios against stock, JSON, markdown tables and the weak-scaling combine.
 """

@@ -344,8 +344,9 @@ def run_benchmark(
     returns (on rank 0; ``[]`` elsewhere) one result row per (model, method), calling ``on_result(rows)`` on rank 0
     after every job so a crash keeps what was measured."""
     device = ctx.device
-    count = batch_count(opts, layout, device)
-    batches = data.make_batches(layout, count, opts.seed * 1_000_003 + ctx.rank, device, opts.ids, opts.zipf)
+    batches = data.make_batches(
+        layout, batch_count(opts, layout, device), opts.seed * 1_000_003 + ctx.rank, device, opts.ids, opts.zipf
+    )
     fit_batches: List[Batch] = []
     if "lma" in methods and layout.lma_fit_rows > 0:  # the same rows on every rank: signatures are replicated
         count = -(-layout.lma_fit_rows // layout.batch_size)

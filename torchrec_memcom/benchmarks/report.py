@@ -405,8 +405,8 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         + ("; TorchRec's input-dist permutation cached (`--cache-recat`)" if cfg.get("cache_recat") else "")
         + _lma_ids_text(cfg, env["world_size"])
         + f"; {cfg['iters']} timed steps after {_warmup_text(cfg, results)}"
-        + _batches_text(results)
-        + (f", {repeats} interleaved repeats (median of the per-repeat medians)" if repeats > 1 else ""),
+        + (f", {repeats} interleaved repeats (median of the per-repeat medians)" if repeats > 1 else "")
+        + _batches_text(results),
         f"- planner budget per rank: HBM {_gb(first.get('hbm_cap_bytes'))}, DDR {_gb(first.get('ddr_cap_bytes'))}"
         + (
             f" (HBM enforced by torch.cuda.set_per_process_memory_fraction); UVM-cached tables in "
