@@ -637,13 +637,9 @@ def entity_update_sorted_triton(
 
 @triton.jit
 def _keyed_sum(k1, v1, k2, v2):
-    # segmented sum over keys in sorted order (either direction): a run's partial sums restart where the key changes
-    return k2, v2 + tl.where(k1 == k2, v1, 0.0)
-
-
-@triton.jit
-def _keyed_count(k1, c1, k2, c2):
-    return k2, c2 + tl.where(k1 == k2, c1, 0)
+    # segmented sum over keys in sorted order (either direction): a run's partial sums restart where the key changes;
+    # v of any dtype (the literal 0 takes v's)
+    return k2, v2 + tl.where(k1 == k2, v1, 0)
 
 
 @triton.jit
@@ -669,7 +665,7 @@ def _entity_aggregate_kernel(
     src = packed & (BLOCK - 1)
     valid = key >= 0
     g = tl.load(grad_ptr + base + src, mask=valid, other=0.0)
-    _, rank = tl.associative_scan((key, tl.full((BLOCK,), 1, tl.int32)), 0, _keyed_count)
+    _, rank = tl.associative_scan((key, tl.full((BLOCK,), 1, tl.int32)), 0, _keyed_sum)  # position in its run
     _, rest = tl.associative_scan((tl.flip(key, 0), tl.flip(g, 0)), 0, _keyed_sum)
     rest = tl.flip(rest, 0)  # per position, the sum over its run from it to the run's end
     first = valid & (rank == 1)
