@@ -13,7 +13,7 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
 )
 
 from torchrec_memcom.benchmarks import uvm_cache
-from torchrec_memcom.benchmarks.data import batch_bytes
+from torchrec_memcom.benchmarks.data import batch_bytes, make_batches
 from torchrec_memcom.benchmarks.harness import BenchOptions, batch_count, fused_params_for
 from torchrec_memcom.benchmarks.layouts import LAYOUTS
 from torchrec_memcom.benchmarks.measure import warm_up
@@ -116,6 +116,11 @@ def test_batch_count_is_fresh_with_uvm_caching_on_cuda() -> None:
     assert fresh == uvm_cache.FRESH_WARMUP_STEPS + 20 + 100 + uvm_cache.STATS_STEPS + uvm_cache.PIPELINE_AHEAD
     # one terabyte batch: 16384 rows x 26 one-hot int64 ids, 13 float32 dense features and a float32 label
     assert batch_bytes(tb) == 16384 * (26 * 8 + 13 * 4 + 4) and fresh * batch_bytes(tb) < 0.1 * 40e9
+    tiny = LAYOUTS["tiny"]
+    b0, b1 = make_batches(tiny, 2, seed=0, device=CPU)  # what a batch really holds, its lengths shared
+    assert b0.sparse_features.lengths() is b1.sparse_features.lengths()
+    held = [b0.sparse_features.values(), b0.dense_features, b0.labels]
+    assert batch_bytes(tiny) == sum(t.numel() * t.element_size() for t in held)
     assert batch_count(opts, tb, CUDA) == fresh
     assert batch_count(opts, tb, CPU) == 4 and batch_count(opts, big, CUDA) == 4
     # big's batches (20 ids per bag, 8 tables: 22 MB each) under a 10 GB budget: as many as a tenth of it holds
@@ -129,6 +134,9 @@ def test_batch_count_is_fresh_with_uvm_caching_on_cuda() -> None:
 
 
 def test_warm_up_stops_before_the_batches_would_repeat() -> None:
+    # 200 batches, 100 timed steps, 20 counted, 2 ahead: 78 warmup steps at most; too few batches for 10: no cap
+    assert uvm_cache.warmup_cap(200, 10, 100) == 200 - 100 - 20 - 2 == 78
+    assert uvm_cache.warmup_cap(125, 10, 100) is None and uvm_cache.warmup_cap(132, 10, 100) == 10
     calls: List[int] = []
     # 3 steps, then chunks of 10 until 100 s (never) or the cap: the last chunk must end at or before 25 steps
     assert warm_up(lambda: calls.append(1), 3, 100.0, CPU, chunk=10, max_steps=25) == 23 == len(calls)
@@ -161,12 +169,14 @@ def _rank(cache: Any, fresh: bool) -> dict:
 
 
 def test_report_sums_the_ranks_counters_and_says_whether_batches_were_fresh() -> None:
-    r0 = {"steps": 20, "ids_per_step": 1000.0, "unique_ids_per_step": 400.0, "unique_misses_per_step": 100.0}
-    r1 = {"steps": 20, "ids_per_step": 1000.0, "unique_ids_per_step": 600.0, "unique_misses_per_step": 300.0}
+    counts = {"steps": 20, "lookups_per_step": 1.0, "ids_per_step": 1000.0, "unique_miss_rate": 0.5}
+    r0 = {**counts, "unique_ids_per_step": 400.0, "unique_misses_per_step": 100.0}
+    r1 = {**counts, "unique_ids_per_step": 600.0, "unique_misses_per_step": 300.0}
     stock = merge_ranks("dlrm", "stock", "stock EBC", [_rank(r0, True), _rank(r1, True)], LAYOUTS["tiny"])
     c = stock["uvm_cache"]
     assert (c["ids_per_step"], c["unique_ids_per_step"], c["unique_misses_per_step"]) == (2000.0, 1000.0, 400.0)
     assert c["unique_miss_rate"] == pytest.approx(0.4) and c["ranks"] == 2 and stock["fresh_batches"]
+    assert c["lookups_per_step"] == 2.0  # every per-step counter summed; the rate recomputed, not summed
     hashed = merge_ranks("dlrm", "hash", "Hash 16x", [_rank(None, True), _rank(None, False)], LAYOUTS["tiny"])
     assert hashed["uvm_cache"] is None and not hashed["fresh_batches"]  # one rank cycled
     lines = uvm_cache_table([stock, hashed])

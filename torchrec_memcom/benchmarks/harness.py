@@ -307,9 +307,7 @@ def run_method(
         return bool(ctx.all_reduce(torch.tensor([int(mine)]), dist.ReduceOp.MIN).item())
 
     # with UVM caching, the warmup stops where the batches would start a second cycle
-    after_warmup = opts.iters + uvm_cache.STATS_STEPS + uvm_cache.PIPELINE_AHEAD
-    cap = len(batches) - after_warmup if uses_uvm_cache(opts, layout, device) else None
-    cap = cap if cap is not None and cap >= opts.warmup else None
+    cap = uvm_cache.warmup_cap(len(batches), opts.warmup, opts.iters) if uses_uvm_cache(opts, layout, device) else None
     out["warmup_steps"] = measure.warm_up(step, opts.warmup, opts.warmup_s, device, all_done, max_steps=cap)
     out["batches"] = len(batches)
     out["fresh_batches"] = out["warmup_steps"] + opts.iters + uvm_cache.PIPELINE_AHEAD <= len(batches)

@@ -135,7 +135,7 @@ def _merge_cache_stats(per_rank: Sequence[Optional[Dict[str, float]]]) -> Option
     stats = [c for c in per_rank if c]
     if not stats:
         return None
-    out = {k: sum(c[k] for c in stats) for k in ("ids_per_step", "unique_ids_per_step", "unique_misses_per_step")}
+    out = {k: sum(c[k] for c in stats) for k in stats[0] if k.endswith("_per_step")}
     unique = out["unique_ids_per_step"]
     out["unique_miss_rate"] = out["unique_misses_per_step"] / unique if unique else 0.0
     out["steps"] = stats[0]["steps"]

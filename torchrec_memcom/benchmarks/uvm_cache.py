@@ -23,6 +23,7 @@ __all__ = [
     "cache_stats",
     "cached_tbes",
     "fresh_batch_count",
+    "warmup_cap",
     "set_gathering",
 ]
 
@@ -34,11 +35,22 @@ PIPELINE_AHEAD = 2  # batches TorchRec's TrainPipelineSparseDist takes from the 
 _CALLS, _REQUESTED, _UNIQUE, _UNIQUE_MISSES = 0, 1, 2, 3
 
 
+def _after_warmup(iters: int) -> int:
+    """Batches a run reads after its warmup: the timed steps, the statistics pass, the pipeline's look-ahead."""
+    return iters + STATS_STEPS + PIPELINE_AHEAD
+
+
 def fresh_batch_count(warmup: int, iters: int) -> int:
     """Batches per rank that no step of a run with UVM caching reads twice: ``FRESH_WARMUP_STEPS`` beyond the
-    minimum ``warmup``, the timed steps, the statistics pass and the pipeline's look-ahead (the host-time pass after
-    them cycles back)."""
-    return FRESH_WARMUP_STEPS + warmup + iters + STATS_STEPS + PIPELINE_AHEAD
+    minimum ``warmup``, then what the run reads after it (the host-time pass after them cycles back)."""
+    return FRESH_WARMUP_STEPS + warmup + _after_warmup(iters)
+
+
+def warmup_cap(batches: int, warmup: int, iters: int) -> Optional[int]:
+    """The most warmup steps that leave every later step of the run a batch of its own (``None``: ``batches`` are
+    too few for ``warmup`` steps and that: they cycle anyway)."""
+    cap = batches - _after_warmup(iters)
+    return cap if cap >= warmup else None
 
 
 def _tbes(model: nn.Module) -> Iterator[Any]:
