@@ -78,10 +78,20 @@ def test_cached_tbes_and_set_gathering_on_a_real_tbe() -> None:
             [(100, 8, EmbeddingLocation.HOST, ComputeDevice.CPU)], gather_uvm_cache_stats=gather
         )
 
-    class Sharded(torch.nn.Module):  # like TorchRec's sharded collections: lookups in a plain list
+    class Kernel(torch.nn.Module):  # TorchRec's fused kernel: the FBGEMM TBE in _emb_module
+        def __init__(self, module: Any) -> None:
+            super().__init__()
+            self._emb_module = module
+
+    class Lookup(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self._lookups = [torch.nn.ModuleDict({"emb": tbe(True)}), tbe(False)]
+            self._emb_modules = torch.nn.ModuleList([Kernel(tbe(True)), Kernel(tbe(False))])
+
+    class Sharded(torch.nn.Module):  # like TorchRec's sharded collections: lookups in a plain list
+        def __init__(self, lookups: List[Any]) -> None:
+            super().__init__()
+            self._lookups = lookups
 
     real = tbe(True)
     real.gather_uvm_cache_stats = False
@@ -95,9 +105,10 @@ def test_cached_tbes_and_set_gathering_on_a_real_tbe() -> None:
     }
     assert not real.gather_uvm_cache_stats
 
-    model = torch.nn.Sequential(Sharded())
-    inner = [model[0]._lookups[0]["emb"], model[0]._lookups[1]]
-    assert list(model.modules()) == [model, model[0]]  # what modules() misses
+    lookups = [Lookup()]
+    model = torch.nn.Sequential(Sharded(lookups), Sharded(lookups))  # a compressed collection shares its EBC's
+    inner = [k._emb_module for k in lookups[0]._emb_modules]
+    assert list(model.modules()) == [model, model[0], model[1]]  # what modules() misses
     assert uvm_cache.cached_tbes(model) == []  # no HBM cache on CPU
     uvm_cache.set_gathering(model, False)
     assert [m.gather_uvm_cache_stats for m in inner] == [False, False]
@@ -105,8 +116,8 @@ def test_cached_tbes_and_set_gathering_on_a_real_tbe() -> None:
     assert [m.gather_uvm_cache_stats for m in inner] == [True, False]  # only the one built with counters
     cached = tbe(True)
     cached.lxu_cache_weights = torch.zeros(4, 8)  # stands for an HBM cache
-    model[0]._lookups.append(cached)
-    assert uvm_cache.cached_tbes(model) == [cached]
+    lookups[0]._emb_modules.append(Kernel(cached))
+    assert uvm_cache.cached_tbes(model) == [cached]  # once, though two collections hold it
 
 
 def test_batch_count_is_fresh_with_uvm_caching_on_cuda() -> None:

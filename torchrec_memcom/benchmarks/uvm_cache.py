@@ -16,6 +16,8 @@ import torch
 from fbgemm_gpu.split_table_batched_embeddings_ops_training import SplitTableBatchedEmbeddingBagsCodegen
 from torch import nn
 
+from torchrec_memcom.distributed import _compat
+
 __all__ = [
     "FRESH_WARMUP_STEPS",
     "PIPELINE_AHEAD",
@@ -54,20 +56,14 @@ def warmup_cap(batches: int, warmup: int, iters: int) -> Optional[int]:
 
 
 def _tbes(model: nn.Module) -> Iterator[Any]:
-    """Every TBE module of ``model``, also those under a sharded collection's ``_lookups``: TorchRec keeps them in
-    a plain list, outside ``model.modules()``."""
-    seen, stack = set(), [model]
-    while stack:
-        m = stack.pop()
-        if id(m) in seen:
-            continue
-        seen.add(id(m))
-        if isinstance(m, SplitTableBatchedEmbeddingBagsCodegen):
-            yield m
-        stack.extend(m.children())
-        lookups = getattr(m, "_lookups", None)
-        if isinstance(lookups, (list, tuple)):
-            stack.extend(x for x in lookups if isinstance(x, nn.Module))
+    """Every FBGEMM TBE of ``model``'s sharded collections, once (a compressed collection shares its inner EBC's
+    lookups)."""
+    seen = set()
+    for m in model.modules():
+        for _, tbe in _compat.fused_tbes(m):
+            if isinstance(tbe, SplitTableBatchedEmbeddingBagsCodegen) and id(tbe) not in seen:
+                seen.add(id(tbe))
+                yield tbe
 
 
 def cached_tbes(model: nn.Module) -> List[Any]:

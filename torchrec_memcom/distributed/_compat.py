@@ -14,6 +14,7 @@ from torchrec.distributed.embeddingbag import ShardedEmbeddingBagCollection
 
 __all__ = [
     "embedding_shardings",
+    "fused_tbes",
     "init_input_dists",
     "lookups",
     "set_planner_constraints",
@@ -74,16 +75,26 @@ def output_embedding_names(ebc: ShardedEmbeddingBagCollection) -> List[str]:
     return list(ebc._embedding_names)
 
 
+def fused_tbes(module: torch.nn.Module) -> List[Tuple[Any, Any]]:
+    """``(kernel, FBGEMM TBE)`` of every kernel with a TBE in a sharded collection's lookups (``module._lookups``:
+    TorchRec keeps them in a plain list, outside ``module.modules()``); ``[]`` for a module without lookups."""
+    out = []
+    for lookup in getattr(module, "_lookups", None) or []:
+        for emb in getattr(lookup, "_emb_modules", []):
+            tbe = getattr(emb, "_emb_module", None)
+            if tbe is not None:
+                out.append((emb, tbe))
+    return out
+
+
 def table_optimizer_settings(ebc: ShardedEmbeddingBagCollection) -> Dict[str, Tuple[Any, float, float]]:
     """Per physical table: ``(EmbOptimType, learning rate, eps)`` of the fused TBE holding it (fused kernels only)."""
     settings: Dict[str, Tuple[Any, float, float]] = {}
-    for lookup in ebc._lookups:
-        for emb in getattr(lookup, "_emb_modules", []):
-            tbe = getattr(emb, "_emb_module", None)
-            if tbe is None or not hasattr(tbe, "optimizer"):
-                continue
-            for cfg in emb._config.embedding_tables:
-                settings[cfg.name] = (tbe.optimizer, float(tbe.get_learning_rate()), float(tbe.optimizer_args.eps))
+    for emb, tbe in fused_tbes(ebc):
+        if not hasattr(tbe, "optimizer"):
+            continue
+        for cfg in emb._config.embedding_tables:
+            settings[cfg.name] = (tbe.optimizer, float(tbe.get_learning_rate()), float(tbe.optimizer_args.eps))
     return settings
 
 
