@@ -34,6 +34,7 @@ from torchrec_memcom.configs import LowRankEmbeddingBagConfig
 from torchrec_memcom.distributed import get_sharders
 from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
 from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner
+from torchrec_memcom.ops import ONE_SLOTS
 
 LR = 0.1
 EPS = 1e-8
@@ -222,9 +223,10 @@ def sharded_matches_unsharded(
     expect_raw = method == "lma" and raw_ids and sharding_type in ("table_wise", "column_wise")
     assert bool(raw) == expect_raw, (raw, method, sharding_type)
     load_unsharded_state_dict(dmp, reference.state_dict())
-    if method == "memcom":  # the fused optimizer's keys name the model's parameters (its tables' and w's state)
-        keys = set(dmp.fused_optimizer.params)
-        assert keys <= set(dmp.state_dict()) and any(".entity_weights." in k for k in keys), sorted(keys)
+    # the fused optimizer's keys name the model's parameters (its tables' state, and w's for MEmCom)
+    keys = set(dmp.fused_optimizer.params)
+    assert keys <= set(dmp.state_dict()), (sorted(keys), sorted(dmp.state_dict()))
+    assert any(".entity_weights." in k for k in keys) == (method == "memcom"), sorted(keys)
     opt = sharded_optimizer(dmp, optimizer)
     ref_opt = reference_optimizer(reference.parameters(), optimizer)
     lo, hi = rank * BATCH_PER_RANK, (rank + 1) * BATCH_PER_RANK
@@ -428,3 +430,37 @@ def checkpoint_roundtrip(
     with torch.no_grad():
         out = dmp(slice_batch(eval_batch(8), rank * per_rank, (rank + 1) * per_rank).to(device))
     return out.cpu()
+
+
+def memcom_weight_grads_only(rank: int, world_size: int) -> Dict[str, Any]:
+    """The per-sample-weight gradients FBGEMM hands to MEmCom's weight update are 0 at the other features'
+    positions (their constant-1 slots; FBGEMM's ``feature_requires_grad``) and not at MEmCom's."""
+    from torchrec_memcom.distributed.entity_weights import EntityWeightOptimizer
+
+    device = device_for(rank)
+    model, _ = build_pair(make_mixed_tables(), weighted=False)
+    dmp = shard(model, world_size, device, None, constraints=mixed_constraints())
+    seen: List[Tuple[torch.Tensor, torch.Tensor]] = []
+    original = EntityWeightOptimizer.update
+
+    def record(self: EntityWeightOptimizer, index: torch.Tensor, grad: torch.Tensor) -> None:
+        seen.append((index.cpu().long(), grad.detach().cpu()))
+        original(self, index, grad)
+
+    EntityWeightOptimizer.update = record  # type: ignore[method-assign]
+    try:
+        batch = make_batch(make_mixed_tables(), BATCH_PER_RANK * world_size, False, seed=7)
+        lo, hi = rank * BATCH_PER_RANK, (rank + 1) * BATCH_PER_RANK
+        dmp(slice_batch(batch, lo, hi).to(device)).square().sum().backward()
+    finally:
+        EntityWeightOptimizer.update = original  # type: ignore[method-assign]
+    ones_start = dmp.module.ebc.entity_weights_local.numel() - ONE_SLOTS
+    index = torch.cat([i for i, _ in seen])
+    grad = torch.cat([g for _, g in seen])
+    constant = index >= ones_start
+    return {
+        "constant": int(constant.sum()),
+        "constant_nonzero": int((grad[constant] != 0).sum()),
+        "memcom": int((~constant).sum()),
+        "memcom_nonzero": int((grad[~constant] != 0).sum()),
+    }

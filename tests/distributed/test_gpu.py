@@ -22,6 +22,12 @@ def test_sharded_matches_unsharded_gpu(gpu_world: World, case: Dict) -> None:
     gpu_world.run(scenarios.sharded_matches_unsharded, **case)
 
 
+def test_per_sample_weight_gradients_only_for_memcom_gpu(gpu_world: World) -> None:
+    for r in gpu_world.run(scenarios.memcom_weight_grads_only):
+        assert r["constant"] > 0 and r["constant_nonzero"] == 0, r
+        assert r["memcom"] > 0 and r["memcom_nonzero"] == r["memcom"], r
+
+
 def test_dlrm_pipeline_gpu(gpu_world: World) -> None:
     gpu_world.run(scenarios.dlrm_pipeline_matches_reference, steps=4)
 

@@ -58,3 +58,10 @@ def test_four_ranks(world4: World, case: Dict) -> None:
 def test_one_rank_lma_ids(world1: World, raw: Optional[bool]) -> None:
     """On one rank LMA sends chunk locations by default (the all-to-all is a local copy); raw ids on request."""
     world1.run(scenarios.sharded_matches_unsharded, method="lma", sharding_type="table_wise", lma_raw_ids=raw)
+
+
+def test_per_sample_weight_gradients_only_for_memcom(world2: World) -> None:
+    """FBGEMM skips the per-sample-weight gradient of every feature but MEmCom's (their weights are constant)."""
+    for r in world2.run(scenarios.memcom_weight_grads_only):
+        assert r["constant"] > 0 and r["constant_nonzero"] == 0, r
+        assert r["memcom"] > 0 and r["memcom_nonzero"] == r["memcom"], r

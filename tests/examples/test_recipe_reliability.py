@@ -12,11 +12,14 @@ from typing import Any, Dict, List
 
 import pytest
 import torch
+import torch.distributed.checkpoint as dcp
 
 from tests.examples.tiny import committed, criteo_lines, criteo_tsv_config, run_in_process
 from torchrec_memcom.datasets import CriteoTSVReader, InMemoryBatches
 from torchrec_memcom.datasets._batching import DataError
-from torchrec_memcom.recipes.checkpoint import Checkpointer
+from torchrec_memcom.distributed.compressed import ShardedCompressedEmbeddingBagCollection
+from torchrec_memcom.recipes import checkpoint as recipe_checkpoint
+from torchrec_memcom.recipes.checkpoint import Checkpointer, CheckpointError
 from torchrec_memcom.recipes.config import ConfigError
 from torchrec_memcom.recipes.runner import RecipeRunner, TrainingDiverged
 
@@ -215,6 +218,36 @@ def test_half_written_checkpoints_are_never_taken(monkeypatch: pytest.MonkeyPatc
     r = _resume(monkeypatch, run, "train.max_steps=6")
     assert r["train"]["resumed_from"].endswith("step_4") and not (run / "ckpt/step_6.tmp").exists()
     assert committed(run / "ckpt") == ["step_2", "step_4", "step_6"]
+
+
+def test_format1_checkpoints_without_memcom_tables_resume_bitwise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Format 1 keyed a compressed collection's fused optimizer state by its inner collection's names when it had no
+    MEmCom table (``...embedding_bags.<t>.weight``, not the model's ``..._embedding_bag_collection.embedding_bags...``):
+    such a checkpoint resumes, with the same losses as the run that never stopped."""
+    tables = "tables={cat_2: {type: qr, compression: 4}, cat_3: {type: hash, compression: 4}}"
+    ckpt = [f"checkpoint.dir={tmp_path}/ckpt", "checkpoint.every_steps=2", "checkpoint.keep=null"]
+    full = run_in_process(monkeypatch, [tables, "train.max_steps=4", f"output.dir={tmp_path}/full"])
+
+    def format1_keys(self: ShardedCompressedEmbeddingBagCollection) -> Any:
+        return self._embedding_bag_collection.fused_optimizer  # what format 1 saved for a collection without MEmCom
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ShardedCompressedEmbeddingBagCollection, "fused_optimizer", property(format1_keys))
+        mp.setattr(recipe_checkpoint, "FORMAT_VERSION", 1)
+        run_in_process(mp, [tables, "train.max_steps=2", *ckpt, f"output.dir={tmp_path}/old"])
+    saved = dcp.FileSystemReader(str(tmp_path / "ckpt/step_2")).read_metadata().state_dict_metadata
+    old = [k for k in saved if k.startswith("optimizer.state.") and ".embedding_bags." in k]
+    assert old and not any("._embedding_bag_collection." in k for k in old), sorted(saved)
+    resume = [tables, "train.max_steps=4", *ckpt]
+    with pytest.MonkeyPatch.context() as mp:  # without the renaming, DCP refuses the old keys
+        mp.setattr(recipe_checkpoint, "_format1_keys", lambda flat, path: flat)
+        with pytest.raises(CheckpointError, match="step_2: rank 0: .*embedding_bags"):
+            run_in_process(mp, [*resume, f"output.dir={tmp_path}/refused"], "--resume")
+    r = run_in_process(monkeypatch, [*resume, f"output.dir={tmp_path}/resumed"], "--resume")
+    assert r["train"]["resumed_from"].endswith("step_2")
+    assert _losses(r) == {s: _losses(full)[s] for s in (3, 4)}
 
 
 def test_skipped_criteo_rows_are_reported_when_max_steps_stops(

@@ -5,7 +5,8 @@ Checked against torchrec 1.6.1 (fbgemm-gpu 1.6.0, the GPU machines) and torchrec
 and CI). An upgrade that moves one of these breaks here first; ``tests/distributed`` exercise every function.
 """
 
-from typing import Any, Dict, List, Optional, Tuple
+import inspect
+from typing import AbstractSet, Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -19,6 +20,7 @@ __all__ = [
     "lookups",
     "set_planner_constraints",
     "output_embedding_names",
+    "per_sample_weight_grads_only_for",
     "sharded_tensor",
     "sharding_feature_names",
     "table_optimizer_settings",
@@ -85,6 +87,29 @@ def fused_tbes(module: torch.nn.Module) -> List[Tuple[Any, Any]]:
             if tbe is not None:
                 out.append((emb, tbe))
     return out
+
+
+def per_sample_weight_grads_only_for(module: torch.nn.Module, tables: AbstractSet[str]) -> int:
+    """Makes each fused TBE of a sharded collection compute its per-sample weights' gradient only for the features
+    of ``tables``; the others get a zero gradient, without their rows being read again (FBGEMM's
+    ``feature_requires_grad``, which TorchRec's kernels do not pass: a forward pre-hook adds it). Only for weights
+    whose gradient is not wanted outside ``tables``. Returns the number of TBEs hooked."""
+    hooked = 0
+    for emb, tbe in fused_tbes(module):
+        if "feature_requires_grad" not in inspect.signature(tbe.forward).parameters:
+            continue
+        configs = emb._config.embedding_tables
+        wanted = [configs[t].name in tables for t in tbe.feature_table_map]
+        if all(wanted):
+            continue
+        flags = torch.tensor(wanted, dtype=torch.int32, device=tbe.D_offsets.device)
+
+        def add_flags(_: Any, args: Any, kwargs: Dict[str, Any], flags: torch.Tensor = flags) -> Any:
+            return args, {**kwargs, "feature_requires_grad": flags}
+
+        tbe.register_forward_pre_hook(add_flags, with_kwargs=True)
+        hooked += 1
+    return hooked
 
 
 def table_optimizer_settings(ebc: ShardedEmbeddingBagCollection) -> Dict[str, Tuple[Any, float, float]]:

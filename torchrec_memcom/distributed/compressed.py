@@ -224,6 +224,8 @@ class ShardedCompressedEmbeddingBagCollection(
 
         if self._memcom:
             self._init_entity_weights(module, plan)
+            if not self._is_weighted:  # the other features' weights are the constant 1: no gradient wanted
+                _compat.per_sample_weight_grads_only_for(inner, set(self._memcom))
         # Output projections of narrowed tables: dense, replicated, trained through DDP like the MLPs.
         projections = module.output_projections()
         self._has_projections = projections is not None
@@ -455,15 +457,18 @@ class ShardedCompressedEmbeddingBagCollection(
 
     @property
     def fused_optimizer(self) -> KeyedOptimizer:
+        """The physical tables' fused optimizers (and MEmCom's entity-weight optimizer), keyed by this module's
+        parameter names (``_embedding_bag_collection.embedding_bags.<t>.weight``, ``entity_weights.<t>``), as
+        ``state_dict`` names them."""
         inner = self._embedding_bag_collection.fused_optimizer
-        if not self._memcom:
-            return inner
-        # The inner EBC's optimizers beside MEmCom's in one level: the parameter keys nesting would give, and a step
+        # The inner EBC's optimizers (beside MEmCom's) in one level: the parameter keys nesting would give, and a step
         # walks one CombinedOptimizer (and its step hooks) less.
         parts = inner.optimizers if isinstance(inner, CombinedOptimizer) else [("", inner)]
         prefix = "_embedding_bag_collection"
-        flat = [(f"{prefix}.{key}" if key else prefix, opt) for key, opt in parts]
-        return CombinedOptimizer([*flat, self._fused_optimizer])
+        flat: List[Any] = [(f"{prefix}.{key}" if key else prefix, opt) for key, opt in parts]
+        if self._memcom:
+            flat.append(self._fused_optimizer)
+        return CombinedOptimizer(flat)
 
     def sharded_parameter_names(self, prefix: str = "") -> Iterator[str]:
         for fqn, _ in self.named_parameters():

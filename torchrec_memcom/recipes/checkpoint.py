@@ -45,7 +45,11 @@ logger: logging.Logger = logging.getLogger(__name__)
 
 COMMIT_FILE = "checkpoint.json"
 """The commit record of a checkpoint folder, written last (by rank 0)."""
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the fused optimizer state of a compressed collection is keyed by the model's parameter names
+(``..._embedding_bag_collection.embedding_bags.<t>.weight``). Format 1 keyed it by the inner collection's names
+(without ``_embedding_bag_collection.``) when the collection had no MEmCom table; such checkpoints still load."""
+_INNER = "._embedding_bag_collection."
 _STEP_DIR = re.compile(r"step_(\d+)")
 
 
@@ -184,7 +188,7 @@ class Checkpointer:
         errors = []
         for path, record in candidates:
             accept(path, record)
-            error = self._try_load(path, model, optimizer)
+            error = self._try_load(path, model, optimizer, int(record.get("format", 1)))
             if error is None:
                 if errors and self.ctx.is_main:
                     logger.warning("resumed from %s, an older checkpoint than the newest", path)
@@ -196,8 +200,9 @@ class Checkpointer:
             raise CheckpointError(f"no checkpoint in {self.directory} loads: " + "; ".join(errors))
         return None
 
-    def _try_load(self, path: str, model: nn.Module, optimizer: KeyedOptimizer) -> Optional[str]:
-        """Loads ``path`` (collective); returns ``None``, or the error of the first rank that failed."""
+    def _try_load(self, path: str, model: nn.Module, optimizer: KeyedOptimizer, fmt: int) -> Optional[str]:
+        """Loads ``path``, written in format ``fmt`` (collective); returns ``None``, or the error of the first rank
+        that failed."""
         error: Optional[str] = None
         rng: Optional[Dict[str, Any]] = None
         try:
@@ -206,6 +211,8 @@ class Checkpointer:
             # only on its rank, and DCP (torch 2.13) takes checkpoint keys missing locally for a pre-2.4 checkpoint
             # and switches to an old key scheme. Every value is a tensor and loads in place, so ``state`` sees it.
             flat, _ = flatten_state_dict(state)
+            if fmt < 2:
+                flat = _format1_keys(flat, path)
             dcp.load(flat, checkpoint_id=path, planner=DefaultLoadPlanner(flatten_state_dict=False))
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -220,6 +227,18 @@ class Checkpointer:
         if first is None and rng is not None:
             _set_rng_state(rng)
         return first
+
+
+def _format1_keys(flat: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """``flat`` with each optimizer key that the format-1 checkpoint at ``path`` lacks, but holds under its format-1
+    name (without ``_embedding_bag_collection.``), renamed to that name. The values are the live tensors, which DCP
+    fills in place whatever their key."""
+    saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+    out = {}
+    for key, value in flat.items():
+        old = key.replace(_INNER, ".", 1)
+        out[old if key.startswith("optimizer.") and key not in saved and old in saved else key] = value
+    return out
 
 
 def _describe(e: BaseException) -> str:
