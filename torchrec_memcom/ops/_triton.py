@@ -682,3 +682,76 @@ def entity_aggregate_triton(index: torch.Tensor, grad: torch.Tensor, scratch: to
         index, grad, scratch, leaders, index.numel(), LOG_BLOCK=_AGGREGATE_LOG_BLOCK, num_warps=_AGGREGATE_WARPS
     )
     return leaders
+
+
+# ops.pooled_weight_grads: positions per program (a (_GRAD_BLOCK, BLOCK_D) tile of pooled gradients and of rows).
+_GRAD_BLOCK = 32
+
+
+@triton.jit
+def _pooled_weight_grads_kernel(
+    grad_ptr,
+    grad_stride,
+    weights_ptr,
+    rows_ptr,
+    offsets_ptr,
+    params_ptr,
+    out_ptr,
+    n,
+    S,
+    F: tl.constexpr,
+    LOG_S: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    f = tl.zeros((BLOCK,), dtype=tl.int64)
+    for i in tl.static_range(F - 1):  # the feature: how many features end at or before the position
+        f += (offs >= tl.load(offsets_ptr + (i + 1) * S)).to(tl.int64)
+    base = tl.load(params_ptr + f * 3 + 0, mask=mask, other=-1)
+    dim = tl.load(params_ptr + f * 3 + 1, mask=mask, other=0)
+    col = tl.load(params_ptr + f * 3 + 2, mask=mask, other=0)
+    need = mask & (base >= 0)
+    lo = f * S  # the bag: the last b of the feature's S bags with offsets[b] <= position (binary search)
+    hi = lo + S
+    for _ in tl.static_range(LOG_S):
+        mid = (lo + hi) // 2
+        go = tl.load(offsets_ptr + mid, mask=need, other=0) <= offs
+        lo = tl.where(go, mid, lo)
+        hi = tl.where(go, hi, mid)
+    bag = lo - f * S
+    row = tl.load(rows_ptr + offs, mask=need, other=0).to(tl.int64)
+    d = tl.arange(0, BLOCK_D)
+    tile = need[:, None] & (d[None, :] < dim[:, None])
+    g = tl.load(grad_ptr + bag[:, None] * grad_stride + col[:, None] + d[None, :], mask=tile, other=0.0)
+    u = tl.load(weights_ptr + base[:, None] + row[:, None] * dim[:, None] + d[None, :], mask=tile, other=0.0)
+    tl.store(out_ptr + offs, tl.sum(g.to(tl.float32) * u.to(tl.float32), axis=1), mask=mask)
+
+
+def pooled_weight_grads_triton(
+    grad: torch.Tensor,
+    weights: torch.Tensor,
+    rows: torch.Tensor,
+    offsets: torch.Tensor,
+    params: torch.Tensor,
+    max_dim: int,
+    out: torch.Tensor,
+) -> None:
+    n, num_features = rows.numel(), params.shape[0]
+    stride = (offsets.numel() - 1) // num_features
+    _pooled_weight_grads_kernel[(triton.cdiv(n, _GRAD_BLOCK),)](
+        grad,
+        grad.stride(0),
+        weights,
+        rows,
+        offsets,
+        params,
+        out,
+        n,
+        stride,
+        F=num_features,
+        LOG_S=max(1, (stride - 1).bit_length()),
+        BLOCK_D=triton.next_power_of_2(max(max_dim, 1)),
+        BLOCK=_GRAD_BLOCK,
+    )
