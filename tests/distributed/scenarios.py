@@ -432,25 +432,20 @@ def checkpoint_roundtrip(
     return out.cpu()
 
 
-def memcom_weight_grads_only(rank: int, world_size: int, fbgemm: bool) -> Dict[str, Any]:
-    """The per-sample-weight gradients MEmCom's weight update gets are 0 at the other features' positions (their
-    constant-1 slots) and not at MEmCom's: from ``weight_grads``' kernel, or (``fbgemm``) from FBGEMM's weighted
-    backward with ``feature_requires_grad``."""
+def memcom_weight_grads_only(rank: int, world_size: int) -> Dict[str, Any]:
+    """The per-sample-weight gradients FBGEMM hands to MEmCom's weight update are 0 at the other features'
+    positions (their constant-1 slots; FBGEMM's ``feature_requires_grad``) and not at MEmCom's."""
     from torchrec_memcom.distributed.entity_weights import EntityWeightOptimizer
 
     device = device_for(rank)
     model, _ = build_pair(make_mixed_tables(), weighted=False)
     dmp = shard(model, world_size, device, None, constraints=mixed_constraints())
-    ebc = dmp.module.ebc
-    own = [g is not None for g in ebc._weight_grads]
-    if fbgemm:
-        ebc._weight_grads = [None] * len(own)
     seen: List[Tuple[torch.Tensor, torch.Tensor]] = []
     original = EntityWeightOptimizer.update
 
-    def record(self: EntityWeightOptimizer, index: torch.Tensor, grad: torch.Tensor, scale: float = 1.0) -> None:
+    def record(self: EntityWeightOptimizer, index: torch.Tensor, grad: torch.Tensor) -> None:
         seen.append((index.cpu().long(), grad.detach().cpu()))
-        original(self, index, grad, scale)
+        original(self, index, grad)
 
     EntityWeightOptimizer.update = record  # type: ignore[method-assign]
     try:
@@ -464,7 +459,6 @@ def memcom_weight_grads_only(rank: int, world_size: int, fbgemm: bool) -> Dict[s
     grad = torch.cat([g for _, g in seen])
     constant = index >= ones_start
     return {
-        "own_kernel": own,
         "constant": int(constant.sum()),
         "constant_nonzero": int((grad[constant] != 0).sum()),
         "memcom": int((~constant).sum()),

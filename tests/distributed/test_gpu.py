@@ -22,10 +22,8 @@ def test_sharded_matches_unsharded_gpu(gpu_world: World, case: Dict) -> None:
     gpu_world.run(scenarios.sharded_matches_unsharded, **case)
 
 
-@pytest.mark.parametrize("fbgemm", [False, True], ids=["own_kernel", "fbgemm"])
-def test_per_sample_weight_gradients_only_for_memcom_gpu(gpu_world: World, fbgemm: bool) -> None:
-    for r in gpu_world.run(scenarios.memcom_weight_grads_only, fbgemm=fbgemm):
-        assert r["own_kernel"][0], r
+def test_per_sample_weight_gradients_only_for_memcom_gpu(gpu_world: World) -> None:
+    for r in gpu_world.run(scenarios.memcom_weight_grads_only):
         assert r["constant"] > 0 and r["constant_nonzero"] == 0, r
         assert r["memcom"] > 0 and r["memcom_nonzero"] == r["memcom"], r
 

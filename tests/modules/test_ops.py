@@ -10,7 +10,7 @@ import torch
 from tests.interpreted import run_interpreted
 from torchrec_memcom.hashing import BucketedHash
 from torchrec_memcom.lsh import chunk_locations, code_bits, pack_codes
-from torchrec_memcom.ops import LMAJob, hash_ids, lma_locations, lma_locations_grouped, pooled_weight_grads
+from torchrec_memcom.ops import LMAJob, hash_ids, lma_locations, lma_locations_grouped
 
 try:  # a probe of the kernels' helper, run by check_kernels_on_cpu under Triton's interpreter
     import triton
@@ -174,7 +174,6 @@ def check_kernels_on_cpu() -> None:
     _check_memcom_rows("cpu")
     _check_segments("cpu")
     _check_memcom_passthrough("cpu")
-    _check_pooled_weight_grads("cpu")
     _check_mod_p()
     _check_lma_clamp()
     _check_lma_grouped()
@@ -407,42 +406,3 @@ def test_ints_to_device_keeps_shape_and_int64() -> None:
     rows = ints_to_device([[0, 5, 2**40], [3, -1, 7]], torch.device("cpu"))
     assert rows.dtype == torch.int64 and rows.tolist() == [[0, 5, 2**40], [3, -1, 7]]
     assert ints_to_device([1, 2, 3], torch.device("cpu")).shape == (3,)
-
-
-def _check_pooled_weight_grads(device: str) -> None:
-    """Against autograd through ``F.embedding_bag(per_sample_weights=...)`` per feature: three features (dims 8, 4
-    and 8, the second without a gradient wanted), empty bags, bags of one and of many positions, tables at offsets
-    of one flat vector."""
-    g = torch.Generator().manual_seed(5)
-    stride, dims, rows_per_table = 6, [8, 4, 8], [7, 5, 9]
-    lengths = torch.tensor([2, 0, 1, 3, 0, 5, 1, 1, 0, 2, 1, 1, 4, 0, 0, 1, 2, 3])
-    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
-    tables = [torch.randn(r, d, generator=g) for r, d in zip(rows_per_table, dims)]
-    flat = torch.cat([torch.randn(3, generator=g)] + [t.flatten() for t in tables])  # 3 leading elements unused
-    bases = [3, 3 + tables[0].numel(), 3 + tables[0].numel() + tables[1].numel()]
-    cols = [0, 8, 12]
-    grad = torch.randn(stride, sum(dims), generator=g)
-    per_feature = lengths.view(3, stride).sum(1).tolist()
-    rows = torch.cat([torch.randint(0, r, (n,), generator=g) for r, n in zip(rows_per_table, per_feature)])
-    want = []
-    for f in range(3):
-        lo, hi = offsets[f * stride], offsets[(f + 1) * stride]
-        x = torch.ones(int(hi - lo), requires_grad=True)
-        bag_offsets = offsets[f * stride : (f + 1) * stride] - lo
-        out = torch.nn.functional.embedding_bag(rows[lo:hi], tables[f], bag_offsets, mode="sum", per_sample_weights=x)
-        (out * grad[:, cols[f] : cols[f] + dims[f]]).sum().backward()
-        want.append(x.grad if f != 1 else torch.zeros_like(x.grad))
-    params = torch.tensor([[bases[0], 8, 0], [-1, 4, 8], [bases[2], 8, 12]])
-    got = pooled_weight_grads(
-        grad.to(device), flat.to(device), rows.to(device), offsets.to(device), params.to(device), max_dim=8
-    )
-    torch.testing.assert_close(got.cpu(), torch.cat(want), rtol=1e-5, atol=1e-5)
-
-
-def test_pooled_weight_grads_cpu() -> None:
-    _check_pooled_weight_grads("cpu")
-
-
-@pytest.mark.gpu
-def test_pooled_weight_grads_triton_matches_reference() -> None:
-    _check_pooled_weight_grads("cuda")

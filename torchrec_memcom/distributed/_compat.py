@@ -17,8 +17,6 @@ __all__ = [
     "embedding_shardings",
     "fused_tbes",
     "init_input_dists",
-    "lookup_kernels",
-    "lookup_weight_grad_scale",
     "lookups",
     "set_planner_constraints",
     "output_embedding_names",
@@ -79,23 +77,15 @@ def output_embedding_names(ebc: ShardedEmbeddingBagCollection) -> List[str]:
     return list(ebc._embedding_names)
 
 
-def lookup_kernels(lookup: torch.nn.Module) -> List[Tuple[Any, Optional[Any]]]:
-    """``(kernel, its FBGEMM TBE or None)`` of every kernel of one lookup module, in the order of its outputs; each
-    kernel's ``_config.embedding_tables`` are its tables."""
-    return [(emb, getattr(emb, "_emb_module", None)) for emb in getattr(lookup, "_emb_modules", [])]
-
-
-def lookup_weight_grad_scale(lookup: torch.nn.Module) -> float:
-    """The factor TorchRec's lookup applies to per-sample weights' gradients (``CommOpGradientScaling``)."""
-    return float(getattr(lookup, "_scale_gradient_factor", 1))
-
-
 def fused_tbes(module: torch.nn.Module) -> List[Tuple[Any, Any]]:
     """``(kernel, FBGEMM TBE)`` of every kernel with a TBE in a sharded collection's lookups (``module._lookups``:
     TorchRec keeps them in a plain list, outside ``module.modules()``); ``[]`` for a module without lookups."""
     out = []
     for lookup in getattr(module, "_lookups", None) or []:
-        out.extend((emb, tbe) for emb, tbe in lookup_kernels(lookup) if tbe is not None)
+        for emb in getattr(lookup, "_emb_modules", []):
+            tbe = getattr(emb, "_emb_module", None)
+            if tbe is not None:
+                out.append((emb, tbe))
     return out
 
 

@@ -55,8 +55,6 @@ from torchrec_memcom.distributed.entity_weights import (
     rule_for,
     table_slices,
 )
-from torchrec_memcom.distributed.weight_grads import PooledWeightGrads
-from torchrec_memcom.distributed.weight_grads import attach as attach_weight_grads
 from torchrec_memcom.lsh import Batch
 from torchrec_memcom.modules.compressed import (
     CompressedEmbeddingBagCollection,
@@ -66,7 +64,7 @@ from torchrec_memcom.modules.compressed import (
     signature_coverage_of,
 )
 from torchrec_memcom.modules.transform import IdTransform
-from torchrec_memcom.ops import ONE_SLOTS, IdOp, memcom_local_rows
+from torchrec_memcom.ops import ONE_SLOTS, IdOp
 
 __all__ = [
     "ALL_SHARDING_TYPES",
@@ -224,13 +222,9 @@ class ShardedCompressedEmbeddingBagCollection(
         self._sharding_has_raw = [any(f in raw_keys for f in fs) for fs in shardings]
         self._post_params: Dict[Tuple[int, Tuple[str, ...]], torch.Tensor] = {}
 
-        self._weight_grads: List[Optional[PooledWeightGrads]] = [None] * len(shardings)
         if self._memcom:
             self._init_entity_weights(module, plan)
             if not self._is_weighted:  # the other features' weights are the constant 1: no gradient wanted
-                # w's gradient from the pooled outputs' (one kernel, MEmCom's positions only) where the lookup allows
-                # it, else FBGEMM's, restricted to MEmCom's features
-                self._weight_grads = attach_weight_grads(self._lookups, self._sharding_has_memcom, set(self._memcom))
                 _compat.per_sample_weight_grads_only_for(inner, set(self._memcom))
         # Output projections of narrowed tables: dense, replicated, trained through DDP like the MLPs.
         projections = module.output_projections()
@@ -435,14 +429,6 @@ class ShardedCompressedEmbeddingBagCollection(
         params = self._params_for(sharding, kjt.keys())
         update = self._fused_optimizer.update
         offsets = kjt.offsets()  # computed once here, for the rows kernel and for TorchRec's lookup
-        grads = self._weight_grads[sharding]
-        if grads is not None:  # w's gradient comes from the lookup output's (weight_grads)
-            weight = self.entity_weights_local.detach()
-            rows, w_index, w = memcom_local_rows(kjt.values(), kjt.lengths(), params, weight, offsets)
-            out = _with(kjt, rows, w, offsets)
-            if torch.is_grad_enabled():
-                grads.expect(out, rows, w_index, update)
-            return out
         rows, w = memcom_rows_and_weights(
             kjt.values(), kjt.lengths(), params, self.entity_weights_local, update, offsets
         )

@@ -187,9 +187,8 @@ class EntityWeightOptimizer(FusedOptimizer):
         return self._lr_cache[1]
 
     @torch.no_grad()
-    def update(self, index: torch.Tensor, grad: torch.Tensor, scale: float = 1.0) -> None:
-        """Applies the update for ``grad`` of ``weight[index]`` (duplicates summed), ``grad`` taken ``scale`` times
-        (on top of ``grad_scale``).
+    def update(self, index: torch.Tensor, grad: torch.Tensor) -> None:
+        """Applies the update for ``grad`` of ``weight[index]`` (duplicates summed).
 
         No host-device synchronisation: gathers, ``index_add_`` / ``index_copy_`` / ``index_fill_`` scatters and
         elementwise ops (an ``index_put_`` of a Python scalar would copy it to the device and wait). On CUDA, the
@@ -209,7 +208,7 @@ class EntityWeightOptimizer(FusedOptimizer):
                 entity_update_triton,
             )
 
-            rule = (self._bounds, self._lr_vector(), self._adagrad, self._eps, self._scale * scale)
+            rule = (self._bounds, self._lr_vector(), self._adagrad, self._eps, self._scale)
             if mode == "sorted":
                 entity_update_sorted_triton(index, grad, self._weight, self._sum, *rule)
                 return
@@ -221,7 +220,7 @@ class EntityWeightOptimizer(FusedOptimizer):
             return
         scratch = self._scratch
         scratch.index_add_(0, index, grad)  # scaled once per id below, not per position
-        g = scratch.index_select(0, index) * (self._scale * scale)  # each id's summed gradient, at all its positions
+        g = scratch.index_select(0, index) * self._scale  # each id's summed gradient, at every one of its positions
         scratch.index_fill_(0, index, 0.0)
         table = torch.bucketize(index, self._bounds, right=True)
         lr = self._lr_vector().index_select(0, table)

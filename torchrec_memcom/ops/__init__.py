@@ -8,7 +8,6 @@ reference and the CPU path.
   remainder, ...). It also range-checks the ids (per feature min / max, read later without stalling the GPU) and
   carries or fills the per-id weights.
 - ``memcom_local_rows``: on a rank of sharded MEmCom, local shared rows and entity-weight slots of received ids.
-- ``pooled_weight_grads``: the gradient of a weighted pooled lookup's per-sample weights, from its output's gradient.
 - ``hash_ids`` / ``lma_locations``: single-table helpers (hash of one table; LMA chunk locations of every chunk of a
   table's ids, a one-job ``lma_locations_grouped``).
 - ``lma_locations_grouped``: LMA chunk locations of many features (of any tables) in one launch, each column written
@@ -40,7 +39,6 @@ __all__ = [
     "lma_locations_grouped",
     "LocalRows",
     "memcom_local_rows",
-    "pooled_weight_grads",
     "transform_segments",
     "triton_enabled",
 ]
@@ -366,41 +364,3 @@ def memcom_local_rows(
     spread = torch.arange(ids.numel(), device=ids.device) % ONE_SLOTS
     w_index = torch.where(memcom, ids + p[:, 2], p[:, 2] + spread)
     return LocalRows(rows, w_index, None if weight is None else weight.index_select(0, w_index))
-
-
-def pooled_weight_grads(
-    grad: torch.Tensor,
-    weights: torch.Tensor,
-    rows: torch.Tensor,
-    offsets: torch.Tensor,
-    params: torch.Tensor,
-    max_dim: int,
-) -> torch.Tensor:
-    """The gradient of the per-sample weights of a pooled weighted lookup ``out[s, c_f : c_f + D_f] = sum_j x_j
-    U_f[rows_j]`` over the positions ``j`` of bag ``s`` of feature ``f``, given ``grad = d loss / d out``:
-    ``<grad[s, c_f : c_f + D_f], U_f[rows_j]>`` (float32), and 0 for the features without one.
-
-    ``weights`` is a flat vector holding each table ``U_f`` row-major from element ``base_f``; ``params[f] = (base_f
-    or -1 for no gradient, D_f, c_f)`` (``(F, 3)`` int64) and ``max_dim >= max D_f``. ``rows`` are the positions'
-    rows (values grouped by feature, ``F * S`` bags), ``offsets`` the ``(F * S + 1,)`` bag offsets. No host
-    synchronisation; one kernel on CUDA.
-    """
-    out = torch.empty(rows.shape, dtype=torch.float32, device=rows.device)
-    num_features = params.shape[0]
-    if rows.numel() == 0 or num_features == 0:
-        return out.zero_()
-    if triton_enabled(rows):
-        from torchrec_memcom.ops._triton import pooled_weight_grads_triton
-
-        g = grad if grad.stride(-1) == 1 else grad.contiguous()
-        pooled_weight_grads_triton(g, weights, rows, offsets.contiguous(), params.contiguous(), max_dim, out)
-        return out
-    stride = (offsets.numel() - 1) // num_features
-    bag = torch.bucketize(torch.arange(rows.numel(), device=rows.device), offsets[1:], right=True)
-    p = params[bag // stride]
-    base, dim, col = p[:, 0:1], p[:, 1:2], p[:, 2:3]
-    d = torch.arange(max_dim, device=rows.device)
-    valid = (d < dim) & (base >= 0)
-    u = weights[torch.where(valid, base + rows.to(torch.int64).unsqueeze(1) * dim + d, 0)]
-    g = grad[(bag % stride).unsqueeze(1), torch.where(valid, col + d, 0)]
-    return (g.float() * u.float() * valid).sum(1)
