@@ -89,12 +89,11 @@ def fused_tbes(module: torch.nn.Module) -> List[Tuple[Any, Any]]:
     return out
 
 
-def per_sample_weight_grads_only_for(module: torch.nn.Module, tables: AbstractSet[str]) -> int:
+def per_sample_weight_grads_only_for(module: torch.nn.Module, tables: AbstractSet[str]) -> None:
     """Makes each fused TBE of a sharded collection compute its per-sample weights' gradient only for the features
     of ``tables``; the others get a zero gradient, without their rows being read again (FBGEMM's
     ``feature_requires_grad``, which TorchRec's kernels do not pass: a forward pre-hook adds it). Only for weights
-    whose gradient is not wanted outside ``tables``. Returns the number of TBEs hooked."""
-    hooked = 0
+    whose gradient is not wanted outside ``tables``."""
     for emb, tbe in fused_tbes(module):
         if "feature_requires_grad" not in inspect.signature(tbe.forward).parameters:
             continue
@@ -108,8 +107,6 @@ def per_sample_weight_grads_only_for(module: torch.nn.Module, tables: AbstractSe
             return args, {**kwargs, "feature_requires_grad": flags}
 
         tbe.register_forward_pre_hook(add_flags, with_kwargs=True)
-        hooked += 1
-    return hooked
 
 
 def table_optimizer_settings(ebc: ShardedEmbeddingBagCollection) -> Dict[str, Tuple[Any, float, float]]:
