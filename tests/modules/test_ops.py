@@ -173,6 +173,7 @@ def check_kernels_on_cpu() -> None:
     _check_lma("cpu")
     _check_memcom_rows("cpu")
     _check_segments("cpu")
+    _check_segments_placement("cpu")
     _check_memcom_passthrough("cpu")
     _check_mod_p()
     _check_lma_clamp()
@@ -366,6 +367,82 @@ def _check_segments(device: str) -> None:
         stats7 = torch.tensor([[2**63 - 1, -(2**63)]] * 4, device=device)  # nothing to transform: still checked
         transform_segments(values, None, static[:1], rows[:1], [(0, 0, 0)], stats7, 0, False, None, lens.to(device))
         assert stats7.cpu()[3, 0].item() == -4
+
+
+def _check_segments_placement(device: str) -> None:
+    """The segments read from a KJT's offsets on the device (``SegmentPlacement``) against the host rows: a KJT of
+    4 keys x stride 3 in another order than the segments, a segment sent empty, a subset of rows, the 64-bit paths
+    (a hash over 2**40 ids, a divisor of ids beyond 2**31), and the statistics buffer reset in the same launch."""
+    from torchrec_memcom.ops import NUM_OP_PARAMS, IdOp, SegmentPlacement, transform_segments
+
+    g = torch.Generator().manual_seed(3)
+    big = HASHES[2]
+    a, c = big.scramble_params
+    n = [1_000, 2**40, 50, 2**36]
+    stride = 3
+    lengths = torch.randint(0, 900, (4 * stride,), generator=g)
+    lengths[stride : 2 * stride] = torch.tensor([0, 2_500, 7])  # a bag longer than a kernel block
+    per_key = lengths.view(4, stride).sum(1).tolist()
+    values = torch.cat([torch.randint(0, n[k], (per_key[k],), generator=g) for k in range(4)])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    starts = offsets[::stride].tolist()
+    # output segments: (key, op, params); the third is sent empty; rows run for all but the second
+    segs = [
+        (3, IdOp.DIV, [7]),
+        (1, IdOp.HASH, [a, c, big.padded_num_embeddings, big.ids_per_bucket, big.rows_per_bucket]),
+        (2, IdOp.MOD, [9]),
+        (1, IdOp.MOD, [2**33 + 1]),
+        (0, IdOp.IDENTITY, []),
+    ]
+    keys = [k for k, _, _ in segs]
+    keys[2] = -1
+    live = [0, 2, 3, 4]
+    rows = [[k, int(op), 1, 0, n[k], *(p + [0] * (NUM_OP_PARAMS - len(p)))] for k, op, p in segs]
+    rows = [rows[p] for p in live]
+    sizes = [0 if k < 0 else per_key[k] for k in keys]
+    out_starts = [sum(sizes[:p]) for p in range(len(segs))]
+    want_dyn = [(starts[keys[p]] if keys[p] >= 0 else 0, out_starts[p], sizes[p]) for p in live]
+    place = SegmentPlacement(offsets.to(device), stride, torch.tensor(keys + live, device=device), len(segs))
+    assert place.dynamic() == want_dyn
+    total = sum(sizes)
+    fresh = [[2**63 - 1, -(2**63)]] * 5
+    stats, reset = torch.tensor(fresh, device=device), torch.zeros(5, 2, dtype=torch.int64, device=device)
+    static = torch.tensor(rows, device=device)
+    v = values.to(device)
+    out, _ = transform_segments(v, None, static, rows, None, stats, total, False, max(sizes), None, place, reset)
+    out, stats = out.cpu(), stats.cpu()
+    # independent reference: plain integer arithmetic on each key's ids
+    ids = [values[starts[k] : starts[k] + per_key[k]] for k in range(4)]
+    want = {
+        0: torch.div(ids[3], 7, rounding_mode="floor"),
+        2: torch.zeros(0, dtype=torch.int64),
+        3: ids[1] % (2**33 + 1),
+        4: ids[0],
+    }
+    for p, w in want.items():
+        torch.testing.assert_close(out[out_starts[p] : out_starts[p] + sizes[p]], w, rtol=0, atol=0)
+    assert reset.cpu().tolist() == fresh
+    assert stats[3].tolist() == [int(ids[3].min()), int(ids[3].max())]
+    assert stats[0].tolist() == [int(ids[0].min()), int(ids[0].max())]
+    # every row: the hash over 2**40 ids (its 64-bit path) as hashing computes it, and the same ids as the host rows
+    every = [[k, int(op), 1, 0, n[k], *(p + [0] * (NUM_OP_PARAMS - len(p)))] for k, op, p in segs]
+    place_all = SegmentPlacement(place.offsets, stride, torch.tensor(keys + list(range(5)), device=device), 5)
+    s1 = torch.tensor(fresh, device=device)
+    got, _ = transform_segments(v, None, torch.tensor(every, device=device), every, None, s1, total, False,
+                                max(sizes), None, place_all)  # fmt: skip
+    host, _ = transform_segments(v, None, torch.tensor(every, device=device), every, place_all.dynamic(),
+                                 torch.tensor(fresh, device=device), total, False)  # fmt: skip
+    torch.testing.assert_close(got.cpu(), host.cpu(), rtol=0, atol=0)
+    torch.testing.assert_close(got.cpu()[out_starts[1] : out_starts[2]], big(ids[1]), rtol=0, atol=0)
+
+
+def test_transform_segments_placement_cpu() -> None:
+    _check_segments_placement("cpu")
+
+
+@pytest.mark.gpu
+def test_transform_segments_placement_triton() -> None:
+    _check_segments_placement("cuda")
 
 
 def test_transform_segments_cpu() -> None:

@@ -8,7 +8,7 @@ data-parallel side, before its input dist and after its output dist.
 """
 
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -16,7 +16,13 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.modules.method import Combine, CustomJob, Segment, TableMethod
-from torchrec_memcom.ops import NUM_OP_PARAMS, IdOp, ints_to_device, transform_segments, triton_enabled
+from torchrec_memcom.ops import (
+    NUM_OP_PARAMS,
+    IdOp,
+    SegmentPlacement,
+    transform_segments,
+    triton_enabled,
+)
 from torchrec_memcom.ops.columns import ColumnProducts, column_products
 
 __all__ = ["IdTransform", "InputCheck"]
@@ -92,6 +98,11 @@ class _InputPlan:
     sources: Optional[torch.Tensor]
     mean_rows: torch.Tensor
     stats: torch.Tensor
+    # the kernel's SegmentPlacement.place for all output segments and for the live ones; two statistics buffers
+    # the kernel takes in turn (it fills one and resets the other: no per-batch template copy)
+    place: torch.Tensor
+    place_live: torch.Tensor
+    stats_pair: List[torch.Tensor]
     keep: Optional[torch.Tensor] = None  # (segments, 1) 0/1: 0 for the empty chunks of raw features
 
 
@@ -184,6 +195,7 @@ class IdTransform(nn.Module):
         self._device_cache: Dict[Tuple[Tuple[str, ...], torch.device], torch.Tensor] = {}
         self._input_plans: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], torch.device], _InputPlan] = {}
         self._combine_plans: Dict[Tuple[str, ...], _CombinePlan] = {}
+        self._no_divisors: Dict[Tuple[int, torch.device], torch.Tensor] = {}
         self.default_order = tuple(physical_order)
         self._order(self.default_order)  # validates the order
 
@@ -264,11 +276,16 @@ class IdTransform(nn.Module):
             sources = [position[f] for f in out.sources]
             identity = sources == list(range(len(input_keys))) and not out.empty
             keep = [[0] if p in out.empty else [1] for p in range(len(sources))]
+            keys = [-1 if p in out.empty else s for p, s in enumerate(sources)]
+            stats = torch.tensor([_STATS_INIT] * (len(self._features) + 1), device=device)
             plan = _InputPlan(
                 position=position,
                 sources=None if identity else torch.tensor(sources, dtype=torch.int64, device=device),
                 mean_rows=torch.tensor([position[f] for f in self._mean_features], dtype=torch.int64, device=device),
-                stats=torch.tensor([_STATS_INIT] * (len(self._features) + 1), device=device),
+                stats=stats,
+                place=torch.tensor(keys + list(range(len(keys))), dtype=torch.int64, device=device),
+                place_live=torch.tensor(keys + out.live, dtype=torch.int64, device=device),
+                stats_pair=[stats.clone(), stats.clone()],
                 keep=torch.tensor(keep, dtype=torch.int32, device=device) if out.empty else None,
             )
             self._input_plans[key] = plan
@@ -364,10 +381,28 @@ class IdTransform(nn.Module):
             static = self._device_tensors(order, device, live=True, raw=raw)
             static_host = [static_host[p] for p in plan.live]
             run = [dynamic[p] for p in plan.live]
-        stats, run_arg, max_len = self._fresh_stats(inputs.stats, run)
-        values, out_weights = transform_segments(
-            ids, weights, static, static_host, run_arg, stats, offset, self.out_weighted, max_len, lengths
-        )
+        stride = features.stride()
+        if run and triton_enabled(ids):
+            # the kernel reads where the segments lie from the KJT's offsets, fills one statistics buffer and resets
+            # the other for the next batch: nothing crosses from the host per batch
+            live = len(run) < len(dynamic)
+            place = SegmentPlacement(
+                features.offsets(), stride, inputs.place_live if live else inputs.place, len(dynamic)
+            )
+            # first the previous batch's check (it may raise): its copy of ``reset`` is then done, the kernel may
+            # refill it
+            self.input_check.flush()
+            stats, reset = inputs.stats_pair
+            inputs.stats_pair.reverse()
+            values, out_weights = transform_segments(
+                ids, weights, static, static_host, None, stats, offset, self.out_weighted,
+                max(n for _, _, n in run), lengths, place, reset,
+            )  # fmt: skip
+        else:
+            stats = inputs.stats.clone()
+            values, out_weights = transform_segments(
+                ids, weights, static, static_host, run, stats, offset, self.out_weighted, None, lengths
+            )
         self.input_check(stats, self._check_meta)  # before CUSTOM segments read per-id state
         jobs: Dict[TableMethod, List[CustomJob]] = {}  # one custom_ids_into call per method
         for f, columns in plan.custom.items():
@@ -378,7 +413,6 @@ class IdTransform(nn.Module):
             )
         for method, method_jobs in jobs.items():
             method.custom_ids_into(self, method_jobs, ids, values)
-        stride = features.stride()
         by_feature = lengths.view(-1, stride)
         physical_lengths = lengths if inputs.sources is None else by_feature.index_select(0, inputs.sources)
         if inputs.keep is not None:
@@ -395,20 +429,6 @@ class IdTransform(nn.Module):
             offset_per_key=_exclusive_cumsum(out_lengths) + [offset],
         )
         return out, divisors
-
-    @staticmethod
-    def _fresh_stats(
-        template: torch.Tensor, run: List[Tuple[int, int, int]]
-    ) -> Tuple[torch.Tensor, Union[List[Tuple[int, int, int]], torch.Tensor], Optional[int]]:
-        """``(stats, dynamic, max_len)`` for ``transform_segments``: a fresh copy of the stats template and the
-        segments' ``(input start, output start, length)``. On CUDA both cross in one host-to-device copy
-        (``ops.ints_to_device``; one transfer per batch instead of a device clone and a transfer)."""
-        if not template.is_cuda or not run or not triton_enabled(template):
-            return template.clone(), run, None
-        flat = _STATS_INIT * template.shape[0] + [x for seg in run for x in seg]
-        packed = ints_to_device(flat, template.device)
-        n = template.numel()
-        return packed[:n].view(template.shape), packed[n:].view(-1, 3), max(seg[2] for seg in run)
 
     def expand(self, kjt: KeyedJaggedTensor, raw: FrozenSet[str]) -> KeyedJaggedTensor:
         """Completes a physical KJT that left ``forward(..., raw=raw)`` and crossed an input dist: each raw feature's
@@ -498,8 +518,11 @@ class IdTransform(nn.Module):
         )
 
     def _mean_divisors(self, lengths_by_feature: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        if not self._mean_features:
-            return lengths_by_feature.new_zeros((lengths_by_feature.shape[1], 0), dtype=torch.float32)
+        if not self._mean_features:  # one empty tensor per batch size, not an allocation per batch
+            key = (lengths_by_feature.shape[1], lengths_by_feature.device)
+            if key not in self._no_divisors:
+                self._no_divisors[key] = torch.empty((key[0], 0), dtype=torch.float32, device=key[1])
+            return self._no_divisors[key]
         return lengths_by_feature.index_select(0, rows).t().clamp(min=1).to(torch.float32)
 
     # -- output ----------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ __all__ = [
     "LMAJob",
     "NUM_OP_PARAMS",
     "ONE_SLOTS",
+    "SegmentPlacement",
     "hash_ids",
     "ints_to_device",
     "lma_chunk_params",
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 NUM_OP_PARAMS = 5
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
 
 
 class IdOp(enum.IntEnum):
@@ -105,6 +108,29 @@ def apply_id_op(op: int, x: torch.Tensor, params: Sequence[int]) -> torch.Tensor
     return x
 
 
+class SegmentPlacement(NamedTuple):
+    """Where ``transform_segments``' segments lie, read on the device from the input KJT (no per-batch host copy).
+
+    ``offsets``: the input KJT's ``(K * stride + 1,)`` offsets; ``place``: int64 on the same device, ``(P + R,)``:
+    for each of the ``P = num_segments`` output segments in output order the index of its key in the KJT (``-1``: the
+    segment is sent empty), then for each of the ``R`` static rows the output segment it writes. A segment's ids are
+    its key's values; its output follows those of the segments before it.
+    """
+
+    offsets: torch.Tensor
+    stride: int
+    place: torch.Tensor
+    num_segments: int
+
+    def dynamic(self) -> List[Tuple[int, int, int]]:
+        """The static rows' ``(input start, output start, length)`` (host reads: the reference path)."""
+        place, offsets, b = self.place.tolist(), self.offsets.tolist(), self.stride
+        keys, rows = place[: self.num_segments], place[self.num_segments :]
+        lengths = [0 if k < 0 else offsets[(k + 1) * b] - offsets[k * b] for k in keys]
+        out_starts = [sum(lengths[:p]) for p in range(len(keys))]
+        return [(offsets[keys[p] * b] if keys[p] >= 0 else 0, out_starts[p], lengths[p]) for p in rows]
+
+
 def transform_segments(
     values: torch.Tensor,
     weights: Optional[torch.Tensor],
@@ -116,6 +142,8 @@ def transform_segments(
     out_weighted: bool,
     max_len: Optional[int] = None,
     lengths: Optional[torch.Tensor] = None,
+    placement: Optional[SegmentPlacement] = None,
+    reset: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Applies every segment's ``IdOp`` in one pass; returns ``(physical values, physical weights)``.
 
@@ -138,6 +166,10 @@ def transform_segments(
             (default: ``total``); it sizes the launch grid.
         lengths (Optional[torch.Tensor]): the input KJT's lengths; their minimum goes into ``stats[-1, 0]`` (which
             starts at ``INT64_MAX``) in the same launch, for the caller's check of negative lengths.
+        placement (Optional[SegmentPlacement]): instead of ``dynamic`` (then ignored), where the segments lie, read
+            from the input KJT's offsets on the device; ``max_len`` is then required.
+        reset (Optional[torch.Tensor]): a buffer shaped like ``stats`` set to the ``(INT64_MAX, INT64_MIN)`` sentinels
+            in the same launch (the next batch's statistics: a caller alternating two buffers copies no template).
 
     Each op reads its ids clamped into ``[0, num_embeddings)``, so every output lies in its physical table whatever
     the input (FBGEMM's bounds check of the lookup is then redundant); the statistics keep the ids as given, for the
@@ -150,14 +182,21 @@ def transform_segments(
     w_dtype = weights.dtype if weights is not None else torch.float32
     w_out = torch.empty(total, dtype=w_dtype, device=device) if out_weighted else None
     kernel = total > 0 and bool(static_host) and triton_enabled(values)
-    if lengths is not None and lengths.numel() and not kernel:  # the kernel takes it in its own launch
-        stats[-1, 0] = torch.minimum(stats[-1, 0], lengths.min().to(stats.dtype))
+    if not kernel:  # the kernel does both in its own launch
+        if reset is not None:
+            reset[:, 0], reset[:, 1] = _INT64_MAX, _INT64_MIN
+        if lengths is not None and lengths.numel():
+            stats[-1, 0] = torch.minimum(stats[-1, 0], lengths.min().to(stats.dtype))
     if total == 0 or not static_host:
         return out, w_out
     if kernel:
         from torchrec_memcom.ops._triton import transform_segments_triton
 
-        if isinstance(dynamic, torch.Tensor):
+        if placement is not None:
+            if max_len is None:
+                raise ValueError("transform_segments: max_len is required with a placement")
+            dyn = placement.place
+        elif isinstance(dynamic, torch.Tensor):
             dyn, max_len = dynamic.contiguous(), total if max_len is None else max_len
         else:
             dyn = ints_to_device(dynamic, device)
@@ -172,8 +211,12 @@ def transform_segments(
             stats,
             max_len,
             None if lengths is None else lengths.contiguous(),
+            placement,
+            reset,
         )
         return out, w_out
+    if placement is not None:
+        dynamic = placement.dynamic()
     dynamic_host = dynamic.tolist() if isinstance(dynamic, torch.Tensor) else dynamic
     x_all = values.to(torch.int64)
     for row, (start, out_start, n) in zip(static_host, dynamic_host):

@@ -264,7 +264,8 @@ def memcom_rows_triton(
     )
 
 
-# ops.transform_segments: static rows (src, op, check, carry, n, p0..p4), dynamic rows (in start, out start, len).
+# ops.transform_segments: static rows (src, op, check, carry, n, p0..p4); where the segments are: dynamic rows (in
+# start, out start, len) from the host, or (FROM_OFFSETS) read from the input KJT's offsets (ops.SegmentPlacement).
 @triton.jit
 def _segments_kernel(
     ids_ptr,
@@ -275,16 +276,23 @@ def _segments_kernel(
     w_out_ptr,
     stats_ptr,
     lengths_ptr,
+    offsets_ptr,
+    reset_ptr,
     n_in,
     n_out,
     n_lengths,
     length_row,
+    stride,
+    num_segments,
     m1,
     m2,
     mc,
     HAS_W_IN: tl.constexpr,
     HAS_W_OUT: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
+    FROM_OFFSETS: tl.constexpr,
+    HAS_RESET: tl.constexpr,
+    SEGMENTS_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     seg = tl.program_id(0)
@@ -299,9 +307,36 @@ def _segments_kernel(
         least = tl.min(smallest, axis=0)
         if least < 9223372036854775807:
             tl.atomic_min(stats_ptr + length_row * 2, least)
-    start = tl.load(dyn_ptr + seg * 3)
-    out_start = tl.load(dyn_ptr + seg * 3 + 1)
-    n = tl.load(dyn_ptr + seg * 3 + 2)
+    if HAS_RESET:  # the other stats buffer back to the (max, min) sentinels, for the next batch
+        if seg == 0 and tl.program_id(1) == 0:
+            r = tl.arange(0, SEGMENTS_BLOCK)
+            big = tl.full((SEGMENTS_BLOCK,), 9223372036854775807, tl.int64)
+            for kr in range(0, tl.cdiv(length_row + 1, SEGMENTS_BLOCK)):
+                row_r = kr * SEGMENTS_BLOCK + r
+                tl.store(reset_ptr + row_r * 2, big, mask=row_r <= length_row)
+                tl.store(reset_ptr + row_r * 2 + 1, -big - 1, mask=row_r <= length_row)
+    if FROM_OFFSETS:
+        # dyn = (source key of each output segment, -1 if sent empty; then the output segment of each static row):
+        # a segment's ids are its key's [offsets[key * stride], offsets[(key + 1) * stride]); its output starts after
+        # those of the segments before it
+        p = tl.load(dyn_ptr + num_segments + seg)
+        key = tl.load(dyn_ptr + p)
+        start = tl.where(key >= 0, tl.load(offsets_ptr + tl.maximum(key, 0) * stride).to(tl.int64), 0)
+        end = tl.where(key >= 0, tl.load(offsets_ptr + (tl.maximum(key, 0) + 1) * stride).to(tl.int64), 0)
+        n = end - start
+        before = tl.zeros((SEGMENTS_BLOCK,), dtype=tl.int64)
+        q = tl.arange(0, SEGMENTS_BLOCK)
+        for kp in range(0, tl.cdiv(p, SEGMENTS_BLOCK)):
+            seg_q = kp * SEGMENTS_BLOCK + q
+            src = tl.load(dyn_ptr + seg_q, mask=seg_q < p, other=-1)
+            src_end = tl.load(offsets_ptr + (src + 1) * stride, mask=src >= 0, other=0).to(tl.int64)
+            src_start = tl.load(offsets_ptr + src * stride, mask=src >= 0, other=0).to(tl.int64)
+            before += src_end - src_start
+        out_start = tl.sum(before, axis=0)
+    else:
+        start = tl.load(dyn_ptr + seg * 3)
+        out_start = tl.load(dyn_ptr + seg * 3 + 1)
+        n = tl.load(dyn_ptr + seg * 3 + 2)
     offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     # in bounds of both buffers whatever the lengths say (bad lengths are reported by the caller's deferred check)
     mask = (offs < n) & (start + offs < n_in) & (out_start + offs < n_out)
@@ -310,25 +345,44 @@ def _segments_kernel(
     op = tl.load(row + 1)
     check = tl.load(row + 2)
     carry = tl.load(row + 3)
-    zero = tl.zeros((BLOCK,), dtype=tl.int64)  # scalar conditions as blocks (Triton's interpreter masks need them)
+    n_emb = tl.load(row + 4)
     p0 = tl.load(row + 5)
     p1 = tl.load(row + 6)
     p2 = tl.load(row + 7)
     p3 = tl.load(row + 8)
     p4 = tl.load(row + 9)
+    zero = tl.zeros((BLOCK,), dtype=tl.int64)  # scalar conditions as blocks (Triton's interpreter masks need them)
     x_in = tl.load(ids_ptr + start + offs, mask=mask, other=0).to(tl.int64)
     # the op reads the id clamped into [0, num_embeddings) (0: no clamp): every output in range (the statistics keep
-    # x_in)
-    n_emb = tl.load(row + 4)
-    x = tl.where((zero + n_emb) > 0, tl.minimum(tl.maximum(x_in, 0), n_emb - 1), x_in)
-    # ops.IdOp: 1 HASH, 2 SCRAMBLE, 3 DIV, 4 MOD; 0 IDENTITY and 5 CUSTOM keep x
-    safe_n = tl.where(p2 > 0, p2, 1)
-    s = (x * p0 + p1) % safe_n
-    rows = (s // tl.where(p3 > 0, p3, 1)) * p4 + _mix(s, m1, m2, mc) % tl.where(p4 > 0, p4, 1)
-    d = tl.where(p0 > 0, p0, 1)
-    y = tl.where(op == 1, rows, tl.where(op == 2, s, tl.where(op == 3, x // d, tl.where(op == 4, x % d, x))))
-    write = mask & ((zero + op) != 5)  # CUSTOM segments: the caller writes the ids
-    tl.store(out_ptr + out_start + offs, y, mask=write)
+    # x_in). ops.IdOp: 1 HASH, 2 SCRAMBLE, 3 DIV, 4 MOD; 0 IDENTITY and 5 CUSTOM keep x. The op is the same for the
+    # whole program: one branch runs, and a division whose operands are below 2**31 runs in 32 bits (an emulated
+    # 64-bit division costs several times more)
+    y = x_in
+    if n_emb > 0:
+        y = tl.minimum(tl.maximum(x_in, 0), n_emb - 1)
+    if op == 1 or op == 2:
+        s = (y * p0 + p1) % p2  # p0 * n_pad < 2**62
+        if op == 1:
+            if (p2 <= 2147483647) & (p4 <= 2147483647):  # s, the bucket size p3, the mix and p4 below 2**31
+                bucket = (s.to(tl.int32) // p3.to(tl.int32)).to(tl.int64)
+                y = bucket * p4 + (_mix(s, m1, m2, mc).to(tl.int32) % p4.to(tl.int32)).to(tl.int64)
+            else:
+                y = (s // p3) * p4 + _mix(s, m1, m2, mc) % p4
+        else:
+            y = s
+    elif op == 3 or op == 4:
+        if (n_emb > 0) & (n_emb <= 2147483648) & (p0 <= 2147483647):
+            if op == 3:
+                y = (y.to(tl.int32) // p0.to(tl.int32)).to(tl.int64)
+            else:
+                y = (y.to(tl.int32) % p0.to(tl.int32)).to(tl.int64)
+        else:
+            if op == 3:
+                y = y // p0
+            else:
+                y = y % p0
+    if op != 5:  # CUSTOM segments: the caller writes the ids
+        tl.store(out_ptr + out_start + offs, y, mask=mask)
     if HAS_W_OUT:
         if HAS_W_IN:
             w = tl.load(w_in_ptr + start + offs, mask=mask & ((zero + carry) != 0), other=1.0)
@@ -353,28 +407,40 @@ def transform_segments_triton(
     stats: torch.Tensor,
     max_len: int,
     lengths: "torch.Tensor | None" = None,
+    placement: Any = None,
+    reset: "torch.Tensor | None" = None,
 ) -> None:
+    """``ops.transform_segments``' kernel: ``dynamic`` holds the ``(P, 3)`` rows of the segments, or with
+    ``placement`` (an ``ops.SegmentPlacement``) is ignored: the segments are read from its offsets."""
     m1, m2, mc = mix_params(0)
     grid = (static.shape[0], max(1, triton.cdiv(max_len, _BLOCK)))
+    from_offsets = placement is not None
     _segments_kernel[grid](
         ids,
         weights if weights is not None else ids,
         static,
-        dynamic,
+        placement.place if from_offsets else dynamic,
         out,
         w_out if w_out is not None else out,
         stats,
         lengths if lengths is not None else ids,
+        placement.offsets if from_offsets else ids,
+        reset if reset is not None else stats,
         ids.numel(),
         out.numel(),
         lengths.numel() if lengths is not None else 0,
         stats.shape[0] - 1,
+        placement.stride if from_offsets else 0,
+        placement.num_segments if from_offsets else 0,
         m1,
         m2,
         mc,
         HAS_W_IN=weights is not None,
         HAS_W_OUT=w_out is not None,
         HAS_LENGTHS=lengths is not None and lengths.numel() > 0,
+        FROM_OFFSETS=from_offsets,
+        HAS_RESET=reset is not None,
+        SEGMENTS_BLOCK=128,
         BLOCK=_BLOCK,
     )
 
