@@ -9,6 +9,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from tests.interpreted import run_interpreted
 from tests.reference import (
     check_forward,
     check_gradients,
@@ -246,6 +247,59 @@ def test_stock_tables_are_checked_too() -> None:
         ebc(missing)
 
 
+def _offsets_or_not(kjt: KeyedJaggedTensor, offsets: bool) -> KeyedJaggedTensor:
+    """``kjt`` as a new KJT that carries its offsets, or only its lengths."""
+    return KeyedJaggedTensor(
+        keys=kjt.keys(),
+        values=kjt.values(),
+        lengths=kjt.lengths(),
+        offsets=kjt.offsets() if offsets else None,
+        weights=kjt.weights_or_none(),
+    )
+
+
+def check_transform_paths_on_cpu() -> None:
+    """Under Triton's interpreter: the id transform's kernel, with the segments read from the KJT's offsets and
+    from rows copied from the host, gives the PyTorch path's physical KJT (keys in another order, an extra key,
+    empty bags, LMA's chunks, weights), batch after batch (its two statistics buffers alternate)."""
+    import os
+
+    from torchrec_memcom import LMAEmbeddingBagConfig
+    from torchrec_memcom.ops import triton_enabled
+
+    assert triton_enabled(torch.zeros(1)), "run under TRITON_INTERPRET=1 with triton installed"
+    for weighted in (False, True):
+        tables = _tables(weighted) + [
+            LMAEmbeddingBagConfig(
+                name="l0", num_embeddings=300, embedding_dim=8, feature_names=["l0"], memory_rows=40, chunk_size=4
+            )
+        ]
+        module = CompressedEmbeddingBagCollection(tables, is_weighted=weighted)
+        module.fit_signatures([random_kjt(id_ranges(tables), 64, _gen(4))])
+        transform = module.id_transform
+        for seed in range(3):
+            kjt = random_kjt(id_ranges(tables), 32, _gen(seed), weighted=weighted, extra_keys=["x"])
+            os.environ["TORCHREC_MEMCOM_DISABLE_TRITON"] = "1"
+            try:
+                want, want_divisors = transform(_offsets_or_not(kjt, False))
+            finally:
+                del os.environ["TORCHREC_MEMCOM_DISABLE_TRITON"]
+            for offsets in (True, False):
+                features = _offsets_or_not(kjt, offsets)
+                assert (features.offsets_or_none() is not None) == offsets
+                got, divisors = transform(features)
+                assert got.keys() == want.keys() and got.length_per_key() == want.length_per_key()
+                torch.testing.assert_close(got.values(), want.values(), rtol=0, atol=0)
+                torch.testing.assert_close(got.lengths(), want.lengths(), rtol=0, atol=0)
+                torch.testing.assert_close(divisors, want_divisors, rtol=0, atol=0)
+                if weighted:
+                    torch.testing.assert_close(got.weights(), want.weights(), rtol=0, atol=0)
+
+
+def test_transform_kernel_paths_interpreted() -> None:
+    run_interpreted("tests.modules.test_compressed", "check_transform_paths_on_cpu")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("weighted", [False, True])
 def test_cuda_matches_cpu(weighted: bool) -> None:
@@ -266,6 +320,9 @@ def test_cuda_matches_cpu(weighted: bool) -> None:
     kjt = random_kjt(id_ranges(tables), 32, _gen(1), weighted=weighted, extra_keys=["x"])
     out_cpu, out_gpu = cpu(kjt), gpu(kjt.to("cuda"))
     assert out_gpu.keys() == out_cpu.keys()
+    for offsets in (True, False):  # the segments read from the KJT's offsets on the GPU, or rows from the host
+        again = gpu(_offsets_or_not(kjt.to("cuda"), offsets)).values().detach().cpu()
+        torch.testing.assert_close(again, out_cpu.values().detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out_gpu.values().cpu(), out_cpu.values(), rtol=1e-5, atol=1e-6)
     upstream = torch.randn(out_cpu.values().shape, generator=_gen(2))
     (out_cpu.values() * upstream).sum().backward()

@@ -383,19 +383,21 @@ class IdTransform(nn.Module):
             run = [dynamic[p] for p in plan.live]
         stride = features.stride()
         if run and triton_enabled(ids):
-            # the kernel reads where the segments lie from the KJT's offsets, fills one statistics buffer and resets
-            # the other for the next batch: nothing crosses from the host per batch
-            live = len(run) < len(dynamic)
-            place = SegmentPlacement(
-                features.offsets(), stride, inputs.place_live if live else inputs.place, len(dynamic)
-            )
+            # the kernel fills one statistics buffer and resets the other for the next batch; where the segments lie
+            # it reads from the KJT's offsets when the KJT has them (nothing crosses from the host), else the rows
+            # cross in one copy (computing the offsets would cost more launches than the copy)
+            offsets = features.offsets_or_none()
+            place = None
+            if offsets is not None:
+                rows = inputs.place_live if len(run) < len(dynamic) else inputs.place
+                place = SegmentPlacement(offsets, stride, rows, len(dynamic))
             # first the previous batch's check (it may raise): its copy of ``reset`` is then done, the kernel may
             # refill it
             self.input_check.flush()
             stats, reset = inputs.stats_pair
             inputs.stats_pair.reverse()
             values, out_weights = transform_segments(
-                ids, weights, static, static_host, None, stats, offset, self.out_weighted,
+                ids, weights, static, static_host, run, stats, offset, self.out_weighted,
                 max(n for _, _, n in run), lengths, place, reset,
             )  # fmt: skip
         else:
