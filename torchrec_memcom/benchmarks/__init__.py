@@ -10,6 +10,7 @@
 - ``measure``: training steps, their timing and profile, the memory of a sharded model.
 - ``host_time``: a step's host time split over the parts of the embedding layer.
 - ``trace_ops``: which call launched each GPU op of a profiler trace (a CLI).
+- ``transform_time``: the id transform's host and GPU time alone, per method (a CLI).
 - ``recat``: the ``--cache-recat`` diagnostic (TorchRec's input-dist permutation built once).
 - ``uvm_cache``: fresh batches for tables behind FBGEMM's HBM cache, and the cache's miss counters.
 - ``report``: rows, ratios against stock, JSON, markdown tables and the weak-scaling combine.
