@@ -202,7 +202,7 @@ class EntityWeightOptimizer(FusedOptimizer):
         grad = grad.to(self._weight.dtype)
         mode = (self.mode or update_mode(index.numel())) if triton_enabled(index) else None
         if mode is not None:
-            from torchrec_memcom.ops._triton import (
+            from torchrec_memcom.ops._triton_entity_update import (
                 entity_aggregate_triton,
                 entity_update_sorted_triton,
                 entity_update_triton,

@@ -20,7 +20,7 @@ Every op gives bit-identical results on either path (int64 arithmetic below 2**6
 import enum
 import functools
 import os
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -136,7 +136,7 @@ def transform_segments(
     weights: Optional[torch.Tensor],
     static: torch.Tensor,
     static_host: List[List[int]],
-    dynamic: Union[List[Tuple[int, int, int]], torch.Tensor],
+    dynamic: Optional[List[Tuple[int, int, int]]],
     stats: torch.Tensor,
     total: int,
     out_weighted: bool,
@@ -155,15 +155,14 @@ def transform_segments(
             feature (range statistics of its ids go to ``stats[feature]``), ``carry_weight`` = 1 if the segment
             carries the input weight (else weight 1).
         static_host (List[List[int]]): the same rows as Python ints (the CPU path reads them without a sync).
-        dynamic (List[Tuple[int, int, int]] or torch.Tensor): per segment ``(input start, output start, length)``, on
-            the host, or as a ``(P, 3)`` int64 tensor on ``values``' device (then no host read: segments are at most
-            ``total`` long).
+        dynamic (Optional[List[Tuple[int, int, int]]]): per segment ``(input start, output start, length)`` (on CUDA
+            they cross in one copy), or ``None`` with a ``placement``.
         stats (torch.Tensor): ``(F', 2)`` int64, rows of features initialised to ``(INT64_MAX, INT64_MIN)``; updated
             in place to each checked feature's ``(min, max)`` id.
         total (int): output length.
         out_weighted (bool): produce weights (input weights where carried, else 1).
-        max_len (Optional[int]): the longest segment, when ``dynamic`` is a device tensor and the caller knows it
-            (default: ``total``); it sizes the launch grid.
+        max_len (Optional[int]): the longest segment, if the caller knows it (default: from ``dynamic``); it sizes the
+            launch grid. Required with a ``placement``.
         lengths (Optional[torch.Tensor]): the input KJT's lengths; their minimum goes into ``stats[-1, 0]`` (which
             starts at ``INT64_MAX``) in the same launch, for the caller's check of negative lengths.
         placement (Optional[SegmentPlacement]): instead of ``dynamic`` (then ignored), where the segments lie, read
@@ -196,11 +195,10 @@ def transform_segments(
             if max_len is None:
                 raise ValueError("transform_segments: max_len is required with a placement")
             dyn = placement.place
-        elif isinstance(dynamic, torch.Tensor):
-            dyn, max_len = dynamic.contiguous(), total if max_len is None else max_len
         else:
+            assert dynamic is not None, "transform_segments: dynamic rows or a placement"
             dyn = ints_to_device(dynamic, device)
-            max_len = max(d[2] for d in dynamic)
+            max_len = max(d[2] for d in dynamic) if max_len is None else max_len
         transform_segments_triton(
             values.contiguous(),
             weights,
@@ -217,9 +215,9 @@ def transform_segments(
         return out, w_out
     if placement is not None:
         dynamic = placement.dynamic()
-    dynamic_host = dynamic.tolist() if isinstance(dynamic, torch.Tensor) else dynamic
+    assert dynamic is not None, "transform_segments: dynamic rows or a placement"
     x_all = values.to(torch.int64)
-    for row, (start, out_start, n) in zip(static_host, dynamic_host):
+    for row, (start, out_start, n) in zip(static_host, dynamic):
         feature, op, check, carry = row[0], row[1], row[2], row[3]
         # as the kernel's masks: never read or write out of bounds (bad lengths are reported by the caller's check)
         n = max(0, min(n, values.numel() - start, total - out_start))
