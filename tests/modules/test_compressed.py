@@ -265,7 +265,7 @@ def check_transform_paths_on_cpu() -> None:
     import os
 
     from torchrec_memcom import LMAEmbeddingBagConfig
-    from torchrec_memcom.ops import triton_enabled
+    from torchrec_memcom.ops import _triton_importable, triton_enabled
 
     assert triton_enabled(torch.zeros(1)), "run under TRITON_INTERPRET=1 with triton installed"
     for weighted in (False, True):
@@ -280,10 +280,14 @@ def check_transform_paths_on_cpu() -> None:
         for seed in range(3):
             kjt = random_kjt(id_ranges(tables), 32, _gen(seed), weighted=weighted, extra_keys=["x"])
             os.environ["TORCHREC_MEMCOM_DISABLE_TRITON"] = "1"
+            _triton_importable.cache_clear()  # read once per process otherwise
             try:
+                assert not triton_enabled(kjt.values())
                 want, want_divisors = transform(_offsets_or_not(kjt, False))
             finally:
                 del os.environ["TORCHREC_MEMCOM_DISABLE_TRITON"]
+                _triton_importable.cache_clear()
+            assert triton_enabled(kjt.values())
             for offsets in (True, False):
                 features = _offsets_or_not(kjt, offsets)
                 assert (features.offsets_or_none() is not None) == offsets

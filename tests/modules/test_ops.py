@@ -422,6 +422,18 @@ def _check_segments_placement(device: str) -> None:
     for p, w in want.items():
         torch.testing.assert_close(out[out_starts[p] : out_starts[p] + sizes[p]], w, rtol=0, atol=0)
     assert reset.cpu().tolist() == fresh
+    # the output KJT's lengths in the same launch: each output segment takes its key's row, zeros if sent empty
+    # (from the offsets and from host rows; int64 and int32 lengths; once with nothing to transform)
+    length_sources = torch.tensor(keys, device=device)
+    for dtype in (torch.int64, torch.int32):
+        by_key = lengths.to(dtype).view(4, stride).tolist()
+        want_lengths = [x for k in keys for x in (by_key[k] if k >= 0 else [0] * stride)]
+        for how, dyn, n_out in ((place, None, total), (None, want_dyn, total), (None, [(0, 0, 0)] * len(rows), 0)):
+            got_lengths = torch.full((len(keys) * stride,), -7, dtype=dtype, device=device)
+            transform_segments(v, None, static, rows, dyn, torch.tensor(fresh, device=device), n_out, False,
+                               max(sizes), lengths.to(dtype).to(device), how, None, length_sources,
+                               got_lengths)  # fmt: skip
+            assert got_lengths.cpu().tolist() == want_lengths, (dtype, how is None, n_out)
     assert stats[3].tolist() == [int(ids[3].min()), int(ids[3].max())]
     assert stats[0].tolist() == [int(ids[0].min()), int(ids[0].max())]
     # every row: the hash over 2**40 ids (its 64-bit path) as hashing computes it, and the same ids as the host rows

@@ -91,11 +91,12 @@ class InputCheck:
 
 @dataclass
 class _InputPlan:
-    """For one input key order and output order: where each logical feature is in the input, which input feature
-    feeds each output segment (``None``: the identity), the rows of MEAN features, and a fresh-stats template."""
+    """For one input key order and output order: where each logical feature is in the input, the input key whose
+    lengths each output segment takes (-1: sent empty; ``None``: the input's lengths pass unchanged), the rows of
+    MEAN features, and a fresh-stats template."""
 
     position: List[int]
-    sources: Optional[torch.Tensor]
+    length_sources: Optional[torch.Tensor]
     mean_rows: torch.Tensor
     stats: torch.Tensor
     # the kernel's SegmentPlacement.place for all output segments and for the live ones; two statistics buffers
@@ -103,7 +104,6 @@ class _InputPlan:
     place: torch.Tensor
     place_live: torch.Tensor
     stats_pair: List[torch.Tensor]
-    keep: Optional[torch.Tensor] = None  # (segments, 1) 0/1: 0 for the empty chunks of raw features
 
 
 @dataclass
@@ -275,18 +275,17 @@ class IdTransform(nn.Module):
             out = self._order(order, raw)
             sources = [position[f] for f in out.sources]
             identity = sources == list(range(len(input_keys))) and not out.empty
-            keep = [[0] if p in out.empty else [1] for p in range(len(sources))]
             keys = [-1 if p in out.empty else s for p, s in enumerate(sources)]
             stats = torch.tensor([_STATS_INIT] * (len(self._features) + 1), device=device)
+            place = torch.tensor(keys + list(range(len(keys))), dtype=torch.int64, device=device)
             plan = _InputPlan(
                 position=position,
-                sources=None if identity else torch.tensor(sources, dtype=torch.int64, device=device),
+                length_sources=None if identity else place[: len(keys)],
                 mean_rows=torch.tensor([position[f] for f in self._mean_features], dtype=torch.int64, device=device),
                 stats=stats,
-                place=torch.tensor(keys + list(range(len(keys))), dtype=torch.int64, device=device),
+                place=place,
                 place_live=torch.tensor(keys + out.live, dtype=torch.int64, device=device),
                 stats_pair=[stats.clone(), stats.clone()],
-                keep=torch.tensor(keep, dtype=torch.int32, device=device) if out.empty else None,
             )
             self._input_plans[key] = plan
         return plan
@@ -382,10 +381,16 @@ class IdTransform(nn.Module):
             static_host = [static_host[p] for p in plan.live]
             run = [dynamic[p] for p in plan.live]
         stride = features.stride()
+        # the output's lengths: the input's, or gathered per output segment in the transform's launch
+        physical_lengths = lengths
+        if inputs.length_sources is not None:
+            physical_lengths = lengths.new_empty(len(dynamic) * stride)
+        lengths_out = None if inputs.length_sources is None else physical_lengths
         if run and triton_enabled(ids):
             # the kernel fills one statistics buffer and resets the other for the next batch; where the segments lie
             # it reads from the KJT's offsets when the KJT has them (nothing crosses from the host), else the rows
-            # cross in one copy (computing the offsets would cost more launches than the copy)
+            # cross in one copy (computing the offsets would cost more launches than the copy; the kernel reading
+            # them in pinned host memory took 35-40 us more GPU time per big batch than the copy)
             offsets = features.offsets_or_none()
             place = None
             if offsets is not None:
@@ -398,13 +403,14 @@ class IdTransform(nn.Module):
             inputs.stats_pair.reverse()
             values, out_weights = transform_segments(
                 ids, weights, static, static_host, run, stats, offset, self.out_weighted,
-                max(n for _, _, n in run), lengths, place, reset,
+                max(n for _, _, n in run), lengths, place, reset, inputs.length_sources, lengths_out,
             )  # fmt: skip
         else:
             stats = inputs.stats.clone()
             values, out_weights = transform_segments(
-                ids, weights, static, static_host, run, stats, offset, self.out_weighted, None, lengths
-            )
+                ids, weights, static, static_host, run, stats, offset, self.out_weighted, None, lengths,
+                None, None, inputs.length_sources, lengths_out,
+            )  # fmt: skip
         self.input_check(stats, self._check_meta)  # before CUSTOM segments read per-id state
         jobs: Dict[TableMethod, List[CustomJob]] = {}  # one custom_ids_into call per method
         for f, columns in plan.custom.items():
@@ -415,12 +421,7 @@ class IdTransform(nn.Module):
             )
         for method, method_jobs in jobs.items():
             method.custom_ids_into(self, method_jobs, ids, values)
-        by_feature = lengths.view(-1, stride)
-        physical_lengths = lengths if inputs.sources is None else by_feature.index_select(0, inputs.sources)
-        if inputs.keep is not None:
-            physical_lengths = physical_lengths * inputs.keep
-        physical_lengths = physical_lengths.reshape(-1)
-        divisors = self._mean_divisors(by_feature, inputs.mean_rows)
+        divisors = self._mean_divisors(lengths.view(-1, stride), inputs.mean_rows)
         out = KeyedJaggedTensor(
             keys=plan.keys,
             values=values,

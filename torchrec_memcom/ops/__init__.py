@@ -144,6 +144,8 @@ def transform_segments(
     lengths: Optional[torch.Tensor] = None,
     placement: Optional[SegmentPlacement] = None,
     reset: Optional[torch.Tensor] = None,
+    length_sources: Optional[torch.Tensor] = None,
+    lengths_out: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Applies every segment's ``IdOp`` in one pass; returns ``(physical values, physical weights)``.
 
@@ -169,6 +171,11 @@ def transform_segments(
             from the input KJT's offsets on the device; ``max_len`` is then required.
         reset (Optional[torch.Tensor]): a buffer shaped like ``stats`` set to the ``(INT64_MAX, INT64_MIN)`` sentinels
             in the same launch (the next batch's statistics: a caller alternating two buffers copies no template).
+        length_sources (Optional[torch.Tensor]): with ``lengths_out``, ``(Q,)`` int64 on the device: for each of the
+            output KJT's ``Q`` keys the input key whose lengths it takes (``-1``: zeros, a segment sent empty).
+        lengths_out (Optional[torch.Tensor]): ``(Q * stride,)``, shaped and typed like the output KJT's lengths:
+            written with key ``q``'s row ``lengths.view(-1, stride)[length_sources[q]]`` (needs ``lengths``), in the
+            same launch (no gather of the lengths by torch ops).
 
     Each op reads its ids clamped into ``[0, num_embeddings)``, so every output lies in its physical table whatever
     the input (FBGEMM's bounds check of the lookup is then redundant); the statistics keep the ids as given, for the
@@ -181,11 +188,18 @@ def transform_segments(
     w_dtype = weights.dtype if weights is not None else torch.float32
     w_out = torch.empty(total, dtype=w_dtype, device=device) if out_weighted else None
     kernel = total > 0 and bool(static_host) and triton_enabled(values)
-    if not kernel:  # the kernel does both in its own launch
+    if lengths_out is not None and (lengths is None or length_sources is None):
+        raise ValueError("transform_segments: lengths_out needs lengths and length_sources")
+    if not kernel:  # the kernel does these in its own launch
         if reset is not None:
             reset[:, 0], reset[:, 1] = _INT64_MAX, _INT64_MIN
         if lengths is not None and lengths.numel():
             stats[-1, 0] = torch.minimum(stats[-1, 0], lengths.min().to(stats.dtype))
+        if lengths_out is not None and lengths_out.numel():
+            assert lengths is not None and length_sources is not None
+            by_key = lengths.view(-1, lengths_out.numel() // length_sources.numel())
+            taken = by_key.index_select(0, length_sources.clamp(min=0))
+            lengths_out.view_as(taken).copy_(torch.where(length_sources[:, None] >= 0, taken, 0))
     if total == 0 or not static_host:
         return out, w_out
     if kernel:
@@ -211,6 +225,8 @@ def transform_segments(
             None if lengths is None else lengths.contiguous(),
             placement,
             reset,
+            length_sources,
+            lengths_out,
         )
         return out, w_out
     if placement is not None:

@@ -274,9 +274,12 @@ def _segments_kernel(
     lengths_ptr,
     offsets_ptr,
     reset_ptr,
+    length_src_ptr,
+    lengths_out_ptr,
     n_in,
     n_out,
     n_lengths,
+    n_lengths_out,
     length_row,
     stride,
     num_segments,
@@ -286,6 +289,7 @@ def _segments_kernel(
     HAS_W_IN: tl.constexpr,
     HAS_W_OUT: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
+    HAS_LENGTHS_OUT: tl.constexpr,
     FROM_OFFSETS: tl.constexpr,
     HAS_RESET: tl.constexpr,
     SEGMENTS_BLOCK: tl.constexpr,
@@ -303,6 +307,17 @@ def _segments_kernel(
         least = tl.min(smallest, axis=0)
         if least < 9223372036854775807:
             tl.atomic_min(stats_ptr + length_row * 2, least)
+    if HAS_LENGTHS_OUT:  # the output KJT's lengths: output segment q takes those of key length_src[q] (-1: zeros)
+        all_programs = tl.num_programs(0).to(tl.int64) * tl.num_programs(1)
+        lanes = (seg.to(tl.int64) * tl.num_programs(1) + tl.program_id(1)) * BLOCK + tl.arange(0, BLOCK)
+        for kl in range(0, tl.cdiv(n_lengths_out, all_programs * BLOCK)):
+            at_out = kl * all_programs * BLOCK + lanes
+            in_out = at_out < n_lengths_out
+            q = at_out // stride
+            src_key = tl.load(length_src_ptr + q, mask=in_out, other=-1)
+            at_in = src_key * stride + (at_out - q * stride)
+            taken = tl.load(lengths_ptr + at_in, mask=in_out & (src_key >= 0), other=0)
+            tl.store(lengths_out_ptr + at_out, taken, mask=in_out)
     if HAS_RESET:  # the other stats buffer back to the (max, min) sentinels, for the next batch
         if seg == 0 and tl.program_id(1) == 0:
             r = tl.arange(0, SEGMENTS_BLOCK)
@@ -405,12 +420,21 @@ def transform_segments_triton(
     lengths: "torch.Tensor | None" = None,
     placement: Any = None,
     reset: "torch.Tensor | None" = None,
+    length_sources: "torch.Tensor | None" = None,
+    lengths_out: "torch.Tensor | None" = None,
 ) -> None:
     """``ops.transform_segments``' kernel: ``dynamic`` holds the ``(P, 3)`` rows of the segments, or with
-    ``placement`` (an ``ops.SegmentPlacement``) is ignored: the segments are read from its offsets."""
+    ``placement`` (an ``ops.SegmentPlacement``) is ignored: the segments are read from its offsets; with
+    ``lengths_out`` (and ``lengths``, ``length_sources``) it also writes the output KJT's lengths."""
     m1, m2, mc = mix_params(0)
     grid = (static.shape[0], max(1, triton.cdiv(max_len, _BLOCK)))
     from_offsets = placement is not None
+    has_lengths_out = lengths_out is not None and lengths_out.numel() > 0
+    assert not has_lengths_out or (lengths is not None and length_sources is not None)
+    stride = placement.stride if from_offsets else 0  # the input KJT's: the output's lengths take its rows
+    if has_lengths_out:
+        stride = lengths_out.numel() // length_sources.numel()
+        assert not from_offsets or stride == placement.stride
     _segments_kernel[grid](
         ids,
         weights if weights is not None else ids,
@@ -422,11 +446,14 @@ def transform_segments_triton(
         lengths if lengths is not None else ids,
         placement.offsets if from_offsets else ids,
         reset if reset is not None else stats,
+        length_sources if has_lengths_out else ids,
+        lengths_out if has_lengths_out else ids,
         ids.numel(),
         out.numel(),
         lengths.numel() if lengths is not None else 0,
+        lengths_out.numel() if has_lengths_out else 0,
         stats.shape[0] - 1,
-        placement.stride if from_offsets else 0,
+        stride,
         placement.num_segments if from_offsets else 0,
         m1,
         m2,
@@ -434,6 +461,7 @@ def transform_segments_triton(
         HAS_W_IN=weights is not None,
         HAS_W_OUT=w_out is not None,
         HAS_LENGTHS=lengths is not None and lengths.numel() > 0,
+        HAS_LENGTHS_OUT=has_lengths_out,
         FROM_OFFSETS=from_offsets,
         HAS_RESET=reset is not None,
         SEGMENTS_BLOCK=128,
