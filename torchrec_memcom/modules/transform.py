@@ -390,7 +390,7 @@ class IdTransform(nn.Module):
             # the kernel fills one statistics buffer and resets the other for the next batch; where the segments lie
             # it reads from the KJT's offsets when the KJT has them (nothing crosses from the host), else the rows
             # cross in one copy (computing the offsets would cost more launches than the copy; the kernel reading
-            # them in pinned host memory took 35-40 us more GPU time per big batch than the copy)
+            # them in pinned host memory took 32-49 us more GPU time per big batch than the copy)
             offsets = features.offsets_or_none()
             place = None
             if offsets is not None:
