@@ -382,17 +382,14 @@ class IdTransform(nn.Module):
             run = [dynamic[p] for p in plan.live]
         stride = features.stride()
         # the output's lengths: the input's, or gathered per output segment in the transform's launch
-        physical_lengths = lengths
-        if inputs.length_sources is not None:
-            physical_lengths = lengths.new_empty(len(dynamic) * stride)
-        lengths_out = None if inputs.length_sources is None else physical_lengths
+        lengths_out = None if inputs.length_sources is None else lengths.new_empty(len(dynamic) * stride)
+        place, reset, max_len = None, None, None
         if run and triton_enabled(ids):
             # the kernel fills one statistics buffer and resets the other for the next batch; where the segments lie
             # it reads from the KJT's offsets when the KJT has them (nothing crosses from the host), else the rows
             # cross in one copy (computing the offsets would cost more launches than the copy; the kernel reading
             # them in pinned host memory took 32-49 us more GPU time per big batch than the copy)
             offsets = features.offsets_or_none()
-            place = None
             if offsets is not None:
                 rows = inputs.place_live if len(run) < len(dynamic) else inputs.place
                 place = SegmentPlacement(offsets, stride, rows, len(dynamic))
@@ -401,16 +398,13 @@ class IdTransform(nn.Module):
             self.input_check.flush()
             stats, reset = inputs.stats_pair
             inputs.stats_pair.reverse()
-            values, out_weights = transform_segments(
-                ids, weights, static, static_host, run, stats, offset, self.out_weighted,
-                max(n for _, _, n in run), lengths, place, reset, inputs.length_sources, lengths_out,
-            )  # fmt: skip
+            max_len = max(n for _, _, n in run)
         else:
             stats = inputs.stats.clone()
-            values, out_weights = transform_segments(
-                ids, weights, static, static_host, run, stats, offset, self.out_weighted, None, lengths,
-                None, None, inputs.length_sources, lengths_out,
-            )  # fmt: skip
+        values, out_weights = transform_segments(
+            ids, weights, static, static_host, run, stats, offset, self.out_weighted, max_len, lengths, place, reset,
+            inputs.length_sources, lengths_out,
+        )  # fmt: skip
         self.input_check(stats, self._check_meta)  # before CUSTOM segments read per-id state
         jobs: Dict[TableMethod, List[CustomJob]] = {}  # one custom_ids_into call per method
         for f, columns in plan.custom.items():
@@ -425,7 +419,7 @@ class IdTransform(nn.Module):
         out = KeyedJaggedTensor(
             keys=plan.keys,
             values=values,
-            lengths=physical_lengths,
+            lengths=lengths if lengths_out is None else lengths_out,
             weights=out_weights,
             stride=stride,
             length_per_key=out_lengths,
