@@ -34,15 +34,15 @@ _KINDS = {
 }
 
 # How the CUDA update sums duplicate ids (GPU and host time per update on an H200, `scripts/bench_entity_update.py`,
-# in docs/PERFORMANCE.md): below LARGE_BATCH_POSITIONS positions, index_add_ into a scratch, then one lane per position
-# swaps its id's sum out (atomics are cheap at that size); from there on, the block-sorted update: each block of
-# positions sorts its ids in registers and adds each id's sum with one atomic (one atomic per position contends on
-# Zipf-hot ids), then one lane per id and block swaps it out. Both are two launches. From 655k positions on, the
-# block-sorted update was the fastest way or within 17% of it in every measured case (32M weights: 0.09 / 0.19 / 0.40
-# ms at 655k / 1.3M / 2.6M positions, the global sort 0.16 / 0.22 / 0.38; 800k weights in 8 tables: 0.14 / 0.29 ms
-# at 1.3M / 2.6M, "dense" 0.12 / 0.31; 800k weights in one table: 0.19 / 0.37, "dense" 0.30 / 0.60). "dense" (one lane
-# per weight) and "sorted" (a global sort, a gather, a float64 cumulative sum, one lane per run of equal ids: 19 GPU
-# ops and 2-3x the host time) stay available as modes.
+# docs/perf/HISTORY.md, eighth session): below LARGE_BATCH_POSITIONS positions, index_add_ into a scratch, then one lane
+# per position swaps its id's sum out (atomics are cheap at that size); from there on, the block-sorted update: each
+# block of positions sorts its ids in registers and adds each id's sum with one atomic (one atomic per position contends
+# on Zipf-hot ids), then one lane per id and block swaps it out. Both are two launches. From 655k positions on, the
+# block-sorted update was the fastest way or within 17% of it in every measured case (32M weights: 0.09 / 0.19 / 0.40 ms
+# at 655k / 1.3M / 2.6M positions, the global sort 0.16 / 0.22 / 0.38; 800k weights in 8 tables: 0.14 / 0.29 ms at 1.3M
+# / 2.6M, "dense" 0.12 / 0.31; 800k weights in one table: 0.19 / 0.37, "dense" 0.30 / 0.60). "dense" (one lane per
+# weight) and "sorted" (a global sort, a gather, a float64 cumulative sum, one lane per run of equal ids: 19 GPU ops and
+# 2-3x the host time) stay available as modes.
 LARGE_BATCH_POSITIONS = 2**19
 
 
