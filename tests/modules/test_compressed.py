@@ -261,7 +261,8 @@ def _offsets_or_not(kjt: KeyedJaggedTensor, offsets: bool) -> KeyedJaggedTensor:
 def check_transform_paths_on_cpu() -> None:
     """Under Triton's interpreter: the id transform's kernel, with the segments read from the KJT's offsets and
     from rows copied from the host, gives the PyTorch path's physical KJT (keys in another order, an extra key,
-    empty bags, LMA's chunks, weights), batch after batch (its two statistics buffers alternate)."""
+    empty bags, LMA's chunks, weights), batch after batch (its two statistics buffers alternate); LMA's raw ids
+    expanded (``expand``, on either path) give that KJT too."""
     import os
 
     from torchrec_memcom import LMAEmbeddingBagConfig
@@ -277,6 +278,7 @@ def check_transform_paths_on_cpu() -> None:
         module = CompressedEmbeddingBagCollection(tables, is_weighted=weighted)
         module.fit_signatures([random_kjt(id_ranges(tables), 64, _gen(4))])
         transform = module.id_transform
+        raw = frozenset({"l0"})
         for seed in range(3):
             kjt = random_kjt(id_ranges(tables), 32, _gen(seed), weighted=weighted, extra_keys=["x"])
             os.environ["TORCHREC_MEMCOM_DISABLE_TRITON"] = "1"
@@ -284,10 +286,19 @@ def check_transform_paths_on_cpu() -> None:
             try:
                 assert not triton_enabled(kjt.values())
                 want, want_divisors = transform(_offsets_or_not(kjt, False))
+                want_expanded = transform.expand(transform(kjt, raw=raw)[0], raw)
             finally:
                 del os.environ["TORCHREC_MEMCOM_DISABLE_TRITON"]
                 _triton_importable.cache_clear()
             assert triton_enabled(kjt.values())
+            # LMA's raw ids, expanded after the (here absent) input dist: the KJT the transform gives without them
+            got_expanded = transform.expand(transform(kjt, raw=raw)[0], raw)
+            for expanded in (want_expanded, got_expanded):
+                assert expanded.keys() == want.keys() and expanded.length_per_key() == want.length_per_key()
+                torch.testing.assert_close(expanded.values(), want.values(), rtol=0, atol=0)
+                torch.testing.assert_close(expanded.lengths(), want.lengths(), rtol=0, atol=0)
+                if weighted:
+                    torch.testing.assert_close(expanded.weights(), want.weights(), rtol=0, atol=0)
             for offsets in (True, False):
                 features = _offsets_or_not(kjt, offsets)
                 assert (features.offsets_or_none() is not None) == offsets

@@ -18,6 +18,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 from torchrec_memcom.modules.method import Combine, CustomJob, Segment, TableMethod
 from torchrec_memcom.ops import (
     NUM_OP_PARAMS,
+    STATS_INIT,
     IdOp,
     SegmentPlacement,
     transform_segments,
@@ -28,9 +29,6 @@ from torchrec_memcom.ops.columns import ColumnProducts, column_products
 __all__ = ["IdTransform", "InputCheck"]
 
 _ID_DTYPES = (torch.int32, torch.int64)
-_INT64_MAX = 2**63 - 1
-_INT64_MIN = -(2**63)
-_STATS_INIT = [_INT64_MAX, _INT64_MIN]  # a stats row (id min, id max) before the transform kernel lowers / raises it
 
 
 class InputCheck:
@@ -93,14 +91,13 @@ class InputCheck:
 class _InputPlan:
     """For one input key order and output order: where each logical feature is in the input, the input key whose
     lengths each output segment takes (-1: sent empty; ``None``: the input's lengths pass unchanged), the rows of
-    MEAN features, and a fresh-stats template."""
+    MEAN features."""
 
     position: List[int]
     length_sources: Optional[torch.Tensor]
     mean_rows: torch.Tensor
-    stats: torch.Tensor
     # the kernel's SegmentPlacement.place for all output segments and for the live ones; two statistics buffers
-    # the kernel takes in turn (it fills one and resets the other: no per-batch template copy)
+    # the batches take in turn (transform_segments fills one and resets the other: no per-batch template copy)
     place: torch.Tensor
     place_live: torch.Tensor
     stats_pair: List[torch.Tensor]
@@ -118,7 +115,7 @@ class _ExpandPlan:
     copy_rows: List[int]  # the keys the segments kernel has work for without weights (all but the raw features')
     static: torch.Tensor  # the static rows of copy_rows
     static_all: torch.Tensor  # every key's static row (weights are copied for the raw features' keys too)
-    stats: torch.Tensor
+    stats: torch.Tensor  # unchecked rows: a buffer for the kernel's statistics (the ids were checked before the dist)
 
 
 @dataclass
@@ -276,16 +273,15 @@ class IdTransform(nn.Module):
             sources = [position[f] for f in out.sources]
             identity = sources == list(range(len(input_keys))) and not out.empty
             keys = [-1 if p in out.empty else s for p, s in enumerate(sources)]
-            stats = torch.tensor([_STATS_INIT] * (len(self._features) + 1), device=device)
+            stats = torch.tensor([STATS_INIT] * (len(self._features) + 1), device=device)
             place = torch.tensor(keys + list(range(len(keys))), dtype=torch.int64, device=device)
             plan = _InputPlan(
                 position=position,
                 length_sources=None if identity else place[: len(keys)],
                 mean_rows=torch.tensor([position[f] for f in self._mean_features], dtype=torch.int64, device=device),
-                stats=stats,
                 place=place,
                 place_live=torch.tensor(keys + out.live, dtype=torch.int64, device=device),
-                stats_pair=[stats.clone(), stats.clone()],
+                stats_pair=[stats, stats.clone()],
             )
             self._input_plans[key] = plan
         return plan
@@ -383,24 +379,23 @@ class IdTransform(nn.Module):
         stride = features.stride()
         # the output's lengths: the input's, or gathered per output segment in the transform's launch
         lengths_out = None if inputs.length_sources is None else lengths.new_empty(len(dynamic) * stride)
-        place, reset, max_len = None, None, None
+        # two statistics buffers in turn: this batch fills one, and the same launch resets the other for the next
+        # batch (no per-batch template copy); first the previous batch's check (it may raise): its asynchronous copy
+        # of the buffer about to be reset is then done
+        self.input_check.flush()
+        stats, reset = inputs.stats_pair
+        inputs.stats_pair.reverse()
+        place, max_len = None, None
         if run and triton_enabled(ids):
-            # the kernel fills one statistics buffer and resets the other for the next batch; where the segments lie
-            # it reads from the KJT's offsets when the KJT has them (nothing crosses from the host), else the rows
-            # cross in one copy (computing the offsets would cost more launches than the copy; the kernel reading
-            # them in pinned host memory took 32-49 us more GPU time per big batch than the copy)
+            # where the segments lie the kernel reads from the KJT's offsets when the KJT has them (nothing crosses
+            # from the host), else the rows cross in one copy (computing the offsets would cost more launches than
+            # the copy; the kernel reading them in pinned host memory took 32-49 us more GPU time per big batch than
+            # the copy)
             offsets = features.offsets_or_none()
             if offsets is not None:
                 rows = inputs.place_live if len(run) < len(dynamic) else inputs.place
                 place = SegmentPlacement(offsets, stride, rows, len(dynamic))
-            # first the previous batch's check (it may raise): its copy of ``reset`` is then done, the kernel may
-            # refill it
-            self.input_check.flush()
-            stats, reset = inputs.stats_pair
-            inputs.stats_pair.reverse()
             max_len = max(n for _, _, n in run)
-        else:
-            stats = inputs.stats.clone()
         values, out_weights = transform_segments(
             ids, weights, static, static_host, run, stats, offset, self.out_weighted, max_len, lengths, place, reset,
             inputs.length_sources, lengths_out,
@@ -432,9 +427,9 @@ class IdTransform(nn.Module):
         first CUSTOM segment holds ids, its later ones are empty; all of them get the ids' ``custom_ids`` columns
         (LMA's chunk locations) and the first one's lengths and weights. Other keys pass unchanged.
 
-        Two launches whatever the number of features (the segments kernel copies the other keys and the weights;
-        one ``custom_ids_into`` per method writes the columns); no host synchronisation when the KJT knows its
-        ``length_per_key`` (TorchRec's input dists compute it).
+        Two launches whatever the number of features (the segments kernel copies the other keys and the weights and
+        gathers every key's lengths; one ``custom_ids_into`` per method writes the columns); no host synchronisation
+        when the KJT knows its ``length_per_key`` (TorchRec's input dists compute it).
         """
         keys = kjt.keys()
         values, weights = kjt.values(), kjt.weights_or_none()
@@ -455,6 +450,8 @@ class IdTransform(nn.Module):
             out_lengths.append(n)
             offset += n
         rows = plan.copy_rows if weights is None else range(len(keys))
+        lengths = kjt.lengths()
+        lengths_out = lengths.new_empty(lengths.numel() // len(keys) * len(plan.source_keys))
         out, out_weights = transform_segments(
             values,
             weights,
@@ -464,7 +461,10 @@ class IdTransform(nn.Module):
             plan.stats,
             offset,
             weights is not None,
-        )
+            length_sources=plan.length_rows,
+            lengths=lengths,
+            lengths_out=lengths_out,
+        )  # each key's lengths gathered in the same launch
         jobs: Dict[TableMethod, List[CustomJob]] = {}  # one custom_ids_into call per method
         for feature, table, holder, columns in plan.holders:
             jobs.setdefault(self._methods[table], []).extend(
@@ -476,7 +476,7 @@ class IdTransform(nn.Module):
         return KeyedJaggedTensor(
             keys=keys,
             values=out,
-            lengths=kjt.lengths().view(-1, stride).index_select(0, plan.length_rows).reshape(-1),
+            lengths=lengths_out,
             weights=out_weights,
             stride=stride,
             length_per_key=out_lengths,

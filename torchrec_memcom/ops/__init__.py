@@ -32,6 +32,7 @@ __all__ = [
     "LMAJob",
     "NUM_OP_PARAMS",
     "ONE_SLOTS",
+    "STATS_INIT",
     "SegmentPlacement",
     "hash_ids",
     "ints_to_device",
@@ -47,6 +48,8 @@ __all__ = [
 NUM_OP_PARAMS = 5
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
+# a statistics row of transform_segments (id min, id max) before its ids lower / raise it
+STATS_INIT = (_INT64_MAX, _INT64_MIN)
 
 
 class IdOp(enum.IntEnum):
@@ -192,7 +195,7 @@ def transform_segments(
         raise ValueError("transform_segments: lengths_out needs lengths and length_sources")
     if not kernel:  # the kernel does these in its own launch
         if reset is not None:
-            reset[:, 0], reset[:, 1] = _INT64_MAX, _INT64_MIN
+            reset[:, 0], reset[:, 1] = STATS_INIT
         if lengths is not None and lengths.numel():
             stats[-1, 0] = torch.minimum(stats[-1, 0], lengths.min().to(stats.dtype))
         if lengths_out is not None and lengths_out.numel():
