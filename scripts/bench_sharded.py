@@ -18,6 +18,8 @@ Usage::
         --pipeline --hbm-cap-gb 40                                      # stock in host memory behind an HBM cache
     python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout big --model ebc \\
         --cache-recat                      # without TorchRec's per-batch input-dist sync (benchmarks/recat.py)
+    python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout big --model ebc \
+        --index-dtype int32                # every method's TBE indices int32, stock's too (default: stock int64)
     python scripts/bench_sharded.py --planner-report                    # planning only, 1 / 2 / 4 ranks, no GPU
 """
 
@@ -81,6 +83,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--cache-load-factor", type=float, default=0.2, help="HBM cache share of fused_uvm_caching tables")
     add("--uvm-memory", choices=["host_mapped", "managed"], default="host_mapped", help="memory of UVM tables")
     add("--pipeline", action="store_true", help="train through TrainPipelineSparseDist")
+    add(
+        "--index-dtype",
+        choices=["int32", "int64"],
+        default=None,
+        help="TBE index type of every method, stock's too (default: stock int64, compressed int32 where ids fit)",
+    )
     add(
         "--cache-recat",
         action="store_true",
@@ -164,6 +172,7 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
         ddr_cap_bytes=int(args.ddr_cap_gb * GB) if args.ddr_cap_gb else None,
         uvm_memory=args.uvm_memory,
         pipeline=args.pipeline,
+        index_dtype=args.index_dtype,
         iters=args.iters,
         warmup=args.warmup,
         warmup_s=args.warmup_s,

@@ -31,7 +31,7 @@ from torchrec_memcom import (
     QREmbeddingBagConfig,
 )
 from torchrec_memcom.configs import LowRankEmbeddingBagConfig
-from torchrec_memcom.distributed import get_sharders
+from torchrec_memcom.distributed import _compat, get_sharders
 from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
 from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner
 from torchrec_memcom.ops import ONE_SLOTS
@@ -222,6 +222,11 @@ def sharded_matches_unsharded(
     raw_ids = world_size > 1 if lma_raw_ids is None else lma_raw_ids  # the sharder's default: across ranks only
     expect_raw = method == "lma" and raw_ids and sharding_type in ("table_wise", "column_wise")
     assert bool(raw) == expect_raw, (raw, method, sharding_type)
+    # these small tables take the int32 lookup: the transform writes int32 ids, TorchRec's kernels read them as such
+    assert dmp.module.ebc._index_dtype == torch.int32
+    if sharding_type != ShardingType.DATA_PARALLEL.value:  # (TorchRec's dense kernels convert to their own type)
+        kernels = [k for k, _ in _compat.fused_tbes(dmp.module.ebc._embedding_bag_collection)]
+        assert all(k._embedding_table_index_type == torch.int32 for k in kernels), sharding_type  # (or none here)
     load_unsharded_state_dict(dmp, reference.state_dict())
     # the fused optimizer's keys name the model's parameters (its tables' state, and w's for MEmCom)
     keys = set(dmp.fused_optimizer.params)

@@ -87,6 +87,7 @@ def test_tiny_layout_single_process_cpu(tmp_path: Path) -> None:
     md = (tmp_path / "bench.md").read_text()
     assert "| ebc | stock EBC |" in md and "| dlrm | MEmCom 16x |" in md
     assert "Optimizer: fused EXACT_ROWWISE_ADAGRAD + dense Adagrad, lr 0.01." in md
+    assert "TBE indices: stock int64, compressed int32 where their ids fit" in md
     # the scaling helper reads two runs' JSON (here the same run twice: 1.00x, 100%)
     table = _load_script().combine([str(tmp_path / "bench.json")] * 2)
     assert "| ebc | stock EBC |" in table and "1.00x" in table
@@ -103,7 +104,7 @@ def test_tiny_layout_two_gloo_processes_with_repeats_and_profiles(tmp_path: Path
     # a later --warmup-s wins over _run's: the ranks must agree on a time-based warmup's step count
     payload = _run(
         tmp_path, "--device", "cpu", "--model", "ebc", "--repeats", "2", "--optimizer", "sgd", "--profile", "hash",
-        "--warmup-s", "0.3", "--cache-recat", nproc=2,
+        "--warmup-s", "0.3", "--cache-recat", "--index-dtype", "int64", nproc=2,
     )  # fmt: skip
     _check_results(payload, models=("ebc",))
     assert payload["environment"]["world_size"] == 2 and payload["config"]["optimizer"] == "sgd"
@@ -124,6 +125,7 @@ def test_tiny_layout_two_gloo_processes_with_repeats_and_profiles(tmp_path: Path
     assert hash_row["host_vs_stock"] > 0
     md = (tmp_path / "bench.md").read_text()
     assert "| host ms/step | host vs stock | GPU busy |" in md and "permutation cached (`--cache-recat`)" in md
+    assert "TBE indices int64 for every method (`--index-dtype`)" in md
     assert "## Host time by part: ebc" in md
 
 

@@ -65,3 +65,39 @@ def test_per_sample_weight_gradients_only_for_memcom(world2: World) -> None:
     for r in world2.run(scenarios.memcom_weight_grads_only):
         assert r["constant"] > 0 and r["constant_nonzero"] == 0, r
         assert r["memcom"] > 0 and r["memcom_nonzero"] == r["memcom"], r
+
+
+def test_physical_index_dtype() -> None:
+    """int32 lookups unless an id or the tables' rows could exceed it, or fused_params name the index type."""
+    import torch
+    from torchrec.distributed.fused_params import FUSED_PARAM_EMBEDDING_TABLE_INDEX_TYPE as INDEX
+
+    from torchrec_memcom import CompressedEmbeddingBagCollection, HashEmbeddingBagConfig, MEmComEmbeddingBagConfig
+    from torchrec_memcom.distributed.compressed import physical_index_dtype
+
+    def module(*tables: object) -> CompressedEmbeddingBagCollection:
+        return CompressedEmbeddingBagCollection(list(tables), device=torch.device("meta"))
+
+    def hashed(name: str, n: int, rows: int) -> HashEmbeddingBagConfig:
+        return HashEmbeddingBagConfig(
+            name=name, num_embeddings=n, embedding_dim=8, feature_names=[name], num_shared_rows=rows, num_buckets=4
+        )
+
+    small = module(hashed("a", 1000, 64), MEmComEmbeddingBagConfig(
+        name="m", num_embeddings=5000, embedding_dim=8, feature_names=["m"], num_shared_rows=400, num_buckets=4
+    ))  # fmt: skip
+    assert physical_index_dtype(small, None) == torch.int32
+    assert physical_index_dtype(small, {INDEX: torch.int64}) == torch.int64
+    assert physical_index_dtype(small, {INDEX: torch.int32}) == torch.int32
+    with pytest.raises(ValueError, match="int32 or int64"):
+        physical_index_dtype(small, {INDEX: torch.int16})
+    # a logical table with ids past 2**31 (they cross the input dist as ids): int64, and int32 is refused
+    huge = module(hashed("big", 3_000_000_000, 4000))
+    assert physical_index_dtype(huge, None) == torch.int64
+    with pytest.raises(ValueError, match=r"'?big'? reach 3,000,000,000"):
+        physical_index_dtype(huge, {INDEX: torch.int32})
+    # physical tables whose rows together pass 2**31 (FBGEMM sorts table offset + row in the index dtype)
+    wide = module(*[hashed(f"t{i}", 2_000_000_000, 1_500_000_000) for i in range(2)])
+    assert physical_index_dtype(wide, None) == torch.int64
+    with pytest.raises(ValueError, match="all physical tables together reach 3,000,000,000"):
+        physical_index_dtype(wide, {INDEX: torch.int32})

@@ -31,6 +31,8 @@ from torchrec_memcom import (
 
 SUM, MEAN = PoolingType.SUM, PoolingType.MEAN
 
+I32 = torch.int32
+
 
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -262,7 +264,8 @@ def check_transform_paths_on_cpu() -> None:
     """Under Triton's interpreter: the id transform's kernel, with the segments read from the KJT's offsets and
     from rows copied from the host, gives the PyTorch path's physical KJT (keys in another order, an extra key,
     empty bags, LMA's chunks, weights), batch after batch (its two statistics buffers alternate); LMA's raw ids
-    expanded (``expand``, on either path) give that KJT too."""
+    expanded (``expand``, on either path) give that KJT too; and with ``index_dtype=torch.int32`` (the sharded
+    lookup's), the same ids and lengths as int32, on either path."""
     import os
 
     from torchrec_memcom import LMAEmbeddingBagConfig
@@ -287,12 +290,23 @@ def check_transform_paths_on_cpu() -> None:
                 assert not triton_enabled(kjt.values())
                 want, want_divisors = transform(_offsets_or_not(kjt, False))
                 want_expanded = transform.expand(transform(kjt, raw=raw)[0], raw)
+                narrow = [transform(kjt, index_dtype=I32)[0]]
+                narrow.append(transform.expand(transform(kjt, raw=raw, index_dtype=I32)[0], raw, I32))
             finally:
                 del os.environ["TORCHREC_MEMCOM_DISABLE_TRITON"]
                 _triton_importable.cache_clear()
             assert triton_enabled(kjt.values())
             # LMA's raw ids, expanded after the (here absent) input dist: the KJT the transform gives without them
             got_expanded = transform.expand(transform(kjt, raw=raw)[0], raw)
+            narrow.append(transform.expand(transform(kjt, raw=raw, index_dtype=I32)[0], raw, I32))
+            narrow += [transform(_offsets_or_not(kjt, o), index_dtype=I32)[0] for o in (True, False)]
+            for n in narrow:
+                assert n.keys() == want.keys() and n.length_per_key() == want.length_per_key()
+                assert n.values().dtype == I32 and n.lengths().dtype == I32
+                torch.testing.assert_close(n.values().long(), want.values(), rtol=0, atol=0)
+                torch.testing.assert_close(n.lengths().long(), want.lengths().long(), rtol=0, atol=0)
+                if weighted:
+                    torch.testing.assert_close(n.weights(), want.weights(), rtol=0, atol=0)
             for expanded in (want_expanded, got_expanded):
                 assert expanded.keys() == want.keys() and expanded.length_per_key() == want.length_per_key()
                 torch.testing.assert_close(expanded.values(), want.values(), rtol=0, atol=0)

@@ -261,6 +261,19 @@ def _check_memcom_rows(device: str) -> None:
     torch.testing.assert_close(host.w_index.cpu().long(), torch.cat(want_w), rtol=0, atol=0)
     assert host.weights is not None
     torch.testing.assert_close(host.weights.cpu(), weight[torch.cat(want_w)], rtol=0, atol=0)
+    # int32 ids and offsets (the sharded lookup's index dtype): int32 rows, the same values
+    narrow = memcom_local_rows(
+        torch.cat(ids).to(device, torch.int32),
+        torch.cat(lengths).to(device, torch.int32),
+        torch.tensor(params, device=device),
+        weight.to(device),
+        offsets=offsets.to(device, torch.int32),
+    )
+    assert narrow.rows.dtype == torch.int32
+    torch.testing.assert_close(narrow.rows.cpu().long(), torch.cat(want_rows), rtol=0, atol=0)
+    torch.testing.assert_close(narrow.w_index.cpu().long(), torch.cat(want_w), rtol=0, atol=0)
+    assert narrow.weights is not None
+    torch.testing.assert_close(narrow.weights.cpu(), weight[torch.cat(want_w)], rtol=0, atol=0)
 
 
 def test_memcom_local_rows_cpu() -> None:
@@ -327,6 +340,13 @@ def _check_segments(device: str) -> None:
     out2, w2 = transform_segments(values, weights, static, rows, dyn, stats2, total, False)
     assert w2 is None and stats2.cpu().tolist() == stats.tolist()
     torch.testing.assert_close(out2.cpu()[: want.numel()], want, rtol=0, atol=0)
+    # int32 output (the sharded lookup's index dtype): the same ids; the statistics keep the int64 input's
+    stats5 = torch.tensor([[2**63 - 1, -(2**63)]] * 3, device=device)
+    out5, _ = transform_segments(values, weights, static, rows, dyn, stats5, total, False, out_dtype=torch.int32)
+    assert out5.dtype == torch.int32 and stats5.cpu().tolist() == stats.tolist()
+    torch.testing.assert_close(out5.cpu()[: want.numel()].long(), want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="out_dtype"):
+        transform_segments(values, weights, static, rows, dyn, stats5, total, False, out_dtype=torch.float32)
     # ... but a checked CUSTOM segment (LMA's first chunk) still reports its ids' range
     custom = [[2, int(IdOp.CUSTOM), 1, 0, 300, 0, 0, 0, 0, 0]]
     stats3 = torch.tensor([[2**63 - 1, -(2**63)]] * 3, device=device)

@@ -29,6 +29,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torchrec.datasets.utils import Batch
+from torchrec.distributed.fused_params import (
+    FUSED_PARAM_EMBEDDING_TABLE_INDEX_TYPE,
+    FUSED_PARAM_EMBEDDING_TABLE_OFFSET_TYPE,
+)
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.types import ShardingEnv
 from torchrec.models.dlrm import DLRM, DLRMTrain
@@ -87,6 +91,9 @@ class BenchOptions:
         uvm_memory (str): ``host_mapped`` (pinned host memory, FBGEMM's ``uvm_host_mapped``) or ``managed`` (CUDA
             managed memory, FBGEMM's default) for tables the planner puts in host memory.
         pipeline (bool): train through ``TrainPipelineSparseDist``.
+        index_dtype (Optional[str]): ``int32`` or ``int64``: the TBE index type of every method, stock's too
+            (TorchRec's ``embedding_table_index_type``); ``None``: each library's default (stock TorchRec int64, the
+            compressed tables int32 where their ids fit: ``distributed.compressed.physical_index_dtype``).
         iters (int): timed steps per method and repeat.
         warmup (int), warmup_s (float): untimed steps per method and repeat: at least ``warmup`` steps and
             ``warmup_s`` seconds (``measure.warm_up``).
@@ -109,6 +116,7 @@ class BenchOptions:
     ddr_cap_bytes: Optional[int] = None
     uvm_memory: str = "host_mapped"
     pipeline: bool = False
+    index_dtype: Optional[str] = None
     iters: int = 50
     warmup: int = 10
     warmup_s: float = 2.0
@@ -120,6 +128,8 @@ class BenchOptions:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.index_dtype not in (None, "int32", "int64"):
+            raise ValueError(f"index_dtype must be 'int32', 'int64' or None, got {self.index_dtype!r}")
         if self.uvm_memory not in ("host_mapped", "managed"):
             raise ValueError(f"uvm_memory must be 'host_mapped' or 'managed', got {self.uvm_memory!r}")
         if not 0 < self.cache_load_factor <= 1:
@@ -133,8 +143,11 @@ class BenchOptions:
 
 def fused_params_for(opts: BenchOptions, kernels: Sequence[str], device_type: str) -> Dict[str, Any]:
     """TBE kwargs of the fused optimizer (``recipes.training.fused_params``), plus host-mapped UVM tables when the
-    planner may put tables in host memory on CUDA and ``opts.uvm_memory`` asks for it."""
+    planner may put tables in host memory on CUDA and ``opts.uvm_memory`` asks for it, and ``opts.index_dtype``."""
     params = fused_params(SparseOptimizerConfig(name=OPTIMIZERS[opts.optimizer][0], lr=opts.lr))  # type: ignore[arg-type]
+    if opts.index_dtype is not None:
+        dtype = getattr(torch, opts.index_dtype)
+        params[FUSED_PARAM_EMBEDDING_TABLE_INDEX_TYPE] = params[FUSED_PARAM_EMBEDDING_TABLE_OFFSET_TYPE] = dtype
     if device_type == "cuda" and UVM_CACHING in kernels:
         params["gather_uvm_cache_stats"] = True  # buffers for uvm_cache.cache_stats; off while timing
         if opts.uvm_memory == "host_mapped":

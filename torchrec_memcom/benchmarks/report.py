@@ -50,6 +50,12 @@ def optimizer_label(optimizer: str, lr: float) -> str:
     return f"fused {sparse.upper()} + dense {_DENSE_NAMES[dense]}, lr {lr:g}"
 
 
+def _index_dtype_text(index_dtype: Optional[str]) -> str:
+    if index_dtype is None:
+        return "; TBE indices: stock int64, compressed int32 where their ids fit (the defaults)"
+    return f"; TBE indices {index_dtype} for every method (`--index-dtype`)"
+
+
 def _lma_ids_text(cfg: Dict[str, Any], world_size: int) -> str:
     """How LMA's ids crossed table- and column-wise input dists (``--lma-raw-ids``), when LMA ran."""
     methods = cfg.get("methods") or []
@@ -403,6 +409,7 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         f"{cfg['sharding_type'] or 'planner'}; kernels {', '.join(layout.get('kernels', []))}; pipeline "
         f"{cfg['pipeline']}"
         + ("; TorchRec's input-dist permutation cached (`--cache-recat`)" if cfg.get("cache_recat") else "")
+        + _index_dtype_text(cfg.get("index_dtype"))
         + _lma_ids_text(cfg, env["world_size"])
         + f"; {cfg['iters']} timed steps after {_warmup_text(cfg, results)}"
         + (f", {repeats} interleaved repeats (median of the per-repeat medians)" if repeats > 1 else "")

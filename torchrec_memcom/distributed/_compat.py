@@ -5,6 +5,7 @@ Checked against torchrec 1.6.1 (fbgemm-gpu 1.6.0, the GPU machines) and torchrec
 and CI). An upgrade that moves one of these breaks here first; ``tests/distributed`` exercise every function.
 """
 
+import copy
 import inspect
 from typing import AbstractSet, Any, Dict, List, Optional, Tuple
 
@@ -24,6 +25,7 @@ __all__ = [
     "sharded_tensor",
     "sharding_feature_names",
     "table_optimizer_settings",
+    "with_fused_params",
 ]
 
 
@@ -134,3 +136,11 @@ def set_planner_constraints(planner: Any, enumerator: Any, estimators: List[Any]
     enumerator._constraints = constraints
     for estimator in estimators:
         estimator._constraints = constraints
+
+
+def with_fused_params(sharder: Any, extra: Dict[str, Any]) -> Any:
+    """A shallow copy of an embedding sharder whose ``fused_params`` also hold ``extra`` (the original is unchanged;
+    TorchRec's sharders keep them in ``_fused_params``)."""
+    out = copy.copy(sharder)
+    out._fused_params = {**(sharder.fused_params or {}), **extra}
+    return out

@@ -34,6 +34,10 @@ from torchrec.distributed.embeddingbag import (
     EmbeddingBagCollectionSharder,
     ShardedEmbeddingBagCollection,
 )
+from torchrec.distributed.fused_params import (
+    FUSED_PARAM_EMBEDDING_TABLE_INDEX_TYPE,
+    FUSED_PARAM_EMBEDDING_TABLE_OFFSET_TYPE,
+)
 from torchrec.distributed.types import (
     Awaitable,
     LazyAwaitable,
@@ -72,6 +76,7 @@ __all__ = [
     "ShardedCompressedEmbeddingBagCollection",
     "check_row_wise_buckets",
     "lma_sends_raw_ids",
+    "physical_index_dtype",
 ]
 
 ALL_SHARDING_TYPES: List[str] = [
@@ -90,6 +95,41 @@ def lma_sends_raw_ids(lma_raw_ids: Optional[bool], world_size: int) -> bool:
     ranks, since on one rank the all-to-all is a local copy and expanding after it costs a second pass of host
     calls)."""
     return world_size > 1 if lma_raw_ids is None else lma_raw_ids
+
+
+_INT32_MAX = 2**31 - 1
+
+
+def physical_index_dtype(
+    module: CompressedEmbeddingBagCollection, fused_params: Optional[Dict[str, Any]]
+) -> torch.dtype:
+    """The index dtype of the physical tables' lookup: the one ``fused_params`` names (TorchRec's
+    ``embedding_table_index_type``), else int32 when everything an index can hold fits in it: every logical table's
+    ids (LMA's raw ids and stock tables' ids cross the input dist as they are), MEmCom's scrambled ids (``n_pad``),
+    and the physical tables' rows, also summed (FBGEMM's backward sorts ``table offset + row`` in the index dtype).
+    Compressed tables are small, so int32 is the rule: half the bytes through the input dist, the lookup and FBGEMM's
+    sort."""
+    limits = [(t.name, t.num_embeddings) for t in module.embedding_bag_configs()]
+    physical = 0
+    for m in module.methods().values():
+        for t in m.physical_tables():
+            limits.append((t.name, t.num_embeddings))
+            physical += t.num_embeddings
+        if m.uses_entity_weights:
+            limits += [(t.name, t.bucketed_hash().padded_num_embeddings) for t in m.tables]  # type: ignore[attr-defined]
+    limits.append(("all physical tables together", physical))
+    too_big = [(name, n) for name, n in limits if n > _INT32_MAX]
+    asked = (fused_params or {}).get(FUSED_PARAM_EMBEDDING_TABLE_INDEX_TYPE)
+    if asked is None:
+        return torch.int64 if too_big else torch.int32
+    if asked not in (torch.int32, torch.int64):
+        raise ValueError(f"fused_params {FUSED_PARAM_EMBEDDING_TABLE_INDEX_TYPE}: int32 or int64, got {asked}")
+    if asked == torch.int32 and too_big:
+        raise ValueError(
+            f"fused_params {FUSED_PARAM_EMBEDDING_TABLE_INDEX_TYPE}=torch.int32, but ids of {too_big[0][0]} reach "
+            f"{too_big[0][1]:,} > 2**31 - 1: use torch.int64 (or leave it unset)"
+        )
+    return asked
 
 
 def check_row_wise_buckets(table: MEmComEmbeddingBagConfig, world_size: int) -> None:
@@ -191,6 +231,16 @@ class ShardedCompressedEmbeddingBagCollection(
 
         from_meta = any(b.is_meta for b in module.id_transform.buffers())
         self.id_transform: IdTransform = _materialize(module.id_transform, device)
+        self._index_dtype = physical_index_dtype(module, ebc_sharder.fused_params)
+        if self._index_dtype == torch.int32:  # the transform writes int32 ids and lengths: no conversion in the lookup
+            offset_type = (ebc_sharder.fused_params or {}).get(FUSED_PARAM_EMBEDDING_TABLE_OFFSET_TYPE, torch.int32)
+            ebc_sharder = _compat.with_fused_params(
+                ebc_sharder,
+                {
+                    FUSED_PARAM_EMBEDDING_TABLE_INDEX_TYPE: torch.int32,
+                    FUSED_PARAM_EMBEDDING_TABLE_OFFSET_TYPE: offset_type,
+                },
+            )
         self._embedding_bag_collection: ShardedEmbeddingBagCollection = ebc_sharder.shard(
             module._embedding_bag_collection, plan, env=env, device=device, module_fqn=module_fqn
         )
@@ -376,7 +426,9 @@ class ShardedCompressedEmbeddingBagCollection(
 
     def input_dist(self, ctx: CompressedContext, features: KeyedJaggedTensor) -> Awaitable[Awaitable[KJTList]]:
         with torch.no_grad():
-            physical, ctx.divisors = self.id_transform(features, order=self._sharding_order, raw=self._raw)
+            physical, ctx.divisors = self.id_transform(
+                features, order=self._sharding_order, raw=self._raw, index_dtype=self._index_dtype
+            )
         return self._embedding_bag_collection.input_dist(ctx, physical)
 
     def _post_dist(self, dist_input: KJTList) -> KJTList:
@@ -386,7 +438,7 @@ class ShardedCompressedEmbeddingBagCollection(
             with torch.no_grad():
                 dist_input = KJTList(
                     [
-                        self.id_transform.expand(kjt, self._raw) if has else kjt
+                        self.id_transform.expand(kjt, self._raw, self._index_dtype) if has else kjt
                         for kjt, has in zip(dist_input, self._sharding_has_raw)
                     ]
                 )

@@ -95,6 +95,7 @@ class _InputPlan:
 
     position: List[int]
     length_sources: Optional[torch.Tensor]
+    all_sources: torch.Tensor  # length_sources also where they are the identity (to change the lengths' dtype)
     mean_rows: torch.Tensor
     # the kernel's SegmentPlacement.place for all output segments and for the live ones; two statistics buffers
     # the batches take in turn (transform_segments fills one and resets the other: no per-batch template copy)
@@ -278,6 +279,7 @@ class IdTransform(nn.Module):
             plan = _InputPlan(
                 position=position,
                 length_sources=None if identity else place[: len(keys)],
+                all_sources=place[: len(keys)],
                 mean_rows=torch.tensor([position[f] for f in self._mean_features], dtype=torch.int64, device=device),
                 place=place,
                 place_live=torch.tensor(keys + out.live, dtype=torch.int64, device=device),
@@ -339,7 +341,11 @@ class IdTransform(nn.Module):
         return lengths_per_key
 
     def forward(
-        self, features: KeyedJaggedTensor, order: Optional[Tuple[str, ...]] = None, raw: FrozenSet[str] = frozenset()
+        self,
+        features: KeyedJaggedTensor,
+        order: Optional[Tuple[str, ...]] = None,
+        raw: FrozenSet[str] = frozenset(),
+        index_dtype: torch.dtype = torch.int64,
     ) -> Tuple[KeyedJaggedTensor, torch.Tensor]:
         """Checks ``features``; returns (KJT of the physical features in ``order``, ``(B, F_mean)`` bag sizes of the
         features that are MEAN-pooled when combining).
@@ -351,6 +357,9 @@ class IdTransform(nn.Module):
             order (Optional[Tuple[str, ...]]): physical feature order (default: the physical EBC's).
             raw (FrozenSet[str]): logical features of CUSTOM segments (LMA) to send as raw ids: the first segment
                 carries the (range-checked) ids, the others are empty; ``expand`` completes them after the input dist.
+            index_dtype (torch.dtype): the output's values dtype, and its lengths' when int32 (the sharded module's
+                TBE index type when every id leaving the transform fits in int32: half the bytes through the input
+                dist, the lookup and FBGEMM's backward sort, and no conversion launch in TorchRec's lookup).
         """
         self.check(features)
         order = order or self.default_order
@@ -377,8 +386,15 @@ class IdTransform(nn.Module):
             static_host = [static_host[p] for p in plan.live]
             run = [dynamic[p] for p in plan.live]
         stride = features.stride()
-        # the output's lengths: the input's, or gathered per output segment in the transform's launch
-        lengths_out = None if inputs.length_sources is None else lengths.new_empty(len(dynamic) * stride)
+        # the output's lengths: the input's, or gathered per output segment in the transform's launch (also to give
+        # them the int32 index dtype)
+        lengths_dtype = torch.int32 if index_dtype == torch.int32 else lengths.dtype
+        length_sources = inputs.length_sources
+        if length_sources is None and lengths.dtype != lengths_dtype:
+            length_sources = inputs.all_sources
+        lengths_out = None
+        if length_sources is not None:
+            lengths_out = torch.empty(len(dynamic) * stride, dtype=lengths_dtype, device=device)
         # two statistics buffers in turn: this batch fills one, and the same launch resets the other for the next
         # batch (no per-batch template copy); first the previous batch's check (it may raise): its asynchronous copy
         # of the buffer about to be reset is then done
@@ -398,7 +414,7 @@ class IdTransform(nn.Module):
             max_len = max(n for _, _, n in run)
         values, out_weights = transform_segments(
             ids, weights, static, static_host, run, stats, offset, self.out_weighted, max_len, lengths, place, reset,
-            inputs.length_sources, lengths_out,
+            length_sources, lengths_out, index_dtype,
         )  # fmt: skip
         self.input_check(stats, self._check_meta)  # before CUSTOM segments read per-id state
         jobs: Dict[TableMethod, List[CustomJob]] = {}  # one custom_ids_into call per method
@@ -422,14 +438,17 @@ class IdTransform(nn.Module):
         )
         return out, divisors
 
-    def expand(self, kjt: KeyedJaggedTensor, raw: FrozenSet[str]) -> KeyedJaggedTensor:
+    def expand(
+        self, kjt: KeyedJaggedTensor, raw: FrozenSet[str], index_dtype: torch.dtype = torch.int64
+    ) -> KeyedJaggedTensor:
         """Completes a physical KJT that left ``forward(..., raw=raw)`` and crossed an input dist: each raw feature's
         first CUSTOM segment holds ids, its later ones are empty; all of them get the ids' ``custom_ids`` columns
         (LMA's chunk locations) and the first one's lengths and weights. Other keys pass unchanged.
 
         Two launches whatever the number of features (the segments kernel copies the other keys and the weights and
         gathers every key's lengths; one ``custom_ids_into`` per method writes the columns); no host synchronisation
-        when the KJT knows its ``length_per_key`` (TorchRec's input dists compute it).
+        when the KJT knows its ``length_per_key`` (TorchRec's input dists compute it). ``index_dtype``: the output
+        values' dtype (``forward``'s).
         """
         keys = kjt.keys()
         values, weights = kjt.values(), kjt.weights_or_none()
@@ -464,6 +483,7 @@ class IdTransform(nn.Module):
             length_sources=plan.length_rows,
             lengths=lengths,
             lengths_out=lengths_out,
+            out_dtype=index_dtype,
         )  # each key's lengths gathered in the same launch
         jobs: Dict[TableMethod, List[CustomJob]] = {}  # one custom_ids_into call per method
         for feature, table, holder, columns in plan.holders:

@@ -149,6 +149,7 @@ def transform_segments(
     reset: Optional[torch.Tensor] = None,
     length_sources: Optional[torch.Tensor] = None,
     lengths_out: Optional[torch.Tensor] = None,
+    out_dtype: torch.dtype = torch.int64,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Applies every segment's ``IdOp`` in one pass; returns ``(physical values, physical weights)``.
 
@@ -179,6 +180,8 @@ def transform_segments(
         lengths_out (Optional[torch.Tensor]): ``(Q * stride,)``, shaped and typed like the output KJT's lengths:
             written with key ``q``'s row ``lengths.view(-1, stride)[length_sources[q]]`` (needs ``lengths``), in the
             same launch (no gather of the lengths by torch ops).
+        out_dtype (torch.dtype): the physical values' dtype, int64 or int32 (the caller's physical ids must fit it:
+            ``IdTransform.index_dtype``).
 
     Each op reads its ids clamped into ``[0, num_embeddings)``, so every output lies in its physical table whatever
     the input (FBGEMM's bounds check of the lookup is then redundant); the statistics keep the ids as given, for the
@@ -187,7 +190,9 @@ def transform_segments(
     caller writes them.
     """
     device = values.device
-    out = torch.empty(total, dtype=torch.int64, device=device)
+    if out_dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"transform_segments: out_dtype must be torch.int32 or torch.int64, got {out_dtype}")
+    out = torch.empty(total, dtype=out_dtype, device=device)
     w_dtype = weights.dtype if weights is not None else torch.float32
     w_out = torch.empty(total, dtype=w_dtype, device=device) if out_weighted else None
     kernel = total > 0 and bool(static_host) and triton_enabled(values)
@@ -387,15 +392,15 @@ def memcom_local_rows(
     For a value ``j`` of feature ``f`` with ``params[f] = (block, row_offset, w_offset, ids_per_bucket,
     rows_per_bucket)`` (``MEMCOM_PARAMS``): ``s = j + block``, ``rows = bucketed_rows(s) - row_offset`` and
     ``w_index = j + w_offset`` (int32 from the Triton kernel when ``weight`` has fewer than 2**31 slots, else
-    int64). A feature with ``ids_per_bucket = 0`` passes through: ``rows = j`` and ``w_index = w_offset + position %
-    ONE_SLOTS`` (slots of a constant weight). With ``weight`` (the rank's flat
-    entity-weight vector), also ``weights = weight[w_index]``, gathered in the same pass on CUDA. ``lengths`` is the
-    KJT's ``(F * stride,)`` lengths; ``offsets``, if given, its ``(F * stride + 1,)`` offsets (``kjt.offsets()``,
-    which TorchRec's lookup reads too): the features' ends are read there instead of being summed from ``lengths``.
-    No host synchronisation.
+    int64); ``rows`` has ``local_ids``' dtype (int32 or int64). A feature with ``ids_per_bucket = 0`` passes
+    through: ``rows = j`` and ``w_index = w_offset + position % ONE_SLOTS`` (slots of a constant weight). With
+    ``weight`` (the rank's flat entity-weight vector), also ``weights = weight[w_index]``, gathered in the same pass
+    on CUDA. ``lengths`` is the KJT's ``(F * stride,)`` lengths; ``offsets``, if given, its ``(F * stride + 1,)``
+    offsets (``kjt.offsets()``, which TorchRec's lookup reads too): the features' ends are read there instead of
+    being summed from ``lengths``. No host synchronisation.
     """
     num_features = params.shape[0]
-    ids = local_ids.to(torch.int64)
+    ids = local_ids
     if num_features == 0 or ids.numel() == 0:
         return LocalRows(ids, ids.clone(), None if weight is None else weight.new_empty(ids.shape))
     stride = lengths.numel() // num_features
@@ -406,7 +411,7 @@ def memcom_local_rows(
     if triton_enabled(ids):
         from torchrec_memcom.ops._triton import memcom_rows_triton
 
-        rows = torch.empty_like(ids)
+        rows = torch.empty_like(ids)  # the received ids' dtype (the lookup's index dtype): no conversion launch
         # int32 slots when they fit: half the bytes for the weight update to read (the sorted way sorts 32-bit keys)
         narrow = weight is not None and weight.numel() < 2**31
         w_index = torch.empty_like(ids, dtype=torch.int32 if narrow else torch.int64)
@@ -414,13 +419,14 @@ def memcom_local_rows(
         args = (weight.contiguous(), w_out) if weight is not None else ()
         memcom_rows_triton(ids.contiguous(), ends.contiguous(), first, step, params.contiguous(), rows, w_index, *args)
         return LocalRows(rows, w_index, w_out)
+    ids = local_ids.to(torch.int64)
     ends = ends[first::step][:num_features]
     feature = torch.bucketize(torch.arange(ids.numel(), device=ids.device), ends, right=True)
     p = params[feature]
     memcom = p[:, 3] > 0
     ipb = torch.where(memcom, p[:, 3], 1)
     rpb = torch.where(memcom, p[:, 4], 1)
-    rows = torch.where(memcom, bucketed_rows(ids + p[:, 0], ipb, rpb) - p[:, 1], ids)
+    rows = torch.where(memcom, bucketed_rows(ids + p[:, 0], ipb, rpb) - p[:, 1], ids).to(local_ids.dtype)
     spread = torch.arange(ids.numel(), device=ids.device) % ONE_SLOTS
     w_index = torch.where(memcom, ids + p[:, 2], p[:, 2] + spread)
     return LocalRows(rows, w_index, None if weight is None else weight.index_select(0, w_index))
