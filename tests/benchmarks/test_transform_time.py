@@ -24,9 +24,11 @@ def test_rows_per_method_and_kjt_kind(tmp_path) -> None:
         assert len(r["host_us_round_medians"]) == 2 and r["host_us"] == min(r["host_us_round_medians"]) > 0
         assert r["gpu_us"] is None and r["gpu_ops"] is None  # CPU: no GPU columns
         assert r["ids_per_batch"] == 4 * 64 * 4  # tiny: 4 features x batch 64 x pooling 4
+        assert r["index_dtype"] == "int32"  # as the sharded lookup's: tiny's ids fit
     assert json.loads(out.read_text())["rows"] == rows
     text = md.read_text()
-    assert "| tiny | hash | offsets | 1,024 |" in text and "| tiny | memcom | lengths only | 1,024 |" in text
+    assert "| tiny | hash | offsets | 1,024 | int32 |" in text
+    assert "| tiny | memcom | lengths only | 1,024 | int32 |" in text
     assert markdown(rows).count("\n") == 2 + len(rows)
 
 

@@ -9,6 +9,8 @@ of a step on a noisy host; this times it alone, so that a change to it can be co
   so the GPU's queue never fills). The table shows each round's median: the spread between rounds is the host's
   noise.
 - GPU time and ops: the kernels, copies and memsets one call puts on the GPU (``measure.profile_steps``, 40 calls).
+- The transform writes the index dtype the sharded module would give it (int32 where the ids fit:
+  ``distributed.compressed.physical_index_dtype``).
 - KJTs either carry their offsets (as from a loader that builds them from offsets, or once
   anything has read ``kjt.offsets()``) or only lengths. The transform reads the segments from the offsets on the
   device in the first case and copies them from the host in the second.
@@ -31,6 +33,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec_memcom.benchmarks.data import make_batches
 from torchrec_memcom.benchmarks.layouts import LAYOUTS, METHODS, MethodOptions, embedding_module, table_configs
 from torchrec_memcom.benchmarks.measure import host_step_ms, profile_steps, sync
+from torchrec_memcom.distributed.compressed import physical_index_dtype
 
 __all__ = ["markdown", "transform_times"]
 
@@ -67,9 +70,10 @@ def transform_times(
         raise ValueError(f"method '{method}' builds stock tables only: no id transform")
     kjts = [_features(b.sparse_features, offsets) for b in make_batches(layout, 4, 0, device)]
     cycle = itertools.cycle(kjts)
+    index_dtype = physical_index_dtype(module, None)  # the sharded lookup's (int32 where the ids fit)
 
     def call() -> None:
-        transform(next(cycle))
+        transform(next(cycle), index_dtype=index_dtype)
 
     host_step_ms(call, device, rounds=2, per_round=25)  # compile the kernels, build the cached plans
     per_round = max(1, calls // 20)
@@ -79,6 +83,7 @@ def transform_times(
         "layout": layout_name,
         "device": str(device),
         "offsets": offsets,
+        "index_dtype": str(index_dtype).replace("torch.", ""),
         "ids_per_batch": int(kjts[0].values().numel()),
         "features": len(kjts[0].keys()),
         "host_us_round_medians": medians,
@@ -99,9 +104,9 @@ def transform_times(
 def markdown(rows: Sequence[Dict[str, Any]]) -> str:
     """The rows as a markdown table (host us: the smallest round median, then every round's)."""
     lines = [
-        "| layout | method | KJT | ids per batch | host us per call | host us, round medians | GPU us per call | "
-        "GPU ops per call |",
-        "|---|---|---|---:|---:|---|---:|---:|",
+        "| layout | method | KJT | ids per batch | ids out | host us per call | host us, round medians | "
+        "GPU us per call | GPU ops per call |",
+        "|---|---|---|---:|---|---:|---|---:|---:|",
     ]
     for r in rows:
         gpu = "-" if r["gpu_us"] is None else f"{r['gpu_us']:.1f}"
@@ -109,8 +114,8 @@ def markdown(rows: Sequence[Dict[str, Any]]) -> str:
         rounds = " / ".join(f"{x:.0f}" for x in r["host_us_round_medians"])
         kjt = "offsets" if r["offsets"] else "lengths only"
         lines.append(
-            f"| {r['layout']} | {r['method']} | {kjt} | {r['ids_per_batch']:,} | {r['host_us']:.1f} | {rounds} | "
-            f"{gpu} | {ops} |"
+            f"| {r['layout']} | {r['method']} | {kjt} | {r['ids_per_batch']:,} | {r.get('index_dtype', 'int64')} | "
+            f"{r['host_us']:.1f} | {rounds} | {gpu} | {ops} |"
         )
     return "\n".join(lines) + "\n"
 
