@@ -9,8 +9,8 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.sparse.jagged_tensor import KeyedTensor
 
 from tests.interpreted import run_interpreted
+from torchrec_memcom.modules.combine import CombinePlan
 from torchrec_memcom.modules.method import Combine
-from torchrec_memcom.modules.transform import _CombinePlan
 from torchrec_memcom.ops.columns import ColumnProducts, column_products
 
 
@@ -31,7 +31,7 @@ def test_permuted_chunks_gather_forward_and_backward() -> None:
     keys, dims = ["b__c1", "a", "b__c0"], [2, 3, 2]
     pooled, values = _pooled(keys, dims)
     combines = [Combine("a", "one", ("a",)), Combine("b", "concat", ("b__c0", "b__c1"))]
-    plan = _CombinePlan(combines, pooled, [], _tables(("a", 3), ("b", 4)))
+    plan = CombinePlan(combines, pooled, [], _tables(("a", 3), ("b", 4)))
     assert plan.simple and plan.permutation and not plan.identity
     out = plan(pooled, torch.empty(5, 0), None)
     a, b1, b0 = values[:, 2:5], values[:, 0:2], values[:, 5:7]
@@ -52,7 +52,7 @@ def test_repeated_columns_keep_the_scatter_add_backward() -> None:
     pooled, values = _pooled(keys, dims)
     # one physical feature feeds two logical ones: not a permutation, its gradients must add up
     combines = [Combine("a", "concat", ("a", "s")), Combine("b", "one", ("s",))]
-    plan = _CombinePlan(combines, pooled, [], _tables(("a", 4), ("b", 2)))
+    plan = CombinePlan(combines, pooled, [], _tables(("a", 4), ("b", 2)))
     assert plan.simple and not plan.permutation
     out = plan(pooled, torch.empty(5, 0), None)
     s, a = values[:, 0:2], values[:, 2:4]
@@ -79,7 +79,7 @@ def check_column_products(device: str = "cpu", dtype: torch.dtype = torch.float6
         Combine("m", "product", ("m__q", "m__r"), mean=True),
         Combine("s", "one", ("s",)),
     ]
-    plan = _CombinePlan(combines, pooled, [0, 2, 3], _tables(("a", 3), ("q", 4), ("l", 4), ("m", 4), ("s", 5)))
+    plan = CombinePlan(combines, pooled, [0, 2, 3], _tables(("a", 3), ("q", 4), ("l", 4), ("m", 4), ("s", 5)))
     assert not plan.simple and plan.products is not None
     # MEAN divisors are bag sizes (>= 1), stored transposed as the transform makes them
     divisors = torch.randint(1, 9, (3, 37), device=device).t().to(torch.float32)
@@ -98,7 +98,7 @@ def check_column_products(device: str = "cpu", dtype: torch.dtype = torch.float6
     (reference,) = torch.autograd.grad(expected, values, upstream)
     torch.testing.assert_close(grad, reference)
     # without MEAN tables the kernel skips the divisors
-    plain = _CombinePlan(combines[1:2] + combines[4:], pooled, [], _tables(("q", 4), ("s", 5)))
+    plain = CombinePlan(combines[1:2] + combines[4:], pooled, [], _tables(("q", 4), ("s", 5)))
     torch.testing.assert_close(plain(pooled, divisors[:, :0], None).values(), torch.cat([qq * qr, s], dim=1))
 
 
@@ -129,7 +129,7 @@ def test_a_column_feeding_two_products_keeps_the_split_path() -> None:
     keys, dims = ["q", "r"], [2, 2]
     pooled, values = _pooled(keys, dims)
     combines = [Combine("x", "product", ("q", "r")), Combine("y", "product", ("q", "q"))]
-    plan = _CombinePlan(combines, pooled, [], _tables(("x", 2), ("y", 2)))
+    plan = CombinePlan(combines, pooled, [], _tables(("x", 2), ("y", 2)))
     assert plan.products is None  # q feeds two outputs: its gradient is a sum
     out = plan(pooled, torch.empty(5, 0), None)
     q, r = values[:, 0:2], values[:, 2:4]

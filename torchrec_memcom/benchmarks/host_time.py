@@ -46,7 +46,7 @@ SITES: List[Site] = [
     Site("TorchRec input dist: ids wait", _DIST, "KJTAllToAllTensorsAwaitable", "_wait_impl"),
     Site("TorchRec EBC lookup + output dist", _EBC, "ShardedEmbeddingBagCollection", "compute_and_output_dist"),
     Site("id transform", _TRANSFORM, "IdTransform", "forward"),
-    Site("input check", _TRANSFORM, "InputCheck", "__call__", inside="id transform"),
+    Site("input check", "torchrec_memcom.modules.input_check", "InputCheck", "__call__", inside="id transform"),
     Site("LMA: raw ids expanded after the dist", _TRANSFORM, "IdTransform", "expand"),
     Site("combine (physical -> logical pooled)", _TRANSFORM, "IdTransform", "combine"),
     Site(

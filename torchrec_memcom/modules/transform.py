@@ -15,6 +15,8 @@ from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
+from torchrec_memcom.modules.combine import CombinePlan
+from torchrec_memcom.modules.input_check import InputCheck
 from torchrec_memcom.modules.method import Combine, CustomJob, Segment, TableMethod
 from torchrec_memcom.ops import (
     NUM_OP_PARAMS,
@@ -24,78 +26,21 @@ from torchrec_memcom.ops import (
     transform_segments,
     triton_enabled,
 )
-from torchrec_memcom.ops.columns import ColumnProducts, column_products
 
-__all__ = ["IdTransform", "InputCheck"]
+__all__ = ["IdTransform"]
 
 _ID_DTYPES = (torch.int32, torch.int64)
-
-
-class InputCheck:
-    """Raises ``ValueError`` for ids outside ``[0, n)`` or negative lengths, without stalling the GPU.
-
-    On CPU the check is immediate. On CUDA the statistics of a batch (per feature id min / max, the smallest length,
-    all computed by the transform kernel) are copied to pinned host memory asynchronously and inspected at the next
-    call (or ``flush()``), so a bad batch raises one step later, never silently; a ``bool(tensor)`` per step would
-    serialise the host with the device.
-    """
-
-    def __init__(self) -> None:
-        self._pending: Optional[Tuple[torch.Tensor, torch.cuda.Event, List[Tuple[str, str, int]]]] = None
-        # one pinned buffer per stats shape and one event: a call first flushes (waits for and reads) the previous
-        # batch's copy, so at most one copy is ever in flight
-        self._buffers: Dict[Tuple[int, ...], torch.Tensor] = {}
-        self._event: Optional[torch.cuda.Event] = None
-
-    def __call__(self, stats: torch.Tensor, features: List[Tuple[str, str, int]]) -> None:
-        """``stats``: ``(F + 1, 2)``: the id (min, max) of each feature, then (smallest length, unused);
-        ``features``: (feature, table, num_embeddings) per row."""
-        if not stats.is_cuda:
-            self._raise_if_bad(stats.reshape(-1).tolist(), features, False)
-            return
-        self.flush()  # the previous batch's copy is done and read: its buffer may be reused
-        host = self._buffers.get(tuple(stats.shape))
-        if host is None:
-            host = self._buffers[tuple(stats.shape)] = torch.empty(stats.shape, dtype=torch.int64, pin_memory=True)
-        host.copy_(stats, non_blocking=True)
-        if self._event is None:
-            self._event = torch.cuda.Event()
-        self._event.record()
-        self._pending = (host.reshape(-1), self._event, features)
-
-    def flush(self) -> None:
-        """Raises for the previous CUDA batch if it was bad."""
-        if self._pending is None:
-            return
-        host, event, features = self._pending
-        self._pending = None
-        event.synchronize()
-        self._raise_if_bad(host.tolist(), features, True)
-
-    @staticmethod
-    def _raise_if_bad(values: List[int], features: List[Tuple[str, str, int]], deferred: bool) -> None:
-        when = " (in the previous batch: on CUDA inputs are checked asynchronously)" if deferred else ""
-        if values[-2] < 0:
-            raise ValueError(f"KJT lengths must be >= 0, got {values[-2]}{when}")
-        for i, (feature, table, n) in enumerate(features):
-            lo, hi = values[2 * i], values[2 * i + 1]
-            if lo > hi:  # no ids
-                continue
-            if lo < 0 or hi >= n:
-                raise ValueError(
-                    f"table '{table}', feature '{feature}': ids must lie in [0, {n}), got values in [{lo}, {hi}]{when}"
-                )
 
 
 @dataclass
 class _InputPlan:
     """For one input key order and output order: where each logical feature is in the input, the input key whose
-    lengths each output segment takes (-1: sent empty; ``None``: the input's lengths pass unchanged), the rows of
-    MEAN features."""
+    lengths each output segment takes (-1: sent empty), whether those are the input's keys in order, the rows of MEAN
+    features."""
 
     position: List[int]
-    length_sources: Optional[torch.Tensor]
-    all_sources: torch.Tensor  # length_sources also where they are the identity (to change the lengths' dtype)
+    length_sources: torch.Tensor
+    same_lengths: bool  # the output's lengths are the input's, in order (no gather needed unless the dtype changes)
     mean_rows: torch.Tensor
     # the kernel's SegmentPlacement.place for all output segments and for the live ones; two statistics buffers
     # the batches take in turn (transform_segments fills one and resets the other: no per-batch template copy)
@@ -192,7 +137,7 @@ class IdTransform(nn.Module):
         self._orders: Dict[Tuple[Tuple[str, ...], FrozenSet[str]], _Order] = {}
         self._device_cache: Dict[Tuple[Tuple[str, ...], torch.device], torch.Tensor] = {}
         self._input_plans: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], torch.device], _InputPlan] = {}
-        self._combine_plans: Dict[Tuple[str, ...], _CombinePlan] = {}
+        self._combine_plans: Dict[Tuple[str, ...], CombinePlan] = {}
         self._no_divisors: Dict[Tuple[int, torch.device], torch.Tensor] = {}
         self.default_order = tuple(physical_order)
         self._order(self.default_order)  # validates the order
@@ -278,8 +223,8 @@ class IdTransform(nn.Module):
             place = torch.tensor(keys + list(range(len(keys))), dtype=torch.int64, device=device)
             plan = _InputPlan(
                 position=position,
-                length_sources=None if identity else place[: len(keys)],
-                all_sources=place[: len(keys)],
+                length_sources=place[: len(keys)],
+                same_lengths=identity,
                 mean_rows=torch.tensor([position[f] for f in self._mean_features], dtype=torch.int64, device=device),
                 place=place,
                 place_live=torch.tensor(keys + out.live, dtype=torch.int64, device=device),
@@ -389,11 +334,9 @@ class IdTransform(nn.Module):
         # the output's lengths: the input's, or gathered per output segment in the transform's launch (also to give
         # them the int32 index dtype)
         lengths_dtype = torch.int32 if index_dtype == torch.int32 else lengths.dtype
-        length_sources = inputs.length_sources
-        if length_sources is None and lengths.dtype != lengths_dtype:
-            length_sources = inputs.all_sources
-        lengths_out = None
-        if length_sources is not None:
+        length_sources, lengths_out = None, None
+        if not (inputs.same_lengths and lengths.dtype == lengths_dtype):
+            length_sources = inputs.length_sources
             lengths_out = torch.empty(len(dynamic) * stride, dtype=lengths_dtype, device=device)
         # two statistics buffers in turn: this batch fills one, and the same launch resets the other for the next
         # batch (no per-batch template copy); first the previous batch's check (it may raise): its asynchronous copy
@@ -552,128 +495,9 @@ class IdTransform(nn.Module):
         keys = tuple(pooled.keys())
         plan = self._combine_plans.get(keys)
         if plan is None:
-            plan = _CombinePlan(self._combines, pooled, self._mean_features, self._feature_tables)
+            plan = CombinePlan(self._combines, pooled, self._mean_features, self._feature_tables)
             self._combine_plans[keys] = plan
         return plan(pooled, divisors, projections)
-
-
-class _CombinePlan:
-    """Column arithmetic of ``IdTransform.combine`` for one physical key order (built once per order).
-
-    Cheapest first: the physical columns already are the logical ones (relabel the KeyedTensor); only whole features
-    move (one column gather); products, concatenations and MEAN divisions in which each physical column is used once
-    (QR, LMA, MEAN tables): one ``ops.columns.column_products`` (one kernel forward, one backward); else (output
-    projections, a column used twice) the values are split once per physical feature (one ``SplitBackward`` in
-    autograd, which stays cheap where per-slice views would each send back a zero-filled gradient) and each logical
-    feature is formed from its parts, then concatenated.
-    """
-
-    def __init__(
-        self,
-        combines: List[Combine],
-        pooled: KeyedTensor,
-        mean_features: List[int],
-        feature_tables: List[Tuple[str, EmbeddingBagConfig]],
-    ) -> None:
-        features = [f for f, _ in feature_tables]
-        self.split_sizes = list(pooled.length_per_key())
-        offsets = _exclusive_cumsum(self.split_sizes)
-        index = {k: i for i, k in enumerate(pooled.keys())}
-        mean_column = {features[f]: j for j, f in enumerate(mean_features)}
-        self.keys = [c.feature for c in combines]
-        self.dims = [table.embedding_dim for _, table in feature_tables]
-        self.steps: List[Tuple[str, List[int], Optional[int], Optional[str]]] = []
-        gather: List[int] = []
-        for c in combines:
-            parts = [index[p] for p in c.parts]
-            self.steps.append((c.kind, parts, mean_column.get(c.feature) if c.mean else None, c.project))
-            if c.kind != "product":
-                gather += [offsets[p] + i for p in parts for i in range(self.split_sizes[p])]
-        self.simple = all(kind != "product" and m is None and pr is None for kind, _, m, pr in self.steps)
-        self.identity = self.simple and gather == list(range(sum(self.split_sizes)))
-        # A permutation of the columns (each used once) moves whole blocks: split once at the blocks' edges and
-        # concatenate them in output order (one copy kernel each way; a column gather's backward is an atomic
-        # index_add_ along dim 1, and its forward an elementwise gather, both several times slower on CUDA).
-        self.permutation = self.simple and sorted(gather) == list(range(sum(self.split_sizes)))
-        self.block_sizes: List[int] = []
-        self.block_order: List[int] = []
-        if self.permutation:
-            runs: List[List[int]] = []  # (first physical column, width) in output order, adjacent columns merged
-            for col in gather:
-                if runs and runs[-1][0] + runs[-1][1] == col:
-                    runs[-1][1] += 1
-                else:
-                    runs.append([col, 1])
-            by_start = sorted(range(len(runs)), key=lambda i: runs[i][0])
-            self.block_sizes = [runs[i][1] for i in by_start]
-            rank = {run: k for k, run in enumerate(by_start)}
-            self.block_order = [rank[i] for i in range(len(runs))]
-        self._gather = torch.tensor(gather, dtype=torch.int64)
-        self._gather_on: Dict[torch.device, torch.Tensor] = {}
-        self.products = None if self.simple else _column_products(self.steps, self.split_sizes, offsets)
-
-    def __call__(
-        self, pooled: KeyedTensor, divisors: torch.Tensor, projections: Optional[Mapping[str, torch.Tensor]]
-    ) -> KeyedTensor:
-        values = pooled.values()
-        if self.identity:
-            return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values)
-        if self.permutation:
-            blocks = values.split(self.block_sizes, dim=1)
-            columns = torch.cat([blocks[b] for b in self.block_order], dim=1)
-            return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=columns)
-        if self.simple:
-            idx = self._gather_on.get(values.device)
-            if idx is None:
-                idx = self._gather_on[values.device] = self._gather.to(values.device)
-            return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values.index_select(1, idx))
-        if self.products is not None:
-            values = column_products(values, divisors, self.products)
-            return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values)
-        pieces = values.split(self.split_sizes, dim=1)
-        out: List[torch.Tensor] = []
-        for kind, parts, mean, project in self.steps:
-            if kind == "product":
-                emb = pieces[parts[0]]
-                for p in parts[1:]:
-                    emb = emb * pieces[p]
-                if mean is not None:  # each side is a mean: divide by the bag size once per side
-                    emb = emb / divisors[:, mean : mean + 1].pow(len(parts))
-            else:
-                emb = pieces[parts[0]] if len(parts) == 1 else torch.cat([pieces[p] for p in parts], dim=1)
-                if mean is not None:
-                    emb = emb / divisors[:, mean : mean + 1]
-            if project is not None:
-                assert projections is not None, f"table '{project}' needs its output projection"
-                emb = emb @ projections[project]
-            out.append(emb)
-        return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=torch.cat(out, dim=1))
-
-
-def _column_products(
-    steps: List[Tuple[str, List[int], Optional[int], Optional[str]]], split_sizes: List[int], offsets: List[int]
-) -> Optional[ColumnProducts]:
-    """The combine as one ``ColumnProducts`` (one kernel each way), or ``None`` where it cannot be: an output
-    projection, a product of more than two parts or of unequal widths, a physical column feeding two features."""
-    columns: List[Tuple[int, int, int, int]] = []
-    for kind, parts, mean, project in steps:
-        m = -1 if mean is None else mean
-        if project is not None:
-            return None
-        if kind == "product":
-            width = split_sizes[parts[0]]
-            if len(parts) > 2 or any(split_sizes[p] != width for p in parts):
-                return None
-            power = 0 if mean is None else len(parts)
-            second = offsets[parts[1]] if len(parts) == 2 else None
-            columns += [(offsets[parts[0]] + i, -1 if second is None else second + i, m, power) for i in range(width)]
-        else:
-            power = 0 if mean is None else 1
-            columns += [(offsets[p] + i, -1, m, power) for p in parts for i in range(split_sizes[p])]
-    try:
-        return ColumnProducts(columns, sum(split_sizes))
-    except ValueError:  # a column feeding two outputs: the split path sums its gradients
-        return None
 
 
 def _custom_jobs(

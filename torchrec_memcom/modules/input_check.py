@@ -1,0 +1,65 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""The id transform's input check: ids outside their table or negative lengths raise, on CUDA one batch later (the
+statistics come from the transform kernel and cross to the host asynchronously)."""
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+__all__ = ["InputCheck"]
+
+
+class InputCheck:
+    """Raises ``ValueError`` for ids outside ``[0, n)`` or negative lengths, without stalling the GPU.
+
+    On CPU the check is immediate. On CUDA the statistics of a batch (per feature id min / max, the smallest length,
+    all computed by the transform kernel) are copied to pinned host memory asynchronously and inspected at the next
+    call (or ``flush()``), so a bad batch raises one step later, never silently; a ``bool(tensor)`` per step would
+    serialise the host with the device.
+    """
+
+    def __init__(self) -> None:
+        self._pending: Optional[Tuple[torch.Tensor, torch.cuda.Event, List[Tuple[str, str, int]]]] = None
+        # one pinned buffer per stats shape and one event: a call first flushes (waits for and reads) the previous
+        # batch's copy, so at most one copy is ever in flight
+        self._buffers: Dict[Tuple[int, ...], torch.Tensor] = {}
+        self._event: Optional[torch.cuda.Event] = None
+
+    def __call__(self, stats: torch.Tensor, features: List[Tuple[str, str, int]]) -> None:
+        """``stats``: ``(F + 1, 2)``: the id (min, max) of each feature, then (smallest length, unused);
+        ``features``: (feature, table, num_embeddings) per row."""
+        if not stats.is_cuda:
+            self._raise_if_bad(stats.reshape(-1).tolist(), features, False)
+            return
+        self.flush()  # the previous batch's copy is done and read: its buffer may be reused
+        host = self._buffers.get(tuple(stats.shape))
+        if host is None:
+            host = self._buffers[tuple(stats.shape)] = torch.empty(stats.shape, dtype=torch.int64, pin_memory=True)
+        host.copy_(stats, non_blocking=True)
+        if self._event is None:
+            self._event = torch.cuda.Event()
+        self._event.record()
+        self._pending = (host.reshape(-1), self._event, features)
+
+    def flush(self) -> None:
+        """Raises for the previous CUDA batch if it was bad."""
+        if self._pending is None:
+            return
+        host, event, features = self._pending
+        self._pending = None
+        event.synchronize()
+        self._raise_if_bad(host.tolist(), features, True)
+
+    @staticmethod
+    def _raise_if_bad(values: List[int], features: List[Tuple[str, str, int]], deferred: bool) -> None:
+        when = " (in the previous batch: on CUDA inputs are checked asynchronously)" if deferred else ""
+        if values[-2] < 0:
+            raise ValueError(f"KJT lengths must be >= 0, got {values[-2]}{when}")
+        for i, (feature, table, n) in enumerate(features):
+            lo, hi = values[2 * i], values[2 * i + 1]
+            if lo > hi:  # no ids
+                continue
+            if lo < 0 or hi >= n:
+                raise ValueError(
+                    f"table '{table}', feature '{feature}': ids must lie in [0, {n}), got values in [{lo}, {hi}]{when}"
+                )
