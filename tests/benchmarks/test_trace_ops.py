@@ -9,7 +9,13 @@ from typing import Any, Dict, List
 import pytest
 import torch
 
-from torchrec_memcom.benchmarks.trace_ops import LaunchedOps, gpu_ops_by_launcher, markdown
+from torchrec_memcom.benchmarks.trace_ops import (
+    LaunchedOps,
+    autograd_node_host_us,
+    gpu_ops_by_launcher,
+    markdown,
+    nodes_markdown,
+)
 
 FWD, BWD = 1, 2  # host threads: the main one and autograd's
 
@@ -57,14 +63,29 @@ def test_attributes_each_gpu_op_to_its_launcher() -> None:
     assert "| 1 | `kernel: mul_kernel` | MulBackward0 | `aten::mul` |" in table
 
 
+def test_autograd_node_host_time_per_step() -> None:
+    extra = _x("cpu_op", "autograd::engine::evaluate_function: SumBackward0", 2000, 6, tid=BWD)
+    trace = {"traceEvents": _step(0, 10) + _step(1000, 20) + [extra]}
+    # MulBackward0: 30 us in each of the 2 steps; SumBackward0: 6 us once; the ops inside a node are not nodes
+    assert autograd_node_host_us(trace, steps=2) == [("MulBackward0", 30.0, 1.0), ("SumBackward0", 3.0, 0.5)]
+    table = nodes_markdown(autograd_node_host_us(trace, steps=2))
+    assert "| 30.0 | 1 | `MulBackward0` |" in table and "| 33.0 | | total |" in table
+
+
 def test_rejects_bad_steps() -> None:
     with pytest.raises(ValueError, match="steps must be >= 1"):
         gpu_ops_by_launcher({"traceEvents": []}, steps=0)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        autograd_node_host_us({"traceEvents": []}, steps=0)
 
 
 def test_cpu_profiler_trace_has_no_gpu_ops(tmp_path: Path) -> None:
+    x = torch.ones(8, requires_grad=True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        (torch.ones(8) * 2).sum()
+        (x * 2).sum().backward()
     path = tmp_path / "trace.json"
     prof.export_chrome_trace(str(path))
-    assert gpu_ops_by_launcher(json.loads(path.read_text()), steps=1) == []
+    trace = json.loads(path.read_text())
+    assert gpu_ops_by_launcher(trace, steps=1) == []
+    nodes = {node: calls for node, _, calls in autograd_node_host_us(trace, steps=1)}
+    assert nodes["MulBackward0"] == 1 and nodes["SumBackward0"] == 1  # the real backward's nodes, once each

@@ -8,9 +8,13 @@ that call to the CPU events around it on its thread. An op is attributed to ``(c
 ``record_function`` range or autograd node around the call (TorchRec's ``## ... ##`` ranges, ``...Backward`` nodes;
 the outermost CPU op when there is neither) and the innermost CPU op (the ATen or FBGEMM op that launched it).
 
+``autograd_node_host_us`` gives the backward's host side instead: the host time of each autograd node per step (the
+node's whole evaluation on the autograd thread, what it calls included).
+
 Usage (on a trace that ``bench_sharded.py --profile`` wrote; ``--profile-steps`` steps)::
 
     python -m torchrec_memcom.benchmarks.trace_ops profiles/profile_big_ebc_memcom_w1.trace.json --steps 3
+    python -m torchrec_memcom.benchmarks.trace_ops profiles/profile_big_ebc_hash_w1.trace.json --steps 5 --nodes
 """
 
 import argparse
@@ -18,7 +22,7 @@ import collections
 import json
 from typing import Any, Dict, List, NamedTuple, Tuple
 
-__all__ = ["LaunchedOps", "gpu_ops_by_launcher", "markdown"]
+__all__ = ["LaunchedOps", "autograd_node_host_us", "gpu_ops_by_launcher", "markdown", "nodes_markdown"]
 
 _GPU_CATEGORIES = ("kernel", "gpu_memset", "gpu_memcpy")
 _LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")
@@ -86,6 +90,29 @@ def gpu_ops_by_launcher(trace: Dict[str, Any], steps: int) -> List[LaunchedOps]:
     return sorted(rows, key=lambda r: (r.context, r.op, r.category, r.name))
 
 
+def autograd_node_host_us(trace: Dict[str, Any], steps: int) -> List[Tuple[str, float, float]]:
+    """``(node, host us per step, calls per step)`` of every autograd node of a chrome trace (its
+    ``autograd::engine::evaluate_function: <node>`` ranges summed, then divided by ``steps``), largest first."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    total: Dict[str, float] = collections.Counter()
+    calls: Dict[str, int] = collections.Counter()
+    for e in trace["traceEvents"]:
+        if e.get("ph") == "X" and e.get("cat") in _CPU_CATEGORIES and e["name"].startswith(_AUTOGRAD_NODE):
+            node = e["name"][len(_AUTOGRAD_NODE) :]
+            total[node] += e.get("dur", 0)
+            calls[node] += 1
+    return sorted(((n, total[n] / steps, calls[n] / steps) for n in total), key=lambda r: (-r[1], r[0]))
+
+
+def nodes_markdown(rows: List[Tuple[str, float, float]]) -> str:
+    """A markdown table of ``autograd_node_host_us``'s rows, with the total per step."""
+    lines = ["| host us per step | calls per step | autograd node |", "|---:|---:|---|"]
+    lines += [f"| {us:.1f} | {n:g} | `{node}` |" for node, us, n in rows]
+    lines.append(f"| {sum(r[1] for r in rows):.1f} | | total |")
+    return "\n".join(lines)
+
+
 def markdown(rows: List[LaunchedOps], name_width: int = 70) -> str:
     """A markdown table of ``gpu_ops_by_launcher``'s rows, with the total per step."""
     lines = ["| per step | GPU op | launched in | by |", "|---:|---|---|---|"]
@@ -101,9 +128,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("trace", help="chrome trace JSON (bench_sharded.py --profile writes <method>.trace.json)")
     parser.add_argument("--steps", type=int, required=True, help="steps the trace covers (--profile-steps)")
+    parser.add_argument("--nodes", action="store_true", help="host time per autograd node instead of GPU ops")
     args = parser.parse_args()
     with open(args.trace) as f:
-        print(markdown(gpu_ops_by_launcher(json.load(f), args.steps)))
+        trace = json.load(f)
+    if args.nodes:
+        print(nodes_markdown(autograd_node_host_us(trace, args.steps)))
+    else:
+        print(markdown(gpu_ops_by_launcher(trace, args.steps)))
 
 
 if __name__ == "__main__":
