@@ -254,7 +254,8 @@ def sharded_matches_unsharded(
     checked = assert_state_matches(dmp.state_dict(), reference.state_dict(), tol=1e-4)
     out = dmp(slice_batch(batch, lo, hi).to(device))
     torch.testing.assert_close(out.detach().cpu(), reference(batch).detach()[lo:hi], atol=1e-4, rtol=1e-4)
-    return {"checked": checked, "plan": str(dmp.plan)}
+    inner = dmp.module.ebc._embedding_bag_collection
+    return {"checked": checked, "plan": str(dmp.plan), "input_dists": [type(d).__name__ for d in inner._input_dists]}
 
 
 # -- mixed DLRM, pipelining, checkpoints ---------------------------------------------------------------------------

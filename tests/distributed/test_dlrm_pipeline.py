@@ -12,3 +12,9 @@ def test_dlrm_pipeline_two_ranks(world2: World) -> None:
 
 def test_dlrm_pipeline_four_ranks(world4: World) -> None:
     world4.run(scenarios.dlrm_pipeline_matches_reference, steps=3)
+
+
+def test_dlrm_pipeline_one_rank(world1: World) -> None:
+    """One rank: the table-wise input dists are the identity (no all-to-all), under the pipeline too."""
+    losses = world1.run(scenarios.dlrm_pipeline_matches_reference, steps=3)[0]
+    assert len(losses["pipeline"]) == 3

@@ -60,6 +60,27 @@ def test_one_rank_lma_ids(world1: World, raw: Optional[bool]) -> None:
     world1.run(scenarios.sharded_matches_unsharded, method="lma", sharding_type="table_wise", lma_raw_ids=raw)
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(method="memcom", sharding_type="table_wise", weighted=True, optimizer="adagrad"),
+        dict(method="memcom", sharding_type="row_wise"),
+        dict(method="hash", sharding_type="column_wise"),
+        dict(method="qr", sharding_type="table_column_wise", pooling="MEAN"),
+        dict(method="hash", sharding_type="data_parallel"),
+    ],
+    ids=_id,
+)
+def test_one_rank(world1: World, case: Dict) -> None:
+    """On one rank the table-wise family skips TorchRec's all-to-all (and its per-batch synchronisation): its input
+    dists are the data-parallel identity; row-wise keeps TorchRec's (it buckets ids). Same results either way."""
+    (result,) = world1.run(scenarios.sharded_matches_unsharded, **case)
+    identity = case["sharding_type"] != "row_wise"
+    assert result["input_dists"] and all((d == "DpSparseFeaturesDist") == identity for d in result["input_dists"]), (
+        result["input_dists"]
+    )
+
+
 def test_per_sample_weight_gradients_only_for_memcom(world2: World) -> None:
     """FBGEMM skips the per-sample-weight gradient of every feature but MEmCom's (their weights are constant)."""
     for r in world2.run(scenarios.memcom_weight_grads_only):

@@ -16,15 +16,25 @@ try:  # a probe of the kernels' helper, run by check_kernels_on_cpu under Triton
     import triton
     import triton.language as tl
 
-    from torchrec_memcom.ops._triton import _mod_p
+    from torchrec_memcom.ops._triton import _mix, _mod_p
 
     @triton.jit
     def _mod_p_kernel(v_ptr, out_ptr, n, BLOCK: tl.constexpr):
         offs = tl.arange(0, BLOCK)
         tl.store(out_ptr + offs, _mod_p(tl.load(v_ptr + offs, mask=offs < n, other=0)), mask=offs < n)
 
+    @triton.jit
+    def _mix_kernel(x_ptr, p_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        mask = offs < n
+        x = tl.load(x_ptr + offs, mask=mask, other=0)
+        a1 = tl.load(p_ptr + 3 * offs, mask=mask, other=1)
+        a2 = tl.load(p_ptr + 3 * offs + 1, mask=mask, other=1)
+        c = tl.load(p_ptr + 3 * offs + 2, mask=mask, other=0)
+        tl.store(out_ptr + offs, _mix(x, a1, a2, c), mask=mask)
+
 except ImportError:  # no triton: the interpreted test is skipped
-    _mod_p_kernel = None
+    _mod_p_kernel = _mix_kernel = None
 
 
 HASHES = [
@@ -176,6 +186,7 @@ def check_kernels_on_cpu() -> None:
     _check_segments_placement("cpu")
     _check_memcom_passthrough("cpu")
     _check_mod_p()
+    _check_mix("cpu")
     _check_lma_clamp()
     _check_lma_grouped()
     # ids up to 2**51: the mixed key (id << 10 | salt) reaches 2**61 and its high part (key >> 30) the prime itself
@@ -194,6 +205,29 @@ def _check_mod_p() -> None:
     out = torch.empty_like(v)
     _mod_p_kernel[(1,)](v, out, v.numel(), BLOCK=256)
     torch.testing.assert_close(out, v % p, rtol=0, atol=0)
+
+
+def _check_mix(device: str) -> None:
+    """The kernels' ``_mix`` (32-bit products modulo P) against Python integers: keys up to 2**61 - 1, parameters at
+    their edges (1 and P - 1, c = 0 and P - 1) and random."""
+    p = 2**31 - 1
+    g = torch.Generator().manual_seed(1)
+    keys = [0, 1, 2**30 - 1, 2**30, p, 2**31, 2**32 - 1, p << 30, (p << 30) - 1, 2**61 - 1, 2**60 + 2**30 - 1]
+    edges = [(1, 1, 0), (p - 1, p - 1, p - 1), (p - 1, 1, 0), (1, p - 1, p - 1)]
+    pairs = [(x, q) for x in keys for q in edges]  # every edge key with every edge parameter set
+    randoms = zip(torch.randint(0, 2**61, (200,), generator=g).tolist(), torch.randint(1, p, (200, 3), generator=g))
+    pairs += [(x, tuple(q.tolist())) for x, q in randoms]
+    x = torch.tensor([k for k, _ in pairs], dtype=torch.int64)
+    flat = torch.tensor([q for _, q in pairs], dtype=torch.int64)
+    want = [((k % 2**30) * a1 + ((k >> 30) % p) * a2 + c) % p for k, (a1, a2, c) in pairs]
+    out = torch.empty(len(pairs), dtype=torch.int64, device=device)
+    _mix_kernel[(1,)](x.to(device), flat.to(device), out, len(pairs), BLOCK=256)
+    assert out.cpu().tolist() == want
+
+
+@pytest.mark.gpu
+def test_mix_cuda() -> None:
+    _check_mix("cuda")
 
 
 def test_kernels_interpreted_match_references() -> None:

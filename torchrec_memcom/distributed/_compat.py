@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor, ShardedTensorMetadata
 from torchrec.distributed.embeddingbag import ShardedEmbeddingBagCollection
+from torchrec.distributed.sharding.dp_sharding import DpSparseFeaturesDist
+from torchrec.distributed.sharding.tw_sharding import TwSparseFeaturesDist
 
 __all__ = [
     "embedding_shardings",
@@ -44,13 +46,22 @@ def lookups(ebc: ShardedEmbeddingBagCollection) -> List[torch.nn.Module]:
 
 
 def init_input_dists(
-    ebc: ShardedEmbeddingBagCollection, feature_names: List[str], hash_sizes: Optional[Dict[str, int]] = None
+    ebc: ShardedEmbeddingBagCollection,
+    feature_names: List[str],
+    hash_sizes: Optional[Dict[str, int]] = None,
+    single_rank: bool = False,
 ) -> None:
     """Creates the sharded EBC's input dists now (TorchRec creates them at the first batch), for input KJTs whose
     keys are ``feature_names`` (already in sharding order: no permute per batch).
 
     ``hash_sizes`` overrides the id range a row-wise input dist buckets for some features (MEmCom buckets its scrambled
     ids over ``n_pad``, not over the shared table's rows), through the sharding's own ``create_input_dist``.
+
+    ``single_rank`` (a one-rank process group): the table-, column- and table-column-wise input dists
+    (``TwSparseFeaturesDist``, a KJT all-to-all) become ``DpSparseFeaturesDist``. Over one rank TorchRec's all-to-all
+    returns its input KJT as it is, but first builds the feature permutation of a real exchange and drops it
+    (``dist_data._get_recat``: ``torch.tensor(list, device=cuda)``, a blocking copy, so the host waits there for every
+    kernel queued before it, once per batch); the data-parallel dist returns the same KJT without it.
     """
     for sharding in ebc._embedding_shardings:
         features = list(sharding.feature_names())
@@ -59,11 +70,14 @@ def init_input_dists(
             sizes = [hash_sizes.get(f, n) for f, n in zip(features, own)]
             sharding._get_feature_hash_sizes = lambda sizes=sizes: sizes  # instance override, read once below
             try:
-                ebc._input_dists.append(sharding.create_input_dist())
+                input_dist = sharding.create_input_dist()
             finally:
                 del sharding._get_feature_hash_sizes
         else:
-            ebc._input_dists.append(sharding.create_input_dist())
+            input_dist = sharding.create_input_dist()
+        if single_rank and isinstance(input_dist, TwSparseFeaturesDist):
+            input_dist = DpSparseFeaturesDist()
+        ebc._input_dists.append(input_dist)
         ebc._feature_splits.append(len(features))
     expected = [f for s in ebc._embedding_shardings for f in s.feature_names()]
     if expected != list(feature_names):

@@ -260,7 +260,7 @@ class ShardedCompressedEmbeddingBagCollection(
         n_pad = {
             f: self._memcom[t].bucketed_hash().padded_num_embeddings for f, t in self._memcom_feature_table.items()
         }
-        _compat.init_input_dists(inner, list(self._sharding_order), hash_sizes=n_pad)
+        _compat.init_input_dists(inner, list(self._sharding_order), hash_sizes=n_pad, single_rank=self._world_size == 1)
         self._sharding_has_memcom = [any(f in self._memcom_feature_table for f in fs) for fs in shardings]
         # Features whose CUSTOM ids (LMA's chunk locations) all go to tables whose input dist sends every id to whole
         # rows cross it as raw ids, expanded on the receiving rank (``IdTransform.expand``; ``lma_sends_raw_ids``)

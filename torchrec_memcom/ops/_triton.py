@@ -28,11 +28,30 @@ def _mod_p(v):
 
 
 @triton.jit
+def _fold_p32(r):
+    # r mod P for uint32 r (< 2**32): one fold (<= P + 1) and one subtraction
+    r = (r & 2147483647) + (r >> 31)
+    return tl.where(r >= 2147483647, r - 2147483647, r)
+
+
+@triton.jit
+def _mulmod_p32(a, b):
+    # (a * b) mod P for uint32 a, b < 2**31 in 32-bit arithmetic (GPUs emulate 64-bit products with several 32-bit
+    # ones): the product is hi 2**32 + lo with hi < 2**30, and 2**31 = 1 mod P, so it is lo mod 2**31 + lo >> 31 +
+    # 2 hi mod P, a sum below 2**32
+    lo = a * b
+    hi = tl.umulhi(a, b)
+    return _fold_p32((lo & 2147483647) + (lo >> 31) + (hi << 1))
+
+
+@triton.jit
 def _mix(x, a1, a2, c):
-    # hashing.mix: ((x mod 2**30) * a1 + ((x >> 30) mod P) * a2 + c) mod P, P = 2**31 - 1; all products < 2**62.
-    lo = x & 1073741823
-    hi = _mod_p(x >> 30)
-    return _mod_p(_mod_p(lo * a1) + _mod_p(hi * a2) + c)
+    # hashing.mix: ((x mod 2**30) * a1 + ((x >> 30) mod P) * a2 + c) mod P, P = 2**31 - 1, for x < 2**61 and a1, a2,
+    # c < P (mix_params): both products modulo P in 32-bit arithmetic, equal to the 64-bit definition
+    lo = (x & 1073741823).to(tl.uint32)
+    hi = _mod_p(x >> 30).to(tl.uint32)
+    r = _fold_p32(_mulmod_p32(lo, a1.to(tl.uint32)) + _mulmod_p32(hi, a2.to(tl.uint32)))
+    return _fold_p32(r + c.to(tl.uint32)).to(tl.int64)
 
 
 @triton.jit
