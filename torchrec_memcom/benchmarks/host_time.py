@@ -37,6 +37,7 @@ class Site(NamedTuple):
 _EBC = "torchrec.distributed.embeddingbag"
 _DIST = "torchrec.distributed.dist_data"
 _TRANSFORM = "torchrec_memcom.modules.transform"
+_CHECK = "torchrec_memcom.modules.input_check"
 SITES: List[Site] = [
     Site("TorchRec EBC input dist", _EBC, "ShardedEmbeddingBagCollection", "input_dist"),
     # the input dist's awaitables, waited on after input_dist returns: the splits' wait builds the feature
@@ -46,7 +47,10 @@ SITES: List[Site] = [
     Site("TorchRec input dist: ids wait", _DIST, "KJTAllToAllTensorsAwaitable", "_wait_impl"),
     Site("TorchRec EBC lookup + output dist", _EBC, "ShardedEmbeddingBagCollection", "compute_and_output_dist"),
     Site("id transform", _TRANSFORM, "IdTransform", "forward"),
-    Site("input check", "torchrec_memcom.modules.input_check", "InputCheck", "__call__", inside="id transform"),
+    # the previous batch's check: waits (an event) for that batch's statistics copy, so the host stays at most one
+    # transform ahead of the GPU (where a GPU-bound step's host waits once no TorchRec sync is left)
+    Site("input check: previous batch's wait", _CHECK, "InputCheck", "flush", inside="id transform"),
+    Site("input check", _CHECK, "InputCheck", "__call__", inside="id transform"),
     Site("LMA: raw ids expanded after the dist", _TRANSFORM, "IdTransform", "expand"),
     Site("combine (physical -> logical pooled)", _TRANSFORM, "IdTransform", "combine"),
     Site(
