@@ -18,7 +18,7 @@ Usage::
         --pipeline --hbm-cap-gb 40                                      # stock in host memory behind an HBM cache
     python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout big --model ebc \\
         --cache-recat                      # without TorchRec's per-batch input-dist sync (benchmarks/recat.py)
-    python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout big --model ebc \
+    python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout big --model ebc \\
         --index-dtype int32                # every method's TBE indices int32, stock's too (default: stock int64)
     python scripts/bench_sharded.py --planner-report                    # planning only, 1 / 2 / 4 ranks, no GPU
 """

@@ -7,7 +7,8 @@ offers. What differs from a stock EBC happens on either side of it::
 
     input KJT (logical ids, data parallel)
       -> id_transform (no grad; one fused kernel for every table and feature; output already in sharding order)
-      -> the inner EBC's input dists (MEmCom's row-wise features bucketed over their scrambled ids s, n_pad of them)
+      -> the inner EBC's input dists (MEmCom's row-wise features bucketed over their scrambled ids s, n_pad of them;
+         on one rank the table-wise family's are the identity: ``_compat.init_input_dists``)
       -> rank r, MEmCom only: rows = h(s) - r m / W, per-sample weights w_local[s - r n_pad / W] (* x); one kernel
       -> the inner EBC's lookups (fused TBE optimizers) and output dists
       -> combine (QR product, LMA chunk concatenation, MEAN division) -> KeyedTensor of the logical features

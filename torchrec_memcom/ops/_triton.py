@@ -19,19 +19,17 @@ _COLUMN_BLOCK = 128
 
 
 @triton.jit
-def _mod_p(v):
-    # v mod P for 0 <= v < 2**62, P = 2**31 - 1 (a Mersenne prime: 2**31 = 1 mod P): two folds and one subtraction
-    # instead of an emulated 64-bit division; equal to v % P for every such v
-    r = (v & 2147483647) + (v >> 31)  # < 2**32
-    r = (r & 2147483647) + (r >> 31)  # <= P + 1
+def _fold_p(r):
+    # r mod P for 0 <= r < 2**32, P = 2**31 - 1 (a Mersenne prime: 2**31 = 1 mod P), in r's own integer type: one fold
+    # (<= P + 1) and one subtraction instead of a division
+    r = (r & 2147483647) + (r >> 31)
     return tl.where(r >= 2147483647, r - 2147483647, r)
 
 
 @triton.jit
-def _fold_p32(r):
-    # r mod P for uint32 r (< 2**32): one fold (<= P + 1) and one subtraction
-    r = (r & 2147483647) + (r >> 31)
-    return tl.where(r >= 2147483647, r - 2147483647, r)
+def _mod_p(v):
+    # v mod P for 0 <= v < 2**62: a first fold brings it below 2**32; equal to v % P for every such v
+    return _fold_p((v & 2147483647) + (v >> 31))
 
 
 @triton.jit
@@ -41,7 +39,7 @@ def _mulmod_p32(a, b):
     # 2 hi mod P, a sum below 2**32
     lo = a * b
     hi = tl.umulhi(a, b)
-    return _fold_p32((lo & 2147483647) + (lo >> 31) + (hi << 1))
+    return _fold_p((lo & 2147483647) + (lo >> 31) + (hi << 1))
 
 
 @triton.jit
@@ -50,8 +48,8 @@ def _mix(x, a1, a2, c):
     # c < P (mix_params): both products modulo P in 32-bit arithmetic, equal to the 64-bit definition
     lo = (x & 1073741823).to(tl.uint32)
     hi = _mod_p(x >> 30).to(tl.uint32)
-    r = _fold_p32(_mulmod_p32(lo, a1.to(tl.uint32)) + _mulmod_p32(hi, a2.to(tl.uint32)))
-    return _fold_p32(r + c.to(tl.uint32)).to(tl.int64)
+    r = _fold_p(_mulmod_p32(lo, a1.to(tl.uint32)) + _mulmod_p32(hi, a2.to(tl.uint32)))
+    return _fold_p(r + c.to(tl.uint32)).to(tl.int64)
 
 
 @triton.jit
