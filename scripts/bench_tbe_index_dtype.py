@@ -2,7 +2,8 @@
 """FBGEMM's TBE alone, forward + backward with fused exact row-wise Adagrad, with int64 and with int32 indices.
 
 Three shapes of the ``big`` layout (batch 16384, 20 ids per bag): stock's 8 tables of 4M x 128 and Hash 16x's 8 tables
-of 250k x 128, read by power-law ids, and an LMA-like 16M x 16 memory read by 64 features (8 tables x 8 chunks) at
+of 250k x 128, read by power-law ids (``benchmarks.data.sample_ids``, Zipf 1.05, as ``bench_sharded.py``'s
+batches), and an LMA-like 16M x 16 memory read by 64 features (8 tables x 8 chunks) at
 hashed locations of those ids. Each dtype is timed twice, alternating, and its faster pass reported (ms per call,
 ``--iters`` calls after 10; CUDA events on the GPU, the wall clock on CPU). Why the compressed tables' lookups use int32
 (``distributed.compressed.physical_index_dtype``): docs/PERFORMANCE.md.
@@ -26,17 +27,9 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
     SplitTableBatchedEmbeddingBagsCodegen,
 )
 
-BATCH, POOLING = 16384, 20
+from torchrec_memcom.benchmarks.data import sample_ids
 
-
-def power_law(n: int, size: int, device: torch.device) -> torch.Tensor:
-    """``size`` ids in ``[0, n)`` with ``P(id < x) ~ log(x + 1) / log(n)`` (Zipf-like, exponent about 1)."""
-    u = torch.rand(size, device=device, dtype=torch.float64)
-    return (
-        (torch.exp(u * torch.log(torch.tensor(float(n), dtype=torch.float64, device=device))) - 1)
-        .long()
-        .clamp_(0, n - 1)
-    )
+BATCH, POOLING, ZIPF = 16384, 20, 1.05
 
 
 def time_tbe(
@@ -100,11 +93,12 @@ def main(argv: Sequence[str] = ()) -> Dict[str, Dict[str, float]]:
     args = parser.parse_args(list(argv) or None)
     device = torch.device(args.device)
     torch.manual_seed(0)
+    g = torch.Generator(device=device).manual_seed(0)
     batch = max(1, BATCH // args.scale)
     stock_rows, hash_rows, lma_rows = (max(16, n // args.scale) for n in (4_000_000, 250_000, 16_000_000))
 
     def ids(n: int, tables: int = 8) -> torch.Tensor:
-        return torch.cat([power_law(n, batch * POOLING, device) for _ in range(tables)])
+        return torch.cat([sample_ids(n, batch * POOLING, "powerlaw", ZIPF, g, device) for _ in range(tables)])
 
     logical = ids(stock_rows)  # LMA: chunk c of each id at a hashed location of (id, c)
     lma = torch.cat([(logical * 0x9E3779B1 + c * 0x7F4A7C15) % lma_rows for c in range(8)])

@@ -222,6 +222,9 @@ def sharded_matches_unsharded(
     raw_ids = world_size > 1 if lma_raw_ids is None else lma_raw_ids  # the sharder's default: across ranks only
     expect_raw = method == "lma" and raw_ids and sharding_type in ("table_wise", "column_wise")
     assert bool(raw) == expect_raw, (raw, method, sharding_type)
+    # one rank, table-wise: the transform computes MEmCom's rows and entity-weight slots (nothing to do after the dist)
+    slots_in_transform = getattr(dmp.module.ebc, "_entity_slots", None) is not None
+    assert slots_in_transform == (method == "memcom" and world_size == 1 and sharding_type == "table_wise")
     # these small tables take the int32 lookup: the transform writes int32 ids, TorchRec's kernels read them as such
     assert dmp.module.ebc._index_dtype == torch.int32
     if sharding_type != ShardingType.DATA_PARALLEL.value:  # (TorchRec's dense kernels convert to their own type)
@@ -255,7 +258,12 @@ def sharded_matches_unsharded(
     out = dmp(slice_batch(batch, lo, hi).to(device))
     torch.testing.assert_close(out.detach().cpu(), reference(batch).detach()[lo:hi], atol=1e-4, rtol=1e-4)
     inner = dmp.module.ebc._embedding_bag_collection
-    return {"checked": checked, "plan": str(dmp.plan), "input_dists": [type(d).__name__ for d in inner._input_dists]}
+    return {
+        "checked": checked,
+        "plan": str(dmp.plan),
+        "input_dists": [type(d).__name__ for d in inner._input_dists],
+        "slots_in_transform": slots_in_transform,
+    }
 
 
 # -- mixed DLRM, pipelining, checkpoints ---------------------------------------------------------------------------
@@ -291,9 +299,10 @@ MIXED_CONSTRAINTS = {
 }
 
 
-def mixed_constraints() -> Dict[str, ParameterConstraints]:
+def mixed_constraints(**sharding_types: str) -> Dict[str, ParameterConstraints]:
+    """``MIXED_CONSTRAINTS``, with the sharding types given by table name instead (``m="table_wise"``)."""
     return {
-        name: ParameterConstraints(sharding_types=[st], compute_kernels=[k], min_partition=8)
+        name: ParameterConstraints(sharding_types=[sharding_types.get(name, st)], compute_kernels=[k], min_partition=8)
         for name, (st, k) in MIXED_CONSTRAINTS.items()
     }
 
@@ -341,16 +350,22 @@ def local_batch(batch: Any, rank: int, per_rank: int, device: torch.device) -> A
 
 
 def _sharded_dlrm(
-    rank: int, world_size: int, reference_state: Dict[str, torch.Tensor], tables: List[EmbeddingBagConfig]
+    rank: int,
+    world_size: int,
+    reference_state: Dict[str, torch.Tensor],
+    tables: List[EmbeddingBagConfig],
+    sharding_types: Dict[str, str],
 ) -> Tuple[DistributedModelParallel, CombinedOptimizer]:
     device = device_for(rank)
     model = make_dlrm(tables, torch.device("meta"), seed=1)
-    dmp = shard(model, world_size, device, None, "sgd", constraints=mixed_constraints())
+    dmp = shard(model, world_size, device, None, "sgd", constraints=mixed_constraints(**sharding_types))
     load_unsharded_state_dict(dmp, reference_state)
     return dmp, sharded_optimizer(dmp, "sgd")
 
 
-def dlrm_pipeline_matches_reference(rank: int, world_size: int, steps: int = 4) -> Dict[str, Any]:
+def dlrm_pipeline_matches_reference(
+    rank: int, world_size: int, steps: int = 4, memcom_sharding: str = "row_wise"
+) -> Dict[str, Any]:
     """DLRM with every table kind, built on meta: the TrainPipelineSparseDist losses, the plain DMP loop's losses
     and the unsharded reference's (torch.optim SGD on the global batch) agree step by step."""
     from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
@@ -363,8 +378,8 @@ def dlrm_pipeline_matches_reference(rank: int, world_size: int, steps: int = 4) 
     lma.fit_signatures([b.sparse_features for b in batches])
     state = reference.state_dict()
 
-    plain, plain_opt = _sharded_dlrm(rank, world_size, state, tables)
-    piped, piped_opt = _sharded_dlrm(rank, world_size, state, tables)
+    plain, plain_opt = _sharded_dlrm(rank, world_size, state, tables, {"m": memcom_sharding})
+    piped, piped_opt = _sharded_dlrm(rank, world_size, state, tables, {"m": memcom_sharding})
     pipeline = TrainPipelineSparseDist(piped, piped_opt, device)
     ref_opt = torch.optim.SGD(reference.parameters(), lr=LR)
 
@@ -394,7 +409,9 @@ def dlrm_pipeline_matches_reference(rank: int, world_size: int, steps: int = 4) 
             torch.tensor(losses[name]), torch.tensor(losses["reference"]), atol=1e-5, rtol=1e-5, msg=name
         )
     assert_state_matches(plain.state_dict(), reference.state_dict(), tol=1e-4)
-    return losses
+    # whether the pipelined model's transform computed MEmCom's rows and slots (one rank) or its ranks did
+    sharded = [m for m in piped.modules() if hasattr(m, "_entity_slots")]
+    return {**losses, "slots_in_transform": [m._entity_slots is not None for m in sharded]}
 
 
 def mixed_wrap(device: torch.device, seed: int) -> Wrap:

@@ -1,6 +1,8 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """DLRM with every table kind under DMP: plain loop, TrainPipelineSparseDist and the unsharded reference agree."""
 
+import pytest
+
 from tests.distributed import scenarios
 from tests.distributed.world import World
 
@@ -14,7 +16,10 @@ def test_dlrm_pipeline_four_ranks(world4: World) -> None:
     world4.run(scenarios.dlrm_pipeline_matches_reference, steps=3)
 
 
-def test_dlrm_pipeline_one_rank(world1: World) -> None:
-    """One rank: the table-wise input dists are the identity (no all-to-all), under the pipeline too."""
-    losses = world1.run(scenarios.dlrm_pipeline_matches_reference, steps=3)[0]
+@pytest.mark.parametrize("memcom_sharding", ["row_wise", "table_wise"])
+def test_dlrm_pipeline_one_rank(world1: World, memcom_sharding: str) -> None:
+    """One rank: the table-wise input dists are the identity (no all-to-all), under the pipeline too; with MEmCom
+    table-wise the transform also computes its rows and entity-weight slots (the pipeline's context carries them)."""
+    losses = world1.run(scenarios.dlrm_pipeline_matches_reference, steps=3, memcom_sharding=memcom_sharding)[0]
     assert len(losses["pipeline"]) == 3
+    assert losses["slots_in_transform"] == [memcom_sharding == "table_wise"], losses["slots_in_transform"]

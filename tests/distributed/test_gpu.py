@@ -28,8 +28,9 @@ def test_per_sample_weight_gradients_only_for_memcom_gpu(gpu_world: World) -> No
         assert r["memcom"] > 0 and r["memcom_nonzero"] == r["memcom"], r
 
 
-def test_dlrm_pipeline_gpu(gpu_world: World) -> None:
-    gpu_world.run(scenarios.dlrm_pipeline_matches_reference, steps=4)
+@pytest.mark.parametrize("memcom_sharding", ["row_wise", "table_wise"])
+def test_dlrm_pipeline_gpu(gpu_world: World, memcom_sharding: str) -> None:
+    gpu_world.run(scenarios.dlrm_pipeline_matches_reference, steps=4, memcom_sharding=memcom_sharding)
 
 
 def test_checkpoint_roundtrip_gpu(gpu_world: World, tmp_path: Path) -> None:

@@ -184,6 +184,7 @@ def check_kernels_on_cpu() -> None:
     _check_memcom_rows("cpu")
     _check_segments("cpu")
     _check_segments_placement("cpu")
+    _check_segment_slots("cpu")
     _check_memcom_passthrough("cpu")
     _check_mod_p()
     _check_mix("cpu")
@@ -509,6 +510,50 @@ def test_transform_segments_placement_cpu() -> None:
 @pytest.mark.gpu
 def test_transform_segments_placement_triton() -> None:
     _check_segments_placement("cuda")
+
+
+def _check_segment_slots(device: str) -> None:
+    """``SlotRequest``: MEmCom's entity-weight slots written with the ids, in the same launch: ``s + base`` of a
+    HASH or SCRAMBLE row (``s`` the scrambled id, as ``BucketedHash.scramble`` computes it, of the clamped id), the
+    constant slots ``base + position % ONE_SLOTS`` of every other row (a CUSTOM one too); int32 and int64 slots; host
+    rows and a placement read from the KJT's offsets."""
+    from torchrec_memcom.ops import ONE_SLOTS, SegmentPlacement, SlotRequest, transform_segments
+
+    values, weights, static, rows, dyn, total, (h, starts, lengths) = _segment_case(device)
+    fresh = [[2**63 - 1, -(2**63)]] * 3
+    plain, _ = transform_segments(values, weights, static, rows, dyn, torch.tensor(fresh, device=device), total, False)
+    kinds = [(1, 100), (1, 7), (0, 5_000), (0, 5_000), (0, 5_000), (0, 5_000)]
+    bad = values.cpu().clone()
+    bad[[3, 11]] = torch.tensor([-5, h.num_embeddings + 3])  # read clamped, as the ids
+    s0 = h.scramble(bad[: lengths[0]].clamp(0, h.num_embeddings - 1))
+    tail = 5_000 + torch.arange(2 * lengths[0], total) % ONE_SLOTS
+    want = torch.cat([s0 + 100, s0 + 7, tail])
+    for dtype in (torch.int32, torch.int64):
+        got = torch.full((total,), -1, dtype=dtype, device=device)
+        request = SlotRequest(torch.tensor(kinds, device=device), kinds, got)
+        ids, _ = transform_segments(
+            bad.to(device), weights, static, rows, dyn, torch.tensor(fresh, device=device), total, False, slots=request
+        )
+        torch.testing.assert_close(got.cpu().long(), want, rtol=0, atol=0)
+        written = slice(2 * lengths[0], 2 * lengths[0] + 2 * lengths[2])  # the ids after the two hashed segments
+        torch.testing.assert_close(ids.cpu()[written], plain.cpu()[written], rtol=0, atol=0)  # (CUSTOM: the caller's)
+    # the segments read from the KJT's offsets (how IdTransform launches): one key per feature, stride 1
+    offsets = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], device=device)
+    place = SegmentPlacement(offsets, 1, torch.tensor([0, 0, 1, 2, 2, 2, 0, 1, 2, 3, 4, 5], device=device), 6)
+    got = torch.full((total,), -1, dtype=torch.int32, device=device)
+    request = SlotRequest(torch.tensor(kinds, device=device), kinds, got)
+    transform_segments(bad.to(device), None, static, rows, None, torch.tensor(fresh, device=device), total, False,
+                       max(lengths), None, place, slots=request)  # fmt: skip
+    torch.testing.assert_close(got.cpu().long(), want, rtol=0, atol=0)
+
+
+def test_transform_segment_slots_cpu() -> None:
+    _check_segment_slots("cpu")
+
+
+@pytest.mark.gpu
+def test_transform_segment_slots_triton() -> None:
+    _check_segment_slots("cuda")
 
 
 def test_transform_segments_cpu() -> None:

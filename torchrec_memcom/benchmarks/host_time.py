@@ -38,6 +38,7 @@ _EBC = "torchrec.distributed.embeddingbag"
 _DIST = "torchrec.distributed.dist_data"
 _TRANSFORM = "torchrec_memcom.modules.transform"
 _CHECK = "torchrec_memcom.modules.input_check"
+_SHARDED = "torchrec_memcom.distributed.compressed"
 SITES: List[Site] = [
     Site("TorchRec EBC input dist", _EBC, "ShardedEmbeddingBagCollection", "input_dist"),
     # the input dist's awaitables, waited on after input_dist returns: the splits' wait builds the feature
@@ -46,18 +47,34 @@ SITES: List[Site] = [
     Site("TorchRec input dist: splits wait (its sync)", _DIST, "KJTAllToAllSplitsAwaitable", "_wait_impl"),
     Site("TorchRec input dist: ids wait", _DIST, "KJTAllToAllTensorsAwaitable", "_wait_impl"),
     Site("TorchRec EBC lookup + output dist", _EBC, "ShardedEmbeddingBagCollection", "compute_and_output_dist"),
-    Site("id transform", _TRANSFORM, "IdTransform", "forward"),
+    # forward and transform_with_slots (one-rank MEmCom: its rows and entity-weight slots in the same launch)
+    Site("id transform", _TRANSFORM, "IdTransform", "_transform"),
     # the previous batch's check: waits (an event) for that batch's statistics copy, so the host stays at most one
     # transform ahead of the GPU (where a GPU-bound step's host waits once no TorchRec sync is left)
     Site("input check: previous batch's wait", _CHECK, "InputCheck", "flush", inside="id transform"),
     Site("input check", _CHECK, "InputCheck", "__call__", inside="id transform"),
-    Site("LMA: raw ids expanded after the dist", _TRANSFORM, "IdTransform", "expand"),
     Site("combine (physical -> logical pooled)", _TRANSFORM, "IdTransform", "combine"),
+    # what the sharded module does between the input dist and TorchRec's lookup: MEmCom's per-sample weights (one
+    # gather when the transform wrote its rows and slots, else its rows kernel), LMA's expansion of raw ids
+    Site(
+        "after the dist (MEmCom weights, LMA expansion)",
+        _SHARDED,
+        "ShardedCompressedEmbeddingBagCollection",
+        "_post_dist",
+    ),
+    Site(
+        "LMA: raw ids expanded after the dist",
+        _TRANSFORM,
+        "IdTransform",
+        "expand",
+        inside="after the dist (MEmCom weights, LMA expansion)",
+    ),
     Site(
         "MEmCom: rows and weights after the dist",
-        "torchrec_memcom.distributed.compressed",
+        _SHARDED,
         "ShardedCompressedEmbeddingBagCollection",
         "_weighted_rows",
+        inside="after the dist (MEmCom weights, LMA expansion)",
     ),
     Site("backward", "torch", "Tensor", "backward"),
     Site(

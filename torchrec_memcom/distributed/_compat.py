@@ -19,6 +19,7 @@ from torchrec.distributed.sharding.tw_sharding import TwSparseFeaturesDist
 __all__ = [
     "embedding_shardings",
     "fused_tbes",
+    "identity_input_dists",
     "init_input_dists",
     "lookups",
     "set_planner_constraints",
@@ -86,6 +87,12 @@ def init_input_dists(
     ebc._has_uninitialized_input_dist = False
     if getattr(ebc, "_has_mean_pooling_callback", False):
         ebc._init_mean_pooling_callback(list(feature_names), None)
+
+
+def identity_input_dists(ebc: ShardedEmbeddingBagCollection) -> List[bool]:
+    """Per sharding, whether its input dist hands the KJT on as it is (``DpSparseFeaturesDist``: data-parallel, or
+    the one-rank identity of ``init_input_dists``)."""
+    return [isinstance(d, DpSparseFeaturesDist) for d in ebc._input_dists]
 
 
 def output_embedding_names(ebc: ShardedEmbeddingBagCollection) -> List[str]:

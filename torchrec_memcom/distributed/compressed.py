@@ -10,6 +10,7 @@ offers. What differs from a stock EBC happens on either side of it::
       -> the inner EBC's input dists (MEmCom's row-wise features bucketed over their scrambled ids s, n_pad of them;
          on one rank the table-wise family's are the identity: ``_compat.init_input_dists``)
       -> rank r, MEmCom only: rows = h(s) - r m / W, per-sample weights w_local[s - r n_pad / W] (* x); one kernel
+         (on one rank with MEmCom table-wise, the transform already wrote the rows h(s) and the slots of w: one gather)
       -> the inner EBC's lookups (fused TBE optimizers) and output dists
       -> combine (QR product, LMA chunk concatenation, MEAN division) -> KeyedTensor of the logical features
 
@@ -56,6 +57,7 @@ from torchrec_memcom.configs import MEmComEmbeddingBagConfig
 from torchrec_memcom.distributed import _compat
 from torchrec_memcom.distributed.entity_weights import (
     EntityWeightOptimizer,
+    entity_weights_at,
     memcom_rows_and_weights,
     rule_for,
     table_slices,
@@ -68,7 +70,7 @@ from torchrec_memcom.modules.compressed import (
     fingerprint_of,
     signature_coverage_of,
 )
-from torchrec_memcom.modules.transform import IdTransform
+from torchrec_memcom.modules.transform import EntitySlots, IdTransform
 from torchrec_memcom.ops import ONE_SLOTS, IdOp
 
 __all__ = [
@@ -146,16 +148,21 @@ def check_row_wise_buckets(table: MEmComEmbeddingBagConfig, world_size: int) -> 
 
 
 class CompressedContext(EmbeddingBagCollectionContext):
-    """Per-batch state: the inner EBC's context plus the ``(B, F_mean)`` bag sizes of MEAN-pooled features."""
+    """Per-batch state: the inner EBC's context plus the ``(B, F_mean)`` bag sizes of MEAN-pooled features and, when
+    the transform computes MEmCom's rows, per sharding the entity-weight slots of its values (``None``: no MEmCom)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.divisors: Optional[torch.Tensor] = None
+        self.entity_slots: Optional[List[Optional[torch.Tensor]]] = None
 
     def record_stream(self, stream: torch.Stream) -> None:
         super().record_stream(stream)
         if self.divisors is not None:
             self.divisors.record_stream(stream)
+        for slots in self.entity_slots or []:
+            if slots is not None:
+                slots.record_stream(stream)
 
 
 # Sharding types whose input dist sends each id to a rank holding whole rows of its table (so it can compute rows there)
@@ -273,10 +280,12 @@ class ShardedCompressedEmbeddingBagCollection(
         self._sharding_has_raw = [any(f in raw_keys for f in fs) for fs in shardings]
         self._post_params: Dict[Tuple[int, Tuple[str, ...]], torch.Tensor] = {}
 
+        self._entity_slots: Optional[EntitySlots] = None
         if self._memcom:
             self._init_entity_weights(module, plan)
             if not self._is_weighted:  # the other features' weights are the constant 1: no gradient wanted
                 _compat.per_sample_weight_grads_only_for(inner, set(self._memcom))
+            self._entity_slots = self._slots_in_transform(inner, shardings)
         # Output projections of narrowed tables: dense, replicated, trained through DDP like the MLPs.
         projections = module.output_projections()
         self._has_projections = projections is not None
@@ -334,6 +343,29 @@ class ShardedCompressedEmbeddingBagCollection(
                         f"MEmCom table '{name}': the row-wise plan splits U as {got}, but co-location needs equal "
                         f"blocks {expected}"
                     )
+
+    def _slots_in_transform(
+        self, inner: ShardedEmbeddingBagCollection, shardings: List[List[str]]
+    ) -> Optional[EntitySlots]:
+        """When every sharding with MEmCom features hands the transform's KJT to the lookup as it is (one rank, whose
+        table-wise input dists are the identity), the transform itself computes MEmCom's shared rows and its
+        entity-weight slots (``IdTransform.transform_with_slots``): ``_post_dist`` then only gathers the weights.
+        Not with LMA's raw ids, whose expansion after the dist moves the values."""
+        if self._world_size != 1 or self._raw:
+            return None
+        identity = _compat.identity_input_dists(inner)
+        if not all(same for same, has in zip(identity, self._sharding_has_memcom) if has):
+            return None
+        starts = [0]
+        for fs in shardings:
+            starts.append(starts[-1] + len(fs))
+        self._sharding_key_starts = starts  # each sharding's first key in the transform's output
+        narrow = self.entity_weights_local.numel() < 2**31
+        return EntitySlots(
+            bases=tuple((f, self._w_slices[t].start) for f, t in self._memcom_feature_table.items()),
+            ones=self._ones_slot,
+            dtype=torch.int32 if narrow else torch.int64,
+        )
 
     def _init_entity_weights(
         self, module: CompressedEmbeddingBagCollection, plan: Dict[str, ParameterSharding]
@@ -427,12 +459,28 @@ class ShardedCompressedEmbeddingBagCollection(
 
     def input_dist(self, ctx: CompressedContext, features: KeyedJaggedTensor) -> Awaitable[Awaitable[KJTList]]:
         with torch.no_grad():
-            physical, ctx.divisors = self.id_transform(
-                features, order=self._sharding_order, raw=self._raw, index_dtype=self._index_dtype
-            )
+            if self._entity_slots is not None:
+                physical, ctx.divisors, slots = self.id_transform.transform_with_slots(
+                    features, self._entity_slots, order=self._sharding_order, index_dtype=self._index_dtype
+                )
+                ctx.entity_slots = self._slots_by_sharding(physical, slots)
+            else:
+                physical, ctx.divisors = self.id_transform(
+                    features, order=self._sharding_order, raw=self._raw, index_dtype=self._index_dtype
+                )
         return self._embedding_bag_collection.input_dist(ctx, physical)
 
-    def _post_dist(self, dist_input: KJTList) -> KJTList:
+    def _slots_by_sharding(self, physical: KeyedJaggedTensor, slots: torch.Tensor) -> List[Optional[torch.Tensor]]:
+        """The slots of each sharding's values (TorchRec's input dist splits the KJT at its keys' value offsets)."""
+        if len(self._sharding_has_memcom) == 1:
+            return [slots]
+        at = physical.offset_per_key()
+        starts = self._sharding_key_starts
+        return [
+            slots[at[starts[i]] : at[starts[i + 1]]] if has else None for i, has in enumerate(self._sharding_has_memcom)
+        ]
+
+    def _post_dist(self, ctx: CompressedContext, dist_input: KJTList) -> KJTList:
         """LMA's chunk locations of raw ids; MEmCom's rows and weights, and weight 1 for the other features when the
         lookup is weighted."""
         if self._raw:
@@ -447,7 +495,14 @@ class ShardedCompressedEmbeddingBagCollection(
             return dist_input
         out = []
         for i, kjt in enumerate(dist_input):
-            if self._sharding_has_memcom[i]:
+            if self._sharding_has_memcom[i] and self._entity_slots is not None:
+                if ctx.entity_slots is None:
+                    raise RuntimeError("compute() got a batch whose input_dist() ran with another context")
+                slots = ctx.entity_slots[i]
+                assert slots is not None
+                w = entity_weights_at(self.entity_weights_local, slots, self._fused_optimizer.update)
+                out.append(_with(kjt, kjt.values(), w * kjt.weights() if self._is_weighted else w))
+            elif self._sharding_has_memcom[i]:
                 out.append(self._weighted_rows(i, kjt))
             elif kjt.weights_or_none() is None:
                 out.append(_with(kjt, kjt.values(), torch.ones(kjt.values().shape, device=kjt.values().device)))
@@ -490,7 +545,7 @@ class ShardedCompressedEmbeddingBagCollection(
         return _with(kjt, rows, w, offsets)
 
     def compute(self, ctx: CompressedContext, dist_input: KJTList) -> List[torch.Tensor]:
-        return self._embedding_bag_collection.compute(ctx, self._post_dist(dist_input))
+        return self._embedding_bag_collection.compute(ctx, self._post_dist(ctx, dist_input))
 
     def _with_combine(
         self, ctx: CompressedContext, awaitable: LazyAwaitable[KeyedTensor]
@@ -504,7 +559,7 @@ class ShardedCompressedEmbeddingBagCollection(
 
     def compute_and_output_dist(self, ctx: CompressedContext, input: KJTList) -> LazyAwaitable[KeyedTensor]:
         inner = self._embedding_bag_collection
-        return self._with_combine(ctx, inner.compute_and_output_dist(ctx, self._post_dist(input)))
+        return self._with_combine(ctx, inner.compute_and_output_dist(ctx, self._post_dist(ctx, input)))
 
     # -- optimizer and state ---------------------------------------------------------------------------------------
 

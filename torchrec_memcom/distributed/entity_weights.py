@@ -19,6 +19,7 @@ __all__ = [
     "EntityWeightOptimizer",
     "TableRule",
     "UPDATE_MODES",
+    "entity_weights_at",
     "memcom_rows_and_weights",
     "rule_for",
     "update_mode",
@@ -112,6 +113,32 @@ def memcom_rows_and_weights(
     """``(rows, weight[w_index])`` of ``ops.memcom_local_rows`` (one kernel on CUDA), with a backward that applies
     ``update(w_index, grad)`` in place."""
     return _LocalRowsAndWeights.apply(local_ids, lengths, params, weight, update, offsets)
+
+
+class _WeightsAt(torch.autograd.Function):
+    """``weight[slots]``, whose backward hands ``(slots, grad)`` to ``update`` instead of producing ``weight.grad``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, weight: torch.Tensor, slots: torch.Tensor, update: Callable[[torch.Tensor, torch.Tensor], None]
+    ) -> torch.Tensor:
+        ctx.save_for_backward(slots)
+        ctx.update = update
+        return weight.detach().index_select(0, slots)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[None, ...]:  # type: ignore[override]
+        (slots,) = ctx.saved_tensors
+        ctx.update(slots, grad)
+        return None, None, None
+
+
+def entity_weights_at(
+    weight: torch.Tensor, slots: torch.Tensor, update: Callable[[torch.Tensor, torch.Tensor], None]
+) -> torch.Tensor:
+    """``weight[slots]`` (slots that ``IdTransform.transform_with_slots`` wrote), with a backward that applies
+    ``update(slots, grad)`` in place."""
+    return _WeightsAt.apply(weight, slots, update)
 
 
 class EntityWeightOptimizer(FusedOptimizer):
@@ -218,6 +245,7 @@ class EntityWeightOptimizer(FusedOptimizer):
                 self._scratch.index_add_(0, index, grad)  # scaled once per id in the kernel, not per position
             entity_update_triton(index, self._scratch, self._weight, self._sum, *rule, dense=mode == "dense")
             return
+        index = index.to(torch.int64)  # index_fill_ / index_copy_ take int64 only
         scratch = self._scratch
         scratch.index_add_(0, index, grad)  # scaled once per id below, not per position
         g = scratch.index_select(0, index) * self._scale  # each id's summed gradient, at every one of its positions

@@ -23,13 +23,29 @@ from torchrec_memcom.ops import (
     STATS_INIT,
     IdOp,
     SegmentPlacement,
+    SlotRequest,
     transform_segments,
     triton_enabled,
 )
 
-__all__ = ["IdTransform"]
+__all__ = ["EntitySlots", "IdTransform"]
 
 _ID_DTYPES = (torch.int32, torch.int64)
+
+
+@dataclass(frozen=True)
+class EntitySlots:
+    """Asks ``IdTransform.transform_with_slots`` for MEmCom's shared rows and entity-weight slots in the transform
+    itself (for a lookup that receives the transform's output as it is: one rank, an identity input dist).
+
+    ``bases``: ``(physical feature, base)`` of each ``SCRAMBLE`` segment to finish: its ids become the shared rows
+    ``h(s)`` (the ``HASH`` op on the same parameters) and its slots ``s + base``; every other segment's slots are
+    ``ones + position % ops.ONE_SLOTS``, the slots of the constant weight 1; ``dtype``: the slots' dtype.
+    """
+
+    bases: Tuple[Tuple[str, int], ...]
+    ones: int
+    dtype: torch.dtype = torch.int32
 
 
 @dataclass
@@ -79,6 +95,8 @@ class _Order:
     live: List[int]
     # output positions sent empty: the CUSTOM segments of raw features after their first (``expand`` fills them)
     empty: FrozenSet[int] = frozenset()
+    # with EntitySlots: per output position, its ops.SlotRequest row (kind, base)
+    slot_rows: Optional[List[Tuple[int, int]]] = None
 
 
 class IdTransform(nn.Module):
@@ -134,8 +152,8 @@ class IdTransform(nn.Module):
                 self._custom_column[seg.name] = (seg.feature, k)
                 self._custom_columns[seg.feature] = k + 1
         self._expand_plans: Dict[Tuple[Tuple[str, ...], FrozenSet[str], torch.device], _ExpandPlan] = {}
-        self._orders: Dict[Tuple[Tuple[str, ...], FrozenSet[str]], _Order] = {}
-        self._device_cache: Dict[Tuple[Tuple[str, ...], torch.device], torch.Tensor] = {}
+        self._orders: Dict[Tuple[Tuple[str, ...], FrozenSet[str], Optional[EntitySlots]], _Order] = {}
+        self._device_cache: Dict[Tuple[object, ...], torch.Tensor] = {}
         self._input_plans: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], torch.device], _InputPlan] = {}
         self._combine_plans: Dict[Tuple[str, ...], CombinePlan] = {}
         self._no_divisors: Dict[Tuple[int, torch.device], torch.Tensor] = {}
@@ -154,10 +172,13 @@ class IdTransform(nn.Module):
     def segments(self) -> List[Segment]:
         return list(self._segments)
 
-    def _order(self, keys: Tuple[str, ...], raw: FrozenSet[str] = frozenset()) -> _Order:
+    def _order(
+        self, keys: Tuple[str, ...], raw: FrozenSet[str] = frozenset(), slots: Optional[EntitySlots] = None
+    ) -> _Order:
         """The plan of an output order; ``raw``: logical features whose CUSTOM segments go out as raw ids (the first
-        segment carries the ids, the others are empty; ``expand`` writes them after the input dist)."""
-        if (keys, raw) not in self._orders:
+        segment carries the ids, the others are empty; ``expand`` writes them after the input dist); ``slots``: see
+        ``EntitySlots``."""
+        if (keys, raw, slots) not in self._orders:
             index = {s.name: i for i, s in enumerate(self._segments)}
             # Column-wise shardings list a feature once per column shard: a segment may repeat, none may be missing.
             if set(keys) != set(index) or len(keys) < len(index):
@@ -184,7 +205,23 @@ class IdTransform(nn.Module):
                         static_host[p][2] = 1  # and their range check
                     else:
                         empty.add(p)
-            self._orders[(keys, raw)] = _Order(
+            slot_rows = None
+            if slots is not None:
+                bases = dict(slots.bases)
+                slot_rows = []
+                for p, i in enumerate(segs):
+                    name = self._segments[i].name
+                    if name not in bases:
+                        slot_rows.append((0, slots.ones))
+                        continue
+                    if static_host[p][1] != IdOp.SCRAMBLE:
+                        raise ValueError(f"entity slots: physical feature '{name}' is not a SCRAMBLE segment")
+                    static_host[p][1] = int(IdOp.HASH)  # the shared rows h(s): the same parameters
+                    slot_rows.append((1, bases[name]))
+                unknown = set(bases) - set(keys)
+                if unknown:
+                    raise ValueError(f"entity slots name features {sorted(unknown)} that are not in the order")
+            self._orders[(keys, raw, slots)] = _Order(
                 segments=segs,
                 keys=list(keys),
                 static_host=static_host,
@@ -192,18 +229,32 @@ class IdTransform(nn.Module):
                 custom=custom,
                 live=[p for p, row in enumerate(static_host) if row[1] != IdOp.CUSTOM or row[2]],
                 empty=frozenset(empty),
+                slot_rows=slot_rows,
             )
-        return self._orders[(keys, raw)]
+        return self._orders[(keys, raw, slots)]
 
     def _device_tensors(
-        self, keys: Tuple[str, ...], device: torch.device, live: bool = False, raw: FrozenSet[str] = frozenset()
+        self,
+        keys: Tuple[str, ...],
+        device: torch.device,
+        live: bool = False,
+        raw: FrozenSet[str] = frozenset(),
+        slots: Optional[EntitySlots] = None,
     ) -> torch.Tensor:
         """The static segment table of an order (``live``: its ``_Order.live`` rows only), on ``device`` (cached)."""
-        key = (keys, device, live, raw)
+        key = (keys, device, live, raw, slots)
         if key not in self._device_cache:
-            plan = self._order(keys, raw)
+            plan = self._order(keys, raw, slots)
             rows = [plan.static_host[p] for p in plan.live] if live else plan.static_host
             self._device_cache[key] = _rows_tensor(rows, device)
+        return self._device_cache[key]
+
+    def _slot_rows(self, keys: Tuple[str, ...], device: torch.device, slots: EntitySlots) -> torch.Tensor:
+        """An order's ``ops.SlotRequest`` rows on ``device`` (cached)."""
+        key = (keys, device, "slots", slots)
+        if key not in self._device_cache:
+            rows = self._order(keys, frozenset(), slots).slot_rows
+            self._device_cache[key] = torch.tensor(rows, dtype=torch.int64).reshape(-1, 2).to(device)
         return self._device_cache[key]
 
     def _input_plan(
@@ -306,11 +357,35 @@ class IdTransform(nn.Module):
                 TBE index type when every id leaving the transform fits in int32: half the bytes through the input
                 dist, the lookup and FBGEMM's backward sort, and no conversion launch in TorchRec's lookup).
         """
+        out, divisors, _ = self._transform(features, order, raw, index_dtype, None)
+        return out, divisors
+
+    def transform_with_slots(
+        self,
+        features: KeyedJaggedTensor,
+        slots: EntitySlots,
+        order: Optional[Tuple[str, ...]] = None,
+        index_dtype: torch.dtype = torch.int64,
+    ) -> Tuple[KeyedJaggedTensor, torch.Tensor, torch.Tensor]:
+        """``forward``, with ``slots``' ``SCRAMBLE`` segments finished to shared rows, and the ``(N,)`` entity-weight
+        slot of every output value (see ``EntitySlots``), in the same launch."""
+        out, divisors, slot_values = self._transform(features, order, frozenset(), index_dtype, slots)
+        assert slot_values is not None
+        return out, divisors, slot_values
+
+    def _transform(
+        self,
+        features: KeyedJaggedTensor,
+        order: Optional[Tuple[str, ...]],
+        raw: FrozenSet[str],
+        index_dtype: torch.dtype,
+        slots: Optional[EntitySlots],
+    ) -> Tuple[KeyedJaggedTensor, torch.Tensor, Optional[torch.Tensor]]:
         self.check(features)
         order = order or self.default_order
         ids = features.values()
         device = ids.device
-        plan = self._order(order, raw)
+        plan = self._order(order, raw, slots)
         inputs = self._input_plan(tuple(features.keys()), order, device, raw)
         lengths_per_key = self._lengths_per_key(features)
         in_starts = _exclusive_cumsum(lengths_per_key)
@@ -325,8 +400,13 @@ class IdTransform(nn.Module):
             offset += n
         weights = features.weights_or_none() if self._is_weighted else None
         lengths = features.lengths()
-        static, static_host, run = self._device_tensors(order, device, raw=raw), plan.static_host, dynamic
-        if not self.out_weighted and len(plan.live) < len(dynamic):  # launch only segments with work
+        static, static_host, run = self._device_tensors(order, device, raw=raw, slots=slots), plan.static_host, dynamic
+        slot_request = None
+        if slots is not None:  # every segment writes slots
+            slot_rows = self._slot_rows(order, device, slots)
+            slot_values = torch.empty(offset, dtype=slots.dtype, device=device)
+            slot_request = SlotRequest(slot_rows, plan.slot_rows or [], slot_values)
+        elif not self.out_weighted and len(plan.live) < len(dynamic):  # launch only segments with work
             static = self._device_tensors(order, device, live=True, raw=raw)
             static_host = [static_host[p] for p in plan.live]
             run = [dynamic[p] for p in plan.live]
@@ -357,7 +437,7 @@ class IdTransform(nn.Module):
             max_len = max(n for _, _, n in run)
         values, out_weights = transform_segments(
             ids, weights, static, static_host, run, stats, offset, self.out_weighted, max_len, lengths, place, reset,
-            length_sources, lengths_out, index_dtype,
+            length_sources, lengths_out, index_dtype, slot_request,
         )  # fmt: skip
         self.input_check(stats, self._check_meta)  # before CUSTOM segments read per-id state
         jobs: Dict[TableMethod, List[CustomJob]] = {}  # one custom_ids_into call per method
@@ -379,7 +459,7 @@ class IdTransform(nn.Module):
             length_per_key=out_lengths,
             offset_per_key=_exclusive_cumsum(out_lengths) + [offset],
         )
-        return out, divisors
+        return out, divisors, None if slot_request is None else slot_request.out
 
     def expand(
         self, kjt: KeyedJaggedTensor, raw: FrozenSet[str], index_dtype: torch.dtype = torch.int64

@@ -34,6 +34,7 @@ __all__ = [
     "ONE_SLOTS",
     "STATS_INIT",
     "SegmentPlacement",
+    "SlotRequest",
     "hash_ids",
     "ints_to_device",
     "lma_chunk_params",
@@ -134,6 +135,20 @@ class SegmentPlacement(NamedTuple):
         return [(offsets[keys[p] * b] if keys[p] >= 0 else 0, out_starts[p], lengths[p]) for p in rows]
 
 
+class SlotRequest(NamedTuple):
+    """What ``transform_segments`` also writes, for a caller that wants MEmCom's entity-weight slots with the rows.
+
+    ``rows``: ``(R, 2)`` int64 on the device, one ``(kind, base)`` per static row, and ``rows_host`` the same as
+    Python ints; ``out``: ``(total,)`` int32 or int64, written at every output position of a row: kind 1 (a ``HASH``
+    or ``SCRAMBLE`` row) ``s + base``, with ``s`` the scrambled id; kind 0 ``base + position % ONE_SLOTS`` (slots of
+    the constant weight 1, by position).
+    """
+
+    rows: torch.Tensor
+    rows_host: List[Tuple[int, int]]
+    out: torch.Tensor
+
+
 def transform_segments(
     values: torch.Tensor,
     weights: Optional[torch.Tensor],
@@ -150,6 +165,7 @@ def transform_segments(
     length_sources: Optional[torch.Tensor] = None,
     lengths_out: Optional[torch.Tensor] = None,
     out_dtype: torch.dtype = torch.int64,
+    slots: Optional[SlotRequest] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Applies every segment's ``IdOp`` in one pass; returns ``(physical values, physical weights)``.
 
@@ -182,6 +198,8 @@ def transform_segments(
             same launch (no gather of the lengths by torch ops).
         out_dtype (torch.dtype): the physical values' dtype, int64 or int32 (the caller's physical ids must fit it:
             ``IdTransform.index_dtype``).
+        slots (Optional[SlotRequest]): also write each output position's entity-weight slot (see ``SlotRequest``),
+            in the same launch.
 
     Each op reads its ids clamped into ``[0, num_embeddings)``, so every output lies in its physical table whatever
     the input (FBGEMM's bounds check of the lookup is then redundant); the statistics keep the ids as given, for the
@@ -235,19 +253,28 @@ def transform_segments(
             reset,
             length_sources,
             lengths_out,
+            slots,
         )
         return out, w_out
     if placement is not None:
         dynamic = placement.dynamic()
     assert dynamic is not None, "transform_segments: dynamic rows or a placement"
     x_all = values.to(torch.int64)
-    for row, (start, out_start, n) in zip(static_host, dynamic):
+    for r, (row, (start, out_start, n)) in enumerate(zip(static_host, dynamic)):
         feature, op, check, carry = row[0], row[1], row[2], row[3]
         # as the kernel's masks: never read or write out of bounds (bad lengths are reported by the caller's check)
         n = max(0, min(n, values.numel() - start, total - out_start))
         x = x_all[start : start + n]
+        y = x.clamp(0, row[4] - 1) if row[4] > 0 else x
         if op != IdOp.CUSTOM:  # the caller writes CUSTOM segments (as on CUDA)
-            out[out_start : out_start + n] = apply_id_op(op, x.clamp(0, row[4] - 1) if row[4] > 0 else x, row[5:])
+            out[out_start : out_start + n] = apply_id_op(op, y, row[5:])
+        if slots is not None:
+            kind, base = slots.rows_host[r]
+            if kind == 1:
+                slot = scramble(y, row[5], row[6], row[7]) + base
+            else:
+                slot = base + torch.arange(out_start, out_start + n, device=device) % ONE_SLOTS
+            slots.out[out_start : out_start + n] = slot
         if w_out is not None:
             if carry and weights is not None:
                 w_out[out_start : out_start + n] = weights[start : start + n]

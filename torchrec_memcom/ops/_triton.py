@@ -293,6 +293,8 @@ def _segments_kernel(
     reset_ptr,
     length_src_ptr,
     lengths_out_ptr,
+    slot_rows_ptr,
+    slots_ptr,
     n_in,
     n_out,
     n_lengths,
@@ -309,6 +311,7 @@ def _segments_kernel(
     HAS_LENGTHS_OUT: tl.constexpr,
     FROM_OFFSETS: tl.constexpr,
     HAS_RESET: tl.constexpr,
+    HAS_SLOTS: tl.constexpr,
     SEGMENTS_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -388,8 +391,17 @@ def _segments_kernel(
     y = x_in
     if n_emb > 0:
         y = tl.minimum(tl.maximum(x_in, 0), n_emb - 1)
+    slot = zero
+    slot_kind = 0
+    if HAS_SLOTS:  # ops.SlotRequest: kind 0, constant-weight slots by position (kind 1 is set below)
+        slot_kind = tl.load(slot_rows_ptr + seg * 2)
+        slot_base = tl.load(slot_rows_ptr + seg * 2 + 1)
+        slot = slot_base + (out_start + offs) % 1024  # ops.ONE_SLOTS
     if op == 1 or op == 2:
         s = (y * p0 + p1) % p2  # p0 * n_pad < 2**62
+        if HAS_SLOTS:
+            if slot_kind == 1:
+                slot = s + slot_base
         if op == 1:
             if (p2 <= 2147483647) & (p4 <= 2147483647):  # s, the bucket size p3, the mix and p4 below 2**31
                 bucket = (s.to(tl.int32) // p3.to(tl.int32)).to(tl.int64)
@@ -411,6 +423,8 @@ def _segments_kernel(
                 y = y % p0
     if op != 5:  # CUSTOM segments: the caller writes the ids
         tl.store(out_ptr + out_start + offs, y, mask=mask)
+    if HAS_SLOTS:
+        tl.store(slots_ptr + out_start + offs, slot, mask=mask)
     if HAS_W_OUT:
         if HAS_W_IN:
             w = tl.load(w_in_ptr + start + offs, mask=mask & ((zero + carry) != 0), other=1.0)
@@ -439,10 +453,12 @@ def transform_segments_triton(
     reset: "torch.Tensor | None" = None,
     length_sources: "torch.Tensor | None" = None,
     lengths_out: "torch.Tensor | None" = None,
+    slots: Any = None,
 ) -> None:
     """``ops.transform_segments``' kernel: ``dynamic`` holds the ``(P, 3)`` rows of the segments, or with
     ``placement`` (an ``ops.SegmentPlacement``) is ignored: the segments are read from its offsets; with
-    ``lengths_out`` (and ``lengths``, ``length_sources``) it also writes the output KJT's lengths."""
+    ``lengths_out`` (and ``lengths``, ``length_sources``) it also writes the output KJT's lengths; with ``slots`` (an
+    ``ops.SlotRequest``) the entity-weight slots."""
     m1, m2, mc = mix_params(0)
     grid = (static.shape[0], max(1, triton.cdiv(max_len, _BLOCK)))
     from_offsets = placement is not None
@@ -465,6 +481,8 @@ def transform_segments_triton(
         reset if reset is not None else stats,
         length_sources if has_lengths_out else ids,
         lengths_out if has_lengths_out else ids,
+        slots.rows if slots is not None else ids,
+        slots.out if slots is not None else ids,
         ids.numel(),
         out.numel(),
         lengths.numel() if lengths is not None else 0,
@@ -481,6 +499,7 @@ def transform_segments_triton(
         HAS_LENGTHS_OUT=has_lengths_out,
         FROM_OFFSETS=from_offsets,
         HAS_RESET=reset is not None,
+        HAS_SLOTS=slots is not None,
         SEGMENTS_BLOCK=128,
         BLOCK=_BLOCK,
     )
