@@ -495,9 +495,7 @@ class ShardedCompressedEmbeddingBagCollection(
             return dist_input
         out = []
         for i, kjt in enumerate(dist_input):
-            if self._sharding_has_memcom[i] and self._entity_slots is not None:
-                if ctx.entity_slots is None:
-                    raise RuntimeError("compute() got a batch whose input_dist() ran with another context")
+            if self._sharding_has_memcom[i] and ctx.entity_slots is not None:  # the transform wrote rows and slots
                 slots = ctx.entity_slots[i]
                 assert slots is not None
                 w = entity_weights_at(self.entity_weights_local, slots, self._fused_optimizer.update)
