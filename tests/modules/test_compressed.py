@@ -323,6 +323,46 @@ def check_transform_paths_on_cpu() -> None:
                 torch.testing.assert_close(divisors, want_divisors, rtol=0, atol=0)
                 if weighted:
                     torch.testing.assert_close(got.weights(), want.weights(), rtol=0, atol=0)
+                check_transform_with_slots(module, features)  # the kernel writes MEmCom's rows and slots
+
+
+def check_transform_with_slots(module: CompressedEmbeddingBagCollection, kjt: KeyedJaggedTensor) -> None:
+    """``IdTransform.transform_with_slots``: MEmCom's segments hold the shared rows ``h(s)`` of the scrambled ids ``s``
+    that ``forward`` gives (``BucketedHash.rows_of_scrambled``) and their slots ``s + base``; every other value is
+    ``forward``'s, its slot ``ones + position % ONE_SLOTS``; requests naming other segments raise."""
+    from torchrec_memcom.modules.transform import EntitySlots
+    from torchrec_memcom.ops import ONE_SLOTS
+
+    transform = module.id_transform
+    bases = {"m0a": 1_000, "m0b": 1_000, "m1": 5_000}
+    request = EntitySlots(bases=tuple(bases.items()), ones=9_000)
+    want, want_divisors = transform(kjt)
+    for dtype in (torch.int64, I32):
+        got, divisors, slots = transform.transform_with_slots(kjt, request, index_dtype=dtype)
+        assert got.keys() == want.keys() and got.length_per_key() == want.length_per_key()
+        assert got.values().dtype == dtype and slots.dtype == request.dtype and slots.numel() == got.values().numel()
+        torch.testing.assert_close(divisors, want_divisors, rtol=0, atol=0)
+        torch.testing.assert_close(got.lengths().long(), want.lengths().long(), rtol=0, atol=0)
+        want_slots = 9_000 + torch.arange(slots.numel()) % ONE_SLOTS
+        want_values = want.values().clone()
+        for key, start, n in zip(want.keys(), want.offset_per_key(), want.length_per_key()):
+            if key in bases:
+                s = want.values()[start : start + n]
+                table = "m0" if key.startswith("m0") else "m1"
+                want_values[start : start + n] = module.bucketed_hash(table).rows_of_scrambled(s)
+                want_slots[start : start + n] = s + bases[key]
+        torch.testing.assert_close(got.values().cpu().long(), want_values.cpu(), rtol=0, atol=0)
+        torch.testing.assert_close(slots.cpu().long(), want_slots, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="'h0a' is not a SCRAMBLE segment"):
+        transform.transform_with_slots(kjt, EntitySlots(bases=(("h0a", 0),), ones=0))
+    with pytest.raises(ValueError, match="not in the order"):
+        transform.transform_with_slots(kjt, EntitySlots(bases=(("nope", 0),), ones=0))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_transform_with_slots(weighted: bool) -> None:
+    module = _module(weighted)
+    check_transform_with_slots(module, _kjt(module, weighted))
 
 
 def test_transform_kernel_paths_interpreted() -> None:
