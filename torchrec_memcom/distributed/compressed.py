@@ -27,9 +27,6 @@ from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Tup
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed._shard.metadata import ShardMetadata
-from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor, ShardedTensorMetadata, TensorProperties
-from torchrec.distributed.comm import get_local_size
 from torchrec.distributed.embedding_types import BaseEmbeddingSharder, KJTList, ShardedEmbeddingModule
 from torchrec.distributed.embeddingbag import (
     EmbeddingBagCollectionContext,
@@ -55,13 +52,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.configs import MEmComEmbeddingBagConfig
 from torchrec_memcom.distributed import _compat
-from torchrec_memcom.distributed.entity_weights import (
-    EntityWeightOptimizer,
-    entity_weights_at,
-    memcom_rows_and_weights,
-    rule_for,
-    table_slices,
-)
+from torchrec_memcom.distributed.local_entity_weights import LocalEntityWeights
 from torchrec_memcom.lsh import Batch
 from torchrec_memcom.modules.compressed import (
     CompressedEmbeddingBagCollection,
@@ -71,7 +62,7 @@ from torchrec_memcom.modules.compressed import (
     signature_coverage_of,
 )
 from torchrec_memcom.modules.transform import EntitySlots, IdTransform
-from torchrec_memcom.ops import ONE_SLOTS, IdOp
+from torchrec_memcom.ops import IdOp
 
 __all__ = [
     "ALL_SHARDING_TYPES",
@@ -179,29 +170,6 @@ def _materialize(transform: IdTransform, device: torch.device) -> IdTransform:
     return transform.to(device)
 
 
-def _sharded_vector(
-    local: Optional[torch.Tensor], global_size: int, owners: List[int], pg: dist.ProcessGroup, device_type: str
-) -> ShardedTensor:
-    """A 1-D ShardedTensor of ``global_size`` whose shards are ``global_size / len(owners)`` contiguous blocks."""
-    block = global_size // len(owners)
-    local_size = get_local_size(dist.get_world_size(pg))
-    metas = [
-        ShardMetadata(
-            shard_offsets=[i * block],
-            shard_sizes=[block],
-            placement=f"rank:{r}/cuda:{r % local_size}" if device_type == "cuda" else f"rank:{r}/cpu",
-        )
-        for i, r in enumerate(owners)
-    ]
-    dtype = local.dtype if local is not None else torch.float32
-    md = ShardedTensorMetadata(
-        shards_metadata=metas, size=torch.Size([global_size]), tensor_properties=TensorProperties(dtype=dtype)
-    )
-    rank = dist.get_rank(pg)
-    shards = [Shard(tensor=local, metadata=m) for m in metas if local is not None and m.placement.rank() == rank]
-    return _compat.sharded_tensor(shards, md, pg)
-
-
 class ShardedCompressedEmbeddingBagCollection(
     ShardedEmbeddingModule[KJTList, List[torch.Tensor], KeyedTensor, CompressedContext],
     FusedOptimizerModule,
@@ -278,14 +246,28 @@ class ShardedCompressedEmbeddingBagCollection(
         self._raw: FrozenSet[str] = frozenset({s.feature for s in custom} - off_rows) if raw_ids else frozenset()
         raw_keys = {s.name for s in custom if s.feature in self._raw}
         self._sharding_has_raw = [any(f in raw_keys for f in fs) for fs in shardings]
-        self._post_params: Dict[Tuple[int, Tuple[str, ...]], torch.Tensor] = {}
+        self._sharding_key_starts = [0]  # each sharding's first key in the transform's output
+        for fs in shardings:
+            self._sharding_key_starts.append(self._sharding_key_starts[-1] + len(fs))
 
         self._entity_slots: Optional[EntitySlots] = None
         if self._memcom:
-            self._init_entity_weights(module, plan)
+            self._entity_weights = LocalEntityWeights(
+                self._memcom,
+                self._memcom_feature_table,
+                plan,
+                module.entity_weights,
+                _compat.table_optimizer_settings(inner),
+                self._rank,
+                self._world_size,
+                self._pg,
+                device,
+            )
+            self.entity_weights_local = self._entity_weights.weight
             if not self._is_weighted:  # the other features' weights are the constant 1: no gradient wanted
                 _compat.per_sample_weight_grads_only_for(inner, set(self._memcom))
-            self._entity_slots = self._slots_in_transform(inner, shardings)
+            if self._slots_in_transform(inner):
+                self._entity_slots = self._entity_weights.slots_request()
         # Output projections of narrowed tables: dense, replicated, trained through DDP like the MLPs.
         projections = module.output_projections()
         self._has_projections = projections is not None
@@ -344,101 +326,22 @@ class ShardedCompressedEmbeddingBagCollection(
                         f"blocks {expected}"
                     )
 
-    def _slots_in_transform(
-        self, inner: ShardedEmbeddingBagCollection, shardings: List[List[str]]
-    ) -> Optional[EntitySlots]:
-        """When every sharding with MEmCom features hands the transform's KJT to the lookup as it is (one rank, whose
-        table-wise input dists are the identity), the transform itself computes MEmCom's shared rows and its
-        entity-weight slots (``IdTransform.transform_with_slots``): ``_post_dist`` then only gathers the weights.
-        Not with LMA's raw ids, whose expansion after the dist moves the values."""
+    def _slots_in_transform(self, inner: ShardedEmbeddingBagCollection) -> bool:
+        """Whether the transform itself computes MEmCom's shared rows and entity-weight slots
+        (``IdTransform.transform_with_slots``, leaving one gather after the dist): when every sharding with MEmCom
+        features hands the transform's KJT to the lookup as it is (one rank, whose table-wise input dists are the
+        identity). Not with LMA's raw ids, whose expansion after the dist moves the values."""
         if self._world_size != 1 or self._raw:
-            return None
+            return False
         identity = _compat.identity_input_dists(inner)
-        if not all(same for same, has in zip(identity, self._sharding_has_memcom) if has):
-            return None
-        starts = [0]
-        for fs in shardings:
-            starts.append(starts[-1] + len(fs))
-        self._sharding_key_starts = starts  # each sharding's first key in the transform's output
-        narrow = self.entity_weights_local.numel() < 2**31
-        return EntitySlots(
-            bases=tuple((f, self._w_slices[t].start) for f, t in self._memcom_feature_table.items()),
-            ones=self._ones_slot,
-            dtype=torch.int32 if narrow else torch.int64,
-        )
-
-    def _init_entity_weights(
-        self, module: CompressedEmbeddingBagCollection, plan: Dict[str, ParameterSharding]
-    ) -> None:
-        self._w_owned: Dict[str, range] = {}
-        self._w_owners: Dict[str, List[int]] = {}
-        sizes = []
-        for name, table in self._memcom.items():
-            ps = plan[name]
-            n_pad = table.bucketed_hash().padded_num_embeddings
-            if ps.sharding_type == ShardingType.ROW_WISE.value:
-                block = n_pad // self._world_size
-                self._w_owners[name] = list(range(self._world_size))
-                owned = range(self._rank * block, (self._rank + 1) * block)
-            else:
-                assert ps.ranks is not None
-                self._w_owners[name] = list(ps.ranks)
-                owned = range(0, n_pad) if ps.ranks[0] == self._rank else range(0)
-            self._w_owned[name] = owned
-            sizes.append((name, len(owned)))
-        self._w_slices = table_slices(sizes)
-        total = sum(n for _, n in sizes)
-        self._ones_slot = total  # first of ONE_SLOTS constant-1 weights of the other features
-        self.entity_weights_local = nn.Parameter(torch.empty(total + ONE_SLOTS, device=self._device))
-        with torch.no_grad():
-            self.entity_weights_local[total:] = 1.0
-            for name, owned in self._w_owned.items():
-                local = self.entity_weights_local[self._w_slices[name]]
-                source = module.entity_weights[name]
-                if source.is_meta:
-                    local.fill_(self._memcom[name].entity_weight_init)
-                else:
-                    local.copy_(source[owned.start : owned.stop])
-        self._fused_optimizer = self._build_optimizer()
-        self.entity_weights_local._in_backward_optimizers = [self._fused_optimizer]  # keep DDP/dense optimizers off
-
-    def _build_optimizer(self) -> EntityWeightOptimizer:
-        settings = _compat.table_optimizer_settings(self._embedding_bag_collection)
-        rules, lrs, eps = {}, {}, 1e-8
-        for name, table in self._memcom.items():
-            if name not in settings:  # table-wise on another rank: no local weights to update
-                rules[name], lrs[name] = (table.entity_weight_optimizer or "sgd", 1.0), 0.0
-                continue
-            optim, lrs[name], eps = settings[name]
-            rules[name] = (rule_for(name, table.entity_weight_optimizer, optim), table.entity_weight_lr_scale)
-        params = {f"entity_weights.{name}": self._sharded_w(name, self.entity_weights_local) for name in self._memcom}
-        return EntityWeightOptimizer(
-            weight=self.entity_weights_local,
-            params=params,
-            table_slices=self._w_slices,
-            rules=rules,
-            lrs=lrs,
-            eps=eps,
-            grad_scale=1.0 / self._world_size,
-            make_sharded=lambda table, flat: self._sharded_w(table, flat),
-        )
-
-    def _sharded_w(self, table: str, flat: torch.Tensor) -> ShardedTensor:
-        """``table``'s slice of a flat local vector (weights or optimizer state) as a 1-D ShardedTensor."""
-        owned = self._w_owned[table]
-        local = flat.detach()[self._w_slices[table]] if len(owned) else None
-        n_pad = self._memcom[table].bucketed_hash().padded_num_embeddings
-        return _sharded_vector(local, n_pad, self._w_owners[table], self._pg, self._device.type)
+        return all(same for same, has in zip(identity, self._sharding_has_memcom) if has)
 
     def reset_parameters(self) -> None:
         if self._has_projections:
             for p in self.projections.values():
                 nn.init.orthogonal_(p)
         if self._memcom:
-            with torch.no_grad():
-                for name, sl in self._w_slices.items():
-                    self.entity_weights_local[sl] = self._memcom[name].entity_weight_init
-                self.entity_weights_local[self._ones_slot :] = 1.0
+            self._entity_weights.reset()
 
     # -- the EmbeddingBagCollection interface ------------------------------------------------------------------------
 
@@ -498,46 +401,21 @@ class ShardedCompressedEmbeddingBagCollection(
             if self._sharding_has_memcom[i] and ctx.entity_slots is not None:  # the transform wrote rows and slots
                 slots = ctx.entity_slots[i]
                 assert slots is not None
-                w = entity_weights_at(self.entity_weights_local, slots, self._fused_optimizer.update)
+                w = self._entity_weights.weights_at(slots)
                 out.append(_with(kjt, kjt.values(), w * kjt.weights() if self._is_weighted else w))
             elif self._sharding_has_memcom[i]:
-                out.append(self._weighted_rows(i, kjt))
+                out.append(self._weighted_rows(kjt))
             elif kjt.weights_or_none() is None:
                 out.append(_with(kjt, kjt.values(), torch.ones(kjt.values().shape, device=kjt.values().device)))
             else:
                 out.append(kjt)
         return KJTList(out)
 
-    def _params_for(self, sharding: int, keys: List[str]) -> torch.Tensor:
-        """``(F, 5)`` parameters (``ops.MEMCOM_PARAMS``) of the features a rank received in one sharding, in order."""
-        key = (sharding, tuple(keys))
-        if key not in self._post_params:
-            rows = []
-            for f in keys:
-                table = self._memcom_feature_table.get(f)
-                if table is None:
-                    rows.append([0, 0, self._ones_slot, 0, 0])
-                    continue
-                h = self._memcom[table].bucketed_hash()
-                owners = self._w_owners[table]
-                blocks = len(owners)
-                index = owners.index(self._rank) if blocks > 1 else 0
-                block = h.padded_num_embeddings // blocks * index
-                row_offset = h.num_rows // blocks * index
-                rows.append([block, row_offset, self._w_slices[table].start, h.ids_per_bucket, h.rows_per_bucket])
-            self._post_params[key] = torch.tensor(rows, dtype=torch.int64, device=self._device).reshape(-1, 5)
-        return self._post_params[key]
-
-    def _weighted_rows(self, sharding: int, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
+    def _weighted_rows(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """Local shared rows and per-sample weights ``w_local[j] (* x)`` of the ids this rank received."""
         if len(kjt.keys()) == 0:  # table-wise: this rank holds none of the tables of this sharding
             return kjt
-        params = self._params_for(sharding, kjt.keys())
-        update = self._fused_optimizer.update
-        offsets = kjt.offsets()  # computed once here, for the rows kernel and for TorchRec's lookup
-        rows, w = memcom_rows_and_weights(
-            kjt.values(), kjt.lengths(), params, self.entity_weights_local, update, offsets
-        )
+        rows, w, offsets = self._entity_weights.rows_and_weights(kjt)
         if self._is_weighted:
             w = w * kjt.weights()
         return _with(kjt, rows, w, offsets)
@@ -573,7 +451,7 @@ class ShardedCompressedEmbeddingBagCollection(
         prefix = "_embedding_bag_collection"
         flat: List[Any] = [(f"{prefix}.{key}" if key else prefix, opt) for key, opt in parts]
         if self._memcom:
-            flat.append(self._fused_optimizer)
+            flat.append(self._entity_weights.optimizer)
         return CombinedOptimizer(flat)
 
     def sharded_parameter_names(self, prefix: str = "") -> Iterator[str]:
@@ -632,9 +510,8 @@ class ShardedCompressedEmbeddingBagCollection(
     def _state_dict_hook(
         module: "ShardedCompressedEmbeddingBagCollection", destination: Dict[str, Any], prefix: str, _: Any
     ) -> None:
-        destination.pop(prefix + "entity_weights_local", None)
-        for name in module._memcom:
-            destination[f"{prefix}entity_weights.{name}"] = module._sharded_w(name, module.entity_weights_local)
+        if module._memcom:
+            module._entity_weights.state_dict_into(destination, prefix)
 
     @staticmethod
     def _load_state_dict_pre_hook(
@@ -647,27 +524,8 @@ class ShardedCompressedEmbeddingBagCollection(
         unexpected_keys: List[str],
         error_msgs: List[str],
     ) -> None:
-        if not module._memcom:
-            return
-        with torch.no_grad():
-            for name, owned in module._w_owned.items():
-                key = f"{prefix}entity_weights.{name}"
-                if key not in state_dict:
-                    continue
-                src = state_dict[key]
-                local = module.entity_weights_local[module._w_slices[name]]
-                if isinstance(src, ShardedTensor):
-                    shards = src.local_shards()
-                    if len(owned) == 0:
-                        continue
-                    if len(shards) != 1 or shards[0].tensor.numel() != local.numel():
-                        raise ValueError(f"entity_weights.{name}: the checkpoint's local shard does not match")
-                    local.copy_(shards[0].tensor)
-                else:
-                    local.copy_(src[owned.start : owned.stop])
-        for name in module._memcom:
-            state_dict.pop(f"{prefix}entity_weights.{name}", None)
-        state_dict[prefix + "entity_weights_local"] = module.entity_weights_local.detach()
+        if module._memcom:
+            module._entity_weights.load_from(state_dict, prefix)
 
 
 def _with(
