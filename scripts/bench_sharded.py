@@ -106,6 +106,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=None,
         help="LMA ids cross TW/CW dists once (default: with more than one rank)",
     )
+    add(
+        "--memcom-rows-in-transform",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one rank: MEmCom's rows and weight slots from the id transform (--no-...: rows kernel after the dist)",
+    )
     add("--lma-fit-rows", type=int, default=None, help="rows of the LMA signature sample (layout default; 0 = none)")
     add("--profile", default="", help="methods to profile after all timed runs, comma-separated, or 'all' (adds stock)")
     add("--profile-steps", type=int, default=5, help="steps under the profiler")
@@ -159,7 +165,12 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
     return BenchOptions(
         layout_name=args.layout,
         methods=MethodOptions(
-            args.ratio, args.lma_chunk_size, args.lma_signature_bytes, args.lma_shared_memory, args.lma_raw_ids
+            args.ratio,
+            args.lma_chunk_size,
+            args.lma_signature_bytes,
+            args.lma_shared_memory,
+            args.lma_raw_ids,
+            args.memcom_rows_in_transform,
         ),
         ids=args.ids,
         zipf=args.zipf,

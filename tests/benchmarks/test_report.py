@@ -213,6 +213,13 @@ def test_header_says_how_lma_ids_crossed_the_input_dist(world_size: int, raw: An
     assert "LMA ids" not in markdown_report(payload)
 
 
+def test_header_says_where_memcom_rows_were_computed_when_not_the_default() -> None:
+    payload = _payload(1)
+    assert "MEmCom's rows after the dist" not in markdown_report(payload)  # the default (and older runs' configs)
+    payload["config"]["memcom_rows_in_transform"] = False
+    assert "; MEmCom's rows after the dist (`--no-memcom-rows-in-transform`);" in markdown_report(payload)
+
+
 def test_combine_two_runs_into_weak_scaling(tmp_path: Path) -> None:
     one, two = _payload(1), _payload(2)
     two["results"][1]["samples_per_s"] = 1.5 * one["results"][1]["samples_per_s"]

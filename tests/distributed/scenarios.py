@@ -132,10 +132,11 @@ def shard(
     constraints: Optional[Dict[str, ParameterConstraints]] = None,
     batch_size: int = BATCH_PER_RANK,
     lma_raw_ids: Optional[bool] = None,
+    memcom_rows_in_transform: bool = True,
 ) -> DistributedModelParallel:
     """Plans (with our planner and sharders) and wraps ``model`` in DMP; ``sharding_type`` forces one type."""
     fp = fused_params(optimizer)
-    sharders = get_sharders(fused_params=fp, lma_raw_ids=lma_raw_ids)
+    sharders = get_sharders(fused_params=fp, lma_raw_ids=lma_raw_ids, memcom_rows_in_transform=memcom_rows_in_transform)
     if constraints is None and sharding_type is not None:
         kernel = "dense" if sharding_type == ShardingType.DATA_PARALLEL.value else "fused"
         constraints = {
@@ -212,19 +213,30 @@ def sharded_matches_unsharded(
     optimizer: str = "sgd",
     steps: int = 2,
     lma_raw_ids: Optional[bool] = None,
+    memcom_rows_in_transform: bool = True,
 ) -> Dict[str, Any]:
     """Forward, backward and ``steps`` optimizer steps of a sharded module equal the unsharded reference."""
     device = device_for(rank)
     tables = make_tables(method, PoolingType[pooling])
     model, reference = build_pair(tables, weighted)
-    dmp = shard(model, world_size, device, sharding_type, optimizer, lma_raw_ids=lma_raw_ids)
+    dmp = shard(
+        model,
+        world_size,
+        device,
+        sharding_type,
+        optimizer,
+        lma_raw_ids=lma_raw_ids,
+        memcom_rows_in_transform=memcom_rows_in_transform,
+    )
     raw = getattr(dmp.module.ebc, "_raw", frozenset())
     raw_ids = world_size > 1 if lma_raw_ids is None else lma_raw_ids  # the sharder's default: across ranks only
     expect_raw = method == "lma" and raw_ids and sharding_type in ("table_wise", "column_wise")
     assert bool(raw) == expect_raw, (raw, method, sharding_type)
-    # one rank, table-wise: the transform computes MEmCom's rows and entity-weight slots (nothing to do after the dist)
+    # one rank, table-wise: the transform computes MEmCom's rows and entity-weight slots (nothing to do after the dist),
+    # unless the sharder is told to compute them after the dist
     slots_in_transform = getattr(dmp.module.ebc, "_entity_slots", None) is not None
-    assert slots_in_transform == (method == "memcom" and world_size == 1 and sharding_type == "table_wise")
+    one_rank_table_wise = world_size == 1 and sharding_type == "table_wise"
+    assert slots_in_transform == (method == "memcom" and one_rank_table_wise and memcom_rows_in_transform)
     # these small tables take the int32 lookup: the transform writes int32 ids, TorchRec's kernels read them as such
     assert dmp.module.ebc._index_dtype == torch.int32
     if sharding_type != ShardingType.DATA_PARALLEL.value:  # (TorchRec's dense kernels convert to their own type)

@@ -93,6 +93,21 @@ def test_tiny_layout_single_process_cpu(tmp_path: Path) -> None:
     assert "| ebc | stock EBC |" in table and "1.00x" in table
 
 
+@pytest.mark.parametrize("in_transform", [True, False])
+def test_memcom_rows_in_transform_or_after_the_dist(tmp_path: Path, in_transform: bool) -> None:
+    """One rank: MEmCom's rows come from the id transform (the default) or, with ``--no-memcom-rows-in-transform``,
+    from the rows kernel after the dist; the host-time parts show which ran."""
+    flag = "--memcom-rows-in-transform" if in_transform else "--no-memcom-rows-in-transform"
+    payload = _run(tmp_path, "--device", "cpu", "--model", "ebc", "--methods", "memcom", "--profile", "memcom", flag)
+    (row,) = [r for r in payload["results"] if r["method"] == "memcom"]
+    assert row["status"] == "ok", row.get("reason")
+    parts = row["profile"]["host_breakdown"]["sites"]
+    assert parts["after the dist (MEmCom weights, LMA expansion)"]["calls_per_step"] == 1
+    assert ("MEmCom: rows and weights after the dist" in parts) == (not in_transform), sorted(parts)
+    md = (tmp_path / "bench.md").read_text()
+    assert ("MEmCom's rows after the dist (`--no-memcom-rows-in-transform`)" in md) == (not in_transform)
+
+
 def test_methods_run_stock_first_unless_the_order_is_kept() -> None:
     parse = _load_script().parse_args
     assert parse(["--methods", "memcom,stock,hash"]).methods == ["stock", "memcom", "hash"]

@@ -64,6 +64,7 @@ def test_one_rank_lma_ids(world1: World, raw: Optional[bool]) -> None:
     "case",
     [
         dict(method="memcom", sharding_type="table_wise", weighted=True, optimizer="adagrad"),
+        dict(method="memcom", sharding_type="table_wise", optimizer="adagrad", memcom_rows_in_transform=False),
         dict(method="memcom", sharding_type="row_wise"),
         dict(method="hash", sharding_type="column_wise"),
         dict(method="qr", sharding_type="table_column_wise", pooling="MEAN"),

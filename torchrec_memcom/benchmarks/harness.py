@@ -269,7 +269,7 @@ def run_method(
     out["memory_report"] = report.to_dict()
     kernels = list(opts.kernels or layout.kernels)
     fused = fused_params_for(opts, kernels, device.type)
-    sharders = make_sharders(fused, device.type, opts.methods.lma_raw_ids)
+    sharders = make_sharders(fused, device.type, opts.methods.lma_raw_ids, opts.methods.memcom_rows_in_transform)
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
     hbm = opts.hbm_cap_bytes or (torch.cuda.get_device_properties(device).total_memory if cuda else None)
     hbm, ddr = split_caps(hbm, opts.ddr_cap_bytes, host_memory_bytes(), local_world_size)

@@ -158,6 +158,8 @@ class MethodOptions:
         lma_shared_memory (bool): one LMA memory shared by all compressed tables (as in the paper).
         lma_raw_ids (Optional[bool]): LMA ids cross table- and column-wise input dists once
             (``get_sharders(lma_raw_ids=)``; ``None``: when there is more than one rank).
+        memcom_rows_in_transform (bool): ``get_sharders(memcom_rows_in_transform=)`` (one rank: MEmCom's rows from
+            the id transform, else after the dist).
     """
 
     ratio: float = 16.0
@@ -165,6 +167,7 @@ class MethodOptions:
     lma_signature_bytes: int = 8
     lma_shared_memory: bool = True
     lma_raw_ids: Optional[bool] = None
+    memcom_rows_in_transform: bool = True
 
 
 def feature_name(i: int) -> str:

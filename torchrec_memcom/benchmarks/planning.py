@@ -52,11 +52,16 @@ class _AnyDeviceEBCSharder(EmbeddingBagCollectionSharder):
 
 
 def make_sharders(
-    fused_params: Dict[str, Any], device_type: str, lma_raw_ids: Optional[bool] = None
+    fused_params: Dict[str, Any],
+    device_type: str,
+    lma_raw_ids: Optional[bool] = None,
+    memcom_rows_in_transform: bool = True,
 ) -> List[ModuleSharder[nn.Module]]:
-    """``get_sharders(fused_params, lma_raw_ids)``; on CPU with the stock EBC sharder swapped for one offering every
-    type."""
-    sharders = get_sharders(fused_params=fused_params, lma_raw_ids=lma_raw_ids)
+    """``get_sharders(fused_params, lma_raw_ids, memcom_rows_in_transform)``; on CPU with the stock EBC sharder
+    swapped for one offering every type."""
+    sharders = get_sharders(
+        fused_params=fused_params, lma_raw_ids=lma_raw_ids, memcom_rows_in_transform=memcom_rows_in_transform
+    )
     if device_type != "cpu":
         return sharders
     return [

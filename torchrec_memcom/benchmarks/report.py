@@ -65,6 +65,14 @@ def _lma_ids_text(cfg: Dict[str, Any], world_size: int) -> str:
     return "; LMA ids " + ("raw through the input dist" if raw else "as chunk locations through the input dist")
 
 
+def _memcom_rows_text(cfg: Dict[str, Any]) -> str:
+    """Where one-rank MEmCom's rows were computed, when the run turned the default off
+    (``--no-memcom-rows-in-transform``)."""
+    if cfg.get("memcom_rows_in_transform", True):
+        return ""
+    return "; MEmCom's rows after the dist (`--no-memcom-rows-in-transform`)"
+
+
 def _warmup_text(cfg: Dict[str, Any], results: Sequence[Dict[str, Any]]) -> str:
     """``"10 warmup"`` (runs before ``--warmup-s``) or ``">= 10 warmup steps and >= 2 s (31-240 run)"``."""
     if cfg.get("warmup_s") is None:
@@ -411,6 +419,7 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         + ("; TorchRec's input-dist permutation cached (`--cache-recat`)" if cfg.get("cache_recat") else "")
         + _index_dtype_text(cfg.get("index_dtype"))
         + _lma_ids_text(cfg, env["world_size"])
+        + _memcom_rows_text(cfg)
         + f"; {cfg['iters']} timed steps after {_warmup_text(cfg, results)}"
         + (f", {repeats} interleaved repeats (median of the per-repeat medians)" if repeats > 1 else "")
         + _batches_text(results),

@@ -30,7 +30,9 @@ __all__ = [
 
 
 def get_sharders(
-    fused_params: Optional[Dict[str, Any]] = None, lma_raw_ids: Optional[bool] = None
+    fused_params: Optional[Dict[str, Any]] = None,
+    lma_raw_ids: Optional[bool] = None,
+    memcom_rows_in_transform: bool = True,
 ) -> List[ModuleSharder[nn.Module]]:
     """Our sharders (``CompressedEmbeddingBagCollection`` and every registered per-method collection) followed by
     TorchRec's defaults; pass the same list to the planner and to DMP.
@@ -42,13 +44,17 @@ def get_sharders(
         lma_raw_ids (Optional[bool]): send LMA ids once through table- and column-wise input dists and compute their
             chunk locations on the receiving rank (``CompressedEmbeddingBagCollectionSharder``); ``None``: when the
             world has more than one rank.
+        memcom_rows_in_transform (bool): on one rank, MEmCom's table-wise rows and weight slots come from the id
+            transform's launch (default; ``CompressedEmbeddingBagCollectionSharder``); ``False``: after the dist.
     """
     ebc = EmbeddingBagCollectionSharder(fused_params=fused_params)
     types = [CompressedEmbeddingBagCollection] + [
         m.collection_type for m in registered_methods() if m.collection_type is not None
     ]
     ours: List[ModuleSharder[nn.Module]] = [
-        CompressedEmbeddingBagCollectionSharder(t, ebc_sharder=ebc, lma_raw_ids=lma_raw_ids)
+        CompressedEmbeddingBagCollectionSharder(
+            t, ebc_sharder=ebc, lma_raw_ids=lma_raw_ids, memcom_rows_in_transform=memcom_rows_in_transform
+        )
         for t in dict.fromkeys(types)
     ]
     defaults = [

@@ -191,6 +191,7 @@ class ShardedCompressedEmbeddingBagCollection(
         device: torch.device,
         module_fqn: Optional[str] = None,
         lma_raw_ids: Optional[bool] = None,
+        memcom_rows_in_transform: bool = True,
     ) -> None:
         super().__init__()
         self._unsharded_type: Type[CompressedEmbeddingBagCollection] = type(module)
@@ -266,7 +267,7 @@ class ShardedCompressedEmbeddingBagCollection(
             self.entity_weights_local = self._entity_weights.weight
             if not self._is_weighted:  # the other features' weights are the constant 1: no gradient wanted
                 _compat.per_sample_weight_grads_only_for(inner, set(self._memcom))
-            if self._slots_in_transform(inner):
+            if memcom_rows_in_transform and self._slots_in_transform(inner):
                 self._entity_slots = self._entity_weights.slots_request()
         # Output projections of narrowed tables: dense, replicated, trained through DDP like the MLPs.
         projections = module.output_projections()
@@ -563,6 +564,10 @@ class CompressedEmbeddingBagCollectionSharder(BaseEmbeddingSharder[CompressedEmb
         lma_raw_ids (Optional[bool]): LMA memories placed table- or column-wise get each id once through the input
             dist (its ``d / Z`` chunk locations are computed on the receiving rank) instead of ``d / Z`` locations;
             ``None`` (default): when the world has more than one rank (on one, the all-to-all is a local copy).
+        memcom_rows_in_transform (bool): where every MEmCom sharding's input dist is the identity (one rank,
+            table-wise), the id transform writes MEmCom's shared rows and weight slots in its own launch and one
+            gather remains after the dist (default); ``False``: the rows kernel after the dist, as on several ranks
+            (the same results; ``bench_sharded.py --no-memcom-rows-in-transform`` measures the difference).
     """
 
     def __init__(
@@ -572,10 +577,12 @@ class CompressedEmbeddingBagCollectionSharder(BaseEmbeddingSharder[CompressedEmb
         fused_params: Optional[Dict[str, Any]] = None,
         qcomm_codecs_registry: Optional[Dict[str, QuantizedCommCodecs]] = None,
         lma_raw_ids: Optional[bool] = None,
+        memcom_rows_in_transform: bool = True,
     ) -> None:
         super().__init__(fused_params=fused_params, qcomm_codecs_registry=qcomm_codecs_registry)
         self._module_type = module_type
         self._lma_raw_ids = lma_raw_ids
+        self._memcom_rows_in_transform = memcom_rows_in_transform
         self._ebc_sharder: EmbeddingBagCollectionSharder = ebc_sharder or EmbeddingBagCollectionSharder(
             fused_params=fused_params, qcomm_codecs_registry=self.qcomm_codecs_registry
         )
@@ -589,7 +596,14 @@ class CompressedEmbeddingBagCollectionSharder(BaseEmbeddingSharder[CompressedEmb
         module_fqn: Optional[str] = None,
     ) -> ShardedCompressedEmbeddingBagCollection:
         return ShardedCompressedEmbeddingBagCollection(
-            module, params, self._ebc_sharder, env, device or torch.device("cpu"), module_fqn, self._lma_raw_ids
+            module,
+            params,
+            self._ebc_sharder,
+            env,
+            device or torch.device("cpu"),
+            module_fqn,
+            self._lma_raw_ids,
+            self._memcom_rows_in_transform,
         )
 
     @property
