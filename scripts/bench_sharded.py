@@ -20,6 +20,8 @@ Usage::
         --cache-recat                      # without TorchRec's per-batch input-dist sync (benchmarks/recat.py)
     python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout big --model ebc \\
         --index-dtype int32                # every method's TBE indices int32, stock's too (default: stock int64)
+    python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout big --model ebc \\
+        --cuda-graph                       # each step one CUDA graph replay where capturable (one rank)
     python scripts/bench_sharded.py --planner-report                    # planning only, 1 / 2 / 4 ranks, no GPU
 """
 
@@ -83,6 +85,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--cache-load-factor", type=float, default=0.2, help="HBM cache share of fused_uvm_caching tables")
     add("--uvm-memory", choices=["host_mapped", "managed"], default="host_mapped", help="memory of UVM tables")
     add("--pipeline", action="store_true", help="train through TrainPipelineSparseDist")
+    add(
+        "--cuda-graph",
+        action="store_true",
+        help="one rank: each step a CUDA graph replay (distributed.CudaGraphTrainStep); what cannot be captured "
+        "(stock TorchRec's sharded EBC) runs eagerly and its row says so",
+    )
     add(
         "--index-dtype",
         choices=["int32", "int64"],
@@ -183,6 +191,7 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
         ddr_cap_bytes=int(args.ddr_cap_gb * GB) if args.ddr_cap_gb else None,
         uvm_memory=args.uvm_memory,
         pipeline=args.pipeline,
+        cuda_graph=args.cuda_graph,
         index_dtype=args.index_dtype,
         iters=args.iters,
         warmup=args.warmup,

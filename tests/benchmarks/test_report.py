@@ -220,6 +220,25 @@ def test_header_says_where_memcom_rows_were_computed_when_not_the_default() -> N
     assert "; MEmCom's rows after the dist (`--no-memcom-rows-in-transform`);" in markdown_report(payload)
 
 
+def test_cuda_graph_runs_name_each_rows_step_and_why_a_method_ran_eagerly() -> None:
+    payload = _payload(1, profiled=False)
+    assert "| step |" not in markdown_report(payload) and "CUDA graphs" not in markdown_report(payload)
+    stock = _rank([8.0], 1600)
+    stock.update(step_mode="eager (not capturable)", capture_error="RuntimeError: Cannot copy between CPU and CUDA")
+    memcom = {**_rank([4.0], 100), "step_mode": "cuda graph"}
+    payload["results"][:2] = [
+        merge_ranks("dlrm", "stock", "stock EBC", [stock], TINY),
+        merge_ranks("dlrm", "memcom", "MEmCom 16x", [memcom], TINY),
+    ]
+    add_ratios(payload["results"])
+    payload["config"]["cuda_graph"] = True
+    md = markdown_report(payload)
+    assert "; steps replayed from CUDA graphs where capturable (`--cuda-graph`)" in md
+    assert "| dlrm | stock EBC | eager (not capturable) |" in md and "| dlrm | MEmCom 16x | cuda graph |" in md
+    assert "stock EBC: not capturable in a CUDA graph, ran eagerly: RuntimeError: Cannot copy between CPU" in md
+    assert "| 2.00x |" in md  # 8 ms eager stock against a 4 ms replay
+
+
 def test_combine_two_runs_into_weak_scaling(tmp_path: Path) -> None:
     one, two = _payload(1), _payload(2)
     two["results"][1]["samples_per_s"] = 1.5 * one["results"][1]["samples_per_s"]

@@ -37,3 +37,10 @@ def gpu_world() -> Iterator[World]:
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     yield from _world(min(2, torch.cuda.device_count()), "nccl")
+
+
+@pytest.fixture(scope="session")
+def gpu_world1() -> Iterator[World]:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    yield from _world(1, "nccl")

@@ -52,6 +52,7 @@ from torchrec_memcom.benchmarks.planning import (
     storage_reason,
 )
 from torchrec_memcom.convert import fit_signatures
+from torchrec_memcom.distributed.cuda_graph_step import GraphCaptureError
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.config import DenseOptimizerConfig, SparseOptimizerConfig
 from torchrec_memcom.recipes.training import DistContext, combined_optimizer, fused_params
@@ -91,6 +92,9 @@ class BenchOptions:
         uvm_memory (str): ``host_mapped`` (pinned host memory, FBGEMM's ``uvm_host_mapped``) or ``managed`` (CUDA
             managed memory, FBGEMM's default) for tables the planner puts in host memory.
         pipeline (bool): train through ``TrainPipelineSparseDist``.
+        cuda_graph (bool): train through ``distributed.CudaGraphTrainStep`` (one rank, CUDA: each step one CUDA
+            graph replay); a method whose step cannot be captured (stock TorchRec's sharded EBC) runs eagerly, and
+            its row says so (``step_mode``, ``capture_error``).
         index_dtype (Optional[str]): ``int32`` or ``int64``: the TBE index type of every method, stock's too
             (TorchRec's ``embedding_table_index_type``); ``None``: each library's default (stock TorchRec int64, the
             compressed tables int32 where their ids fit: ``distributed.compressed.physical_index_dtype``).
@@ -116,6 +120,7 @@ class BenchOptions:
     ddr_cap_bytes: Optional[int] = None
     uvm_memory: str = "host_mapped"
     pipeline: bool = False
+    cuda_graph: bool = False
     index_dtype: Optional[str] = None
     iters: int = 50
     warmup: int = 10
@@ -134,6 +139,8 @@ class BenchOptions:
             raise ValueError(f"uvm_memory must be 'host_mapped' or 'managed', got {self.uvm_memory!r}")
         if not 0 < self.cache_load_factor <= 1:
             raise ValueError(f"cache_load_factor must be in (0, 1], got {self.cache_load_factor}")
+        if self.cuda_graph and self.pipeline:
+            raise ValueError("cuda_graph and pipeline exclude each other (a graph replays the whole step)")
         if self.iters < 1 or self.warmup < 0 or self.warmup_s < 0 or (self.num_batches or 1) < 1:
             raise ValueError(
                 "need iters >= 1, warmup >= 0, warmup_s >= 0, num_batches >= 1; "
@@ -314,14 +321,20 @@ def run_method(
         torch.cuda.reset_peak_memory_stats(device)
 
     uvm_cache.set_gathering(dmp, False)  # counted in a pass of their own, not while timing
-    step = measure.make_step(dmp, optimizer, batches, opts.pipeline)
+    step = measure.make_step(dmp, optimizer, batches, opts.pipeline, opts.cuda_graph)
 
     def all_done(mine: bool) -> bool:
         return bool(ctx.all_reduce(torch.tensor([int(mine)]), dist.ReduceOp.MIN).item())
 
     # with UVM caching, the warmup stops where the batches would start a second cycle
     cap = uvm_cache.warmup_cap(len(batches), opts.warmup, opts.iters) if uses_uvm_cache(opts, layout, device) else None
-    out["warmup_steps"] = measure.warm_up(step, opts.warmup, opts.warmup_s, device, all_done, max_steps=cap)
+    out["step_mode"] = "cuda graph" if opts.cuda_graph else "eager"
+    try:
+        out["warmup_steps"] = measure.warm_up(step, opts.warmup, opts.warmup_s, device, all_done, max_steps=cap)
+    except GraphCaptureError as e:  # (one rank: no other rank waits in a collective)
+        out["step_mode"], out["capture_error"] = "eager (not capturable)", str(e.__cause__ or e)
+        step = measure.make_step(dmp, optimizer, batches, opts.pipeline)
+        out["warmup_steps"] = measure.warm_up(step, opts.warmup, opts.warmup_s, device, all_done, max_steps=cap)
     out["batches"] = len(batches)
     out["fresh_batches"] = out["warmup_steps"] + opts.iters + uvm_cache.PIPELINE_AHEAD <= len(batches)
     ctx.barrier()

@@ -22,6 +22,8 @@ from torchrec.distributed.types import ShardedModule
 from torchrec.optim.keyed import CombinedOptimizer
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+from torchrec_memcom.distributed.cuda_graph_step import CudaGraphTrainStep
+
 __all__ = [
     "dense_bytes",
     "embedding_bytes",
@@ -42,16 +44,25 @@ def sync(device: torch.device) -> None:
 
 
 def make_step(
-    dmp: DistributedModelParallel, optimizer: CombinedOptimizer, batches: Sequence[Batch], pipelined: bool
+    dmp: DistributedModelParallel,
+    optimizer: CombinedOptimizer,
+    batches: Sequence[Batch],
+    pipelined: bool,
+    cuda_graph: bool = False,
 ) -> Callable[[], None]:
     """One training step over cycled ``batches`` (the model returns ``(loss, ...)``): forward, backward (the fused
-    embedding optimizer runs inside it) and the dense optimizer; or ``TrainPipelineSparseDist.progress``."""
+    embedding optimizer runs inside it) and the dense optimizer; or ``TrainPipelineSparseDist.progress``; or, with
+    ``cuda_graph``, a ``distributed.CudaGraphTrainStep`` replay (its first calls warm up and capture; a step that
+    cannot be captured raises ``GraphCaptureError`` there)."""
     batch_iter = itertools.cycle(batches)
     if pipelined:
         from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
         pipeline = TrainPipelineSparseDist(dmp, optimizer, batches[0].dense_features.device)
         return lambda: pipeline.progress(batch_iter)
+    if cuda_graph:
+        graphed = CudaGraphTrainStep(dmp, optimizer)
+        return lambda: graphed(next(batch_iter))
 
     def step() -> None:
         loss, _ = dmp(next(batch_iter))

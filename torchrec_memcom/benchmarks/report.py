@@ -105,6 +105,7 @@ def merge_ranks(kind: str, method: str, label: str, per_rank: List[Dict[str, Any
     if r0["status"] != "ok":
         row.update(reason=r0["reason"], planner_error=r0.get("planner_error"))
         return row
+    row.update(step_mode=r0.get("step_mode", "eager"), capture_error=r0.get("capture_error"))
     step_ms = [max(r["step_ms"][i] for r in per_rank) for i in range(len(r0["step_ms"]))]
     median = statistics.median(step_ms)
     row.update(
@@ -299,9 +300,14 @@ def markdown_table(results: List[Dict[str, Any]]) -> str:
     profiled = any(r.get("profile") for r in ok)
     uvm = any(r.get("local_embedding_uvm_bytes_max") for r in ok)
     repeated = any(r.get("repeats", 1) > 1 for r in ok)
+    graphed = any(r.get("step_mode", "eager") != "eager" for r in ok)
     columns: List[Tuple[str, Any]] = [
         ("model", lambda r: r["model"]),
         ("method", lambda r: r["label"]),
+    ]
+    if graphed:
+        columns.append(("step", lambda r: r.get("step_mode", "eager")))
+    columns += [
         ("samples/s", lambda r: f"{r['samples_per_s']:,.0f}"),
         ("step ms (median)", lambda r: f"{r['step_ms_median']:.2f}"),
         ("throughput vs stock", lambda r: _x(r.get("throughput_vs_stock"))),
@@ -417,6 +423,7 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         f"{cfg['sharding_type'] or 'planner'}; kernels {', '.join(layout.get('kernels', []))}; pipeline "
         f"{cfg['pipeline']}"
         + ("; TorchRec's input-dist permutation cached (`--cache-recat`)" if cfg.get("cache_recat") else "")
+        + ("; steps replayed from CUDA graphs where capturable (`--cuda-graph`)" if cfg.get("cuda_graph") else "")
         + _index_dtype_text(cfg.get("index_dtype"))
         + _lma_ids_text(cfg, env["world_size"])
         + _memcom_rows_text(cfg)
@@ -448,6 +455,10 @@ def markdown_report(payload: Dict[str, Any]) -> str:
             "(input batches, loss weights, library workspaces)."
         )
     lines += ["", f"Optimizer: {cfg['optimizer_label']}.", "", markdown_table(results)]
+    for r in results:
+        if r.get("capture_error"):
+            reason = " ".join(r["capture_error"].split())[:300]
+            lines.append(f"\n{r['model']} / {r['label']}: not capturable in a CUDA graph, ran eagerly: {reason}")
     lines += uvm_cache_table(results)
     lines += ["", "## Plans", ""]
     for r in results:

@@ -6,6 +6,7 @@
 - ``ShardedCompressedEmbeddingBagCollection``: one input dist, one lookup, one output dist for any mix of tables.
 - ``planner``: ``CompressedEmbeddingShardingPlanner`` (true memory of compressed tables, per-table constraints).
 - ``checkpoint``: ``torch.distributed.checkpoint`` save / load, unsharded state in and out.
+- ``CudaGraphTrainStep``: a one-rank training step replayed from a CUDA graph (no Python per step).
 """
 
 from typing import Any, Dict, List, Optional
@@ -19,11 +20,14 @@ from torchrec_memcom.distributed.compressed import (
     CompressedEmbeddingBagCollectionSharder,
     ShardedCompressedEmbeddingBagCollection,
 )
+from torchrec_memcom.distributed.cuda_graph_step import CudaGraphTrainStep, GraphCaptureError
 from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
 from torchrec_memcom.modules.method import registered_methods
 
 __all__ = [
     "CompressedEmbeddingBagCollectionSharder",
+    "CudaGraphTrainStep",
+    "GraphCaptureError",
     "ShardedCompressedEmbeddingBagCollection",
     "get_sharders",
 ]

@@ -2,11 +2,30 @@
 """The id transform's input check: ids outside their table or negative lengths raise, on CUDA one batch later (the
 statistics come from the transform kernel and cross to the host asynchronously)."""
 
-from typing import Dict, List, Optional, Tuple
+import contextlib
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-__all__ = ["InputCheck"]
+__all__ = ["CapturedCheck", "InputCheck", "capturing_checks"]
+
+# (the statistics buffer the graph's transform fills, its features): what a check saw while a CUDA graph was captured
+CapturedCheck = Tuple[torch.Tensor, List[Tuple[str, str, int]]]
+_captured: Optional[List[CapturedCheck]] = None
+_DEFERRED = " (in the previous batch: on CUDA inputs are checked asynchronously)"
+
+
+@contextlib.contextmanager
+def capturing_checks() -> Iterator[List[CapturedCheck]]:
+    """While a CUDA graph is captured in the block, every ``InputCheck`` call records its statistics buffer and
+    features in the yielded list instead of copying them; the graph's owner copies and reads them after each replay
+    (``distributed.cuda_graph_step``)."""
+    global _captured
+    previous, _captured = _captured, []
+    try:
+        yield _captured
+    finally:
+        _captured = previous
 
 
 class InputCheck:
@@ -29,7 +48,15 @@ class InputCheck:
         """``stats``: ``(F + 1, 2)``: the id (min, max) of each feature, then (smallest length, unused);
         ``features``: (feature, table, num_embeddings) per row."""
         if not stats.is_cuda:
-            self._raise_if_bad(stats.reshape(-1).tolist(), features, False)
+            self.raise_if_bad(stats.reshape(-1).tolist(), features)
+            return
+        if torch.cuda.is_current_stream_capturing():
+            if _captured is None:
+                raise RuntimeError(
+                    "the id transform's input check ran in a CUDA graph capture outside capturing_checks(): "
+                    "capture training steps with torchrec_memcom.distributed.CudaGraphTrainStep"
+                )
+            _captured.append((stats, features))
             return
         self.flush()  # the previous batch's copy is done and read: its buffer may be reused
         host = self._buffers.get(tuple(stats.shape))
@@ -48,11 +75,12 @@ class InputCheck:
         host, event, features = self._pending
         self._pending = None
         event.synchronize()
-        self._raise_if_bad(host.tolist(), features, True)
+        self.raise_if_bad(host.tolist(), features, _DEFERRED)
 
     @staticmethod
-    def _raise_if_bad(values: List[int], features: List[Tuple[str, str, int]], deferred: bool) -> None:
-        when = " (in the previous batch: on CUDA inputs are checked asynchronously)" if deferred else ""
+    def raise_if_bad(values: List[int], features: List[Tuple[str, str, int]], when: str = "") -> None:
+        """Raises ``ValueError`` for statistics ``values`` (``stats`` flattened) over ``features``; ``when`` ends the
+        message (which batch)."""
         if values[-2] < 0:
             raise ValueError(f"KJT lengths must be >= 0, got {values[-2]}{when}")
         for i, (feature, table, n) in enumerate(features):

@@ -1,0 +1,147 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Per-rank bodies of the CUDA-graph step tests (one NCCL rank): replays against the unsharded reference, the
+deferred checks, learning-rate changes, and TorchRec's own sharded EBC (not capturable)."""
+
+import copy
+from typing import Any, Dict, List
+
+import pytest
+import torch
+from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
+
+from tests.distributed import scenarios
+from torchrec_memcom.distributed import CudaGraphTrainStep, GraphCaptureError
+from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
+
+BATCH = 8
+
+
+def fixed_batch(tables: List[Any], seed: int, bad_id: bool = False, shift: bool = False) -> KeyedJaggedTensor:
+    """Every feature has 2 * BATCH ids in bags of 0-4 ids, the bag sizes shuffled per batch (fixed per-feature totals,
+    changing offsets); ``bad_id``: one id of the first feature is its table's size; ``shift``: the first feature
+    gives one id to the second (same total, other per-feature counts)."""
+    g = torch.Generator().manual_seed(seed)
+    pattern = torch.tensor([0, 1, 2, 3, 4, 2, 2, 2])  # 16 ids in 8 bags
+    keys, values, lengths = [], [], []
+    for t in tables:
+        for f in t.feature_names:
+            ln = pattern[torch.randperm(BATCH, generator=g)]
+            keys.append(f)
+            lengths.append(ln)
+            values.append(torch.randint(0, t.num_embeddings, (int(ln.sum()),), generator=g))
+    if bad_id:
+        values[0][0] = tables[0].num_embeddings
+    if shift:
+        i = int(torch.nonzero(lengths[0])[0])
+        lengths[0][i] -= 1
+        lengths[1][0] += 1
+    return KeyedJaggedTensor(keys=keys, values=torch.cat(values), lengths=torch.cat(lengths))
+
+
+def _loss(out: torch.Tensor, kjt: KeyedJaggedTensor, grad: torch.Tensor) -> torch.Tensor:
+    return (out * grad).sum()
+
+
+def _grad(tables: List[Any], seed: int) -> torch.Tensor:
+    width = sum(t.embedding_dim * t.num_features() for t in tables)
+    return torch.randn(BATCH, width, generator=torch.Generator().manual_seed(seed))
+
+
+def graph_step_matches_unsharded(rank: int, world_size: int, method: str, steps: int = 7) -> Dict[str, Any]:
+    """Training through ``CudaGraphTrainStep`` (2 eager steps, then replays) equals the unsharded reference:
+    outputs of every step, then every table, weight and optimizer state (row-wise ... exact Adagrad)."""
+    device = scenarios.device_for(rank)
+    tables = scenarios.make_tables(method)
+    model, reference = scenarios.build_pair(tables, weighted=False)
+    dmp = scenarios.shard(model, world_size, device, "table_wise", "adagrad", batch_size=BATCH)
+    load_unsharded_state_dict(dmp, reference.state_dict())
+    step = CudaGraphTrainStep(dmp, scenarios.sharded_optimizer(dmp, "adagrad"), loss_fn=_loss, warmup_steps=2)
+    ref_opt = scenarios.reference_optimizer(reference.parameters(), "adagrad")
+    for s in range(steps):
+        kjt, grad = fixed_batch(tables, seed=10 + s), _grad(tables, 20 + s)
+        out = step(kjt.to(device), grad.to(device))
+        ref_out = reference(kjt)
+        torch.testing.assert_close(out.detach().cpu(), ref_out.detach(), atol=1e-5, rtol=1e-5, msg=f"step {s}")
+        _loss(ref_out, kjt, grad).backward()
+        ref_opt.step()
+        ref_opt.zero_grad()
+    step.flush()
+    checked = scenarios.assert_state_matches(dmp.state_dict(), reference.state_dict(), tol=1e-4)
+    return {"checked": checked, "replays": step.replays, "graphs": len(step._graphs)}
+
+
+def graph_step_follows_lr_change(rank: int, world_size: int, method: str, steps: int = 8) -> Dict[str, Any]:
+    """A learning-rate change mid-run: the graph-stepped model stays equal to the same sharded model trained eagerly
+    (one eager step at the change, then a new capture)."""
+    device = scenarios.device_for(rank)
+    tables = scenarios.make_tables(method)
+    model, reference = scenarios.build_pair(tables, weighted=False)
+    twin = copy.deepcopy(model)
+    dmps = [scenarios.shard(m, world_size, device, "table_wise", "adagrad", batch_size=BATCH) for m in (model, twin)]
+    for d in dmps:
+        load_unsharded_state_dict(d, reference.state_dict())
+    opts = [scenarios.sharded_optimizer(d, "adagrad") for d in dmps]
+    step = CudaGraphTrainStep(dmps[0], opts[0], loss_fn=_loss, warmup_steps=1)
+    for s in range(steps):
+        if s == 4:
+            for opt in opts:
+                for group in opt.param_groups:
+                    group["lr"] = group["lr"] * 0.25
+        kjt, grad = fixed_batch(tables, seed=30 + s).to(device), _grad(tables, 40 + s).to(device)
+        out = step(kjt, grad)
+        eager = dmps[1](kjt)
+        torch.testing.assert_close(out.detach(), eager.detach(), atol=1e-5, rtol=1e-5, msg=f"step {s}")
+        _loss(eager, kjt, grad).backward()
+        opts[1].step()
+        opts[1].zero_grad()
+    step.flush()
+    checked = scenarios.assert_state_matches(dmps[0].state_dict(), _full(dmps[1]), tol=1e-5)
+    return {"checked": checked, "replays": step.replays}
+
+
+def _full(dmp: Any) -> Dict[str, Any]:
+    """One rank's state dict as plain tensors (its shards are whole)."""
+    out = {}
+    for k, v in dmp.state_dict().items():
+        out[k] = v.local_shards()[0].tensor if hasattr(v, "local_shards") else v
+    return out
+
+
+def graph_step_deferred_errors(rank: int, world_size: int) -> Dict[str, Any]:
+    """An id out of range, and per-feature id counts other than the graph's, raise two steps after their batch."""
+    device = scenarios.device_for(rank)
+    tables = scenarios.make_tables("hash")
+    model, _ = scenarios.build_pair(tables, weighted=False)
+    dmp = scenarios.shard(model, world_size, device, "table_wise", "adagrad", batch_size=BATCH)
+    opt = scenarios.sharded_optimizer(dmp, "adagrad")
+    messages = {}
+    for case in ("bad_id", "shift"):
+        step = CudaGraphTrainStep(dmp, opt, loss_fn=_loss, warmup_steps=1)
+        grad = _grad(tables, 0).to(device)
+        for s in range(3):  # eager, capture + replay, replay
+            step(fixed_batch(tables, seed=s).to(device), grad)
+        step(fixed_batch(tables, seed=5, **{case: True}).to(device), grad)  # step 4
+        step(fixed_batch(tables, seed=6).to(device), grad)  # reads step 3's report
+        with pytest.raises(ValueError) as e:
+            step(fixed_batch(tables, seed=7).to(device), grad)  # reads step 4's
+        messages[case] = str(e.value)
+        assert "step 4" in messages[case], messages[case]
+        step.reset()
+    assert "table 't0', feature 'f0'" in messages["bad_id"] and "[0, 240)" in messages["bad_id"], messages
+    assert "'f0': 15 ids, the graph's 16" in messages["shift"], messages
+    return messages
+
+
+def torchrec_ebc_not_capturable(rank: int, world_size: int) -> str:
+    """TorchRec's own sharded EBC synchronises in its input dist: ``GraphCaptureError`` at the capture."""
+    device = scenarios.device_for(rank)
+    tables = scenarios.make_tables("stock")
+    model = scenarios.Wrap(EmbeddingBagCollection(tables, device=torch.device("meta")))
+    dmp = scenarios.shard(model, world_size, device, "table_wise", "adagrad", batch_size=BATCH)
+    step = CudaGraphTrainStep(dmp, scenarios.sharded_optimizer(dmp, "adagrad"), loss_fn=_loss, warmup_steps=1)
+    grad = _grad(tables, 0).to(device)
+    step(fixed_batch(tables, seed=0).to(device), grad)
+    with pytest.raises(GraphCaptureError) as e:
+        step(fixed_batch(tables, seed=1).to(device), grad)
+    torch.cuda.synchronize()
+    return str(e.value)

@@ -1,0 +1,94 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""``CudaGraphTrainStep``: on the GPU (one NCCL rank) replays equal the unsharded reference, follow learning-rate
+changes like eager steps, raise for bad batches two steps late, and TorchRec's own sharded EBC fails to capture with
+a clear error; on CPU the refusals and the batch-structure helpers."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torchrec import KeyedJaggedTensor
+
+from tests.distributed import cuda_graph_scenarios as graphs
+from tests.distributed.world import World
+from torchrec_memcom.distributed import CudaGraphTrainStep
+from torchrec_memcom.distributed.cuda_graph_step import _kjts, _Static, _structure
+
+METHODS = ["hash", "memcom", "qr", "lma", "stock"]  # stock: plain tables inside the compressed collection
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", METHODS)
+def test_graph_step_matches_unsharded(gpu_world1: World, method: str) -> None:
+    (r,) = gpu_world1.run(graphs.graph_step_matches_unsharded, method=method)
+    assert r["replays"] == 5 and r["graphs"] == 1 and r["checked"] > 0, r
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["hash", "memcom"])
+def test_graph_step_follows_lr_change(gpu_world1: World, method: str) -> None:
+    (r,) = gpu_world1.run(graphs.graph_step_follows_lr_change, method=method)
+    assert r["replays"] == 5, r  # 8 steps: 1 eager, 3 replays, 1 eager at the change, then 2 replays
+
+
+@pytest.mark.gpu
+def test_graph_step_deferred_errors(gpu_world1: World) -> None:
+    gpu_world1.run(graphs.graph_step_deferred_errors)
+
+
+@pytest.mark.gpu
+def test_torchrec_ebc_not_capturable(gpu_world1: World) -> None:
+    (message,) = gpu_world1.run(graphs.torchrec_ebc_not_capturable)
+    assert "could not capture the training step in a CUDA graph" in message, message
+
+
+def _refuses_world(rank: int, world_size: int) -> str:
+    with pytest.raises(ValueError) as e:
+        CudaGraphTrainStep(torch.nn.Linear(2, 2))
+    return str(e.value)
+
+
+def test_refuses_more_than_one_rank(world2: World) -> None:
+    for message in world2.run(_refuses_world):
+        assert "one rank (world size here: 2)" in message, message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only refusal")
+def test_refuses_without_cuda() -> None:
+    with pytest.raises(ValueError, match="needs CUDA"):
+        CudaGraphTrainStep(torch.nn.Linear(2, 2))(torch.zeros(2))
+
+
+def test_refuses_no_warmup() -> None:
+    with pytest.raises(ValueError, match="warmup_steps must be >= 1"):
+        CudaGraphTrainStep(torch.nn.Linear(2, 2), warmup_steps=0)
+
+
+@dataclass
+class _Batch:
+    dense: torch.Tensor
+    sparse: KeyedJaggedTensor
+    label: str
+
+
+def _kjt(lengths: list, values: list) -> KeyedJaggedTensor:
+    return KeyedJaggedTensor(keys=["a", "b"], values=torch.tensor(values), lengths=torch.tensor(lengths))
+
+
+def test_structure_and_static_buffers() -> None:
+    one = _Batch(torch.zeros(2, 3), _kjt([1, 2, 0, 1], [5, 6, 7, 8]), "x")
+    same_shapes = _Batch(torch.ones(2, 3), _kjt([0, 3, 1, 0], [1, 2, 3, 4]), "x")
+    assert _structure((one,)) == _structure((same_shapes,))  # per-bag lengths and values may change
+    assert _structure((one,)) != _structure((_Batch(torch.zeros(2, 4), one.sparse, "x"),))
+    assert _structure((one,)) != _structure((_Batch(one.dense, _kjt([1, 2, 0, 2], [5, 6, 7, 8, 9]), "x"),))
+    assert _structure((one,)) != _structure((_Batch(one.dense, one.sparse, "y"),))
+    static = _Static((one,), torch.device("cpu"))
+    (batch,) = static.value
+    kjt = _kjts(static.value)[0]
+    assert kjt.length_per_key() == [3, 1] and kjt.keys() == ["a", "b"] and batch.label == "x"
+    static.fill((same_shapes,))
+    assert torch.equal(batch.dense, same_shapes.dense)
+    assert torch.equal(kjt.values(), same_shapes.sparse.values())
+    assert torch.equal(kjt.lengths(), same_shapes.sparse.lengths())
+    # the static KJT keeps the captured per-key totals: the graph's device check compares each batch's with them
+    assert static.kjts[0][1] == [3, 1]

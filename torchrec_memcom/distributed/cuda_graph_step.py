@@ -1,0 +1,345 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""A whole training step (forward, backward with the fused optimizers, dense optimizer step) replayed from a CUDA
+graph: the host launches one graph per step instead of hundreds of kernels from Python.
+
+On one rank the sharded compressed collection runs without any host-device synchronisation (its input dist is the
+identity; ids, lengths and MEmCom's weight slots stay on the GPU), so its step can be captured. TorchRec's own sharded
+``EmbeddingBagCollection`` cannot be: its input dist copies the batch's splits through the host every step (capture
+fails with ``GraphCaptureError``). What a graph fixes at capture, and how this class keeps it right:
+
+- shapes: a graph holds one batch structure (tensor shapes and dtypes, KJT keys, batch size and the number of ids of
+  each feature, ``length_per_key``); a new structure gets a graph of its own (warmed up eagerly first). Per-bag
+  lengths may change between batches; per-feature totals may not: the graph counts them on the GPU, and a batch whose
+  totals differ from the graph's raises ``ValueError`` two steps later (a host read each step would stall the GPU).
+- learning rates: baked into the captured kernels; after a change of any param group's ``lr`` one step runs eagerly
+  (as in eager training, FBGEMM's tables take the new rate from the step after) and the next one captures again.
+- input checks: ids out of range and negative lengths raise as in eager mode, two steps later.
+"""
+
+import dataclasses
+import itertools
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from torchrec_memcom.modules.input_check import CapturedCheck, InputCheck, capturing_checks
+from torchrec_memcom.modules.transform import IdTransform
+
+__all__ = ["CudaGraphTrainStep", "GraphCaptureError"]
+
+_LAG = 2  # a replay's checks are read two calls later: by then the GPU has finished it, so reading does not stall
+
+
+class GraphCaptureError(RuntimeError):
+    """The step could not be captured in a CUDA graph (it synchronises with the host, or runs an op graphs forbid)."""
+
+
+def _default_loss(output: Any, *inputs: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _structure(obj: Any) -> Any:
+    """A hashable description of ``obj``'s shapes (tensors, KJTs, dataclasses, sequences, dicts)."""
+    if isinstance(obj, torch.Tensor):
+        return ("T", tuple(obj.shape), obj.dtype)
+    if isinstance(obj, KeyedJaggedTensor):
+        if obj.variable_stride_per_key():
+            raise ValueError("CUDA-graph steps need one batch size for every feature (variable_stride_per_key)")
+        weights = obj.weights_or_none()
+        return (
+            "KJT",
+            tuple(obj.keys()),
+            obj.stride(),
+            _structure(obj.values()),
+            None if weights is None else _structure(weights),
+        )
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return (type(obj), tuple(_structure(getattr(obj, f.name)) for f in dataclasses.fields(obj)))
+    if isinstance(obj, (tuple, list)):
+        return (type(obj), tuple(_structure(x) for x in obj))
+    if isinstance(obj, dict):
+        return (dict, tuple((k, _structure(v)) for k, v in obj.items()))
+    return ("C", obj)  # anything else is a constant of the step
+
+
+def _kjts(obj: Any) -> List[KeyedJaggedTensor]:
+    """The KJTs in ``obj``, in ``_structure`` order."""
+    if isinstance(obj, KeyedJaggedTensor):
+        return [obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [k for f in dataclasses.fields(obj) for k in _kjts(getattr(obj, f.name))]
+    if isinstance(obj, (tuple, list)):
+        return [k for x in obj for k in _kjts(x)]
+    if isinstance(obj, dict):
+        return [k for v in obj.values() for k in _kjts(v)]
+    return []
+
+
+class _Static:
+    """Device buffers shaped like one batch; ``fill`` copies a batch of the same structure into them."""
+
+    def __init__(self, example: Any, device: torch.device) -> None:
+        self.copies: List[Tuple[torch.Tensor, Callable[[Any], torch.Tensor]]] = []
+        self.kjts: List[Tuple[KeyedJaggedTensor, List[int]]] = []  # static KJT, its length_per_key
+        self.value = self._build(example, device, lambda b: b)
+
+    def _build(self, obj: Any, device: torch.device, get: Callable[[Any], Any]) -> Any:
+        if isinstance(obj, torch.Tensor):
+            buf = torch.empty(obj.shape, dtype=obj.dtype, device=device)
+            self.copies.append((buf, get))
+            return buf
+        if isinstance(obj, KeyedJaggedTensor):
+            values = self._build(obj.values(), device, lambda b: get(b).values())
+            lengths = self._build(obj.lengths(), device, lambda b: get(b).lengths())
+            weights = obj.weights_or_none()
+            if weights is not None:
+                weights = self._build(weights, device, lambda b: get(b).weights())
+            per_key = list(obj.length_per_key())  # once per capture: the graph's per-feature totals
+            kjt = KeyedJaggedTensor(
+                keys=obj.keys(),
+                values=values,
+                lengths=lengths,
+                weights=weights,
+                stride=obj.stride(),
+                length_per_key=per_key,
+                offset_per_key=[0, *itertools.accumulate(per_key)],
+            )
+            self.kjts.append((kjt, per_key))
+            return kjt
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            fields = {
+                f.name: self._build(getattr(obj, f.name), device, lambda b, n=f.name: getattr(get(b), n))
+                for f in dataclasses.fields(obj)
+            }
+            return type(obj)(**fields)
+        if isinstance(obj, (tuple, list)):
+            return type(obj)(self._build(x, device, lambda b, i=i: get(b)[i]) for i, x in enumerate(obj))
+        if isinstance(obj, dict):
+            return {k: self._build(v, device, lambda b, k=k: get(b)[k]) for k, v in obj.items()}
+        return obj
+
+    def fill(self, batch: Any) -> None:
+        for buf, get in self.copies:
+            buf.copy_(get(batch), non_blocking=True)
+
+
+@dataclasses.dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    static: _Static
+    output: Any
+    checks: List[CapturedCheck]
+    report: torch.Tensor  # device: every check's statistics, then each static KJT's per-feature id counts
+    per_key: List[int]  # the KJTs' captured per-feature counts, concatenated
+
+
+class CudaGraphTrainStep:
+    """``step(*inputs)``: one training step of ``model`` (``loss_fn(model(*inputs), *inputs).backward()``, then
+    ``optimizer.step()``), captured in a CUDA graph after ``warmup_steps`` eager steps and replayed from then on.
+
+    Each call trains on its own inputs (copied into the graph's buffers; they may be on the CPU or the GPU) and returns
+    the model's output, whose tensors the next call overwrites. The model must run on one CUDA device and one rank,
+    without host-device synchronisations (the sharded compressed collections do; TorchRec's sharded EBC does not:
+    ``GraphCaptureError``). Gradients of dense parameters are the graph's (set by each replay, never accumulated).
+
+    Args:
+        model (nn.Module): e.g. a ``DistributedModelParallel`` on one rank.
+        optimizer (Optional[torch.optim.Optimizer]): stepped after backward (e.g. TorchRec's ``CombinedOptimizer``;
+            dense optimizers must support capture); ``None``: fused optimizers only.
+        loss_fn (Callable[..., torch.Tensor]): ``(output, *inputs) -> scalar loss``; default: ``output[0]`` of a
+            tuple output, else the output.
+        warmup_steps (int): eager steps on a side stream before each new batch structure is captured (lazy
+            initialisation and kernel compilation must happen outside the capture).
+        max_graphs (int): distinct batch structures kept; one more raises ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Optional[torch.optim.Optimizer] = None,
+        loss_fn: Callable[..., torch.Tensor] = _default_loss,
+        warmup_steps: int = 3,
+        max_graphs: int = 4,
+    ) -> None:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            raise ValueError(
+                f"CUDA-graph steps run on one rank (world size here: {dist.get_world_size()}): across ranks the input "
+                "dists exchange their splits through the host"
+            )
+        if warmup_steps < 1:
+            raise ValueError(f"warmup_steps must be >= 1 (kernels compile outside the capture), got {warmup_steps}")
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.warmup_steps, self.max_graphs = warmup_steps, max_graphs
+        # (structure, ids per feature) -> its graph, and the eager steps run before capturing it
+        self._graphs: Dict[Tuple[Any, Tuple[int, ...]], _Graph] = {}
+        self._warm: Dict[Tuple[Any, Tuple[int, ...]], int] = {}
+        self._last: Dict[Any, Tuple[int, ...]] = {}  # structure -> ids per feature of its last replay
+        self._lrs: Optional[List[float]] = None
+        self._stream: Optional[torch.cuda.Stream] = None
+        self._pending: List[Tuple[int, _Graph, torch.Tensor, torch.cuda.Event]] = []  # (step, graph, host, event)
+        self._hosts: Dict[int, List[torch.Tensor]] = {}  # id(graph) -> its pinned report buffers, one per lag slot
+        self._events: List[torch.cuda.Event] = []
+        self.steps = 0
+        self.replays = 0
+
+    # -- public ----------------------------------------------------------------------------------------------------
+
+    def __call__(self, *inputs: Any) -> Any:
+        if not torch.cuda.is_available():
+            raise ValueError("CudaGraphTrainStep needs CUDA (CUDA graphs)")
+        self._check_reports(keep=_LAG - 1)
+        structure = _structure(inputs)
+        lrs = self._learning_rates()
+        if self._lrs is not None and lrs != self._lrs:
+            # learning rates are constants of the captured kernels: this step runs eagerly (TorchRec hands a new lr
+            # to FBGEMM in the optimizer's step, after the backward), the next one captures again
+            self.flush()
+            self._graphs.clear()
+            self._hosts.clear()
+            self._lrs = lrs
+            self.steps += 1
+            return self._eager(inputs)
+        self._lrs = lrs
+        per_key = self._per_key(inputs, structure)
+        key = (structure, per_key)
+        graph = self._graphs.get(key)
+        if graph is None:
+            if self._warm.get(key, 0) < self.warmup_steps:
+                self._warm[key] = self._warm.get(key, 0) + 1
+                self.steps += 1
+                return self._eager(inputs)
+            if len(self._graphs) >= self.max_graphs:
+                raise ValueError(
+                    f"{len(self._graphs) + 1} distinct batch structures (shapes, or ids per feature) for "
+                    f"max_graphs={self.max_graphs}: CUDA-graph steps need batches of fixed shapes"
+                )
+            graph = self._graphs[key] = self._capture(inputs)
+        self._last[structure] = per_key
+        graph.static.fill(inputs)
+        graph.graph.replay()
+        self.steps += 1
+        self.replays += 1
+        self._queue_report(graph)
+        return graph.output
+
+    def flush(self) -> None:
+        """Waits for every replay so far and raises for a bad batch among them (``ValueError``)."""
+        self._check_reports(keep=0)
+
+    def reset(self) -> None:
+        """Drops the captured graphs (the next calls warm up and capture again)."""
+        self.flush()
+        self._graphs.clear()
+        self._warm.clear()
+        self._last.clear()
+        self._hosts.clear()
+
+    # -- internals -------------------------------------------------------------------------------------------------
+
+    def _per_key(self, inputs: Tuple[Any, ...], structure: Any) -> Tuple[int, ...]:
+        """The inputs' ids per feature: from their KJTs when they know them, else those of the structure's last
+        replay (the graph verifies them on the GPU), else read from the device (before a structure's first graph)."""
+        kjts = _kjts(inputs)
+        known = [k.length_per_key_or_none() for k in kjts]
+        if all(k is not None for k in known):
+            return tuple(n for k in known for n in k)  # type: ignore[union-attr]
+        last = self._last.get(structure)
+        if last is not None:
+            return last
+        return tuple(n for k in kjts for n in k.length_per_key())
+
+    def _learning_rates(self) -> List[float]:
+        if self.optimizer is None:
+            return []
+        return [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def _step(self, inputs: Tuple[Any, ...]) -> Any:
+        output = self.model(*inputs)
+        self.loss_fn(output, *inputs).backward()
+        if self.optimizer is not None:
+            self.optimizer.step()
+        return output
+
+    def _eager(self, inputs: Tuple[Any, ...]) -> Any:
+        # on a side stream, as CUDA graphs need for their warmup (the autograd engine and the allocator see the stream
+        # the capture will use)
+        if self._stream is None:
+            self._stream = torch.cuda.Stream()
+        current = torch.cuda.current_stream()
+        self._stream.wait_stream(current)
+        with torch.cuda.stream(self._stream):
+            output = self._step(inputs)
+            if self.optimizer is not None:
+                self.optimizer.zero_grad(set_to_none=True)
+        current.wait_stream(self._stream)
+        return output
+
+    def _capture(self, inputs: Tuple[Any, ...]) -> _Graph:
+        self.flush()
+        for module in self.model.modules():  # no eager check may be in flight when the capture starts
+            if isinstance(module, IdTransform):
+                module.input_check.flush()
+        device = torch.device("cuda", torch.cuda.current_device())
+        static = _Static(inputs, device)
+        static.fill(inputs)
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with capturing_checks() as checks, torch.cuda.graph(graph):
+                for kjt, _ in static.kjts:
+                    kjt.offsets()  # computed by the graph from each batch's lengths (per-bag lengths may change)
+                output = self._step(static.value)
+                parts = [stats.reshape(-1).to(torch.int64) for stats, _ in checks]
+                for kjt, per_key in static.kjts:
+                    parts.append(kjt.lengths().view(len(per_key), -1).sum(1).to(torch.int64))
+                report = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64, device=device)
+        except Exception as e:
+            raise GraphCaptureError(
+                f"could not capture the training step in a CUDA graph: {type(e).__name__}: {e}. A step that "
+                "synchronises with the host cannot be captured (TorchRec's sharded EmbeddingBagCollection does: its "
+                "input dist copies the splits through the host); run it eagerly"
+            ) from e
+        per_key = [n for _, counts in static.kjts for n in counts]
+        return _Graph(graph, static, output, list(checks), report, per_key)
+
+    def _queue_report(self, graph: _Graph) -> None:
+        if graph.report.numel() == 0:
+            return
+        hosts = self._hosts.get(id(graph))
+        if hosts is None:
+            hosts = self._hosts[id(graph)] = [
+                torch.empty(graph.report.shape, dtype=torch.int64, pin_memory=True) for _ in range(_LAG)
+            ]
+        if not self._events:
+            self._events = [torch.cuda.Event() for _ in range(_LAG)]
+        host, event = hosts[self.replays % _LAG], self._events[self.replays % _LAG]
+        host.copy_(graph.report, non_blocking=True)
+        event.record()
+        self._pending.append((self.steps, graph, host, event))
+
+    def _check_reports(self, keep: int) -> None:
+        """Reads the reports of all but the last ``keep`` pending replays; raises for the first bad one."""
+        while len(self._pending) > keep:
+            step, graph, host, event = self._pending.pop(0)
+            event.synchronize()
+            values = host.tolist()
+            when = f" (the batch of step {step}: CUDA-graph steps check their batches two steps later)"
+            start = 0
+            for stats, features in graph.checks:
+                n = stats.numel()
+                InputCheck.raise_if_bad(values[start : start + n], features, when)
+                start += n
+            counts = values[start:]
+            if counts != graph.per_key:
+                keys = [k for kjt, _ in graph.static.kjts for k in kjt.keys()]
+                bad = [f"'{k}': {c} ids, the graph's {e}" for k, c, e in zip(keys, counts, graph.per_key) if c != e]
+                self._pending.clear()
+                raise ValueError(
+                    "a batch's ids per feature differ from the CUDA graph's (a graph holds fixed per-feature totals; "
+                    f"give such batches their length_per_key, or run eagerly): {', '.join(bad)}{when}"
+                )
