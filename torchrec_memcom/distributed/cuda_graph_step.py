@@ -10,10 +10,12 @@ fails with ``GraphCaptureError``). What a graph fixes at capture, and how this c
 - shapes: a graph holds one batch structure (tensor shapes and dtypes, KJT keys, batch size and the number of ids of
   each feature, ``length_per_key``); a new structure gets a graph of its own (warmed up eagerly first). Per-bag
   lengths may change between batches; per-feature totals may not: the graph counts them on the GPU, and a batch whose
-  totals differ from the graph's raises ``ValueError`` two steps later (a host read each step would stall the GPU).
+  totals differ from the graph's raises ``ValueError`` at the first call after the GPU ran it (a host read in the
+  step would stall the GPU).
 - learning rates: baked into the captured kernels; after a change of any param group's ``lr`` one step runs eagerly
   (as in eager training, FBGEMM's tables take the new rate from the step after) and the next one captures again.
-- input checks: ids out of range and negative lengths raise as in eager mode, two steps later.
+- input checks: ids out of range and negative lengths raise as in eager mode, once the GPU has run the batch (the
+  host may run up to ``_RING - 1`` replays ahead; ``flush()`` waits for all of them).
 """
 
 import dataclasses
@@ -30,7 +32,9 @@ from torchrec_memcom.modules.transform import IdTransform
 
 __all__ = ["CudaGraphTrainStep", "GraphCaptureError"]
 
-_LAG = 2  # a replay's checks are read two calls later: by then the GPU has finished it, so reading does not stall
+# Replays whose checks are not read yet: each call reads those the GPU has finished (an event query, no wait) and
+# waits only when this many are in flight, so the host may run that far ahead of the GPU.
+_RING = 8
 
 
 class GraphCaptureError(RuntimeError):
@@ -190,7 +194,7 @@ class CudaGraphTrainStep:
     def __call__(self, *inputs: Any) -> Any:
         if not torch.cuda.is_available():
             raise ValueError("CudaGraphTrainStep needs CUDA (CUDA graphs)")
-        self._check_reports(keep=_LAG - 1)
+        self._check_reports(wait_beyond=_RING - 2)
         structure = _structure(inputs)
         lrs = self._learning_rates()
         if self._lrs is not None and lrs != self._lrs:
@@ -227,7 +231,7 @@ class CudaGraphTrainStep:
 
     def flush(self) -> None:
         """Waits for every replay so far and raises for a bad batch among them (``ValueError``)."""
-        self._check_reports(keep=0)
+        self._check_reports(wait_beyond=0)
 
     def reset(self) -> None:
         """Drops the captured graphs (the next calls warm up and capture again)."""
@@ -313,33 +317,43 @@ class CudaGraphTrainStep:
         hosts = self._hosts.get(id(graph))
         if hosts is None:
             hosts = self._hosts[id(graph)] = [
-                torch.empty(graph.report.shape, dtype=torch.int64, pin_memory=True) for _ in range(_LAG)
+                torch.empty(graph.report.shape, dtype=torch.int64, pin_memory=True) for _ in range(_RING)
             ]
         if not self._events:
-            self._events = [torch.cuda.Event() for _ in range(_LAG)]
-        host, event = hosts[self.replays % _LAG], self._events[self.replays % _LAG]
+            self._events = [torch.cuda.Event() for _ in range(_RING)]
+        host, event = hosts[self.replays % _RING], self._events[self.replays % _RING]
         host.copy_(graph.report, non_blocking=True)
         event.record()
         self._pending.append((self.steps, graph, host, event))
 
-    def _check_reports(self, keep: int) -> None:
-        """Reads the reports of all but the last ``keep`` pending replays; raises for the first bad one."""
-        while len(self._pending) > keep:
-            step, graph, host, event = self._pending.pop(0)
-            event.synchronize()
-            values = host.tolist()
-            when = f" (the batch of step {step}: CUDA-graph steps check their batches two steps later)"
-            start = 0
-            for stats, features in graph.checks:
-                n = stats.numel()
-                InputCheck.raise_if_bad(values[start : start + n], features, when)
-                start += n
-            counts = values[start:]
-            if counts != graph.per_key:
-                keys = [k for kjt, _ in graph.static.kjts for k in kjt.keys()]
-                bad = [f"'{k}': {c} ids, the graph's {e}" for k, c, e in zip(keys, counts, graph.per_key) if c != e]
-                self._pending.clear()
-                raise ValueError(
-                    "a batch's ids per feature differ from the CUDA graph's (a graph holds fixed per-feature totals; "
-                    f"give such batches their length_per_key, or run eagerly): {', '.join(bad)}{when}"
-                )
+    def _check_reports(self, wait_beyond: int) -> None:
+        """Reads the reports of the pending replays the GPU has finished, in order, waiting for the oldest while more
+        than ``wait_beyond`` are pending; raises for the first bad one (and drops the rest)."""
+        try:
+            while self._pending:
+                step, graph, host, event = self._pending[0]
+                if len(self._pending) <= wait_beyond and not event.query():
+                    return
+                event.synchronize()
+                self._pending.pop(0)
+                self._check(step, graph, host.tolist())
+        except ValueError:
+            self._pending.clear()
+            raise
+
+    @staticmethod
+    def _check(step: int, graph: _Graph, values: List[int]) -> None:
+        when = f" (the batch of step {step}: CUDA-graph steps check a batch once the GPU has run it)"
+        start = 0
+        for stats, features in graph.checks:
+            n = stats.numel()
+            InputCheck.raise_if_bad(values[start : start + n], features, when)
+            start += n
+        counts = values[start:]
+        if counts != graph.per_key:
+            keys = [k for kjt, _ in graph.static.kjts for k in kjt.keys()]
+            bad = [f"'{k}': {c} ids, the graph's {e}" for k, c, e in zip(keys, counts, graph.per_key) if c != e]
+            raise ValueError(
+                "a batch's ids per feature differ from the CUDA graph's (a graph holds fixed per-feature totals; "
+                f"give such batches their length_per_key, or run eagerly): {', '.join(bad)}{when}"
+            )
