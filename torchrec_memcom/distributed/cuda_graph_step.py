@@ -147,7 +147,7 @@ class CudaGraphTrainStep:
     Each call trains on its own inputs (copied into the graph's buffers; they may be on the CPU or the GPU) and returns
     the model's output, whose tensors the next call overwrites. The model must run on one CUDA device and one rank,
     without host-device synchronisations (the sharded compressed collections do; TorchRec's sharded EBC does not:
-    ``GraphCaptureError``). Gradients of dense parameters are the graph's (set by each replay, never accumulated).
+    ``GraphCaptureError``). Gradients are the graph's: each replay sets them, none accumulates across steps.
 
     Args:
         model (nn.Module): e.g. a ``DistributedModelParallel`` on one rank.
@@ -276,10 +276,17 @@ class CudaGraphTrainStep:
         self._stream.wait_stream(current)
         with torch.cuda.stream(self._stream):
             output = self._step(inputs)
-            if self.optimizer is not None:
-                self.optimizer.zero_grad(set_to_none=True)
+            self._drop_grads()
         current.wait_stream(self._stream)
         return output
+
+    def _drop_grads(self) -> None:
+        # every parameter's, not only the optimizer's (FBGEMM's autograd placeholders have gradients too): a capture
+        # must not accumulate into a gradient that uncaptured work on another stream wrote
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        for p in self.model.parameters():
+            p.grad = None
 
     def _capture(self, inputs: Tuple[Any, ...]) -> _Graph:
         self.flush()
@@ -289,8 +296,7 @@ class CudaGraphTrainStep:
         device = torch.device("cuda", torch.cuda.current_device())
         static = _Static(inputs, device)
         static.fill(inputs)
-        if self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
+        self._drop_grads()
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         try:
