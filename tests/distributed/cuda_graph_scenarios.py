@@ -39,6 +39,19 @@ def fixed_batch(tables: List[Any], seed: int, bad_id: bool = False, shift: bool 
     return KeyedJaggedTensor(keys=keys, values=torch.cat(values), lengths=torch.cat(lengths))
 
 
+class FixedTrain(nn.Module):
+    """``kjt -> (loss, pooled)`` with ``loss = sum(pooled * R)`` for a fixed ``R`` (as the benchmark's model)."""
+
+    def __init__(self, dmp: nn.Module, weights: torch.Tensor) -> None:
+        super().__init__()
+        self.dmp = dmp
+        self._weights = weights
+
+    def forward(self, kjt: KeyedJaggedTensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        out = self.dmp(kjt)
+        return _loss(out, self._weights), out
+
+
 class Train(nn.Module):
     """``(kjt, grad) -> (loss, pooled)`` with ``loss = sum(pooled * grad)`` around a sharded ``Wrap``."""
 
@@ -60,19 +73,23 @@ def _grad(tables: List[Any], seed: int) -> torch.Tensor:
     return torch.randn(BATCH, width, generator=torch.Generator().manual_seed(seed))
 
 
-def graph_step_matches_unsharded(rank: int, world_size: int, method: str, steps: int = 7) -> Dict[str, Any]:
+def graph_step_matches_unsharded(
+    rank: int, world_size: int, method: str, optimizer: str = "sgd", steps: int = 7, fixed: bool = False
+) -> Dict[str, Any]:
     """Training through ``CudaGraphTrainStep`` (2 eager steps, then replays) equals the unsharded reference:
     outputs of every step, then every table, weight and optimizer state (row-wise ... exact Adagrad)."""
     device = scenarios.device_for(rank)
     tables = scenarios.make_tables(method)
     model, reference = scenarios.build_pair(tables, weighted=False)
-    dmp = scenarios.shard(model, world_size, device, "table_wise", "adagrad", batch_size=BATCH)
+    dmp = scenarios.shard(model, world_size, device, "table_wise", optimizer, batch_size=BATCH)
     load_unsharded_state_dict(dmp, reference.state_dict())
-    step = CudaGraphTrainStep(Train(dmp), scenarios.sharded_optimizer(dmp, "adagrad"), warmup_steps=2)
-    ref_opt = scenarios.reference_optimizer(reference.parameters(), "adagrad")
+    fixed_grad = _grad(tables, 20)
+    train = FixedTrain(dmp, fixed_grad.to(device)) if fixed else Train(dmp)
+    step = CudaGraphTrainStep(train, scenarios.sharded_optimizer(dmp, optimizer), warmup_steps=2)
+    ref_opt = scenarios.reference_optimizer(reference.parameters(), optimizer)
     for s in range(steps):
-        kjt, grad = fixed_batch(tables, seed=10 + s), _grad(tables, 20 + s)
-        _, out = step(kjt.to(device), grad.to(device))
+        kjt, grad = fixed_batch(tables, seed=10 + s), fixed_grad if fixed else _grad(tables, 20 + s)
+        _, out = step(kjt.to(device)) if fixed else step(kjt.to(device), grad.to(device))
         ref_out = reference(kjt)
         torch.testing.assert_close(out.detach().cpu(), ref_out.detach(), atol=1e-5, rtol=1e-5, msg=f"step {s}")
         _loss(ref_out, grad).backward()
