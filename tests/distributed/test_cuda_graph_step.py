@@ -16,25 +16,15 @@ from torchrec_memcom.distributed.cuda_graph_step import _kjts, _Static, _structu
 
 METHODS = ["hash", "memcom", "qr", "lma", "stock"]  # stock: plain tables inside the compressed collection
 
-# Known failure (seventeenth session): in these small-table one-rank worlds the capture fails in the backward with
-# cudaErrorStreamCaptureIsolation ("dependency created on uncaptured work in another stream"), with SGD and Adagrad,
-# the loss weights as an input or as a model attribute; the benchmark's `big` layout captures and replays (its
-# losses equal eager steps bit for bit). Strict: these turn into failures once the cause is fixed.
-KNOWN_CAPTURE_FAILURE = pytest.mark.xfail(
-    strict=True, reason="capture fails in the backward in the test world (stream isolation); see PERFORMANCE.md"
-)
-
 
 @pytest.mark.gpu
-@KNOWN_CAPTURE_FAILURE
-@pytest.mark.parametrize("method", METHODS)
-def test_graph_step_matches_unsharded(gpu_world1: World, method: str) -> None:
-    (r,) = gpu_world1.run(graphs.graph_step_matches_unsharded, method=method)
+@pytest.mark.parametrize("method, optimizer", [(m, "adagrad") for m in METHODS] + [("memcom", "sgd")])
+def test_graph_step_matches_unsharded(gpu_world1: World, method: str, optimizer: str) -> None:
+    (r,) = gpu_world1.run(graphs.graph_step_matches_unsharded, method=method, optimizer=optimizer)
     assert r["replays"] == 5 and r["graphs"] == 1 and r["checked"] > 0, r
 
 
 @pytest.mark.gpu
-@KNOWN_CAPTURE_FAILURE
 @pytest.mark.parametrize("method", ["hash", "memcom"])
 def test_graph_step_follows_lr_change(gpu_world1: World, method: str) -> None:
     (r,) = gpu_world1.run(graphs.graph_step_follows_lr_change, method=method)
@@ -42,13 +32,11 @@ def test_graph_step_follows_lr_change(gpu_world1: World, method: str) -> None:
 
 
 @pytest.mark.gpu
-@KNOWN_CAPTURE_FAILURE
 def test_graph_step_deferred_errors(gpu_world1: World) -> None:
     gpu_world1.run(graphs.graph_step_deferred_errors)
 
 
 @pytest.mark.gpu
-@KNOWN_CAPTURE_FAILURE  # (after the failures above in the same world, whose CUDA RNG a failed capture breaks)
 def test_torchrec_ebc_not_capturable(gpu_world1: World) -> None:
     (message,) = gpu_world1.run(graphs.torchrec_ebc_not_capturable)
     assert "could not capture the training step in a CUDA graph" in message, message

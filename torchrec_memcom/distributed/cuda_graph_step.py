@@ -270,15 +270,19 @@ class CudaGraphTrainStep:
     def _eager(self, inputs: Tuple[Any, ...]) -> Any:
         # on a side stream, as CUDA graphs need for their warmup (the autograd engine and the allocator see the stream
         # the capture will use)
-        if self._stream is None:
-            self._stream = torch.cuda.Stream()
+        stream = self._side_stream()
         current = torch.cuda.current_stream()
-        self._stream.wait_stream(current)
-        with torch.cuda.stream(self._stream):
+        stream.wait_stream(current)
+        with torch.cuda.stream(stream):
             output = self._step(inputs)
             self._drop_grads()
-        current.wait_stream(self._stream)
+        current.wait_stream(stream)
         return output
+
+    def _side_stream(self) -> torch.cuda.Stream:
+        if self._stream is None:
+            self._stream = torch.cuda.Stream()
+        return self._stream
 
     def _drop_grads(self) -> None:
         # every parameter's, not only the optimizer's (FBGEMM's autograd placeholders have gradients too): a capture
@@ -300,7 +304,9 @@ class CudaGraphTrainStep:
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         try:
-            with capturing_checks() as checks, torch.cuda.graph(graph):
+            # on the warmup's stream: the autograd engine ends a backward by joining the streams its leaves'
+            # gradient accumulators were created on (the warmup's), which must be the capturing stream
+            with capturing_checks() as checks, torch.cuda.graph(graph, stream=self._side_stream()):
                 for kjt, _ in static.kjts:
                     kjt.offsets()  # computed by the graph from each batch's lengths (per-bag lengths may change)
                 output = self._step(static.value)
