@@ -52,7 +52,7 @@ from torchrec_memcom.benchmarks.planning import (
     storage_reason,
 )
 from torchrec_memcom.convert import fit_signatures
-from torchrec_memcom.distributed.cuda_graph_step import GraphCaptureError
+from torchrec_memcom.distributed.cuda_graph_step import DEFAULT_WARMUP_STEPS, GraphCaptureError
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.config import DenseOptimizerConfig, SparseOptimizerConfig
 from torchrec_memcom.recipes.training import DistContext, combined_optimizer, fused_params
@@ -329,8 +329,10 @@ def run_method(
     # with UVM caching, the warmup stops where the batches would start a second cycle
     cap = uvm_cache.warmup_cap(len(batches), opts.warmup, opts.iters) if uses_uvm_cache(opts, layout, device) else None
     out["step_mode"] = "cuda graph" if opts.cuda_graph else "eager"
+    # with CUDA graphs the warmup runs at least to the capture (its eager steps, then the capture's)
+    first = max(opts.warmup, DEFAULT_WARMUP_STEPS + 1) if opts.cuda_graph else opts.warmup
     try:
-        out["warmup_steps"] = measure.warm_up(step, opts.warmup, opts.warmup_s, device, all_done, max_steps=cap)
+        out["warmup_steps"] = measure.warm_up(step, first, opts.warmup_s, device, all_done, max_steps=cap)
     except GraphCaptureError as e:  # (one rank: no other rank waits in a collective)
         out["step_mode"], out["capture_error"] = "eager (not capturable)", str(e.__cause__ or e)
         step = measure.make_step(dmp, optimizer, batches, opts.pipeline)

@@ -30,11 +30,18 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec_memcom.modules.input_check import CapturedCheck, InputCheck, capturing_checks
 from torchrec_memcom.modules.transform import IdTransform
 
-__all__ = ["CudaGraphTrainStep", "GraphCaptureError"]
+__all__ = ["DEFAULT_WARMUP_STEPS", "CudaGraphTrainStep", "GraphCaptureError"]
+
+DEFAULT_WARMUP_STEPS = 3  # eager steps before a batch structure's capture
 
 # Replays whose checks are not read yet: each call reads those the GPU has finished (an event query, no wait) and
 # waits only when this many are in flight, so the host may run that far ahead of the GPU.
 _RING = 8
+
+# One side stream per device for every instance's warmups and captures. A parameter's gradient accumulator keeps the
+# stream it was created on while anything holds it (an earlier graph's outputs do), and a capture on any other stream
+# fails at the end of the backward (cudaErrorStreamCaptureIsolation).
+_SIDE_STREAMS: Dict[int, torch.cuda.Stream] = {}
 
 
 class GraphCaptureError(RuntimeError):
@@ -165,7 +172,7 @@ class CudaGraphTrainStep:
         model: nn.Module,
         optimizer: Optional[torch.optim.Optimizer] = None,
         loss_fn: Callable[..., torch.Tensor] = _default_loss,
-        warmup_steps: int = 3,
+        warmup_steps: int = DEFAULT_WARMUP_STEPS,
         max_graphs: int = 4,
     ) -> None:
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -182,7 +189,6 @@ class CudaGraphTrainStep:
         self._warm: Dict[Tuple[Any, Tuple[int, ...]], int] = {}
         self._last: Dict[Any, Tuple[int, ...]] = {}  # structure -> ids per feature of its last replay
         self._lrs: Optional[List[float]] = None
-        self._stream: Optional[torch.cuda.Stream] = None
         self._pending: List[Tuple[int, _Graph, torch.Tensor, torch.cuda.Event]] = []  # (step, graph, host, event)
         self._hosts: Dict[int, List[torch.Tensor]] = {}  # id(graph) -> its pinned report buffers, one per lag slot
         self._events: List[torch.cuda.Event] = []
@@ -279,10 +285,12 @@ class CudaGraphTrainStep:
         current.wait_stream(stream)
         return output
 
-    def _side_stream(self) -> torch.cuda.Stream:
-        if self._stream is None:
-            self._stream = torch.cuda.Stream()
-        return self._stream
+    @staticmethod
+    def _side_stream() -> torch.cuda.Stream:
+        device = torch.cuda.current_device()
+        if device not in _SIDE_STREAMS:
+            _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+        return _SIDE_STREAMS[device]
 
     def _drop_grads(self) -> None:
         # every parameter's, not only the optimizer's (FBGEMM's autograd placeholders have gradients too): a capture
@@ -304,8 +312,8 @@ class CudaGraphTrainStep:
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         try:
-            # on the warmup's stream: the autograd engine ends a backward by joining the streams its leaves'
-            # gradient accumulators were created on (the warmup's), which must be the capturing stream
+            # on the warmups' stream: the autograd engine ends a backward by joining the streams its leaves' gradient
+            # accumulators were created on (in a warmup), which must be the capturing stream
             with capturing_checks() as checks, torch.cuda.graph(graph, stream=self._side_stream()):
                 for kjt, _ in static.kjts:
                     kjt.offsets()  # computed by the graph from each batch's lengths (per-bag lengths may change)
