@@ -151,8 +151,8 @@ class CudaGraphTrainStep:
     """``step(*inputs)``: one training step of ``model`` (``loss_fn(model(*inputs), *inputs).backward()``, then
     ``optimizer.step()``), captured in a CUDA graph after ``warmup_steps`` eager steps and replayed from then on.
 
-    Each call trains on its own inputs (copied into the graph's buffers; they may be on the CPU or the GPU) and returns
-    the model's output, whose tensors the next call overwrites. The model must run on one CUDA device and one rank,
+    Each call trains on its own inputs (on the model's device; copied into the graph's buffers) and returns the model's
+    output, whose tensors the next call overwrites. The model must run on one CUDA device and one rank,
     without host-device synchronisations (the sharded compressed collections do; TorchRec's sharded EBC does not:
     ``GraphCaptureError``). Gradients are the graph's: each replay sets them, none accumulates across steps.
 
@@ -190,7 +190,7 @@ class CudaGraphTrainStep:
         self._last: Dict[Any, Tuple[int, ...]] = {}  # structure -> ids per feature of its last replay
         self._lrs: Optional[List[float]] = None
         self._pending: List[Tuple[int, _Graph, torch.Tensor, torch.cuda.Event]] = []  # (step, graph, host, event)
-        self._hosts: Dict[int, List[torch.Tensor]] = {}  # id(graph) -> its pinned report buffers, one per lag slot
+        self._hosts: Dict[int, List[torch.Tensor]] = {}  # id(graph) -> its pinned report buffers, one per ring slot
         self._events: List[torch.cuda.Event] = []
         self.steps = 0
         self.replays = 0
