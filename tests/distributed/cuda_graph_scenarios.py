@@ -174,4 +174,7 @@ def torchrec_ebc_not_capturable(rank: int, world_size: int) -> str:
     with pytest.raises(GraphCaptureError) as e:
         step(fixed_batch(tables, seed=1).to(device), grad)
     torch.cuda.synchronize()
+    torch.rand(4, device=device)  # the CUDA generator works after the failed capture
+    dmp(fixed_batch(tables, seed=2).to(device))  # and the model still runs eagerly
+    torch.cuda.synchronize()
     return str(e.value)

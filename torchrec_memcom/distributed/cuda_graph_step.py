@@ -323,6 +323,7 @@ class CudaGraphTrainStep:
                     parts.append(kjt.lengths().view(len(per_key), -1).sum(1).to(torch.int64))
                 report = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64, device=device)
         except Exception as e:
+            graph.reset()  # releases the failed capture (and its hold on the CUDA generator)
             raise GraphCaptureError(
                 f"could not capture the training step in a CUDA graph: {type(e).__name__}: {e}. A step that "
                 "synchronises with the host cannot be captured (TorchRec's sharded EmbeddingBagCollection does: its "
