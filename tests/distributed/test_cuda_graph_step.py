@@ -12,7 +12,7 @@ from torchrec import KeyedJaggedTensor
 from tests.distributed import cuda_graph_scenarios as graphs
 from tests.distributed.world import World
 from torchrec_memcom.distributed import CudaGraphTrainStep
-from torchrec_memcom.distributed.cuda_graph_step import _kjts, _Static, _structure
+from torchrec_memcom.distributed.cuda_graph_step import _Static, _structure
 
 METHODS = ["hash", "memcom", "qr", "lma", "stock"]  # stock: plain tables inside the compressed collection
 
@@ -75,16 +75,23 @@ def _kjt(lengths: list, values: list) -> KeyedJaggedTensor:
     return KeyedJaggedTensor(keys=["a", "b"], values=torch.tensor(values), lengths=torch.tensor(lengths))
 
 
+def _shape(obj: object) -> object:
+    return _structure(obj, [])
+
+
 def test_structure_and_static_buffers() -> None:
     one = _Batch(torch.zeros(2, 3), _kjt([1, 2, 0, 1], [5, 6, 7, 8]), "x")
     same_shapes = _Batch(torch.ones(2, 3), _kjt([0, 3, 1, 0], [1, 2, 3, 4]), "x")
-    assert _structure((one,)) == _structure((same_shapes,))  # per-bag lengths and values may change
-    assert _structure((one,)) != _structure((_Batch(torch.zeros(2, 4), one.sparse, "x"),))
-    assert _structure((one,)) != _structure((_Batch(one.dense, _kjt([1, 2, 0, 2], [5, 6, 7, 8, 9]), "x"),))
-    assert _structure((one,)) != _structure((_Batch(one.dense, one.sparse, "y"),))
+    assert _shape((one,)) == _shape((same_shapes,))  # per-bag lengths and values may change
+    assert _shape((one,)) != _shape((_Batch(torch.zeros(2, 4), one.sparse, "x"),))
+    assert _shape((one,)) != _shape((_Batch(one.dense, _kjt([1, 2, 0, 2], [5, 6, 7, 8, 9]), "x"),))
+    assert _shape((one,)) != _shape((_Batch(one.dense, one.sparse, "y"),))
+    found: list = []
+    _structure((one, {"k": one.sparse}), found)  # the KJTs met, in order
+    assert found == [one.sparse, one.sparse]
     static = _Static((one,), torch.device("cpu"))
     (batch,) = static.value
-    kjt = _kjts(static.value)[0]
+    kjt = static.kjts[0][0]
     assert kjt.length_per_key() == [3, 1] and kjt.keys() == ["a", "b"] and batch.label == "x"
     static.fill((same_shapes,))
     assert torch.equal(batch.dense, same_shapes.dense)

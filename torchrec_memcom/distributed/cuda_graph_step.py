@@ -52,41 +52,30 @@ def _default_loss(output: Any, *inputs: Any) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def _structure(obj: Any) -> Any:
-    """A hashable description of ``obj``'s shapes (tensors, KJTs, dataclasses, sequences, dicts)."""
+def _structure(obj: Any, kjts: List[KeyedJaggedTensor]) -> Any:
+    """A hashable description of ``obj``'s shapes (tensors, KJTs, dataclasses, sequences, dicts); appends the KJTs it
+    meets to ``kjts``, in order."""
     if isinstance(obj, torch.Tensor):
         return ("T", tuple(obj.shape), obj.dtype)
     if isinstance(obj, KeyedJaggedTensor):
         if obj.variable_stride_per_key():
             raise ValueError("CUDA-graph steps need one batch size for every feature (variable_stride_per_key)")
+        kjts.append(obj)
         weights = obj.weights_or_none()
         return (
             "KJT",
             tuple(obj.keys()),
             obj.stride(),
-            _structure(obj.values()),
-            None if weights is None else _structure(weights),
+            _structure(obj.values(), kjts),
+            None if weights is None else _structure(weights, kjts),
         )
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return (type(obj), tuple(_structure(getattr(obj, f.name)) for f in dataclasses.fields(obj)))
+        return (type(obj), tuple(_structure(getattr(obj, f.name), kjts) for f in dataclasses.fields(obj)))
     if isinstance(obj, (tuple, list)):
-        return (type(obj), tuple(_structure(x) for x in obj))
+        return (type(obj), tuple(_structure(x, kjts) for x in obj))
     if isinstance(obj, dict):
-        return (dict, tuple((k, _structure(v)) for k, v in obj.items()))
+        return (dict, tuple((k, _structure(v, kjts)) for k, v in obj.items()))
     return ("C", obj)  # anything else is a constant of the step
-
-
-def _kjts(obj: Any) -> List[KeyedJaggedTensor]:
-    """The KJTs in ``obj``, in ``_structure`` order."""
-    if isinstance(obj, KeyedJaggedTensor):
-        return [obj]
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return [k for f in dataclasses.fields(obj) for k in _kjts(getattr(obj, f.name))]
-    if isinstance(obj, (tuple, list)):
-        return [k for x in obj for k in _kjts(x)]
-    if isinstance(obj, dict):
-        return [k for v in obj.values() for k in _kjts(v)]
-    return []
 
 
 class _Static:
@@ -145,6 +134,7 @@ class _Graph:
     checks: List[CapturedCheck]
     report: torch.Tensor  # device: every check's statistics, then each static KJT's per-feature id counts
     per_key: List[int]  # the KJTs' captured per-feature counts, concatenated
+    hosts: List[torch.Tensor]  # pinned copies of ``report``, one per ring slot
 
 
 class CudaGraphTrainStep:
@@ -190,7 +180,6 @@ class CudaGraphTrainStep:
         self._last: Dict[Any, Tuple[int, ...]] = {}  # structure -> ids per feature of its last replay
         self._lrs: Optional[List[float]] = None
         self._pending: List[Tuple[int, _Graph, torch.Tensor, torch.cuda.Event]] = []  # (step, graph, host, event)
-        self._hosts: Dict[int, List[torch.Tensor]] = {}  # id(graph) -> its pinned report buffers, one per ring slot
         self._events: List[torch.cuda.Event] = []
         self.steps = 0
         self.replays = 0
@@ -201,19 +190,19 @@ class CudaGraphTrainStep:
         if not torch.cuda.is_available():
             raise ValueError("CudaGraphTrainStep needs CUDA (CUDA graphs)")
         self._check_reports(wait_beyond=_RING - 2)
-        structure = _structure(inputs)
+        kjts: List[KeyedJaggedTensor] = []
+        structure = _structure(inputs, kjts)
         lrs = self._learning_rates()
         if self._lrs is not None and lrs != self._lrs:
             # learning rates are constants of the captured kernels: this step runs eagerly (TorchRec hands a new lr
             # to FBGEMM in the optimizer's step, after the backward), the next one captures again
             self.flush()
             self._graphs.clear()
-            self._hosts.clear()
             self._lrs = lrs
             self.steps += 1
             return self._eager(inputs)
         self._lrs = lrs
-        per_key = self._per_key(inputs, structure)
+        per_key = self._per_key(kjts, structure)
         key = (structure, per_key)
         graph = self._graphs.get(key)
         if graph is None:
@@ -245,14 +234,12 @@ class CudaGraphTrainStep:
         self._graphs.clear()
         self._warm.clear()
         self._last.clear()
-        self._hosts.clear()
 
     # -- internals -------------------------------------------------------------------------------------------------
 
-    def _per_key(self, inputs: Tuple[Any, ...], structure: Any) -> Tuple[int, ...]:
+    def _per_key(self, kjts: List[KeyedJaggedTensor], structure: Any) -> Tuple[int, ...]:
         """The inputs' ids per feature: from their KJTs when they know them, else those of the structure's last
         replay (the graph verifies them on the GPU), else read from the device (before a structure's first graph)."""
-        kjts = _kjts(inputs)
         known = [k.length_per_key_or_none() for k in kjts]
         if all(k is not None for k in known):
             return tuple(n for k in known for n in k)  # type: ignore[union-attr]
@@ -293,8 +280,8 @@ class CudaGraphTrainStep:
         return _SIDE_STREAMS[device]
 
     def _drop_grads(self) -> None:
-        # every parameter's, not only the optimizer's (FBGEMM's autograd placeholders have gradients too): a capture
-        # must not accumulate into a gradient that uncaptured work on another stream wrote
+        # every parameter's, not only the optimizer's (FBGEMM's autograd placeholders have gradients too), so that the
+        # captured backward allocates the gradients it sets instead of accumulating into the eager steps' buffers
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
         for p in self.model.parameters():
@@ -330,19 +317,15 @@ class CudaGraphTrainStep:
                 "input dist copies the splits through the host); run it eagerly"
             ) from e
         per_key = [n for _, counts in static.kjts for n in counts]
-        return _Graph(graph, static, output, list(checks), report, per_key)
+        hosts = [torch.empty(report.shape, dtype=torch.int64, pin_memory=True) for _ in range(_RING)]
+        return _Graph(graph, static, output, list(checks), report, per_key, hosts if report.numel() else [])
 
     def _queue_report(self, graph: _Graph) -> None:
-        if graph.report.numel() == 0:
+        if not graph.hosts:
             return
-        hosts = self._hosts.get(id(graph))
-        if hosts is None:
-            hosts = self._hosts[id(graph)] = [
-                torch.empty(graph.report.shape, dtype=torch.int64, pin_memory=True) for _ in range(_RING)
-            ]
         if not self._events:
             self._events = [torch.cuda.Event() for _ in range(_RING)]
-        host, event = hosts[self.replays % _RING], self._events[self.replays % _RING]
+        host, event = graph.hosts[self.replays % _RING], self._events[self.replays % _RING]
         host.copy_(graph.report, non_blocking=True)
         event.record()
         self._pending.append((self.steps, graph, host, event))

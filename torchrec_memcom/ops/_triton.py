@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from torchrec_memcom.hashing import BucketedHash, mix_params
+from torchrec_memcom.ops import ONE_SLOTS
 
 _BLOCK = 1024
 _BLOCK_IDS = 128
@@ -218,6 +219,7 @@ def _memcom_rows_kernel(
     mc,
     F: tl.constexpr,
     HAS_WEIGHT: tl.constexpr,
+    ONE_SLOTS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -236,7 +238,7 @@ def _memcom_rows_kernel(
     rpb = tl.where(memcom, rpb, 1)
     s = j + block
     row = (s // ipb) * rpb + _mix(s, m1, m2, mc) % rpb - row_offset  # hashing.bucketed_rows, shifted to local
-    widx = tl.where(memcom, j + w_offset, w_offset + offs % 1024)  # ops.ONE_SLOTS
+    widx = tl.where(memcom, j + w_offset, w_offset + offs % ONE_SLOTS)
     tl.store(rows_ptr + offs, tl.where(memcom, row, j), mask=mask)
     tl.store(widx_ptr + offs, widx, mask=mask)
     if HAS_WEIGHT:  # the per-sample weights w[widx] in the same pass
@@ -273,6 +275,7 @@ def memcom_rows_triton(
         mc,
         F=params.shape[0],
         HAS_WEIGHT=has_weight,
+        ONE_SLOTS=ONE_SLOTS,
         BLOCK=_BLOCK,
     )
 
@@ -312,6 +315,7 @@ def _segments_kernel(
     FROM_OFFSETS: tl.constexpr,
     HAS_RESET: tl.constexpr,
     HAS_SLOTS: tl.constexpr,
+    ONE_SLOTS: tl.constexpr,
     SEGMENTS_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -396,7 +400,7 @@ def _segments_kernel(
     if HAS_SLOTS:  # ops.SlotRequest: kind 0, constant-weight slots by position (kind 1 is set below)
         slot_kind = tl.load(slot_rows_ptr + seg * 2)
         slot_base = tl.load(slot_rows_ptr + seg * 2 + 1)
-        slot = slot_base + (out_start + offs) % 1024  # ops.ONE_SLOTS
+        slot = slot_base + (out_start + offs) % ONE_SLOTS
     if op == 1 or op == 2:
         s = (y * p0 + p1) % p2  # p0 * n_pad < 2**62
         if HAS_SLOTS:
@@ -500,6 +504,7 @@ def transform_segments_triton(
         FROM_OFFSETS=from_offsets,
         HAS_RESET=reset is not None,
         HAS_SLOTS=slots is not None,
+        ONE_SLOTS=ONE_SLOTS,
         SEGMENTS_BLOCK=128,
         BLOCK=_BLOCK,
     )
