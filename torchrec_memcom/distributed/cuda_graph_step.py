@@ -317,8 +317,10 @@ class CudaGraphTrainStep:
                 "input dist copies the splits through the host); run it eagerly"
             ) from e
         per_key = [n for _, counts in static.kjts for n in counts]
-        hosts = [torch.empty(report.shape, dtype=torch.int64, pin_memory=True) for _ in range(_RING)]
-        return _Graph(graph, static, output, list(checks), report, per_key, hosts if report.numel() else [])
+        hosts = [
+            torch.empty(report.shape, dtype=torch.int64, pin_memory=True) for _ in range(_RING if report.numel() else 0)
+        ]
+        return _Graph(graph, static, output, list(checks), report, per_key, hosts)
 
     def _queue_report(self, graph: _Graph) -> None:
         if not graph.hosts:
