@@ -13,6 +13,7 @@ from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 from tests.distributed import scenarios
 from torchrec_memcom.distributed import CudaGraphTrainStep, GraphCaptureError
 from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
+from torchrec_memcom.distributed.cuda_graph_step import DDP_WARMUP_STEPS, capture_stream
 
 BATCH = 8
 
@@ -178,3 +179,51 @@ def torchrec_ebc_not_capturable(rank: int, world_size: int) -> str:
     dmp(fixed_batch(tables, seed=2).to(device))  # and the model still runs eagerly
     torch.cuda.synchronize()
     return str(e.value)
+
+
+def _dlrm_batch(tables: List[Any], seed: int) -> Any:
+    from torchrec.datasets.utils import Batch
+
+    dense = torch.randn(BATCH, scenarios.DENSE_IN, generator=torch.Generator().manual_seed(seed))
+    return Batch(dense_features=dense, sparse_features=fixed_batch(tables, seed), labels=(dense[:, 0] > 0).float())
+
+
+def dlrm_graph_step_matches_reference(rank: int, world_size: int, on_capture_stream: bool = True) -> Dict[str, Any]:
+    """A DLRM with every table kind (DMP wraps its dense part in DDP, NCCL all-reduce inside the graph) trained
+    through ``CudaGraphTrainStep`` with Adagrad: every step's loss and the final state equal the unsharded reference
+    (``torch.optim.Adagrad`` over all of its parameters). ``on_capture_stream=False`` builds the DMP on the default
+    stream instead: ``GraphCaptureError`` naming the fix, and the model still trains eagerly after it."""
+    device = scenarios.device_for(rank)
+    tables = scenarios.make_mixed_tables()
+    reference = scenarios.make_dlrm(tables, torch.device("cpu"), seed=0)
+    steps = DDP_WARMUP_STEPS + 3
+    batches = [_dlrm_batch(tables, seed=60 + s) for s in range(steps)]
+    reference.model.sparse_arch.embedding_bag_collection.fit_signatures([b.sparse_features for b in batches])
+    stream = capture_stream() if on_capture_stream else torch.cuda.current_stream()
+    with torch.cuda.stream(stream):
+        dmp, opt = scenarios.sharded_dlrm(rank, world_size, reference.state_dict(), tables, {}, "adagrad")
+    torch.cuda.current_stream().wait_stream(stream)
+    step = CudaGraphTrainStep(dmp, opt)
+    ref_opt = scenarios.reference_optimizer(reference.parameters(), "adagrad")
+    losses: Dict[str, List[float]] = {"graph": [], "reference": []}
+    for s, batch in enumerate(batches):
+        if not on_capture_stream and s == DDP_WARMUP_STEPS:
+            with pytest.raises(GraphCaptureError) as e:
+                step(batch.to(device))
+            torch.rand(4, device=device)  # the CUDA generator works after the failed capture
+            loss, _ = dmp(batch.to(device))  # and the model trains eagerly (the reference skips this batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return {"message": str(e.value), "cause": e.value.cause}
+        loss, _ = step(batch.to(device))
+        losses["graph"].append(float(loss))
+        ref_loss, _ = reference(batch)
+        ref_loss.backward()
+        ref_opt.step()
+        ref_opt.zero_grad()
+        losses["reference"].append(float(ref_loss))
+    step.flush()
+    torch.testing.assert_close(torch.tensor(losses["graph"]), torch.tensor(losses["reference"]), atol=1e-5, rtol=1e-5)
+    checked = scenarios.assert_state_matches(dmp.state_dict(), reference.state_dict(), tol=1e-4)
+    return {"checked": checked, "replays": step.replays, "losses": losses}

@@ -361,18 +361,19 @@ def local_batch(batch: Any, rank: int, per_rank: int, device: torch.device) -> A
     ).to(device)
 
 
-def _sharded_dlrm(
+def sharded_dlrm(
     rank: int,
     world_size: int,
     reference_state: Dict[str, torch.Tensor],
     tables: List[EmbeddingBagConfig],
     sharding_types: Dict[str, str],
+    optimizer: str = "sgd",
 ) -> Tuple[DistributedModelParallel, CombinedOptimizer]:
     device = device_for(rank)
     model = make_dlrm(tables, torch.device("meta"), seed=1)
-    dmp = shard(model, world_size, device, None, "sgd", constraints=mixed_constraints(**sharding_types))
+    dmp = shard(model, world_size, device, None, optimizer, constraints=mixed_constraints(**sharding_types))
     load_unsharded_state_dict(dmp, reference_state)
-    return dmp, sharded_optimizer(dmp, "sgd")
+    return dmp, sharded_optimizer(dmp, optimizer)
 
 
 def dlrm_pipeline_matches_reference(
@@ -390,8 +391,8 @@ def dlrm_pipeline_matches_reference(
     lma.fit_signatures([b.sparse_features for b in batches])
     state = reference.state_dict()
 
-    plain, plain_opt = _sharded_dlrm(rank, world_size, state, tables, {"m": memcom_sharding})
-    piped, piped_opt = _sharded_dlrm(rank, world_size, state, tables, {"m": memcom_sharding})
+    plain, plain_opt = sharded_dlrm(rank, world_size, state, tables, {"m": memcom_sharding})
+    piped, piped_opt = sharded_dlrm(rank, world_size, state, tables, {"m": memcom_sharding})
     pipeline = TrainPipelineSparseDist(piped, piped_opt, device)
     ref_opt = torch.optim.SGD(reference.parameters(), lr=LR)
 

@@ -4,15 +4,23 @@ changes like eager steps, raise for bad batches once the GPU has run them, and T
 capture with a clear error; on CPU the refusals and the batch-structure helpers."""
 
 from dataclasses import dataclass
+from typing import List
 
 import pytest
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torchrec import KeyedJaggedTensor
 
 from tests.distributed import cuda_graph_scenarios as graphs
 from tests.distributed.world import World
 from torchrec_memcom.distributed import CudaGraphTrainStep
-from torchrec_memcom.distributed.cuda_graph_step import _Static, _structure
+from torchrec_memcom.distributed.cuda_graph_step import (
+    DDP_WARMUP_STEPS,
+    DEFAULT_WARMUP_STEPS,
+    _Static,
+    _structure,
+    warmup_steps_for,
+)
 
 METHODS = ["hash", "memcom", "qr", "lma", "stock"]  # stock: plain tables inside the compressed collection
 
@@ -42,6 +50,18 @@ def test_torchrec_ebc_not_capturable(gpu_world1: World) -> None:
     assert "could not capture the training step in a CUDA graph" in message, message
 
 
+@pytest.mark.gpu
+def test_dlrm_with_ddp_graph_step_matches_reference(gpu_world1: World) -> None:
+    (r,) = gpu_world1.run(graphs.dlrm_graph_step_matches_reference)
+    assert r["replays"] == 3 and r["checked"] > 0, r  # 11 eager steps (DDP), then capture + 2 replays
+
+
+@pytest.mark.gpu
+def test_dlrm_built_off_the_capture_stream_is_refused(gpu_world1: World) -> None:
+    (r,) = gpu_world1.run(graphs.dlrm_graph_step_matches_reference, on_capture_stream=False)
+    assert "build the model under `with torch.cuda.stream(capture_stream())`" in r["message"], r
+
+
 def _refuses_world(rank: int, world_size: int) -> str:
     with pytest.raises(ValueError) as e:
         CudaGraphTrainStep(torch.nn.Linear(2, 2))
@@ -62,6 +82,23 @@ def test_refuses_without_cuda() -> None:
 def test_refuses_no_warmup() -> None:
     with pytest.raises(ValueError, match="warmup_steps must be >= 1"):
         CudaGraphTrainStep(torch.nn.Linear(2, 2), warmup_steps=0)
+
+
+def test_refuses_lr_decay() -> None:
+    linear = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"param groups \[0\] decay their learning rate"):
+        CudaGraphTrainStep(linear, torch.optim.Adagrad(linear.parameters(), lr_decay=0.1))
+    CudaGraphTrainStep(linear, torch.optim.Adagrad(linear.parameters()))  # lr_decay 0: accepted
+
+
+def _ddp_warmups(rank: int, world_size: int) -> List[int]:
+    linear = torch.nn.Linear(2, 2)
+    return [warmup_steps_for(linear), warmup_steps_for(torch.nn.Sequential(DistributedDataParallel(linear)), 5)]
+
+
+def test_ddp_warms_up_longer(world1: World) -> None:
+    (r,) = world1.run(_ddp_warmups)
+    assert r == [DEFAULT_WARMUP_STEPS, DDP_WARMUP_STEPS], r
 
 
 @dataclass

@@ -20,6 +20,7 @@ host-device synchronisations per step and where they come from (``measure.host_s
 per step over the parts of the embedding layer (``host_time.host_breakdown``).
 """
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -52,7 +53,7 @@ from torchrec_memcom.benchmarks.planning import (
     storage_reason,
 )
 from torchrec_memcom.convert import fit_signatures
-from torchrec_memcom.distributed.cuda_graph_step import DEFAULT_WARMUP_STEPS, GraphCaptureError
+from torchrec_memcom.distributed.cuda_graph_step import GraphCaptureError, capture_stream, warmup_steps_for
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.config import DenseOptimizerConfig, SparseOptimizerConfig
 from torchrec_memcom.recipes.training import DistContext, combined_optimizer, fused_params
@@ -297,13 +298,17 @@ def run_method(
         return out
     out["plan_tables"], out["plan_estimate"] = outcome.tables, outcome.estimate
     t0 = time.perf_counter()
-    dmp = DistributedModelParallel(
-        module=model,
-        env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
-        device=device,
-        plan=outcome.plan,
-        sharders=sharders,
-    )
+    # with CUDA graphs, on the capture stream: DDP (the dense part) keeps gradient accumulators made on this stream
+    with torch.cuda.stream(capture_stream(device)) if opts.cuda_graph and cuda else contextlib.nullcontext():
+        dmp = DistributedModelParallel(
+            module=model,
+            env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
+            device=device,
+            plan=outcome.plan,
+            sharders=sharders,
+        )
+    if opts.cuda_graph and cuda:
+        torch.cuda.current_stream(device).wait_stream(capture_stream(device))
     dense = DenseOptimizerConfig(name=OPTIMIZERS[opts.optimizer][1], lr=opts.lr)  # type: ignore[arg-type]
     optimizer = combined_optimizer(dmp, dense)
     measure.sync(device)
@@ -330,11 +335,11 @@ def run_method(
     cap = uvm_cache.warmup_cap(len(batches), opts.warmup, opts.iters) if uses_uvm_cache(opts, layout, device) else None
     out["step_mode"] = "cuda graph" if opts.cuda_graph else "eager"
     # with CUDA graphs the warmup runs at least to the capture (its eager steps, then the capture's)
-    first = max(opts.warmup, DEFAULT_WARMUP_STEPS + 1) if opts.cuda_graph else opts.warmup
+    first = max(opts.warmup, warmup_steps_for(dmp) + 1) if opts.cuda_graph else opts.warmup
     try:
         out["warmup_steps"] = measure.warm_up(step, first, opts.warmup_s, device, all_done, max_steps=cap)
     except GraphCaptureError as e:  # (one rank: no other rank waits in a collective)
-        out["step_mode"], out["capture_error"] = "eager (not capturable)", str(e.__cause__ or e)
+        out["step_mode"], out["capture_error"] = "eager (not capturable)", e.cause or str(e)
         step = measure.make_step(dmp, optimizer, batches, opts.pipeline)
         out["warmup_steps"] = measure.warm_up(step, opts.warmup, opts.warmup_s, device, all_done, max_steps=cap)
     out["batches"] = len(batches)

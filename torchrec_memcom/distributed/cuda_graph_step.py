@@ -16,6 +16,12 @@ fails with ``GraphCaptureError``). What a graph fixes at capture, and how this c
   (as in eager training, FBGEMM's tables take the new rate from the step after) and the next one captures again.
 - input checks: ids out of range and negative lengths raise as in eager mode, once the GPU has run the batch (the
   host may run up to ``_RING - 1`` replays ahead; ``flush()`` waits for all of them).
+
+A model with a ``DistributedDataParallel`` inside (``DistributedModelParallel`` wraps the dense part in one, one rank
+included) is captured with it, NCCL all-reduce and all, as PyTorch's CUDA-graph notes describe: build the model under
+``with torch.cuda.stream(capture_stream()):`` (DDP keeps its parameters' gradient accumulators, and the backward joins
+the stream they were made on), and the class runs at least ``DDP_WARMUP_STEPS`` eager steps first (DDP times its first
+10 iterations with CUDA events) and turns DDP's periodic runtime sampling off (it would time a captured iteration).
 """
 
 import dataclasses
@@ -25,14 +31,23 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_memcom.modules.input_check import CapturedCheck, InputCheck, capturing_checks
 from torchrec_memcom.modules.transform import IdTransform
 
-__all__ = ["DEFAULT_WARMUP_STEPS", "CudaGraphTrainStep", "GraphCaptureError"]
+__all__ = [
+    "DDP_WARMUP_STEPS",
+    "DEFAULT_WARMUP_STEPS",
+    "CudaGraphTrainStep",
+    "GraphCaptureError",
+    "capture_stream",
+    "warmup_steps_for",
+]
 
 DEFAULT_WARMUP_STEPS = 3  # eager steps before a batch structure's capture
+DDP_WARMUP_STEPS = 11  # with a DistributedDataParallel inside: it records timing events in its first 10 iterations
 
 # Replays whose checks are not read yet: each call reads those the GPU has finished (an event query, no wait) and
 # waits only when this many are in flight, so the host may run that far ahead of the GPU.
@@ -45,7 +60,59 @@ _SIDE_STREAMS: Dict[int, torch.cuda.Stream] = {}
 
 
 class GraphCaptureError(RuntimeError):
-    """The step could not be captured in a CUDA graph (it synchronises with the host, or runs an op graphs forbid)."""
+    """The step could not be captured in a CUDA graph (it synchronises with the host, or runs an op graphs forbid);
+    ``cause``: the first error the capture met."""
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def capture_stream(device: Optional[torch.device] = None) -> torch.cuda.Stream:
+    """The side stream on which every ``CudaGraphTrainStep`` of ``device`` (default: the current one) warms up and
+    captures. Build a model that holds a ``DistributedDataParallel`` under ``with torch.cuda.stream(capture_stream())``
+    (then ``torch.cuda.current_stream().wait_stream(capture_stream())``)."""
+    index = torch.cuda.current_device() if device is None else torch.device(device).index
+    if index is None:
+        index = torch.cuda.current_device()
+    if index not in _SIDE_STREAMS:
+        _SIDE_STREAMS[index] = torch.cuda.Stream(index)
+    return _SIDE_STREAMS[index]
+
+
+def _ddps(model: nn.Module) -> List[DistributedDataParallel]:
+    return [m for m in model.modules() if isinstance(m, DistributedDataParallel)]
+
+
+def warmup_steps_for(model: nn.Module, warmup_steps: int = DEFAULT_WARMUP_STEPS) -> int:
+    """The eager steps ``CudaGraphTrainStep(model, warmup_steps=...)`` runs before its first capture."""
+    return max(warmup_steps, DDP_WARMUP_STEPS) if _ddps(model) else warmup_steps
+
+
+def _end_failed_capture(graph: torch.cuda.CUDAGraph, stream: torch.cuda.Stream, caller: torch.cuda.Stream) -> str:
+    """Releases a failed capture; returns "" or what could not be restored. When the capture itself was invalidated
+    (an op synchronised), ``capture_end`` raised before ``torch.cuda.graph`` restored the caller's stream and before
+    it handed the CUDA generator back (later random numbers on the GPU would fail with "Offset increment outside
+    graph capture"): the stream is set back, and a one-op capture takes the generator and hands it back."""
+    torch.cuda.set_stream(caller)
+    graph.reset()
+    try:
+        probe = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(probe, stream=stream):
+            torch.zeros(1, device=stream.device).add_(1)
+        probe.reset()
+    except Exception as e:  # the capture's own error is the one to raise
+        torch.cuda.set_stream(caller)
+        return f" (the CUDA generator may not work after it: {type(e).__name__}: {e})"
+    return ""
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The first error of a chain: an op that fails inside a capture raises, then ``capture_end`` raises again
+    ("operation failed due to a previous error during capture") with the first one as its context."""
+    while error.__context__ is not None and error.__cause__ is None:
+        error = error.__context__
+    return error
 
 
 def _default_loss(output: Any, *inputs: Any) -> torch.Tensor:
@@ -153,7 +220,8 @@ class CudaGraphTrainStep:
         loss_fn (Callable[..., torch.Tensor]): ``(output, *inputs) -> scalar loss``; default: ``output[0]`` of a
             tuple output, else the output.
         warmup_steps (int): eager steps on a side stream before each new batch structure is captured (lazy
-            initialisation and kernel compilation must happen outside the capture).
+            initialisation and kernel compilation must happen outside the capture); at least ``DDP_WARMUP_STEPS``
+            with a ``DistributedDataParallel`` in the model.
         max_graphs (int): distinct batch structures kept; one more raises ``ValueError``.
     """
 
@@ -170,10 +238,20 @@ class CudaGraphTrainStep:
                 f"CUDA-graph steps run on one rank (world size here: {dist.get_world_size()}): across ranks the input "
                 "dists exchange their splits through the host"
             )
+        decaying = [i for i, g in enumerate(optimizer.param_groups if optimizer else []) if g.get("lr_decay")]
+        if decaying:
+            raise ValueError(
+                f"param groups {decaying} decay their learning rate inside the optimizer's step (Adagrad's lr_decay): "
+                "a CUDA graph would replay the rate of the captured step; set lr_decay=0 and schedule the lr instead "
+                "(a change of lr recaptures)"
+            )
         if warmup_steps < 1:
             raise ValueError(f"warmup_steps must be >= 1 (kernels compile outside the capture), got {warmup_steps}")
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
-        self.warmup_steps, self.max_graphs = warmup_steps, max_graphs
+        self.warmup_steps, self.max_graphs = warmup_steps_for(model, warmup_steps), max_graphs
+        self._has_ddp = bool(_ddps(model))
+        for ddp in _ddps(model):
+            ddp._set_ddp_runtime_logging_sample_rate(2**31 - 1)  # no CUDA-event timing of a later (captured) step
         # (structure, ids per feature) -> its graph, and the eager steps run before capturing it
         self._graphs: Dict[Tuple[Any, Tuple[int, ...]], _Graph] = {}
         self._warm: Dict[Tuple[Any, Tuple[int, ...]], int] = {}
@@ -263,7 +341,7 @@ class CudaGraphTrainStep:
     def _eager(self, inputs: Tuple[Any, ...]) -> Any:
         # on a side stream, as CUDA graphs need for their warmup (the autograd engine and the allocator see the stream
         # the capture will use)
-        stream = self._side_stream()
+        stream = capture_stream()
         current = torch.cuda.current_stream()
         stream.wait_stream(current)
         with torch.cuda.stream(stream):
@@ -271,13 +349,6 @@ class CudaGraphTrainStep:
             self._drop_grads()
         current.wait_stream(stream)
         return output
-
-    @staticmethod
-    def _side_stream() -> torch.cuda.Stream:
-        device = torch.cuda.current_device()
-        if device not in _SIDE_STREAMS:
-            _SIDE_STREAMS[device] = torch.cuda.Stream(device)
-        return _SIDE_STREAMS[device]
 
     def _drop_grads(self) -> None:
         # every parameter's, not only the optimizer's (FBGEMM's autograd placeholders have gradients too), so that the
@@ -298,10 +369,11 @@ class CudaGraphTrainStep:
         self._drop_grads()
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
+        caller = torch.cuda.current_stream()
         try:
             # on the warmups' stream: the autograd engine ends a backward by joining the streams its leaves' gradient
             # accumulators were created on (in a warmup), which must be the capturing stream
-            with capturing_checks() as checks, torch.cuda.graph(graph, stream=self._side_stream()):
+            with capturing_checks() as checks, torch.cuda.graph(graph, stream=capture_stream()):
                 for kjt, _ in static.kjts:
                     kjt.offsets()  # computed by the graph from each batch's lengths (per-bag lengths may change)
                 output = self._step(static.value)
@@ -310,11 +382,19 @@ class CudaGraphTrainStep:
                     parts.append(kjt.lengths().view(len(per_key), -1).sum(1).to(torch.int64))
                 report = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64, device=device)
         except Exception as e:
-            graph.reset()  # releases the failed capture (and its hold on the CUDA generator)
+            restored = _end_failed_capture(graph, capture_stream(), caller)
+            cause = _root_cause(e)
+            hint = (
+                "; with a DistributedDataParallel in the model, build the model under "
+                "`with torch.cuda.stream(capture_stream())`"
+                if self._has_ddp
+                else ""
+            )
             raise GraphCaptureError(
-                f"could not capture the training step in a CUDA graph: {type(e).__name__}: {e}. A step that "
+                f"could not capture the training step in a CUDA graph: {type(cause).__name__}: {cause}. A step that "
                 "synchronises with the host cannot be captured (TorchRec's sharded EmbeddingBagCollection does: its "
-                "input dist copies the splits through the host); run it eagerly"
+                f"input dist copies the splits through the host); run it eagerly{hint}{restored}",
+                cause=f"{type(cause).__name__}: {cause}",
             ) from e
         per_key = [n for _, counts in static.kjts for n in counts]
         hosts = [
