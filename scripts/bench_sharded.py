@@ -89,7 +89,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "--cuda-graph",
         action="store_true",
         help="one rank: each step a CUDA graph replay (distributed.CudaGraphTrainStep); what cannot be captured "
-        "(stock TorchRec's sharded EBC) runs eagerly and its row says so",
+        "(stock TorchRec's sharded EBC) runs eagerly (with --pipeline: pipelined) and its row says so",
     )
     add(
         "--index-dtype",

@@ -160,7 +160,6 @@ def test_profiles_come_from_a_separate_pass_after_every_timed_run(
         ({"cache_load_factor": 0.0}, "cache_load_factor must be in"),
         ({"iters": 0}, "need iters >= 1"),
         ({"warmup_s": -1.0}, "warmup_s >= 0"),
-        ({"cuda_graph": True, "pipeline": True}, "cuda_graph and pipeline exclude each other"),
     ],
 )
 def test_bad_options_fail_early(kwargs: Dict[str, Any], message: str) -> None:

@@ -201,7 +201,10 @@ def dlrm_graph_step_matches_reference(rank: int, world_size: int, on_capture_str
     reference.model.sparse_arch.embedding_bag_collection.fit_signatures([b.sparse_features for b in batches])
     stream = capture_stream() if on_capture_stream else torch.cuda.current_stream()
     with torch.cuda.stream(stream):
-        dmp, opt = scenarios.sharded_dlrm(rank, world_size, reference.state_dict(), tables, {}, "adagrad")
+        # one rank: the planner's table-wise (TorchRec's row-wise input dist copies through the host on one rank
+        # too); column-wise kept for the hash table
+        types = {"m": "table_wise", "l": "table_wise"}
+        dmp, opt = scenarios.sharded_dlrm(rank, world_size, reference.state_dict(), tables, types, "adagrad")
     torch.cuda.current_stream().wait_stream(stream)
     step = CudaGraphTrainStep(dmp, opt)
     ref_opt = scenarios.reference_optimizer(reference.parameters(), "adagrad")

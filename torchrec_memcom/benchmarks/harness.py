@@ -94,8 +94,8 @@ class BenchOptions:
             managed memory, FBGEMM's default) for tables the planner puts in host memory.
         pipeline (bool): train through ``TrainPipelineSparseDist``.
         cuda_graph (bool): train through ``distributed.CudaGraphTrainStep`` (one rank, CUDA: each step one CUDA
-            graph replay); a method whose step cannot be captured (stock TorchRec's sharded EBC) runs eagerly, and
-            its row says so (``step_mode``, ``capture_error``).
+            graph replay); a method whose step cannot be captured (stock TorchRec's sharded EBC) runs eagerly, or
+            through the pipeline with ``pipeline``, and its row says so (``step_mode``, ``capture_error``).
         index_dtype (Optional[str]): ``int32`` or ``int64``: the TBE index type of every method, stock's too
             (TorchRec's ``embedding_table_index_type``); ``None``: each library's default (stock TorchRec int64, the
             compressed tables int32 where their ids fit: ``distributed.compressed.physical_index_dtype``).
@@ -140,8 +140,6 @@ class BenchOptions:
             raise ValueError(f"uvm_memory must be 'host_mapped' or 'managed', got {self.uvm_memory!r}")
         if not 0 < self.cache_load_factor <= 1:
             raise ValueError(f"cache_load_factor must be in (0, 1], got {self.cache_load_factor}")
-        if self.cuda_graph and self.pipeline:
-            raise ValueError("cuda_graph and pipeline exclude each other (a graph replays the whole step)")
         if self.iters < 1 or self.warmup < 0 or self.warmup_s < 0 or (self.num_batches or 1) < 1:
             raise ValueError(
                 "need iters >= 1, warmup >= 0, warmup_s >= 0, num_batches >= 1; "
@@ -339,7 +337,8 @@ def run_method(
     try:
         out["warmup_steps"] = measure.warm_up(step, first, opts.warmup_s, device, all_done, max_steps=cap)
     except GraphCaptureError as e:  # (one rank: no other rank waits in a collective)
-        out["step_mode"], out["capture_error"] = "eager (not capturable)", e.cause or str(e)
+        fallback = "pipelined" if opts.pipeline else "eager"
+        out["step_mode"], out["capture_error"] = f"{fallback} (not capturable)", e.cause or str(e)
         step = measure.make_step(dmp, optimizer, batches, opts.pipeline)
         out["warmup_steps"] = measure.warm_up(step, opts.warmup, opts.warmup_s, device, all_done, max_steps=cap)
     out["batches"] = len(batches)

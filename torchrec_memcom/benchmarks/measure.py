@@ -51,18 +51,18 @@ def make_step(
     cuda_graph: bool = False,
 ) -> Callable[[], None]:
     """One training step over cycled ``batches`` (the model returns ``(loss, ...)``): forward, backward (the fused
-    embedding optimizer runs inside it) and the dense optimizer; or ``TrainPipelineSparseDist.progress``; or, with
-    ``cuda_graph``, a ``distributed.CudaGraphTrainStep`` replay (its first calls warm up and capture; a step that
-    cannot be captured raises ``GraphCaptureError`` there)."""
+    embedding optimizer runs inside it) and the dense optimizer; or ``TrainPipelineSparseDist.progress``
+    (``pipelined``); or, with ``cuda_graph`` (before ``pipelined``), a ``distributed.CudaGraphTrainStep`` replay (its
+    first calls warm up and capture; a step that cannot be captured raises ``GraphCaptureError`` there)."""
     batch_iter = itertools.cycle(batches)
+    if cuda_graph:
+        graphed = CudaGraphTrainStep(dmp, optimizer)
+        return lambda: graphed(next(batch_iter))
     if pipelined:
         from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
         pipeline = TrainPipelineSparseDist(dmp, optimizer, batches[0].dense_features.device)
         return lambda: pipeline.progress(batch_iter)
-    if cuda_graph:
-        graphed = CudaGraphTrainStep(dmp, optimizer)
-        return lambda: graphed(next(batch_iter))
 
     def step() -> None:
         loss, _ = dmp(next(batch_iter))

@@ -458,7 +458,8 @@ def markdown_report(payload: Dict[str, Any]) -> str:
     for r in results:
         if r.get("capture_error"):
             reason = " ".join(r["capture_error"].split())[:300]
-            lines.append(f"\n{r['model']} / {r['label']}: not capturable in a CUDA graph, ran eagerly: {reason}")
+            how = "through TrainPipelineSparseDist" if r["step_mode"].startswith("pipelined") else "eagerly"
+            lines.append(f"\n{r['model']} / {r['label']}: not capturable in a CUDA graph, ran {how}: {reason}")
     lines += uvm_cache_table(results)
     lines += ["", "## Plans", ""]
     for r in results:
