@@ -26,18 +26,25 @@ ROOT = Path(__file__).resolve().parents[2]
 CKPT_EVERY = 4
 
 
-def _env() -> Dict[str, str]:
+def _env(gpu: bool = False) -> Dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # torchrun / torchx of this venv
     env.pop("TORCHELASTIC_RESTART_COUNT", None)
-    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU and gloo even on a GPU machine: the comparisons are bitwise
+    if not gpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # CPU and gloo even on a GPU machine: the comparisons are bitwise
     return env
 
 
-def _run(cmd: List[str], timeout: int = 600) -> str:
+def _run(cmd: List[str], timeout: int = 600, gpu: bool = False) -> str:
     """Runs ``cmd`` in its own session, so a timeout also ends the workers torchrun started."""
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        cmd,
+        cwd=ROOT,
+        env=_env(gpu),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -211,3 +218,37 @@ def test_report_labels_each_kind_of_table() -> None:
     }
     assert _methods({"config": {"tables": tables}}) == "hash 8x, lowrank b4, memcom 16x"
     assert _methods({"config": {"tables": {}}}) == "stock"
+
+
+@pytest.mark.gpu
+def test_cuda_graph_steps_train_like_the_pipeline(tmp_path: Path) -> None:
+    """One GPU: ``train.cuda_graph`` (11 eager steps for DDP, then replays, evaluations between them) trains the
+    tiny DLRM like ``TrainPipelineSparseDist``: the same losses, evaluations and checkpointed state."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    steps = 20
+    runs = {}
+    for graph in ("false", "true"):
+        out = tmp_path / graph
+        sets = [*TINY, "sharding={}", f"train.max_steps={steps}", f"train.cuda_graph={graph}"]
+        sets += [f"output.dir={out}", f"checkpoint.dir={out}/ckpt", f"checkpoint.every_steps={steps}"]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"]
+        _run([*cmd, "-m", "torchrec_memcom.recipes.dlrm", "--config", CONFIG, "--set", *sets], gpu=True)
+        runs[graph] = out
+    eager, graphed = _results(runs["false"]), _results(runs["true"])
+    assert graphed["status"] == "ok" and graphed["device"] == "cuda" and graphed["train"]["steps"] == steps
+    torch.testing.assert_close(
+        torch.tensor([v for _, v in graphed["train"]["losses"]]),
+        torch.tensor([v for _, v in eager["train"]["losses"]]),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+    for a, b in zip(graphed["evals"], eager["evals"]):
+        assert (a["step"], a["split"]) == (b["step"], b["split"]) and abs(a["auc"] - b["auc"]) < 1e-4, (a, b)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sa = _state(runs["true"] / f"ckpt/step_{steps}", tmp_path / "a")
+    sb = _state(runs["false"] / f"ckpt/step_{steps}", tmp_path / "b")
+    assert sa.keys() == sb.keys() and any("entity_weights" in k for k in sa)
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], atol=1e-4, rtol=1e-4, msg=k)

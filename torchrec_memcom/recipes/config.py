@@ -368,6 +368,11 @@ class TrainConfig:
             with stock tables: this run starts from it, its tables converted to this run's by ``compress_``'s warm
             start (``torchrec_memcom.recipes.init_from``); ``None``: random init.
         early_stopping: stop on the validation metric and restore the best state (``None``: train every epoch).
+        cuda_graph: train each step as one CUDA-graph replay (``torchrec_memcom.distributed.CudaGraphTrainStep``)
+            instead of through ``TrainPipelineSparseDist``: one GPU (one rank), table-wise sharding (the planner's
+            choice on one rank; TorchRec's row-wise input dist copies through the host), batches of one shape with
+            the same number of ids per feature (Criteo's one id per feature and row), dense optimizer ``adagrad`` or
+            ``sgd``. The step then costs the GPU's time only, with no Python per kernel (docs/PERFORMANCE.md).
     """
 
     batch_size: int = 512
@@ -378,6 +383,7 @@ class TrainConfig:
     seed: int = 2026
     init_from: Optional[str] = None
     early_stopping: Optional[EarlyStoppingConfig] = None
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")

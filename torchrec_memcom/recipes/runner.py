@@ -24,6 +24,7 @@ Guarantees (``docs/RELIABILITY.md`` states them for users):
   optimizers and world size must match.
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -55,6 +56,7 @@ from tqdm import tqdm
 
 from torchrec_memcom.datasets._batching import DataError
 from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
+from torchrec_memcom.distributed.cuda_graph_step import CudaGraphTrainStep, capture_stream
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.checkpoint import Checkpointer, CheckpointError, config_changes
 from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, tables_override, to_dict
@@ -116,6 +118,40 @@ class RecipeTask(Protocol):
         """One line of the main metrics, e.g. ``AUC 0.8012 logloss 0.4501``."""
 
 
+class _GraphedSteps:
+    """``TrainPipelineSparseDist``'s ``progress`` / ``detach`` over ``CudaGraphTrainStep`` (``train.cuda_graph``):
+    each step copies the next batch to the GPU and replays; ``detach`` waits for the replays' input checks."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.step = CudaGraphTrainStep(model, optimizer)
+
+    def progress(self, batches: Iterator[Batch]) -> Tuple[torch.Tensor, ...]:
+        loss, *rest = self.step(next(batches).to(self.device, non_blocking=True))
+        return (loss.clone(), *rest)  # the graph's output is overwritten by the next replay
+
+    def detach(self) -> nn.Module:
+        self.step.flush()
+        return self.model
+
+
+def _check_cuda_graph(cfg: Any, ctx: DistContext) -> None:
+    """``train.cuda_graph``'s needs, checked before anything is built (``ConfigError`` naming the key)."""
+    row_wise = sorted(k for k, types in cfg.sharding.items() if {"row_wise", "table_row_wise"} & set(types))
+    if row_wise:
+        raise ConfigError(
+            f"train.cuda_graph: sharding {row_wise} allows row-wise, whose TorchRec input dist copies through the "
+            "host even on one rank; leave them to the planner (table-wise on one rank)"
+        )
+    if cfg.optimizer.dense.name == "adam":
+        raise ConfigError("train.cuda_graph: optimizer.dense.name adam keeps its step count on the host; use adagrad")
+    if ctx.device.type != "cuda" or ctx.world_size != 1:
+        raise ConfigError(
+            f"train.cuda_graph: needs one rank on one CUDA GPU (this job: {ctx.world_size} rank(s) on "
+            f"{ctx.device.type}); across ranks the input dists exchange their splits through the host"
+        )
+
+
 class RecipeRunner:
     """Runs one rank of a recipe: ``setup``, ``train``, ``finish``; ``run`` wraps them with failure handling.
 
@@ -170,10 +206,16 @@ class RecipeRunner:
         elif resume and not _restarted():
             raise ConfigError("checkpoint.dir: --resume needs a checkpoint directory")
 
+        if cfg.train.cuda_graph:
+            _check_cuda_graph(cfg, ctx)
         torch.manual_seed(cfg.train.seed)
         model, self.memory = self.task.build_model()
         constraints = sharding_constraints(self.task.feature_names(), cfg.sharding)
-        self.model = shard_model(model, ctx, fused_params(cfg.optimizer.sparse), cfg.train.batch_size, constraints)
+        # with CUDA graphs, on the capture stream: DDP (the dense part) keeps gradient accumulators made on this stream
+        with torch.cuda.stream(capture_stream(ctx.device)) if cfg.train.cuda_graph else contextlib.nullcontext():
+            self.model = shard_model(model, ctx, fused_params(cfg.optimizer.sparse), cfg.train.batch_size, constraints)
+        if cfg.train.cuda_graph:
+            torch.cuda.current_stream(ctx.device).wait_stream(capture_stream(ctx.device))
         self.optimizer = combined_optimizer(self.model, cfg.optimizer.dense)
         self.train_data = self.task.train_data()
         # Equal step counts on every rank (sharded collectives need them); streams without a length end together.
@@ -284,7 +326,11 @@ class RecipeRunner:
     def train(self) -> None:
         """Trains to ``train.max_steps`` or the last epoch, evaluating and checkpointing on the way."""
         cfg, ctx = self.cfg, self.ctx
-        pipeline = TrainPipelineSparseDist(self.model, self.optimizer, ctx.device, execute_all_batches=True)
+        pipeline = (
+            _GraphedSteps(self.model, self.optimizer, ctx.device)
+            if cfg.train.cuda_graph
+            else TrainPipelineSparseDist(self.model, self.optimizer, ctx.device, execute_all_batches=True)
+        )
         total = cfg.train.max_steps
         if total is None and self.steps_per_epoch is not None:
             total = cfg.train.epochs * self.steps_per_epoch
@@ -311,6 +357,8 @@ class RecipeRunner:
             stop_now = self.stopper is not None and self.stopper.due(self.step, self.next_batch == self.steps_per_epoch)
             if eval_now or ckpt_now or stop_now:
                 self.train_seconds += time.perf_counter() - start
+                if isinstance(pipeline, _GraphedSteps):
+                    pipeline.step.flush()  # the replays' input checks, before any evaluation or checkpoint
                 self.check_losses()
                 if eval_now or stop_now:
                     self.model = pipeline.detach()  # original forwards; the next progress() re-attaches
