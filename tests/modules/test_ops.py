@@ -422,6 +422,12 @@ def _check_segments(device: str) -> None:
         stats7 = torch.tensor([[2**63 - 1, -(2**63)]] * 4, device=device)  # nothing to transform: still checked
         transform_segments(values, None, static[:1], rows[:1], [(0, 0, 0)], stats7, 0, False, None, lens.to(device))
         assert stats7.cpu()[3, 0].item() == -4
+        # no negative length, 5,000 not a multiple of the lanes: the lanes past the end must not count (their
+        # INT64_MAX sentinel once wrapped to -1 in int32 lengths, and every batch of the recipes' data raised)
+        good = lens.abs()
+        stats8 = torch.tensor([[2**63 - 1, -(2**63)]] * 4, device=device)
+        transform_segments(values, None, static[:1], rows[:1], short, stats8, 100, False, None, good.to(device))
+        assert stats8.cpu()[3, 0].item() == 1, dtype
 
 
 def _check_segments_placement(device: str) -> None:

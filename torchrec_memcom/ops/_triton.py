@@ -326,8 +326,9 @@ def _segments_kernel(
         smallest = tl.full((BLOCK,), 9223372036854775807, dtype=tl.int64)
         for k in range(0, tl.cdiv(n_lengths, programs * BLOCK)):
             at = k * programs * BLOCK + lane
-            got = tl.load(lengths_ptr + at, mask=at < n_lengths, other=9223372036854775807).to(tl.int64)
-            smallest = tl.minimum(smallest, got)
+            # the sentinel after the cast: loaded as ``other`` it would wrap to -1 in int32 lengths
+            got = tl.load(lengths_ptr + at, mask=at < n_lengths, other=0).to(tl.int64)
+            smallest = tl.minimum(smallest, tl.where(at < n_lengths, got, 9223372036854775807))
         least = tl.min(smallest, axis=0)
         if least < 9223372036854775807:
             tl.atomic_min(stats_ptr + length_row * 2, least)
