@@ -141,7 +141,7 @@ def _check_cuda_graph(cfg: Any, ctx: DistContext) -> None:
     if row_wise:
         raise ConfigError(
             f"train.cuda_graph: sharding {row_wise} allows row-wise, whose TorchRec input dist copies through the "
-            "host even on one rank; leave them to the planner (table-wise on one rank)"
+            "host even on one rank; use table_wise or column_wise (tables without a sharding entry: table_wise)"
         )
     if cfg.optimizer.dense.name == "adam":
         raise ConfigError("train.cuda_graph: optimizer.dense.name adam keeps its step count on the host; use adagrad")
@@ -210,7 +210,10 @@ class RecipeRunner:
             _check_cuda_graph(cfg, ctx)
         torch.manual_seed(cfg.train.seed)
         model, self.memory = self.task.build_model()
-        constraints = sharding_constraints(self.task.feature_names(), cfg.sharding)
+        sharding = cfg.sharding
+        if cfg.train.cuda_graph and "_default" not in sharding:
+            sharding = {"_default": ["table_wise"], **sharding}  # the planner may pick row-wise even on one rank
+        constraints = sharding_constraints(self.task.feature_names(), sharding)
         # with CUDA graphs, on the capture stream: DDP (the dense part) keeps gradient accumulators made on this stream
         with torch.cuda.stream(capture_stream(ctx.device)) if cfg.train.cuda_graph else contextlib.nullcontext():
             self.model = shard_model(model, ctx, fused_params(cfg.optimizer.sparse), cfg.train.batch_size, constraints)
