@@ -372,8 +372,8 @@ class TrainConfig:
             instead of through ``TrainPipelineSparseDist``: one GPU (one rank), no row-wise sharding (TorchRec's
             row-wise input dist copies through the host; tables without a ``sharding`` entry go table-wise), batches
             of one shape with the same number of ids per feature (Criteo's one id per feature and row), dense
-            optimizer ``adagrad`` or
-            ``sgd``. The step then costs the GPU's time only, with no Python per kernel (docs/PERFORMANCE.md).
+            optimizer ``adagrad`` or ``sgd``. The step then costs the GPU's time only, with no Python per kernel
+            (docs/PERFORMANCE.md).
     """
 
     batch_size: int = 512
