@@ -17,6 +17,7 @@ from torchrec_memcom.distributed import CudaGraphTrainStep
 from torchrec_memcom.distributed.cuda_graph_step import (
     DDP_WARMUP_STEPS,
     DEFAULT_WARMUP_STEPS,
+    _root_cause,
     _Static,
     _structure,
     warmup_steps_for,
@@ -136,3 +137,22 @@ def test_structure_and_static_buffers() -> None:
     assert torch.equal(kjt.lengths(), same_shapes.sparse.lengths())
     # the static KJT keeps the captured per-key totals: the graph's device check compares each batch's with them
     assert static.kjts[0][1] == [3, 1]
+
+
+def test_root_cause_is_the_first_error_of_the_chain() -> None:
+    """An op failing inside a capture, then ``capture_end`` failing while that error propagates: the report names
+    the op's error; an explicit ``raise ... from`` ends the walk."""
+    try:
+        try:
+            raise RuntimeError("Cannot copy between CPU and CUDA tensors during CUDA graph capture")
+        except RuntimeError:
+            raise RuntimeError("operation failed due to a previous error during capture") from None
+    except RuntimeError as e:
+        assert str(_root_cause(e)) == "operation failed due to a previous error during capture"
+    try:
+        try:
+            raise ValueError("the op")
+        except ValueError:
+            raise RuntimeError("capture_end")  # noqa: B904 (raised inside __exit__, as torch.cuda.graph does)
+    except RuntimeError as e:
+        assert str(_root_cause(e)) == "the op"

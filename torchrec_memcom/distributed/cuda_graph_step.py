@@ -110,7 +110,7 @@ def _end_failed_capture(graph: torch.cuda.CUDAGraph, stream: torch.cuda.Stream, 
 def _root_cause(error: BaseException) -> BaseException:
     """The first error of a chain: an op that fails inside a capture raises, then ``capture_end`` raises again
     ("operation failed due to a previous error during capture") with the first one as its context."""
-    while error.__context__ is not None and error.__cause__ is None:
+    while error.__context__ is not None and error.__cause__ is None and not error.__suppress_context__:
         error = error.__context__
     return error
 
