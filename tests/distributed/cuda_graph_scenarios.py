@@ -11,9 +11,9 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from tests.distributed import scenarios
-from torchrec_memcom.distributed import CudaGraphTrainStep, GraphCaptureError
+from torchrec_memcom.distributed import CudaGraphTrainStep, GraphCaptureError, cuda_graph_step
 from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
-from torchrec_memcom.distributed.cuda_graph_step import DDP_WARMUP_STEPS, capture_stream
+from torchrec_memcom.distributed.cuda_graph_step import DDP_WARMUP_STEPS
 
 BATCH = 8
 
@@ -199,13 +199,11 @@ def dlrm_graph_step_matches_reference(rank: int, world_size: int, on_capture_str
     steps = DDP_WARMUP_STEPS + 3
     batches = [_dlrm_batch(tables, seed=60 + s) for s in range(steps)]
     reference.model.sparse_arch.embedding_bag_collection.fit_signatures([b.sparse_features for b in batches])
-    stream = capture_stream() if on_capture_stream else torch.cuda.current_stream()
-    with torch.cuda.stream(stream):
+    with cuda_graph_step.on_capture_stream(enabled=on_capture_stream):
         # one rank: the planner's table-wise (TorchRec's row-wise input dist copies through the host on one rank
         # too); column-wise kept for the hash table
         types = {"m": "table_wise", "l": "table_wise"}
         dmp, opt = scenarios.sharded_dlrm(rank, world_size, reference.state_dict(), tables, types, "adagrad")
-    torch.cuda.current_stream().wait_stream(stream)
     step = CudaGraphTrainStep(dmp, opt)
     ref_opt = scenarios.reference_optimizer(reference.parameters(), "adagrad")
     losses: Dict[str, List[float]] = {"graph": [], "reference": []}

@@ -20,7 +20,6 @@ host-device synchronisations per step and where they come from (``measure.host_s
 per step over the parts of the embedding layer (``host_time.host_breakdown``).
 """
 
-import contextlib
 import dataclasses
 import os
 import time
@@ -53,7 +52,7 @@ from torchrec_memcom.benchmarks.planning import (
     storage_reason,
 )
 from torchrec_memcom.convert import fit_signatures
-from torchrec_memcom.distributed.cuda_graph_step import GraphCaptureError, capture_stream, warmup_steps_for
+from torchrec_memcom.distributed.cuda_graph_step import GraphCaptureError, on_capture_stream, warmup_steps_for
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.config import DenseOptimizerConfig, SparseOptimizerConfig
 from torchrec_memcom.recipes.training import DistContext, combined_optimizer, fused_params
@@ -297,7 +296,7 @@ def run_method(
     out["plan_tables"], out["plan_estimate"] = outcome.tables, outcome.estimate
     t0 = time.perf_counter()
     # with CUDA graphs, on the capture stream: DDP (the dense part) keeps gradient accumulators made on this stream
-    with torch.cuda.stream(capture_stream(device)) if opts.cuda_graph and cuda else contextlib.nullcontext():
+    with on_capture_stream(device, enabled=opts.cuda_graph and cuda):
         dmp = DistributedModelParallel(
             module=model,
             env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
@@ -305,8 +304,6 @@ def run_method(
             plan=outcome.plan,
             sharders=sharders,
         )
-    if opts.cuda_graph and cuda:
-        torch.cuda.current_stream(device).wait_stream(capture_stream(device))
     dense = DenseOptimizerConfig(name=OPTIMIZERS[opts.optimizer][1], lr=opts.lr)  # type: ignore[arg-type]
     optimizer = combined_optimizer(dmp, dense)
     measure.sync(device)

@@ -19,14 +19,16 @@ fails with ``GraphCaptureError``). What a graph fixes at capture, and how this c
 
 A model with a ``DistributedDataParallel`` inside (``DistributedModelParallel`` wraps the dense part in one, one rank
 included) is captured with it, NCCL all-reduce and all, as PyTorch's CUDA-graph notes describe: build the model under
-``with torch.cuda.stream(capture_stream()):`` (DDP keeps its parameters' gradient accumulators, and the backward joins
-the stream they were made on), and the class runs at least ``DDP_WARMUP_STEPS`` eager steps first (DDP times its first
-10 iterations with CUDA events) and turns DDP's periodic runtime sampling off (it would time a captured iteration).
+``with on_capture_stream():`` (on ``capture_stream()``: DDP keeps its parameters' gradient accumulators, and the
+backward joins the stream they were made on), and the class runs at least ``DDP_WARMUP_STEPS`` eager steps first
+(DDP times its first 10 iterations with CUDA events) and turns DDP's periodic runtime sampling off (it would time a
+captured iteration).
 """
 
+import contextlib
 import dataclasses
 import itertools
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -43,6 +45,7 @@ __all__ = [
     "CudaGraphTrainStep",
     "GraphCaptureError",
     "capture_stream",
+    "on_capture_stream",
     "warmup_steps_for",
 ]
 
@@ -70,14 +73,28 @@ class GraphCaptureError(RuntimeError):
 
 def capture_stream(device: Optional[torch.device] = None) -> torch.cuda.Stream:
     """The side stream on which every ``CudaGraphTrainStep`` of ``device`` (default: the current one) warms up and
-    captures. Build a model that holds a ``DistributedDataParallel`` under ``with torch.cuda.stream(capture_stream())``
-    (then ``torch.cuda.current_stream().wait_stream(capture_stream())``)."""
+    captures (build a model that holds a ``DistributedDataParallel`` under ``on_capture_stream``)."""
     index = torch.cuda.current_device() if device is None else torch.device(device).index
     if index is None:
         index = torch.cuda.current_device()
     if index not in _SIDE_STREAMS:
         _SIDE_STREAMS[index] = torch.cuda.Stream(index)
     return _SIDE_STREAMS[index]
+
+
+@contextlib.contextmanager
+def on_capture_stream(device: Optional[torch.device] = None, enabled: bool = True) -> Iterator[None]:
+    """Runs the block (building a model for ``CudaGraphTrainStep``) on ``capture_stream(device)``, then makes the
+    caller's stream wait for it. A ``DistributedDataParallel`` keeps the gradient accumulators of its parameters from
+    its construction, and a backward joins the streams they were made on: that must be the capturing stream.
+    ``enabled=False``: the block as it is."""
+    if not enabled:
+        yield
+        return
+    stream = capture_stream(device)
+    with torch.cuda.stream(stream):
+        yield
+    torch.cuda.current_stream(stream.device).wait_stream(stream)
 
 
 def _ddps(model: nn.Module) -> List[DistributedDataParallel]:
@@ -249,8 +266,9 @@ class CudaGraphTrainStep:
             raise ValueError(f"warmup_steps must be >= 1 (kernels compile outside the capture), got {warmup_steps}")
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.warmup_steps, self.max_graphs = warmup_steps_for(model, warmup_steps), max_graphs
-        self._has_ddp = bool(_ddps(model))
-        for ddp in _ddps(model):
+        ddps = _ddps(model)
+        self._has_ddp = bool(ddps)
+        for ddp in ddps:
             ddp._set_ddp_runtime_logging_sample_rate(2**31 - 1)  # no CUDA-event timing of a later (captured) step
         # (structure, ids per feature) -> its graph, and the eager steps run before capturing it
         self._graphs: Dict[Tuple[Any, Tuple[int, ...]], _Graph] = {}
@@ -386,7 +404,8 @@ class CudaGraphTrainStep:
             cause = _root_cause(e)
             hint = (
                 "; with a DistributedDataParallel in the model, build the model under "
-                "`with torch.cuda.stream(capture_stream())`"
+                "`with torch.cuda.stream(capture_stream())` (`with on_capture_stream():` does it, then makes the "
+                "caller's stream wait)"
                 if self._has_ddp
                 else ""
             )

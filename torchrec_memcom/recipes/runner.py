@@ -24,7 +24,6 @@ Guarantees (``docs/RELIABILITY.md`` states them for users):
   optimizers and world size must match.
 """
 
-import contextlib
 import os
 import sys
 import time
@@ -56,7 +55,7 @@ from tqdm import tqdm
 
 from torchrec_memcom.datasets._batching import DataError
 from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
-from torchrec_memcom.distributed.cuda_graph_step import CudaGraphTrainStep, capture_stream
+from torchrec_memcom.distributed.cuda_graph_step import CudaGraphTrainStep, on_capture_stream
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.checkpoint import Checkpointer, CheckpointError, config_changes
 from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, tables_override, to_dict
@@ -215,10 +214,8 @@ class RecipeRunner:
             sharding = {"_default": ["table_wise"], **sharding}  # the planner may pick row-wise even on one rank
         constraints = sharding_constraints(self.task.feature_names(), sharding)
         # with CUDA graphs, on the capture stream: DDP (the dense part) keeps gradient accumulators made on this stream
-        with torch.cuda.stream(capture_stream(ctx.device)) if cfg.train.cuda_graph else contextlib.nullcontext():
+        with on_capture_stream(ctx.device, enabled=cfg.train.cuda_graph):
             self.model = shard_model(model, ctx, fused_params(cfg.optimizer.sparse), cfg.train.batch_size, constraints)
-        if cfg.train.cuda_graph:
-            torch.cuda.current_stream(ctx.device).wait_stream(capture_stream(ctx.device))
         self.optimizer = combined_optimizer(self.model, cfg.optimizer.dense)
         self.train_data = self.task.train_data()
         # Equal step counts on every rank (sharded collectives need them); streams without a length end together.
