@@ -227,4 +227,8 @@ def dlrm_graph_step_matches_reference(rank: int, world_size: int, on_capture_str
     step.flush()
     torch.testing.assert_close(torch.tensor(losses["graph"]), torch.tensor(losses["reference"]), atol=1e-5, rtol=1e-5)
     checked = scenarios.assert_state_matches(dmp.state_dict(), reference.state_dict(), tol=1e-4)
+    # the dense Adagrad's step counters live on the host: the replays count them like eager steps
+    ref_steps = {float(s["step"]) for s in ref_opt.state.values()}
+    host_steps = {float(s["step"]) for s in opt.state.values() if getattr(s.get("step"), "is_cpu", False)}
+    assert ref_steps == {float(steps)} and host_steps == ref_steps, (host_steps, ref_steps)
     return {"checked": checked, "replays": step.replays, "losses": losses}

@@ -17,6 +17,7 @@ from torchrec_memcom.distributed import CudaGraphTrainStep
 from torchrec_memcom.distributed.cuda_graph_step import (
     DDP_WARMUP_STEPS,
     DEFAULT_WARMUP_STEPS,
+    GraphCaptureError,
     _root_cause,
     _Static,
     _structure,
@@ -156,3 +157,32 @@ def test_root_cause_is_the_first_error_of_the_chain() -> None:
             raise RuntimeError("capture_end")  # noqa: B904 (raised inside __exit__, as torch.cuda.graph does)
     except RuntimeError as e:
         assert str(_root_cause(e)) == "the op"
+
+
+def test_host_step_counters_are_put_back_and_counted_by_replays() -> None:
+    """A capture runs the optimizer's host code once without training: ``torch.optim.Adagrad``'s host-side ``step``
+    goes back to its value before the capture, and is returned for the replays to count; other host state that the
+    step changes (here Adagrad's ``sum`` of a CPU parameter) is refused, since a replay would freeze it."""
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adagrad([p], lr=0.1)
+    step = CudaGraphTrainStep(torch.nn.Linear(1, 1), opt)
+    p.grad = torch.ones(3)
+    opt.step()  # an eager warmup: step 1
+    before = {name: value.clone() for name, value in opt.state[p].items()}
+    state = opt.state[p]
+    for name in ("sum",):  # pretend it lives on the GPU: only the host step is in the snapshot
+        state[name] = state[name].to("meta")
+    host = step._host_state()
+    assert [name for name, _, _ in host] == ["step"]
+    opt.state[p]["step"] += 1  # what the captured optimizer step did on the host
+    counted = step._host_steps_of_capture(host)
+    assert len(counted) == 1 and counted[0] is opt.state[p]["step"]
+    assert float(opt.state[p]["step"]) == float(before["step"]) == 1.0
+    assert step._host_steps_of_capture(step._host_state()) == []  # nothing changed: nothing to count
+
+    state["sum"] = before["sum"].clone()
+    host = step._host_state()
+    state["sum"] += 1
+    with pytest.raises(GraphCaptureError, match=r"state \['sum'\] on the host in each step"):
+        step._host_steps_of_capture(host)
+    assert torch.equal(state["sum"], before["sum"])  # put back before the refusal

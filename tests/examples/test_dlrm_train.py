@@ -250,5 +250,5 @@ def test_cuda_graph_steps_train_like_the_pipeline(tmp_path: Path) -> None:
     sa = _state(runs["true"] / f"ckpt/step_{steps}", tmp_path / "a")
     sb = _state(runs["false"] / f"ckpt/step_{steps}", tmp_path / "b")
     assert sa.keys() == sb.keys() and any("entity_weights" in k for k in sa)
-    for k in sa:
-        torch.testing.assert_close(sa[k], sb[k], atol=1e-4, rtol=1e-4, msg=k)
+    differ = [k for k in sa if not torch.allclose(sa[k].double(), sb[k].double(), atol=1e-4, rtol=1e-4)]
+    assert not differ, differ  # e.g. the dense Adagrad's host-side step counters, which replays must count

@@ -14,6 +14,9 @@ fails with ``GraphCaptureError``). What a graph fixes at capture, and how this c
   step would stall the GPU).
 - learning rates: baked into the captured kernels; after a change of any param group's ``lr`` one step runs eagerly
   (as in eager training, FBGEMM's tables take the new rate from the step after) and the next one captures again.
+- the optimizer's step counters kept on the host (``torch.optim.Adagrad``'s ``step``): a graph runs no host code, so
+  each replay counts them on the host (one ``_foreach_add_``); other host-side optimizer state that changes in a step
+  is refused at capture.
 - input checks: ids out of range and negative lengths raise as in eager mode, once the GPU has run the batch (the
   host may run up to ``_RING - 1`` replays ahead; ``flush()`` waits for all of them).
 
@@ -219,6 +222,7 @@ class _Graph:
     report: torch.Tensor  # device: every check's statistics, then each static KJT's per-feature id counts
     per_key: List[int]  # the KJTs' captured per-feature counts, concatenated
     hosts: List[torch.Tensor]  # pinned copies of ``report``, one per ring slot
+    host_steps: List[torch.Tensor]  # the optimizer's step counters kept on the host, which a replay must count
 
 
 class CudaGraphTrainStep:
@@ -315,6 +319,8 @@ class CudaGraphTrainStep:
         self._last[structure] = per_key
         graph.static.fill(inputs)
         graph.graph.replay()
+        if graph.host_steps:
+            torch._foreach_add_(graph.host_steps, 1)
         self.steps += 1
         self.replays += 1
         self._queue_report(graph)
@@ -385,6 +391,7 @@ class CudaGraphTrainStep:
         static = _Static(inputs, device)
         static.fill(inputs)
         self._drop_grads()
+        host_state = self._host_state()
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         caller = torch.cuda.current_stream()
@@ -415,11 +422,39 @@ class CudaGraphTrainStep:
                 f"input dist copies the splits through the host); run it eagerly{hint}{restored}",
                 cause=f"{type(cause).__name__}: {cause}",
             ) from e
+        host_steps = self._host_steps_of_capture(host_state)
         per_key = [n for _, counts in static.kjts for n in counts]
         hosts = [
             torch.empty(report.shape, dtype=torch.int64, pin_memory=True) for _ in range(_RING if report.numel() else 0)
         ]
-        return _Graph(graph, static, output, list(checks), report, per_key, hosts)
+        return _Graph(graph, static, output, list(checks), report, per_key, hosts, host_steps)
+
+    def _host_state(self) -> List[Tuple[str, torch.Tensor, torch.Tensor]]:
+        """(name, tensor, copy) of every optimizer state tensor on the host (e.g. ``torch.optim.Adagrad``'s step)."""
+        if self.optimizer is None:
+            return []
+        return [
+            (name, value, value.clone())
+            for state in self.optimizer.state.values()
+            for name, value in state.items()
+            if isinstance(value, torch.Tensor) and value.device.type == "cpu"
+        ]
+
+    @staticmethod
+    def _host_steps_of_capture(host_state: List[Tuple[str, torch.Tensor, torch.Tensor]]) -> List[torch.Tensor]:
+        """The host-side state the captured step changed: step counters, put back (the capture trained nothing) and then
+        counted on the host by each replay (a graph runs no host code), so that the optimizer's state and its
+        checkpoints match eager training. Any other host state would be frozen at its captured value: refused."""
+        changed = [(name, value, before) for name, value, before in host_state if not torch.equal(value, before)]
+        for _, value, before in changed:
+            value.copy_(before)
+        frozen = sorted({name for name, value, _ in changed if name != "step" or value.numel() != 1})
+        if frozen:
+            raise GraphCaptureError(
+                f"the optimizer changes its state {frozen} on the host in each step, which a CUDA graph cannot "
+                "replay; keep that state on the GPU (e.g. `capturable=True` or `fused=True`) or run eagerly"
+            )
+        return [value for _, value, _ in changed]
 
     def _queue_report(self, graph: _Graph) -> None:
         if not graph.hosts:
