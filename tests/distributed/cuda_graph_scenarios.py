@@ -200,10 +200,9 @@ def dlrm_graph_step_matches_reference(rank: int, world_size: int, on_capture_str
     batches = [_dlrm_batch(tables, seed=60 + s) for s in range(steps)]
     reference.model.sparse_arch.embedding_bag_collection.fit_signatures([b.sparse_features for b in batches])
     with cuda_graph_step.on_capture_stream(enabled=on_capture_stream):
-        # one rank: the planner's table-wise (TorchRec's row-wise input dist copies through the host on one rank
-        # too); column-wise kept for the hash table
-        types = {"m": "table_wise", "l": "table_wise"}
-        dmp, opt = scenarios.sharded_dlrm(rank, world_size, reference.state_dict(), tables, types, "adagrad")
+        # MIXED_CONSTRAINTS: MEmCom and LMA row-wise, hash column-wise, QR and stock table-wise (one rank: every
+        # input dist the identity)
+        dmp, opt = scenarios.sharded_dlrm(rank, world_size, reference.state_dict(), tables, {}, "adagrad")
     step = CudaGraphTrainStep(dmp, opt)
     ref_opt = scenarios.reference_optimizer(reference.parameters(), "adagrad")
     losses: Dict[str, List[float]] = {"graph": [], "reference": []}

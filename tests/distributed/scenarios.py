@@ -232,11 +232,10 @@ def sharded_matches_unsharded(
     raw_ids = world_size > 1 if lma_raw_ids is None else lma_raw_ids  # the sharder's default: across ranks only
     expect_raw = method == "lma" and raw_ids and sharding_type in ("table_wise", "column_wise")
     assert bool(raw) == expect_raw, (raw, method, sharding_type)
-    # one rank, table-wise: the transform computes MEmCom's rows and entity-weight slots (nothing to do after the dist),
-    # unless the sharder is told to compute them after the dist
+    # one rank (every input dist the identity): the transform computes MEmCom's rows and entity-weight slots (nothing
+    # to do after the dist), unless the sharder is told to compute them after the dist
     slots_in_transform = getattr(dmp.module.ebc, "_entity_slots", None) is not None
-    one_rank_table_wise = world_size == 1 and sharding_type == "table_wise"
-    assert slots_in_transform == (method == "memcom" and one_rank_table_wise and memcom_rows_in_transform)
+    assert slots_in_transform == (method == "memcom" and world_size == 1 and memcom_rows_in_transform)
     # these small tables take the int32 lookup: the transform writes int32 ids, TorchRec's kernels read them as such
     assert dmp.module.ebc._index_dtype == torch.int32
     if sharding_type != ShardingType.DATA_PARALLEL.value:  # (TorchRec's dense kernels convert to their own type)

@@ -73,13 +73,12 @@ def test_one_rank_lma_ids(world1: World, raw: Optional[bool]) -> None:
     ids=_id,
 )
 def test_one_rank(world1: World, case: Dict) -> None:
-    """On one rank the table-wise family skips TorchRec's all-to-all (and its per-batch synchronisation): its input
-    dists are the data-parallel identity; row-wise keeps TorchRec's (it buckets ids). Same results either way."""
+    """On one rank every sharding skips TorchRec's all-to-all (and its per-batch synchronisation; row-wise also its
+    bucketing, which keeps every id over one rank): its input dists are the data-parallel identity."""
     (result,) = world1.run(scenarios.sharded_matches_unsharded, **case)
-    identity = case["sharding_type"] != "row_wise"
-    assert result["input_dists"] and all((d == "DpSparseFeaturesDist") == identity for d in result["input_dists"]), (
-        result["input_dists"]
-    )
+    assert result["input_dists"] and all(d == "DpSparseFeaturesDist" for d in result["input_dists"]), result[
+        "input_dists"
+    ]
 
 
 def test_per_sample_weight_gradients_only_for_memcom(world2: World) -> None:

@@ -48,7 +48,7 @@ def get_sharders(
         lma_raw_ids (Optional[bool]): send LMA ids once through table- and column-wise input dists and compute their
             chunk locations on the receiving rank (``CompressedEmbeddingBagCollectionSharder``); ``None``: when the
             world has more than one rank.
-        memcom_rows_in_transform (bool): on one rank, MEmCom's table-wise rows and weight slots come from the id
+        memcom_rows_in_transform (bool): on one rank, MEmCom's rows and weight slots come from the id
             transform's launch (default; ``CompressedEmbeddingBagCollectionSharder``); ``False``: after the dist.
     """
     ebc = EmbeddingBagCollectionSharder(fused_params=fused_params)

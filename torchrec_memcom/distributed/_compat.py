@@ -14,7 +14,9 @@ import torch.distributed as dist
 from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor, ShardedTensorMetadata
 from torchrec.distributed.embeddingbag import ShardedEmbeddingBagCollection
 from torchrec.distributed.sharding.dp_sharding import DpSparseFeaturesDist
+from torchrec.distributed.sharding.rw_sharding import RwSparseFeaturesDist
 from torchrec.distributed.sharding.tw_sharding import TwSparseFeaturesDist
+from torchrec.distributed.sharding.twrw_sharding import TwRwSparseFeaturesDist
 
 __all__ = [
     "embedding_shardings",
@@ -58,11 +60,13 @@ def init_input_dists(
     ``hash_sizes`` overrides the id range a row-wise input dist buckets for some features (MEmCom buckets its scrambled
     ids over ``n_pad``, not over the shared table's rows), through the sharding's own ``create_input_dist``.
 
-    ``single_rank`` (a one-rank process group): the table-, column- and table-column-wise input dists
-    (``TwSparseFeaturesDist``, a KJT all-to-all) become ``DpSparseFeaturesDist``. Over one rank TorchRec's all-to-all
-    returns its input KJT as it is, but first builds the feature permutation of a real exchange and drops it
+    ``single_rank`` (a one-rank process group): every input dist becomes ``DpSparseFeaturesDist``, the identity.
+    Over one rank TorchRec's KJT all-to-all (table-, column- and table-column-wise: ``TwSparseFeaturesDist``) returns
+    its input KJT as it is, but first builds the feature permutation of a real exchange and drops it
     (``dist_data._get_recat``: ``torch.tensor(list, device=cuda)``, a blocking copy, so the host waits there for every
-    kernel queued before it, once per batch); the data-parallel dist returns the same KJT without it.
+    kernel queued before it, once per batch). The row-wise dists (``RwSparseFeaturesDist``, ``TwRwSparseFeaturesDist``)
+    first bucket the ids into one block per rank, which over one rank keeps every in-range id as it is (block 0,
+    offset 0; the ids are checked before), then exchange the buckets' sizes through the host (``length_per_key``).
     """
     for sharding in ebc._embedding_shardings:
         features = list(sharding.feature_names())
@@ -76,7 +80,7 @@ def init_input_dists(
                 del sharding._get_feature_hash_sizes
         else:
             input_dist = sharding.create_input_dist()
-        if single_rank and isinstance(input_dist, TwSparseFeaturesDist):
+        if single_rank and isinstance(input_dist, (TwSparseFeaturesDist, RwSparseFeaturesDist, TwRwSparseFeaturesDist)):
             input_dist = DpSparseFeaturesDist()
         ebc._input_dists.append(input_dist)
         ebc._feature_splits.append(len(features))
@@ -91,7 +95,7 @@ def init_input_dists(
 
 def identity_input_dists(ebc: ShardedEmbeddingBagCollection) -> List[bool]:
     """Per sharding, whether its input dist hands the KJT on as it is (``DpSparseFeaturesDist``: data-parallel, or
-    the one-rank identity of ``init_input_dists``)."""
+    any sharding's one-rank identity from ``init_input_dists``)."""
     return [isinstance(d, DpSparseFeaturesDist) for d in ebc._input_dists]
 
 

@@ -8,9 +8,9 @@ offers. What differs from a stock EBC happens on either side of it::
     input KJT (logical ids, data parallel)
       -> id_transform (no grad; one fused kernel for every table and feature; output already in sharding order)
       -> the inner EBC's input dists (MEmCom's row-wise features bucketed over their scrambled ids s, n_pad of them;
-         on one rank the table-wise family's are the identity: ``_compat.init_input_dists``)
+         on one rank every sharding's is the identity: ``_compat.init_input_dists``)
       -> rank r, MEmCom only: rows = h(s) - r m / W, per-sample weights w_local[s - r n_pad / W] (* x); one kernel
-         (on one rank with MEmCom table-wise, the transform already wrote the rows h(s) and the slots of w: one gather)
+         (on one rank the transform already wrote the rows h(s) and the slots of w: one gather)
       -> the inner EBC's lookups (fused TBE optimizers) and output dists
       -> combine (QR product, LMA chunk concatenation, MEAN division) -> KeyedTensor of the logical features
 
@@ -330,7 +330,7 @@ class ShardedCompressedEmbeddingBagCollection(
     def _slots_in_transform(self, inner: ShardedEmbeddingBagCollection) -> bool:
         """Whether the transform itself computes MEmCom's shared rows and entity-weight slots
         (``IdTransform.transform_with_slots``, leaving one gather after the dist): when every sharding with MEmCom
-        features hands the transform's KJT to the lookup as it is (one rank, whose table-wise input dists are the
+        features hands the transform's KJT to the lookup as it is (one rank, whose input dists are the
         identity). Not with LMA's raw ids, whose expansion after the dist moves the values."""
         if self._world_size != 1 or self._raw:
             return False

@@ -369,11 +369,10 @@ class TrainConfig:
             start (``torchrec_memcom.recipes.init_from``); ``None``: random init.
         early_stopping: stop on the validation metric and restore the best state (``None``: train every epoch).
         cuda_graph: train each step as one CUDA-graph replay (``torchrec_memcom.distributed.CudaGraphTrainStep``)
-            instead of through ``TrainPipelineSparseDist``: one GPU (one rank), no row-wise sharding (TorchRec's
-            row-wise input dist copies through the host; tables without a ``sharding`` entry go table-wise), batches
-            of one shape with the same number of ids per feature (Criteo's one id per feature and row), dense
-            optimizer ``adagrad`` or ``sgd``. The step then costs the GPU's time only, with no Python per kernel
-            (docs/PERFORMANCE.md).
+            instead of through ``TrainPipelineSparseDist``: one GPU (one rank; any sharding types, whose input dists
+            are the identity there), batches of one shape with the same number of ids per feature (Criteo's one id
+            per feature and row), dense optimizer ``adagrad`` or ``sgd``. The step then costs the GPU's time only,
+            with no Python per kernel (docs/PERFORMANCE.md).
     """
 
     batch_size: int = 512

@@ -136,12 +136,6 @@ class _GraphedSteps:
 
 def _check_cuda_graph(cfg: Any, ctx: DistContext) -> None:
     """``train.cuda_graph``'s needs, checked before anything is built (``ConfigError`` naming the key)."""
-    row_wise = sorted(k for k, types in cfg.sharding.items() if {"row_wise", "table_row_wise"} & set(types))
-    if row_wise:
-        raise ConfigError(
-            f"train.cuda_graph: sharding {row_wise} allows row-wise, whose TorchRec input dist copies through the "
-            "host even on one rank; use table_wise or column_wise (tables without a sharding entry: table_wise)"
-        )
     if cfg.optimizer.dense.name == "adam":
         raise ConfigError("train.cuda_graph: optimizer.dense.name adam keeps its step count on the host; use adagrad")
     if ctx.device.type != "cuda" or ctx.world_size != 1:
@@ -209,10 +203,7 @@ class RecipeRunner:
             _check_cuda_graph(cfg, ctx)
         torch.manual_seed(cfg.train.seed)
         model, self.memory = self.task.build_model()
-        sharding = cfg.sharding
-        if cfg.train.cuda_graph and "_default" not in sharding:
-            sharding = {"_default": ["table_wise"], **sharding}  # the planner may pick row-wise even on one rank
-        constraints = sharding_constraints(self.task.feature_names(), sharding)
+        constraints = sharding_constraints(self.task.feature_names(), cfg.sharding)
         # with CUDA graphs, on the capture stream: DDP (the dense part) keeps gradient accumulators made on this stream
         with on_capture_stream(ctx.device, enabled=cfg.train.cuda_graph):
             self.model = shard_model(model, ctx, fused_params(cfg.optimizer.sparse), cfg.train.batch_size, constraints)
