@@ -36,6 +36,7 @@ memory (``K >= 2``) leaves almost no similar pairs sharing (nearest-neighbour Ja
 ``K = 1`` piles hundreds of ids onto single rows (see ``docs/LMA.md``).
 """
 
+import warnings
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -55,6 +56,7 @@ __all__ = [
     "code_bits",
     "pack_codes",
     "spectral_embedding",
+    "sparse_svd_lowrank",
     "unpack_codes",
 ]
 
@@ -80,11 +82,17 @@ def pack_codes(codes: torch.Tensor, bits: int, num_bytes: int) -> torch.Tensor:
     n, num_chunks = codes.shape
     if num_chunks * bits > 8 * num_bytes:
         raise ValueError(f"{num_chunks} codes of {bits} bits do not fit in {num_bytes} bytes")
-    shifts = torch.arange(bits, dtype=torch.int64)
-    bit_matrix = ((codes.to(torch.int64).unsqueeze(-1) >> shifts) & 1).reshape(n, num_chunks * bits)
-    padded = torch.ones(n, 8 * num_bytes, dtype=torch.int64)
-    padded[:, : num_chunks * bits] = bit_matrix
-    return (padded.view(n, num_bytes, 8) << torch.arange(8, dtype=torch.int64)).sum(-1).to(torch.uint8)
+    used = num_chunks * bits
+    padding = [sum(1 << (b - 8 * j) for b in range(max(used, 8 * j), 8 * j + 8)) for j in range(num_bytes)]
+    out = torch.tensor(padding, dtype=torch.int32).repeat(n, 1)
+    codes = codes.to(torch.int32)
+    for k in range(num_chunks):  # code k is bits [k b, (k + 1) b): at most 3 bytes, each an OR of a shifted code
+        first = k * bits
+        for j in range(first // 8, (first + bits - 1) // 8 + 1):
+            shift = first - 8 * j
+            part = codes[:, k] << shift if shift >= 0 else codes[:, k] >> -shift
+            out[:, j] |= part & 0xFF
+    return out.to(torch.uint8)
 
 
 def unpack_codes(signatures: torch.Tensor, num_chunks: int, bits: int) -> torch.Tensor:
@@ -230,12 +238,31 @@ def spectral_embedding(
         a = torch.sparse_coo_tensor(torch.stack([e, t]), values, (n_e, n_t), check_invariants=False).coalesce()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_FIT_SEED)
-            u, s, _ = torch.svd_lowrank(a, q=min(r + 1 + _SVD_OVERSAMPLE, n_e, n_t), niter=_SVD_ITERS)
+            u, s = sparse_svd_lowrank(a, q=min(r + 1 + _SVD_OVERSAMPLE, n_e, n_t), niter=_SVD_ITERS)
     # the leading pair (singular value 1, vector ~ sqrt(degree)) only encodes popularity
     x = u[:, 1 : r + 1] * s[1 : r + 1]
     peak = x.abs().argmax(0)
     x = x * torch.where(x[peak, torch.arange(r)] < 0, -1.0, 1.0)
     return seen, x / x.norm(dim=1, keepdim=True).clamp(min=1e-30), context
+
+
+def sparse_svd_lowrank(a: torch.Tensor, q: int, niter: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(U, S)`` of ``torch.svd_lowrank(a, q, niter)`` for a sparse COO ``a``: the same algorithm (Halko et al.'s
+    randomized range finder on the tall orientation, one Gaussian draw from the global generator, ``niter`` power
+    iterations with QR), with ``a`` and its transpose in CSR, whose products are about 3x faster on the CPU than
+    COO's (a signature fit on a 4M-id table spent most of its time there)."""
+    m, n = a.shape
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        rows, cols = a.to_sparse_csr(), a.t().coalesce().to_sparse_csr()
+    tall, wide = (cols, rows) if m < n else (rows, cols)  # tall: the orientation with more rows
+    q_basis = torch.linalg.qr(tall @ torch.randn(tall.shape[1], q, dtype=a.dtype)).Q
+    for _ in range(niter):
+        q_basis = torch.linalg.qr(wide @ q_basis).Q
+        q_basis = torch.linalg.qr(tall @ q_basis).Q
+    b = (wide @ q_basis).mT  # Q^T tall, (q, tall columns)
+    u_b, s, vh = torch.linalg.svd(b, full_matrices=False)
+    return (vh.mH if m < n else q_basis @ u_b), s
 
 
 def balanced_tree_codes(x: torch.Tensor, depth: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -308,6 +335,11 @@ class SignatureBuilder:
         if self._buffered >= self._dedup_every:
             self._pairs = [torch.unique(torch.cat(self._pairs), dim=0)]
             self._buffered = self._pairs[0].shape[0]
+
+    @property
+    def num_pairs(self) -> int:
+        """(entity, token) pairs held (after any de-duplication)."""
+        return self._buffered
 
     def codes(self) -> torch.Tensor:
         """``(n, C)`` int64 codes; ``2**bits - 1`` for entities without a signature (never seen, or no structure)."""

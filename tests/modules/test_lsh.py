@@ -25,6 +25,7 @@ from torchrec_memcom.lsh import (
     co_occurrence_pairs,
     code_bits,
     pack_codes,
+    sparse_svd_lowrank,
     spectral_embedding,
     unpack_codes,
 )
@@ -256,6 +257,20 @@ def test_spectral_embedding_randomized_path_matches_dense(monkeypatch: pytest.Mo
     # the 5 cluster components have close singular values: compare the geometry (cosines), not the basis
     torch.testing.assert_close(approx @ approx.t(), exact @ exact.t(), rtol=0, atol=1e-4)
     torch.testing.assert_close(approx, again, rtol=0, atol=0)  # seeded: bit-identical
+
+
+@pytest.mark.parametrize("shape", [(300, 120), (90, 400)])
+def test_sparse_svd_lowrank_is_torchs(shape: Tuple[int, int]) -> None:
+    """The CSR randomized SVD gives ``torch.svd_lowrank``'s ``U`` and ``S`` (same seed) on tall and wide inputs."""
+    g = torch.Generator().manual_seed(shape[0])
+    dense = torch.rand(shape, generator=g, dtype=torch.float64) * (torch.rand(shape, generator=g) < 0.05)
+    a = dense.to_sparse().coalesce()
+    torch.manual_seed(3)
+    u, s = sparse_svd_lowrank(a, q=12, niter=4)
+    torch.manual_seed(3)
+    ref_u, ref_s, _ = torch.svd_lowrank(a, q=12, niter=4)
+    torch.testing.assert_close(s, ref_s, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(u.abs(), ref_u.abs(), rtol=0, atol=1e-9)  # (signs: per column, as the SVD's)
 
 
 def test_spectral_embedding_degenerate_inputs() -> None:
