@@ -11,7 +11,7 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from tests.distributed import scenarios
-from torchrec_memcom.distributed import CudaGraphTrainStep, GraphCaptureError, cuda_graph_step
+from torchrec_memcom.distributed import CudaGraphTrainPipeline, CudaGraphTrainStep, GraphCaptureError, cuda_graph_step
 from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
 from torchrec_memcom.distributed.cuda_graph_step import DDP_WARMUP_STEPS
 
@@ -188,11 +188,15 @@ def _dlrm_batch(tables: List[Any], seed: int) -> Any:
     return Batch(dense_features=dense, sparse_features=fixed_batch(tables, seed), labels=(dense[:, 0] > 0).float())
 
 
-def dlrm_graph_step_matches_reference(rank: int, world_size: int, on_capture_stream: bool = True) -> Dict[str, Any]:
+def dlrm_graph_step_matches_reference(
+    rank: int, world_size: int, on_capture_stream: bool = True, pipeline: bool = False
+) -> Dict[str, Any]:
     """A DLRM with every table kind (DMP wraps its dense part in DDP, NCCL all-reduce inside the graph) trained
     through ``CudaGraphTrainStep`` with Adagrad: every step's loss and the final state equal the unsharded reference
     (``torch.optim.Adagrad`` over all of its parameters). ``on_capture_stream=False`` builds the DMP on the default
-    stream instead: ``GraphCaptureError`` naming the fix, and the model still trains eagerly after it."""
+    stream instead: ``GraphCaptureError`` naming the fix, and the model still trains eagerly after it.
+    ``pipeline=True`` trains through ``CudaGraphTrainPipeline`` from an iterator of host batches until it raises
+    ``StopIteration``, keeping every returned loss tensor (each must keep its own step's value)."""
     device = scenarios.device_for(rank)
     tables = scenarios.make_mixed_tables()
     reference = scenarios.make_dlrm(tables, torch.device("cpu"), seed=0)
@@ -203,27 +207,39 @@ def dlrm_graph_step_matches_reference(rank: int, world_size: int, on_capture_str
         # MIXED_CONSTRAINTS: MEmCom and LMA row-wise, hash column-wise, QR and stock table-wise (one rank: every
         # input dist the identity)
         dmp, opt = scenarios.sharded_dlrm(rank, world_size, reference.state_dict(), tables, {}, "adagrad")
-    step = CudaGraphTrainStep(dmp, opt)
     ref_opt = scenarios.reference_optimizer(reference.parameters(), "adagrad")
     losses: Dict[str, List[float]] = {"graph": [], "reference": []}
-    for s, batch in enumerate(batches):
-        if not on_capture_stream and s == DDP_WARMUP_STEPS:
-            with pytest.raises(GraphCaptureError) as e:
-                step(batch.to(device))
-            torch.rand(4, device=device)  # the CUDA generator works after the failed capture
-            loss, _ = dmp(batch.to(device))  # and the model trains eagerly (the reference skips this batch)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            return {"message": str(e.value), "cause": e.value.cause}
-        loss, _ = step(batch.to(device))
-        losses["graph"].append(float(loss))
+    for batch in batches:
         ref_loss, _ = reference(batch)
         ref_loss.backward()
         ref_opt.step()
         ref_opt.zero_grad()
         losses["reference"].append(float(ref_loss))
-    step.flush()
+    if pipeline:
+        pipe = CudaGraphTrainPipeline(dmp, opt, device)
+        step, it, kept = pipe.step, iter(batches), []
+        while True:
+            try:
+                kept.append(pipe.progress(it)[0])
+            except StopIteration:
+                break
+        pipe.flush()
+        losses["graph"] = [float(loss) for loss in kept]
+    else:
+        step = CudaGraphTrainStep(dmp, opt)
+        for s, batch in enumerate(batches):
+            if not on_capture_stream and s == DDP_WARMUP_STEPS:
+                with pytest.raises(GraphCaptureError) as e:
+                    step(batch.to(device))
+                torch.rand(4, device=device)  # the CUDA generator works after the failed capture
+                loss, _ = dmp(batch.to(device))  # and the model trains eagerly
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+                return {"message": str(e.value), "cause": e.value.cause}
+            loss, _ = step(batch.to(device))
+            losses["graph"].append(float(loss))
+        step.flush()
     torch.testing.assert_close(torch.tensor(losses["graph"]), torch.tensor(losses["reference"]), atol=1e-5, rtol=1e-5)
     checked = scenarios.assert_state_matches(dmp.state_dict(), reference.state_dict(), tol=1e-4)
     # the dense Adagrad's step counters live on the host: the replays count them like eager steps

@@ -59,6 +59,13 @@ def test_dlrm_with_ddp_graph_step_matches_reference(gpu_world1: World) -> None:
 
 
 @pytest.mark.gpu
+def test_dlrm_through_the_graph_pipeline_matches_reference(gpu_world1: World) -> None:
+    """``CudaGraphTrainPipeline`` over host batches: each returned loss keeps its step's value, then StopIteration."""
+    (r,) = gpu_world1.run(graphs.dlrm_graph_step_matches_reference, pipeline=True)
+    assert r["replays"] == 3 and len(r["losses"]["graph"]) == DDP_WARMUP_STEPS + 3 and r["checked"] > 0, r
+
+
+@pytest.mark.gpu
 def test_dlrm_built_off_the_capture_stream_is_refused(gpu_world1: World) -> None:
     (r,) = gpu_world1.run(graphs.dlrm_graph_step_matches_reference, on_capture_stream=False)
     assert "build the model under `with torch.cuda.stream(capture_stream())`" in r["message"], r
@@ -186,3 +193,25 @@ def test_host_step_counters_are_put_back_and_counted_by_replays() -> None:
     with pytest.raises(GraphCaptureError, match=r"state \['sum'\] on the host in each step"):
         step._host_steps_of_capture(host)
     assert torch.equal(state["sum"], before["sum"])  # put back before the refusal
+
+
+def test_graph_pipeline_needs_cuda_and_copies_outputs() -> None:
+    """On CPU: refused, naming the device; its helpers copy batches (nested, KJTs, TorchRec batches) to a device and
+    detach-copy outputs (later replays overwrite the graph's own)."""
+    from torchrec.datasets.utils import Batch
+
+    from torchrec_memcom.distributed import CudaGraphTrainPipeline
+    from torchrec_memcom.distributed.cuda_graph_pipeline import _to, detached_copy
+
+    with pytest.raises(ValueError, match="needs a CUDA device .* got cpu"):
+        CudaGraphTrainPipeline(torch.nn.Linear(2, 2), None, torch.device("cpu"))
+    kjt = KeyedJaggedTensor.from_lengths_sync(["a"], torch.tensor([1, 2, 3]), torch.tensor([2, 1]))
+    batch = Batch(dense_features=torch.ones(2, 3), sparse_features=kjt, labels=torch.zeros(2))
+    moved = _to({"x": (batch, [torch.arange(3)]), "n": 4}, torch.device("cpu"))
+    assert moved["n"] == 4 and torch.equal(moved["x"][1][0], torch.arange(3))
+    assert torch.equal(moved["x"][0].sparse_features.values(), kjt.values())
+    w = torch.ones(3, requires_grad=True)
+    out = (w * 2, {"logits": w.sum()}, "tag")
+    copy = detached_copy(out)
+    assert copy[2] == "tag" and not copy[0].requires_grad and torch.equal(copy[0], out[0])
+    assert copy[0].data_ptr() != out[0].data_ptr() and float(copy[1]["logits"]) == 3.0

@@ -6,7 +6,8 @@
 - ``ShardedCompressedEmbeddingBagCollection``: one input dist, one lookup, one output dist for any mix of tables.
 - ``planner``: ``CompressedEmbeddingShardingPlanner`` (true memory of compressed tables, per-table constraints).
 - ``checkpoint``: ``torch.distributed.checkpoint`` save / load, unsharded state in and out.
-- ``CudaGraphTrainStep``: a one-rank training step replayed from a CUDA graph (no Python per step).
+- ``CudaGraphTrainStep``: a one-rank training step replayed from a CUDA graph (no Python per step);
+  ``CudaGraphTrainPipeline``: the same behind TorchRec's ``TrainPipeline`` interface (``progress(dataloader_iter)``).
 """
 
 from typing import Any, Dict, List, Optional
@@ -20,12 +21,14 @@ from torchrec_memcom.distributed.compressed import (
     CompressedEmbeddingBagCollectionSharder,
     ShardedCompressedEmbeddingBagCollection,
 )
+from torchrec_memcom.distributed.cuda_graph_pipeline import CudaGraphTrainPipeline
 from torchrec_memcom.distributed.cuda_graph_step import CudaGraphTrainStep, GraphCaptureError
 from torchrec_memcom.modules.compressed import CompressedEmbeddingBagCollection
 from torchrec_memcom.modules.method import registered_methods
 
 __all__ = [
     "CompressedEmbeddingBagCollectionSharder",
+    "CudaGraphTrainPipeline",
     "CudaGraphTrainStep",
     "GraphCaptureError",
     "ShardedCompressedEmbeddingBagCollection",

@@ -55,7 +55,8 @@ from tqdm import tqdm
 
 from torchrec_memcom.datasets._batching import DataError
 from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
-from torchrec_memcom.distributed.cuda_graph_step import CudaGraphTrainStep, on_capture_stream
+from torchrec_memcom.distributed.cuda_graph_pipeline import CudaGraphTrainPipeline
+from torchrec_memcom.distributed.cuda_graph_step import on_capture_stream
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.checkpoint import Checkpointer, CheckpointError, config_changes
 from torchrec_memcom.recipes.config import ConfigError, recipe_arg_parser, tables_override, to_dict
@@ -115,23 +116,6 @@ class RecipeTask(Protocol):
 
     def metrics_text(self, metrics: Dict[str, Any]) -> str:
         """One line of the main metrics, e.g. ``AUC 0.8012 logloss 0.4501``."""
-
-
-class _GraphedSteps:
-    """``TrainPipelineSparseDist``'s ``progress`` / ``detach`` over ``CudaGraphTrainStep`` (``train.cuda_graph``):
-    each step copies the next batch to the GPU and replays; ``detach`` waits for the replays' input checks."""
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-        self.model, self.device = model, device
-        self.step = CudaGraphTrainStep(model, optimizer)
-
-    def progress(self, batches: Iterator[Batch]) -> Tuple[torch.Tensor, ...]:
-        loss, *rest = self.step(next(batches).to(self.device, non_blocking=True))
-        return (loss.clone(), *rest)  # the graph's output is overwritten by the next replay
-
-    def detach(self) -> nn.Module:
-        self.step.flush()
-        return self.model
 
 
 def _check_cuda_graph(cfg: Any, ctx: DistContext) -> None:
@@ -318,7 +302,7 @@ class RecipeRunner:
         """Trains to ``train.max_steps`` or the last epoch, evaluating and checkpointing on the way."""
         cfg, ctx = self.cfg, self.ctx
         pipeline = (
-            _GraphedSteps(self.model, self.optimizer, ctx.device)
+            CudaGraphTrainPipeline(self.model, self.optimizer, ctx.device)
             if cfg.train.cuda_graph
             else TrainPipelineSparseDist(self.model, self.optimizer, ctx.device, execute_all_batches=True)
         )
@@ -348,8 +332,8 @@ class RecipeRunner:
             stop_now = self.stopper is not None and self.stopper.due(self.step, self.next_batch == self.steps_per_epoch)
             if eval_now or ckpt_now or stop_now:
                 self.train_seconds += time.perf_counter() - start
-                if isinstance(pipeline, _GraphedSteps):
-                    pipeline.step.flush()  # the replays' input checks, before any evaluation or checkpoint
+                if isinstance(pipeline, CudaGraphTrainPipeline):
+                    pipeline.flush()  # the replays' input checks, before any evaluation or checkpoint
                 self.check_losses()
                 if eval_now or stop_now:
                     self.model = pipeline.detach()  # original forwards; the next progress() re-attaches
