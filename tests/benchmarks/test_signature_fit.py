@@ -1,18 +1,14 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """scripts/bench_signature_fit.py: a small run (every table fitted and timed, JSON written)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_signature_fit.py"
+from tests.scripts import load_script
 
 
 def test_small_run(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("bench_signature_fit", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("bench_signature_fit")
     out = tmp_path / "fit.json"
     results = module.main(["--ids", "5000", "--tables", "3", "--rows", "64", "--pooling", "4", "--out", str(out)])
     assert [r["table"] for r in results] == ["t0", "t1", "t2"]

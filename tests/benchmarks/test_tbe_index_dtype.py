@@ -1,18 +1,14 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """scripts/bench_tbe_index_dtype.py: a CPU smoke run at 1/1000 of the shapes (both dtypes timed, JSON written)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_tbe_index_dtype.py"
+from tests.scripts import load_script
 
 
 def test_cpu_smoke_run(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("bench_tbe_index_dtype", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("bench_tbe_index_dtype")
     out = tmp_path / "tbe.json"
     results = module.main(["--device", "cpu", "--scale", "1000", "--iters", "1", "--out", str(out)])
     assert list(results) == ["stock 8 x 4M x 128", "hash 8 x 250k x 128", "lma 16M x 16, 64 features"]

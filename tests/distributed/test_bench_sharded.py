@@ -6,7 +6,6 @@ The script is started as a user would start it (a plain ``python scripts/bench_s
 single-rank process group), and its JSON must hold a measured row for every (model, method).
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +16,8 @@ from typing import Any, Dict, Tuple
 
 import pytest
 import torch
+
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "bench_sharded.py"
@@ -70,11 +71,7 @@ def _check_results(payload: Dict[str, Any], models: Tuple[str, ...] = ("ebc", "d
 
 
 def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_sharded", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_sharded")
 
 
 def test_tiny_layout_single_process_cpu(tmp_path: Path) -> None:

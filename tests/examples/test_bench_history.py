@@ -2,20 +2,17 @@
 """scripts/bench_history.py: the runs it makes (the recipe's early stopping, then test) and its table from cached
 records (input-table bytes, lift over the no-history model, models in a fixed order)."""
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 
+from tests.scripts import load_script
 from torchrec_memcom.recipes.schemas import TwoTowerConfig, load_recipe_config
 from torchrec_memcom.recipes.sweep import Record
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("bench_history", ROOT / "scripts" / "bench_history.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_script("bench_history")
 
 
 def test_runs_use_the_recipes_early_stopping() -> None:
