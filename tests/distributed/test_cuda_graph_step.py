@@ -195,6 +195,26 @@ def test_host_step_counters_are_put_back_and_counted_by_replays() -> None:
     assert torch.equal(state["sum"], before["sum"])  # put back before the refusal
 
 
+def _host_state_names(rank: int, world_size: int) -> List[str]:
+    import torch.distributed as dist
+
+    from torchrec_memcom.distributed.local_entity_weights import sharded_vector
+
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adagrad([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    opt.state[p]["sum"] = opt.state[p]["sum"].to("meta")  # as on the GPU
+    opt.state[p]["momentum"] = sharded_vector(torch.ones(8), 8, [0], dist.group.WORLD, "cpu")
+    return [name for name, _, _ in CudaGraphTrainStep(torch.nn.Linear(1, 1), opt)._host_state()]
+
+
+def test_host_state_skips_sharded_views(world1: World) -> None:
+    """TorchRec's ShardedTensor views of fused optimizer state report device ``cpu`` whatever their shards' device:
+    they are not snapshotted (that would copy every table's optimizer state at each capture)."""
+    assert world1.run(_host_state_names) == [["step"]]
+
+
 def test_graph_pipeline_needs_cuda_and_copies_outputs() -> None:
     """On CPU: refused, naming the device; its helpers copy batches (nested, KJTs, TorchRec batches) to a device and
     detach-copy outputs (later replays overwrite the graph's own)."""

@@ -430,14 +430,16 @@ class CudaGraphTrainStep:
         return _Graph(graph, static, output, list(checks), report, per_key, hosts, host_steps)
 
     def _host_state(self) -> List[Tuple[str, torch.Tensor, torch.Tensor]]:
-        """(name, tensor, copy) of every optimizer state tensor on the host (e.g. ``torch.optim.Adagrad``'s step)."""
+        """(name, tensor, copy) of every optimizer state tensor on the host (e.g. ``torch.optim.Adagrad``'s step).
+        Plain tensors only: TorchRec's ShardedTensor views of the fused optimizers' state report device ``cpu`` for
+        shards on the GPU, and copying them would copy every table's optimizer state."""
         if self.optimizer is None:
             return []
         return [
             (name, value, value.clone())
             for state in self.optimizer.state.values()
             for name, value in state.items()
-            if isinstance(value, torch.Tensor) and value.device.type == "cpu"
+            if type(value) is torch.Tensor and value.device.type == "cpu"
         ]
 
     @staticmethod
