@@ -235,3 +235,15 @@ def test_graph_pipeline_needs_cuda_and_copies_outputs() -> None:
     copy = detached_copy(out)
     assert copy[2] == "tag" and not copy[0].requires_grad and torch.equal(copy[0], out[0])
     assert copy[0].data_ptr() != out[0].data_ptr() and float(copy[1]["logits"]) == 3.0
+
+
+def test_structures_beyond_max_graphs_are_refused_while_warming_up() -> None:
+    """Batches whose ids per feature always differ never finish a warmup: the ``max_graphs + 1``-th distinct
+    structure raises instead of every step running eagerly, silently; structures already seen pass."""
+    step = CudaGraphTrainStep(torch.nn.Linear(1, 1), max_graphs=2)
+    for n in (10, 11):
+        step._admit(("s", (n,)))
+        step._warm[("s", (n,))] = 1  # what a warmup step records
+    step._admit(("s", (10,)))
+    with pytest.raises(ValueError, match=r"3 distinct batch structures .* max_graphs=2: .*multi-hot"):
+        step._admit(("s", (12,)))

@@ -243,7 +243,7 @@ class CudaGraphTrainStep:
         warmup_steps (int): eager steps on a side stream before each new batch structure is captured (lazy
             initialisation and kernel compilation must happen outside the capture); at least ``DDP_WARMUP_STEPS``
             with a ``DistributedDataParallel`` in the model.
-        max_graphs (int): distinct batch structures kept; one more raises ``ValueError``.
+        max_graphs (int): distinct batch structures (warming up or captured); one more raises ``ValueError``.
     """
 
     def __init__(
@@ -306,15 +306,11 @@ class CudaGraphTrainStep:
         key = (structure, per_key)
         graph = self._graphs.get(key)
         if graph is None:
+            self._admit(key)
             if self._warm.get(key, 0) < self.warmup_steps:
                 self._warm[key] = self._warm.get(key, 0) + 1
                 self.steps += 1
                 return self._eager(inputs)
-            if len(self._graphs) >= self.max_graphs:
-                raise ValueError(
-                    f"{len(self._graphs) + 1} distinct batch structures (shapes, or ids per feature) for "
-                    f"max_graphs={self.max_graphs}: CUDA-graph steps need batches of fixed shapes"
-                )
             graph = self._graphs[key] = self._capture(inputs)
         self._last[structure] = per_key
         graph.static.fill(inputs)
@@ -349,6 +345,19 @@ class CudaGraphTrainStep:
         if last is not None:
             return last
         return tuple(n for k in kjts for n in k.length_per_key())
+
+    def _admit(self, key: Tuple[Any, Tuple[int, ...]]) -> None:
+        """Raises ``ValueError`` when ``key`` would be the ``max_graphs + 1``-th distinct batch structure, warming up
+        or captured (without the warming ones, batches whose counts always differ would run eagerly, silently)."""
+        if key in self._warm or key in self._graphs:
+            return
+        seen = len(self._warm.keys() | self._graphs.keys())
+        if seen >= self.max_graphs:
+            raise ValueError(
+                f"{seen + 1} distinct batch structures (shapes, or ids per feature) for max_graphs={self.max_graphs}: "
+                "CUDA-graph steps need batches of fixed shapes and ids per feature (multi-hot features whose ids per "
+                "batch vary cannot be captured); train those eagerly (e.g. TrainPipelineSparseDist) or raise max_graphs"
+            )
 
     def _learning_rates(self) -> List[float]:
         if self.optimizer is None:
