@@ -243,6 +243,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         run_planner_report(args, opts)
         return
     ctx = init_distributed(timeout_s=1800, device=args.device)
+    if opts.cuda_graph and (ctx.device.type != "cuda" or ctx.world_size != 1):
+        raise SystemExit(
+            f"--cuda-graph needs one rank on a CUDA device (here {ctx.world_size} rank(s) on {ctx.device.type}): "
+            "across ranks the input dists exchange their splits through the host"
+        )
     if opts.hbm_cap_bytes:  # CUDA only: the allocator refuses to go past the planner's budget
         if ctx.device.type != "cuda":
             raise SystemExit("--hbm-cap-gb needs a CUDA device")

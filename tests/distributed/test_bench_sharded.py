@@ -105,6 +105,16 @@ def test_memcom_rows_in_transform_or_after_the_dist(tmp_path: Path, in_transform
     assert ("MEmCom's rows after the dist (`--no-memcom-rows-in-transform`)" in md) == (not in_transform)
 
 
+def test_cuda_graph_needs_one_cuda_rank() -> None:
+    """Refused before any model is built, naming the ranks and device (the class itself would fail mid-run)."""
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
+    cmd = [sys.executable, str(SCRIPT), "--layout", "tiny", "--device", "cpu", "--cuda-graph"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "--cuda-graph needs one rank on a CUDA device (here 1 rank(s) on cpu)" in (
+        proc.stderr
+    ), proc.stderr[-3000:]
+
+
 def test_methods_run_stock_first_unless_the_order_is_kept() -> None:
     parse = _load_script().parse_args
     assert parse(["--methods", "memcom,stock,hash"]).methods == ["stock", "memcom", "hash"]
