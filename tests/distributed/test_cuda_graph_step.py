@@ -3,6 +3,7 @@
 changes like eager steps, raise for bad batches once the GPU has run them, and TorchRec's own sharded EBC fails to
 capture with a clear error; on CPU the refusals and the batch-structure helpers."""
 
+import contextlib
 from dataclasses import dataclass
 from typing import List
 
@@ -247,3 +248,55 @@ def test_structures_beyond_max_graphs_are_refused_while_warming_up() -> None:
     step._admit(("s", (10,)))
     with pytest.raises(ValueError, match=r"3 distinct batch structures .* max_graphs=2: .*multi-hot"):
         step._admit(("s", (12,)))
+
+
+def test_graph_pipeline_order_and_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's bookkeeping on CPU (streams stubbed, the graph step faked by one that overwrites its output
+    buffer each call, as a replay does): every batch is trained once and in order, the iterator is read one batch
+    ahead (the next batch is copied while a step runs), each returned output keeps its own step's value, and the end
+    of the data raises StopIteration."""
+    from torchrec_memcom.distributed import cuda_graph_pipeline
+
+    class _Stream:
+        def wait_stream(self, other: object) -> None:
+            pass
+
+    class _FakeStep:
+        def __init__(self, *args: object) -> None:
+            self.buffer = torch.zeros(1)
+            self.seen: List[float] = []
+            self.flushed = 0
+
+        def __call__(self, batch: torch.Tensor) -> tuple:
+            self.seen.append(float(batch))
+            self.buffer.fill_(float(batch) * 10)  # the graph's output, overwritten by the next replay
+            return (self.buffer, "aux")
+
+        def flush(self) -> None:
+            self.flushed += 1
+
+    monkeypatch.setattr(cuda_graph_pipeline, "CudaGraphTrainStep", _FakeStep)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: _Stream())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(cuda_graph_pipeline, "_record_stream", lambda obj, stream: None)
+    monkeypatch.setattr(cuda_graph_pipeline, "_to", lambda obj, device: obj.clone())  # (no GPU to copy to)
+    read: List[int] = []
+
+    def batches():
+        for i in range(4):
+            read.append(i)
+            yield torch.tensor(float(i))
+
+    pipe = cuda_graph_pipeline.CudaGraphTrainPipeline(torch.nn.Linear(1, 1), None, torch.device("cuda"))
+    it, outputs = batches(), []
+    outputs.append(pipe.progress(it))
+    assert read == [0, 1]  # the next batch was read (and copied) during the first step
+    while True:
+        try:
+            outputs.append(pipe.progress(it))
+        except StopIteration:
+            break
+    assert pipe.step.seen == [0.0, 1.0, 2.0, 3.0]
+    assert [float(out[0]) for out in outputs] == [0.0, 10.0, 20.0, 30.0] and outputs[0][1] == "aux"
+    assert pipe.detach() is pipe.model and pipe.step.flushed == 1
