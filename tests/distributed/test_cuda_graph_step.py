@@ -222,7 +222,7 @@ def test_graph_pipeline_needs_cuda_and_copies_outputs() -> None:
     from torchrec.datasets.utils import Batch
 
     from torchrec_memcom.distributed import CudaGraphTrainPipeline
-    from torchrec_memcom.distributed.cuda_graph_pipeline import _to, detached_copy
+    from torchrec_memcom.distributed.cuda_graph_pipeline import _record_stream, _to, detached_copy
 
     with pytest.raises(ValueError, match="needs a CUDA device .* got cpu"):
         CudaGraphTrainPipeline(torch.nn.Linear(2, 2), None, torch.device("cpu"))
@@ -231,6 +231,28 @@ def test_graph_pipeline_needs_cuda_and_copies_outputs() -> None:
     moved = _to({"x": (batch, [torch.arange(3)]), "n": 4}, torch.device("cpu"))
     assert moved["n"] == 4 and torch.equal(moved["x"][1][0], torch.arange(3))
     assert torch.equal(moved["x"][0].sparse_features.values(), kjt.values())
+    # on CPU the copy to the CPU keeps the tensors: the meta device shows that every tensor, nested ones too, moves
+    meta = _to({"x": (batch, [torch.arange(3)]), "n": 4}, torch.device("meta"))
+    b = meta["x"][0]
+    kjt_meta = b.sparse_features
+    moved_tensors = [b.dense_features, b.labels, kjt_meta.values(), kjt_meta.lengths(), meta["x"][1][0]]
+    assert meta["n"] == 4 and all(t.device.type == "meta" for t in moved_tensors)
+
+    @dataclass
+    class _Pair:  # a dataclass without record_stream: its fields are visited
+        first: object
+        second: object
+
+    class _Marked:
+        def __init__(self) -> None:
+            self.streams: List[object] = []
+
+        def record_stream(self, stream: object) -> None:
+            self.streams.append(stream)
+
+    marks = [_Marked() for _ in range(4)]
+    _record_stream({"a": (marks[0], [marks[1]]), "b": _Pair(marks[2], {"c": marks[3]}), "n": 4}, "s")
+    assert all(m.streams == ["s"] for m in marks)
     w = torch.ones(3, requires_grad=True)
     out = (w * 2, {"logits": w.sum()}, "tag")
     copy = detached_copy(out)

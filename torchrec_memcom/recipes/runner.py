@@ -121,7 +121,10 @@ class RecipeTask(Protocol):
 def _check_cuda_graph(cfg: Any, ctx: DistContext) -> None:
     """``train.cuda_graph``'s needs, checked before anything is built (``ConfigError`` naming the key)."""
     if cfg.optimizer.dense.name == "adam":
-        raise ConfigError("train.cuda_graph: optimizer.dense.name adam keeps its step count on the host; use adagrad")
+        raise ConfigError(
+            "train.cuda_graph: optimizer.dense.name adam keeps its step count on the host and its bias correction "
+            "reads it, which a CUDA graph would freeze at the captured step; use adagrad or sgd"
+        )
     if ctx.device.type != "cuda" or ctx.world_size != 1:
         raise ConfigError(
             f"train.cuda_graph: needs one rank on one CUDA GPU (this job: {ctx.world_size} rank(s) on "
