@@ -22,6 +22,8 @@ Usage::
         --index-dtype int32                # every method's TBE indices int32, stock's too (default: stock int64)
     python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout big --model ebc \\
         --cuda-graph                       # each step one CUDA graph replay where capturable (one rank)
+    python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout criteo --model dlrm \\
+        --pipeline --allow-tf32            # the DLRM's dense layers in TF32, as most GPU training runs them
     python scripts/bench_sharded.py --planner-report                    # planning only, 1 / 2 / 4 ranks, no GPU
 """
 
@@ -42,7 +44,7 @@ from torchrec_memcom.benchmarks.layouts import LAYOUTS, METHODS, Layout, MethodO
 from torchrec_memcom.benchmarks.plan_report import planner_caption, planner_markdown, planner_report
 from torchrec_memcom.benchmarks.recat import cached_recat
 from torchrec_memcom.benchmarks.report import combine, environment, markdown_report, optimizer_label, write_outputs
-from torchrec_memcom.recipes.training import init_distributed
+from torchrec_memcom.recipes.training import enable_tf32, init_distributed
 
 __all__ = ["combine", "main", "parse_args"]
 
@@ -91,6 +93,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="one rank: each step a CUDA graph replay (distributed.CudaGraphTrainStep); what cannot be captured "
         "(stock TorchRec's sharded EBC) runs eagerly (with --pipeline: pipelined) and its row says so",
     )
+    add("--allow-tf32", action="store_true", help="dense matmuls in TensorFloat-32 (recipes' train.allow_tf32)")
     add(
         "--index-dtype",
         choices=["int32", "int64"],
@@ -248,6 +251,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             f"--cuda-graph needs one rank on a CUDA device (here {ctx.world_size} rank(s) on {ctx.device.type}): "
             "across ranks the input dists exchange their splits through the host"
         )
+    if args.allow_tf32:
+        enable_tf32()
     if opts.hbm_cap_bytes:  # CUDA only: the allocator refuses to go past the planner's budget
         if ctx.device.type != "cuda":
             raise SystemExit("--hbm-cap-gb needs a CUDA device")

@@ -237,6 +237,9 @@ def test_cuda_graph_runs_name_each_rows_step_and_why_a_method_ran_eagerly() -> N
     assert "| dlrm | stock EBC | eager (not capturable) |" in md and "| dlrm | MEmCom 16x | cuda graph |" in md
     assert "stock EBC: not capturable in a CUDA graph, ran eagerly: RuntimeError: Cannot copy between CPU" in md
     assert "| 2.00x |" in md  # 8 ms eager stock against a 4 ms replay
+    assert "TF32" not in md
+    payload["config"]["allow_tf32"] = True
+    assert "; dense matmuls in TF32 (`--allow-tf32`)" in markdown_report(payload)
     payload["results"][0]["step_mode"] = "pipelined (not capturable)"  # --cuda-graph --pipeline
     assert "stock EBC: not capturable in a CUDA graph, ran through TrainPipelineSparseDist: RuntimeError" in (
         markdown_report(payload)

@@ -221,16 +221,19 @@ def test_report_labels_each_kind_of_table() -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_graph_steps_train_like_the_pipeline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dense", ["adagrad", "adam"])
+def test_cuda_graph_steps_train_like_the_pipeline(tmp_path: Path, dense: str) -> None:
     """One GPU: ``train.cuda_graph`` (11 eager steps for DDP, then replays, evaluations between them) trains the
-    tiny DLRM like ``TrainPipelineSparseDist``: the same losses, evaluations and checkpointed state."""
+    tiny DLRM like ``TrainPipelineSparseDist``: the same losses, evaluations and checkpointed state, with the dense
+    Adagrad (host-side step counters, counted per replay) and Adam (built ``capturable=True`` for graphs: its step
+    counter on the GPU; the pipelined run's on the host)."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     steps = 20
     runs = {}
     for graph in ("false", "true"):
         out = tmp_path / graph
-        sets = [*TINY, f"train.max_steps={steps}", f"train.cuda_graph={graph}"]  # TINY: two tables row-wise
+        sets = [*TINY, f"train.max_steps={steps}", f"train.cuda_graph={graph}", f"optimizer.dense.name={dense}"]
         sets += [f"output.dir={out}", f"checkpoint.dir={out}/ckpt", f"checkpoint.every_steps={steps}"]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"]
         _run([*cmd, "-m", "torchrec_memcom.recipes.dlrm", "--config", CONFIG, "--set", *sets], gpu=True)
@@ -250,5 +253,6 @@ def test_cuda_graph_steps_train_like_the_pipeline(tmp_path: Path) -> None:
     sa = _state(runs["true"] / f"ckpt/step_{steps}", tmp_path / "a")
     sb = _state(runs["false"] / f"ckpt/step_{steps}", tmp_path / "b")
     assert sa.keys() == sb.keys() and any("entity_weights" in k for k in sa)
+    assert any(k.endswith(".step") for k in sa), sorted(sa)  # the dense optimizer's step counters are compared
     differ = [k for k in sa if not torch.allclose(sa[k].double(), sb[k].double(), atol=1e-4, rtol=1e-4)]
     assert not differ, differ  # e.g. the dense Adagrad's host-side step counters, which replays must count

@@ -285,7 +285,23 @@ def test_no_valid_rows_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 def test_cuda_graph_needs_are_checked_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
     graph = "train.cuda_graph=true"
-    with pytest.raises(ConfigError, match=r"train.cuda_graph: optimizer.dense.name adam keeps its step count"):
-        run_in_process(monkeypatch, [graph, "sharding={}", "optimizer.dense.name=adam"])
-    with pytest.raises(ConfigError, match=r"needs one rank on one CUDA GPU \(this job: 1 rank\(s\) on cpu\)"):
-        run_in_process(monkeypatch, [graph, "sharding={}"])
+    for dense in ("adagrad", "adam"):  # adam too: the recipe builds it capturable=True
+        with pytest.raises(ConfigError, match=r"needs one rank on one CUDA GPU \(this job: 1 rank\(s\) on cpu\)"):
+            run_in_process(monkeypatch, [graph, "sharding={}", f"optimizer.dense.name={dense}"])
+
+
+def test_allow_tf32_turns_tensorfloat32_on_and_only_when_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    before = [f.allow_tf32 for f in flags]
+    try:
+        for f in flags:
+            f.allow_tf32 = False
+        short = ["train.max_steps=2", "eval.every_steps=null"]
+        run_in_process(monkeypatch, [*short, f"output.dir={tmp_path / 'a'}"])
+        assert [f.allow_tf32 for f in flags] == [False, False]
+        results = run_in_process(monkeypatch, [*short, "train.allow_tf32=true", f"output.dir={tmp_path / 'b'}"])
+        assert [f.allow_tf32 for f in flags] == [True, True]
+        assert results["config"]["train"]["allow_tf32"] is True
+    finally:
+        for f, value in zip(flags, before):
+            f.allow_tf32 = value

@@ -67,6 +67,7 @@ from torchrec_memcom.recipes.schemas import load_recipe_config, preset_names
 from torchrec_memcom.recipes.training import (
     DistContext,
     combined_optimizer,
+    enable_tf32,
     fit_lma_signatures,
     fused_params,
     init_distributed,
@@ -120,11 +121,6 @@ class RecipeTask(Protocol):
 
 def _check_cuda_graph(cfg: Any, ctx: DistContext) -> None:
     """``train.cuda_graph``'s needs, checked before anything is built (``ConfigError`` naming the key)."""
-    if cfg.optimizer.dense.name == "adam":
-        raise ConfigError(
-            "train.cuda_graph: optimizer.dense.name adam keeps its step count on the host and its bias correction "
-            "reads it, which a CUDA graph would freeze at the captured step; use adagrad or sgd"
-        )
     if ctx.device.type != "cuda" or ctx.world_size != 1:
         raise ConfigError(
             f"train.cuda_graph: needs one rank on one CUDA GPU (this job: {ctx.world_size} rank(s) on "
@@ -188,13 +184,15 @@ class RecipeRunner:
 
         if cfg.train.cuda_graph:
             _check_cuda_graph(cfg, ctx)
+        if cfg.train.allow_tf32:
+            enable_tf32()
         torch.manual_seed(cfg.train.seed)
         model, self.memory = self.task.build_model()
         constraints = sharding_constraints(self.task.feature_names(), cfg.sharding)
         # with CUDA graphs, on the capture stream: DDP (the dense part) keeps gradient accumulators made on this stream
         with on_capture_stream(ctx.device, enabled=cfg.train.cuda_graph):
             self.model = shard_model(model, ctx, fused_params(cfg.optimizer.sparse), cfg.train.batch_size, constraints)
-        self.optimizer = combined_optimizer(self.model, cfg.optimizer.dense)
+        self.optimizer = combined_optimizer(self.model, cfg.optimizer.dense, capturable=cfg.train.cuda_graph)
         self.train_data = self.task.train_data()
         # Equal step counts on every rank (sharded collectives need them); streams without a length end together.
         self.steps_per_epoch: Optional[int] = None

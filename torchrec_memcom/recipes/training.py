@@ -37,6 +37,7 @@ __all__ = [
     "DistContext",
     "build_tables",
     "combined_optimizer",
+    "enable_tf32",
     "evaluate_binary",
     "fit_lma_signatures",
     "fused_params",
@@ -56,9 +57,15 @@ _SPARSE_OPTIMIZERS: Dict[str, EmbOptimType] = {
     "exact_sgd": EmbOptimType.EXACT_SGD,
 }
 _DENSE_OPTIMIZERS: Dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adagrad": lambda params, c: torch.optim.Adagrad(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
-    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay),
-    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
+    # capturable: keep host-read state on the device for CUDA-graph steps (Adagrad's and SGD's need nothing: a graph
+    # step counts Adagrad's host-side step counter on each replay, and neither reads it)
+    "adagrad": lambda params, c, capturable: torch.optim.Adagrad(
+        params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay
+    ),
+    "sgd": lambda params, c, capturable: torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay),
+    "adam": lambda params, c, capturable: torch.optim.Adam(
+        params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay, capturable=capturable
+    ),
 }
 
 
@@ -240,13 +247,27 @@ def shard_model(
     )
 
 
-def combined_optimizer(model: DistributedModelParallel, config: DenseOptimizerConfig) -> CombinedOptimizer:
-    """The model's fused (in-backward) sparse optimizers plus ``torch.optim`` over every other parameter."""
+def enable_tf32() -> None:
+    """Float32 matmuls and convolutions on CUDA in TensorFloat-32 (10-bit mantissa products, float32 sums), as
+    TorchRec's DLRM example's ``--allow_tf32``: the dense layers run on the tensor cores, several times faster on
+    Ampere and later GPUs. Embedding lookups are not matmuls and keep float32."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def combined_optimizer(
+    model: DistributedModelParallel, config: DenseOptimizerConfig, capturable: bool = False
+) -> CombinedOptimizer:
+    """The model's fused (in-backward) sparse optimizers plus ``torch.optim`` over every other parameter.
+
+    ``capturable``: the dense optimizer's step can be captured in a CUDA graph (``Adam(capturable=True)``: its step
+    counter, which its bias correction reads, lives on the GPU; the others need no change).
+    """
     dense = dict(in_backward_optimizer_filter(model.named_parameters()))
     optimizers: List[KeyedOptimizer] = [model.fused_optimizer]
     if dense:
         make = _DENSE_OPTIMIZERS[config.name]
-        optimizers.append(KeyedOptimizerWrapper(dense, lambda params: make(params, config)))
+        optimizers.append(KeyedOptimizerWrapper(dense, lambda params: make(params, config, capturable)))
     return CombinedOptimizer(optimizers)
 
 
