@@ -225,8 +225,8 @@ def test_report_labels_each_kind_of_table() -> None:
 def test_cuda_graph_steps_train_like_the_pipeline(tmp_path: Path, dense: str) -> None:
     """One GPU: ``train.cuda_graph`` (11 eager steps for DDP, then replays, evaluations between them) trains the
     tiny DLRM like ``TrainPipelineSparseDist``: the same losses, evaluations and checkpointed state, with the dense
-    Adagrad (host-side step counters, counted per replay) and Adam (built ``capturable=True`` for graphs: its step
-    counter on the GPU; the pipelined run's on the host)."""
+    Adagrad (host-side step counters, counted per replay) and Adam (on CUDA built ``capturable=True`` in both runs:
+    its step counter on the GPU)."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     steps = 20

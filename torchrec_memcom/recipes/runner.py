@@ -192,7 +192,8 @@ class RecipeRunner:
         # with CUDA graphs, on the capture stream: DDP (the dense part) keeps gradient accumulators made on this stream
         with on_capture_stream(ctx.device, enabled=cfg.train.cuda_graph):
             self.model = shard_model(model, ctx, fused_params(cfg.optimizer.sparse), cfg.train.batch_size, constraints)
-        self.optimizer = combined_optimizer(self.model, cfg.optimizer.dense, capturable=cfg.train.cuda_graph)
+        # on CUDA, capturable whether or not steps are captured: the same arithmetic and checkpoints either way
+        self.optimizer = combined_optimizer(self.model, cfg.optimizer.dense, capturable=ctx.device.type == "cuda")
         self.train_data = self.task.train_data()
         # Equal step counts on every rank (sharded collectives need them); streams without a length end together.
         self.steps_per_epoch: Optional[int] = None
