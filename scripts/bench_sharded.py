@@ -95,6 +95,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     add("--allow-tf32", action="store_true", help="dense matmuls in TensorFloat-32 (recipes' train.allow_tf32)")
     add(
+        "--known-length-per-key",
+        action="store_true",
+        help="batches carry their per-feature id counts from the host (as the recipes' loaders do): no device read",
+    )
+    add(
         "--index-dtype",
         choices=["int32", "int64"],
         default=None,
@@ -195,6 +200,7 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
         uvm_memory=args.uvm_memory,
         pipeline=args.pipeline,
         cuda_graph=args.cuda_graph,
+        known_length_per_key=args.known_length_per_key,
         index_dtype=args.index_dtype,
         iters=args.iters,
         warmup=args.warmup,

@@ -119,3 +119,13 @@ def test_batches_hold_every_feature_with_the_layout_shape() -> None:
         values = kjt[key].values()
         assert values.numel() == layout.batch_size * layout.pooling and int(values.max()) < n
     assert math.isclose(float(batch.labels.sum()) / layout.batch_size, 0.5, abs_tol=0.25)
+
+
+def test_batches_carry_their_length_per_key_only_when_asked() -> None:
+    layout = LAYOUTS["tiny"]
+    (plain,) = make_batches(layout, 1, seed=3, device=torch.device("cpu"))
+    (known,) = make_batches(layout, 1, seed=3, device=torch.device("cpu"), length_per_key=True)
+    assert plain.sparse_features.length_per_key_or_none() is None  # as TorchRec's loaders: read from the lengths
+    counts = plain.sparse_features.lengths().view(layout.num_tables, -1).sum(1).tolist()
+    assert known.sparse_features.length_per_key_or_none() == counts == [layout.batch_size * layout.pooling] * 4
+    assert torch.equal(known.sparse_features.values(), plain.sparse_features.values())

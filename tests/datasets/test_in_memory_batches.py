@@ -66,3 +66,9 @@ def test_bad_rank() -> None:
         InMemoryBatches(10, _make, 2, rank=2, world_size=2)
     with pytest.raises(ValueError):
         InMemoryBatches(10, _make, 0)
+
+
+def test_single_id_batches_carry_their_length_per_key() -> None:
+    kjt = single_id_kjt(["a", "b"], [np.array([3, 1, 2]), np.array([0, 0, 5])])
+    assert kjt.length_per_key_or_none() == [3, 3] == kjt.lengths().view(2, -1).sum(1).tolist()
+    assert kjt["b"].values().tolist() == [0, 0, 5]

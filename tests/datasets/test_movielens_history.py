@@ -81,6 +81,10 @@ def test_batches_and_features_carry_the_history() -> None:
     assert kjt.keys() == r.feature_names and kjt.stride() == 5
     assert _bags(kjt["history"].values().numpy(), kjt["history"].lengths().numpy()) == [[], [2], [2, 1], [1, 3], []]
     assert kjt["movie"].values().tolist() == [2, 1, 3, 4, 5]
+    # per-feature counts from the host (no device read after the copy), equal to the lengths' sums, multi-hot too
+    counts = kjt.lengths().view(len(kjt.keys()), -1).sum(1).tolist()
+    assert kjt.length_per_key_or_none() == counts and counts[kjt.keys().index("history")] == 5
+    assert kjt.to(torch.device("meta")).length_per_key_or_none() == counts  # KJT.to keeps them
     shuffled = next(iter(r.train_batches(5, shuffle=True, seed=1, drop_last=False))).sparse_features
     rows = {m: h for m, h in zip(kjt["movie"].values().tolist(), _bags(*r.train_history(np.arange(5))))}
     got = _bags(shuffled["history"].values().numpy(), shuffled["history"].lengths().numpy())

@@ -7,13 +7,17 @@ import math
 from pathlib import Path
 from typing import List
 
+import numpy as np
 import pytest
+import torch
 import yaml
+from torchrec.datasets.utils import Batch
 
 from torchrec_memcom import CompressedEmbeddingBagCollection
+from torchrec_memcom.datasets._batching import single_id_kjt
 from torchrec_memcom.recipes.config import ConfigError, apply_overrides, from_dict, read_yaml
 from torchrec_memcom.recipes.schemas import RECIPE_CONFIGS, DLRMConfig, load_recipe_config, preset_names
-from torchrec_memcom.recipes.training import build_tables
+from torchrec_memcom.recipes.training import build_tables, empty_batch, pad_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_CONFIGS = ROOT / "torchrec_memcom/recipes/configs"
@@ -188,3 +192,13 @@ def test_sizes_that_do_not_fit_the_data_fail_at_build_time() -> None:
     cfg = load_recipe_config(DLRM_ML1M, ["tables.gender={type: memcom, compression: 4}"])  # 2 ids: too few rows
     with pytest.raises(ValueError, match="t_gender"):
         build_tables(cfg.data.feature_names(), cfg.data.table_sizes(), cfg.model.embedding_dim, cfg.tables)
+
+
+def test_padded_and_empty_batches_keep_their_per_feature_counts() -> None:
+    kjt = single_id_kjt(["a", "b"], [np.array([3, 1]), np.array([0, 5])])
+    batch = Batch(dense_features=torch.ones(2, 3), sparse_features=kjt, labels=torch.ones(2))
+    padded = pad_batch(batch, 4).sparse_features
+    assert padded.stride() == 4 and padded.lengths().tolist() == [1, 1, 0, 0, 1, 1, 0, 0]
+    assert padded.length_per_key_or_none() == [2, 2] == padded.lengths().view(2, -1).sum(1).tolist()
+    empty = empty_batch(["a", "b"], 3, 5).sparse_features
+    assert empty.length_per_key_or_none() == [0, 0] and empty.lengths().sum() == 0

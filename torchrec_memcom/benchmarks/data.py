@@ -52,10 +52,18 @@ def sample_ids(
 
 
 def make_batches(
-    layout: Layout, count: int, seed: int, device: torch.device, ids: str = "powerlaw", zipf: float = 1.05
+    layout: Layout,
+    count: int,
+    seed: int,
+    device: torch.device,
+    ids: str = "powerlaw",
+    zipf: float = 1.05,
+    length_per_key: bool = False,
 ) -> List[Batch]:
     """``count`` batches of ``layout.batch_size`` rows: dense features, 0/1 labels and one KJT holding every feature
-    (``layout.pooling`` ids per bag; the batches share one lengths tensor)."""
+    (``layout.pooling`` ids per bag; the batches share one lengths tensor). ``length_per_key``: each KJT carries its
+    per-feature id counts, as a loader that counts them on the host does (the recipes' loaders: no device read of the
+    lengths in the step); else the step reads them from the device, as with TorchRec's own loaders."""
     g = torch.Generator(device=device).manual_seed(seed)
     b, p = layout.batch_size, layout.pooling
     keys = [feature_name(i) for i in range(layout.num_tables)]
@@ -63,7 +71,8 @@ def make_batches(
     out = []
     for _ in range(count):
         values = torch.cat([sample_ids(n, b * p, ids, zipf, g, device) for n in layout.num_embeddings])
-        kjt = KeyedJaggedTensor(keys=keys, values=values, lengths=lengths)
+        counts = [b * p] * len(keys) if length_per_key else None
+        kjt = KeyedJaggedTensor(keys=keys, values=values, lengths=lengths, length_per_key=counts)
         dense = torch.randn(b, NUM_DENSE, generator=g, device=device)
         labels = torch.randint(0, 2, (b,), generator=g, device=device).to(torch.float32)
         out.append(Batch(dense_features=dense, sparse_features=kjt, labels=labels))

@@ -95,6 +95,9 @@ class BenchOptions:
         cuda_graph (bool): train through ``distributed.CudaGraphTrainStep`` (one rank, CUDA: each step one CUDA
             graph replay); a method whose step cannot be captured (stock TorchRec's sharded EBC) runs eagerly, or
             through the pipeline with ``pipeline``, and its row says so (``step_mode``, ``capture_error``).
+        known_length_per_key (bool): the batches' KJTs carry their per-feature id counts
+            (``data.make_batches(length_per_key=True)``), as the recipes' loaders give them: no host read of the
+            lengths from the device in the step (else TorchRec's input dist and the id transform read them).
         index_dtype (Optional[str]): ``int32`` or ``int64``: the TBE index type of every method, stock's too
             (TorchRec's ``embedding_table_index_type``); ``None``: each library's default (stock TorchRec int64, the
             compressed tables int32 where their ids fit: ``distributed.compressed.physical_index_dtype``).
@@ -121,6 +124,7 @@ class BenchOptions:
     uvm_memory: str = "host_mapped"
     pipeline: bool = False
     cuda_graph: bool = False
+    known_length_per_key: bool = False
     index_dtype: Optional[str] = None
     iters: int = 50
     warmup: int = 10
@@ -371,9 +375,9 @@ def run_benchmark(
     returns (on rank 0; ``[]`` elsewhere) one result row per (model, method), calling ``on_result(rows)`` on rank 0
     after every job so a crash keeps what was measured."""
     device = ctx.device
-    batches = data.make_batches(
-        layout, batch_count(opts, layout, device), opts.seed * 1_000_003 + ctx.rank, device, opts.ids, opts.zipf
-    )
+    seed = opts.seed * 1_000_003 + ctx.rank
+    count = batch_count(opts, layout, device)
+    batches = data.make_batches(layout, count, seed, device, opts.ids, opts.zipf, opts.known_length_per_key)
     fit_batches: List[Batch] = []
     if "lma" in methods and layout.lma_fit_rows > 0:  # the same rows on every rank: signatures are replicated
         count = -(-layout.lma_fit_rows // layout.batch_size)

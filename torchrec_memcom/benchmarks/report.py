@@ -425,6 +425,11 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         + ("; TorchRec's input-dist permutation cached (`--cache-recat`)" if cfg.get("cache_recat") else "")
         + ("; steps replayed from CUDA graphs where capturable (`--cuda-graph`)" if cfg.get("cuda_graph") else "")
         + ("; dense matmuls in TF32 (`--allow-tf32`)" if cfg.get("allow_tf32") else "")
+        + (
+            "; batches carry their per-feature id counts (`--known-length-per-key`)"
+            if cfg.get("known_length_per_key")
+            else ""
+        )
         + _index_dtype_text(cfg.get("index_dtype"))
         + _lma_ids_text(cfg, env["world_size"])
         + _memcom_rows_text(cfg)

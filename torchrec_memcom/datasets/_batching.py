@@ -39,7 +39,11 @@ def rank_slice(num_rows: int, batch_size: int, rank: int, world_size: int) -> sl
 
 
 def single_id_kjt(keys: Sequence[str], ids: Sequence[np.ndarray]) -> KeyedJaggedTensor:
-    """KJT with exactly one id per bag: ``ids[f]`` (shape ``[B]``) are feature ``keys[f]``'s ids, in order."""
+    """KJT with exactly one id per bag: ``ids[f]`` (shape ``[B]``) are feature ``keys[f]``'s ids, in order.
+
+    It carries its ``length_per_key`` (``B`` per feature), which ``KeyedJaggedTensor.to`` keeps: on the GPU the
+    input dists and the id transform then read the per-feature counts from the host instead of copying them from the
+    device (a host-device synchronisation per batch)."""
     batch = len(ids[0]) if len(ids) else 0
     values = np.concatenate([np.asarray(v, dtype=np.int64) for v in ids]) if len(ids) else np.zeros(0, np.int64)
     return KeyedJaggedTensor(
@@ -47,6 +51,7 @@ def single_id_kjt(keys: Sequence[str], ids: Sequence[np.ndarray]) -> KeyedJagged
         values=torch.from_numpy(values),
         lengths=torch.ones(len(keys) * batch, dtype=torch.int32),
         stride=batch,
+        length_per_key=[batch] * len(keys),
     )
 
 

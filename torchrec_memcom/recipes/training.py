@@ -297,7 +297,12 @@ def pad_batch(batch: Batch, size: int) -> Batch:
     lengths = kjt.lengths().view(len(kjt.keys()), rows)
     lengths = torch.cat([lengths, lengths.new_zeros(len(kjt.keys()), pad)], dim=1).reshape(-1)
     padded = KeyedJaggedTensor(
-        keys=kjt.keys(), values=kjt.values(), lengths=lengths, weights=kjt.weights_or_none(), stride=size
+        keys=kjt.keys(),
+        values=kjt.values(),
+        lengths=lengths,
+        weights=kjt.weights_or_none(),
+        stride=size,
+        length_per_key=kjt.length_per_key_or_none(),  # empty bags added: the same counts
     )
     dense = batch.dense_features
     return Batch(
@@ -314,6 +319,7 @@ def empty_batch(features: Sequence[str], dense_dim: int, size: int) -> Batch:
         values=torch.zeros(0, dtype=torch.int64),
         lengths=torch.zeros(len(features) * size, dtype=torch.int32),
         stride=size,
+        length_per_key=[0] * len(features),
     )
     return Batch(dense_features=torch.zeros(size, dense_dim), sparse_features=kjt, labels=torch.zeros(size))
 
