@@ -5,6 +5,7 @@ config or batch size, damaged or half-written checkpoints, and skipped Criteo ro
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -305,3 +306,17 @@ def test_allow_tf32_turns_tensorfloat32_on_and_only_when_asked(monkeypatch: pyte
     finally:
         for f, value in zip(flags, before):
             f.allow_tf32 = value
+
+
+def test_cuda_graph_refuses_multi_hot_data_before_anything_is_built() -> None:
+    from torchrec_memcom.recipes.runner import _check_cuda_graph
+    from torchrec_memcom.recipes.schemas import load_recipe_config
+    from torchrec_memcom.recipes.training import DistContext
+
+    gpu = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cuda", 0), backend="nccl")
+    _check_cuda_graph(load_recipe_config("synthetic_criteo_memcom", recipe="dlrm"), gpu)  # one id per row: accepted
+    cases = [("dlrm", "ml1m_memcom", "['genres']"), ("two_tower", "ml1m_history_memcom", "['history', 'genres']")]
+    for recipe, preset, features in cases:
+        cfg = load_recipe_config(preset, recipe=recipe)
+        with pytest.raises(ConfigError, match=re.escape(f"{cfg.data.name}'s features {features} have a varying")):
+            _check_cuda_graph(cfg, gpu)

@@ -49,6 +49,7 @@ __all__ = [
     "USER_FEATURES",
     "load_movielens_1m",
     "movielens_1m_dir",
+    "MULTI_HOT_FEATURES",
 ]
 
 USER_FEATURES: List[str] = ["user", "gender", "age", "occupation", "zip"]
@@ -61,6 +62,8 @@ CTR_SPLIT_SEED = 2026
 """Seed of the CTR protocol's random 80/10/10 split."""
 HISTORY_FEATURE = "history"
 """The ranking protocol's optional user-history bag: ids of movies the user rated earlier (``MovieLensRanking``)."""
+MULTI_HOT_FEATURES: List[str] = ["genres", HISTORY_FEATURE]
+"""Features whose number of ids per row varies (a batch's ids per feature change from batch to batch)."""
 
 _SPLITS = ("train", "val", "test")
 _YEAR = re.compile(r"\((\d{4})\)\s*$")

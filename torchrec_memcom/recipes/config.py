@@ -371,9 +371,9 @@ class TrainConfig:
         cuda_graph: train each step as one CUDA-graph replay (``torchrec_memcom.distributed.CudaGraphTrainStep``)
             instead of through ``TrainPipelineSparseDist``: one GPU (one rank; any sharding types, whose input dists
             are the identity there), batches of one shape with the same number of ids per feature (Criteo's one id
-            per feature and row); any dense optimizer (on CUDA ``adam`` is built ``capturable=True``, its step count
-            on the GPU, with or without graphs). The step then costs the GPU's time only, with no Python per kernel
-            (docs/PERFORMANCE.md).
+            per feature and row; data with multi-hot features, ML-1M's ``genres``, is refused at start); any dense
+            optimizer (on CUDA ``adam`` is built ``capturable=True``, its step count on the GPU, with or without
+            graphs). The step then costs the GPU's time only, with no Python per kernel (docs/PERFORMANCE.md).
         allow_tf32: float32 matmuls in TensorFloat-32 on CUDA (``training.enable_tf32``, TorchRec's DLRM example's
             ``--allow_tf32``): the dense layers several times faster, at TF32's precision; embeddings stay float32.
     """

@@ -94,6 +94,10 @@ class DataConfig:
         """Number of ids (``num_embeddings``) of each sparse feature."""
         raise NotImplementedError
 
+    def varying_features(self) -> List[str]:
+        """Sparse features whose number of ids per row varies (multi-hot); the others have one id per row."""
+        return []
+
     def check_paths(self, splits: Sequence[str]) -> None:
         """Raises ``ConfigError`` naming the key unless every file of ``splits`` exists (no files: nothing to check)."""
 
@@ -131,6 +135,11 @@ class MovieLensCTRData(DataConfig):
         from torchrec_memcom.datasets import CTR_FEATURES
 
         return list(CTR_FEATURES)
+
+    def varying_features(self) -> List[str]:
+        from torchrec_memcom.datasets import MULTI_HOT_FEATURES
+
+        return [f for f in self.feature_names() if f in MULTI_HOT_FEATURES]
 
     def table_sizes(self) -> Dict[str, int]:
         return dict(self.dataset().num_embeddings_per_feature)

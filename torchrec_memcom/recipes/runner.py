@@ -121,6 +121,12 @@ class RecipeTask(Protocol):
 
 def _check_cuda_graph(cfg: Any, ctx: DistContext) -> None:
     """``train.cuda_graph``'s needs, checked before anything is built (``ConfigError`` naming the key)."""
+    varying = cfg.data.varying_features()
+    if varying:
+        raise ConfigError(
+            f"train.cuda_graph: data.name {cfg.data.name}'s features {varying} have a varying number of ids per row "
+            "(multi-hot), so every batch has other shapes, and a CUDA graph holds one; train without train.cuda_graph"
+        )
     if ctx.device.type != "cuda" or ctx.world_size != 1:
         raise ConfigError(
             f"train.cuda_graph: needs one rank on one CUDA GPU (this job: {ctx.world_size} rank(s) on "

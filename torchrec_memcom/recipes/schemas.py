@@ -185,6 +185,12 @@ class MovieLensRankingData:
         """Every sparse feature: the user tower's, then the item tower's."""
         return self.user_feature_names() + self.item_feature_names()
 
+    def varying_features(self) -> List[str]:
+        """Sparse features whose number of ids per row varies: ``genres``, and ``history`` when present."""
+        from torchrec_memcom.datasets import MULTI_HOT_FEATURES
+
+        return [f for f in self.feature_names() if f in MULTI_HOT_FEATURES]
+
     def table_sizes(self) -> Dict[str, int]:
         return dict(self.dataset().num_embeddings_per_feature)
 
