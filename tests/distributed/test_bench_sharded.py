@@ -126,7 +126,7 @@ def test_tiny_layout_two_gloo_processes_with_repeats_and_profiles(tmp_path: Path
     # a later --warmup-s wins over _run's: the ranks must agree on a time-based warmup's step count
     payload = _run(
         tmp_path, "--device", "cpu", "--model", "ebc", "--repeats", "2", "--optimizer", "sgd", "--profile", "hash",
-        "--warmup-s", "0.3", "--cache-recat", "--index-dtype", "int64", nproc=2,
+        "--warmup-s", "0.3", "--cache-recat", "--index-dtype", "int64", "--known-length-per-key", nproc=2,
     )  # fmt: skip
     _check_results(payload, models=("ebc",))
     assert payload["environment"]["world_size"] == 2 and payload["config"]["optimizer"] == "sgd"
@@ -148,6 +148,7 @@ def test_tiny_layout_two_gloo_processes_with_repeats_and_profiles(tmp_path: Path
     md = (tmp_path / "bench.md").read_text()
     assert "| host ms/step | host vs stock | GPU busy |" in md and "permutation cached (`--cache-recat`)" in md
     assert "TBE indices int64 for every method (`--index-dtype`)" in md
+    assert "batches carry their per-feature id counts (`--known-length-per-key`)" in md
     assert "## Host time by part: ebc" in md
 
 
