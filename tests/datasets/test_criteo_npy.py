@@ -68,3 +68,18 @@ def test_explicit_prefixes_and_errors(tmp_path: Path) -> None:
         criteo_npy_datapipe(str(tmp_path), "train", 8, prefixes=["nope"])
     with pytest.raises(ValueError):
         criteo_npy_datapipe(str(tmp_path), "dev", 8)
+
+
+def test_recipe_npy_batches_carry_their_length_per_key(tmp_path: Path) -> None:
+    from torchrec_memcom.recipes.data import CriteoNpyData
+
+    _, sparse, _ = _save(tmp_path, "train", 10, seed=3)
+    epochs = CriteoNpyData(directory=str(tmp_path)).batches("train", 4, rank=0, world_size=1, train=True, seed=0)
+    batches = list(epochs)
+    assert len(epochs) == len(batches) == 2  # drop_last: 10 rows, batches of 4
+    for b in batches:
+        kjt = b.sparse_features
+        assert kjt.length_per_key_or_none() == [4] * 26 == kjt.lengths().view(26, -1).sum(1).tolist()
+    assert torch.equal(
+        torch.cat([b.sparse_features.values().view(26, -1).T for b in batches]), torch.from_numpy(sparse[:8])
+    )

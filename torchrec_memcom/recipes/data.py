@@ -295,19 +295,35 @@ class CriteoNpyData(_CriteoSizes, DataConfig):
     def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
         from torchrec_memcom.datasets import criteo_npy_datapipe
 
-        return Epochs(
-            criteo_npy_datapipe(
-                self.directory,
-                split,
-                batch_size,
-                num_embeddings_per_feature=self.sizes(),
-                rank=rank,
-                world_size=world_size,
-                drop_last=train,
-                shuffle_batches=train and self.shuffle_batches,
-                mmap_mode=self.mmap_mode,
-            )
+        pipe = criteo_npy_datapipe(
+            self.directory,
+            split,
+            batch_size,
+            num_embeddings_per_feature=self.sizes(),
+            rank=rank,
+            world_size=world_size,
+            drop_last=train,
+            shuffle_batches=train and self.shuffle_batches,
+            mmap_mode=self.mmap_mode,
         )
+        return Epochs(HostCounted(pipe))
+
+
+class HostCounted:
+    """``source``'s batches, each KJT's ``length_per_key`` counted on the host as it passes (``length_per_key()``
+    caches it on the KJT and ``KeyedJaggedTensor.to`` keeps it, so no step reads it back from the GPU): for loaders
+    that leave it uncounted, such as TorchRec's Criteo datapipe. ``len()`` is the source's."""
+
+    def __init__(self, source: Iterable[Batch]) -> None:
+        self.source = source
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.source:
+            batch.sparse_features.length_per_key()
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.source)  # type: ignore[arg-type]
 
 
 @dataclass
