@@ -17,10 +17,12 @@ Criteo layout:
 - ``PlantedCTR``: SYNTHETIC large-vocabulary data (millions of ids, Zipf) with a planted click model of known rank;
   ``bayes_auc`` / ``bayes_logloss`` give the ceiling of its planted logits.
 
-Shared: ``InMemoryBatches``, the rank-sharded batch iterable of the in-memory loaders.
+Shared: ``InMemoryBatches``, the rank-sharded batch iterable of the in-memory loaders; ``HostCounted``, any loader's
+batches with their KJTs' ``length_per_key`` counted on the host (every loader here gives them already, but TorchRec's
+npy datapipe). ``MULTI_HOT_FEATURES``: MovieLens features with a varying number of ids per row.
 """
 
-from torchrec_memcom.datasets._batching import InMemoryBatches
+from torchrec_memcom.datasets._batching import HostCounted, InMemoryBatches
 from torchrec_memcom.datasets.criteo import MISSING_CATEGORY_ID, CriteoTSVReader, criteo_npy_datapipe
 from torchrec_memcom.datasets.metrics import full_ranking_metrics
 from torchrec_memcom.datasets.movielens import (
@@ -44,6 +46,7 @@ __all__ = [
     "CTR_SPLIT_SEED",
     "CriteoTSVReader",
     "HISTORY_FEATURE",
+    "HostCounted",
     "MULTI_HOT_FEATURES",
     "ITEM_FEATURES",
     "InMemoryBatches",

@@ -1,14 +1,14 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """Rank-sharded batching of in-memory rows, KJT assembly and the data error shared by the loaders."""
 
-from typing import Callable, Iterator, List, Sequence
+from typing import Callable, Iterable, Iterator, List, Sequence
 
 import numpy as np
 import torch
 from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-__all__ = ["DataError", "InMemoryBatches", "check_rank", "rank_slice", "single_id_kjt"]
+__all__ = ["DataError", "HostCounted", "InMemoryBatches", "check_rank", "rank_slice", "single_id_kjt"]
 
 
 class DataError(ValueError):
@@ -132,3 +132,20 @@ class InMemoryBatches:
             local = self._local(g)
             if local.stop > local.start:
                 yield self._make_batch(order[local])
+
+
+class HostCounted:
+    """``source``'s batches, each KJT's ``length_per_key`` counted on the host as it passes (``length_per_key()``
+    caches it on the KJT and ``KeyedJaggedTensor.to`` keeps it, so no step reads it back from the GPU): for loaders
+    that leave it uncounted, such as TorchRec's Criteo datapipe. ``len()`` is the source's."""
+
+    def __init__(self, source: Iterable[Batch]) -> None:
+        self.source = source
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.source:
+            batch.sparse_features.length_per_key()
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.source)  # type: ignore[arg-type]

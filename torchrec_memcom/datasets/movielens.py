@@ -43,13 +43,14 @@ __all__ = [
     "CTR_SPLIT_SEED",
     "HISTORY_FEATURE",
     "ITEM_FEATURES",
+    "MULTI_HOT_FEATURES",
     "MovieLens1M",
     "MovieLensCTR",
     "MovieLensRanking",
     "USER_FEATURES",
     "load_movielens_1m",
     "movielens_1m_dir",
-    "MULTI_HOT_FEATURES",
+    "multi_hot",
 ]
 
 USER_FEATURES: List[str] = ["user", "gender", "age", "occupation", "zip"]
@@ -64,6 +65,12 @@ HISTORY_FEATURE = "history"
 """The ranking protocol's optional user-history bag: ids of movies the user rated earlier (``MovieLensRanking``)."""
 MULTI_HOT_FEATURES: List[str] = ["genres", HISTORY_FEATURE]
 """Features whose number of ids per row varies (a batch's ids per feature change from batch to batch)."""
+
+
+def multi_hot(features: Sequence[str]) -> List[str]:
+    """The ``MULTI_HOT_FEATURES`` among ``features``, in their order."""
+    return [f for f in features if f in MULTI_HOT_FEATURES]
+
 
 _SPLITS = ("train", "val", "test")
 _YEAR = re.compile(r"\((\d{4})\)\s*$")

@@ -137,9 +137,9 @@ class MovieLensCTRData(DataConfig):
         return list(CTR_FEATURES)
 
     def varying_features(self) -> List[str]:
-        from torchrec_memcom.datasets import MULTI_HOT_FEATURES
+        from torchrec_memcom.datasets.movielens import multi_hot
 
-        return [f for f in self.feature_names() if f in MULTI_HOT_FEATURES]
+        return multi_hot(self.feature_names())
 
     def table_sizes(self) -> Dict[str, int]:
         return dict(self.dataset().num_embeddings_per_feature)
@@ -293,7 +293,7 @@ class CriteoNpyData(_CriteoSizes, DataConfig):
                 raise ConfigError(f"directory: {e}") from None
 
     def batches(self, split: str, batch_size: int, *, rank: int, world_size: int, train: bool, seed: int) -> Epochs:
-        from torchrec_memcom.datasets import criteo_npy_datapipe
+        from torchrec_memcom.datasets import HostCounted, criteo_npy_datapipe
 
         pipe = criteo_npy_datapipe(
             self.directory,
@@ -307,23 +307,6 @@ class CriteoNpyData(_CriteoSizes, DataConfig):
             mmap_mode=self.mmap_mode,
         )
         return Epochs(HostCounted(pipe))
-
-
-class HostCounted:
-    """``source``'s batches, each KJT's ``length_per_key`` counted on the host as it passes (``length_per_key()``
-    caches it on the KJT and ``KeyedJaggedTensor.to`` keeps it, so no step reads it back from the GPU): for loaders
-    that leave it uncounted, such as TorchRec's Criteo datapipe. ``len()`` is the source's."""
-
-    def __init__(self, source: Iterable[Batch]) -> None:
-        self.source = source
-
-    def __iter__(self) -> Iterator[Batch]:
-        for batch in self.source:
-            batch.sparse_features.length_per_key()
-            yield batch
-
-    def __len__(self) -> int:
-        return len(self.source)  # type: ignore[arg-type]
 
 
 @dataclass

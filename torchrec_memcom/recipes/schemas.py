@@ -187,9 +187,9 @@ class MovieLensRankingData:
 
     def varying_features(self) -> List[str]:
         """Sparse features whose number of ids per row varies: ``genres``, and ``history`` when present."""
-        from torchrec_memcom.datasets import MULTI_HOT_FEATURES
+        from torchrec_memcom.datasets.movielens import multi_hot
 
-        return [f for f in self.feature_names() if f in MULTI_HOT_FEATURES]
+        return multi_hot(self.feature_names())
 
     def table_sizes(self) -> Dict[str, int]:
         return dict(self.dataset().num_embeddings_per_feature)
