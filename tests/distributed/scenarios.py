@@ -59,6 +59,14 @@ def make_tables(method: str, pooling: PoolingType = PoolingType.SUM, dim: int = 
         return [QREmbeddingBagConfig(**c, num_remainder_rows=12) for c in common]
     if method == "lma":
         return [LMAEmbeddingBagConfig(**c, memory_rows=24, chunk_size=8, memory_group="g") for c in common]
+    if method == "lma_mixed":  # a stock table between two tables of one LMA memory, whose features come out together
+        stock = dict(name="s", num_embeddings=50, embedding_dim=dim, feature_names=["fs"], pooling=PoolingType.SUM)
+        lma = dict(memory_rows=24, chunk_size=8, memory_group="g")
+        return [
+            LMAEmbeddingBagConfig(**common[0], **lma),
+            EmbeddingBagConfig(**stock),
+            LMAEmbeddingBagConfig(**common[1], **lma),
+        ]
     if method == "lowrank":  # narrow tables: a data-parallel output projection beside the sharded rows
         return [LowRankEmbeddingBagConfig(**c, base_dim=8) for c in common]
     if method == "hash_narrow":
@@ -103,12 +111,17 @@ def slice_batch(kjt: KeyedJaggedTensor, start: int, stop: int) -> KeyedJaggedTen
 
 
 class Wrap(nn.Module):
+    """The collection's pooled features in its tables' order, read by name (a sharded collection's keys may come in
+    another order)."""
+
     def __init__(self, ebc: nn.Module) -> None:
         super().__init__()
         self.ebc = ebc
+        self.keys = [f for t in ebc.embedding_bag_configs() for f in t.feature_names]
 
     def forward(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
-        return self.ebc(kjt).values()
+        pooled = self.ebc(kjt).to_dict()
+        return torch.cat([pooled[k] for k in self.keys], dim=1)
 
 
 def fused_params(optimizer: str) -> Dict[str, Any]:
@@ -230,7 +243,7 @@ def sharded_matches_unsharded(
     )
     raw = getattr(dmp.module.ebc, "_raw", frozenset())
     raw_ids = world_size > 1 if lma_raw_ids is None else lma_raw_ids  # the sharder's default: across ranks only
-    expect_raw = method == "lma" and raw_ids and sharding_type in ("table_wise", "column_wise")
+    expect_raw = method.startswith("lma") and raw_ids and sharding_type in ("table_wise", "column_wise")
     assert bool(raw) == expect_raw, (raw, method, sharding_type)
     # one rank (every input dist the identity): the transform computes MEmCom's rows and entity-weight slots (nothing
     # to do after the dist), unless the sharder is told to compute them after the dist
@@ -269,7 +282,10 @@ def sharded_matches_unsharded(
     out = dmp(slice_batch(batch, lo, hi).to(device))
     torch.testing.assert_close(out.detach().cpu(), reference(batch).detach()[lo:hi], atol=1e-4, rtol=1e-4)
     inner = dmp.module.ebc._embedding_bag_collection
+    with torch.no_grad():
+        keys = dmp.module.ebc(slice_batch(batch, lo, hi).to(device)).wait().keys()
     return {
+        "keys": keys,
         "checked": checked,
         "plan": str(dmp.plan),
         "input_dists": [type(d).__name__ for d in inner._input_dists],

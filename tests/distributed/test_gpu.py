@@ -14,7 +14,8 @@ from tests.distributed.world import World
 
 pytestmark = pytest.mark.gpu
 
-GPU_CASES = CASES
+# and the relabelled combine (whole features out of order: a stock table between two tables of one LMA memory)
+GPU_CASES = CASES + [dict(method="lma_mixed", sharding_type="table_wise")]
 
 
 @pytest.mark.parametrize("case", GPU_CASES, ids=_id)

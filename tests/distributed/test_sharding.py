@@ -81,6 +81,17 @@ def test_one_rank(world1: World, case: Dict) -> None:
     ]
 
 
+@pytest.mark.parametrize("world", ["world1", "world2"])
+def test_whole_features_out_of_order_are_relabelled(world: str, request: pytest.FixtureRequest) -> None:
+    """The stock table's feature sits between two tables of one LMA memory, whose features the lookup returns
+    together: the output keeps the lookup's order (relabelled, no copy), as a sharded TorchRec EBC's keys do, and
+    equals the unsharded module feature by feature (forward, backward, steps)."""
+    results = request.getfixturevalue(world).run(
+        scenarios.sharded_matches_unsharded, method="lma_mixed", sharding_type="table_wise"
+    )
+    assert all(r["keys"] != ["f0", "f1", "fs", "f2"] and sorted(r["keys"]) == ["f0", "f1", "f2", "fs"] for r in results)
+
+
 def test_per_sample_weight_gradients_only_for_memcom(world2: World) -> None:
     """FBGEMM skips the per-sample-weight gradient of every feature but MEmCom's (their weights are constant)."""
     for r in world2.run(scenarios.memcom_weight_grads_only):

@@ -14,13 +14,16 @@ from typing import Dict, List
 import pytest
 import torch
 import yaml
+from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom import MEmComEmbeddingBagConfig
 from torchrec_memcom.recipes.config import ConfigError, apply_overrides, from_dict
 from torchrec_memcom.recipes.schemas import TwoTowerConfig, load_recipe_config
 from torchrec_memcom.recipes.two_tower_model import (
+    TwoTower,
     TwoTowerBatch,
     build_two_tower,
     in_batch_softmax_loss,
@@ -95,6 +98,29 @@ def _row_losses(u: torch.Tensor, v: torch.Tensor, users: torch.Tensor, items: to
         logits = u[i] @ v[keep].t()
         out.append(torch.logsumexp(logits, 0) - logits[keep.index(i)])
     return torch.stack(out)
+
+
+def test_towers_read_their_features_by_name() -> None:
+    """A tower's input is its features in its tables' order, whatever order the (sharded) collection returns."""
+
+    class Fixed(nn.Module):
+        def __init__(self, kt: KeyedTensor) -> None:
+            super().__init__()
+            self.kt = kt
+
+        def forward(self, _: KeyedJaggedTensor) -> KeyedTensor:
+            return self.kt
+
+    tables = [EmbeddingBagConfig(name=f"t_{f}", num_embeddings=8, embedding_dim=2, feature_names=[f]) for f in "ab"]
+    model = TwoTower(EmbeddingBagCollection(tables), EmbeddingBagCollection(tables), 0, [3])
+    a, b = torch.randn(4, 2), torch.randn(4, 2)
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        ["a", "b"], torch.zeros(8, dtype=torch.int64), torch.ones(8, dtype=torch.int32)
+    )
+    model.user_ebc = Fixed(KeyedTensor(keys=["a", "b"], length_per_key=[2, 2], values=torch.cat([a, b], dim=1)))
+    expected = model.user_embedding(kjt)
+    model.user_ebc = Fixed(KeyedTensor(keys=["b", "a"], length_per_key=[2, 2], values=torch.cat([b, a], dim=1)))
+    torch.testing.assert_close(model.user_embedding(kjt), expected, rtol=0, atol=0)
 
 
 def test_model_trains_and_reports_memory() -> None:

@@ -46,6 +46,35 @@ def test_permuted_chunks_gather_forward_and_backward() -> None:
     torch.testing.assert_close(grad, reference, rtol=0, atol=0)
 
 
+def test_whole_features_out_of_order_are_relabelled_without_a_copy_unless_the_order_is_kept() -> None:
+    torch.manual_seed(3)
+    # physical order as a sharding may give it: the stock feature s between the two chunked features' runs
+    keys, dims = ["b__c0", "b__c1", "s", "a__c0", "a__c1"], [2, 2, 3, 1, 1]
+    pooled, values = _pooled(keys, dims)
+    combines = [
+        Combine("a", "concat", ("a__c0", "a__c1")),
+        Combine("s", "one", ("s",)),
+        Combine("b", "concat", ("b__c0", "b__c1")),
+    ]
+    tables = _tables(("a", 2), ("s", 3), ("b", 4))
+    expected = {"a": values[:, 7:9], "s": values[:, 4:7], "b": values[:, 0:4]}
+    ordered = CombinePlan(combines, pooled, [], tables)(pooled, torch.empty(5, 0), None)
+    assert ordered.keys() == ["a", "s", "b"] and type(ordered.values().grad_fn).__name__ == "CatBackward0"
+    plan = CombinePlan(combines, pooled, [], tables, keep_order=False)
+    out = plan(pooled, torch.empty(5, 0), None)
+    assert plan.relabel and out.keys() == ["b", "s", "a"] and out.length_per_key() == [4, 3, 2]
+    assert out.values() is values  # the same tensor: nothing copied, the gradient flows straight through
+    for key, got in out.to_dict().items():
+        torch.testing.assert_close(got, expected[key], rtol=0, atol=0)
+        torch.testing.assert_close(got, ordered[key], rtol=0, atol=0)
+    # a feature whose runs are apart or out of order (b's chunks here) still gets its columns moved, in table order
+    swapped = ["b__c1", "b__c0", "s", "a__c0", "a__c1"]
+    pooled_swapped, _ = _pooled(swapped, dims)
+    plan = CombinePlan(combines, pooled_swapped, [], tables, keep_order=False)
+    assert plan.permutation and not plan.relabel
+    assert plan(pooled_swapped, torch.empty(5, 0), None).keys() == ["a", "s", "b"]
+
+
 def test_repeated_columns_keep_the_scatter_add_backward() -> None:
     torch.manual_seed(1)
     keys, dims = ["s", "a"], [2, 2]

@@ -187,7 +187,9 @@ def batch_count(opts: BenchOptions, layout: Layout, device: torch.device) -> int
 class EmbeddingTrain(nn.Module):
     """Model (a): the embedding layer alone; ``forward(batch) -> (loss, pooled)`` with ``loss = sum(pooled * R)``.
 
-    ``R`` (``(B, sum of dims)``, fixed, random) is a plain attribute, not a buffer, so DMP and DDP leave it alone.
+    ``R`` (``(B, sum of dims)``, fixed, random) is a plain attribute, not a buffer, so DMP and DDP leave it alone. It
+    weighs the output's columns in the order they come (a sharded collection's keys may come in any order): a speed
+    workload, like stock TorchRec's, with no copy to put them in order.
     """
 
     def __init__(self, ebc: EmbeddingBagCollectionInterface, loss_weights: torch.Tensor) -> None:

@@ -12,7 +12,8 @@ offers. What differs from a stock EBC happens on either side of it::
       -> rank r, MEmCom only: rows = h(s) - r m / W, per-sample weights w_local[s - r n_pad / W] (* x); one kernel
          (on one rank the transform already wrote the rows h(s) and the slots of w: one gather)
       -> the inner EBC's lookups (fused TBE optimizers) and output dists
-      -> combine (QR product, LMA chunk concatenation, MEAN division) -> KeyedTensor of the logical features
+      -> combine (QR product, LMA chunk concatenation, MEAN division) -> KeyedTensor of the logical features, its
+         keys in any order as a sharded TorchRec EBC's are (a combine that only reorders whole features relabels)
 
 Row-wise, MEmCom's hash maps bucket ``b`` of scrambled ids onto bucket ``b``'s block of ``U`` (``W | B``), so the rank
 that owns ``U[h(s)]`` also owns ``w[s]``: ``w`` never crosses the network. Its weights are updated in backward by
@@ -175,6 +176,10 @@ class ShardedCompressedEmbeddingBagCollection(
     FusedOptimizerModule,
 ):
     """Sharded ``CompressedEmbeddingBagCollection`` (any mix of methods; see the module docstring).
+
+    Output: like a sharded TorchRec ``EmbeddingBagCollection``'s, a ``KeyedTensor`` whose keys may come in another
+    order than the tables' (read features by name: ``to_dict()``, ``KeyedTensor.regroup``, as TorchRec's ``DLRM``
+    does); where the physical columns only need reordering, no copy is made.
 
     State dict: the unsharded FQNs. ``_embedding_bag_collection.embedding_bags.<physical>.weight`` and
     ``entity_weights.<t>`` are ShardedTensors (row blocks of the tables and of ``w``), so
@@ -428,7 +433,10 @@ class ShardedCompressedEmbeddingBagCollection(
         self, ctx: CompressedContext, awaitable: LazyAwaitable[KeyedTensor]
     ) -> LazyAwaitable[KeyedTensor]:
         projections = self.projections if self._has_projections else None
-        awaitable.callbacks.append(partial(self.id_transform.combine, divisors=ctx.divisors, projections=projections))
+        # keys in any order, as a sharded TorchRec EBC's: a combine that only reorders whole features copies nothing
+        awaitable.callbacks.append(
+            partial(self.id_transform.combine, divisors=ctx.divisors, projections=projections, keep_order=False)
+        )
         return awaitable
 
     def output_dist(self, ctx: CompressedContext, output: List[torch.Tensor]) -> LazyAwaitable[KeyedTensor]:

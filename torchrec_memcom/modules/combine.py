@@ -24,6 +24,11 @@ class CombinePlan:
     projections, a column used twice) the values are split once per physical feature (one ``SplitBackward`` in
     autograd, which stays cheap where per-slice views would each send back a zero-filled gradient) and each logical
     feature is formed from its parts, then concatenated.
+
+    With ``keep_order=False`` (the sharded module: a sharded TorchRec ``EmbeddingBagCollection`` returns its keys in
+    its shardings' order, not the tables', so its consumers read features by name) a plan that only moves whole
+    features, each already one contiguous run of columns in its parts' order, copies nothing: it relabels the runs
+    (``relabel``), and the output's keys come in the physical columns' order.
     """
 
     def __init__(
@@ -32,6 +37,7 @@ class CombinePlan:
         pooled: KeyedTensor,
         mean_features: List[int],
         feature_tables: List[Tuple[str, EmbeddingBagConfig]],
+        keep_order: bool = True,
     ) -> None:
         features = [f for f, _ in feature_tables]
         self.split_sizes = list(pooled.length_per_key())
@@ -42,11 +48,15 @@ class CombinePlan:
         self.dims = [table.embedding_dim for _, table in feature_tables]
         self.steps: List[Tuple[str, List[int], Optional[int], Optional[str]]] = []
         gather: List[int] = []
+        starts: List[int] = []  # each feature's first column, -1 where its columns are not one ascending run
         for c in combines:
             parts = [index[p] for p in c.parts]
             self.steps.append((c.kind, parts, mean_column.get(c.feature) if c.mean else None, c.project))
             if c.kind != "product":
-                gather += [offsets[p] + i for p in parts for i in range(self.split_sizes[p])]
+                columns = [offsets[p] + i for p in parts for i in range(self.split_sizes[p])]
+                gather += columns
+                run = bool(columns) and columns == list(range(columns[0], columns[0] + len(columns)))
+                starts.append(columns[0] if run else -1)
         self.simple = all(kind != "product" and m is None and pr is None for kind, _, m, pr in self.steps)
         self.identity = self.simple and gather == list(range(sum(self.split_sizes)))
         # A permutation of the columns (each used once) moves whole blocks: split once at the blocks' edges and
@@ -66,6 +76,17 @@ class CombinePlan:
             self.block_sizes = [runs[i][1] for i in by_start]
             rank = {run: k for k, run in enumerate(by_start)}
             self.block_order = [rank[i] for i in range(len(runs))]
+        # relabel: every feature one run, together covering every column once; keys in the runs' order
+        self.relabel = (
+            not keep_order
+            and self.permutation
+            and not self.identity
+            and len(starts) == len(combines)
+            and -1 not in starts
+        )
+        by_column = sorted(range(len(starts)), key=lambda k: starts[k]) if self.relabel else []
+        self.relabel_keys = [self.keys[k] for k in by_column]
+        self.relabel_dims = [self.dims[k] for k in by_column]
         self._gather = torch.tensor(gather, dtype=torch.int64)
         self._gather_on: Dict[torch.device, torch.Tensor] = {}
         self.products = None if self.simple else _column_products(self.steps, self.split_sizes, offsets)
@@ -76,6 +97,8 @@ class CombinePlan:
         values = pooled.values()
         if self.identity:
             return KeyedTensor(keys=self.keys, length_per_key=self.dims, values=values)
+        if self.relabel:
+            return KeyedTensor(keys=self.relabel_keys, length_per_key=self.relabel_dims, values=values)
         if self.permutation:
             blocks = values.split(self.block_sizes, dim=1)
             columns = torch.cat([blocks[b] for b in self.block_order], dim=1)

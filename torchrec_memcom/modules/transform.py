@@ -155,7 +155,7 @@ class IdTransform(nn.Module):
         self._orders: Dict[Tuple[Tuple[str, ...], FrozenSet[str], Optional[EntitySlots]], _Order] = {}
         self._device_cache: Dict[Tuple[object, ...], torch.Tensor] = {}
         self._input_plans: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], torch.device], _InputPlan] = {}
-        self._combine_plans: Dict[Tuple[str, ...], CombinePlan] = {}
+        self._combine_plans: Dict[Tuple[Tuple[str, ...], bool], CombinePlan] = {}
         self._no_divisors: Dict[Tuple[int, torch.device], torch.Tensor] = {}
         self.default_order = tuple(physical_order)
         self._order(self.default_order)  # validates the order
@@ -568,15 +568,21 @@ class IdTransform(nn.Module):
     # -- output ----------------------------------------------------------------------------------------------------
 
     def combine(
-        self, pooled: KeyedTensor, divisors: torch.Tensor, projections: Optional[Mapping[str, torch.Tensor]] = None
+        self,
+        pooled: KeyedTensor,
+        divisors: torch.Tensor,
+        projections: Optional[Mapping[str, torch.Tensor]] = None,
+        keep_order: bool = True,
     ) -> KeyedTensor:
         """Turns the physical tables' pooled output (any key order) into the logical features' embeddings
-        (``projections``: the ``base_dim x d`` output projection of each narrowed table, by table name)."""
-        keys = tuple(pooled.keys())
-        plan = self._combine_plans.get(keys)
+        (``projections``: the ``base_dim x d`` output projection of each narrowed table, by table name), in the
+        logical order, or with ``keep_order=False`` in any order (see ``CombinePlan``: no copy where the physical
+        columns only need relabelling)."""
+        key = (tuple(pooled.keys()), keep_order)
+        plan = self._combine_plans.get(key)
         if plan is None:
-            plan = CombinePlan(self._combines, pooled, self._mean_features, self._feature_tables)
-            self._combine_plans[keys] = plan
+            plan = CombinePlan(self._combines, pooled, self._mean_features, self._feature_tables, keep_order)
+            self._combine_plans[key] = plan
         return plan(pooled, divisors, projections)
 
 

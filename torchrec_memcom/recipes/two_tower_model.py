@@ -17,7 +17,7 @@ from torch import nn
 from torchrec.datasets.utils import Batch
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom import CompressedEmbeddingBagCollection
 from torchrec_memcom.memory import MemoryReport
@@ -58,6 +58,14 @@ class TwoTowerBatch(Batch):
             user_ids=self.user_ids.pin_memory(),
             item_ids=self.item_ids.pin_memory(),
         )
+
+
+@torch.fx.wrap  # a leaf for the train pipeline's tracing (it branches on the keys)
+def _in_order(pooled: KeyedTensor, keys: List[str]) -> torch.Tensor:
+    """``pooled``'s values with its features in ``keys``' order (a sharded collection may return them in another)."""
+    if pooled.keys() == keys:
+        return pooled.values()
+    return KeyedTensor.regroup([pooled], [keys])[0]
 
 
 def tower_mlp(in_features: int, layer_sizes: Sequence[int], device: Optional[torch.device] = None) -> nn.Sequential:
@@ -114,12 +122,12 @@ class TwoTower(nn.Module):
 
     def user_embedding(self, features: KeyedJaggedTensor) -> torch.Tensor:
         """``[B, out]`` user vectors (already divided by the temperature) from a KJT holding the user features."""
-        pooled = self.user_ebc(features).values()
+        pooled = _in_order(self.user_ebc(features), self.user_features)
         return self._out(self.user_mlp(pooled)) / self.temperature
 
     def item_embedding(self, features: KeyedJaggedTensor, dense: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[B, out]`` item vectors from a KJT holding the item features (and ``[B, item_dense_dim]`` dense)."""
-        pooled = self.item_ebc(features).values()
+        pooled = _in_order(self.item_ebc(features), self.item_features)
         if self.item_dense_dim:
             if dense is None:
                 raise ValueError(f"the item tower takes {self.item_dense_dim} dense features")
