@@ -76,14 +76,9 @@ class CombinePlan:
             self.block_sizes = [runs[i][1] for i in by_start]
             rank = {run: k for k, run in enumerate(by_start)}
             self.block_order = [rank[i] for i in range(len(runs))]
-        # relabel: every feature one run, together covering every column once; keys in the runs' order
-        self.relabel = (
-            not keep_order
-            and self.permutation
-            and not self.identity
-            and len(starts) == len(combines)
-            and -1 not in starts
-        )
+        # relabel: every feature one run (a permutation has no product: one start per feature), together covering
+        # every column once; keys in the runs' order
+        self.relabel = not keep_order and self.permutation and not self.identity and -1 not in starts
         by_column = sorted(range(len(starts)), key=lambda k: starts[k]) if self.relabel else []
         self.relabel_keys = [self.keys[k] for k in by_column]
         self.relabel_dims = [self.dims[k] for k in by_column]
