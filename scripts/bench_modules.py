@@ -46,6 +46,7 @@ from torchrec_memcom import (
     QREmbeddingBagConfig,
 )
 from torchrec_memcom.configs import stock_bytes
+from torchrec_memcom.provenance import code_revision
 
 METHODS = ["stock", "memcom", "lma", "hash", "qr"]
 
@@ -296,6 +297,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             "threads": torch.get_num_threads(),
             "device": str(device),
             "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "revision": code_revision(),
         },
         "results": results,
         "skipped": skipped,

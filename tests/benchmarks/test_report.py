@@ -275,3 +275,11 @@ def test_host_memory_columns_appear_when_tables_live_in_host_memory() -> None:
     assert (stock[i - 1], stock[i], stock[i + 1]) == ("10.00 GiB", "8.00 GiB", "1.00 GiB")
     assert hash_[i] == "0 B" and hash_[4] == "5.00x"
     assert "host (UVM)" not in markdown_table(rows[1:])
+
+
+def test_header_names_the_code_revision_and_time_when_recorded() -> None:
+    payload = _payload(1)
+    assert "; code " not in markdown_report(payload)  # runs recorded before the revision was
+    payload["environment"].update(revision="abc1234+dirty", time="2026-12-02 10:05:21")
+    first = markdown_report(payload).splitlines()[2]
+    assert first.endswith("fbgemm_gpu x; code abc1234+dirty, 2026-12-02 10:05:21")

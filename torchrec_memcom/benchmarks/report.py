@@ -20,6 +20,7 @@ from torchrec_memcom.benchmarks import host_time
 from torchrec_memcom.benchmarks.layouts import Layout
 from torchrec_memcom.benchmarks.planning import plan_summary
 from torchrec_memcom.distributed.compressed import lma_sends_raw_ids
+from torchrec_memcom.provenance import code_revision
 
 __all__ = [
     "OPTIMIZERS",
@@ -414,7 +415,8 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         f"# Sharded embedding benchmark: layout `{cfg['layout']}`" + (f" x{scale:g}" if scale != 1 else ""),
         "",
         f"- {env['world_size']} x {env['device_name']} ({env['backend']}), torch {env['torch']}, "
-        f"torchrec {env['torchrec']}, fbgemm_gpu {env['fbgemm_gpu']}",
+        f"torchrec {env['torchrec']}, fbgemm_gpu {env['fbgemm_gpu']}"
+        + (f"; code {env['revision']}, {env['time']}" if "revision" in env else ""),
         f"- {len(layout['num_embeddings'])} tables, dim {layout['embedding_dim']}, {rows:,} logical rows "
         f"({_gb(rows * layout['embedding_dim'] * 4)} as fp32 stock tables); batch {layout['batch_size']} per rank, "
         f"pooling {layout['pooling']}; ids {cfg['ids']}"
@@ -540,6 +542,7 @@ def environment(device: torch.device, world_size: int, backend: str) -> Dict[str
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "revision": code_revision(),
     }
 
 

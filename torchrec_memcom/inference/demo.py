@@ -45,6 +45,7 @@ from torchrec_memcom.inference.export import (
     program_inputs,
 )
 from torchrec_memcom.inference.quantize import storage_bytes
+from torchrec_memcom.provenance import code_revision
 
 
 # Where the recipes live (the one place to change if they move): entry script, then config folders to look in.
@@ -463,6 +464,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "platform": platform.platform(),
         "load_average_at_end": os.getloadavg(),
         "command": sys.argv,
+        "revision": code_revision(),
     }
     path = os.path.join(args.out, "export.json")
     report = {"results": results, "synthetic_scale": scale, "goals": checks, "environment": env}

@@ -24,6 +24,7 @@ import tarfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from torchrec_memcom.provenance import code_revision
 from torchrec_memcom.recipes.frontier import PROTOCOLS, Study, protocol
 from torchrec_memcom.recipes.frontier_report import write_report
 from torchrec_memcom.recipes.sweep import Pool
@@ -143,6 +144,7 @@ def _environment() -> Dict[str, Any]:
         "device": device,
         "versions": f"torch {torch.__version__}, torchrec {torchrec.__version__}, python {platform.python_version()}",
         "time": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        "revision": code_revision(),
     }
 
 

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from torchrec_memcom.provenance import code_revision
 from torchrec_memcom.recipes.sweep import Pool, Record, Run
 
 __all__ = ["main", "stages", "summarize"]
@@ -156,7 +157,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "command": command.strip(),
         "seconds": time.time() - start,
         "environment": {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-                        "cuda": torch.cuda.is_available() and not args.cpu, "cpus": os.cpu_count()},
+                        "cuda": torch.cuda.is_available() and not args.cpu, "cpus": os.cpu_count(),
+                        "revision": code_revision()},
         "common_overrides": list(common),
         "table": table,
     }  # fmt: skip
