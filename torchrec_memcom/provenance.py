@@ -3,11 +3,16 @@
 study's JSON next to its numbers."""
 
 import functools
+import hashlib
 import os
 import subprocess
 from typing import List, Optional
 
-__all__ = ["code_revision"]
+__all__ = ["REVISION_ENV", "code_revision"]
+
+# Names the code when the checkout's git metadata does not (a copy of a working tree sent to another machine with an
+# older .git): set to the commit the copy was made from.
+REVISION_ENV = "TORCHREC_MEMCOM_REVISION"
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -22,9 +27,14 @@ def _git(args: List[str], cwd: str) -> Optional[str]:
 
 @functools.cache
 def code_revision() -> str:
-    """``"<short commit>"`` of the git checkout this package is tracked in, with ``"+dirty"`` when tracked files
-    differ from that commit (untracked files do not count); ``"torchrec_memcom <version>"`` otherwise (an installed
-    wheel, even inside another project's repository, or no git)."""
+    """``"<short commit>"`` of the git checkout this package is tracked in, with ``"+dirty.<hash>"`` when tracked
+    files differ from that commit (``<hash>``: the first 8 hex digits of the SHA-1 of ``git diff HEAD``, so two runs
+    with the same changes carry the same name; untracked files do not count); ``"torchrec_memcom <version>"``
+    otherwise (an installed wheel, even inside another project's repository, or no git). ``$TORCHREC_MEMCOM_REVISION``
+    (``REVISION_ENV``), when set, is returned instead."""
+    override = os.environ.get(REVISION_ENV, "").strip()
+    if override:
+        return override
     tracked = _git(["ls-files", "--error-unmatch", "__init__.py"], _PACKAGE_DIR)
     commit = _git(["rev-parse", "--short=7", "HEAD"], _PACKAGE_DIR) if tracked else None
     if not commit:
@@ -32,4 +42,7 @@ def code_revision() -> str:
 
         return f"torchrec_memcom {__version__}"
     changed = _git(["status", "--porcelain", "--untracked-files=no"], _PACKAGE_DIR)
-    return commit + ("+dirty" if changed else "")
+    if not changed:
+        return commit
+    diff = _git(["diff", "HEAD"], _PACKAGE_DIR) or ""
+    return f"{commit}+dirty.{hashlib.sha1(diff.encode()).hexdigest()[:8]}"

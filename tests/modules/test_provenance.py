@@ -1,4 +1,5 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+import hashlib
 import os
 import shutil
 import subprocess
@@ -14,7 +15,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(torchrec_memcom.__file__
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
+def _fresh_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv(provenance.REVISION_ENV, raising=False)
     provenance.code_revision.cache_clear()
     yield
     provenance.code_revision.cache_clear()
@@ -31,8 +33,11 @@ def test_revision_is_the_checkouts_commit_and_says_when_tracked_files_changed() 
     commit = _git_here("rev-parse", "--short=7", "HEAD")
     if not commit or _git_here("ls-files", "torchrec_memcom/__init__.py") != "torchrec_memcom/__init__.py":
         pytest.skip("the package is not tracked in a git checkout here")
-    dirty = bool(_git_here("status", "--porcelain", "--untracked-files=no"))
-    assert provenance.code_revision() == commit + ("+dirty" if dirty else "")
+    if _git_here("status", "--porcelain", "--untracked-files=no"):
+        diff = hashlib.sha1((_git_here("diff", "HEAD") or "").encode()).hexdigest()[:8]
+        assert provenance.code_revision() == f"{commit}+dirty.{diff}"
+    else:
+        assert provenance.code_revision() == commit
 
 
 def _fake_git(answers: Dict[str, Optional[str]]) -> Callable[[List[str], str], Optional[str]]:
@@ -48,8 +53,12 @@ def test_dirty_and_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(provenance, "_git", _fake_git(clean))
     assert provenance.code_revision() == "1a2b3c4"
     provenance.code_revision.cache_clear()
-    monkeypatch.setattr(provenance, "_git", _fake_git({**clean, "status": " M x.py"}))
-    assert provenance.code_revision() == "1a2b3c4+dirty"
+    monkeypatch.setattr(provenance, "_git", _fake_git({**clean, "status": " M x.py", "diff": "-a\n+b"}))
+    assert provenance.code_revision() == "1a2b3c4+dirty." + hashlib.sha1(b"-a\n+b").hexdigest()[:8]
+    provenance.code_revision.cache_clear()
+    monkeypatch.setenv(provenance.REVISION_ENV, " 9f8e7d6 ")  # a copy whose .git is older than its files
+    assert provenance.code_revision() == "9f8e7d6"
+    monkeypatch.delenv(provenance.REVISION_ENV)
     # an installed wheel (not tracked, e.g. in a virtual environment inside another project's repository), or no git
     untracked: Dict[str, Optional[str]] = {"ls-files": None, "rev-parse": "ffffff0", "status": ""}
     for answers in (untracked, {}):
