@@ -119,7 +119,14 @@ def plot(
             ax.errorbar(x, b.ratio, yerr=[[b.ratio - b.low], [b.high - b.ratio]], color="0.25", capsize=2, lw=1)
         if b.goal is not None:
             ax.hlines(b.goal, x - width * 0.46, x + width * 0.46, colors="black", lw=2)
-        ax.annotate(f"{b.ratio:.2f}", (x, b.high), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+        ax.annotate(
+            f"{b.ratio:.2f}",
+            (x, max(b.high, b.goal or 0.0)),
+            textcoords="offset points",
+            xytext=(0, 2),
+            ha="center",
+            fontsize=7,
+        )
     ax.axhline(1.0, color="0.4", ls="--", lw=1)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
