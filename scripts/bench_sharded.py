@@ -4,7 +4,8 @@
 A thin command line over ``torchrec_memcom.benchmarks`` (layouts, synthetic data, the harness that builds / plans /
 shards / times / profiles one method, the reports). Every method (``stock`` first, then MEmCom, LMA, hashing trick,
 QR at ``--ratio``) trains the same logical tables in the same process; rank 0 prints a markdown table and writes the
-JSON (``--out``, rewritten after every method) and markdown (``--md``). Layouts: ``big``, ``criteo``, ``terabyte``
+JSON (``--out``, rewritten after every method), markdown (``--md``) and, with ``--chart``, a PNG of each method's
+throughput vs stock (``benchmarks.speed_chart``). Layouts: ``big``, ``criteo``, ``terabyte``
 (beyond HBM: give ``--hbm-cap-gb``), ``tiny`` (CPU smoke test); see ``torchrec_memcom/benchmarks/layouts.py``.
 
 Usage::
@@ -44,6 +45,7 @@ from torchrec_memcom.benchmarks.layouts import LAYOUTS, METHODS, Layout, MethodO
 from torchrec_memcom.benchmarks.plan_report import planner_caption, planner_markdown, planner_report
 from torchrec_memcom.benchmarks.recat import cached_recat
 from torchrec_memcom.benchmarks.report import combine, environment, markdown_report, optimizer_label, write_outputs
+from torchrec_memcom.benchmarks.speed_chart import draw_run
 from torchrec_memcom.recipes.training import enable_tf32, init_distributed
 
 __all__ = ["combine", "main", "parse_args"]
@@ -136,6 +138,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--seed", type=int, default=0)
     add("--out", default=None, help="JSON output of rank 0 (default outputs/bench_sharded.json)")
     add("--md", default=None, help="markdown output of rank 0 (default outputs/bench_sharded.md)")
+    add("--chart", default=None, help="also draw each method's throughput vs stock here (PNG; needs matplotlib)")
     add("--verbose", action="store_true", help="keep TorchRec's planner warnings")
     add("--combine", nargs="+", metavar="JSON", help="print the scaling table of earlier runs and exit")
     add("--planner-report", action="store_true", help="print what the planner chooses per method and rank count")
@@ -279,6 +282,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if ctx.is_main:
         print("\n" + markdown_report(payload))
         print(f"wrote {args.out} and {args.md}")
+        if args.chart:
+            print(draw_run(payload, args.chart, args.out))
     ctx.close()
 
 

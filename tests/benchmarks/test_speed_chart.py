@@ -1,11 +1,12 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 import json
+import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 
-from torchrec_memcom.benchmarks.speed_chart import bars, main, plot, run_title, text_table
+from torchrec_memcom.benchmarks.speed_chart import bars, draw_run, main, plot, run_title, text_table
 
 
 def _row(method: str, repeats: List[float], status: str = "ok", model: str = "ebc") -> Dict[str, Any]:
@@ -93,3 +94,23 @@ def test_plot_of_no_bars_still_draws(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     plot([], str(tmp_path / "empty.png"))
     assert (tmp_path / "empty.png").stat().st_size > 0
+
+
+def test_draw_run_says_how_to_draw_later_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it raises ImportError, as on the GPU machines
+    said = draw_run(_payload(), str(tmp_path / "run.png"), "out/run.json")
+    assert said.endswith("python -m torchrec_memcom.benchmarks.speed_chart out/run.json")
+    assert not (tmp_path / "run.png").exists()
+
+
+def test_draw_run_titles_the_chart_with_the_run_and_its_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchrec_memcom.benchmarks.speed_chart as chart
+
+    pytest.importorskip("matplotlib")
+    drawn = {}
+    monkeypatch.setattr(chart, "plot", lambda b, path, title: drawn.update(bars=b, path=path, title=title))
+    payload = _payload()
+    payload["environment"]["revision"] = "abc1234"
+    assert draw_run(payload, "x.png") == "wrote x.png"
+    assert drawn["title"] == "EBC big, 1 GPU, eager: throughput vs stock TorchRec (code abc1234)"
+    assert [b.method for b in drawn["bars"]] == ["memcom", "qr"]

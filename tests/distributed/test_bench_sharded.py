@@ -6,6 +6,7 @@ The script is started as a user would start it (a plain ``python scripts/bench_s
 single-rank process group), and its JSON must hold a measured row for every (model, method).
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 import torch
 
 from tests.scripts import load_script
+from torchrec_memcom.provenance import code_revision
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "bench_sharded.py"
@@ -75,10 +77,13 @@ def _load_script() -> ModuleType:
 
 
 def test_tiny_layout_single_process_cpu(tmp_path: Path) -> None:
-    payload = _run(tmp_path, "--device", "cpu")
+    payload = _run(tmp_path, "--device", "cpu", "--chart", str(tmp_path / "bench.png"))
     _check_results(payload)
     env = payload["environment"]
     assert env["world_size"] == 1 and env["device"] == "cpu" and env["backend"] == "gloo"
+    assert env["revision"] == code_revision()  # the code that ran, in the record
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert payload["config"]["layout_spec"]["batch_size"] == 64
     assert payload["config"]["optimizer"] == "rowwise_adagrad"  # the default
     md = (tmp_path / "bench.md").read_text()

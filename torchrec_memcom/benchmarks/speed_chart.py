@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["GOALS", "Bar", "bars", "plot", "run_title", "text_table"]
+__all__ = ["GOALS", "Bar", "bars", "draw_run", "plot", "run_title", "text_table"]
 
 # The speed goals of issue 9 on one GPU, per (model, layout): the throughput each method must reach relative to stock.
 GOALS: Dict[Tuple[str, str], Dict[str, float]] = {
@@ -141,6 +141,20 @@ def plot(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def draw_run(payload: Dict[str, Any], path: str, json_path: str = "RUN.json") -> str:
+    """Draws one run's chart at ``path`` (``bench_sharded.py --chart``); returns what was done, for the log. Without
+    matplotlib (the GPU machines' kit has none) nothing is drawn and the message says how to draw it later from
+    ``json_path``."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        later = f"python -m torchrec_memcom.benchmarks.speed_chart {json_path}"
+        return f"no chart: matplotlib is not installed; draw it later with {later}"
+    title = f"{run_title(payload)}: throughput vs stock TorchRec (code {payload['environment'].get('revision', '?')})"
+    plot(bars(payload), path, title)
+    return f"wrote {path}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
