@@ -41,8 +41,5 @@ def code_revision() -> str:
         from torchrec_memcom import __version__
 
         return f"torchrec_memcom {__version__}"
-    changed = _git(["status", "--porcelain", "--untracked-files=no"], _PACKAGE_DIR)
-    if not changed:
-        return commit
-    diff = _git(["diff", "HEAD"], _PACKAGE_DIR) or ""
-    return f"{commit}+dirty.{hashlib.sha1(diff.encode()).hexdigest()[:8]}"
+    diff = _git(["diff", "HEAD"], _PACKAGE_DIR)  # tracked files only, staged or not; empty when clean
+    return f"{commit}+dirty.{hashlib.sha1(diff.encode()).hexdigest()[:8]}" if diff else commit

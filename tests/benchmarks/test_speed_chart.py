@@ -28,6 +28,8 @@ def _payload(layout: str = "big", model: str = "ebc", world: int = 1, **config: 
         _row("lma", [], status="does not fit", model=model),
         _row("qr", [1.6, 2.0], model=model),
     ]
+    for r in rows[1:]:  # what report.add_ratios records
+        r["throughput_vs_stock"] = r["samples_per_s"] / rows[0]["samples_per_s"]
     cfg = {"layout": layout, "model": model, "pipeline": False, "cuda_graph": False, "allow_tf32": False, **config}
     return {"config": cfg, "environment": {"world_size": world}, "results": rows}
 
@@ -62,6 +64,7 @@ def test_a_single_repeat_has_no_spread() -> None:
     for r in payload["results"]:
         r["step_ms_repeat_medians"] = r["step_ms_repeat_medians"][:1]
         r["samples_per_s"] = 1000.0 / r["step_ms_repeat_medians"][0] if r["step_ms_repeat_medians"] else 0.0
+        r["throughput_vs_stock"] = r["samples_per_s"] / payload["results"][0]["samples_per_s"]
     memcom = bars(payload)[0]
     assert memcom.low == memcom.high == pytest.approx(memcom.ratio) == pytest.approx(2.0 / 2.5)
 

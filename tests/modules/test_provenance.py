@@ -49,18 +49,18 @@ def _fake_git(answers: Dict[str, Optional[str]]) -> Callable[[List[str], str], O
 
 
 def test_dirty_and_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    clean = {"ls-files": "__init__.py", "rev-parse": "1a2b3c4", "status": ""}
+    clean = {"ls-files": "__init__.py", "rev-parse": "1a2b3c4", "diff": ""}
     monkeypatch.setattr(provenance, "_git", _fake_git(clean))
     assert provenance.code_revision() == "1a2b3c4"
     provenance.code_revision.cache_clear()
-    monkeypatch.setattr(provenance, "_git", _fake_git({**clean, "status": " M x.py", "diff": "-a\n+b"}))
+    monkeypatch.setattr(provenance, "_git", _fake_git({**clean, "diff": "-a\n+b"}))
     assert provenance.code_revision() == "1a2b3c4+dirty." + hashlib.sha1(b"-a\n+b").hexdigest()[:8]
     provenance.code_revision.cache_clear()
     monkeypatch.setenv(provenance.REVISION_ENV, " 9f8e7d6 ")  # a copy whose .git is older than its files
     assert provenance.code_revision() == "9f8e7d6"
     monkeypatch.delenv(provenance.REVISION_ENV)
     # an installed wheel (not tracked, e.g. in a virtual environment inside another project's repository), or no git
-    untracked: Dict[str, Optional[str]] = {"ls-files": None, "rev-parse": "ffffff0", "status": ""}
+    untracked: Dict[str, Optional[str]] = {"ls-files": None, "rev-parse": "ffffff0", "diff": ""}
     for answers in (untracked, {}):
         provenance.code_revision.cache_clear()
         monkeypatch.setattr(provenance, "_git", _fake_git(answers))

@@ -4,8 +4,8 @@ run, one group of bars per run, the speed goal of that layout (issue 9) as a tic
 the run's interleaved repeats as an error bar.
 
 A repeat's ratio is stock's median step in that repeat over the method's in the same repeat (the repeats interleave
-the methods, so each pair ran minutes apart at most); the bar is the run's reported ratio (medians of the repeat
-medians), whose samples/s are ``world size x batch / step``.
+the methods, so each pair ran minutes apart at most); the bar is the run's reported ratio (``throughput_vs_stock``
+of ``report.add_ratios``: samples/s over stock's, from the medians of the repeat medians).
 
     python -m torchrec_memcom.benchmarks.speed_chart docs/perf/criteo_1_d711d1f.json ... --out docs/speed.png
 """
@@ -72,7 +72,7 @@ def bars(payload: Dict[str, Any]) -> List[Bar]:
         base = stock.get(r["model"])
         if r["method"] == "stock" or r["status"] != "ok" or base is None:
             continue
-        ratio = r["samples_per_s"] / base["samples_per_s"]
+        ratio = r["throughput_vs_stock"]
         pairs = zip(base.get("step_ms_repeat_medians") or [], r.get("step_ms_repeat_medians") or [])
         per_repeat = [s / m for s, m in pairs] or [ratio]
         out.append(
