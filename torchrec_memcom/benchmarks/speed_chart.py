@@ -17,12 +17,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["GOALS", "Bar", "bars", "draw_run", "plot", "run_title", "text_table"]
 
-# The speed goals of issue 9 on one GPU, per (model, layout): the throughput each method must reach relative to stock.
-GOALS: Dict[Tuple[str, str], Dict[str, float]] = {
-    ("dlrm", "criteo"): {"hash": 1.0, "memcom": 1.0, "qr": 0.95, "lma": 0.9},
-    ("ebc", "big"): {"hash": 1.0, "memcom": 0.9, "qr": 0.85, "lma": 0.7},
+# The speed goals of issue 9, per (model, layout, more than one GPU): the throughput each method must reach relative
+# to stock. The DLRM's hold on 1 and on 2 GPUs; `big` asks every method for 1.0x on 2 GPUs.
+_DLRM_CRITEO = {"hash": 1.0, "memcom": 1.0, "qr": 0.95, "lma": 0.9}
+GOALS: Dict[Tuple[str, str, bool], Dict[str, float]] = {
+    ("dlrm", "criteo", False): _DLRM_CRITEO,
+    ("dlrm", "criteo", True): _DLRM_CRITEO,
+    ("ebc", "big", False): {"hash": 1.0, "memcom": 0.9, "qr": 0.85, "lma": 0.7},
+    ("ebc", "big", True): {"hash": 1.0, "memcom": 1.0, "qr": 1.0, "lma": 1.0},
 }
-_GOALS_MULTI_GPU_EBC_BIG = 1.0  # every method >= 1.0x on 2 GPUs
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,7 @@ def _goal(payload: Dict[str, Any], model: str, method: str) -> Optional[float]:
     cfg, world = payload["config"], payload["environment"]["world_size"]
     if cfg.get("scale", 1.0) != 1.0:
         return None
-    if world > 1:
-        return _GOALS_MULTI_GPU_EBC_BIG if (model, cfg["layout"]) == ("ebc", "big") else None
-    return GOALS.get((model, cfg["layout"]), {}).get(method)
+    return GOALS.get((model, cfg["layout"], world > 1), {}).get(method)
 
 
 def bars(payload: Dict[str, Any]) -> List[Bar]:
