@@ -66,6 +66,14 @@ def _profile(
         "host_top": [{"name": "cudaStreamSynchronize", "count": 5, "self_us": 4000.0, "share": 0.25}],
         "trace": "p/profile.trace.json",
         "table": "p/profile.txt",
+        "gpu_idle": {
+            "span_us_per_step": 2000.0,
+            "busy_us_per_step": 1500.0,
+            "top": [
+                {"us_per_step": 300.0, "gaps_per_step": 2.0, "context": "_WeightsAtBackward", "op": "a|b"},
+                {"us_per_step": 150.0, "gaps_per_step": 1.0, "context": "", "op": ""},
+            ],
+        },
     }
 
 
@@ -200,6 +208,9 @@ def test_markdown_report_states_the_optimizer_above_the_table() -> None:
     i = lines.index("Host-device synchronisations: 1.4 per step")
     assert lines[i + 2] == "- 1.4 x `m.py:3 (f)`" and text.count("Host-device synchronisations") == 1
     assert optimizer_label("sgd", 0.5) == "fused EXACT_SGD + dense SGD, lr 0.5"
+    # where the GPU waited for the host, under the profiler, in each profiled method's section
+    assert text.count("GPU idle under the profiler (its host overhead stretches the gaps): 500 of 2000 us") == 2
+    assert "| 300.0 | 2 | _WeightsAtBackward | `a\\|b` |" in lines and "| 150.0 | 1 | - | `-` |" in lines
 
 
 @pytest.mark.parametrize(

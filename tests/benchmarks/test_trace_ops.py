@@ -10,9 +10,13 @@ import pytest
 import torch
 
 from torchrec_memcom.benchmarks.trace_ops import (
+    IdleReport,
+    IdleTime,
     LaunchedOps,
     autograd_node_host_us,
     gpu_ops_by_launcher,
+    idle_by_launcher,
+    idle_markdown,
     markdown,
     nodes_markdown,
 )
@@ -72,11 +76,51 @@ def test_autograd_node_host_time_per_step() -> None:
     assert "| 30.0 | 1 | `MulBackward0` |" in table and "| 33.0 | | total |" in table
 
 
+def test_idle_gaps_charged_to_the_launch_that_ends_them() -> None:
+    trace = {"traceEvents": _step(0, 10) + _step(1000, 20)}
+    # GPU ops per step at 30-31 (memcpy), 40-45 (rows), 70-73 (mul), 74-75 (memset), 80-81 (orphan); the gaps before
+    # rows 9 us, before mul 25 and memset 1 (both aten::mul in MulBackward0), before the orphan 5, and 949 between
+    # the steps, ended by the second step's memcpy
+    report = idle_by_launcher(trace, steps=2)
+    assert report == IdleReport(
+        span_us_per_step=(1081 - 30) / 2,
+        busy_us_per_step=11.0,
+        rows=[
+            IdleTime(474.5, 0.5, "## input_dist ##", "aten::copy_"),
+            IdleTime(26.0, 2.0, "MulBackward0", "aten::mul"),
+            IdleTime(9.0, 1.0, "_LocalRowsAndWeights", "_LocalRowsAndWeights"),
+            IdleTime(5.0, 1.0, "(no launching call in the trace)", ""),
+        ],
+    )
+    assert sum(r.us_per_step for r in report.rows) == report.span_us_per_step - report.busy_us_per_step
+    table = idle_markdown(report, limit=2)
+    assert table.startswith("GPU span 525.5 us per step, busy 11.0 (2%), idle 514.5")
+    assert "| 26.0 | 2 | MulBackward0 | `aten::mul` |" in table
+    assert "| 14.0 | 2 | 2 other launchers | |" in table and "| 514.5 | 4.5 | total | |" in table
+
+
+def test_idle_time_counts_overlapping_streams_once() -> None:
+    events = [
+        _x("kernel", "a", 0, 10, correlation=1),
+        _x("kernel", "b", 5, 15, correlation=2),  # another stream, overlapping a: busy 0-20
+        _x("kernel", "c", 12, 3, correlation=3),  # inside b: no gap
+        _x("cpu_op", "aten::mul", 20, 9),
+        _x("cuda_runtime", "cudaLaunchKernel", 25, 2, correlation=4),
+        _x("kernel", "d", 30, 5, correlation=4),
+    ]
+    report = idle_by_launcher({"traceEvents": events}, steps=1)
+    assert report == IdleReport(35.0, 25.0, [IdleTime(10.0, 1.0, "aten::mul", "aten::mul")])
+    assert idle_by_launcher({"traceEvents": []}, steps=1) == IdleReport(0.0, 0.0, [])
+    assert idle_markdown(IdleReport(0.0, 0.0, [])).startswith("no GPU ops in the trace")
+
+
 def test_rejects_bad_steps() -> None:
     with pytest.raises(ValueError, match="steps must be >= 1"):
         gpu_ops_by_launcher({"traceEvents": []}, steps=0)
     with pytest.raises(ValueError, match="steps must be >= 1"):
         autograd_node_host_us({"traceEvents": []}, steps=0)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        idle_by_launcher({"traceEvents": []}, steps=0)
 
 
 def test_cpu_profiler_trace_has_no_gpu_ops(tmp_path: Path) -> None:
@@ -87,5 +131,6 @@ def test_cpu_profiler_trace_has_no_gpu_ops(tmp_path: Path) -> None:
     prof.export_chrome_trace(str(path))
     trace = json.loads(path.read_text())
     assert gpu_ops_by_launcher(trace, steps=1) == []
+    assert idle_by_launcher(trace, steps=1) == IdleReport(0.0, 0.0, [])
     nodes = {node: calls for node, _, calls in autograd_node_host_us(trace, steps=1)}
     assert nodes["MulBackward0"] == 1 and nodes["SumBackward0"] == 1  # the real backward's nodes, once each

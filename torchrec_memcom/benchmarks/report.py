@@ -19,6 +19,7 @@ import torch
 from torchrec_memcom.benchmarks import host_time
 from torchrec_memcom.benchmarks.layouts import Layout
 from torchrec_memcom.benchmarks.planning import plan_summary
+from torchrec_memcom.benchmarks.trace_ops import IdleTime, idle_table
 from torchrec_memcom.distributed.compressed import lma_sends_raw_ids
 from torchrec_memcom.provenance import code_revision
 
@@ -503,6 +504,7 @@ def markdown_report(payload: Dict[str, Any]) -> str:
         if prof.get("host_top"):
             lines += ["", "| host op (self CPU) | calls | self ms | share of host |", "|---|---|---|---|"]
             lines += _op_rows(prof["host_top"])
+        lines += _idle_rows(prof.get("gpu_idle"))
         if prof.get("trace"):
             lines.append(f"\nFull table: `{prof['table']}`; trace: `{prof['trace']}`.")
         syncs = prof.get("host_syncs")
@@ -510,6 +512,18 @@ def markdown_report(payload: Dict[str, Any]) -> str:
             lines += ["", f"Host-device synchronisations: {syncs['per_step']:g} per step", ""]
             lines += [f"- {n:g} x `{site}`" for site, n in syncs["sites"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _idle_rows(idle: Optional[Dict[str, Any]]) -> List[str]:
+    """The profile's ``gpu_idle`` (``measure.profile_steps``): where the GPU waited for the host, under the profiler."""
+    if not idle or not idle["span_us_per_step"]:
+        return []
+    span, busy = idle["span_us_per_step"], idle["busy_us_per_step"]
+    head = (
+        f"GPU idle under the profiler (its host overhead stretches the gaps): {span - busy:.0f} of {span:.0f} us per "
+        f"step, {busy / span:.0%} busy; each gap charged to the launch that ended it (`trace_ops --idle`), largest:"
+    )
+    return ["", head, ""] + idle_table([IdleTime(**r) for r in idle["top"]])
 
 
 def write_outputs(payload: Dict[str, Any], out: str, md: str, text: Optional[str] = None) -> None:
