@@ -33,7 +33,7 @@ def _step(t0: float, corr: int) -> List[Dict[str, Any]]:
     Triton kernel (driver API); a backward node whose op launches a kernel and a memset; a kernel with no call."""
     return [
         _x("user_annotation", f"ProfilerStep#{corr}", t0, 100),
-        _x("user_annotation", "## input_dist ##", t0 + 1, 20),
+        _x("user_annotation", f"## input_dist {corr} ##", t0 + 1, 20),  # TorchRec's pipeline numbers its batches
         _x("cpu_op", "aten::to", t0 + 2, 10),
         _x("cpu_op", "aten::copy_", t0 + 3, 8),
         _x("cuda_runtime", "cudaMemcpyAsync", t0 + 4, 2, correlation=corr),

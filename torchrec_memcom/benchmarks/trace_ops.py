@@ -22,6 +22,7 @@ Usage (on a trace that ``bench_sharded.py --profile`` wrote; ``--profile-steps``
 import argparse
 import collections
 import json
+import re
 from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
 __all__ = [
@@ -42,6 +43,7 @@ _LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")
 _CPU_CATEGORIES = ("cpu_op", "user_annotation")
 _AUTOGRAD_NODE = "autograd::engine::evaluate_function: "
 _UNMATCHED = "(no launching call in the trace)"
+_BATCH_NUMBER = re.compile(r" \d+ ##$")  # "## forward 221 ##" -> "## forward ##"
 
 
 class LaunchedOps(NamedTuple):
@@ -70,6 +72,7 @@ def _launcher(cpu: List[Dict[str, Any]], call: Dict[str, Any]) -> Tuple[str, str
         return "", ""
     contexts = [e for e in around if _is_context(e)]
     context = (contexts[0] if contexts else around[0])["name"].replace(_AUTOGRAD_NODE, "")
+    context = _BATCH_NUMBER.sub(" ##", context)  # TorchRec's pipeline ranges name their batch: one row for all
     ops = [e for e in around if e.get("cat") == "cpu_op"]
     return context, ops[-1]["name"] if ops else ""
 
