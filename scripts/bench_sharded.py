@@ -134,6 +134,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--profile", default="", help="methods to profile after all timed runs, comma-separated, or 'all' (adds stock)")
     add("--profile-steps", type=int, default=5, help="steps under the profiler")
     add("--profile-dir", default=None, help="where traces and tables go (default: next to --out)")
+    add("--fine-host-sites", action="store_true", help="profiled methods' host-time table splits more parts")
     add("--device", choices=["auto", "cuda", "cpu"], default="auto")
     add("--seed", type=int, default=0)
     add("--out", default=None, help="JSON output of rank 0 (default outputs/bench_sharded.json)")
@@ -211,6 +212,7 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
         profile=tuple(args.profile),
         profile_steps=args.profile_steps,
         profile_dir=args.profile_dir,
+        fine_host_sites=args.fine_host_sites,
         seed=args.seed,
     )
 

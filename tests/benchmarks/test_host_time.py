@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 import pytest
 import torch
 
-from torchrec_memcom.benchmarks.host_time import SITES, Site, host_breakdown, timed_sites
+from torchrec_memcom.benchmarks.host_time import FINE_SITES, SITES, Site, host_breakdown, timed_sites
 from torchrec_memcom.benchmarks.report import host_breakdown_tables
 
 
@@ -48,6 +48,10 @@ def test_every_default_site_exists() -> None:
     """A renamed method in TorchRec or here would silently drop out of the breakdown."""
     with timed_sites() as timed:
         assert timed.resolved == [s.label for s in SITES]
+    with timed_sites(FINE_SITES) as timed:  # --fine-host-sites
+        assert timed.resolved == [s.label for s in FINE_SITES]
+    labels = {s.label for s in SITES + FINE_SITES}
+    assert all(s.inside in labels for s in FINE_SITES)  # each shown under a part of the table
 
 
 def test_breakdown_times_each_part_per_step() -> None:
@@ -101,6 +105,9 @@ def test_breakdown_table_has_one_column_per_method() -> None:
                 "MEmCom: rows and weights after the dist": part(0.25),
                 "backward": part(1.25),
                 "MEmCom: weight update": part(0.375, inside="backward"),
+                "MEmCom update: update launch": part(0.125, inside="MEmCom: weight update"),
+                "id transform: ids per feature": part(0.0625, inside="id transform"),
+                "id transform": part(0.25),
             },
         ),
         {"model": "ebc", "label": "LMA", "status": "skipped"},
@@ -111,8 +118,11 @@ def test_breakdown_table_has_one_column_per_method() -> None:
     # in the order of host_time.SITES (a nested part right under its own), whichever method ran it first
     assert lines[6:] == [
         "| TorchRec EBC input dist | 0.500 (1x) | 0.500 (1x) |",
+        "| id transform | - | 0.250 (1x) |",
+        "| &nbsp;&nbsp;id transform: ids per feature | - | 0.062 (1x) |",  # a finer site under its part
         "| MEmCom: rows and weights after the dist | - | 0.250 (1x) |",
         "| backward | 1.000 (1x) | 1.250 (1x) |",
         "| &nbsp;&nbsp;MEmCom: weight update | - | 0.375 (1x) |",
+        "| &nbsp;&nbsp;MEmCom update: update launch | - | 0.125 (1x) |",
     ]
     assert host_breakdown_tables([{"model": "ebc", "label": "x", "profile": {}}]) == []

@@ -100,12 +100,18 @@ def test_memcom_rows_in_transform_or_after_the_dist(tmp_path: Path, in_transform
     """One rank: MEmCom's rows come from the id transform (the default) or, with ``--no-memcom-rows-in-transform``,
     from the rows kernel after the dist; the host-time parts show which ran."""
     flag = "--memcom-rows-in-transform" if in_transform else "--no-memcom-rows-in-transform"
-    payload = _run(tmp_path, "--device", "cpu", "--model", "ebc", "--methods", "memcom", "--profile", "memcom", flag)
+    fine = ["--fine-host-sites"] if in_transform else []
+    payload = _run(
+        tmp_path, "--device", "cpu", "--model", "ebc", "--methods", "memcom", "--profile", "memcom", flag, *fine
+    )
     (row,) = [r for r in payload["results"] if r["method"] == "memcom"]
     assert row["status"] == "ok", row.get("reason")
     parts = row["profile"]["host_breakdown"]["sites"]
     assert parts["after the dist (MEmCom weights, LMA expansion)"]["calls_per_step"] == 1
     assert ("MEmCom: rows and weights after the dist" in parts) == (not in_transform), sorted(parts)
+    # --fine-host-sites: the finer parts that run on CPU too (the Triton launches are CUDA's)
+    for part in ("MEmCom: weights gather w[slots]", "FBGEMM TBE forward", "id transform: segments call"):
+        assert (part in parts) == in_transform, (part, sorted(parts))
     md = (tmp_path / "bench.md").read_text()
     assert ("MEmCom's rows after the dist (`--no-memcom-rows-in-transform`)" in md) == (not in_transform)
 

@@ -106,6 +106,8 @@ class BenchOptions:
             ``warmup_s`` seconds (``measure.warm_up``).
         profile (Tuple[str, ...]): methods to profile after timing them (first repeat).
         profile_steps (int), profile_dir (str): steps under the profiler, where traces go.
+        fine_host_sites (bool): the profile pass's host-time table also splits the id transform, MEmCom's weights
+            and update, and the lookup (``host_time.FINE_SITES``).
         seed (int): base seed of the batches and loss weights.
     """
 
@@ -132,6 +134,7 @@ class BenchOptions:
     profile: Tuple[str, ...] = ()
     profile_steps: int = 5
     profile_dir: str = "outputs/profiles"
+    fine_host_sites: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -350,7 +353,8 @@ def run_method(
     if profile_stem is not None:
         out["profile"] = measure.profile_steps(step, opts.profile_steps, device, profile_stem, write=ctx.is_main)
         out["profile"]["host_syncs"] = measure.host_syncs(step, opts.profile_steps, device)
-        out["profile"]["host_breakdown"] = host_time.host_breakdown(step, device)
+        sites = host_time.SITES + (host_time.FINE_SITES if opts.fine_host_sites else [])
+        out["profile"]["host_breakdown"] = host_time.host_breakdown(step, device, sites=sites)
         return out
     out["step_ms"], out["wall_ms"] = measure.timed_steps(step, opts.iters, device)
     out["uvm_cache"] = uvm_cache.cache_stats(step, uvm_cache.cached_tbes(dmp), uvm_cache.STATS_STEPS, device)

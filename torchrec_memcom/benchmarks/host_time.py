@@ -20,7 +20,7 @@ import torch
 
 from torchrec_memcom.benchmarks.measure import host_step_ms
 
-__all__ = ["SITES", "Site", "host_breakdown", "timed_sites"]
+__all__ = ["FINE_SITES", "SITES", "Site", "host_breakdown", "timed_sites"]
 
 
 class Site(NamedTuple):
@@ -86,6 +86,29 @@ SITES: List[Site] = [
     ),
     Site("optimizer step", "torchrec.optim.keyed", "CombinedOptimizer", "step"),
 ]
+
+_LOOKUP = "TorchRec EBC lookup + output dist"
+_UPDATE = "MEmCom: weight update"
+# Finer parts (``bench_sharded.py --fine-host-sites``): inside the id transform, MEmCom's weights and update, and the
+# lookup. Each wrapper costs about a microsecond per call, so they stay out of the default table.
+FINE_SITES: List[Site] = [
+    # KeyedJaggedTensor.length_per_key(): a host read of the lengths unless the batch carries its counts
+    Site("id transform: ids per feature", _TRANSFORM, "IdTransform", "_lengths_per_key", inside="id transform"),
+    Site("id transform: segments call", _TRANSFORM, "", "transform_segments", inside="id transform"),
+    Site("id transform: its Triton launch", "torchrec_memcom.ops._triton", "", "transform_segments_triton",
+         inside="id transform"),
+    Site("MEmCom: weights gather w[slots]", "torchrec_memcom.distributed.local_entity_weights", "LocalEntityWeights",
+         "weights_at", inside="after the dist (MEmCom weights, LMA expansion)"),
+    Site("FBGEMM TBE forward", "fbgemm_gpu.split_table_batched_embeddings_ops_training",
+         "SplitTableBatchedEmbeddingBagsCodegen", "forward", inside=_LOOKUP),
+    # TorchRec's autograd function around the lookup's per-sample weights (weighted lookups only)
+    Site("TorchRec: weights' gradient scaling", "torchrec.distributed.embedding_lookup", "CommOpGradientScaling",
+         "apply", inside=_LOOKUP),
+    Site("MEmCom update: block sums launch", "torchrec_memcom.ops._triton_entity_update", "",
+         "entity_aggregate_triton", inside=_UPDATE),
+    Site("MEmCom update: update launch", "torchrec_memcom.ops._triton_entity_update", "", "entity_update_triton",
+         inside=_UPDATE),
+]  # fmt: skip
 
 
 class _Timers:

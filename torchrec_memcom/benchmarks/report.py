@@ -359,6 +359,18 @@ def _gb(b: Optional[int]) -> str:
     return "-" if b is None else f"{b / 1e9:.1f} GB"
 
 
+def _sites_in_order() -> List[host_time.Site]:
+    """The default sites, each followed by the finer sites inside it (a table's row order)."""
+    out: List[host_time.Site] = []
+    for site in host_time.SITES:
+        out.append(site)
+        out += [f for f in host_time.FINE_SITES if f.inside == site.label]
+    return out + [f for f in host_time.FINE_SITES if f not in out]
+
+
+_SITES_IN_ORDER = _sites_in_order()
+
+
 def host_breakdown_tables(results: List[Dict[str, Any]]) -> List[str]:
     """Per model, the host time per step of each part of the embedding layer (``host_time.host_breakdown``), one
     column per profiled method; markdown lines (none without a breakdown)."""
@@ -371,7 +383,7 @@ def host_breakdown_tables(results: List[Dict[str, Any]]) -> List[str]:
         for r in rows:
             for label, site in r["profile"]["host_breakdown"]["sites"].items():
                 labels.setdefault(label, site["inside"])
-        order = {label: i for i, label in enumerate(s.label for s in host_time.SITES)}  # nested parts under theirs
+        order = {s.label: i for i, s in enumerate(_SITES_IN_ORDER)}
         labels = dict(sorted(labels.items(), key=lambda kv: order.get(kv[0], len(order))))
         lines += [
             "",
