@@ -99,6 +99,23 @@ def test_idle_gaps_charged_to_the_launch_that_ends_them() -> None:
     assert "| 14.0 | 2 | 2 other launchers | |" in table and "| 514.5 | 4.5 | total | |" in table
 
 
+def test_profile_records_the_largest_idle_gaps_of_its_trace(tmp_path: Path) -> None:
+    """``measure.profile_steps``' ``gpu_idle``: the trace's idle report per step, its largest gaps first."""
+    from torchrec_memcom.benchmarks.measure import _gpu_idle
+
+    path = tmp_path / "p.trace.json"
+    path.write_text(json.dumps({"traceEvents": _step(0, 10) + _step(1000, 20)}))
+    idle = _gpu_idle(str(path), steps=2, top=2)
+    assert idle == {
+        "span_us_per_step": 525.5,
+        "busy_us_per_step": 11.0,
+        "top": [
+            {"us_per_step": 474.5, "gaps_per_step": 0.5, "context": "## input_dist ##", "op": "aten::copy_"},
+            {"us_per_step": 26.0, "gaps_per_step": 2.0, "context": "MulBackward0", "op": "aten::mul"},
+        ],
+    }
+
+
 def test_idle_time_counts_overlapping_streams_once() -> None:
     events = [
         _x("kernel", "a", 0, 10, correlation=1),
