@@ -285,3 +285,24 @@ def test_init_distributed_device_choice(monkeypatch: pytest.MonkeyPatch) -> None
         assert (ctx.rank, ctx.world_size, ctx.device.type, ctx.backend) == (0, 1, "cpu", "gloo")
     finally:
         ctx.close()
+
+
+@pytest.mark.gpu
+def test_profile_charges_the_gpu_idle_time_to_the_launch_after_it(tmp_path: Path) -> None:
+    """A step that sleeps 5 ms on the host between two GPU ops: the profile's ``gpu_idle`` charges about that gap to
+    the second op's launch, each step."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    device = torch.device("cuda")
+    a = torch.randn(512, 512, device=device)
+
+    def step() -> None:
+        a.mul_(1.0)
+        time.sleep(0.005)
+        torch.cos(a)
+
+    out = profile_steps(step, 4, device, str(tmp_path / "p"), write=True)
+    idle = out["gpu_idle"]
+    assert 0 < idle["busy_us_per_step"] < idle["span_us_per_step"], idle
+    top = idle["top"][0]
+    assert top["op"] == "aten::cos" and top["gaps_per_step"] == 1.0 and top["us_per_step"] >= 4000, idle
