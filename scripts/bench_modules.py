@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import torch
-import torchrec
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
@@ -46,7 +45,7 @@ from torchrec_memcom import (
     QREmbeddingBagConfig,
 )
 from torchrec_memcom.configs import stock_bytes
-from torchrec_memcom.provenance import code_revision
+from torchrec_memcom.provenance import environment
 
 METHODS = ["stock", "memcom", "lma", "hash", "qr"]
 
@@ -288,16 +287,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     payload = {
         "config": vars(args),
         "environment": {
-            "torch": torch.__version__,
-            "torchrec": torchrec.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
+            **environment(),
             "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads(),
             "device": str(device),
             "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "revision": code_revision(),
         },
         "results": results,
         "skipped": skipped,

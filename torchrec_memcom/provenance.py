@@ -1,14 +1,17 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""Which code produced a result: the git revision of the package's checkout, recorded in every benchmark's and
-study's JSON next to its numbers."""
+"""Which code produced a result, and where: the git revision of the package's checkout and the libraries and machine
+of the run, recorded in every benchmark's and study's JSON next to its numbers."""
 
 import functools
 import hashlib
+import importlib
 import os
+import platform
 import subprocess
-from typing import List, Optional
+import time
+from typing import Any, Dict, List, Optional
 
-__all__ = ["REVISION_ENV", "code_revision"]
+__all__ = ["REVISION_ENV", "code_revision", "environment"]
 
 # Names the code when the checkout's git metadata does not (a copy of a working tree sent to another machine with an
 # older .git): set to the commit the copy was made from.
@@ -43,3 +46,27 @@ def code_revision() -> str:
         return f"torchrec_memcom {__version__}"
     diff = _git(["diff", "HEAD"], _PACKAGE_DIR)  # tracked files only, staged or not; empty when clean
     return f"{commit}+dirty.{hashlib.sha1(diff.encode()).hexdigest()[:8]}" if diff else commit
+
+
+def environment() -> Dict[str, Any]:
+    """The fields every result's ``environment`` shares: torch, TorchRec and FBGEMM versions (``None``: not
+    installed), CUDA's (``None``: a CPU build), Python, the platform, CPU cores and torch's threads, the local time and
+    ``code_revision()``. Each caller adds what its run used (device, ranks, command)."""
+    import torch
+
+    env: Dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda}
+    for name in ("torchrec", "fbgemm_gpu"):
+        try:
+            env[name] = getattr(importlib.import_module(name), "__version__", "?")
+        except ImportError:
+            env[name] = None
+    env.update(
+        python=platform.python_version(),
+        platform=platform.platform(),
+        machine=platform.machine(),
+        cpu_count=os.cpu_count(),
+        threads=torch.get_num_threads(),
+        time=time.strftime("%Y-%m-%d %H:%M:%S"),
+        revision=code_revision(),
+    )
+    return env

@@ -70,3 +70,35 @@ def test_dirty_and_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_git_failures_are_no_answer(tmp_path: Path) -> None:
     assert provenance._git(["rev-parse", "HEAD"], str(tmp_path)) is None  # not a repository
     assert provenance._git(["no-such-command"], provenance._PACKAGE_DIR) is None
+
+
+def test_environment_records_versions_machine_time_and_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime
+    import platform
+
+    import fbgemm_gpu
+    import torch
+    import torchrec
+
+    monkeypatch.setenv(provenance.REVISION_ENV, "abc1234")
+    env = provenance.environment()
+    assert env["torch"] == torch.__version__ and env["cuda"] == torch.version.cuda
+    assert env["torchrec"] == torchrec.__version__ and env["fbgemm_gpu"] == getattr(fbgemm_gpu, "__version__", "?")
+    assert env["python"] == platform.python_version() and env["machine"] == platform.machine()
+    assert env["cpu_count"] == os.cpu_count() and env["threads"] == torch.get_num_threads()
+    assert env["revision"] == "abc1234"
+    age = datetime.datetime.now() - datetime.datetime.strptime(env["time"], "%Y-%m-%d %H:%M:%S")
+    assert datetime.timedelta(0) <= age < datetime.timedelta(minutes=1)
+
+
+def test_environment_names_a_missing_library_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = provenance.importlib.import_module
+
+    def no_fbgemm(name: str) -> object:
+        if name == "fbgemm_gpu":
+            raise ImportError(name)
+        return real(name)
+
+    monkeypatch.setattr(provenance.importlib, "import_module", no_fbgemm)
+    env = provenance.environment()
+    assert env["fbgemm_gpu"] is None and env["torchrec"] is not None

@@ -11,17 +11,16 @@ import os
 import platform
 import socket
 import statistics
-import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from torchrec_memcom import provenance
 from torchrec_memcom.benchmarks import host_time
 from torchrec_memcom.benchmarks.layouts import Layout
 from torchrec_memcom.benchmarks.planning import plan_summary
 from torchrec_memcom.benchmarks.trace_ops import IdleTime, idle_table
 from torchrec_memcom.distributed.compressed import lma_sends_raw_ids
-from torchrec_memcom.provenance import code_revision
 
 __all__ = [
     "OPTIMIZERS",
@@ -548,27 +547,17 @@ def write_outputs(payload: Dict[str, Any], out: str, md: str, text: Optional[str
 
 
 def environment(device: torch.device, world_size: int, backend: str) -> Dict[str, Any]:
-    """Hardware and library versions of a run (recorded in its JSON)."""
-    import fbgemm_gpu
-    import torchrec
-
+    """Hardware and library versions of a run (recorded in its JSON): ``provenance.environment()`` and the run's
+    ranks, backend, device and host."""
     cuda = device.type == "cuda"
     return {
+        **provenance.environment(),
         "world_size": world_size,
         "backend": backend,
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
         "device_memory_bytes": torch.cuda.get_device_properties(device).total_memory if cuda else None,
-        "cuda": torch.version.cuda,
-        "torch": torch.__version__,
-        "torchrec": getattr(torchrec, "__version__", "?"),
-        "fbgemm_gpu": getattr(fbgemm_gpu, "__version__", "?"),
-        "python": platform.python_version(),
         "hostname": socket.gethostname(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "revision": code_revision(),
     }
 
 

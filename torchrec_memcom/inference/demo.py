@@ -20,7 +20,6 @@ import glob
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ from torchrec_memcom.inference.export import (
     program_inputs,
 )
 from torchrec_memcom.inference.quantize import storage_bytes
-from torchrec_memcom.provenance import code_revision
+from torchrec_memcom.provenance import environment
 
 
 # Where the recipes live (the one place to change if they move): entry script, then config folders to look in.
@@ -453,19 +452,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print("\ngoals:")
     for g in checks:
         print(f"  [{'met' if g['met'] else 'MISSED'}] {g['model']}: {g['goal']}: {g['value']}")
-    import fbgemm_gpu
-    import torchrec
-
-    env = {
-        "torch": torch.__version__,
-        "torchrec": torchrec.__version__,
-        "fbgemm_gpu": getattr(fbgemm_gpu, "__version__", "?"),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_average_at_end": os.getloadavg(),
-        "command": sys.argv,
-        "revision": code_revision(),
-    }
+    env = {**environment(), "load_average_at_end": os.getloadavg(), "command": sys.argv}
     path = os.path.join(args.out, "export.json")
     report = {"results": results, "synthetic_scale": scale, "goals": checks, "environment": env}
     report["seconds"] = time.time() - start

@@ -13,10 +13,8 @@ pack carried), so a sweep cut by ``--deadline`` continues where it stopped.
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shlex
 import shutil
 import sys
@@ -24,7 +22,7 @@ import tarfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from torchrec_memcom.provenance import code_revision
+from torchrec_memcom.provenance import environment
 from torchrec_memcom.recipes.frontier import PROTOCOLS, Study, protocol
 from torchrec_memcom.recipes.frontier_report import write_report
 from torchrec_memcom.recipes.sweep import Pool
@@ -136,16 +134,13 @@ def smoke_studies(names: Sequence[str], data: Optional[str] = None) -> List[Stud
 
 
 def _environment() -> Dict[str, Any]:
+    """``provenance.environment()`` with the study's device and a one-line versions string (the report's header)."""
     import torch
-    import torchrec
 
+    env = environment()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    return {
-        "device": device,
-        "versions": f"torch {torch.__version__}, torchrec {torchrec.__version__}, python {platform.python_version()}",
-        "time": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
-        "revision": code_revision(),
-    }
+    versions = f"torch {env['torch']}, torchrec {env['torchrec']}, python {env['python']}"
+    return {**env, "device": device, "versions": versions}
 
 
 def _ceiling(study: Study) -> Optional[Dict[str, float]]:

@@ -18,7 +18,6 @@ table. Runs go through ``recipes.sweep`` (parallel workers, cached per run)::
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from torchrec_memcom.provenance import code_revision
+from torchrec_memcom.provenance import environment
 from torchrec_memcom.recipes.sweep import Pool, Record, Run
 
 __all__ = ["main", "stages", "summarize"]
@@ -156,9 +155,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     payload = {
         "command": command.strip(),
         "seconds": time.time() - start,
-        "environment": {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-                        "cuda": torch.cuda.is_available() and not args.cpu, "cpus": os.cpu_count(),
-                        "revision": code_revision()},
+        # "cuda": whether the runs used the GPU (the report's GPU / CPU); "cuda_version": the build's
+        "environment": {**environment(), "cuda_version": torch.version.cuda,
+                        "cuda": torch.cuda.is_available() and not args.cpu, "cpus": os.cpu_count()},
         "common_overrides": list(common),
         "table": table,
     }  # fmt: skip
