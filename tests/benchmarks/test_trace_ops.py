@@ -17,6 +17,7 @@ from torchrec_memcom.benchmarks.trace_ops import (
     gpu_ops_by_launcher,
     idle_by_launcher,
     idle_markdown,
+    idle_summary,
     markdown,
     nodes_markdown,
 )
@@ -101,11 +102,9 @@ def test_idle_gaps_charged_to_the_launch_that_ends_them() -> None:
 
 def test_profile_records_the_largest_idle_gaps_of_its_trace(tmp_path: Path) -> None:
     """``measure.profile_steps``' ``gpu_idle``: the trace's idle report per step, its largest gaps first."""
-    from torchrec_memcom.benchmarks.measure import _gpu_idle
-
     path = tmp_path / "p.trace.json"
     path.write_text(json.dumps({"traceEvents": _step(0, 10) + _step(1000, 20)}))
-    idle = _gpu_idle(str(path), steps=2, top=2)
+    idle = idle_summary(str(path), steps=2, top=2)
     assert idle == {
         "span_us_per_step": 525.5,
         "busy_us_per_step": 11.0,

@@ -8,7 +8,6 @@ CUDA-only pieces are marked and small: CUDA events for step times, ``torch.cuda`
 import collections
 import gc
 import itertools
-import json
 import os
 import time
 import traceback
@@ -23,6 +22,7 @@ from torchrec.distributed.types import ShardedModule
 from torchrec.optim.keyed import CombinedOptimizer
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+from torchrec_memcom.benchmarks.trace_ops import idle_summary
 from torchrec_memcom.distributed.cuda_graph_step import CudaGraphTrainStep
 
 __all__ = [
@@ -219,22 +219,7 @@ def profile_steps(
         else [],
         "trace": path_stem + ".trace.json" if write else None,
         "table": path_stem + ".txt" if write else None,
-        "gpu_idle": _gpu_idle(path_stem + ".trace.json", steps) if write and on_gpu else None,
-    }
-
-
-def _gpu_idle(trace_path: str, steps: int, top: int = 8) -> Dict[str, Any]:
-    """``trace_ops.idle_by_launcher`` of a written trace of ``steps`` steps (per step: the GPU's span, busy time, and
-    the ``top`` launches whose host path the GPU waited for longest)."""
-    from torchrec_memcom.benchmarks.trace_ops import idle_by_launcher
-
-    with open(trace_path) as f:
-        trace = json.load(f)
-    report = idle_by_launcher(trace, steps)
-    return {
-        "span_us_per_step": report.span_us_per_step,
-        "busy_us_per_step": report.busy_us_per_step,
-        "top": [r._asdict() for r in report.rows[:top]],
+        "gpu_idle": idle_summary(path_stem + ".trace.json", steps) if write and on_gpu else None,
     }
 
 

@@ -359,12 +359,13 @@ def _gb(b: Optional[int]) -> str:
 
 
 def _sites_in_order() -> List[host_time.Site]:
-    """The default sites, each followed by the finer sites inside it (a table's row order)."""
+    """The default sites, each followed by the finer sites inside it (a table's row order; every finer site sits
+    inside a default one)."""
     out: List[host_time.Site] = []
     for site in host_time.SITES:
         out.append(site)
         out += [f for f in host_time.FINE_SITES if f.inside == site.label]
-    return out + [f for f in host_time.FINE_SITES if f not in out]
+    return out
 
 
 _SITES_IN_ORDER = _sites_in_order()

@@ -99,9 +99,10 @@ def text_table(all_bars: Sequence[Bar]) -> str:
     return "\n".join(lines)
 
 
-def plot(
-    all_bars: Sequence[Bar], path: str, title: str = "Throughput of the compressed tables vs stock TorchRec"
-) -> None:
+_TITLE = "Throughput of the compressed tables vs stock TorchRec"
+
+
+def plot(all_bars: Sequence[Bar], path: str, title: str = _TITLE) -> None:
     """Grouped bars per run (needs matplotlib): methods in a fixed colour each, goals as black ticks, 1.0x dashed."""
     import matplotlib
 
@@ -174,9 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         revisions.append(payload["environment"].get("revision", "?"))
     print(text_table(all_bars))
     codes = ", ".join(r for r in dict.fromkeys(revisions) if r != "?")
-    title = args.title or "Throughput of the compressed tables vs stock TorchRec" + (
-        f" (code {codes})" if codes else ""
-    )
+    title = args.title or _TITLE + (f" (code {codes})" if codes else "")
     plot(all_bars, args.out, title)
     if args.json:
         with open(args.json, "w") as f:

@@ -33,6 +33,7 @@ __all__ = [
     "gpu_ops_by_launcher",
     "idle_by_launcher",
     "idle_markdown",
+    "idle_summary",
     "idle_table",
     "markdown",
     "nodes_markdown",
@@ -160,6 +161,18 @@ def idle_by_launcher(trace: Dict[str, Any], steps: int) -> IdleReport:
     rows = [IdleTime(idle[k] / steps, gaps[k] / steps, *k) for k in idle]
     rows.sort(key=lambda r: (-r.us_per_step, r.context, r.op))
     return IdleReport((end - start) / steps, busy / steps, rows)
+
+
+def idle_summary(trace_path: str, steps: int, top: int = 8) -> Dict[str, Any]:
+    """``idle_by_launcher`` of a trace file of ``steps`` steps, as JSON (``measure.profile_steps``' ``gpu_idle``): per
+    step the GPU's span and busy time, and the ``top`` launches whose host path the GPU waited for longest."""
+    with open(trace_path) as f:
+        report = idle_by_launcher(json.load(f), steps)
+    return {
+        "span_us_per_step": report.span_us_per_step,
+        "busy_us_per_step": report.busy_us_per_step,
+        "top": [r._asdict() for r in report.rows[:top]],
+    }
 
 
 def autograd_node_host_us(trace: Dict[str, Any], steps: int) -> List[Tuple[str, float, float]]:
