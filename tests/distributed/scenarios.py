@@ -208,6 +208,19 @@ def assert_state_matches(sharded: Dict[str, Any], reference: Dict[str, torch.Ten
     return checked
 
 
+def graph_nodes(t: torch.Tensor) -> List[str]:
+    """The type names of every node in ``t``'s autograd graph."""
+    names, seen, todo = [], set(), [t.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        todo.extend(n for n, _ in node.next_functions)
+    return names
+
+
 def build_pair(tables: List[EmbeddingBagConfig], weighted: bool, seed: int = 0) -> Tuple[Wrap, Wrap]:
     """(model to shard, reference copy) built on CPU with the same seeded weights."""
     torch.manual_seed(seed)
@@ -286,6 +299,7 @@ def sharded_matches_unsharded(
     torch.testing.assert_close(out.detach().cpu(), reference(batch).detach()[lo:hi], atol=1e-4, rtol=1e-4)
     inner = dmp.module.ebc._embedding_bag_collection
     return {
+        "gradient_scaling_nodes": graph_nodes(out).count("CommOpGradientScalingBackward"),
         "keys": dmp.module.last_keys,
         "checked": checked,
         "plan": str(dmp.plan),

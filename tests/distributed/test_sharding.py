@@ -46,6 +46,10 @@ def _id(case: Dict) -> str:
 def test_two_ranks(world2: World, case: Dict) -> None:
     results = world2.run(scenarios.sharded_matches_unsharded, **case)
     assert all(r["checked"] >= 1 for r in results) or case["sharding_type"] == "table_wise"
+    # model-parallel lookups scale the gradients of weights that take one (MEmCom's) by the world size (TorchRec's
+    # CommOpGradientScaling); a batch's own weights take none here
+    scaled = case["method"] == "memcom" and case["sharding_type"] != "data_parallel"
+    assert all((r["gradient_scaling_nodes"] > 0) == scaled for r in results), (results, case)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_id)
@@ -76,6 +80,7 @@ def test_one_rank(world1: World, case: Dict) -> None:
     """On one rank every sharding skips TorchRec's all-to-all (and its per-batch synchronisation; row-wise also its
     bucketing, which keeps every id over one rank): its input dists are the data-parallel identity."""
     (result,) = world1.run(scenarios.sharded_matches_unsharded, **case)
+    assert result["gradient_scaling_nodes"] == 0  # by 1 on one rank: left out (_compat)
     assert result["input_dists"] and all(d == "DpSparseFeaturesDist" for d in result["input_dists"]), result[
         "input_dists"
     ]

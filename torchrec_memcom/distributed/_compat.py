@@ -29,6 +29,7 @@ __all__ = [
     "per_sample_weight_grads_only_for",
     "sharded_tensor",
     "sharding_feature_names",
+    "skip_unit_weight_gradient_scaling",
     "table_optimizer_settings",
     "with_fused_params",
 ]
@@ -134,6 +135,32 @@ def per_sample_weight_grads_only_for(module: torch.nn.Module, tables: AbstractSe
             return args, {**kwargs, "feature_requires_grad": flags}
 
         tbe.register_forward_pre_hook(add_flags, with_kwargs=True)
+
+
+# TorchRec 1.6 spells the method with a typo, 1.8 without
+_SCALING_METHODS = ("_apply_feature_processor_and_gradient_scaling", "_apply_fearture_processor_and_gradient_scaling")
+
+
+def skip_unit_weight_gradient_scaling(ebc: ShardedEmbeddingBagCollection) -> int:
+    """Leaves out TorchRec's ``CommOpGradientScaling`` in each lookup of ``ebc`` whose factor is 1 (one rank, or
+    gradient division off): an identity forward and a backward that multiplies by 1, which cost an autograd node, a
+    GPU kernel and host time per step for nothing. Lookups with a feature processor keep TorchRec's method; so do
+    calls with TorchRec 1.8's ``fs_auto_collection`` set. Returns how many lookups changed."""
+    changed = 0
+    for lookup in lookups(ebc):
+        name = next((n for n in _SCALING_METHODS if hasattr(lookup, n)), None)
+        if name is None or getattr(lookup, "_scale_gradient_factor", None) != 1:
+            continue
+        original = getattr(lookup, name)
+
+        def apply(features: Any, config: Any, *rest: Any, _original: Any = original) -> Any:
+            if config.has_feature_processor or any(rest):  # rest: TorchRec 1.8's fs_auto_collection
+                return _original(features, config, *rest)
+            return features
+
+        setattr(lookup, name, apply)
+        changed += 1
+    return changed
 
 
 def table_optimizer_settings(ebc: ShardedEmbeddingBagCollection) -> Dict[str, Tuple[Any, float, float]]:

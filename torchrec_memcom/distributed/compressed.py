@@ -227,6 +227,7 @@ class ShardedCompressedEmbeddingBagCollection(
             module._embedding_bag_collection, plan, env=env, device=device, module_fqn=module_fqn
         )
         self._lookups: List[nn.Module] = _compat.lookups(self._embedding_bag_collection)
+        _compat.skip_unit_weight_gradient_scaling(self._embedding_bag_collection)
         inner = self._embedding_bag_collection
 
         # MEmCom: which physical features are MEmCom's, and their tables.
