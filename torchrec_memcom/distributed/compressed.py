@@ -19,7 +19,8 @@ Row-wise, MEmCom's hash maps bucket ``b`` of scrambled ids onto bucket ``b``'s b
 that owns ``U[h(s)]`` also owns ``w[s]``: ``w`` never crosses the network. Its weights are updated in backward by
 ``EntityWeightOptimizer`` with each table's rule and learning rate. Gradient semantics: TorchRec scales per-sample
 weight gradients by ``W`` (``CommOpGradientScaling``) while the tables' gradients are divided by ``W``; the
-optimizer undoes the former (``grad_scale = 1 / W``), so ``w`` and ``U`` see the same mean-over-ranks loss.
+optimizer undoes the former (``grad_scale = 1 / W``), so ``w`` and ``U`` see the same mean-over-ranks loss. Where
+that factor is 1 (one rank) the scaling is left out (``_compat.skip_unit_weight_gradient_scaling``).
 """
 
 from functools import partial

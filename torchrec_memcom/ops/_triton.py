@@ -12,7 +12,6 @@ import triton.language as tl
 
 from torchrec_memcom.hashing import BucketedHash, mix_params
 from torchrec_memcom.ops import ONE_SLOTS
-from torchrec_memcom.ops._launch import launch
 
 _BLOCK = 1024
 _BLOCK_IDS = 128
@@ -69,9 +68,7 @@ def hash_ids_triton(ids: torch.Tensor, h: BucketedHash, s_out: torch.Tensor, row
     a, c = h.scramble_params
     m1, m2, mc = mix_params(0)
     n = ids.numel()
-    launch(
-        _hash_kernel,
-        (triton.cdiv(n, _BLOCK),),
+    _hash_kernel[(triton.cdiv(n, _BLOCK),)](
         ids,
         s_out,
         rows_out,
@@ -202,9 +199,7 @@ def lma_locations_grouped_triton(ids: torch.Tensor, jobs: Sequence[Any], out: to
     dyn = ints_to_device(dynamic, ids.device)
     extent = 1 + sum((size - 1) * stride for size, stride in zip(out.shape, out.stride()))  # out's last element + 1
     grid = (len(jobs), triton.cdiv(max(j.n for j in jobs), _BLOCK_IDS))
-    launch(
-        _lma_grouped_kernel, grid, ids, static, dyn, out, ids.numel(), extent, CP2=cp2, NARROW=narrow, BLOCK=_BLOCK_IDS
-    )
+    _lma_grouped_kernel[grid](ids, static, dyn, out, ids.numel(), extent, CP2=cp2, NARROW=narrow, BLOCK=_BLOCK_IDS)
 
 
 @triton.jit
@@ -264,9 +259,7 @@ def memcom_rows_triton(
     n = local_ids.numel()
     m1, m2, mc = mix_params(0)
     has_weight = weight is not None and w_out is not None
-    launch(
-        _memcom_rows_kernel,
-        (triton.cdiv(n, _BLOCK),),
+    _memcom_rows_kernel[(triton.cdiv(n, _BLOCK),)](
         local_ids,
         ends,
         ends_first,
@@ -480,9 +473,7 @@ def transform_segments_triton(
     if has_lengths_out:
         stride = lengths_out.numel() // length_sources.numel()
         assert not from_offsets or stride == placement.stride
-    launch(
-        _segments_kernel,
-        grid,
+    _segments_kernel[grid](
         ids,
         weights if weights is not None else ids,
         static,
@@ -576,9 +567,7 @@ def gather_mul_triton(
     """``ops.columns._gather_mul`` into the contiguous ``out``; ``a`` and ``b`` have unit column stride."""
     rows, cols = out.shape
     grid = (triton.cdiv(rows, _COLUMN_ROWS), triton.cdiv(cols, _COLUMN_BLOCK))
-    launch(
-        _gather_mul_kernel,
-        grid,
+    _gather_mul_kernel[grid](
         a,
         b,
         divisors if has_mean else a,

@@ -9,7 +9,6 @@ import torch
 import triton
 import triton.language as tl
 
-from torchrec_memcom.ops._launch import launch
 from torchrec_memcom.ops._triton import _BLOCK
 
 # The block-sorted entity update's per-program sort: 512 positions on 8 warps was the fastest aggregate plus update at
@@ -108,9 +107,7 @@ def entity_update_triton(
             f"entity-weight update: float32 weights and scratch expected, got {weight.dtype} / {scratch.dtype}"
         )
     n = weight.numel() if dense else index.numel()
-    launch(
-        _entity_update_kernel,
-        (triton.cdiv(n, _BLOCK),),
+    _entity_update_kernel[(triton.cdiv(n, _BLOCK),)](
         index,
         scratch,
         weight,
@@ -181,9 +178,7 @@ def entity_update_sorted_triton(
     n = index.numel()
     keys, order = (index.to(torch.int32) if weight.numel() < 2**31 else index).sort()
     csum = grad.index_select(0, order).cumsum(0, dtype=torch.float64)
-    launch(
-        _entity_update_sorted_kernel,
-        (triton.cdiv(n, _BLOCK),),
+    _entity_update_sorted_kernel[(triton.cdiv(n, _BLOCK),)](
         keys,
         csum,
         weight,
@@ -244,15 +239,7 @@ def entity_aggregate_triton(index: torch.Tensor, grad: torch.Tensor, scratch: to
     positions first (one atomic per id and block); returns ``leaders``: ``index`` at each id's first position in its
     block, else -1, for ``entity_update_triton(leaders, scratch, ...)``."""
     leaders = torch.empty_like(index)
-    launch(
-        _entity_aggregate_kernel,
-        (triton.cdiv(index.numel(), 1 << _AGGREGATE_LOG_BLOCK),),
-        index,
-        grad,
-        scratch,
-        leaders,
-        index.numel(),
-        LOG_BLOCK=_AGGREGATE_LOG_BLOCK,
-        num_warps=_AGGREGATE_WARPS,
+    _entity_aggregate_kernel[(triton.cdiv(index.numel(), 1 << _AGGREGATE_LOG_BLOCK),)](
+        index, grad, scratch, leaders, index.numel(), LOG_BLOCK=_AGGREGATE_LOG_BLOCK, num_warps=_AGGREGATE_WARPS
     )
     return leaders
