@@ -102,7 +102,8 @@ FINE_SITES: List[Site] = [
          "weights_at", inside="after the dist (MEmCom weights, LMA expansion)"),
     Site("FBGEMM TBE forward", "fbgemm_gpu.split_table_batched_embeddings_ops_training",
          "SplitTableBatchedEmbeddingBagsCodegen", "forward", inside=_LOOKUP),
-    # TorchRec's autograd function around the lookup's per-sample weights (weighted lookups only)
+    # TorchRec's autograd function around the lookup's per-sample weights (weighted lookups only; left out where its
+    # factor is 1, as on one rank: _compat.skip_unit_weight_gradient_scaling)
     Site("TorchRec: weights' gradient scaling", "torchrec.distributed.embedding_lookup", "CommOpGradientScaling",
          "apply", inside=_LOOKUP),
     Site("MEmCom update: block sums launch", "torchrec_memcom.ops._triton_entity_update", "",
