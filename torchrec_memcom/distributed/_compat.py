@@ -141,12 +141,11 @@ def per_sample_weight_grads_only_for(module: torch.nn.Module, tables: AbstractSe
 _SCALING_METHODS = ("_apply_feature_processor_and_gradient_scaling", "_apply_fearture_processor_and_gradient_scaling")
 
 
-def skip_unit_weight_gradient_scaling(ebc: ShardedEmbeddingBagCollection) -> int:
+def skip_unit_weight_gradient_scaling(ebc: ShardedEmbeddingBagCollection) -> None:
     """Leaves out TorchRec's ``CommOpGradientScaling`` in each lookup of ``ebc`` whose factor is 1 (one rank, or
     gradient division off): an identity forward and a backward that multiplies by 1, which cost an autograd node, a
     GPU kernel and host time per step for nothing. Lookups with a feature processor keep TorchRec's method; so do
-    calls with TorchRec 1.8's ``fs_auto_collection`` set. Returns how many lookups changed."""
-    changed = 0
+    calls with TorchRec 1.8's ``fs_auto_collection`` set."""
     for lookup in lookups(ebc):
         name = next((n for n in _SCALING_METHODS if hasattr(lookup, n)), None)
         if name is None or getattr(lookup, "_scale_gradient_factor", None) != 1:
@@ -159,8 +158,6 @@ def skip_unit_weight_gradient_scaling(ebc: ShardedEmbeddingBagCollection) -> int
             return features
 
         setattr(lookup, name, apply)
-        changed += 1
-    return changed
 
 
 def table_optimizer_settings(ebc: ShardedEmbeddingBagCollection) -> Dict[str, Tuple[Any, float, float]]:
