@@ -3,12 +3,13 @@
 included; the three fused CUDA updates (one lane per position, one per weight, one per run of sorted ids) equal it
 too."""
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import pytest
 import torch
 
 from tests.interpreted import run_interpreted
+from torchrec_memcom.distributed.entity_update_graphs import bucket
 from torchrec_memcom.distributed.entity_weights import UPDATE_MODES, EntityWeightOptimizer, table_slices, update_mode
 from torchrec_memcom.ops import ONE_SLOTS
 
@@ -24,7 +25,9 @@ class _FakeSharded:
         self.name = name
 
 
-def _optimizer(weight: torch.Tensor, scale: float, mode: Optional[str] = None) -> EntityWeightOptimizer:
+def _optimizer(
+    weight: torch.Tensor, scale: float, mode: Optional[str] = None, graphs: bool = False
+) -> EntityWeightOptimizer:
     params = {f"entity_weights.{n}": _FakeSharded(n) for n, _ in SIZES}
     return EntityWeightOptimizer(
         weight=weight,
@@ -36,6 +39,7 @@ def _optimizer(weight: torch.Tensor, scale: float, mode: Optional[str] = None) -
         grad_scale=scale,
         make_sharded=lambda table, flat: _FakeSharded(table),  # type: ignore[arg-type,return-value]
         mode=mode,
+        graphs=graphs,
     )
 
 
@@ -68,8 +72,11 @@ def _run(
     return weight.cpu()
 
 
-def _reference(steps: int = 3, hot: bool = False, positions: int = 200) -> torch.Tensor:
-    """Dense torch.optim per table (each table its own rule and lr * scale), on the summed gradients."""
+def _reference(
+    steps: int = 3, hot: bool = False, positions: int = 200, sizes: Sequence[int] = (), lr_a: Sequence[float] = ()
+) -> torch.Tensor:
+    """Dense torch.optim per table (each table its own rule and lr * scale), on the summed gradients; ``sizes``: each
+    step's positions instead; ``lr_a``: table ``a``'s learning rate at each step instead of ``LRS``'s."""
     total = sum(n for _, n in SIZES)
     weight = torch.linspace(0.5, 1.5, total + ONE_SLOTS)
     weight[total:] = 1.0
@@ -81,10 +88,12 @@ def _reference(steps: int = 3, hot: bool = False, positions: int = 200) -> torch
         if size
     }
     g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        index, grad = _batch(g, total, hot, positions)
+    for step, size in enumerate(sizes or [positions] * steps):
+        index, grad = _batch(g, total, hot, size)
         grad = grad * 0.5
         dense = torch.zeros(total + ONE_SLOTS).index_add_(0, index, grad)
+        if lr_a:
+            opts["a"].param_groups[0]["lr"] = lr_a[step] * RULES["a"][1]
         for n, opt in opts.items():
             opt.zero_grad()
             params[n].grad = dense[slices[n]].clone()
@@ -111,6 +120,35 @@ def test_fused_cuda_update_matches_reference(mode: str) -> None:
         torch.testing.assert_close(hot, _reference(hot=True, positions=5000), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("index_dtype", [torch.int64, torch.int32], ids=["int64", "int32"])
+def test_update_replayed_from_cuda_graphs_matches_reference(index_dtype: torch.dtype) -> None:
+    """Batches of one bucket (5120): the first runs eagerly, the second is captured and replayed, the rest replay,
+    larger and smaller (the padding's ids reset to -1); table a's learning rate changes between replays."""
+    total = sum(n for _, n in SIZES)
+    weight = torch.linspace(0.5, 1.5, total + ONE_SLOTS, device="cuda")
+    weight[total:] = 1.0
+    opt = _optimizer(weight, scale=0.5, graphs=True)
+    assert opt.graphs is not None
+    sizes, lr_a = [5000, 4700, 5100, 4650, 5000], [0.1, 0.1, 0.1, 0.03, 0.03]
+    g = torch.Generator().manual_seed(0)
+    for size, lr in zip(sizes, lr_a):
+        opt.param_groups[0]["lr"] = lr
+        index, grad = _batch(g, total, True, size)
+        opt.update(index.to("cuda", index_dtype), grad.to("cuda"))
+    assert list(opt.graphs.graphs) == [(5120, index_dtype, torch.float32)]
+    expected = _reference(hot=True, sizes=sizes, lr_a=lr_a)
+    torch.testing.assert_close(weight.cpu(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_graph_buckets() -> None:
+    """A batch of n positions replays the graph of ``bucket(n)``: n rounded up to 4 significant bits."""
+    assert [bucket(n) for n in (1, 9, 15, 16, 17, 1000, 4650, 5120, 5121)] == [1, 9, 15, 16, 18, 1024, 5120, 5120, 5632]
+    assert bucket(2_621_440) == 2_621_440  # big's batch: 10 * 2**18
+    for n in range(1, 5000):
+        assert n <= bucket(n) <= n * 9 // 8 + 1 and bucket(bucket(n)) == bucket(n)
+
+
 def test_update_mode_by_batch_and_vector_size() -> None:
     assert update_mode(327_680) == "per_position"
     assert update_mode(655_360) == "block_sorted"
@@ -133,6 +171,37 @@ def check_update_kernels_on_cpu() -> None:
         for dtype in (torch.int64, torch.int32):
             hot = _run("cpu", hot=True, mode=mode, positions=3000, index_dtype=dtype)
             torch.testing.assert_close(hot, _reference(hot=True, positions=3000), rtol=1e-4, atol=1e-4, msg=mode)
+    check_padded_block_sorted_update()
+
+
+def check_padded_block_sorted_update() -> None:
+    """The block-sorted way skips positions whose index is -1 (the padding of a replayed update), wherever they are
+    and whatever their gradient: the aggregate marks them -1 in its leaders and the weights equal the unpadded
+    reference."""
+    from torchrec_memcom.ops._triton_entity_update import entity_aggregate_triton
+
+    total = sum(n for _, n in SIZES)
+    weight = torch.linspace(0.5, 1.5, total + ONE_SLOTS)
+    weight[total:] = 1.0
+    opt = _optimizer(weight, scale=0.5, mode="block_sorted")
+    g, pad = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)  # g: the reference's batches
+    for _ in range(3):
+        index, grad = _batch(g, total, True, 1500)
+        keep = torch.zeros(2200, dtype=torch.bool)
+        keep[torch.randperm(2200, generator=pad)[:1500]] = True  # 1500 real positions anywhere among 2200
+        padded = torch.full((2200,), -1, dtype=torch.int64)
+        padded[keep] = index
+        noise = torch.randn(2200, generator=pad) * 1e3
+        noise[keep] = grad
+        scratch = torch.zeros_like(weight)
+        leaders = entity_aggregate_triton(padded, noise, scratch)
+        assert (leaders[~keep] == -1).all()
+        for block in range(0, 2200, 512):  # each block's leaders: its distinct real ids, once each
+            real, marked = padded[block : block + 512], leaders[block : block + 512]
+            ids = marked[marked >= 0]
+            assert ids.numel() == ids.unique().numel() and set(ids.tolist()) == set(real[real >= 0].tolist())
+        opt.update(padded, noise)
+    torch.testing.assert_close(weight, _reference(hot=True, positions=1500), rtol=1e-4, atol=1e-4)
 
 
 def test_update_kernels_interpreted_match_reference() -> None:

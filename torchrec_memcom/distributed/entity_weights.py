@@ -6,6 +6,7 @@ The flat vector ends with ``ops.ONE_SLOTS`` constant slots fixed at 1: every fea
 MEmCom reads its per-sample weights there, so one gather gives the weights of a whole mixed batch.
 """
 
+import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -13,6 +14,7 @@ from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torchrec.optim.fused import FusedOptimizer
 
+from torchrec_memcom.distributed.entity_update_graphs import EntityUpdateGraphs
 from torchrec_memcom.ops import ONE_SLOTS, memcom_local_rows, triton_enabled
 
 __all__ = [
@@ -162,6 +164,9 @@ class EntityWeightOptimizer(FusedOptimizer):
             laid out like ``weight`` (its optimizer state) as a ShardedTensor.
         mode (Optional[str]): one of ``UPDATE_MODES`` for every CUDA update (tests, benchmarks); ``None``: the one
             ``update_mode`` picks per batch. Also settable later as ``optimizer.mode``.
+        graphs (Optional[bool]): with ``mode=None`` on CUDA, replay the block-sorted update from CUDA graphs
+            (``EntityUpdateGraphs``: one replay and two copies of host work instead of two Triton launches); ``None``:
+            on unless the environment sets ``TORCHREC_MEMCOM_UPDATE_GRAPHS=0``.
     """
 
     def __init__(
@@ -175,6 +180,7 @@ class EntityWeightOptimizer(FusedOptimizer):
         grad_scale: float,
         make_sharded: Callable[[str, torch.Tensor], ShardedTensor],
         mode: Optional[str] = None,
+        graphs: Optional[bool] = None,
     ) -> None:
         if mode is not None and mode not in UPDATE_MODES:
             raise ValueError(f"entity-weight update mode {mode!r}: expected one of {UPDATE_MODES} or None")
@@ -196,6 +202,9 @@ class EntityWeightOptimizer(FusedOptimizer):
             [self._rules[t][0] == _ADAGRAD for t in self._tables] + [False], dtype=torch.bool, device=device
         )
         self._lr_cache: Tuple[Optional[Tuple[float, ...]], Optional[torch.Tensor]] = (None, None)
+        if graphs is None:
+            graphs = os.environ.get("TORCHREC_MEMCOM_UPDATE_GRAPHS", "1") != "0"
+        self.graphs = EntityUpdateGraphs(self._block_sorted_update) if graphs and weight.is_cuda else None
         state: Dict[Any, Any] = {}
         groups: List[Dict[str, Any]] = []
         for t in self._tables:
@@ -206,12 +215,27 @@ class EntityWeightOptimizer(FusedOptimizer):
         super().__init__(dict(params), state, groups)
 
     def _lr_vector(self) -> torch.Tensor:
-        """Per table, ``group lr * scale`` (plus 0 for the constant slot), rebuilt only when a group's lr changes."""
+        """Per table, ``group lr * scale`` (plus 0 for the constant slot), written only when a group's lr changes, in
+        place (a captured update reads it at its address)."""
         lrs = tuple(float(g["lr"]) * self._rules[t][1] for g, t in zip(self.param_groups, self._tables))
         if self._lr_cache[0] != lrs:
-            self._lr_cache = (lrs, torch.tensor([*lrs, 0.0], dtype=self._weight.dtype, device=self._weight.device))
+            values = torch.tensor([*lrs, 0.0], dtype=self._weight.dtype)
+            buffer = self._lr_cache[1]
+            if buffer is None:
+                buffer = values.to(self._weight.device)
+            else:
+                buffer.copy_(values)
+            self._lr_cache = (lrs, buffer)
         assert self._lr_cache[1] is not None
         return self._lr_cache[1]
+
+    def _block_sorted_update(self, index: torch.Tensor, grad: torch.Tensor) -> None:
+        """The block-sorted CUDA update (two launches); positions whose ``index`` is -1 are skipped."""
+        from torchrec_memcom.ops._triton_entity_update import entity_aggregate_triton, entity_update_triton
+
+        leaders = entity_aggregate_triton(index, grad, self._scratch)
+        rule = (self._bounds, self._lr_vector(), self._adagrad, self._eps, self._scale)
+        entity_update_triton(leaders, self._scratch, self._weight, self._sum, *rule)
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, grad: torch.Tensor) -> None:
@@ -222,27 +246,26 @@ class EntityWeightOptimizer(FusedOptimizer):
         gradient sum per id (an ``index_add_``, per-block sums with one atomic per id and block, or a sort and a
         cumulative sum) then one fused update kernel, by the position that swaps the sum out (each id's first
         position in its block), one lane per weight, or the last position of each id's run (see
-        ``LARGE_BATCH_POSITIONS``).
+        ``LARGE_BATCH_POSITIONS``). With ``mode=None`` and ``graphs`` on, the block-sorted way replayed from a CUDA
+        graph per bucket of batch sizes once a bucket comes a second time (``EntityUpdateGraphs``).
         """
         if index.numel() == 0:
             return
         grad = grad.to(self._weight.dtype)
         mode = (self.mode or update_mode(index.numel())) if triton_enabled(index) else None
         if mode is not None:
-            from torchrec_memcom.ops._triton_entity_update import (
-                entity_aggregate_triton,
-                entity_update_sorted_triton,
-                entity_update_triton,
-            )
+            from torchrec_memcom.ops._triton_entity_update import entity_update_sorted_triton, entity_update_triton
 
             rule = (self._bounds, self._lr_vector(), self._adagrad, self._eps, self._scale)
+            if self.mode is None and self.graphs is not None and self.graphs(index, grad):
+                return  # the block-sorted update, replayed
             if mode == "sorted":
                 entity_update_sorted_triton(index, grad, self._weight, self._sum, *rule)
                 return
             if mode == "block_sorted":
-                index = entity_aggregate_triton(index, grad, self._scratch)  # each id's first position per block
-            else:
-                self._scratch.index_add_(0, index, grad)  # scaled once per id in the kernel, not per position
+                self._block_sorted_update(index, grad)
+                return
+            self._scratch.index_add_(0, index, grad)  # scaled once per id in the kernel, not per position
             entity_update_triton(index, self._scratch, self._weight, self._sum, *rule, dense=mode == "dense")
             return
         index = index.to(torch.int64)  # index_fill_ / index_copy_ take int64 only

@@ -215,7 +215,8 @@ def _entity_aggregate_kernel(
     # Each program sorts its BLOCK positions by weight index (index << LOG_BLOCK | lane, one int64 sort in registers),
     # sums every run of equal indices, and the run's first position adds the sum into scratch[index] with one atomic:
     # a Zipf-hot id costs one atomic per block instead of one per position. leaders[j] = index[j] at those positions,
-    # -1 elsewhere, so the update kernel swaps each (block, id) sum out once.
+    # -1 elsewhere, so the update kernel swaps each (block, id) sum out once. Positions whose index is -1 (padding of a
+    # replayed update, distributed.entity_update_graphs) sort first and add nothing.
     BLOCK: tl.constexpr = 1 << LOG_BLOCK
     base = tl.program_id(0).to(tl.int64) * BLOCK
     lane = tl.arange(0, BLOCK).to(tl.int64)
@@ -231,13 +232,14 @@ def _entity_aggregate_kernel(
     rest = tl.flip(rest, 0)  # per position, the sum over its run from it to the run's end
     first = valid & (rank == 1)
     tl.atomic_add(scratch_ptr + key, rest, mask=first)
-    tl.store(leaders_ptr + base + src, tl.where(first, key, -1), mask=valid)
+    # every position of the batch, index -1 included (padding lanes past n sort as src BLOCK - 1, which is past n too)
+    tl.store(leaders_ptr + base + src, tl.where(first, key, -1), mask=base + src < n)
 
 
 def entity_aggregate_triton(index: torch.Tensor, grad: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
     """``scratch.index_add_(0, index, grad)`` with duplicates summed per block of ``2**_AGGREGATE_LOG_BLOCK``
     positions first (one atomic per id and block); returns ``leaders``: ``index`` at each id's first position in its
-    block, else -1, for ``entity_update_triton(leaders, scratch, ...)``."""
+    block, else -1, for ``entity_update_triton(leaders, scratch, ...)``. Positions whose ``index`` is -1 are skipped."""
     leaders = torch.empty_like(index)
     _entity_aggregate_kernel[(triton.cdiv(index.numel(), 1 << _AGGREGATE_LOG_BLOCK),)](
         index, grad, scratch, leaders, index.numel(), LOG_BLOCK=_AGGREGATE_LOG_BLOCK, num_warps=_AGGREGATE_WARPS
