@@ -109,6 +109,20 @@ def test_sparse_update_matches_dense_torch_optim(hot: bool) -> None:
     torch.testing.assert_close(_run("cpu", hot=hot), _reference(hot=hot), rtol=1e-5, atol=1e-5)
 
 
+def test_learning_rate_change_reaches_the_update() -> None:
+    """A param group's new learning rate applies from the next update on (the rule's vector is rewritten in place)."""
+    total = sum(n for _, n in SIZES)
+    weight = torch.linspace(0.5, 1.5, total + ONE_SLOTS)
+    weight[total:] = 1.0
+    opt = _optimizer(weight, scale=0.5)
+    sizes, lr_a = [200, 200, 200], [0.1, 0.03, 0.3]
+    g = torch.Generator().manual_seed(0)
+    for size, lr in zip(sizes, lr_a):
+        opt.param_groups[0]["lr"] = lr
+        opt.update(*_batch(g, total, True, size))
+    torch.testing.assert_close(weight, _reference(hot=True, sizes=sizes, lr_a=lr_a), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", UPDATE_MODES)
 def test_fused_cuda_update_matches_reference(mode: str) -> None:

@@ -2,9 +2,9 @@
 """MEmCom's entity-weight update replayed from CUDA graphs, one per bucket of batch sizes.
 
 In an eager step each Triton launch costs 0.10-0.15 ms of host time (Triton's Python with cold caches), and the
-block-sorted update is two launches. A replay of both, after copying the batch into the graph's static buffers, is
-three ATen calls. Batches are padded to their bucket with weight index -1, which the block-sorted kernels skip, so a
-graph serves every batch size of its bucket.
+block-sorted update is two launches. A replay of both costs the host two copies (the batch into the graph's static
+buffers) and the replay. Batches are padded to their bucket with weight index -1, which the block-sorted kernels
+skip, so a graph serves every batch size of its bucket.
 """
 
 from typing import Callable, Dict, Tuple

@@ -201,7 +201,6 @@ class EntityWeightOptimizer(FusedOptimizer):
         self._adagrad = torch.tensor(
             [self._rules[t][0] == _ADAGRAD for t in self._tables] + [False], dtype=torch.bool, device=device
         )
-        self._lr_cache: Tuple[Optional[Tuple[float, ...]], Optional[torch.Tensor]] = (None, None)
         if graphs is None:
             graphs = os.environ.get("TORCHREC_MEMCOM_UPDATE_GRAPHS", "1") != "0"
         self.graphs = EntityUpdateGraphs(self._block_sorted_update) if graphs and weight.is_cuda else None
@@ -213,29 +212,29 @@ class EntityWeightOptimizer(FusedOptimizer):
                 state[params[key]] = {"sum": make_sharded(t, self._sum)}
             groups.append({"params": [params[key]], "lr": lrs[t], "eps": eps})
         super().__init__(dict(params), state, groups)
+        self._lrs = self._group_lrs()
+        lr = torch.tensor([*self._lrs, 0.0], dtype=weight.dtype, device=device)
+        # the CUDA kernels' rule arguments: fixed tensors (a captured update reads them at their addresses)
+        self._rule = (self._bounds, lr, self._adagrad, eps, grad_scale)
 
-    def _lr_vector(self) -> torch.Tensor:
-        """Per table, ``group lr * scale`` (plus 0 for the constant slot), written only when a group's lr changes, in
-        place (a captured update reads it at its address)."""
-        lrs = tuple(float(g["lr"]) * self._rules[t][1] for g, t in zip(self.param_groups, self._tables))
-        if self._lr_cache[0] != lrs:
-            values = torch.tensor([*lrs, 0.0], dtype=self._weight.dtype)
-            buffer = self._lr_cache[1]
-            if buffer is None:
-                buffer = values.to(self._weight.device)
-            else:
-                buffer.copy_(values)
-            self._lr_cache = (lrs, buffer)
-        assert self._lr_cache[1] is not None
-        return self._lr_cache[1]
+    def _group_lrs(self) -> Tuple[float, ...]:
+        """Per table, its param group's lr times its scale."""
+        return tuple(float(g["lr"]) * self._rules[t][1] for g, t in zip(self.param_groups, self._tables))
+
+    def _refresh_lr(self) -> None:
+        """Writes the per-table learning rates (plus 0 for the constant slots) into the rule's vector, in place, when a
+        group's lr has changed."""
+        lrs = self._group_lrs()
+        if lrs != self._lrs:
+            self._lrs = lrs
+            self._rule[1].copy_(torch.tensor([*lrs, 0.0], dtype=self._weight.dtype))
 
     def _block_sorted_update(self, index: torch.Tensor, grad: torch.Tensor) -> None:
         """The block-sorted CUDA update (two launches); positions whose ``index`` is -1 are skipped."""
         from torchrec_memcom.ops._triton_entity_update import entity_aggregate_triton, entity_update_triton
 
         leaders = entity_aggregate_triton(index, grad, self._scratch)
-        rule = (self._bounds, self._lr_vector(), self._adagrad, self._eps, self._scale)
-        entity_update_triton(leaders, self._scratch, self._weight, self._sum, *rule)
+        entity_update_triton(leaders, self._scratch, self._weight, self._sum, *self._rule)
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, grad: torch.Tensor) -> None:
@@ -252,11 +251,12 @@ class EntityWeightOptimizer(FusedOptimizer):
         if index.numel() == 0:
             return
         grad = grad.to(self._weight.dtype)
+        self._refresh_lr()
         mode = (self.mode or update_mode(index.numel())) if triton_enabled(index) else None
         if mode is not None:
             from torchrec_memcom.ops._triton_entity_update import entity_update_sorted_triton, entity_update_triton
 
-            rule = (self._bounds, self._lr_vector(), self._adagrad, self._eps, self._scale)
+            rule = self._rule
             if self.mode is None and self.graphs is not None and self.graphs(index, grad):
                 return  # the block-sorted update, replayed
             if mode == "sorted":
@@ -274,7 +274,7 @@ class EntityWeightOptimizer(FusedOptimizer):
         g = scratch.index_select(0, index) * self._scale  # each id's summed gradient, at every one of its positions
         scratch.index_fill_(0, index, 0.0)
         table = torch.bucketize(index, self._bounds, right=True)
-        lr = self._lr_vector().index_select(0, table)
+        lr = self._rule[1].index_select(0, table)
         if self._sum is not None:
             ada = self._adagrad.index_select(0, table)
             total = self._sum.index_select(0, index) + torch.where(ada, g * g, torch.zeros_like(g))
