@@ -14,20 +14,14 @@ Usage::
     python scripts/bench_tbe_index_dtype.py --device cpu --scale 1000 --iters 2       # a CPU smoke run
 """
 
-import argparse
 import json
 import time
 from typing import Callable, Dict, List, Sequence
 
 import torch
-from fbgemm_gpu.split_embedding_configs import EmbOptimType
-from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
-from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
-    ComputeDevice,
-    SplitTableBatchedEmbeddingBagsCodegen,
-)
 
 from torchrec_memcom.benchmarks.data import sample_ids
+from torchrec_memcom.benchmarks.tbe_alone import parse_tbe_args, training_tbe
 
 BATCH, POOLING, ZIPF = 16384, 20, 1.05
 
@@ -37,18 +31,7 @@ def time_tbe(
 ) -> Dict[str, float]:
     """ms per forward + backward call, per index dtype (the faster of two alternating passes)."""
     device = ids.device
-    cuda = device.type == "cuda"
-    location, compute = (
-        (EmbeddingLocation.DEVICE, ComputeDevice.CUDA) if cuda else (EmbeddingLocation.HOST, ComputeDevice.CPU)
-    )
-    tbe = SplitTableBatchedEmbeddingBagsCodegen(
-        [(r, dim, location, compute) for r in rows],
-        feature_table_map=feature_table_map,
-        optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD,
-        learning_rate=0.01,
-        eps=1e-8,
-        **({} if cuda else {"device": "cpu"}),
-    )
+    tbe = training_tbe(rows, dim, feature_table_map, device)
     features = len(feature_table_map)
     offsets = torch.arange(0, features * batch + 1, device=device, dtype=torch.int64) * POOLING
     grad = torch.randn(batch, features * dim, device=device)
@@ -85,12 +68,7 @@ def _ms_per_call(call: Callable[[], None], iters: int, device: torch.device) -> 
 
 
 def main(argv: Sequence[str] = ()) -> Dict[str, Dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    parser.add_argument("--scale", type=int, default=1, help="divide every table's rows and the batch by this")
-    parser.add_argument("--iters", type=int, default=50, help="timed calls per pass")
-    parser.add_argument("--out", default=None, help="JSON of the results")
-    args = parser.parse_args(list(argv) or None)
+    args = parse_tbe_args(__doc__.split("\n\n")[0], argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
     g = torch.Generator(device=device).manual_seed(0)

@@ -13,5 +13,6 @@
 - ``transform_time``: the id transform's host and GPU time alone, per method (a CLI).
 - ``recat``: the ``--cache-recat`` diagnostic (TorchRec's input-dist permutation built once).
 - ``uvm_cache``: fresh batches for tables behind FBGEMM's HBM cache, and the cache's miss counters.
+- ``tbe_alone``: the command line and training TBE of the benchmarks of FBGEMM's TBE alone (``scripts/``).
 - ``report``: rows, ratios against stock, JSON, markdown tables and the weak-scaling combine.
 """
