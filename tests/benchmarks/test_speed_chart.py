@@ -81,7 +81,8 @@ def test_main_writes_the_chart_and_the_bars(tmp_path: Path, capsys: pytest.Captu
         runs.append(tmp_path / f"run{i}.json")
         runs[-1].write_text(json.dumps(payload))
     png, bars_json = tmp_path / "speed.png", tmp_path / "bars.json"
-    main([str(r) for r in runs] + ["--out", str(png), "--json", str(bars_json)])
+    noted = f"{runs[0]}=slower host"  # the same run again, as a group of its own
+    main([str(r) for r in runs] + [noted, "--out", str(png), "--json", str(bars_json)])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     written = json.loads(bars_json.read_text())
     assert [(b["run"], b["method"]) for b in written] == [
@@ -89,6 +90,8 @@ def test_main_writes_the_chart_and_the_bars(tmp_path: Path, capsys: pytest.Captu
         ("EBC big, 1 GPU, eager", "qr"),
         ("DLRM criteo, 1 GPU, compressed replayed", "memcom"),
         ("DLRM criteo, 1 GPU, compressed replayed", "qr"),
+        ("EBC big, 1 GPU, eager, slower host", "memcom"),
+        ("EBC big, 1 GPU, eager, slower host", "qr"),
     ]
     assert "DLRM criteo, 1 GPU, compressed replayed" in capsys.readouterr().out
 

@@ -8,6 +8,9 @@ the methods, so each pair ran minutes apart at most); the bar is the run's repor
 of ``report.add_ratios``: samples/s over stock's, from the medians of the repeat medians).
 
     python -m torchrec_memcom.benchmarks.speed_chart docs/perf/criteo_1_dbc430d.json ... --out docs/speed.png
+
+A run given as ``PATH=NOTE`` has ``NOTE`` added to its title (two runs of one setting, e.g. on two hosts, then get a
+group each).
 """
 
 import argparse
@@ -63,11 +66,12 @@ def _goal(payload: Dict[str, Any], model: str, method: str) -> Optional[float]:
     return GOALS.get((model, cfg["layout"], world > 1), {}).get(method)
 
 
-def bars(payload: Dict[str, Any]) -> List[Bar]:
-    """The bars of one run's JSON: every method that ran (``status == "ok"``) except stock, in the run's order."""
+def bars(payload: Dict[str, Any], note: str = "") -> List[Bar]:
+    """The bars of one run's JSON: every method that ran (``status == "ok"``) except stock, in the run's order;
+    ``note``, if given, ends the run's title."""
     results = payload["results"]
     stock = {r["model"]: r for r in results if r["method"] == "stock" and r["status"] == "ok"}
-    title = run_title(payload)
+    title = run_title(payload) + (f", {note}" if note else "")
     out = []
     for r in results:
         base = stock.get(r["model"])
@@ -161,17 +165,22 @@ def draw_run(payload: Dict[str, Any], path: str, json_path: str = "RUN.json") ->
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("runs", nargs="+", help="bench_sharded.py JSON files, one group of bars each (in this order)")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        help="bench_sharded.py JSON files, one group of bars each (in this order); PATH=NOTE adds NOTE to its title",
+    )
     p.add_argument("--out", default="speed.png", help="the chart (PNG)")
     p.add_argument("--json", default=None, help="also write the bars as JSON here")
     p.add_argument("--title", default=None, help="the chart's title (default: names the runs' code revisions)")
     args = p.parse_args(argv)
     all_bars: List[Bar] = []
     revisions = []
-    for path in args.runs:
+    for run in args.runs:
+        path, _, note = run.partition("=")
         with open(path) as f:
             payload = json.load(f)
-        all_bars += bars(payload)
+        all_bars += bars(payload, note)
         revisions.append(payload["environment"].get("revision", "?"))
     print(text_table(all_bars))
     codes = ", ".join(r for r in dict.fromkeys(revisions) if r != "?")
