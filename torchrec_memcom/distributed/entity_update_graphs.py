@@ -11,9 +11,16 @@ from typing import Callable, Dict, Tuple
 
 import torch
 
-from torchrec_memcom.modules.launch_graphs import bucket
-
 __all__ = ["EntityUpdateGraphs", "bucket"]
+
+# Bucket sizes: the next number of the form m * 2**k with 8 <= m < 16 (at most 1/8 of padding).
+_BUCKET_BITS = 3
+
+
+def bucket(n: int) -> int:
+    """The graph size that holds a batch of ``n`` positions: ``n`` rounded up to 4 significant bits."""
+    shift = max(n.bit_length() - _BUCKET_BITS - 1, 0)
+    return -(-n >> shift) << shift
 
 
 class _Graph:

@@ -7,7 +7,6 @@ output back into the logical features. It holds no trainable state, so a sharded
 data-parallel side, before its input dist and after its output dist.
 """
 
-import os
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
@@ -18,7 +17,6 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from torchrec_memcom.modules.combine import CombinePlan
 from torchrec_memcom.modules.input_check import InputCheck
-from torchrec_memcom.modules.launch_graphs import LaunchGraphs, bucket
 from torchrec_memcom.modules.method import Combine, CustomJob, Segment, TableMethod
 from torchrec_memcom.ops import (
     NUM_OP_PARAMS,
@@ -30,16 +28,9 @@ from torchrec_memcom.ops import (
     triton_enabled,
 )
 
-__all__ = ["EntitySlots", "IdTransform", "transform_graphs_enabled"]
+__all__ = ["EntitySlots", "IdTransform"]
 
 _ID_DTYPES = (torch.int32, torch.int64)
-_Maybe = Optional[torch.Tensor]
-
-
-def transform_graphs_enabled() -> bool:
-    """Whether new ``IdTransform``s replay their CUDA launch from graphs (``IdTransform.graphs``): yes unless the
-    environment sets ``TORCHREC_MEMCOM_TRANSFORM_GRAPHS=0``."""
-    return os.environ.get("TORCHREC_MEMCOM_TRANSFORM_GRAPHS", "1") != "0"
 
 
 @dataclass(frozen=True)
@@ -119,11 +110,6 @@ class IdTransform(nn.Module):
         is_weighted (bool): input KJTs carry per-id weights.
         out_weighted (bool): the physical KJT carries weights (input weights, or 1 where a segment carries none).
         physical_order (Sequence[str]): physical feature names in the physical EBC's order (the default output).
-
-    On CUDA the transform's launch (with the input check's statistics and the output KJT's lengths and slots) is
-    replayed from a CUDA graph per bucket of batch shapes (``graphs``, a ``LaunchGraphs``; ``None``: always launched,
-    as with ``TORCHREC_MEMCOM_TRANSFORM_GRAPHS=0``), except for features whose CUSTOM segments a method writes
-    (LMA's chunk locations) and inside a CUDA graph capture; the results are the same.
     """
 
     def __init__(
@@ -173,7 +159,6 @@ class IdTransform(nn.Module):
         self._no_divisors: Dict[Tuple[int, torch.device], torch.Tensor] = {}
         self.default_order = tuple(physical_order)
         self._order(self.default_order)  # validates the order
-        self.graphs: Optional[LaunchGraphs] = LaunchGraphs() if transform_graphs_enabled() else None
 
     # -- layout ----------------------------------------------------------------------------------------------------
 
@@ -416,8 +401,12 @@ class IdTransform(nn.Module):
         weights = features.weights_or_none() if self._is_weighted else None
         lengths = features.lengths()
         static, static_host, run = self._device_tensors(order, device, raw=raw, slots=slots), plan.static_host, dynamic
-        slot_rows = None if slots is None else self._slot_rows(order, device, slots)
-        if slots is None and not self.out_weighted and len(plan.live) < len(dynamic):  # only segments with work
+        slot_request = None
+        if slots is not None:  # every segment writes slots
+            slot_rows = self._slot_rows(order, device, slots)
+            slot_values = torch.empty(offset, dtype=slots.dtype, device=device)
+            slot_request = SlotRequest(slot_rows, plan.slot_rows or [], slot_values)
+        elif not self.out_weighted and len(plan.live) < len(dynamic):  # launch only segments with work
             static = self._device_tensors(order, device, live=True, raw=raw)
             static_host = [static_host[p] for p in plan.live]
             run = [dynamic[p] for p in plan.live]
@@ -425,47 +414,31 @@ class IdTransform(nn.Module):
         # the output's lengths: the input's, or gathered per output segment in the transform's launch (also to give
         # them the int32 index dtype)
         lengths_dtype = torch.int32 if index_dtype == torch.int32 else lengths.dtype
-        length_sources = None
+        length_sources, lengths_out = None, None
         if not (inputs.same_lengths and lengths.dtype == lengths_dtype):
             length_sources = inputs.length_sources
-        rows = inputs.place_live if len(run) < len(dynamic) else inputs.place
-        replayed = None
-        if self.graphs is not None and run and offset > 0 and not plan.custom and triton_enabled(ids):
-            replayed = self._replay(
-                ids, weights, lengths, static, static_host, run, rows, len(dynamic), stride, offset,
-                max(n for _, _, n in run), length_sources, lengths_dtype, index_dtype, slots, slot_rows, plan,
-            )  # fmt: skip
-        if replayed is not None:
-            stats, values, out_weights, lengths_out, slot_values = replayed
-        else:
-            slot_request, slot_values = None, None
-            if slots is not None:  # every segment writes slots
-                assert slot_rows is not None
-                slot_values = torch.empty(offset, dtype=slots.dtype, device=device)
-                slot_request = SlotRequest(slot_rows, plan.slot_rows or [], slot_values)
-            lengths_out = None
-            if length_sources is not None:
-                lengths_out = torch.empty(len(dynamic) * stride, dtype=lengths_dtype, device=device)
-            # two statistics buffers in turn: this batch fills one, and the same launch resets the other for the
-            # next batch (no per-batch template copy); first the previous batch's check (it may raise): its
-            # asynchronous copy of the buffer about to be reset is then done
-            self.input_check.flush()
-            stats, reset = inputs.stats_pair
-            inputs.stats_pair.reverse()
-            place, max_len = None, None
-            if run and triton_enabled(ids):
-                # where the segments lie the kernel reads from the KJT's offsets when the KJT has them (nothing
-                # crosses from the host), else the rows cross in one copy (computing the offsets would cost more
-                # launches than the copy; the kernel reading them in pinned host memory took 32-49 us more GPU time
-                # per big batch than the copy)
-                offsets = features.offsets_or_none()
-                if offsets is not None:
-                    place = SegmentPlacement(offsets, stride, rows, len(dynamic))
-                max_len = max(n for _, _, n in run)
-            values, out_weights = transform_segments(
-                ids, weights, static, static_host, run, stats, offset, self.out_weighted, max_len, lengths, place,
-                reset, length_sources, lengths_out, index_dtype, slot_request,
-            )  # fmt: skip
+            lengths_out = torch.empty(len(dynamic) * stride, dtype=lengths_dtype, device=device)
+        # two statistics buffers in turn: this batch fills one, and the same launch resets the other for the next
+        # batch (no per-batch template copy); first the previous batch's check (it may raise): its asynchronous copy
+        # of the buffer about to be reset is then done
+        self.input_check.flush()
+        stats, reset = inputs.stats_pair
+        inputs.stats_pair.reverse()
+        place, max_len = None, None
+        if run and triton_enabled(ids):
+            # where the segments lie the kernel reads from the KJT's offsets when the KJT has them (nothing crosses
+            # from the host), else the rows cross in one copy (computing the offsets would cost more launches than
+            # the copy; the kernel reading them in pinned host memory took 32-49 us more GPU time per big batch than
+            # the copy)
+            offsets = features.offsets_or_none()
+            if offsets is not None:
+                rows = inputs.place_live if len(run) < len(dynamic) else inputs.place
+                place = SegmentPlacement(offsets, stride, rows, len(dynamic))
+            max_len = max(n for _, _, n in run)
+        values, out_weights = transform_segments(
+            ids, weights, static, static_host, run, stats, offset, self.out_weighted, max_len, lengths, place, reset,
+            length_sources, lengths_out, index_dtype, slot_request,
+        )  # fmt: skip
         self.input_check(stats, self._check_meta)  # before CUSTOM segments read per-id state
         jobs: Dict[TableMethod, List[CustomJob]] = {}  # one custom_ids_into call per method
         for f, columns in plan.custom.items():
@@ -486,81 +459,7 @@ class IdTransform(nn.Module):
             length_per_key=out_lengths,
             offset_per_key=_exclusive_cumsum(out_lengths) + [offset],
         )
-        return out, divisors, slot_values
-
-    def _replay(
-        self,
-        ids: torch.Tensor,
-        weights: Optional[torch.Tensor],
-        lengths: torch.Tensor,
-        static: torch.Tensor,
-        static_host: List[List[int]],
-        run: List[Tuple[int, int, int]],
-        rows: torch.Tensor,
-        num_segments: int,
-        stride: int,
-        total: int,
-        max_len: int,
-        length_sources: Optional[torch.Tensor],
-        lengths_dtype: torch.dtype,
-        index_dtype: torch.dtype,
-        slots: Optional[EntitySlots],
-        slot_rows: Optional[torch.Tensor],
-        plan: _Order,
-    ) -> Optional[Tuple[torch.Tensor, torch.Tensor, _Maybe, _Maybe, _Maybe]]:
-        """The transform's launch replayed from ``self.graphs``: ``(statistics, values, weights, lengths, slots)`` of
-        this batch (``None`` for outputs it has none of), or ``None`` where it must run eagerly.
-
-        The graph reads the batch's ids, lengths and weights from its buffers (ids and weights padded to a bucket),
-        the segments from the offsets of the lengths (computed in the graph), resets and fills the statistics, and
-        writes outputs of a bucket's capacity (``bucket`` of the output ids and of the longest segment, which sizes
-        the launch grid)."""
-        assert self.graphs is not None
-        cap_ids, cap_out, cap_len = bucket(ids.numel()), bucket(total), bucket(max_len)
-        num_stats = len(self._features) + 1
-        outputs = [(torch.int64, 2 * num_stats), (index_dtype, cap_out)]
-        if self.out_weighted:
-            outputs.append((weights.dtype if weights is not None else torch.float32, cap_out))
-        if length_sources is not None:
-            outputs.append((lengths_dtype, num_segments * stride))
-        if slots is not None:
-            outputs.append((slots.dtype, cap_out))
-        # the launch's device tables are cached for the module's life: their addresses name them
-        key = (
-            id(static), id(rows), id(length_sources), id(slot_rows), ids.dtype, lengths.dtype, lengths.numel(),
-            None if weights is None else weights.dtype, cap_ids, cap_out, cap_len, stride, index_dtype,
-        )  # fmt: skip
-        init = self._stats_template(num_stats, ids.device)
-
-        def launch(static_in: List[Optional[torch.Tensor]], static_out: List[torch.Tensor]) -> None:
-            values, lengths, weights = static_in
-            assert values is not None and lengths is not None
-            stats, out, rest = static_out[0].view(-1, 2), static_out[1], list(static_out[2:])
-            w_out = rest.pop(0) if self.out_weighted else None
-            lengths_out = rest.pop(0) if length_sources is not None else None
-            request = None if slots is None else SlotRequest(slot_rows, plan.slot_rows or [], rest.pop(0))
-            stats.copy_(init)
-            offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(lengths)
-            transform_segments(
-                values, weights, static, static_host, run, stats, cap_out, self.out_weighted, cap_len, lengths,
-                SegmentPlacement(offsets, stride, rows, num_segments), None, length_sources, lengths_out, index_dtype,
-                request, out, w_out,
-            )  # fmt: skip
-
-        got = self.graphs(key, [ids, lengths, weights], [cap_ids, lengths.numel(), cap_ids], outputs, launch)
-        if got is None:
-            return None
-        stats, values, rest = got[0].view(-1, 2), got[1][:total], got[2:]
-        w_out = rest.pop(0)[:total] if self.out_weighted else None
-        lengths_out = rest.pop(0) if length_sources is not None else None
-        slot_values = rest.pop(0)[:total] if slots is not None else None
-        return stats, values, w_out, lengths_out, slot_values
-
-    def _stats_template(self, num_stats: int, device: torch.device) -> torch.Tensor:
-        key = ("stats", num_stats, device)
-        if key not in self._device_cache:
-            self._device_cache[key] = torch.tensor([STATS_INIT] * num_stats, dtype=torch.int64, device=device)
-        return self._device_cache[key]
+        return out, divisors, None if slot_request is None else slot_request.out
 
     def expand(
         self, kjt: KeyedJaggedTensor, raw: FrozenSet[str], index_dtype: torch.dtype = torch.int64

@@ -166,8 +166,6 @@ def transform_segments(
     lengths_out: Optional[torch.Tensor] = None,
     out_dtype: torch.dtype = torch.int64,
     slots: Optional[SlotRequest] = None,
-    out: Optional[torch.Tensor] = None,
-    w_out: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Applies every segment's ``IdOp`` in one pass; returns ``(physical values, physical weights)``.
 
@@ -202,8 +200,6 @@ def transform_segments(
             ``IdTransform.index_dtype``).
         slots (Optional[SlotRequest]): also write each output position's entity-weight slot (see ``SlotRequest``),
             in the same launch.
-        out (Optional[torch.Tensor]), w_out (Optional[torch.Tensor]): the outputs to write (``(total,)``,
-            ``out_dtype`` and the weights' dtype; ``w_out`` given iff ``out_weighted``), instead of new tensors.
 
     Each op reads its ids clamped into ``[0, num_embeddings)``, so every output lies in its physical table whatever
     the input (FBGEMM's bounds check of the lookup is then redundant); the statistics keep the ids as given, for the
@@ -214,14 +210,9 @@ def transform_segments(
     device = values.device
     if out_dtype not in (torch.int32, torch.int64):
         raise ValueError(f"transform_segments: out_dtype must be torch.int32 or torch.int64, got {out_dtype}")
-    if out is None:
-        out = torch.empty(total, dtype=out_dtype, device=device)
-    elif out.dtype != out_dtype or out.numel() != total:
-        raise ValueError(f"transform_segments: out is {out.dtype} of {out.numel()}, expected {out_dtype} of {total}")
-    if w_out is None and out_weighted:
-        w_out = torch.empty(total, dtype=weights.dtype if weights is not None else torch.float32, device=device)
-    elif w_out is not None and (not out_weighted or w_out.numel() != total):
-        raise ValueError(f"transform_segments: w_out of {w_out.numel()} (out_weighted={out_weighted}, total {total})")
+    out = torch.empty(total, dtype=out_dtype, device=device)
+    w_dtype = weights.dtype if weights is not None else torch.float32
+    w_out = torch.empty(total, dtype=w_dtype, device=device) if out_weighted else None
     kernel = total > 0 and bool(static_host) and triton_enabled(values)
     if lengths_out is not None and (lengths is None or length_sources is None):
         raise ValueError("transform_segments: lengths_out needs lengths and length_sources")
