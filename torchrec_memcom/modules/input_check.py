@@ -2,19 +2,17 @@
 """The id transform's input check: ids outside their table or negative lengths raise, on CUDA one batch later (the
 statistics come from the transform kernel and cross to the host asynchronously)."""
 
-import collections
 import contextlib
-import os
-from typing import Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-__all__ = ["CapturedCheck", "InputCheck", "capturing_checks", "default_depth"]
+__all__ = ["CapturedCheck", "InputCheck", "capturing_checks"]
 
 # (the statistics buffer the graph's transform fills, its features): what a check saw while a CUDA graph was captured
 CapturedCheck = Tuple[torch.Tensor, List[Tuple[str, str, int]]]
 _captured: Optional[List[CapturedCheck]] = None
-_DEFERRED = " (in an earlier batch: on CUDA inputs are checked asynchronously, up to InputCheck.depth batches later)"
+_DEFERRED = " (in the previous batch: on CUDA inputs are checked asynchronously)"
 
 
 @contextlib.contextmanager
@@ -30,34 +28,21 @@ def capturing_checks() -> Iterator[List[CapturedCheck]]:
         _captured = previous
 
 
-def default_depth() -> int:
-    """Batches an ``InputCheck`` keeps in flight on CUDA: ``TORCHREC_MEMCOM_CHECK_DEPTH`` if set, else 2."""
-    return max(1, int(os.environ.get("TORCHREC_MEMCOM_CHECK_DEPTH", "2")))
-
-
 class InputCheck:
     """Raises ``ValueError`` for ids outside ``[0, n)`` or negative lengths, without stalling the GPU.
 
     On CPU the check is immediate. On CUDA the statistics of a batch (per feature id min / max, the smallest length,
-    all computed by the transform kernel) are copied to pinned host memory asynchronously and inspected once
-    ``depth`` later batches have been checked (or at ``flush()``), so a bad batch raises ``depth`` steps later,
-    never silently; a ``bool(tensor)`` per step would serialise the host with the device. Reading a batch's
-    statistics waits for the GPU to reach that batch's transform: with ``depth`` batches in flight the host may run
-    that many steps ahead of the GPU before it waits.
-
-    Args:
-        depth (Optional[int]): batches in flight on CUDA (default ``default_depth()``).
+    all computed by the transform kernel) are copied to pinned host memory asynchronously and inspected at the next
+    call (or ``flush()``), so a bad batch raises one step later, never silently; a ``bool(tensor)`` per step would
+    serialise the host with the device.
     """
 
-    def __init__(self, depth: Optional[int] = None) -> None:
-        self.depth = depth or default_depth()
-        self._pending: Deque[Tuple[torch.Tensor, torch.cuda.Event, List[Tuple[str, str, int]]]] = collections.deque()
-        # per stats shape, ``depth`` pinned buffers and events used in turn: a call first reads the oldest batch in
-        # flight when ``depth`` are, so the buffer it reuses has been read
-        self._buffers: Dict[Tuple[int, ...], List[torch.Tensor]] = {}
-        self._events: List[torch.cuda.Event] = []
-        self._turn = 0
-        self._stream: Optional[torch.cuda.Stream] = None  # where the batches in flight were copied
+    def __init__(self) -> None:
+        self._pending: Optional[Tuple[torch.Tensor, torch.cuda.Event, List[Tuple[str, str, int]]]] = None
+        # one pinned buffer per stats shape and one event: a call first flushes (waits for and reads) the previous
+        # batch's copy, so at most one copy is ever in flight
+        self._buffers: Dict[Tuple[int, ...], torch.Tensor] = {}
+        self._event: Optional[torch.cuda.Event] = None
 
     def __call__(self, stats: torch.Tensor, features: List[Tuple[str, str, int]]) -> None:
         """``stats``: ``(F + 1, 2)``: the id (min, max) of each feature, then (smallest length, unused);
@@ -73,36 +58,22 @@ class InputCheck:
                 )
             _captured.append((stats, features))
             return
-        while len(self._pending) >= self.depth:  # the oldest batch's copy is done and read: its buffer may be reused
-            self._read_oldest()
-        ring = self._buffers.get(tuple(stats.shape))
-        if ring is None:
-            ring = self._buffers[tuple(stats.shape)] = [
-                torch.empty(stats.shape, dtype=torch.int64, pin_memory=True) for _ in range(self.depth)
-            ]
-        if not self._events:
-            self._events = [torch.cuda.Event() for _ in range(self.depth)]
-        turn = self._turn
-        self._turn = (turn + 1) % self.depth
-        host, event = ring[turn], self._events[turn]
+        self.flush()  # the previous batch's copy is done and read: its buffer may be reused
+        host = self._buffers.get(tuple(stats.shape))
+        if host is None:
+            host = self._buffers[tuple(stats.shape)] = torch.empty(stats.shape, dtype=torch.int64, pin_memory=True)
         host.copy_(stats, non_blocking=True)
-        event.record()
-        self._stream = torch.cuda.current_stream(stats.device)
-        self._pending.append((host.reshape(-1), event, features))
-
-    def flush_if_stream_changed(self, device: torch.device) -> None:
-        """``flush()`` if batches in flight were copied on another stream than ``device``'s current one (a caller
-        about to rewrite their statistics on this stream would not be ordered after their copies)."""
-        if self._pending and self._stream != torch.cuda.current_stream(device):
-            self.flush()
+        if self._event is None:
+            self._event = torch.cuda.Event()
+        self._event.record()
+        self._pending = (host.reshape(-1), self._event, features)
 
     def flush(self) -> None:
-        """Raises for the earliest bad CUDA batch still in flight, if any (every one is read)."""
-        while self._pending:
-            self._read_oldest()
-
-    def _read_oldest(self) -> None:
-        host, event, features = self._pending.popleft()
+        """Raises for the previous CUDA batch if it was bad."""
+        if self._pending is None:
+            return
+        host, event, features = self._pending
+        self._pending = None
         event.synchronize()
         self.raise_if_bad(host.tolist(), features, _DEFERRED)
 

@@ -419,10 +419,9 @@ class IdTransform(nn.Module):
             length_sources = inputs.length_sources
             lengths_out = torch.empty(len(dynamic) * stride, dtype=lengths_dtype, device=device)
         # two statistics buffers in turn: this batch fills one, and the same launch resets the other for the next
-        # batch (no per-batch template copy); the previous batch's asynchronous copy of the buffer about to be reset
-        # was queued before this launch on the stream (read it first if it was another stream)
-        if ids.is_cuda:
-            self.input_check.flush_if_stream_changed(ids.device)
+        # batch (no per-batch template copy); first the previous batch's check (it may raise): its asynchronous copy
+        # of the buffer about to be reset is then done
+        self.input_check.flush()
         stats, reset = inputs.stats_pair
         inputs.stats_pair.reverse()
         place, max_len = None, None
