@@ -12,11 +12,13 @@ import triton.language as tl
 
 from torchrec_memcom.hashing import BucketedHash, mix_params
 from torchrec_memcom.ops import ONE_SLOTS
+from torchrec_memcom.ops._launch import unspecialized_jit
 
 _BLOCK = 1024
 _BLOCK_IDS = 128
 _COLUMN_ROWS = 16
 _COLUMN_BLOCK = 128
+_MIX = mix_params(0)  # the mix parameters of every kernel's hash (salt 0)
 
 
 @triton.jit
@@ -53,8 +55,22 @@ def _mix(x, a1, a2, c):
     return _fold_p(r + c.to(tl.uint32)).to(tl.int64)
 
 
-@triton.jit
-def _hash_kernel(ids_ptr, s_ptr, rows_ptr, n, a, c, n_pad, ipb, rpb, m1, m2, mc, BLOCK: tl.constexpr):
+@unspecialized_jit
+def _hash_kernel(
+    ids_ptr,
+    s_ptr,
+    rows_ptr,
+    n: tl.int64,
+    a: tl.int64,
+    c: tl.int64,
+    n_pad: tl.int64,
+    ipb: tl.int64,
+    rpb: tl.int64,
+    m1: tl.int64,
+    m2: tl.int64,
+    mc: tl.int64,
+    BLOCK: tl.constexpr,
+):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     x = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int64)
@@ -66,7 +82,7 @@ def _hash_kernel(ids_ptr, s_ptr, rows_ptr, n, a, c, n_pad, ipb, rpb, m1, m2, mc,
 
 def hash_ids_triton(ids: torch.Tensor, h: BucketedHash, s_out: torch.Tensor, rows_out: torch.Tensor) -> None:
     a, c = h.scramble_params
-    m1, m2, mc = mix_params(0)
+    m1, m2, mc = _MIX
     n = ids.numel()
     _hash_kernel[(triton.cdiv(n, _BLOCK),)](
         ids,
@@ -88,14 +104,14 @@ def hash_ids_triton(ids: torch.Tensor, h: BucketedHash, s_out: torch.Tensor, row
 # ops.lma_locations_grouped (lsh.chunk_locations of BLOCK ids x C chunks per program): per job, static row (sig_bytes,
 # bits, C, memory_rows, salt10, max_id, clamp, 0, then lma_chunk_params' 8 values per chunk: the two hash rounds' mix
 # params, P_k, base_k; CP2 chunks) and dynamic row (start, n, signatures address, id step in out, dst_0..CP2-1).
-@triton.jit
+@unspecialized_jit
 def _lma_grouped_kernel(
     ids_ptr,
     static_ptr,
     dyn_ptr,
     out_ptr,
-    n_in,
-    n_out,
+    n_in: tl.int64,
+    n_out: tl.int64,
     CP2: tl.constexpr,
     NARROW: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -202,21 +218,21 @@ def lma_locations_grouped_triton(ids: torch.Tensor, jobs: Sequence[Any], out: to
     _lma_grouped_kernel[grid](ids, static, dyn, out, ids.numel(), extent, CP2=cp2, NARROW=narrow, BLOCK=_BLOCK_IDS)
 
 
-@triton.jit
+@unspecialized_jit
 def _memcom_rows_kernel(
     ids_ptr,
     ends_ptr,
-    ends_first,
-    ends_step,
+    ends_first: tl.int64,
+    ends_step: tl.int64,
     params_ptr,
     rows_ptr,
     widx_ptr,
     weight_ptr,
     w_out_ptr,
-    n,
-    m1,
-    m2,
-    mc,
+    n: tl.int64,
+    m1: tl.int64,
+    m2: tl.int64,
+    mc: tl.int64,
     F: tl.constexpr,
     HAS_WEIGHT: tl.constexpr,
     ONE_SLOTS: tl.constexpr,
@@ -257,7 +273,7 @@ def memcom_rows_triton(
     w_out: "torch.Tensor | None" = None,
 ) -> None:
     n = local_ids.numel()
-    m1, m2, mc = mix_params(0)
+    m1, m2, mc = _MIX
     has_weight = weight is not None and w_out is not None
     _memcom_rows_kernel[(triton.cdiv(n, _BLOCK),)](
         local_ids,
@@ -282,7 +298,7 @@ def memcom_rows_triton(
 
 # ops.transform_segments: static rows (src, op, check, carry, n, p0..p4); where the segments are: dynamic rows (in
 # start, out start, len) from the host, or (FROM_OFFSETS) read from the input KJT's offsets (ops.SegmentPlacement).
-@triton.jit
+@unspecialized_jit
 def _segments_kernel(
     ids_ptr,
     w_in_ptr,
@@ -298,16 +314,16 @@ def _segments_kernel(
     lengths_out_ptr,
     slot_rows_ptr,
     slots_ptr,
-    n_in,
-    n_out,
-    n_lengths,
-    n_lengths_out,
-    length_row,
-    stride,
-    num_segments,
-    m1,
-    m2,
-    mc,
+    n_in: tl.int64,
+    n_out: tl.int64,
+    n_lengths: tl.int64,
+    n_lengths_out: tl.int64,
+    length_row: tl.int64,
+    stride: tl.int64,
+    num_segments: tl.int64,
+    m1: tl.int64,
+    m2: tl.int64,
+    mc: tl.int64,
     HAS_W_IN: tl.constexpr,
     HAS_W_OUT: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
@@ -464,7 +480,7 @@ def transform_segments_triton(
     ``placement`` (an ``ops.SegmentPlacement``) is ignored: the segments are read from its offsets; with
     ``lengths_out`` (and ``lengths``, ``length_sources``) it also writes the output KJT's lengths; with ``slots`` (an
     ``ops.SlotRequest``) the entity-weight slots."""
-    m1, m2, mc = mix_params(0)
+    m1, m2, mc = _MIX
     grid = (static.shape[0], max(1, triton.cdiv(max_len, _BLOCK)))
     from_offsets = placement is not None
     has_lengths_out = lengths_out is not None and lengths_out.numel() > 0
@@ -512,7 +528,7 @@ def transform_segments_triton(
 
 
 # ops.columns: out[r, k] = a[r, src[k]] * b[r, other[k]] / divisors[r, mean[k]] ** power[k] (missing factors 1).
-@triton.jit
+@unspecialized_jit
 def _gather_mul_kernel(
     a_ptr,
     b_ptr,
@@ -522,12 +538,12 @@ def _gather_mul_kernel(
     other_ptr,
     mean_ptr,
     power_ptr,
-    n_rows,
-    n_cols,
-    a_stride,
-    b_stride,
-    d_stride0,
-    d_stride1,
+    n_rows: tl.int64,
+    n_cols: tl.int64,
+    a_stride: tl.int64,
+    b_stride: tl.int64,
+    d_stride0: tl.int64,
+    d_stride1: tl.int64,
     HAS_MEAN: tl.constexpr,
     ROWS: tl.constexpr,
     BLOCK: tl.constexpr,

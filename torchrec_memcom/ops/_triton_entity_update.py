@@ -9,6 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
+from torchrec_memcom.ops._launch import unspecialized_jit
 from torchrec_memcom.ops._triton import _BLOCK
 
 # The block-sorted entity update's per-program sort: 512 positions on 8 warps was the fastest aggregate plus update at
@@ -48,7 +49,7 @@ def _apply_entity_update(
     tl.store(weight_ptr + i, w - lr * step, mask=own)
 
 
-@triton.jit
+@unspecialized_jit
 def _entity_update_kernel(
     index_ptr,
     scratch_ptr,
@@ -57,9 +58,9 @@ def _entity_update_kernel(
     bounds_ptr,
     lr_ptr,
     ada_ptr,
-    n,
-    eps,
-    scale,
+    n: tl.int64,
+    eps: tl.float32,
+    scale: tl.float32,
     T: tl.constexpr,
     HAS_SUM: tl.constexpr,
     DENSE: tl.constexpr,
@@ -125,7 +126,7 @@ def entity_update_triton(
     )
 
 
-@triton.jit
+@unspecialized_jit
 def _entity_update_sorted_kernel(
     keys_ptr,
     csum_ptr,
@@ -134,9 +135,9 @@ def _entity_update_sorted_kernel(
     bounds_ptr,
     lr_ptr,
     ada_ptr,
-    n,
-    eps,
-    scale,
+    n: tl.int64,
+    eps: tl.float32,
+    scale: tl.float32,
     T: tl.constexpr,
     HAS_SUM: tl.constexpr,
     SEARCH: tl.constexpr,
@@ -203,13 +204,13 @@ def _keyed_sum(k1, v1, k2, v2):
     return k2, v2 + tl.where(k1 == k2, v1, 0)
 
 
-@triton.jit
+@unspecialized_jit(num_warps=_AGGREGATE_WARPS)
 def _entity_aggregate_kernel(
     index_ptr,
     grad_ptr,
     scratch_ptr,
     leaders_ptr,
-    n,
+    n: tl.int64,
     LOG_BLOCK: tl.constexpr,
 ):
     # Each program sorts its BLOCK positions by weight index (index << LOG_BLOCK | lane, one int64 sort in registers),
@@ -242,6 +243,6 @@ def entity_aggregate_triton(index: torch.Tensor, grad: torch.Tensor, scratch: to
     block, else -1, for ``entity_update_triton(leaders, scratch, ...)``. Positions whose ``index`` is -1 are skipped."""
     leaders = torch.empty_like(index)
     _entity_aggregate_kernel[(triton.cdiv(index.numel(), 1 << _AGGREGATE_LOG_BLOCK),)](
-        index, grad, scratch, leaders, index.numel(), LOG_BLOCK=_AGGREGATE_LOG_BLOCK, num_warps=_AGGREGATE_WARPS
+        index, grad, scratch, leaders, index.numel(), LOG_BLOCK=_AGGREGATE_LOG_BLOCK
     )
     return leaders

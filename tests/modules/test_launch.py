@@ -1,0 +1,141 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""``ops._launch``: kernels launched from the cache of their compiled kernels give what Triton's own launch gives,
+for every dtype, constexpr and scalar value (scalars past 32 bits included), on the current stream, under CUDA graph
+capture, and through Triton when a launch hook is set."""
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+tl = pytest.importorskip("triton.language")
+
+from tests.interpreted import run_interpreted  # noqa: E402
+from torchrec_memcom.ops._launch import unspecialized_jit  # noqa: E402
+
+
+@unspecialized_jit
+def _affine_kernel(x_ptr, out_ptr, n: tl.int64, a: tl.int64, c: tl.float32, SHIFT: tl.constexpr, BLOCK: tl.constexpr):
+    # out = x * a + c + SHIFT (in out's dtype); a is an int64 scalar: values past 2**31 must arrive whole
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask, other=0)
+    y = x.to(tl.float64) * a.to(tl.float64) + c + SHIFT
+    tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@unspecialized_jit(num_warps=2)
+def _echo_kernel(out_ptr, v: tl.int64, BLOCK: tl.constexpr):
+    tl.store(out_ptr + tl.arange(0, BLOCK), tl.full((BLOCK,), v, tl.int64))
+
+
+def _affine(x: torch.Tensor, out: torch.Tensor, a: int, c: float, shift: int) -> None:
+    n = x.numel()
+    _affine_kernel[(triton.cdiv(n, 64),)](x, out, n, a, c, SHIFT=shift, BLOCK=64)
+
+
+def _reference(x: torch.Tensor, out: torch.Tensor, a: int, c: float, shift: int) -> torch.Tensor:
+    c32 = torch.tensor(c, dtype=torch.float32).double()  # the kernel receives c as float32
+    return (x.double() * a + c32 + shift).to(out.dtype)
+
+
+def _check_affine(device: str) -> None:
+    """Every call against the reference, across dtypes, sizes, scalars (past 2**31, 1, multiples of 16), constexprs."""
+    cases = [
+        (torch.float32, torch.float32, 17, 3, 0.5, 0),
+        (torch.int64, torch.float64, 1000, 1, -2.0, 1),  # a = 1: Triton's JIT would make it a constant
+        (torch.int32, torch.int64, 64, 2**33 + 5, 0.0, 0),  # a past 32 bits
+        (torch.float32, torch.float32, 300, 16, 1.25, 0),  # a multiple of 16
+        (torch.int64, torch.float64, 5, 2**40, 0.0, 2),
+        (torch.float32, torch.float32, 1, 7, 0.0, 0),  # n = 1
+    ]
+    for _ in range(2):  # the second round hits the cache for every key
+        for x_dtype, out_dtype, n, a, c, shift in cases:
+            x = torch.arange(n, device=device).to(x_dtype) - 3
+            out = torch.full((n + 8,), -7, dtype=out_dtype, device=device)
+            _affine(x, out, a, c, shift)
+            want = _reference(x, out[:n], a, c, shift)
+            torch.testing.assert_close(out[:n], want, rtol=0, atol=0)
+            assert (out[n:] == -7).all(), "wrote past n"
+
+
+def check_on_interpreter() -> None:
+    _check_affine("cpu")
+    out = torch.zeros(4, dtype=torch.int64)
+    _echo_kernel[(1,)](out, 2**45 + 3, BLOCK=4)
+    assert out.tolist() == [2**45 + 3] * 4
+
+
+def test_cached_kernel_under_interpreter() -> None:
+    """Under Triton's interpreter every launch goes through Triton: the same results."""
+    run_interpreted("tests.modules.test_launch", "check_on_interpreter")
+
+
+def test_call_shape_is_checked() -> None:
+    """Constexprs must be keywords and every runtime argument positional; runtime parameters come first."""
+    with pytest.raises(TypeError, match="positional runtime arguments"):
+        _echo_kernel[(1,)](torch.zeros(4, dtype=torch.int64), 3, 4)
+    with pytest.raises(TypeError, match="positional runtime arguments"):
+        _echo_kernel[(1,)](torch.zeros(4, dtype=torch.int64), BLOCK=4)
+
+    def bad(x_ptr, BLOCK: tl.constexpr, n: tl.int64):  # noqa: ANN202 - a kernel body is never run here
+        pass
+
+    with pytest.raises(TypeError, match="before the constexprs"):
+        unspecialized_jit(bad)
+
+
+@pytest.mark.gpu
+def test_cached_kernel_matches_reference_cuda() -> None:
+    _check_affine("cuda")
+    assert len(_affine_kernel._compiled) == 4  # one compiled kernel per (device, dtypes, constexprs) of the cases
+
+
+@pytest.mark.gpu
+def test_scalar_pointer_argument_is_rejected_cuda() -> None:
+    out = torch.zeros(4, dtype=torch.int64, device="cuda")
+    with pytest.raises(TypeError, match="pointers"):
+        _echo_kernel[(1,)](5, 3, BLOCK=4)
+    _echo_kernel[(1,)](out, -(2**62), BLOCK=4)
+    _echo_kernel[(1,)](out, 2**62 + 1, BLOCK=4)  # cached: the value still arrives as int64
+    assert out.tolist() == [2**62 + 1] * 4
+    (compiled,) = _echo_kernel._compiled.values()
+    assert compiled.metadata.num_warps == 2  # the decorator's options reach the compile
+
+
+@pytest.mark.gpu
+def test_cached_kernel_on_side_stream_and_in_graph_cuda() -> None:
+    """Launches go to the current stream: a side stream's work orders after its waits, and a CUDA graph captures
+    them (a launch on any other stream during capture would fail)."""
+    out = torch.zeros(4, dtype=torch.int64, device="cuda")
+    _echo_kernel[(1,)](out, 1, BLOCK=4)  # compiled and cached
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(50_000_000)  # the side stream is busy (~25 ms); the launch below must queue behind it
+        _echo_kernel[(1,)](out, 2, BLOCK=4)
+    assert out.tolist() == [1] * 4  # read on the idle current stream: the launch has not run yet
+    side.synchronize()
+    assert out.tolist() == [2] * 4
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        _echo_kernel[(1,)](out, 3, BLOCK=4)
+    out.zero_()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert out.tolist() == [3] * 4
+
+
+@pytest.mark.gpu
+def test_launch_hook_sees_every_launch_cuda() -> None:
+    """With a launch hook set (Triton's profiler), launches go through Triton, which calls it."""
+    knobs = pytest.importorskip("triton.knobs")
+    out = torch.zeros(4, dtype=torch.int64, device="cuda")
+    _echo_kernel[(1,)](out, 1, BLOCK=4)
+    seen = []
+    knobs.runtime.launch_enter_hook = lambda metadata: seen.append(metadata)
+    try:
+        _echo_kernel[(1,)](out, 4, BLOCK=4)
+    finally:
+        knobs.runtime.launch_enter_hook = None
+    torch.cuda.synchronize()
+    assert len(seen) == 1 and out.tolist() == [4] * 4

@@ -1,0 +1,122 @@
+# Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
+"""Triton kernels launched from a cache of their compiled kernels (imported only where Triton runs).
+
+``JITFunction.run`` binds and specialises every argument on every launch: for the id transform's 34-argument kernel
+that is 35 us of host time per call on an H200's host, against 11 us for launching the compiled kernel itself
+(measured, ``docs/PERFORMANCE.md``), on steps where the GPU waits for the host. ``unspecialized_jit`` compiles a
+kernel whose runtime arguments Triton does not specialise, so that the compiled kernel depends only on the device,
+the dtypes of its pointer arguments and its ``tl.constexpr`` values: ``CachedKernel`` keys its compiled kernels on
+exactly those and launches them directly.
+"""
+
+import inspect
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+import triton
+from triton.runtime.driver import driver
+
+from torchrec_memcom.ops import _interpreted
+
+__all__ = ["CachedKernel", "unspecialized_jit"]
+
+
+try:
+    from triton import knobs as _knobs
+except ImportError:  # Triton before 3.4 keeps its launch hook on CompiledKernel
+    _knobs = None
+
+
+def _launch_hooked() -> bool:
+    """Whether a launch hook (Triton's profiler) wants to see launches: they then go through ``JITFunction.run``."""
+    if _knobs is None:
+        return getattr(triton.compiler.CompiledKernel, "launch_enter_hook", None) is not None
+    return _knobs.runtime.launch_enter_hook is not None
+
+
+class CachedKernel:
+    """``kernel[grid](*runtime_args, **constexprs)`` for a kernel of ``unspecialized_jit``.
+
+    The first launch per key goes through Triton (which compiles); later ones launch the cached compiled kernel with
+    the same arguments, skipping Triton's per-call binding. Runtime arguments are positional, every ``tl.constexpr``
+    a keyword. Under Triton's interpreter, or while a launch hook is set, every launch goes through Triton.
+    """
+
+    def __init__(
+        self,
+        jit: Any,
+        names: Sequence[str],
+        constexprs: Sequence[str],
+        pointers: Sequence[int],
+        options: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        self.jit = jit
+        self._options = dict(options or {})
+        self._runtime = len(names) - len(constexprs)
+        self._names = list(names)
+        self._constexprs = list(constexprs)
+        self._pointers = list(pointers)
+        self._compiled: Dict[Tuple[Any, ...], Any] = {}
+
+    def __getitem__(self, grid: Tuple[int, ...]) -> Callable[..., None]:
+        return lambda *args, **constexprs: self.launch(grid, args, constexprs)
+
+    def launch(self, grid: Tuple[int, ...], args: Tuple[Any, ...], constexprs: Dict[str, Any]) -> None:
+        if len(args) != self._runtime or len(constexprs) != len(self._constexprs):
+            raise TypeError(
+                f"{self._names}: {self._runtime} positional runtime arguments and the constexprs {self._constexprs} "
+                f"as keywords expected, got {len(args)} positional and {sorted(constexprs)}"
+            )
+        if _interpreted() or _launch_hooked():
+            self.jit[grid](*args, **constexprs, **self._options)
+            return
+        try:
+            values = [constexprs[name] for name in self._constexprs]
+        except KeyError as e:
+            raise TypeError(f"missing constexpr {e} (constexprs: {self._constexprs})") from None
+        device = driver.active.get_current_device()
+        try:
+            key = (device, *[args[i].dtype for i in self._pointers], *values)
+        except AttributeError:
+            bad = [self._names[i] for i in self._pointers if not isinstance(args[i], torch.Tensor)]
+            raise TypeError(f"arguments {bad} are pointers (unannotated): pass tensors, or annotate scalars") from None
+        kernel = self._compiled.get(key)
+        if kernel is None:
+            self._compiled[key] = self.jit[grid](*args, **constexprs, **self._options)
+            return
+        kernel.run(
+            grid[0],
+            grid[1] if len(grid) > 1 else 1,
+            grid[2] if len(grid) > 2 else 1,
+            driver.active.get_current_stream(device),
+            kernel.function,
+            kernel.packed_metadata,
+            None,  # launch metadata and hooks: only wanted by a launch hook, which goes through Triton
+            None,
+            None,
+            *args,
+            *values,
+        )
+
+
+def unspecialized_jit(fn: Optional[Callable[..., Any]] = None, **options: Any) -> Any:
+    """``@triton.jit`` (with ``options``, e.g. ``num_warps``, applied to every launch) with no runtime argument
+    specialised on its value (integers: not on divisibility by 16 or equality to 1; pointers: not on alignment),
+    returned as a ``CachedKernel``.
+
+    Every scalar parameter must be annotated (``n: tl.int64``, ``eps: tl.float32``): an unannotated one is a pointer
+    (a tensor's dtype is part of the key), and a Python int there would otherwise compile as i32 or i64 by value.
+    """
+
+    def wrap(f: Callable[..., Any]) -> CachedKernel:
+        params = list(inspect.signature(f).parameters.values())
+        annotation = [p.annotation for p in params]
+        constexprs = [p.name for p, a in zip(params, annotation) if "constexpr" in str(a)]
+        runtime = [p.name for p in params if p.name not in constexprs]
+        if [p.name for p in params[: len(runtime)]] != runtime:
+            raise TypeError(f"{f.__name__}: runtime parameters must come before the constexprs")
+        pointers = [i for i, p in enumerate(params[: len(runtime)]) if p.annotation is inspect.Parameter.empty]
+        jit = triton.jit(f, do_not_specialize=runtime, do_not_specialize_on_alignment=runtime)
+        return CachedKernel(jit, [p.name for p in params], constexprs, pointers, options)
+
+    return wrap(fn) if fn is not None else wrap
