@@ -132,10 +132,16 @@ def test_launch_hook_sees_every_launch_cuda() -> None:
     out = torch.zeros(4, dtype=torch.int64, device="cuda")
     _echo_kernel[(1,)](out, 1, BLOCK=4)
     seen = []
-    knobs.runtime.launch_enter_hook = lambda metadata: seen.append(metadata)
+
+    def hook(metadata: object) -> None:
+        seen.append(metadata)
+
+    chain = knobs.runtime.launch_enter_hook  # Triton 3.4+: a HookChain, active while it holds calls
+    chain.add(hook)
     try:
         _echo_kernel[(1,)](out, 4, BLOCK=4)
     finally:
-        knobs.runtime.launch_enter_hook = None
+        chain.remove(hook)
+    _echo_kernel[(1,)](out, 5, BLOCK=4)  # the cached launch again: the hook is not called
     torch.cuda.synchronize()
-    assert len(seen) == 1 and out.tolist() == [4] * 4
+    assert len(seen) == 1 and out.tolist() == [5] * 4

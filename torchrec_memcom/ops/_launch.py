@@ -28,10 +28,14 @@ except ImportError:  # Triton before 3.4 keeps its launch hook on CompiledKernel
 
 
 def _launch_hooked() -> bool:
-    """Whether a launch hook (Triton's profiler) wants to see launches: they then go through ``JITFunction.run``."""
-    if _knobs is None:
-        return getattr(triton.compiler.CompiledKernel, "launch_enter_hook", None) is not None
-    return _knobs.runtime.launch_enter_hook is not None
+    """Whether a launch hook (Triton's profiler) wants to see launches: they then go through ``JITFunction.run``.
+    (Triton 3.4+ keeps a ``HookChain``, active when it holds calls; earlier versions a function or ``None``.)"""
+    hook = (
+        getattr(triton.compiler.CompiledKernel, "launch_enter_hook", None)
+        if _knobs is None
+        else _knobs.runtime.launch_enter_hook
+    )
+    return bool(getattr(hook, "calls", hook is not None))
 
 
 class CachedKernel:
