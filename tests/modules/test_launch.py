@@ -10,6 +10,7 @@ triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 
 from tests.interpreted import run_interpreted  # noqa: E402
+from torchrec_memcom.ops import _launch  # noqa: E402
 from torchrec_memcom.ops._launch import unspecialized_jit  # noqa: E402
 
 
@@ -145,3 +146,39 @@ def test_launch_hook_sees_every_launch_cuda() -> None:
     _echo_kernel[(1,)](out, 5, BLOCK=4)  # the cached launch again: the hook is not called
     torch.cuda.synchronize()
     assert len(seen) == 1 and out.tolist() == [5] * 4
+
+
+def test_launch_path_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``TORCHREC_MEMCOM_TRITON_LAUNCH``: ``cached`` (default) or ``triton``; anything else is an error naming it."""
+    for value, triton_only in (("cached", False), ("triton", True)):
+        monkeypatch.setenv("TORCHREC_MEMCOM_TRITON_LAUNCH", value)
+        _launch._triton_path_only.cache_clear()
+        assert _launch._triton_path_only() is triton_only
+    monkeypatch.setenv("TORCHREC_MEMCOM_TRITON_LAUNCH", "fast")
+    _launch._triton_path_only.cache_clear()
+    with pytest.raises(ValueError, match="TORCHREC_MEMCOM_TRITON_LAUNCH='fast'"):
+        _launch._triton_path_only()
+    monkeypatch.delenv("TORCHREC_MEMCOM_TRITON_LAUNCH")
+    _launch._triton_path_only.cache_clear()
+    assert _launch._triton_path_only() is False
+
+
+@pytest.mark.gpu
+def test_triton_path_variable_bypasses_the_cache_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    @unspecialized_jit
+    def _fill_kernel(out_ptr, v: tl.int64, BLOCK: tl.constexpr):
+        tl.store(out_ptr + tl.arange(0, BLOCK), tl.full((BLOCK,), v, tl.int64))
+
+    out = torch.zeros(4, dtype=torch.int64, device="cuda")
+    monkeypatch.setenv("TORCHREC_MEMCOM_TRITON_LAUNCH", "triton")
+    _launch._triton_path_only.cache_clear()
+    try:
+        for v in (3, 2**40):
+            _fill_kernel[(1,)](out, v, BLOCK=4)
+            assert out.tolist() == [v] * 4
+        assert not _fill_kernel._compiled  # every launch went through Triton
+    finally:
+        monkeypatch.delenv("TORCHREC_MEMCOM_TRITON_LAUNCH")
+        _launch._triton_path_only.cache_clear()
+    _fill_kernel[(1,)](out, 5, BLOCK=4)
+    assert out.tolist() == [5] * 4 and len(_fill_kernel._compiled) == 1

@@ -7,9 +7,15 @@ that is 35 us of host time per call on an H200's host, against 11 us for launchi
 kernel whose runtime arguments Triton does not specialise, so that the compiled kernel depends only on the device,
 the dtypes of its pointer arguments and its ``tl.constexpr`` values: ``CachedKernel`` keys its compiled kernels on
 exactly those and launches them directly.
+
+``TORCHREC_MEMCOM_TRITON_LAUNCH=triton`` sends every launch through Triton's own path instead (``cached``, the default:
+the cache); so does a Triton whose compiled kernels lack the launcher attributes used here (warned once).
 """
 
+import functools
 import inspect
+import os
+import warnings
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -25,6 +31,19 @@ try:
     from triton import knobs as _knobs
 except ImportError:  # Triton before 3.4 keeps its launch hook on CompiledKernel
     _knobs = None
+
+
+@functools.cache
+def _triton_path_only() -> bool:
+    """``TORCHREC_MEMCOM_TRITON_LAUNCH``: ``cached`` (default) or ``triton`` (every launch through Triton's path)."""
+    value = os.environ.get("TORCHREC_MEMCOM_TRITON_LAUNCH", "cached")
+    if value not in ("cached", "triton"):
+        raise ValueError(f"TORCHREC_MEMCOM_TRITON_LAUNCH={value!r}: expected 'cached' or 'triton'")
+    return value == "triton"
+
+
+_TRITON = object()  # a key whose compiled kernel lacks the launcher attributes: launched through Triton
+_LAUNCHER_ATTRIBUTES = ("run", "function", "packed_metadata")
 
 
 def _launch_hooked() -> bool:
@@ -43,7 +62,8 @@ class CachedKernel:
 
     The first launch per key goes through Triton (which compiles); later ones launch the cached compiled kernel with
     the same arguments, skipping Triton's per-call binding. Runtime arguments are positional, every ``tl.constexpr``
-    a keyword. Under Triton's interpreter, or while a launch hook is set, every launch goes through Triton.
+    a keyword. Under Triton's interpreter, while a launch hook is set, or with ``TORCHREC_MEMCOM_TRITON_LAUNCH=triton``,
+    every launch goes through Triton.
     """
 
     def __init__(
@@ -71,7 +91,7 @@ class CachedKernel:
                 f"{self._names}: {self._runtime} positional runtime arguments and the constexprs {self._constexprs} "
                 f"as keywords expected, got {len(args)} positional and {sorted(constexprs)}"
             )
-        if _interpreted() or _launch_hooked():
+        if _interpreted() or _triton_path_only() or _launch_hooked():
             self.jit[grid](*args, **constexprs, **self._options)
             return
         try:
@@ -86,7 +106,18 @@ class CachedKernel:
             raise TypeError(f"arguments {bad} are pointers (unannotated): pass tensors, or annotate scalars") from None
         kernel = self._compiled.get(key)
         if kernel is None:
-            self._compiled[key] = self.jit[grid](*args, **constexprs, **self._options)
+            kernel = self.jit[grid](*args, **constexprs, **self._options)
+            if not all(hasattr(kernel, a) for a in _LAUNCHER_ATTRIBUTES):
+                warnings.warn(
+                    f"Triton {triton.__version__}: compiled kernels lack {_LAUNCHER_ATTRIBUTES}; "
+                    "launching through Triton",
+                    stacklevel=3,
+                )
+                kernel = _TRITON
+            self._compiled[key] = kernel
+            return
+        if kernel is _TRITON:
+            self.jit[grid](*args, **constexprs, **self._options)
             return
         kernel.run(
             grid[0],
