@@ -9,7 +9,7 @@ the dtypes of its pointer arguments and its ``tl.constexpr`` values: ``CachedKer
 exactly those and launches them directly.
 
 ``TORCHREC_MEMCOM_TRITON_LAUNCH=triton`` sends every launch through Triton's own path instead (``cached``, the default:
-the cache); so does a Triton whose compiled kernels lack the launcher attributes used here (warned once).
+the cache); so does a Triton whose compiled kernels lack the launcher attributes used here (with a warning).
 """
 
 import functools
