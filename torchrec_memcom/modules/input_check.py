@@ -72,11 +72,10 @@ class InputCheck:
     def _current_stream(self, device: torch.device) -> torch.cuda.Stream:
         """``torch.cuda.current_stream(device)``, its Python object cached by raw stream (building one costs ~8 us of
         host time per batch; the raw handle is what Triton's launches read too)."""
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        key = (index, torch._C._cuda_getCurrentRawStream(index))
+        key = (device.index, torch._C._cuda_getCurrentRawStream(device.index))  # a CUDA tensor's device has an index
         stream = self._streams.get(key)
         if stream is None:
-            stream = self._streams[key] = torch.cuda.current_stream(index)
+            stream = self._streams[key] = torch.cuda.current_stream(device.index)
         return stream
 
     def flush(self) -> None:

@@ -145,8 +145,7 @@ def unspecialized_jit(fn: Optional[Callable[..., Any]] = None, **options: Any) -
 
     def wrap(f: Callable[..., Any]) -> CachedKernel:
         params = list(inspect.signature(f).parameters.values())
-        annotation = [p.annotation for p in params]
-        constexprs = [p.name for p, a in zip(params, annotation) if "constexpr" in str(a)]
+        constexprs = [p.name for p in params if "constexpr" in str(p.annotation)]
         runtime = [p.name for p in params if p.name not in constexprs]
         if [p.name for p in params[: len(runtime)]] != runtime:
             raise TypeError(f"{f.__name__}: runtime parameters must come before the constexprs")
