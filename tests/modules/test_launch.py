@@ -89,6 +89,7 @@ def test_call_shape_is_checked() -> None:
 def test_cached_kernel_matches_reference_cuda() -> None:
     _check_affine("cuda")
     assert len(_affine_kernel._compiled) == 4  # one compiled kernel per (device, dtypes, constexprs) of the cases
+    assert all(k is not _launch._TRITON for k in _affine_kernel._compiled.values())  # launched from the cache
 
 
 @pytest.mark.gpu
