@@ -7,7 +7,7 @@ A repeat's ratio is stock's median step in that repeat over the method's in the 
 the methods, so each pair ran minutes apart at most); the bar is the run's reported ratio (``throughput_vs_stock``
 of ``report.add_ratios``: samples/s over stock's, from the medians of the repeat medians).
 
-    python -m torchrec_memcom.benchmarks.speed_chart docs/perf/criteo_1_dbc430d.json ... --out docs/speed.png
+    python -m torchrec_memcom.benchmarks.speed_chart docs/perf/criteo_1_802cb6a.json ... --out docs/speed.png
 
 A run given as ``PATH=NOTE`` has ``NOTE`` added to its title (two runs of one setting, e.g. on two hosts, then get a
 group each).
