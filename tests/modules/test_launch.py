@@ -29,6 +29,14 @@ def _echo_kernel(out_ptr, v: tl.int64, BLOCK: tl.constexpr):
     tl.store(out_ptr + tl.arange(0, BLOCK), tl.full((BLOCK,), v, tl.int64))
 
 
+@unspecialized_jit(aligned_pointers=True)
+def _scale_kernel(x_ptr, out_ptr, n: tl.int64, a: tl.float32, BLOCK: tl.constexpr):
+    # out = x * a: contiguous blocks, vectorised where Triton knows the pointers 16-byte aligned
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask, other=0.0) * a, mask=mask)
+
+
 def _affine(x: torch.Tensor, out: torch.Tensor, a: int, c: float, shift: int) -> None:
     n = x.numel()
     _affine_kernel[(triton.cdiv(n, 64),)](x, out, n, a, c, SHIFT=shift, BLOCK=64)
@@ -61,6 +69,7 @@ def _check_affine(device: str) -> None:
 
 def check_on_interpreter() -> None:
     _check_affine("cpu")
+    _check_scale("cpu")
     out = torch.zeros(4, dtype=torch.int64)
     _echo_kernel[(1,)](out, 2**45 + 3, BLOCK=4)
     assert out.tolist() == [2**45 + 3] * 4
@@ -90,6 +99,31 @@ def test_cached_kernel_matches_reference_cuda() -> None:
     _check_affine("cuda")
     assert len(_affine_kernel._compiled) == 4  # one compiled kernel per (device, dtypes, constexprs) of the cases
     assert all(k is not _launch._TRITON for k in _affine_kernel._compiled.values())  # launched from the cache
+
+
+def _check_scale(device: str) -> None:
+    """Aligned and misaligned views (4, 8 and 12 bytes past 16) of both pointers, twice: each against x * a."""
+    base, out_base = torch.randn(4100, device=device), torch.zeros(4100, device=device)
+    for _ in range(2):
+        for x_off, out_off, n in [(0, 0, 4096), (1, 0, 4095), (0, 3, 4096), (2, 1, 1000), (0, 0, 17)]:
+            x, out = base[x_off : x_off + n], out_base[out_off : out_off + n]
+            out_base.fill_(-7.0)
+            _scale_kernel[(triton.cdiv(n, 256),)](x, out, n, 1.5, BLOCK=256)
+            torch.testing.assert_close(out, x * 1.5, rtol=0, atol=0)
+            assert (out_base[:out_off] == -7).all() and (out_base[out_off + n :] == -7).all(), "wrote outside out"
+
+
+@pytest.mark.gpu
+def test_aligned_pointers_key_on_alignment_cuda() -> None:
+    """``aligned_pointers``: one compiled kernel per pattern of aligned pointers, each specialised to exactly it (an
+    aligned kernel launched on a misaligned view would do vectorised accesses at addresses they do not allow)."""
+    _check_scale("cuda")
+    compiled = {key[1:3]: kernel for key, kernel in _scale_kernel._compiled.items()}
+    f32 = torch.float32
+    assert set(compiled) == {((f32, x), (f32, out)) for x in (True, False) for out in (True, False)}
+    for (x_aligned, out_aligned), kernel in compiled.items():
+        # Triton's IR marks a pointer it may assume aligned with tt.divisibility = 16
+        assert kernel.asm["ttir"].count("tt.divisibility = 16") == x_aligned[1] + out_aligned[1], kernel.asm["ttir"]
 
 
 @pytest.mark.gpu

@@ -204,7 +204,7 @@ def _keyed_sum(k1, v1, k2, v2):
     return k2, v2 + tl.where(k1 == k2, v1, 0)
 
 
-@unspecialized_jit(num_warps=_AGGREGATE_WARPS)
+@unspecialized_jit(num_warps=_AGGREGATE_WARPS, aligned_pointers=True)
 def _entity_aggregate_kernel(
     index_ptr,
     grad_ptr,
