@@ -29,9 +29,10 @@ def _echo_kernel(out_ptr, v: tl.int64, BLOCK: tl.constexpr):
     tl.store(out_ptr + tl.arange(0, BLOCK), tl.full((BLOCK,), v, tl.int64))
 
 
-@unspecialized_jit(aligned_pointers=True)
+@unspecialized_jit(specialize=("x_ptr", "out_ptr", "n"))
 def _scale_kernel(x_ptr, out_ptr, n: tl.int64, a: tl.float32, BLOCK: tl.constexpr):
-    # out = x * a: contiguous blocks, vectorised where Triton knows the pointers 16-byte aligned
+    # out = x * a: contiguous blocks, vectorised where Triton knows the pointers 16-byte aligned (and n a multiple of
+    # 16: whole vectors in or out of the mask)
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask, other=0.0) * a, mask=mask)
@@ -92,6 +93,8 @@ def test_call_shape_is_checked() -> None:
 
     with pytest.raises(TypeError, match="before the constexprs"):
         unspecialized_jit(bad)
+    with pytest.raises(TypeError, match=r"specialize names \['BLOCK'\]"):
+        unspecialized_jit(specialize=("BLOCK",))(_echo_kernel.jit.fn)
 
 
 @pytest.mark.gpu
@@ -101,11 +104,15 @@ def test_cached_kernel_matches_reference_cuda() -> None:
     assert all(k is not _launch._TRITON for k in _affine_kernel._compiled.values())  # launched from the cache
 
 
+_SCALE_CASES = [(0, 0, 4096), (1, 0, 4095), (0, 3, 4096), (2, 1, 1000), (0, 0, 17), (0, 0, 1), (3, 0, 1), (1, 2, 32)]
+
+
 def _check_scale(device: str) -> None:
-    """Aligned and misaligned views (4, 8 and 12 bytes past 16) of both pointers, twice: each against x * a."""
+    """Aligned and misaligned views (4, 8 and 12 bytes past 16) of both pointers, n a multiple of 16, 1 or neither,
+    twice: each against x * a."""
     base, out_base = torch.randn(4100, device=device), torch.zeros(4100, device=device)
     for _ in range(2):
-        for x_off, out_off, n in [(0, 0, 4096), (1, 0, 4095), (0, 3, 4096), (2, 1, 1000), (0, 0, 17)]:
+        for x_off, out_off, n in _SCALE_CASES:
             x, out = base[x_off : x_off + n], out_base[out_off : out_off + n]
             out_base.fill_(-7.0)
             _scale_kernel[(triton.cdiv(n, 256),)](x, out, n, 1.5, BLOCK=256)
@@ -114,16 +121,23 @@ def _check_scale(device: str) -> None:
 
 
 @pytest.mark.gpu
-def test_aligned_pointers_key_on_alignment_cuda() -> None:
-    """``aligned_pointers``: one compiled kernel per pattern of aligned pointers, each specialised to exactly it (an
-    aligned kernel launched on a misaligned view would do vectorised accesses at addresses they do not allow)."""
+def test_specialized_arguments_key_on_their_class_cuda() -> None:
+    """``specialize``: one compiled kernel per pattern of aligned pointers and of n's class, each specialised to
+    exactly it (an aligned kernel launched on a misaligned view would do vectorised accesses at addresses they do not
+    allow; one for n = 16k would drop the mask's tail)."""
     _check_scale("cuda")
-    compiled = {key[1:3]: kernel for key, kernel in _scale_kernel._compiled.items()}
     f32 = torch.float32
-    assert set(compiled) == {((f32, x), (f32, out)) for x in (True, False) for out in (True, False)}
-    for (x_aligned, out_aligned), kernel in compiled.items():
-        # Triton's IR marks a pointer it may assume aligned with tt.divisibility = 16
-        assert kernel.asm["ttir"].count("tt.divisibility = 16") == x_aligned[1] + out_aligned[1], kernel.asm["ttir"]
+    # the classes written out: a float32 view at element offset o is aligned when 4 * o % 16 == 0
+    want = {(o % 4 == 0, p % 4 == 0, 2 if n == 1 else int(n % 16 == 0)) for o, p, n in _SCALE_CASES}
+    assert len(want) == 8
+    assert {key[:3] for key in _scale_kernel._compiled} == {(key[0], f32, f32) for key in _scale_kernel._compiled}
+    got = {key[-3:]: kernel for key, kernel in _scale_kernel._compiled.items()}
+    assert set(got) == {(int(x), int(out), n) for x, out, n in want}
+    for (x, out, n_class), kernel in got.items():
+        # Triton's IR marks an argument it may assume 16-divisible (an address: aligned) with tt.divisibility = 16;
+        # n = 1 (class 2) is a constant there
+        divisible = x + out + int(n_class == 1)
+        assert kernel.asm["ttir"].count("tt.divisibility = 16") == divisible, kernel.asm["ttir"]
 
 
 @pytest.mark.gpu

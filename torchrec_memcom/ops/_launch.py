@@ -6,8 +6,9 @@ that is 35 us of host time per call on an H200's host, against 11 us for launchi
 (measured, ``docs/PERFORMANCE.md``), on steps where the GPU waits for the host. ``unspecialized_jit`` compiles a
 kernel whose runtime arguments Triton does not specialise, so that the compiled kernel depends only on the device,
 the dtypes of its pointer arguments and its ``tl.constexpr`` values: ``CachedKernel`` keys its compiled kernels on
-exactly those and launches them directly. A kernel made with ``aligned_pointers=True`` keeps Triton's specialisation
-of pointers on 16-byte alignment (vectorised loads), and the key each pointer's alignment.
+exactly those and launches them directly. The runtime arguments named in ``unspecialized_jit(specialize=...)`` keep
+Triton's specialisation (pointers: 16-byte alignment; integers: divisibility by 16, equality to 1), and the key holds
+each one's class.
 
 ``TORCHREC_MEMCOM_TRITON_LAUNCH=triton`` sends every launch through Triton's own path instead (``cached``, the default:
 the cache); so does a Triton whose compiled kernels lack the launcher attributes used here (with a warning).
@@ -74,7 +75,7 @@ class CachedKernel:
         constexprs: Sequence[str],
         pointers: Sequence[int],
         options: Optional[Dict[str, Any]] = None,
-        aligned_pointers: bool = False,
+        specialized: Sequence[int] = (),
     ) -> None:
         self.jit = jit
         self._options = dict(options or {})
@@ -82,7 +83,7 @@ class CachedKernel:
         self._names = list(names)
         self._constexprs = list(constexprs)
         self._pointers = list(pointers)
-        self._aligned = aligned_pointers
+        self._specialized = [(i, i in pointers) for i in specialized]
         self._compiled: Dict[Tuple[Any, ...], Any] = {}
 
     def __getitem__(self, grid: Tuple[int, ...]) -> Callable[..., None]:
@@ -103,10 +104,9 @@ class CachedKernel:
             raise TypeError(f"missing constexpr {e} (constexprs: {self._constexprs})") from None
         device = driver.active.get_current_device()
         try:
-            if self._aligned:  # Triton's rule: a pointer is aligned when its address is a multiple of 16
-                key = (device, *[(args[i].dtype, args[i].data_ptr() % 16 == 0) for i in self._pointers], *values)
-            else:
-                key = (device, *[args[i].dtype for i in self._pointers], *values)
+            key = (device, *[args[i].dtype for i in self._pointers], *values)
+            if self._specialized:
+                key += tuple(_specialization(args[i], pointer) for i, pointer in self._specialized)
         except AttributeError:
             bad = [self._names[i] for i in self._pointers if not isinstance(args[i], torch.Tensor)]
             raise TypeError(f"arguments {bad} are pointers (unannotated): pass tensors, or annotate scalars") from None
@@ -140,17 +140,25 @@ class CachedKernel:
         )
 
 
+def _specialization(arg: Any, pointer: bool) -> int:
+    """Triton's class of a specialised argument: a pointer 16-byte aligned (1) or not (0); an integer equal to 1 (2),
+    divisible by 16 (1) or neither (0)."""
+    if pointer:
+        return int(arg.data_ptr() % 16 == 0)
+    return 2 if arg == 1 else int(arg % 16 == 0)
+
+
 def unspecialized_jit(
-    fn: Optional[Callable[..., Any]] = None, *, aligned_pointers: bool = False, **options: Any
+    fn: Optional[Callable[..., Any]] = None, *, specialize: Sequence[str] = (), **options: Any
 ) -> Any:
     """``@triton.jit`` (with ``options``, e.g. ``num_warps``, applied to every launch) with no runtime argument
-    specialised on its value (integers: not on divisibility by 16 or equality to 1; pointers: not on alignment, unless
-    ``aligned_pointers``), returned as a ``CachedKernel``.
+    specialised on its value (integers: not on divisibility by 16 or equality to 1; pointers: not on alignment) but
+    those named in ``specialize``, returned as a ``CachedKernel``.
 
-    ``aligned_pointers``: Triton compiles one kernel per pattern of 16-byte-aligned pointers (vectorised loads and
-    stores where aligned), and the cache's key holds each pointer's alignment. It pays where a kernel streams
-    contiguous blocks (MEmCom's update block sums: 183 -> 158 us per ``big`` step on an H200); the id transform's
-    segments kernel ran slower with it (40 -> 47 us), so it is per kernel, measured.
+    ``specialize``: Triton compiles one kernel per pattern of its arguments' classes (aligned pointers: vectorised
+    loads and stores), and the cache's key holds each one's class. It pays where a kernel streams contiguous blocks
+    (MEmCom's update block sums, its pointers: 183 -> 158 us per ``big`` step on an H200); the id transform's segments
+    kernel ran slower with aligned pointers (40 -> 47 us), so it is per kernel, measured.
 
     Every scalar parameter must be annotated (``n: tl.int64``, ``eps: tl.float32``): an unannotated one is a pointer
     (a tensor's dtype is part of the key), and a Python int there would otherwise compile as i32 or i64 by value.
@@ -164,9 +172,13 @@ def unspecialized_jit(
             raise TypeError(f"{f.__name__}: runtime parameters must come before the constexprs")
         pointers = [i for i, p in enumerate(params[: len(runtime)]) if p.annotation is inspect.Parameter.empty]
         names = [p.name for p in params]
-        # a pointer in do_not_specialize is not specialised on alignment either (Triton's specialize_impl)
-        fixed = [n for i, n in enumerate(runtime) if not (aligned_pointers and i in pointers)]
+        unknown = sorted(set(specialize) - set(runtime))
+        if unknown:
+            raise TypeError(f"{f.__name__}: specialize names {unknown}, not runtime parameters {runtime}")
+        # an argument in do_not_specialize is not specialised on alignment either (Triton's specialize_impl)
+        fixed = [n for n in runtime if n not in specialize]
         jit = triton.jit(f, do_not_specialize=fixed, do_not_specialize_on_alignment=fixed)
-        return CachedKernel(jit, names, constexprs, pointers, options, aligned_pointers)
+        specialized = [runtime.index(n) for n in specialize]
+        return CachedKernel(jit, names, constexprs, pointers, options, specialized)
 
     return wrap(fn) if fn is not None else wrap
