@@ -95,6 +95,8 @@ def test_call_shape_is_checked() -> None:
         unspecialized_jit(bad)
     with pytest.raises(TypeError, match=r"specialize names \['BLOCK'\]"):
         unspecialized_jit(specialize=("BLOCK",))(_echo_kernel.jit.fn)
+    with pytest.raises(TypeError, match=r"specialize names \['a'\], neither pointers nor integers"):
+        unspecialized_jit(specialize=("n", "a"))(_scale_kernel.jit.fn)
 
 
 @pytest.mark.gpu

@@ -175,6 +175,10 @@ def unspecialized_jit(
         unknown = sorted(set(specialize) - set(runtime))
         if unknown:
             raise TypeError(f"{f.__name__}: specialize names {unknown}, not runtime parameters {runtime}")
+        scalars = [p for i, p in enumerate(params) if p.name in specialize and i not in pointers]
+        not_int = [p.name for p in scalars if "int" not in str(p.annotation)]
+        if not_int:  # Triton specialises only integers and pointers
+            raise TypeError(f"{f.__name__}: specialize names {not_int}, neither pointers nor integers")
         # an argument in do_not_specialize is not specialised on alignment either (Triton's specialize_impl)
         fixed = [n for n in runtime if n not in specialize]
         jit = triton.jit(f, do_not_specialize=fixed, do_not_specialize_on_alignment=fixed)
