@@ -16,17 +16,7 @@ try:  # a probe of the kernels' helper, run by check_kernels_on_cpu under Triton
     import triton
     import triton.language as tl
 
-    from torchrec_memcom.ops._triton import _divmod_magic, _magic, _mix, _mod_p
-
-    @triton.jit
-    def _divmod_kernel(n_ptr, d_ptr, m_ptr, q_ptr, r_ptr, count, BLOCK: tl.constexpr):
-        offs = tl.arange(0, BLOCK)
-        mask = offs < count
-        n = tl.load(n_ptr + offs, mask=mask, other=0).to(tl.uint32)
-        d = tl.load(d_ptr + offs, mask=mask, other=1).to(tl.uint32)
-        q, r = _divmod_magic(n, d, tl.load(m_ptr + offs, mask=mask, other=1).to(tl.uint32))
-        tl.store(q_ptr + offs, q.to(tl.int64), mask=mask)
-        tl.store(r_ptr + offs, r.to(tl.int64), mask=mask)
+    from torchrec_memcom.ops._triton import _mix, _mod_p
 
     @triton.jit
     def _mod_p_kernel(v_ptr, out_ptr, n, BLOCK: tl.constexpr):
@@ -44,7 +34,7 @@ try:  # a probe of the kernels' helper, run by check_kernels_on_cpu under Triton
         tl.store(out_ptr + offs, _mix(x, a1, a2, c), mask=mask)
 
 except ImportError:  # no triton: the interpreted test is skipped
-    _mod_p_kernel = _mix_kernel = _divmod_kernel = _magic = None
+    _mod_p_kernel = _mix_kernel = None
 
 
 HASHES = [
@@ -198,7 +188,6 @@ def check_kernels_on_cpu() -> None:
     _check_memcom_passthrough("cpu")
     _check_mod_p()
     _check_mix("cpu")
-    _check_divmod_magic("cpu")
     _check_lma_clamp()
     _check_lma_grouped()
     # ids up to 2**51: the mixed key (id << 10 | salt) reaches 2**61 and its high part (key >> 30) the prime itself
@@ -235,34 +224,6 @@ def _check_mix(device: str) -> None:
     out = torch.empty(len(pairs), dtype=torch.int64, device=device)
     _mix_kernel[(1,)](x.to(device), flat.to(device), out, len(pairs), BLOCK=256)
     assert out.cpu().tolist() == want
-
-
-def _check_divmod_magic(device: str) -> None:
-    """``_divmod_magic`` (the LMA kernel's 32-bit divisions by a job's constants) against ``//`` and ``%``: every
-    numerator edge below 2**31 with every divisor edge, and random pairs."""
-    top = 2**31 - 1
-    divisors = [1, 2, 3, 7, 255, 256, 65_535, 2**30 - 1, 2**30, 2**30 + 1, top - 1, top]
-    numerators = [0, 1, 2, 254, 255, 256, 2**16, 2**30, 2**31 - 2, top]
-    pairs = [(n, d) for n in numerators + [d - 1 for d in divisors] + divisors for d in divisors]
-    g = torch.Generator().manual_seed(2)
-    pairs += list(zip(torch.randint(0, 2**31, (500,), generator=g).tolist(),
-                      torch.randint(1, 2**31, (500,), generator=g).tolist()))  # fmt: skip
-    pairs += [(int(n), int(d)) for n, d in zip(torch.randint(0, 2**31, (500,), generator=g), range(1, 501))]
-    pairs = [(n, d) for n, d in pairs if 0 <= n <= top]
-    for i in range(0, len(pairs), 1024):
-        chunk = pairs[i : i + 1024]
-        n = torch.tensor([a for a, _ in chunk], dtype=torch.int64, device=device)
-        d = torch.tensor([b for _, b in chunk], dtype=torch.int64, device=device)
-        m = torch.tensor([_magic(b) for _, b in chunk], dtype=torch.int64, device=device)
-        q, r = torch.empty_like(n), torch.empty_like(n)
-        _divmod_kernel[(1,)](n, d, m, q, r, len(chunk), BLOCK=1024)
-        assert q.cpu().tolist() == [a // b for a, b in chunk]
-        assert r.cpu().tolist() == [a % b for a, b in chunk]
-
-
-@pytest.mark.gpu
-def test_divmod_magic_cuda() -> None:
-    _check_divmod_magic("cuda")
 
 
 @pytest.mark.gpu

@@ -55,24 +55,6 @@ def _mix(x, a1, a2, c):
     return _fold_p(r + c.to(tl.uint32)).to(tl.int64)
 
 
-@triton.jit
-def _mix31(x, a1, a2, c):
-    # _mix for x < 2**31 in uint32 (the second hash round's input): x >> 30 is 0 or 1, already below P, and its product
-    # with a2 < P is a2 or 0
-    r = _fold_p(_mulmod_p32(x & 1073741823, a1.to(tl.uint32)) + tl.where((x >> 30) != 0, a2.to(tl.uint32), 0))
-    return _fold_p(r + c.to(tl.uint32))
-
-
-@triton.jit
-def _divmod_magic(n, d, m):
-    # (n // d, n % d) for uint32 n < 2**31 and 1 <= d < 2**31, m = min(2**32 // d, 2**32 - 1) (``_magic``): the high
-    # word of n * m is n / d - n (2**32 / d - m) / 2**32, above n / d - 1/2, so it is the quotient or one below
-    q = tl.umulhi(n, m)
-    r = n - q * d
-    over = r >= d
-    return tl.where(over, q + 1, q), tl.where(over, r - d, r)
-
-
 @unspecialized_jit
 def _hash_kernel(
     ids_ptr,
@@ -120,17 +102,8 @@ def hash_ids_triton(ids: torch.Tensor, h: BucketedHash, s_out: torch.Tensor, row
 
 
 # ops.lma_locations_grouped (lsh.chunk_locations of BLOCK ids x C chunks per program): per job, static row (sig_bytes,
-# bits, C, memory_rows, salt10, max_id, clamp, 0, the magic multipliers of memory_rows and of 2**bits - 1 (``_magic``),
-# then lma_chunk_params' 8 values per chunk: the two hash rounds' mix params, P_k, base_k; CP2 chunks) and dynamic row
-# (start, n, signatures address, id step in out, dst_0..CP2-1).
-_LMA_HEAD: tl.constexpr = tl.constexpr(10)
-
-
-def _magic(d: int) -> int:
-    """``_divmod_magic``'s multiplier for divisor ``d``."""
-    return min(2**32 // max(d, 1), 2**32 - 1)
-
-
+# bits, C, memory_rows, salt10, max_id, clamp, 0, then lma_chunk_params' 8 values per chunk: the two hash rounds' mix
+# params, P_k, base_k; CP2 chunks) and dynamic row (start, n, signatures address, id step in out, dst_0..CP2-1).
 @unspecialized_jit
 def _lma_grouped_kernel(
     ids_ptr,
@@ -149,7 +122,7 @@ def _lma_grouped_kernel(
     n = tl.load(drow + 1)
     sig = tl.load(drow + 2).to(tl.pointer_type(tl.uint8))
     step = tl.load(drow + 3)
-    srow = static_ptr + job * (_LMA_HEAD + 8 * CP2)
+    srow = static_ptr + job * (8 + 8 * CP2)
     sig_bytes = tl.load(srow)
     bits = tl.load(srow + 1)
     c = tl.load(srow + 2)
@@ -165,43 +138,38 @@ def _lma_grouped_kernel(
     ks = tl.arange(0, CP2)
     kmask = ks < c
     both = mask[:, None] & kmask[None, :]
-    pk = srow + _LMA_HEAD + ks * 8
+    pk = srow + 8 + ks * 8
     f1 = tl.load(pk + 0, mask=kmask, other=1)[None, :]
     f2 = tl.load(pk + 1, mask=kmask, other=1)[None, :]
     fc = tl.load(pk + 2, mask=kmask, other=0)[None, :]
     g1 = tl.load(pk + 3, mask=kmask, other=1)[None, :]
     g2 = tl.load(pk + 4, mask=kmask, other=1)[None, :]
     gc = tl.load(pk + 5, mask=kmask, other=0)[None, :]
-    # both rounds' results are below P < 2**31: the second round and the final fold in uint32
-    y = _mix(((ids << 10) | salt10)[:, None], f1, f2, fc).to(tl.uint32)
-    y = _mix31(y ^ (y >> 15), g1, g2, gc)
-    h32 = y ^ (y >> 13)
+    y = _mix(((ids << 10) | salt10)[:, None], f1, f2, fc)
+    y = _mix(y ^ (y >> 15), g1, g2, gc)
+    h = y ^ (y >> 13)  # < 2**31
+    loc = h % memory_rows
     # code k: bits [k b, (k + 1) b) of the row's bytes, read as a 3-byte little-endian word (zeros past the end)
     first = ks.to(tl.int64) * bits
     byte = (first // 8)[None, :]
     read = both & ((zero + bits) > 0)[:, None]
     at = sig + ids[:, None] * sig_bytes + byte
-    b0 = tl.load(at, mask=read & (byte < sig_bytes), other=0).to(tl.int32)
-    b1 = tl.load(at + 1, mask=read & (byte + 1 < sig_bytes), other=0).to(tl.int32)
-    b2 = tl.load(at + 2, mask=read & (byte + 2 < sig_bytes), other=0).to(tl.int32)
+    b0 = tl.load(at, mask=read & (byte < sig_bytes), other=0).to(tl.int64)
+    b1 = tl.load(at + 1, mask=read & (byte + 1 < sig_bytes), other=0).to(tl.int64)
+    b2 = tl.load(at + 2, mask=read & (byte + 2 < sig_bytes), other=0).to(tl.int64)
     q = (1 << bits) - 1
-    code = (((b0 | (b1 << 8) | (b2 << 16)) >> (first % 8).to(tl.int32)[None, :]) & q.to(tl.int32)).to(tl.int64)
+    code = ((b0 | (b1 << 8) | (b2 << 16)) >> (first % 8)[None, :]) & q
     p = tl.load(pk + 6, mask=kmask, other=1)[None, :]
     base = tl.load(pk + 7, mask=kmask, other=0)[None, :]
     safe_q = tl.maximum(q, 1)
-    if NARROW:  # every value below 2**31 (checked on the host): divisions by the job's constants as multiplications
-        rows32 = memory_rows.to(tl.uint32)
-        _, loc32 = _divmod_magic(h32, rows32, tl.load(srow + 8).to(tl.uint32))
-        loc = loc32.to(tl.int64)
-        code32, p32, q32 = code.to(tl.uint32), p.to(tl.uint32), safe_q.to(tl.uint32)
-        q_magic = tl.load(srow + 9).to(tl.uint32)
-        first_row, _ = _divmod_magic(code32 * p32, q32, q_magic)
-        after, _ = _divmod_magic((code32 + 1) * p32, q32, q_magic)
-        width = tl.maximum(after - first_row, 1)
+    if NARROW:  # every value below 2**31 (checked on the host): 32-bit divisions, several times cheaper than 64-bit
+        h32 = h.to(tl.int32)
+        loc = (h32 % memory_rows.to(tl.int32)).to(tl.int64)
+        code32, p32, q32 = code.to(tl.int32), p.to(tl.int32), safe_q.to(tl.int32)
+        first_row = code32 * p32 // q32
+        width = tl.maximum((code32 + 1) * p32 // q32 - first_row, 1)
         coded = base + first_row.to(tl.int64) + (h32 % width).to(tl.int64)
     else:
-        h = h32.to(tl.int64)
-        loc = h % memory_rows
         first_row = code * p // safe_q
         width = tl.maximum((code + 1) * p // safe_q - first_row, 1)
         coded = base + first_row + h % width
@@ -222,7 +190,6 @@ def _lma_static(rows: Tuple[Tuple[int, ...], ...], cp2: int, device: torch.devic
     for sig_bytes, num_chunks, bits, memory_rows, row_offset, num_rows, salt, max_id in rows:
         chunk = lma_chunk_params(num_chunks, row_offset, num_rows, torch.device("cpu")).reshape(-1).tolist()
         head = [sig_bytes, bits, num_chunks, memory_rows, salt & 1023, max(max_id, 0), int(max_id >= 0), 0]
-        head += [_magic(memory_rows), _magic((1 << bits) - 1)]
         out.append(head + chunk + [0] * (8 * (cp2 - num_chunks)))
         largest_slice = -(-num_rows // num_chunks)
         narrow = narrow and memory_rows < 2**31 and (largest_slice << bits) < 2**31
