@@ -2,10 +2,10 @@
 """Triton kernels of ``ops.pooled_rowwise_adagrad_``: the backward of a sum-pooled lookup of narrow rows fused with
 exact row-wise Adagrad (imported only for CUDA tensors, or under Triton's interpreter).
 
-Two launches after the sort of the lookup's rows (``pooled_adagrad.sorted_rows``): ``_row_sums_kernel`` takes blocks
-of ``P`` sorted positions, sums every run of equal rows in the block and updates the rows whose whole run lies in it;
-``_spanning_rows_kernel`` finishes the runs that cross blocks (a Zipf-hot row spans many) from the blocks' partial
-sums. No atomics: every row is updated once, by one program.
+Three launches after one sort: ``_bag_rows_kernel`` writes each position's row (the key the sort orders by) and bag;
+``_row_sums_kernel`` takes blocks of ``P`` sorted positions, sums every run of equal rows in the block and updates
+the rows whose whole run lies in it; ``_spanning_rows_kernel`` finishes the runs that cross blocks (a Zipf-hot row
+spans many) from the blocks' partial sums. No atomics: every row is updated once, by one program.
 """
 
 import torch
@@ -16,7 +16,34 @@ from torchrec_memcom.ops._launch import unspecialized_jit
 
 # sorted positions per program of _row_sums_kernel (times the row width: 2048 floats at 16-wide rows)
 _ROW_ELEMENTS = 2048
+_BAGS = 128  # bags per program of _bag_rows_kernel
 _SPAN_BLOCKS = 16  # blocks per step of a spanning run's walk
+
+
+@unspecialized_jit
+def _bag_rows_kernel(
+    indices_ptr,
+    offsets_ptr,
+    feature_rows_ptr,
+    rows_ptr,
+    bags_ptr,
+    num_bags: tl.int64,
+    batch: tl.int64,
+    BAGS: tl.constexpr,
+):
+    # bag j = feature * batch + sample holds positions offsets[j] .. offsets[j + 1]; its rows are its ids plus its
+    # feature's table's first row
+    j = tl.program_id(0).to(tl.int64) * BAGS + tl.arange(0, BAGS)
+    mask = j < num_bags
+    lo = tl.load(offsets_ptr + j, mask=mask, other=0).to(tl.int64)
+    hi = tl.load(offsets_ptr + j + 1, mask=mask, other=0).to(tl.int64)
+    base = tl.load(feature_rows_ptr + j // batch, mask=mask, other=0)
+    for k in range(0, tl.max(hi - lo, axis=0)):
+        p = lo + k
+        live = mask & (p < hi)
+        ids = tl.load(indices_ptr + p, mask=live, other=0).to(tl.int64)
+        tl.store(rows_ptr + p, (ids + base).to(rows_ptr.dtype.element_ty), mask=live)
+        tl.store(bags_ptr + p, j.to(tl.int32), mask=live)
 
 
 @triton.jit
@@ -41,7 +68,8 @@ def _rowwise_adagrad(weights_ptr, momentum_ptr, row, g, own, lr, eps, D: tl.cons
 @unspecialized_jit(specialize=("grad_ptr", "weights_ptr", "row_stride"))
 def _row_sums_kernel(
     rows_ptr,
-    infos_ptr,
+    order_ptr,
+    bags_ptr,
     grad_ptr,
     weights_ptr,
     momentum_ptr,
@@ -49,20 +77,19 @@ def _row_sums_kernel(
     tail_ptr,
     flags_ptr,
     n: tl.int64,
-    sample_bits: tl.int32,
-    sample_mask: tl.int32,
+    batch: tl.int64,
     row_stride: tl.int64,
     lr: tl.float32,
     eps: tl.float32,
     D: tl.constexpr,
     P: tl.constexpr,
 ):
-    # Block of sorted positions e = start .. last: rows[e] sorted, infos[e] = feature << sample_bits | sample of the
-    # bag that read it (FBGEMM's layout), whose gradient is grad[sample, feature * D : (feature + 1) * D]. Runs that
-    # start and end in the block are applied here. Of the others: the run the block starts in, if it began earlier,
-    # leaves its partial sum in head[block]; the run the block ends in, if it began here and goes on, leaves its
-    # partial in tail[block]; flags bit 0: this block owns such a tail run, bit 1: the whole block lies inside one run
-    # that began before it and goes on after it.
+    # Block of sorted positions e = start .. last (rows[e] sorted, order[e] the unsorted position). The gradient of
+    # position p is grad[sample, feature * D : (feature + 1) * D] of its bag. Runs that start and end in the block
+    # are applied here. Of the others: the run the block starts in, if it began earlier, leaves its partial sum in
+    # head[block]; the run the block ends in, if it began here and goes on, leaves its partial in tail[block]; flags
+    # bit 0: this block owns such a tail run, bit 1: the whole block lies inside one run that began before it and
+    # goes on after it.
     blk = tl.program_id(0).to(tl.int64)
     start = blk * P
     e = start + tl.arange(0, P)
@@ -70,10 +97,10 @@ def _row_sums_kernel(
     last = tl.minimum(start + P, n) - 1
     row = tl.load(rows_ptr + e, mask=valid, other=-1).to(tl.int64)
     nxt = tl.load(rows_ptr + e + 1, mask=e + 1 < n, other=-1).to(tl.int64)
-    info = tl.load(infos_ptr + e, mask=valid, other=0).to(tl.uint32, bitcast=True)
-    feature = (info >> sample_bits.to(tl.uint32)).to(tl.int64)
+    bag = tl.load(bags_ptr + tl.load(order_ptr + e, mask=valid, other=0), mask=valid, other=0).to(tl.int64)
+    feature = bag // batch
     cols = tl.arange(0, D)
-    at = (info & sample_mask.to(tl.uint32)).to(tl.int64) * row_stride + feature * D
+    at = (bag - feature * batch) * row_stride + feature * D
     g = tl.load(grad_ptr + at[:, None] + cols[None, :], mask=valid[:, None], other=0.0)
     _, sums = tl.associative_scan((tl.broadcast_to(row[:, None], (P, D)), g), 0, _keyed_sum)
     first = tl.load(rows_ptr + start).to(tl.int64)
@@ -136,42 +163,34 @@ def _spanning_rows_kernel(
 def pooled_rowwise_adagrad_triton(
     weights: torch.Tensor,
     momentum: torch.Tensor,
-    rows: torch.Tensor,
-    infos: torch.Tensor,
-    sample_bits: int,
-    sample_mask: int,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
     grad: torch.Tensor,
+    feature_rows: torch.Tensor,
     dim: int,
     lr: float,
     eps: float,
 ) -> None:
-    """``ops.pooled_rowwise_adagrad_`` on the GPU (or under Triton's interpreter), from the lookup's rows sorted and
-    the bag of each (``infos``: feature << sample_bits | sample)."""
-    n = rows.numel()
-    if n == 0:
+    """``ops.pooled_rowwise_adagrad_`` on the GPU (or under Triton's interpreter)."""
+    n = indices.numel()
+    batch = grad.shape[0]
+    num_bags = offsets.numel() - 1
+    if n == 0 or batch == 0:
         return
+    row_dtype = torch.int32 if momentum.numel() < 2**31 else torch.int64
+    rows = torch.empty(n, dtype=row_dtype, device=indices.device)
+    bags = torch.empty(n, dtype=torch.int32, device=indices.device)
+    _bag_rows_kernel[(triton.cdiv(num_bags, _BAGS),)](
+        indices, offsets, feature_rows, rows, bags, num_bags, batch, BAGS=_BAGS
+    )
+    rows, order = rows.sort()
     p = _ROW_ELEMENTS // dim
     num_blocks = triton.cdiv(n, p)
     head = torch.empty(num_blocks, dim, dtype=torch.float32, device=grad.device)
     tail = torch.empty_like(head)
     flags = torch.empty(num_blocks, dtype=torch.int8, device=grad.device)
     _row_sums_kernel[(num_blocks,)](
-        rows,
-        infos,
-        grad,
-        weights,
-        momentum,
-        head,
-        tail,
-        flags,
-        n,
-        sample_bits,
-        sample_mask,
-        grad.stride(0),
-        lr,
-        eps,
-        D=dim,
-        P=p,
+        rows, order, bags, grad, weights, momentum, head, tail, flags, n, batch, grad.stride(0), lr, eps, D=dim, P=p
     )
     _spanning_rows_kernel[(num_blocks,)](
         rows, head, tail, flags, weights, momentum, n, num_blocks, lr, eps, D=dim, P=p, J=_SPAN_BLOCKS
