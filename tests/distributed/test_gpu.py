@@ -9,8 +9,6 @@ import pytest
 import torch
 
 from tests.distributed import scenarios
-from tests.distributed.test_narrow_rows import AGAINST_FBGEMM
-from tests.distributed.test_narrow_rows import CASES as NARROW_CASES
 from tests.distributed.test_sharding import CASES, _id
 from tests.distributed.world import World
 
@@ -41,16 +39,3 @@ def test_checkpoint_roundtrip_gpu(gpu_world: World, tmp_path: Path) -> None:
     saved = torch.cat(gpu_world.run(scenarios.checkpoint_roundtrip, path=path, action="save"))
     loaded = torch.cat(gpu_world.run(scenarios.checkpoint_roundtrip, path=path, action="load", seed=4))
     torch.testing.assert_close(loaded, saved, atol=0, rtol=0)
-
-
-@pytest.mark.parametrize("case", NARROW_CASES, ids=_id)
-def test_narrow_row_backward_matches_unsharded_gpu(gpu_world: World, case: Dict) -> None:
-    """LMA with fused row-wise Adagrad: the narrow-row TBEs' fused backward (``distributed.narrow_rows``) on the GPU."""
-    results = gpu_world.run(scenarios.sharded_matches_unsharded, optimizer="rowwise_adagrad", **case)
-    assert "g__memory" in sum((r["narrow_row_tables"] for r in results), []), results
-
-
-@pytest.mark.parametrize("case", AGAINST_FBGEMM, ids=_id)
-def test_narrow_row_backward_matches_fbgemm_gpu(gpu_world: World, case: Dict) -> None:
-    for r in gpu_world.run(scenarios.narrow_rows_match_fbgemm, **case):
-        assert r["narrow_row_tables"][0] and not r["narrow_row_tables"][1] and r["checked"] >= 2, r
