@@ -8,7 +8,6 @@ reference.
 """
 
 import copy
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -131,36 +130,12 @@ class Wrap(nn.Module):
 def fused_params(optimizer: str) -> Dict[str, Any]:
     if optimizer == "sgd":
         return {"optimizer": EmbOptimType.EXACT_SGD, "learning_rate": LR}
-    if optimizer == "rowwise_adagrad":
-        return {"optimizer": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": LR, "eps": EPS}
     return {"optimizer": EmbOptimType.EXACT_ADAGRAD, "learning_rate": LR, "eps": EPS}
-
-
-class RowwiseAdagrad(torch.optim.Optimizer):
-    """Row-wise Adagrad written out (FBGEMM's EXACT_ROWWISE_ADAGRAD): per row of a 2-D parameter (per element of a
-    1-D one) s += mean(g ** 2) over the row, p -= lr * g / (sqrt(s) + eps). Rows whose gradient is zero do not move,
-    as in FBGEMM, which updates only the rows a batch reads."""
-
-    def __init__(self, params: Any, lr: float, eps: float) -> None:
-        super().__init__(params, {"lr": lr, "eps": eps})
-
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad.view(p.shape[0], -1)
-                state = self.state[p].setdefault("sum", torch.zeros(p.shape[0], dtype=p.dtype, device=p.device))
-                state += (g * g).mean(dim=1)
-                p -= (group["lr"] / (state.sqrt() + group["eps"])).view(-1, *[1] * (p.dim() - 1)) * p.grad
 
 
 def reference_optimizer(params: Any, optimizer: str) -> torch.optim.Optimizer:
     if optimizer == "sgd":
         return torch.optim.SGD(params, lr=LR)
-    if optimizer == "rowwise_adagrad":
-        return RowwiseAdagrad(params, lr=LR, eps=EPS)
     return torch.optim.Adagrad(params, lr=LR, eps=EPS)
 
 
@@ -330,7 +305,6 @@ def sharded_matches_unsharded(
         "plan": str(dmp.plan),
         "input_dists": [type(d).__name__ for d in inner._input_dists],
         "slots_in_transform": slots_in_transform,
-        "narrow_row_tables": dmp.module.ebc.narrow_row_tables,
     }
 
 
@@ -556,44 +530,3 @@ def memcom_weight_grads_only(rank: int, world_size: int) -> Dict[str, Any]:
         "memcom": int((~constant).sum()),
         "memcom_nonzero": int((grad[~constant] != 0).sum()),
     }
-
-
-def narrow_rows_match_fbgemm(
-    rank: int, world_size: int, method: str, sharding_type: str, weighted: bool = False, steps: int = 3
-) -> Dict[str, Any]:
-    """The same model sharded twice with fused row-wise Adagrad, the narrow-row TBEs' fused backward on and off
-    (FBGEMM's): equal outputs at every step and equal weights and optimizer state after ``steps`` steps. For the
-    shardings where the unsharded reference differs by TorchRec's design (column-wise: each column shard keeps its
-    own row-wise state)."""
-    device = device_for(rank)
-    tables = make_tables(method)
-    model, twin = build_pair(tables, weighted)
-    start = twin.state_dict()
-    dmps = []
-    for narrow in ("1", "0"):
-        os.environ["TORCHREC_MEMCOM_NARROW_ROWS"] = narrow
-        try:
-            dmps.append(shard(model if narrow == "1" else twin, world_size, device, sharding_type, "rowwise_adagrad"))
-        finally:
-            del os.environ["TORCHREC_MEMCOM_NARROW_ROWS"]
-        load_unsharded_state_dict(dmps[-1], start)
-    lo, hi = rank * BATCH_PER_RANK, (rank + 1) * BATCH_PER_RANK
-    for step in range(steps):
-        batch = slice_batch(make_batch(tables, BATCH_PER_RANK * world_size, weighted, seed=100 + step), lo, hi)
-        outs = [dmp(batch.to(device)) for dmp in dmps]
-        torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
-        grad = torch.randn(outs[0].shape, generator=torch.Generator().manual_seed(200 + step)).to(device)
-        for out in outs:
-            (out * grad).sum().backward()
-    states = [{**dmp.state_dict(), **dmp.fused_optimizer.state_dict()["state"]} for dmp in dmps]
-    checked = 0
-    for key, value in states[0].items():
-        other = states[1][key]
-        for a, b in [(value, other)] if not isinstance(value, dict) else zip(value.values(), other.values()):
-            a, b = (
-                t.local_shards()[0].tensor if isinstance(t, ShardedTensor) and t.local_shards() else t for t in (a, b)
-            )
-            if isinstance(a, torch.Tensor) and a.numel():
-                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=key)
-                checked += 1
-    return {"narrow_row_tables": [dmp.module.ebc.narrow_row_tables for dmp in dmps], "checked": checked}

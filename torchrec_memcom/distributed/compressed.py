@@ -55,7 +55,6 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 from torchrec_memcom.configs import MEmComEmbeddingBagConfig
 from torchrec_memcom.distributed import _compat
 from torchrec_memcom.distributed.local_entity_weights import LocalEntityWeights
-from torchrec_memcom.distributed.narrow_rows import use_narrow_row_backward
 from torchrec_memcom.lsh import Batch
 from torchrec_memcom.modules.compressed import (
     CompressedEmbeddingBagCollection,
@@ -231,7 +230,6 @@ class ShardedCompressedEmbeddingBagCollection(
         self._lookups: List[nn.Module] = _compat.lookups(self._embedding_bag_collection)
         _compat.skip_unit_weight_gradient_scaling(self._embedding_bag_collection)
         inner = self._embedding_bag_collection
-        self.narrow_row_tables: List[str] = use_narrow_row_backward(inner)
 
         # MEmCom: which physical features are MEmCom's, and their tables.
         self._memcom: Dict[str, MEmComEmbeddingBagConfig] = {}
