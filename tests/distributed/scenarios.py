@@ -130,12 +130,36 @@ class Wrap(nn.Module):
 def fused_params(optimizer: str) -> Dict[str, Any]:
     if optimizer == "sgd":
         return {"optimizer": EmbOptimType.EXACT_SGD, "learning_rate": LR}
+    if optimizer == "rowwise_adagrad":
+        return {"optimizer": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": LR, "eps": EPS}
     return {"optimizer": EmbOptimType.EXACT_ADAGRAD, "learning_rate": LR, "eps": EPS}
+
+
+class RowwiseAdagrad(torch.optim.Optimizer):
+    """Row-wise Adagrad written out (FBGEMM's EXACT_ROWWISE_ADAGRAD): per row of a 2-D parameter (per element of a
+    1-D one) s += mean(g ** 2) over the row, p -= lr * g / (sqrt(s) + eps). Rows whose gradient is zero do not move,
+    as in FBGEMM, which updates only the rows a batch reads."""
+
+    def __init__(self, params: Any, lr: float, eps: float) -> None:
+        super().__init__(params, {"lr": lr, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.view(p.shape[0], -1)
+                state = self.state[p].setdefault("sum", torch.zeros(p.shape[0], dtype=p.dtype, device=p.device))
+                state += (g * g).mean(dim=1)
+                p -= (group["lr"] / (state.sqrt() + group["eps"])).view(-1, *[1] * (p.dim() - 1)) * p.grad
 
 
 def reference_optimizer(params: Any, optimizer: str) -> torch.optim.Optimizer:
     if optimizer == "sgd":
         return torch.optim.SGD(params, lr=LR)
+    if optimizer == "rowwise_adagrad":
+        return RowwiseAdagrad(params, lr=LR, eps=EPS)
     return torch.optim.Adagrad(params, lr=LR, eps=EPS)
 
 

@@ -35,6 +35,12 @@ CASES: List[Dict] = [
     dict(method="lowrank", sharding_type="row_wise", optimizer="adagrad"),
     dict(method="lowrank", sharding_type="table_wise"),
     dict(method="hash_narrow", sharding_type="column_wise", pooling="MEAN"),
+    # fused row-wise Adagrad (the benchmarks' and most users' optimizer) against it written out in plain PyTorch
+    dict(method="memcom", sharding_type="row_wise", optimizer="rowwise_adagrad"),
+    dict(method="hash", sharding_type="table_row_wise", optimizer="rowwise_adagrad"),
+    dict(method="qr", sharding_type="row_wise", weighted=True, optimizer="rowwise_adagrad"),
+    dict(method="lma", sharding_type="row_wise", optimizer="rowwise_adagrad"),
+    dict(method="lma_mixed", sharding_type="table_wise", optimizer="rowwise_adagrad"),
 ]
 
 
