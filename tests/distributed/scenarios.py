@@ -138,7 +138,8 @@ def fused_params(optimizer: str) -> Dict[str, Any]:
 class RowwiseAdagrad(torch.optim.Optimizer):
     """Row-wise Adagrad written out (FBGEMM's EXACT_ROWWISE_ADAGRAD): per row of a 2-D parameter (per element of a
     1-D one) s += mean(g ** 2) over the row, p -= lr * g / (sqrt(s) + eps). Rows whose gradient is zero do not move,
-    as in FBGEMM, which updates only the rows a batch reads."""
+    as in FBGEMM, which updates only the rows a batch reads. TorchRec's ``RowWiseAdagrad`` is this rule for 2-D
+    parameters only (MEmCom's ``w`` is 1-D, which Adagrad covers): ``test_sharding`` checks this one against both."""
 
     def __init__(self, params: Any, lr: float, eps: float) -> None:
         super().__init__(params, {"lr": lr, "eps": eps})

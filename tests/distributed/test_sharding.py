@@ -4,6 +4,8 @@
 from typing import Dict, List, Optional
 
 import pytest
+import torch
+from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from tests.distributed import scenarios
 from tests.distributed.world import World
@@ -42,6 +44,27 @@ CASES: List[Dict] = [
     dict(method="lma", sharding_type="row_wise", optimizer="rowwise_adagrad"),
     dict(method="lma_mixed", sharding_type="table_wise", optimizer="rowwise_adagrad"),
 ]
+
+
+def test_rowwise_adagrad_reference_matches_torchrec_and_torch() -> None:
+    """The reference's row-wise Adagrad equals TorchRec's ``RowWiseAdagrad`` on a table and ``torch.optim.Adagrad`` on
+    a vector (rows of one element), over steps whose gradients leave some rows zero."""
+    g = torch.Generator().manual_seed(0)
+    for shape, other in (((6, 4), RowWiseAdagrad), ((7,), torch.optim.Adagrad)):
+        start = torch.randn(shape, generator=g)
+        ours, theirs = (torch.nn.Parameter(start.clone()) for _ in range(2))
+        opts = [
+            scenarios.reference_optimizer([ours], "rowwise_adagrad"),
+            other([theirs], lr=scenarios.LR, eps=scenarios.EPS),
+        ]
+        for _ in range(3):
+            kept = (torch.rand(shape[0], generator=g) < 0.6).float()  # rows left without a gradient
+            grad = torch.randn(shape, generator=g) * kept.view(-1, *[1] * (len(shape) - 1))
+            for p, opt in zip((ours, theirs), opts):
+                p.grad = grad.clone()
+                opt.step()
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
+        assert not torch.equal(ours, start)
 
 
 def _id(case: Dict) -> str:
