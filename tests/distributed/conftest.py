@@ -1,5 +1,6 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""Session-wide process worlds: pools of 1, 2 and 4 gloo ranks (CPU), and an NCCL pool on GPUs."""
+"""Session-wide process worlds: pools of 1, 2 and 4 gloo ranks (CPU), an NCCL pool on GPUs, and 2 gloo ranks on
+GPUs."""
 
 from typing import Iterator
 
@@ -9,8 +10,8 @@ import torch
 from tests.distributed.world import World
 
 
-def _world(size: int, backend: str) -> Iterator[World]:
-    world = World(size, backend)
+def _world(size: int, backend: str, cuda: bool = False) -> Iterator[World]:
+    world = World(size, backend, cuda)
     try:
         yield world
     finally:
@@ -44,3 +45,12 @@ def gpu_world1() -> Iterator[World]:
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     yield from _world(1, "nccl")
+
+
+@pytest.fixture(scope="session")
+def gpu_gloo_world2() -> Iterator[World]:
+    """Two ranks on CUDA over gloo, sharing one GPU where there is only one: the GPU's kernels (FBGEMM's, ours)
+    behind real input and output dists between ranks, on a machine NCCL would need two GPUs for."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    yield from _world(2, "gloo", cuda=True)

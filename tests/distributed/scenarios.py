@@ -8,6 +8,7 @@ reference.
 """
 
 import copy
+import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -23,6 +24,7 @@ from torchrec.modules.embedding_configs import PoolingType
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+from tests.distributed.world import CUDA_WORLD_ENV
 from torchrec_memcom import (
     CompressedEmbeddingBagCollection,
     HashEmbeddingBagConfig,
@@ -42,7 +44,11 @@ BATCH_PER_RANK = 3
 
 
 def device_for(rank: int) -> torch.device:
-    return torch.device(f"cuda:{rank}") if dist.get_backend() == "nccl" else torch.device("cpu")
+    """The rank's device: the GPU ``World`` made current in a CUDA world (NCCL, or gloo ranks sharing GPUs), else the
+    CPU."""
+    if os.environ.get(CUDA_WORLD_ENV) == "1":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def make_tables(method: str, pooling: PoolingType = PoolingType.SUM, dim: int = 16) -> List[EmbeddingBagConfig]:
@@ -189,7 +195,11 @@ def shard(
             for t in model.ebc.embedding_bag_configs()
         }
     planner = CompressedEmbeddingShardingPlanner(
-        topology=Topology(world_size=world_size, compute_device=device.type, local_world_size=world_size),
+        topology=Topology(
+            world_size=world_size,
+            compute_device=device.type,
+            local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world_size)),
+        ),
         batch_size=batch_size,
         constraints=constraints,
         fused_params=fp,

@@ -1,6 +1,9 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""The multi-process checks on CUDA with NCCL (1 or 2 GPUs): every sharding case of the CPU suite, with its optimizer
-(the GPU kit keeps exact SGD, exact Adagrad, exact row-wise Adagrad and the dense kernels of data-parallel tables)."""
+"""The multi-process checks on CUDA: every sharding case of the CPU suite, with its optimizer (the GPU kit keeps exact
+SGD, exact Adagrad, exact row-wise Adagrad and the dense kernels of data-parallel tables), in two worlds: NCCL with a
+rank per GPU (1 or 2), and, on a machine with one GPU, two gloo ranks sharing it, so that the kernels that run after a
+real dist between ranks (MEmCom's rows of the ids a rank received, LMA's expansion of raw ids, row-wise blocks of
+``w``) run on the GPU there too."""
 
 from pathlib import Path
 from typing import Dict
@@ -14,28 +17,38 @@ from tests.distributed.world import World
 
 pytestmark = pytest.mark.gpu
 
+
+@pytest.fixture(params=["nccl", "gloo2"])
+def world(request: pytest.FixtureRequest) -> World:
+    if request.param == "nccl":
+        return request.getfixturevalue("gpu_world")
+    if torch.cuda.is_available() and torch.cuda.device_count() >= 2:
+        pytest.skip("two GPUs: the NCCL world has two ranks")
+    return request.getfixturevalue("gpu_gloo_world2")
+
+
 # and the relabelled combine (whole features out of order: a stock table between two tables of one LMA memory)
 GPU_CASES = CASES + [dict(method="lma_mixed", sharding_type="table_wise")]
 
 
 @pytest.mark.parametrize("case", GPU_CASES, ids=_id)
-def test_sharded_matches_unsharded_gpu(gpu_world: World, case: Dict) -> None:
-    gpu_world.run(scenarios.sharded_matches_unsharded, **case)
+def test_sharded_matches_unsharded_gpu(world: World, case: Dict) -> None:
+    world.run(scenarios.sharded_matches_unsharded, **case)
 
 
-def test_per_sample_weight_gradients_only_for_memcom_gpu(gpu_world: World) -> None:
-    for r in gpu_world.run(scenarios.memcom_weight_grads_only):
+def test_per_sample_weight_gradients_only_for_memcom_gpu(world: World) -> None:
+    for r in world.run(scenarios.memcom_weight_grads_only):
         assert r["constant"] > 0 and r["constant_nonzero"] == 0, r
         assert r["memcom"] > 0 and r["memcom_nonzero"] == r["memcom"], r
 
 
 @pytest.mark.parametrize("memcom_sharding", ["row_wise", "table_wise"])
-def test_dlrm_pipeline_gpu(gpu_world: World, memcom_sharding: str) -> None:
-    gpu_world.run(scenarios.dlrm_pipeline_matches_reference, steps=4, memcom_sharding=memcom_sharding)
+def test_dlrm_pipeline_gpu(world: World, memcom_sharding: str) -> None:
+    world.run(scenarios.dlrm_pipeline_matches_reference, steps=4, memcom_sharding=memcom_sharding)
 
 
-def test_checkpoint_roundtrip_gpu(gpu_world: World, tmp_path: Path) -> None:
+def test_checkpoint_roundtrip_gpu(world: World, tmp_path: Path) -> None:
     path = str(tmp_path / "ckpt")
-    saved = torch.cat(gpu_world.run(scenarios.checkpoint_roundtrip, path=path, action="save"))
-    loaded = torch.cat(gpu_world.run(scenarios.checkpoint_roundtrip, path=path, action="load", seed=4))
+    saved = torch.cat(world.run(scenarios.checkpoint_roundtrip, path=path, action="save"))
+    loaded = torch.cat(world.run(scenarios.checkpoint_roundtrip, path=path, action="load", seed=4))
     torch.testing.assert_close(loaded, saved, atol=0, rtol=0)

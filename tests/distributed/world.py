@@ -16,9 +16,10 @@ from typing import Any, Callable, List, Optional
 import torch.multiprocessing as mp
 
 _TIMEOUT_S = 900
+CUDA_WORLD_ENV = "TORCHREC_MEMCOM_TEST_CUDA"  # "1" in the workers of a world whose ranks run on GPUs
 
 
-def _worker(rank: int, world_size: int, backend: str, port: int, inbox: Any, outbox: Any) -> None:
+def _worker(rank: int, world_size: int, backend: str, cuda: bool, port: int, inbox: Any, outbox: Any) -> None:
     os.environ.update(
         MASTER_ADDR="localhost",
         MASTER_PORT=str(port),
@@ -27,13 +28,18 @@ def _worker(rank: int, world_size: int, backend: str, port: int, inbox: Any, out
         LOCAL_RANK=str(rank),
         LOCAL_WORLD_SIZE=str(world_size),
         GLOO_DEVICE_TRANSPORT="TCP",
+        **{CUDA_WORLD_ENV: "1" if cuda else "0"},
     )
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    if backend == "nccl":
-        torch.cuda.set_device(rank)
+    if cuda:
+        if world_size <= torch.cuda.device_count():
+            torch.cuda.set_device(rank)
+        else:  # gloo ranks sharing GPU 0, each its own host: TorchRec's plans place local rank r on cuda:r
+            os.environ.update(LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+            torch.cuda.set_device(0)
     dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=60))
     while True:
         item = inbox.get()
@@ -49,20 +55,23 @@ def _worker(rank: int, world_size: int, backend: str, port: int, inbox: Any, out
 
 
 class World:
-    """``world_size`` worker processes with an initialised default process group (``backend``)."""
+    """``world_size`` worker processes with an initialised default process group (``backend``). With ``cuda``
+    (always with NCCL) each rank's current device is a GPU (``scenarios.device_for``): its own, or, with more ranks
+    than GPUs (gloo only), GPU 0 for every rank, each rank then a host of its own (``LOCAL_WORLD_SIZE=1``)."""
 
-    def __init__(self, world_size: int, backend: str = "gloo") -> None:
+    def __init__(self, world_size: int, backend: str = "gloo", cuda: bool = False) -> None:
         from torchrec.test_utils import get_free_port
 
         ctx = mp.get_context("spawn")
         self.world_size = world_size
         self.backend = backend
+        cuda = cuda or backend == "nccl"
         self._inboxes = [ctx.Queue() for _ in range(world_size)]
         self._outbox = ctx.Queue()
         port = get_free_port()
         self._procs = [
             ctx.Process(
-                target=_worker, args=(r, world_size, backend, port, self._inboxes[r], self._outbox), daemon=True
+                target=_worker, args=(r, world_size, backend, cuda, port, self._inboxes[r], self._outbox), daemon=True
             )
             for r in range(world_size)
         ]
