@@ -1,6 +1,6 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
-"""Session-wide process worlds: pools of 1, 2 and 4 gloo ranks (CPU), an NCCL pool on GPUs, and 2 gloo ranks on
-GPUs."""
+"""Session-wide process worlds: pools of 1, 2 and 4 gloo ranks (CPU), an NCCL pool on GPUs, and 2 and 4 gloo ranks
+on GPUs."""
 
 from typing import Iterator
 
@@ -49,8 +49,16 @@ def gpu_world1() -> Iterator[World]:
 
 @pytest.fixture(scope="session")
 def gpu_gloo_world2() -> Iterator[World]:
-    """Two ranks on CUDA over gloo, sharing one GPU where there is only one: the GPU's kernels (FBGEMM's, ours)
-    behind real input and output dists between ranks, on a machine NCCL would need two GPUs for."""
+    """Two ranks on CUDA over gloo, sharing GPU 0 where there are fewer GPUs than ranks: the GPU's kernels (FBGEMM's,
+    ours) behind real input and output dists between ranks, on a machine NCCL would need more GPUs for."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     yield from _world(2, "gloo", cuda=True)
+
+
+@pytest.fixture(scope="session")
+def gpu_gloo_world4() -> Iterator[World]:
+    """Four ranks on CUDA over gloo (see ``gpu_gloo_world2``)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    yield from _world(4, "gloo", cuda=True)

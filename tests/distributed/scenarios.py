@@ -51,6 +51,11 @@ def device_for(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def rank_device(rank: int, world_size: int) -> Tuple[str, int]:
+    """``(device_for(rank), the number of GPUs the rank sees)`` (checks where a world's ranks run)."""
+    return str(torch.ones(1, device=device_for(rank)).device), torch.cuda.device_count()
+
+
 def make_tables(method: str, pooling: PoolingType = PoolingType.SUM, dim: int = 16) -> List[EmbeddingBagConfig]:
     """Two tables (three features) of one method, sized so every sharding type divides evenly on 2 and 4 ranks."""
     common = [

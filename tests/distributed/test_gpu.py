@@ -1,9 +1,9 @@
 # Copyright (c) 2026, the torchrec-memcom authors. BSD 3-Clause License.
 """The multi-process checks on CUDA: every sharding case of the CPU suite, with its optimizer (the GPU kit keeps exact
-SGD, exact Adagrad, exact row-wise Adagrad and the dense kernels of data-parallel tables), in two worlds: NCCL with a
-rank per GPU (1 or 2), and, on a machine with one GPU, two gloo ranks sharing it, so that the kernels that run after a
-real dist between ranks (MEmCom's rows of the ids a rank received, LMA's expansion of raw ids, row-wise blocks of
-``w``) run on the GPU there too."""
+SGD, exact Adagrad, exact row-wise Adagrad and the dense kernels of data-parallel tables), in these worlds: NCCL with a
+rank per GPU (1 or 2), and 2 (where there is one GPU) and 4 gloo ranks sharing GPU 0, so that the kernels that run
+after a real dist between ranks (MEmCom's rows of the ids a rank received, LMA's expansion of raw ids, row-wise blocks
+of ``w``) run on a GPU on any machine."""
 
 from pathlib import Path
 from typing import Dict
@@ -18,13 +18,21 @@ from tests.distributed.world import World
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(params=["nccl", "gloo2"])
+@pytest.fixture(params=["nccl", "gloo2", "gloo4"])
 def world(request: pytest.FixtureRequest) -> World:
     if request.param == "nccl":
         return request.getfixturevalue("gpu_world")
-    if torch.cuda.is_available() and torch.cuda.device_count() >= 2:
+    if request.param == "gloo2" and torch.cuda.is_available() and torch.cuda.device_count() >= 2:
         pytest.skip("two GPUs: the NCCL world has two ranks")
-    return request.getfixturevalue("gpu_gloo_world2")
+    return request.getfixturevalue(f"gpu_{request.param[:4]}_world{request.param[4:]}")
+
+
+def test_every_rank_runs_on_a_gpu(world: World) -> None:
+    results = world.run(scenarios.rank_device)
+    devices, gpus = [d for d, _ in results], results[0][1]
+    shared = world.world_size > gpus
+    expected = ["cuda:0" if shared else f"cuda:{r}" for r in range(world.world_size)]
+    assert devices == expected, devices
 
 
 # and the relabelled combine (whole features out of order: a stock table between two tables of one LMA memory)
