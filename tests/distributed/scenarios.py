@@ -17,6 +17,7 @@ from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
+from torchrec.distributed.comm import get_local_size
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.types import ShardingEnv, ShardingType
@@ -203,7 +204,7 @@ def shard(
         topology=Topology(
             world_size=world_size,
             compute_device=device.type,
-            local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world_size)),
+            local_world_size=get_local_size(world_size),  # 1 where gloo ranks share a GPU (``World``)
         ),
         batch_size=batch_size,
         constraints=constraints,
