@@ -22,6 +22,7 @@ from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.types import ShardingEnv, ShardingType
 from torchrec.modules.embedding_configs import PoolingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
@@ -33,6 +34,7 @@ from torchrec_memcom import (
     MEmComEmbeddingBagConfig,
     QREmbeddingBagConfig,
 )
+from torchrec_memcom.benchmarks.measure import host_syncs
 from torchrec_memcom.configs import LowRankEmbeddingBagConfig
 from torchrec_memcom.distributed import _compat, get_sharders
 from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
@@ -571,3 +573,33 @@ def memcom_weight_grads_only(rank: int, world_size: int) -> Dict[str, Any]:
         "memcom": int((~constant).sum()),
         "memcom_nonzero": int((grad[~constant] != 0).sum()),
     }
+
+
+def _training_syncs(ebc: nn.Module, rank: int, world_size: int, sharding_type: str) -> Optional[Dict[str, Any]]:
+    """``measure.host_syncs`` over 4 training steps (forward, backward, fused row-wise Adagrad; a new batch each step)
+    of ``ebc`` sharded with ``sharding_type``, after 2 uncounted ones (which compile and cache)."""
+    device = device_for(rank)
+    tables = ebc.embedding_bag_configs()
+    dmp = shard(Wrap(ebc), world_size, device, sharding_type, "rowwise_adagrad")
+    opt = sharded_optimizer(dmp, "rowwise_adagrad")
+    lo, hi = rank * BATCH_PER_RANK, (rank + 1) * BATCH_PER_RANK
+    global_batches = [make_batch(tables, BATCH_PER_RANK * world_size, False, seed=s) for s in range(6)]
+    batches = iter([slice_batch(b, lo, hi).to(device) for b in global_batches])
+
+    def step() -> None:
+        dmp(next(batches)).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    step()
+    return host_syncs(step, 4, device)
+
+
+def host_syncs_against_stock(rank: int, world_size: int, method: str, sharding_type: str) -> Dict[str, Any]:
+    """Host-device synchronisations per training step of the sharded compressed collection and of TorchRec's own EBC
+    over tables of the same shapes, both with ``sharding_type``: ``{"stock": ..., method: ...}``."""
+    torch.manual_seed(0)
+    stock = _training_syncs(EmbeddingBagCollection(make_tables("stock")), rank, world_size, sharding_type)
+    compressed = CompressedEmbeddingBagCollection(make_tables(method))
+    return {"stock": stock, method: _training_syncs(compressed, rank, world_size, sharding_type)}

@@ -58,6 +58,16 @@ def test_dlrm_pipeline_gpu(world: World, memcom_sharding: str) -> None:
     world.run(scenarios.dlrm_pipeline_matches_reference, steps=4, memcom_sharding=memcom_sharding)
 
 
+@pytest.mark.parametrize("sharding_type", ["table_wise", "row_wise"])
+@pytest.mark.parametrize("method", ["memcom", "hash", "qr", "lma"])
+def test_no_host_sync_beyond_stock_gpu(world: World, method: str, sharding_type: str) -> None:
+    """The sharded compressed step synchronises the host with the GPU no more often than TorchRec's own EBC with the
+    same sharding (its input dist's reads of the KJT's splits): none of its own, on one rank or across ranks."""
+    for r in world.run(scenarios.host_syncs_against_stock, method=method, sharding_type=sharding_type):
+        assert r["stock"]["per_step"] >= 1, r  # the count sees TorchRec's own (the input dist's length_per_key)
+        assert r[method]["per_step"] <= r["stock"]["per_step"], r
+
+
 def test_checkpoint_roundtrip_gpu(world: World, tmp_path: Path) -> None:
     path = str(tmp_path / "ckpt")
     saved = torch.cat(world.run(scenarios.checkpoint_roundtrip, path=path, action="save"))
