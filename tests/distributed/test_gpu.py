@@ -62,10 +62,13 @@ def test_dlrm_pipeline_gpu(world: World, memcom_sharding: str) -> None:
 @pytest.mark.parametrize("method", ["memcom", "hash", "qr", "lma"])
 def test_no_host_sync_beyond_stock_gpu(world: World, method: str, sharding_type: str) -> None:
     """The sharded compressed step synchronises the host with the GPU no more often than TorchRec's own EBC with the
-    same sharding (its input dist's reads of the KJT's splits): none of its own, on one rank or across ranks."""
-    for r in world.run(scenarios.host_syncs_against_stock, method=method, sharding_type=sharding_type):
-        assert r["stock"]["per_step"] >= 1, r  # the count sees TorchRec's own (the input dist's length_per_key)
-        assert r[method]["per_step"] <= r["stock"]["per_step"], r
+    same sharding (its input dist's reads of the KJT's splits): none of its own, on one rank or across ranks. Compared
+    on each world's busiest rank: a rank that owns no table of a table-wise plan (stock's 2 tables on 4 ranks; QR's 4
+    physical tables fill them) skips TorchRec's read of what it received."""
+    results = world.run(scenarios.host_syncs_against_stock, method=method, sharding_type=sharding_type)
+    stock, ours = (max(r[kind]["per_step"] for r in results) for kind in ("stock", method))
+    assert stock >= 1, results  # the count sees TorchRec's own (the input dist's length_per_key)
+    assert ours <= stock, results
 
 
 def test_checkpoint_roundtrip_gpu(world: World, tmp_path: Path) -> None:
