@@ -7,9 +7,11 @@ loss is the global loss / W), and one optimizer step: the fused one for sharded 
 reference.
 """
 
+import contextlib
 import copy
+import inspect
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -25,6 +27,7 @@ from torchrec.modules.embedding_configs import PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
+from torchrec.sparse import jagged_tensor
 
 from tests.distributed.world import CUDA_WORLD_ENV
 from torchrec_memcom import (
@@ -575,15 +578,37 @@ def memcom_weight_grads_only(rank: int, world_size: int) -> Dict[str, Any]:
     }
 
 
-def _training_syncs(ebc: nn.Module, rank: int, world_size: int, sharding_type: str) -> Optional[Dict[str, Any]]:
-    """``measure.host_syncs`` over 4 training steps (forward, backward, fused row-wise Adagrad; a new batch each step)
-    of ``ebc`` sharded with ``sharding_type``, after 2 uncounted ones (which compile and cache)."""
+@contextlib.contextmanager
+def counting_length_reads() -> Iterator[List[int]]:
+    """Counts, in ``[0]``, the KJTs' lengths-per-key computations in the block: TorchRec's
+    ``_maybe_compute_length_per_key`` without a cached value, a host read of the lengths (on CUDA a synchronisation)."""
+    original = jagged_tensor._maybe_compute_length_per_key
+    signature = inspect.signature(original)
+    count = [0]
+
+    def counted(*args: Any, **kwargs: Any) -> List[int]:
+        bound = signature.bind(*args, **kwargs).arguments
+        count[0] += bound["length_per_key"] is None and len(bound["keys"]) > 0
+        return original(*args, **kwargs)
+
+    jagged_tensor._maybe_compute_length_per_key = counted
+    try:
+        yield count
+    finally:
+        jagged_tensor._maybe_compute_length_per_key = original
+
+
+def _training_counts(ebc: nn.Module, rank: int, world_size: int, sharding_type: str, steps: int = 4) -> Dict[str, Any]:
+    """Over ``steps`` training steps (forward, backward, fused row-wise Adagrad; a new batch each step) of ``ebc``
+    sharded with ``sharding_type``, after 2 uncounted ones (which compile and cache): ``syncs``, their host-device
+    synchronisations (``measure.host_syncs``; ``None`` on the CPU), and ``length_reads``, KJT lengths-per-key
+    computations per step (``counting_length_reads``)."""
     device = device_for(rank)
     tables = ebc.embedding_bag_configs()
     dmp = shard(Wrap(ebc), world_size, device, sharding_type, "rowwise_adagrad")
     opt = sharded_optimizer(dmp, "rowwise_adagrad")
     lo, hi = rank * BATCH_PER_RANK, (rank + 1) * BATCH_PER_RANK
-    global_batches = [make_batch(tables, BATCH_PER_RANK * world_size, False, seed=s) for s in range(6)]
+    global_batches = [make_batch(tables, BATCH_PER_RANK * world_size, False, seed=s) for s in range(2 + steps)]
     batches = iter([slice_batch(b, lo, hi).to(device) for b in global_batches])
 
     def step() -> None:
@@ -593,13 +618,18 @@ def _training_syncs(ebc: nn.Module, rank: int, world_size: int, sharding_type: s
 
     step()
     step()
-    return host_syncs(step, 4, device)
+    with counting_length_reads() as reads:
+        syncs = host_syncs(step, steps, device)
+        if syncs is None:  # (not CUDA: nothing ran)
+            for _ in range(steps):
+                step()
+    return {"syncs": syncs, "length_reads": reads[0] / steps}
 
 
 def host_syncs_against_stock(rank: int, world_size: int, method: str, sharding_type: str) -> Dict[str, Any]:
-    """Host-device synchronisations per training step of the sharded compressed collection and of TorchRec's own EBC
-    over tables of the same shapes, both with ``sharding_type``: ``{"stock": ..., method: ...}``."""
+    """``_training_counts`` of the sharded compressed collection and of TorchRec's own EBC over tables of the same
+    shapes, both with ``sharding_type``: ``{"stock": ..., method: ...}``."""
     torch.manual_seed(0)
-    stock = _training_syncs(EmbeddingBagCollection(make_tables("stock")), rank, world_size, sharding_type)
+    stock = _training_counts(EmbeddingBagCollection(make_tables("stock")), rank, world_size, sharding_type)
     compressed = CompressedEmbeddingBagCollection(make_tables(method))
-    return {"stock": stock, method: _training_syncs(compressed, rank, world_size, sharding_type)}
+    return {"stock": stock, method: _training_counts(compressed, rank, world_size, sharding_type)}

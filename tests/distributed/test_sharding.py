@@ -126,6 +126,21 @@ def test_whole_features_out_of_order_are_relabelled(world: str, request: pytest.
     assert all(r["keys"] != ["f0", "f1", "fs", "f2"] and sorted(r["keys"]) == ["f0", "f1", "f2", "fs"] for r in results)
 
 
+@pytest.mark.parametrize("world", ["world1", "world2", "world4"])
+@pytest.mark.parametrize("method", ["memcom", "hash", "qr", "lma"])
+def test_kjt_lengths_read_no_more_often_than_stock(world: str, method: str, request: pytest.FixtureRequest) -> None:
+    """A training step reads KJTs' lengths per key to the host (on CUDA a synchronisation each) no more often than
+    TorchRec's own EBC with the same (table-wise) sharding: the id transform's read replaces the input dist's, and the
+    received KJTs are handed on with the lengths per key TorchRec computed. Compared on the busiest rank (a rank with no
+    stock table skips the read of what it received). ``-m gpu`` counts every synchronisation the same way."""
+    results = request.getfixturevalue(world).run(
+        scenarios.host_syncs_against_stock, method=method, sharding_type="table_wise"
+    )
+    stock, ours = (max(r[kind]["length_reads"] for r in results) for kind in ("stock", method))
+    assert stock >= 1, results  # the count sees TorchRec's own
+    assert ours <= stock, results
+
+
 def test_per_sample_weight_gradients_only_for_memcom(world2: World) -> None:
     """FBGEMM skips the per-sample-weight gradient of every feature but MEmCom's (their weights are constant)."""
     for r in world2.run(scenarios.memcom_weight_grads_only):
