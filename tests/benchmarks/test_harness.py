@@ -239,6 +239,33 @@ def test_host_step_ms_is_the_hosts_time_not_the_gpus() -> None:
     assert min(gpu_ms) > 10.0 and max(host) < min(gpu_ms) / 5, (gpu_ms, host)
 
 
+def test_sync_site_names_the_library_code_behind_a_torchrec_read() -> None:
+    """A synchronisation's site: the innermost frame, the innermost one outside ``torch/``, and this package's
+    innermost library frame when it is neither (its benchmark harness is not the library)."""
+    import traceback
+
+    import torchrec_memcom
+    from torchrec_memcom.benchmarks.measure import _sync_site
+
+    package = Path(torchrec_memcom.__file__).parent
+
+    def frame(path: str, line: int, name: str) -> traceback.FrameSummary:
+        return traceback.FrameSummary(path, line, name, line="")
+
+    harness_ = frame(str(package / "benchmarks" / "measure.py"), 10, "step")
+    transform = frame(str(package / "modules" / "transform.py"), 330, "_lengths_per_key")
+    read = frame("/env/site-packages/torchrec/sparse/jagged_tensor.py", 1305, "_maybe_compute_length_per_key")
+    op = frame("/env/site-packages/torch/_tensor.py", 7, "tolist")
+    warn = frame("/usr/lib/python3/warnings.py", 1, "warn")
+    lengths = "torchrec/sparse/jagged_tensor.py:1305 (_maybe_compute_length_per_key)"
+    ours = "torchrec_memcom/modules/transform.py:330 (_lengths_per_key)"
+    assert _sync_site([harness_, transform, read, op, warn]) == f"torch/_tensor.py:7 (tolist) <- {lengths} <- {ours}"
+    assert _sync_site([harness_, transform, read]) == f"{lengths} <- {ours}"
+    assert _sync_site([harness_, read]) == lengths  # TorchRec's own read (stock's): no library frame
+    assert _sync_site([harness_, transform, op]) == f"torch/_tensor.py:7 (tolist) <- {ours}"  # ours called the op
+    assert _sync_site([harness_, transform]) == ours
+
+
 @pytest.mark.gpu
 def test_host_syncs_finds_each_synchronisation_and_its_caller() -> None:
     if not torch.cuda.is_available():

@@ -235,13 +235,28 @@ def _site(frame: traceback.FrameSummary) -> str:
     return f"{path}:{frame.lineno} ({frame.name})"
 
 
+# this package's library code (not its benchmarks), by path
+_LIBRARY = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_BENCHMARKS = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _ours(frame: traceback.FrameSummary) -> bool:
+    path = os.path.abspath(frame.filename)
+    return path.startswith(_LIBRARY) and not path.startswith(_BENCHMARKS)
+
+
 def _sync_site(stack: List[traceback.FrameSummary]) -> str:
-    """Where a synchronisation came from: the innermost frame, and the innermost one outside ``torch/`` (the library
-    code that called the op) when they differ."""
+    """Where a synchronisation came from: the innermost frame; the innermost one outside ``torch/`` (the library
+    code that called the op) when they differ; and the innermost one of this package's library code when it is
+    neither (a TorchRec read that the compressed collection called, e.g. the id transform's lengths per key)."""
     frames = [f for f in stack if not f.filename.endswith("warnings.py")]
     inner = frames[-1]
     caller = next((f for f in reversed(frames) if "/torch/" not in f.filename), inner)
-    return _site(inner) if caller is inner else f"{_site(inner)} <- {_site(caller)}"
+    ours = next((f for f in reversed(frames) if _ours(f)), None)
+    chain = [inner] + [f for f in (caller, ours) if f is not None and f is not inner]
+    if len(chain) == 3 and chain[1] is chain[2]:
+        chain.pop()
+    return " <- ".join(_site(f) for f in chain)
 
 
 def host_syncs(step: Callable[[], None], steps: int, device: torch.device) -> Optional[Dict[str, Any]]:
