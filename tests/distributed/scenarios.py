@@ -588,7 +588,8 @@ def counting_length_reads() -> Iterator[List[int]]:
 
     def counted(*args: Any, **kwargs: Any) -> List[int]:
         bound = signature.bind(*args, **kwargs).arguments
-        count[0] += bound["length_per_key"] is None and len(bound["keys"]) > 0
+        if bound["length_per_key"] is None and len(bound["keys"]) > 0:
+            count[0] += 1
         return original(*args, **kwargs)
 
     jagged_tensor._maybe_compute_length_per_key = counted

@@ -253,9 +253,10 @@ def _sync_site(stack: List[traceback.FrameSummary]) -> str:
     inner = frames[-1]
     caller = next((f for f in reversed(frames) if "/torch/" not in f.filename), inner)
     ours = next((f for f in reversed(frames) if _ours(f)), None)
-    chain = [inner] + [f for f in (caller, ours) if f is not None and f is not inner]
-    if len(chain) == 3 and chain[1] is chain[2]:
-        chain.pop()
+    chain = [inner]
+    for frame in (caller, ours):
+        if frame is not None and all(frame is not f for f in chain):
+            chain.append(frame)
     return " <- ".join(_site(f) for f in chain)
 
 
