@@ -601,9 +601,9 @@ def counting_length_reads() -> Iterator[List[int]]:
 
 def _training_counts(ebc: nn.Module, rank: int, world_size: int, sharding_type: str, steps: int = 4) -> Dict[str, Any]:
     """Over ``steps`` training steps (forward, backward, fused row-wise Adagrad; a new batch each step) of ``ebc``
-    sharded with ``sharding_type``, after 2 uncounted ones (which compile and cache): ``syncs``, their host-device
-    synchronisations (``measure.host_syncs``; ``None`` on the CPU), and ``length_reads``, KJT lengths-per-key
-    computations per step (``counting_length_reads``)."""
+    sharded with ``sharding_type``, after 2 uncounted ones (which compile and cache), per step: ``syncs`` (host-device
+    synchronisations) and their ``sync_sites`` (``measure.host_syncs``; ``None`` on the CPU), and ``length_reads``
+    (KJT lengths-per-key computations, ``counting_length_reads``)."""
     device = device_for(rank)
     tables = ebc.embedding_bag_configs()
     dmp = shard(Wrap(ebc), world_size, device, sharding_type, "rowwise_adagrad")
@@ -624,13 +624,27 @@ def _training_counts(ebc: nn.Module, rank: int, world_size: int, sharding_type: 
         if syncs is None:  # (not CUDA: nothing ran)
             for _ in range(steps):
                 step()
-    return {"syncs": syncs, "length_reads": reads[0] / steps}
+    return {
+        "syncs": None if syncs is None else syncs["per_step"],
+        "sync_sites": None if syncs is None else syncs["sites"],
+        "length_reads": reads[0] / steps,
+    }
 
 
-def host_syncs_against_stock(rank: int, world_size: int, method: str, sharding_type: str) -> Dict[str, Any]:
+def step_counts_against_stock(rank: int, world_size: int, method: str, sharding_type: str) -> Dict[str, Any]:
     """``_training_counts`` of the sharded compressed collection and of TorchRec's own EBC over tables of the same
     shapes, both with ``sharding_type``: ``{"stock": ..., method: ...}``."""
     torch.manual_seed(0)
     stock = _training_counts(EmbeddingBagCollection(make_tables("stock")), rank, world_size, sharding_type)
     compressed = CompressedEmbeddingBagCollection(make_tables(method))
     return {"stock": stock, method: _training_counts(compressed, rank, world_size, sharding_type)}
+
+
+def assert_busiest_rank_no_more_than_stock(results: List[Dict[str, Any]], method: str, count: str) -> None:
+    """``count`` per step (``"syncs"`` or ``"length_reads"``) of ``step_counts_against_stock``'s per-rank
+    ``results``, on the busiest rank: stock's at least 1 (the counter sees TorchRec's own), ``method``'s no
+    larger. The busiest rank, not rank by rank: a rank that owns no table of a table-wise plan (stock's 2 tables on 4
+    ranks, where QR's 4 physical tables fill every rank) skips TorchRec's read of what it received."""
+    stock, ours = (max(r[kind][count] for r in results) for kind in ("stock", method))
+    assert stock >= 1, results
+    assert ours <= stock, results
