@@ -26,6 +26,8 @@ Usage::
     python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout criteo --model dlrm \\
         --pipeline --allow-tf32            # the DLRM's dense layers in TF32, as most GPU training runs them
     python scripts/bench_sharded.py --planner-report                    # planning only, 1 / 2 / 4 ranks, no GPU
+    python3 -m torch.distributed.run --nproc-per-node 2 scripts/bench_sharded.py --layout criteo --model dlrm \
+        --pipeline --device cuda-shared --profile all  # 2 gloo ranks on one GPU: syncs across ranks, not speed
 """
 
 import argparse
@@ -46,7 +48,7 @@ from torchrec_memcom.benchmarks.plan_report import planner_caption, planner_mark
 from torchrec_memcom.benchmarks.recat import cached_recat
 from torchrec_memcom.benchmarks.report import combine, environment, markdown_report, optimizer_label, write_outputs
 from torchrec_memcom.benchmarks.speed_chart import draw_run
-from torchrec_memcom.recipes.training import enable_tf32, init_distributed
+from torchrec_memcom.recipes.training import DEVICES, enable_tf32, init_distributed
 
 __all__ = ["combine", "main", "parse_args"]
 
@@ -135,7 +137,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--profile-steps", type=int, default=5, help="steps under the profiler")
     add("--profile-dir", default=None, help="where traces and tables go (default: next to --out)")
     add("--fine-host-sites", action="store_true", help="profiled methods' host-time table splits more parts")
-    add("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    add(
+        "--device",
+        choices=list(DEVICES),
+        default="auto",
+        help="cuda-shared: every rank on GPU 0, gloo between them (the all-to-alls between ranks are real but go "
+        "through the host: counts a multi-rank step's syncs and ops on a one-GPU machine; its step times are not "
+        "a multi-GPU machine's); --hbm-cap-gb and the GPU's memory are split over its ranks",
+    )
     add("--seed", type=int, default=0)
     add("--out", default=None, help="JSON output of rank 0 (default outputs/bench_sharded.json)")
     add("--md", default=None, help="markdown output of rank 0 (default outputs/bench_sharded.md)")
@@ -268,10 +277,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         if ctx.device.type != "cuda":
             raise SystemExit("--hbm-cap-gb needs a CUDA device")
         total = torch.cuda.get_device_properties(ctx.device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, opts.hbm_cap_bytes / total), ctx.device)
+        share = opts.hbm_cap_bytes / ctx.ranks_per_device
+        torch.cuda.set_per_process_memory_fraction(min(1.0, share / total), ctx.device)
     config = {**vars(args), "layout_spec": dataclasses.asdict(layout)}
     config["optimizer_label"] = optimizer_label(args.optimizer, args.lr)
-    payload: Dict[str, Any] = {"config": config, "environment": environment(ctx.device, ctx.world_size, ctx.backend)}
+    env = environment(ctx.device, ctx.world_size, ctx.backend, ctx.ranks_per_device)
+    payload: Dict[str, Any] = {"config": config, "environment": env}
 
     def on_result(rows: List[Dict[str, Any]]) -> None:
         payload["results"] = rows

@@ -297,11 +297,12 @@ def test_host_syncs_finds_each_synchronisation_and_its_caller() -> None:
 def test_init_distributed_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     from torchrec_memcom.recipes.training import init_distributed
 
-    with pytest.raises(ValueError, match="device must be 'auto', 'cuda' or 'cpu', got 'tpu'"):
+    with pytest.raises(ValueError, match="device must be one of 'auto', 'cuda', 'cpu', 'cuda-shared', got 'tpu'"):
         init_distributed(device="tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="device='cuda', but CUDA is not available"):
-            init_distributed(device="cuda")
+        for device in ("cuda", "cuda-shared"):
+            with pytest.raises(ValueError, match=f"device='{device}', but CUDA is not available"):
+                init_distributed(device=device)
     from torchrec.test_utils import get_free_port
 
     launcher = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "localhost"}

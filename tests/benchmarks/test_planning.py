@@ -137,6 +137,9 @@ def test_host_budget_from_meminfo(tmp_path) -> None:  # noqa: ANN001
     assert split_caps(5, None, 1000, 2) == (5, 450)
     assert split_caps(5, 7, 1000, 2) == (5, 7)
     assert split_caps(None, None, None, 2) == (None, None)
+    # 2 ranks on each of 2 GPUs (cuda-shared): each rank half a GPU's budget, a quarter of the host's
+    assert split_caps(10, None, 1000, 2, ranks_per_device=2) == (5, 225)
+    assert split_caps(None, 7, None, 1, ranks_per_device=4) == (None, 7)
 
 
 def test_planner_report_lists_choices_and_estimates_per_rank_count() -> None:

@@ -271,6 +271,22 @@ def test_combine_two_runs_into_weak_scaling(tmp_path: Path) -> None:
     assert "LMA" not in table  # only measured rows scale
 
 
+def test_runs_of_ranks_sharing_a_gpu_say_so(tmp_path: Path) -> None:
+    one, shared = _payload(1), _payload(2)
+    assert markdown_report(one).splitlines()[2].startswith("- 1 x x (x), torch x")
+    assert "sharing" not in markdown_report(shared)  # runs recorded before ranks_per_device was
+    shared["environment"]["ranks_per_device"] = 2
+    first = markdown_report(shared).splitlines()[2]
+    assert first.startswith("- 2 ranks, 2 sharing each x (x, `--device cuda-shared`") and "not a multi-GPU" in first
+    paths = []
+    for name, p in (("one.json", one), ("shared.json", shared)):
+        (tmp_path / name).write_text(json.dumps(p))
+        paths.append(str(tmp_path / name))
+    table = combine(paths)
+    assert f"WARNING: {paths[1]} ran ranks sharing one GPU (cuda-shared)" in table
+    assert "WARNING" not in combine(paths[:1] + paths[:1])
+
+
 def test_host_memory_columns_appear_when_tables_live_in_host_memory() -> None:
     rows = [
         merge_ranks("dlrm", "stock", "stock EBC", [_rank([30.0], 10 * 2**30, uvm=8 * 2**30)], TINY),

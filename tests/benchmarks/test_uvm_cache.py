@@ -138,6 +138,7 @@ def test_batch_count_is_fresh_with_uvm_caching_on_cuda() -> None:
     cached_big = BenchOptions(kernels=("fused_uvm_caching",), hbm_cap_bytes=10 * 10**9)
     assert batch_count(cached_big, big, CUDA) == 10**9 // batch_bytes(big) == 45 < uvm_cache.fresh_batch_count(10, 50)
     assert batch_count(dataclasses.replace(cached_big, hbm_cap_bytes=10**7), big, CUDA) == 4  # never fewer
+    assert batch_count(cached_big, big, CUDA, ranks_per_device=3) == 10**9 // 3 // batch_bytes(big) == 15  # a share
     assert batch_count(BenchOptions(num_batches=7), tb, CUDA) == 7
     assert fused_params_for(opts, tb.kernels, "cuda")["gather_uvm_cache_stats"] is True
     assert "gather_uvm_cache_stats" not in fused_params_for(opts, tb.kernels, "cpu")

@@ -226,3 +226,26 @@ def test_small_layout_single_gpu(tmp_path: Path) -> None:
     assert env["backend"] == "nccl" and env["device"] == "cuda" and env["device_name"]
     for r in payload["results"]:
         assert r["peak_bytes_max"] > 0 and r["peak_bytes_vs_stock"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_two_ranks_sharing_one_gpu_count_their_syncs(tmp_path: Path) -> None:
+    # --device cuda-shared: 2 gloo ranks on GPU 0 with real all-to-alls between them; each method's host-device
+    # synchronisations per step across ranks, table-wise (one input dist for every method) against stock's
+    payload = _run(
+        tmp_path, "--device", "cuda-shared", "--model", "dlrm", "--pipeline", "--sharding-type", "table_wise",
+        "--profile", "all", "--profile-steps", "2", nproc=2, timeout=600,
+    )  # fmt: skip
+    env = payload["environment"]
+    assert (env["world_size"], env["ranks_per_device"], env["backend"], env["device"]) == (2, 2, "gloo", "cuda")
+    _check_results(payload, models=("dlrm",))
+    total = torch.cuda.get_device_properties(0).total_memory
+    rows = {r["method"]: r for r in payload["results"]}
+    stock = rows["stock"]["profile"]["host_syncs"]["per_step"]
+    assert stock >= 1, rows["stock"]["profile"]["host_syncs"]  # the counter sees TorchRec's own
+    for method, r in rows.items():
+        assert r["hbm_cap_bytes"] == total // 2, method  # each rank plans with half the GPU
+        syncs = r["profile"]["host_syncs"]
+        assert syncs["per_step"] <= stock, (method, syncs, rows["stock"]["profile"]["host_syncs"])
+    assert "2 ranks, 2 sharing each" in (tmp_path / "bench.md").read_text()

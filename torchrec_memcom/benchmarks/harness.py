@@ -175,14 +175,15 @@ def uses_uvm_cache(opts: BenchOptions, layout: Layout, device: torch.device) -> 
 BATCH_MEMORY_SHARE = 0.1  # of the HBM budget, at most, for fresh batches
 
 
-def batch_count(opts: BenchOptions, layout: Layout, device: torch.device) -> int:
+def batch_count(opts: BenchOptions, layout: Layout, device: torch.device, ranks_per_device: int = 1) -> int:
     """Distinct batches per rank: ``opts.num_batches``, else with UVM caching ``uvm_cache.fresh_batch_count`` (at
-    most ``BATCH_MEMORY_SHARE`` of the HBM budget: beyond it they cycle, and the report says so), else 4."""
+    most ``BATCH_MEMORY_SHARE`` of the rank's share of the HBM budget: beyond it they cycle, and the report says so),
+    else 4."""
     if opts.num_batches is not None:
         return opts.num_batches
     if not uses_uvm_cache(opts, layout, device):
         return 4
-    budget = opts.hbm_cap_bytes or torch.cuda.get_device_properties(device).total_memory
+    budget = (opts.hbm_cap_bytes or torch.cuda.get_device_properties(device).total_memory) // ranks_per_device
     fit = int(BATCH_MEMORY_SHARE * budget) // data.batch_bytes(layout)
     return max(4, min(uvm_cache.fresh_batch_count(opts.warmup, opts.iters), fit))
 
@@ -244,11 +245,10 @@ def schedule(kinds: Sequence[str], methods: Sequence[str], repeats: int) -> List
     return [(r, k, m) for k in kinds for r in range(repeats) for m in methods]
 
 
-def _fit_lma(model: nn.Module, batches: Sequence[Batch], max_rows: int) -> Dict[str, float]:
+def _fit_lma(model: nn.Module, batches: Sequence[Batch], max_rows: int, ranks_on_host: int) -> Dict[str, float]:
     # The MinHash minima are built on the CPU; torchrun sets one thread per rank, so lend each rank its share.
     threads = torch.get_num_threads()
-    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(max(threads, (os.cpu_count() or 1) // local_world_size))
+    torch.set_num_threads(max(threads, (os.cpu_count() or 1) // max(ranks_on_host, 1)))
     try:
         return fit_signatures(model, batches, max_rows=max_rows)
     finally:
@@ -286,7 +286,7 @@ def run_method(
     sharders = make_sharders(fused, device.type, opts.methods.lma_raw_ids, opts.methods.memcom_rows_in_transform)
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
     hbm = opts.hbm_cap_bytes or (torch.cuda.get_device_properties(device).total_memory if cuda else None)
-    hbm, ddr = split_caps(hbm, opts.ddr_cap_bytes, host_memory_bytes(), local_world_size)
+    hbm, ddr = split_caps(hbm, opts.ddr_cap_bytes, host_memory_bytes(), local_world_size, ctx.ranks_per_device)
     out["hbm_cap_bytes"], out["ddr_cap_bytes"] = hbm, ddr
     outcome = plan_model(
         model,
@@ -319,7 +319,9 @@ def run_method(
     out["shard_s"] = time.perf_counter() - t0
     if method == "lma" and layout.lma_fit_rows > 0:
         t0 = time.perf_counter()
-        out["lma_signature_coverage"] = _fit_lma(dmp, fit_batches, layout.lma_fit_rows)
+        out["lma_signature_coverage"] = _fit_lma(
+            dmp, fit_batches, layout.lma_fit_rows, local_world_size * ctx.ranks_per_device
+        )
         out["lma_fit_s"] = time.perf_counter() - t0
     emb = measure.embedding_bytes(dmp)
     out["local_embedding_bytes"], out["local_embedding_uvm_bytes"] = emb["total"], emb["uvm"]
@@ -382,7 +384,7 @@ def run_benchmark(
     after every job so a crash keeps what was measured."""
     device = ctx.device
     seed = opts.seed * 1_000_003 + ctx.rank
-    count = batch_count(opts, layout, device)
+    count = batch_count(opts, layout, device, ctx.ranks_per_device)
     batches = data.make_batches(layout, count, seed, device, opts.ids, opts.zipf, opts.known_length_per_key)
     fit_batches: List[Batch] = []
     if "lma" in methods and layout.lma_fit_rows > 0:  # the same rows on every rank: signatures are replicated

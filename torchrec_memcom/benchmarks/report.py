@@ -415,6 +415,17 @@ def _op_rows(entries: Sequence[Dict[str, Any]]) -> List[str]:
     return rows
 
 
+def _devices_text(env: Dict[str, Any]) -> str:
+    shared = env.get("ranks_per_device", 1)
+    if shared == 1:
+        return f"{env['world_size']} x {env['device_name']} ({env['backend']})"
+    return (
+        f"{env['world_size']} ranks, {shared} sharing each {env['device_name']} ({env['backend']}, `--device "
+        "cuda-shared`: the all-to-alls between ranks are real but go through the host; the step times are not a "
+        "multi-GPU machine's)"
+    )
+
+
 def markdown_report(payload: Dict[str, Any]) -> str:
     """The whole markdown report of one run: setup, the optimizer, the main table, plans, LMA fits, profiles."""
     env, cfg = payload["environment"], payload["config"]
@@ -427,7 +438,7 @@ def markdown_report(payload: Dict[str, Any]) -> str:
     lines = [
         f"# Sharded embedding benchmark: layout `{cfg['layout']}`" + (f" x{scale:g}" if scale != 1 else ""),
         "",
-        f"- {env['world_size']} x {env['device_name']} ({env['backend']}), torch {env['torch']}, "
+        f"- {_devices_text(env)}, torch {env['torch']}, "
         f"torchrec {env['torchrec']}, fbgemm_gpu {env['fbgemm_gpu']}"
         + (f"; code {env['revision']}, {env['time']}" if "revision" in env else ""),
         f"- {len(layout['num_embeddings'])} tables, dim {layout['embedding_dim']}, {rows:,} logical rows "
@@ -547,13 +558,14 @@ def write_outputs(payload: Dict[str, Any], out: str, md: str, text: Optional[str
             f.write(body)
 
 
-def environment(device: torch.device, world_size: int, backend: str) -> Dict[str, Any]:
+def environment(device: torch.device, world_size: int, backend: str, ranks_per_device: int = 1) -> Dict[str, Any]:
     """Hardware and library versions of a run (recorded in its JSON): ``provenance.environment()`` and the run's
-    ranks, backend, device and host."""
+    ranks, backend, device (with the ranks that share one: ``init_distributed(device="cuda-shared")``) and host."""
     cuda = device.type == "cuda"
     return {
         **provenance.environment(),
         "world_size": world_size,
+        "ranks_per_device": ranks_per_device,
         "backend": backend,
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
@@ -564,10 +576,12 @@ def environment(device: torch.device, world_size: int, backend: str) -> Dict[str
 
 def combine(paths: Sequence[str]) -> str:
     """Weak-scaling table: samples/s of each (model, method) in every run, relative to the run with fewest ranks."""
-    runs = []
+    runs, shared = [], []
     for p in paths:
         with open(p) as f:
             runs.append(json.load(f))
+        if runs[-1]["environment"].get("ranks_per_device", 1) > 1:
+            shared.append(p)
     runs.sort(key=lambda r: r["environment"]["world_size"])
     base = runs[0]
     w0 = base["environment"]["world_size"]
@@ -586,6 +600,8 @@ def combine(paths: Sequence[str]) -> str:
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
+    for p in shared:
+        lines.insert(1, f"WARNING: {p} ran ranks sharing one GPU (cuda-shared): its samples/s say nothing of scaling")
     for r in runs[1:]:
         if r["environment"]["device_name"] != base["environment"]["device_name"]:
             lines.insert(1, "WARNING: the runs used different devices; compare timings from one device kind only")

@@ -74,13 +74,17 @@ _DENSE_OPTIMIZERS: Dict[str, Callable[..., torch.optim.Optimizer]] = {
 
 @dataclass
 class DistContext:
-    """This process's place in the job: ranks, device and backend (``nccl`` on CUDA, else ``gloo``)."""
+    """This process's place in the job: ranks, device and backend (``nccl`` on CUDA, else ``gloo``).
+
+    ``ranks_per_device``: the ranks that share this rank's device (more than 1 only with ``init_distributed``'s
+    ``device="cuda-shared"``): each gets that share of the device's memory, and of the host's CPUs and memory."""
 
     rank: int
     world_size: int
     local_rank: int
     device: torch.device
     backend: str
+    ranks_per_device: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -100,21 +104,28 @@ class DistContext:
             dist.destroy_process_group()
 
 
+DEVICES = ("auto", "cuda", "cpu", "cuda-shared")  # init_distributed's choices
+
+
 def init_distributed(timeout_s: int = 600, device: str = "auto") -> DistContext:
     """Joins the job that ``torchrun`` (or TorchX) started, or makes a one-process group when run plainly.
 
     On CUDA each process takes GPU ``LOCAL_RANK`` (``torch.cuda.set_device``) and NCCL; elsewhere gloo on CPU. Works
     in workers that torchrun restarted after a failure (``TORCHELASTIC_RESTART_COUNT > 0``).
-    ``device``: ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"`` (gloo on CPU even where CUDA is).
+    ``device``: ``"auto"`` (CUDA when available), ``"cuda"``, ``"cpu"`` (gloo on CPU even where CUDA is) or
+    ``"cuda-shared"``: every rank of the host on GPU 0, gloo between them. Its all-to-alls between ranks are real but
+    go through the host, so it checks or counts a multi-rank step on a one-GPU machine; its step times are not a
+    multi-GPU machine's.
 
     Raises:
-        ValueError: an unknown ``device``, or ``"cuda"`` without CUDA.
+        ValueError: an unknown ``device``, or ``"cuda"`` / ``"cuda-shared"`` without CUDA.
     """
-    if device not in ("auto", "cuda", "cpu"):
-        raise ValueError(f"init_distributed: device must be 'auto', 'cuda' or 'cpu', got {device!r}")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device not in DEVICES:
+        raise ValueError(f"init_distributed: device must be one of {', '.join(map(repr, DEVICES))}, got {device!r}")
+    shared = device == "cuda-shared"
+    use_cuda = device in ("cuda", "cuda-shared") or (device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
-        raise ValueError("init_distributed: device='cuda', but CUDA is not available")
+        raise ValueError(f"init_distributed: device={device!r}, but CUDA is not available")
     if "RANK" not in os.environ:
         from torchrec.test_utils import get_free_port
 
@@ -122,7 +133,16 @@ def init_distributed(timeout_s: int = 600, device: str = "auto") -> DistContext:
         os.environ.setdefault("MASTER_PORT", str(get_free_port()))
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
+    ranks_per_device = 1
+    if shared:
+        # TorchRec places the shards of rank r on cuda:(r mod LOCAL_WORLD_SIZE): with each rank a host of its own,
+        # every shard lands on GPU 0, as every rank's tensors do.
+        ranks_per_device = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        os.environ.update(LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+        local_rank = 0
+        torch.cuda.set_device(0)
+        where, backend = torch.device("cuda", 0), "gloo"
+    elif use_cuda:
         torch.cuda.set_device(local_rank)
         where, backend = torch.device("cuda", local_rank), "nccl"
     else:
@@ -141,9 +161,9 @@ def init_distributed(timeout_s: int = 600, device: str = "auto") -> DistContext:
             rank=rank,
             world_size=world_size,
             timeout=timeout,
-            device_id=where if where.type == "cuda" else None,
+            device_id=where if backend == "nccl" else None,
         )
-    return DistContext(rank, world_size, local_rank, where, backend)
+    return DistContext(rank, world_size, local_rank, where, backend, ranks_per_device)
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
