@@ -422,7 +422,8 @@ def _devices_text(env: Dict[str, Any]) -> str:
     return (
         f"{env['world_size']} ranks, {shared} sharing each {env['device_name']} ({env['backend']}, `--device "
         "cuda-shared`: the all-to-alls between ranks are real but go through the host; the step times are not a "
-        "multi-GPU machine's)"
+        "multi-GPU machine's, and the planner sees each rank as a host of its own, so its plans can differ from a "
+        "one-host machine's)"
     )
 
 

@@ -115,7 +115,7 @@ def init_distributed(timeout_s: int = 600, device: str = "auto") -> DistContext:
     ``device``: ``"auto"`` (CUDA when available), ``"cuda"``, ``"cpu"`` (gloo on CPU even where CUDA is) or
     ``"cuda-shared"``: every rank of the host on GPU 0, gloo between them. Its all-to-alls between ranks are real but
     go through the host, so it checks or counts a multi-rank step on a one-GPU machine; its step times are not a
-    multi-GPU machine's.
+    multi-GPU machine's. Each rank is then a host of its own (``LOCAL_WORLD_SIZE=1``), to TorchRec's planner too.
 
     Raises:
         ValueError: an unknown ``device``, or ``"cuda"`` / ``"cuda-shared"`` without CUDA.
