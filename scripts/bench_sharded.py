@@ -26,7 +26,7 @@ Usage::
     python3 -m torch.distributed.run --nproc-per-node 1 scripts/bench_sharded.py --layout criteo --model dlrm \\
         --pipeline --allow-tf32            # the DLRM's dense layers in TF32, as most GPU training runs them
     python scripts/bench_sharded.py --planner-report                    # planning only, 1 / 2 / 4 ranks, no GPU
-    python3 -m torch.distributed.run --nproc-per-node 2 scripts/bench_sharded.py --layout criteo --model dlrm \
+    python3 -m torch.distributed.run --nproc-per-node 2 scripts/bench_sharded.py --layout criteo --model dlrm \\
         --pipeline --device cuda-shared --profile all  # 2 gloo ranks on one GPU: syncs across ranks, not speed
 """
 

@@ -77,7 +77,8 @@ class DistContext:
     """This process's place in the job: ranks, device and backend (``nccl`` on CUDA, else ``gloo``).
 
     ``ranks_per_device``: the ranks that share this rank's device (more than 1 only with ``init_distributed``'s
-    ``device="cuda-shared"``): each gets that share of the device's memory, and of the host's CPUs and memory."""
+    ``device="cuda-shared"``); ``scripts/bench_sharded.py`` gives each its share of the device's memory and of the
+    host's."""
 
     rank: int
     world_size: int
