@@ -36,13 +36,13 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 import torch
 from torchrec.distributed.types import ShardingType
 from tqdm import tqdm
 
-from torchrec_memcom.benchmarks.harness import BenchOptions, fused_params_for, run_benchmark
+from torchrec_memcom.benchmarks.harness import BenchOptions, fused_params_for, hbm_budget, run_benchmark
 from torchrec_memcom.benchmarks.layouts import LAYOUTS, METHODS, Layout, MethodOptions
 from torchrec_memcom.benchmarks.plan_report import planner_caption, planner_markdown, planner_report
 from torchrec_memcom.benchmarks.recat import cached_recat
@@ -278,7 +278,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if ctx.device.type != "cuda":
             raise SystemExit("--hbm-cap-gb needs a CUDA device")
         total = torch.cuda.get_device_properties(ctx.device).total_memory
-        share = opts.hbm_cap_bytes / ctx.ranks_per_device
+        share = cast(int, hbm_budget(opts, ctx.device, ctx.ranks_per_device))
         torch.cuda.set_per_process_memory_fraction(min(1.0, share / total), ctx.device)
     config = {**vars(args), "layout_spec": dataclasses.asdict(layout)}
     config["optimizer_label"] = optimizer_label(args.optimizer, args.lr)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 
+from torchrec_memcom.benchmarks.harness import BenchOptions, hbm_budget
 from torchrec_memcom.benchmarks.layouts import LAYOUTS, METHODS, Layout, MethodOptions, embedding_module, table_configs
 from torchrec_memcom.benchmarks.plan_report import planner_markdown, planner_report
 from torchrec_memcom.benchmarks.planning import (
@@ -137,9 +138,10 @@ def test_host_budget_from_meminfo(tmp_path) -> None:  # noqa: ANN001
     assert split_caps(5, None, 1000, 2) == (5, 450)
     assert split_caps(5, 7, 1000, 2) == (5, 7)
     assert split_caps(None, None, None, 2) == (None, None)
-    # 2 ranks on each of 2 GPUs (cuda-shared): each rank half a GPU's budget, a quarter of the host's
-    assert split_caps(10, None, 1000, 2, ranks_per_device=2) == (5, 225)
-    assert split_caps(None, 7, None, 1, ranks_per_device=4) == (None, 7)
+    # 2 ranks on each of 2 GPUs (cuda-shared): each rank half a GPU's budget (harness.hbm_budget), a quarter of the
+    # host's
+    assert split_caps(hbm_budget(BenchOptions(hbm_cap_bytes=10), torch.device("cuda"), 2), None, 1000, 4) == (5, 225)
+    assert split_caps(hbm_budget(BenchOptions(), torch.device("cpu"), 4), 7, None, 4) == (None, 7)
 
 
 def test_planner_report_lists_choices_and_estimates_per_rank_count() -> None:

@@ -23,7 +23,7 @@ per step over the parts of the embedding layer (``host_time.host_breakdown``).
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.distributed as dist
@@ -63,6 +63,7 @@ __all__ = [
     "EmbeddingTrain",
     "build_model",
     "fused_params_for",
+    "hbm_budget",
     "precheck",
     "run_benchmark",
     "run_method",
@@ -172,18 +173,25 @@ def uses_uvm_cache(opts: BenchOptions, layout: Layout, device: torch.device) -> 
     return device.type == "cuda" and UVM_CACHING in (opts.kernels or layout.kernels)
 
 
+def hbm_budget(opts: BenchOptions, device: torch.device, ranks_per_device: int = 1) -> Optional[int]:
+    """A rank's HBM budget: ``opts.hbm_cap_bytes``, else the GPU's memory, shared by the ``ranks_per_device`` ranks
+    on the GPU (``DistContext.ranks_per_device``); ``None`` off CUDA."""
+    if device.type != "cuda":
+        return None
+    return (opts.hbm_cap_bytes or torch.cuda.get_device_properties(device).total_memory) // ranks_per_device
+
+
 BATCH_MEMORY_SHARE = 0.1  # of the HBM budget, at most, for fresh batches
 
 
 def batch_count(opts: BenchOptions, layout: Layout, device: torch.device, ranks_per_device: int = 1) -> int:
     """Distinct batches per rank: ``opts.num_batches``, else with UVM caching ``uvm_cache.fresh_batch_count`` (at
-    most ``BATCH_MEMORY_SHARE`` of the rank's share of the HBM budget: beyond it they cycle, and the report says so),
-    else 4."""
+    most ``BATCH_MEMORY_SHARE`` of the rank's ``hbm_budget``: beyond it they cycle, and the report says so), else 4."""
     if opts.num_batches is not None:
         return opts.num_batches
     if not uses_uvm_cache(opts, layout, device):
         return 4
-    budget = (opts.hbm_cap_bytes or torch.cuda.get_device_properties(device).total_memory) // ranks_per_device
+    budget = cast(int, hbm_budget(opts, device, ranks_per_device))
     fit = int(BATCH_MEMORY_SHARE * budget) // data.batch_bytes(layout)
     return max(4, min(uvm_cache.fresh_batch_count(opts.warmup, opts.iters), fit))
 
@@ -285,8 +293,10 @@ def run_method(
     fused = fused_params_for(opts, kernels, device.type)
     sharders = make_sharders(fused, device.type, opts.methods.lma_raw_ids, opts.methods.memcom_rows_in_transform)
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
-    hbm = opts.hbm_cap_bytes or (torch.cuda.get_device_properties(device).total_memory if cuda else None)
-    hbm, ddr = split_caps(hbm, opts.ddr_cap_bytes, host_memory_bytes(), local_world_size, ctx.ranks_per_device)
+    ranks_on_host = local_world_size * ctx.ranks_per_device  # cuda-shared: LOCAL_WORLD_SIZE is 1
+    hbm, ddr = split_caps(
+        hbm_budget(opts, device, ctx.ranks_per_device), opts.ddr_cap_bytes, host_memory_bytes(), ranks_on_host
+    )
     out["hbm_cap_bytes"], out["ddr_cap_bytes"] = hbm, ddr
     outcome = plan_model(
         model,
@@ -319,9 +329,7 @@ def run_method(
     out["shard_s"] = time.perf_counter() - t0
     if method == "lma" and layout.lma_fit_rows > 0:
         t0 = time.perf_counter()
-        out["lma_signature_coverage"] = _fit_lma(
-            dmp, fit_batches, layout.lma_fit_rows, local_world_size * ctx.ranks_per_device
-        )
+        out["lma_signature_coverage"] = _fit_lma(dmp, fit_batches, layout.lma_fit_rows, ranks_on_host)
         out["lma_fit_s"] = time.perf_counter() - t0
     emb = measure.embedding_bytes(dmp)
     out["local_embedding_bytes"], out["local_embedding_uvm_bytes"] = emb["total"], emb["uvm"]

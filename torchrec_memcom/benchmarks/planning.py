@@ -277,18 +277,10 @@ def kernel_counts(tables: Dict[str, str]) -> Dict[str, int]:
 
 
 def split_caps(
-    hbm_cap: Optional[int],
-    ddr_cap: Optional[int],
-    host_bytes: Optional[int],
-    local_world_size: int,
-    ranks_per_device: int = 1,
+    hbm_cap: Optional[int], ddr_cap: Optional[int], host_bytes: Optional[int], local_world_size: int
 ) -> Tuple[Optional[int], Optional[int]]:
-    """Per-rank (HBM, DDR) budgets: ``hbm_cap`` (a device's) shared by the ``ranks_per_device`` ranks on each
-    device; ``ddr_cap`` as given, else 90% of the host's available memory shared by the ranks of this host
-    (``local_world_size x ranks_per_device``), else TorchRec's default (``None``)."""
-    ranks_per_device = max(ranks_per_device, 1)
-    if hbm_cap is not None:
-        hbm_cap //= ranks_per_device
+    """Per-rank (HBM, DDR) budgets: ``hbm_cap`` as given; ``ddr_cap`` as given, else 90% of the host's available
+    memory shared by the ``local_world_size`` ranks of this host, else TorchRec's default (``None``)."""
     if ddr_cap is None and host_bytes is not None:
-        ddr_cap = int(0.9 * host_bytes) // (max(local_world_size, 1) * ranks_per_device)
+        ddr_cap = int(0.9 * host_bytes) // max(local_world_size, 1)
     return hbm_cap, ddr_cap
