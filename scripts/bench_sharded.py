@@ -143,8 +143,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default="auto",
         help="cuda-shared: every rank on GPU 0, gloo between them (the all-to-alls between ranks are real but go "
         "through the host: counts a multi-rank step's syncs and ops on a one-GPU machine; its step times are not "
-        "a multi-GPU machine's, and the planner sees each rank as a host of its own: --sharding-type fixes a plan); "
-        "--hbm-cap-gb and the GPU's memory are split over its ranks",
+        "a multi-GPU machine's; the plans are a multi-GPU host's, its shards all put on GPU 0); --hbm-cap-gb and "
+        "the GPU's memory are split over its ranks",
     )
     add("--seed", type=int, default=0)
     add("--out", default=None, help="JSON output of rank 0 (default outputs/bench_sharded.json)")

@@ -278,7 +278,9 @@ def test_runs_of_ranks_sharing_a_gpu_say_so(tmp_path: Path) -> None:
     shared["environment"]["ranks_per_device"] = 2
     first = markdown_report(shared).splitlines()[2]
     assert first.startswith("- 2 ranks, 2 sharing each x (x, `--device cuda-shared`") and "not a multi-GPU" in first
-    assert "the planner sees each rank as a host of its own" in first
+    assert "the planner sees each rank as a host of its own" in first  # recorded before ranks_per_host was
+    shared["environment"]["ranks_per_host"] = 2
+    assert "the planner plans the ranks as one host's GPUs" in markdown_report(shared).splitlines()[2]
     paths = []
     for name, p in (("one.json", one), ("shared.json", shared)):
         (tmp_path / name).write_text(json.dumps(p))

@@ -41,7 +41,7 @@ from torchrec_memcom.benchmarks.measure import host_syncs
 from torchrec_memcom.configs import LowRankEmbeddingBagConfig
 from torchrec_memcom.distributed import _compat, get_sharders
 from torchrec_memcom.distributed.checkpoint import load_unsharded_state_dict
-from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner
+from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner, place_on_device
 from torchrec_memcom.ops import ONE_SLOTS
 
 LR = 0.1
@@ -209,13 +209,15 @@ def shard(
         topology=Topology(
             world_size=world_size,
             compute_device=device.type,
-            local_world_size=get_local_size(world_size),  # 1 where gloo ranks share a GPU (``World``)
+            local_world_size=get_local_size(world_size),
         ),
         batch_size=batch_size,
         constraints=constraints,
         fused_params=fp,
     )
     plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    if device.type == "cuda" and world_size > torch.cuda.device_count():  # gloo ranks sharing GPU 0 (``World``)
+        plan = place_on_device(plan, device)
     return DistributedModelParallel(
         module=model,
         env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),

@@ -239,6 +239,7 @@ def test_two_ranks_sharing_one_gpu_count_their_syncs(tmp_path: Path) -> None:
     )  # fmt: skip
     env = payload["environment"]
     assert (env["world_size"], env["ranks_per_device"], env["backend"], env["device"]) == (2, 2, "gloo", "cuda")
+    assert env["ranks_per_host"] == 2  # planned as one host's two GPUs, every shard placed on GPU 0
     _check_results(payload, models=("dlrm",))
     total = torch.cuda.get_device_properties(0).total_memory
     rows = {r["method"]: r for r in payload["results"]}

@@ -206,7 +206,7 @@ def _host_state_names(rank: int, world_size: int) -> List[str]:
     p.grad = torch.ones(3)
     opt.step()
     opt.state[p]["sum"] = opt.state[p]["sum"].to("meta")  # as on the GPU
-    opt.state[p]["momentum"] = sharded_vector(torch.ones(8), 8, [0], dist.group.WORLD, "cpu")
+    opt.state[p]["momentum"] = sharded_vector(torch.ones(8), 8, ["rank:0/cpu"], dist.group.WORLD)
     return [name for name, _, _ in CudaGraphTrainStep(torch.nn.Linear(1, 1), opt)._host_state()]
 
 

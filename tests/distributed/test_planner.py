@@ -152,3 +152,42 @@ def test_tables_of_a_compressed_collection_skip_fbgemm_bounds_check() -> None:
     # a mode the user asks for wins
     asked = _plan([lma, stock], ddr_mib=1000, t=ParameterConstraints(bounds_check_mode=BoundsCheckMode.FATAL))
     assert asked.plan["ebc"]["t__memory"].bounds_check_mode == BoundsCheckMode.FATAL
+
+
+def test_place_on_device_keeps_the_plan_on_one_gpu() -> None:
+    """Ranks sharing one GPU plan as one host's GPUs (rank r's shards on cuda:r); ``place_on_device`` moves every
+    shard to the shared GPU and changes nothing else, and MEmCom's weights follow their table's shards."""
+    import torch
+    from torch.distributed._shard.sharding_spec import EnumerableShardingSpec
+
+    from torchrec_memcom.distributed.local_entity_weights import _owner_placements
+    from torchrec_memcom.distributed.planner import place_on_device
+
+    stock = EmbeddingBagConfig(name="s", num_embeddings=1000, embedding_dim=D, feature_names=["g"])
+    planner = CompressedEmbeddingShardingPlanner(
+        topology=Topology(world_size=2, compute_device="cuda", local_world_size=2),
+        batch_size=64,
+        constraints={"t": ParameterConstraints(sharding_types=["row_wise"])},
+        fused_params=SGD,
+    )
+    plan = planner.plan(_model([_memcom(), stock]), get_sharders(fused_params=SGD))
+    placed = place_on_device(plan, torch.device("cuda", 0))
+
+    def shards(p):  # noqa: ANN001, ANN202
+        return {
+            (module, name): [(str(s.placement), s.shard_offsets, s.shard_sizes) for s in ps.sharding_spec.shards]
+            for module, mp in p.plan.items()
+            for name, ps in mp.items()
+            if isinstance(ps.sharding_spec, EnumerableShardingSpec)
+        }
+
+    before, after = shards(plan), shards(placed)
+    assert before.keys() == after.keys() and len(before) == 2
+    assert {p for v in before.values() for p, _, _ in v} == {"rank:0/cuda:0", "rank:1/cuda:1"}  # not changed
+    for key, planned in before.items():
+        assert [(p.split("/")[0] + "/cuda:0", o, s) for p, o, s in planned] == after[key], key
+    (memcom,) = [mp["t"] for mp in placed.plan.values() if "t" in mp]
+    assert memcom.sharding_type == "row_wise"
+    assert _owner_placements(memcom, [0, 1], "cuda") == ["rank:0/cuda:0", "rank:1/cuda:0"]
+    (planned,) = [mp["t"] for mp in plan.plan.values() if "t" in mp]
+    assert _owner_placements(planned, [0, 1], "cuda") == ["rank:0/cuda:0", "rank:1/cuda:1"]

@@ -37,8 +37,7 @@ def _worker(rank: int, world_size: int, backend: str, cuda: bool, port: int, inb
     if cuda:
         if world_size <= torch.cuda.device_count():
             torch.cuda.set_device(rank)
-        else:  # gloo ranks sharing GPU 0, each its own host: TorchRec's plans place local rank r on cuda:r
-            os.environ.update(LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+        else:  # gloo ranks sharing GPU 0, planned as one host's GPUs (scenarios.shard puts the shards on GPU 0)
             torch.cuda.set_device(0)
     dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=60))
     while True:
@@ -57,7 +56,8 @@ def _worker(rank: int, world_size: int, backend: str, cuda: bool, port: int, inb
 class World:
     """``world_size`` worker processes with an initialised default process group (``backend``). With ``cuda``
     (always with NCCL) each rank's current device is a GPU (``scenarios.device_for``): its own, or, with more ranks
-    than GPUs (gloo only), GPU 0 for every rank, each rank then a host of its own (``LOCAL_WORLD_SIZE=1``)."""
+    than GPUs (gloo only), GPU 0 for every rank, planned as one host's GPUs and placed on GPU 0
+    (``init_distributed(device="cuda-shared")``'s setting)."""
 
     def __init__(self, world_size: int, backend: str = "gloo", cuda: bool = False) -> None:
         from torchrec.test_utils import get_free_port

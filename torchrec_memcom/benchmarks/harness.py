@@ -53,6 +53,7 @@ from torchrec_memcom.benchmarks.planning import (
 )
 from torchrec_memcom.convert import fit_signatures
 from torchrec_memcom.distributed.cuda_graph_step import GraphCaptureError, on_capture_stream, warmup_steps_for
+from torchrec_memcom.distributed.planner import place_on_device
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.config import DenseOptimizerConfig, SparseOptimizerConfig
 from torchrec_memcom.recipes.training import DistContext, combined_optimizer, fused_params
@@ -293,9 +294,8 @@ def run_method(
     fused = fused_params_for(opts, kernels, device.type)
     sharders = make_sharders(fused, device.type, opts.methods.lma_raw_ids, opts.methods.memcom_rows_in_transform)
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
-    ranks_on_host = local_world_size * ctx.ranks_per_device  # cuda-shared: LOCAL_WORLD_SIZE is 1
     hbm, ddr = split_caps(
-        hbm_budget(opts, device, ctx.ranks_per_device), opts.ddr_cap_bytes, host_memory_bytes(), ranks_on_host
+        hbm_budget(opts, device, ctx.ranks_per_device), opts.ddr_cap_bytes, host_memory_bytes(), local_world_size
     )
     out["hbm_cap_bytes"], out["ddr_cap_bytes"] = hbm, ddr
     outcome = plan_model(
@@ -313,6 +313,7 @@ def run_method(
         out.update(status="does not fit", reason=storage_reason(outcome.error), planner_error=outcome.error)
         return out
     out["plan_tables"], out["plan_estimate"] = outcome.tables, outcome.estimate
+    plan = place_on_device(outcome.plan, device) if ctx.ranks_per_device > 1 else outcome.plan  # cuda-shared
     t0 = time.perf_counter()
     # with CUDA graphs, on the capture stream: DDP (the dense part) keeps gradient accumulators made on this stream
     with on_capture_stream(device, enabled=opts.cuda_graph and cuda):
@@ -320,7 +321,7 @@ def run_method(
             module=model,
             env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
             device=device,
-            plan=outcome.plan,
+            plan=plan,
             sharders=sharders,
         )
     dense = DenseOptimizerConfig(name=OPTIMIZERS[opts.optimizer][1], lr=opts.lr)  # type: ignore[arg-type]
@@ -329,7 +330,7 @@ def run_method(
     out["shard_s"] = time.perf_counter() - t0
     if method == "lma" and layout.lma_fit_rows > 0:
         t0 = time.perf_counter()
-        out["lma_signature_coverage"] = _fit_lma(dmp, fit_batches, layout.lma_fit_rows, ranks_on_host)
+        out["lma_signature_coverage"] = _fit_lma(dmp, fit_batches, layout.lma_fit_rows, local_world_size)
         out["lma_fit_s"] = time.perf_counter() - t0
     emb = measure.embedding_bytes(dmp)
     out["local_embedding_bytes"], out["local_embedding_uvm_bytes"] = emb["total"], emb["uvm"]

@@ -419,11 +419,15 @@ def _devices_text(env: Dict[str, Any]) -> str:
     shared = env.get("ranks_per_device", 1)
     if shared == 1:
         return f"{env['world_size']} x {env['device_name']} ({env['backend']})"
+    planned = (  # runs before ranks_per_host was recorded planned each rank as a host of its own
+        "the planner plans the ranks as one host's GPUs, each with its share of this one's memory"
+        if env.get("ranks_per_host", 1) > 1
+        else "the planner sees each rank as a host of its own, so its plans can differ from a one-host machine's"
+    )
     return (
         f"{env['world_size']} ranks, {shared} sharing each {env['device_name']} ({env['backend']}, `--device "
         "cuda-shared`: the all-to-alls between ranks are real but go through the host; the step times are not a "
-        "multi-GPU machine's, and the planner sees each rank as a host of its own, so its plans can differ from a "
-        "one-host machine's)"
+        f"multi-GPU machine's; {planned})"
     )
 
 
@@ -561,12 +565,14 @@ def write_outputs(payload: Dict[str, Any], out: str, md: str, text: Optional[str
 
 def environment(device: torch.device, world_size: int, backend: str, ranks_per_device: int = 1) -> Dict[str, Any]:
     """Hardware and library versions of a run (recorded in its JSON): ``provenance.environment()`` and the run's
-    ranks, backend, device (with the ranks that share one: ``init_distributed(device="cuda-shared")``) and host."""
+    ranks, backend, device (with the ranks that share one: ``init_distributed(device="cuda-shared")``), host and the
+    ranks the planner sees on one host (``LOCAL_WORLD_SIZE``)."""
     cuda = device.type == "cuda"
     return {
         **provenance.environment(),
         "world_size": world_size,
         "ranks_per_device": ranks_per_device,
+        "ranks_per_host": int(os.environ.get("LOCAL_WORLD_SIZE", world_size)),
         "backend": backend,
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed._shard.metadata import ShardMetadata
 from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor, ShardedTensorMetadata, TensorProperties
+from torch.distributed._shard.sharding_spec import EnumerableShardingSpec
 from torchrec.distributed.comm import get_local_size
 from torchrec.distributed.types import ParameterSharding, ShardingType
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -35,18 +36,13 @@ __all__ = ["LocalEntityWeights", "sharded_vector"]
 
 
 def sharded_vector(
-    local: Optional[torch.Tensor], global_size: int, owners: List[int], pg: dist.ProcessGroup, device_type: str
+    local: Optional[torch.Tensor], global_size: int, placements: List[str], pg: dist.ProcessGroup
 ) -> ShardedTensor:
-    """A 1-D ShardedTensor of ``global_size`` whose shards are ``global_size / len(owners)`` contiguous blocks."""
-    block = global_size // len(owners)
-    local_size = get_local_size(dist.get_world_size(pg))
+    """A 1-D ShardedTensor of ``global_size`` whose shards are ``global_size / len(placements)`` contiguous blocks,
+    block ``i`` at ``placements[i]`` (``"rank:<r>/<device>"``)."""
+    block = global_size // len(placements)
     metas = [
-        ShardMetadata(
-            shard_offsets=[i * block],
-            shard_sizes=[block],
-            placement=f"rank:{r}/cuda:{r % local_size}" if device_type == "cuda" else f"rank:{r}/cpu",
-        )
-        for i, r in enumerate(owners)
+        ShardMetadata(shard_offsets=[i * block], shard_sizes=[block], placement=p) for i, p in enumerate(placements)
     ]
     dtype = local.dtype if local is not None else torch.float32
     md = ShardedTensorMetadata(
@@ -55,6 +51,20 @@ def sharded_vector(
     rank = dist.get_rank(pg)
     shards = [Shard(tensor=local, metadata=m) for m in metas if local is not None and m.placement.rank() == rank]
     return _compat.sharded_tensor(shards, md, pg)
+
+
+def _owner_placements(ps: ParameterSharding, owners: List[int], device_type: str) -> List[str]:
+    """Where each owner rank keeps its block of a table's ``w``: where the plan put the rank's shard of the table
+    (so ranks sharing a GPU keep it there, ``planner.place_on_device``), else TorchRec's ``cuda:(rank mod local
+    world size)``."""
+    spec = ps.sharding_spec
+    planned = (
+        {s.placement.rank(): str(s.placement) for s in spec.shards} if isinstance(spec, EnumerableShardingSpec) else {}
+    )
+    if all(r in planned for r in owners):
+        return [planned[r] for r in owners]
+    local_size = get_local_size(dist.get_world_size())
+    return [f"rank:{r}/cuda:{r % local_size}" if device_type == "cuda" else f"rank:{r}/cpu" for r in owners]
 
 
 class LocalEntityWeights:
@@ -87,6 +97,7 @@ class LocalEntityWeights:
         self._rank, self._world_size, self._pg, self._device = rank, world_size, pg, device
         self.owned: Dict[str, range] = {}
         self._owners: Dict[str, List[int]] = {}
+        self._placements: Dict[str, List[str]] = {}
         sizes = []
         for name, table in self.tables.items():
             ps = plan[name]
@@ -99,6 +110,7 @@ class LocalEntityWeights:
                 assert ps.ranks is not None
                 self._owners[name] = list(ps.ranks)
                 owned = range(0, n_pad) if ps.ranks[0] == rank else range(0)
+            self._placements[name] = _owner_placements(ps, self._owners[name], device.type)
             self.owned[name] = owned
             sizes.append((name, len(owned)))
         self.slices = table_slices(sizes)
@@ -140,7 +152,7 @@ class LocalEntityWeights:
         owned = self.owned[table]
         local = flat.detach()[self.slices[table]] if len(owned) else None
         n_pad = self.tables[table].bucketed_hash().padded_num_embeddings
-        return sharded_vector(local, n_pad, self._owners[table], self._pg, self._device.type)
+        return sharded_vector(local, n_pad, self._placements[table], self._pg)
 
     @torch.no_grad()
     def reset(self) -> None:

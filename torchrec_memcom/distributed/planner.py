@@ -9,6 +9,7 @@ weights and their optimizer state, ``CompressedStorageEstimator``) and bytes eve
 table-wise), which ``default_constraints`` turns into planner constraints.
 """
 
+import copy
 import dataclasses
 import warnings
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -18,6 +19,8 @@ import torch.distributed as dist
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from fbgemm_gpu.split_table_batched_embeddings_ops_common import BoundsCheckMode
 from torch import nn
+from torch.distributed._shard.metadata import ShardMetadata
+from torch.distributed._shard.sharding_spec import EnumerableShardingSpec
 from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
 from torchrec.distributed.planner.shard_estimators import EmbeddingPerfEstimator, EmbeddingStorageEstimator
@@ -37,6 +40,7 @@ __all__ = [
     "CompressedStorageReservation",
     "default_constraints",
     "physical_constraints",
+    "place_on_device",
     "replicated_bytes",
 ]
 
@@ -146,6 +150,26 @@ class CompressedStorageReservation(HeuristicalStorageReservation):
                     s, hbm=s.hbm - (extra if on_device else 0), ddr=s.ddr - (0 if on_device else extra)
                 )
         return reserved
+
+
+def place_on_device(plan: ShardingPlan, device: torch.device) -> ShardingPlan:
+    """A copy of ``plan`` with every shard on ``device``: same ranks, offsets and sizes.
+
+    For ranks that share one GPU (``init_distributed(device="cuda-shared")``) planned as the ranks of one host: the
+    planner puts rank ``r``'s shards on ``cuda:(r mod ranks per host)``, a GPU the machine may not have.
+    """
+    placed = copy.deepcopy(plan)
+    for module_plan in placed.plan.values():
+        for ps in module_plan.values() if isinstance(module_plan, dict) else ():
+            spec = ps.sharding_spec
+            if isinstance(spec, EnumerableShardingSpec):
+                spec.shards = [
+                    ShardMetadata(s.shard_offsets, s.shard_sizes, f"rank:{s.placement.rank()}/{device}")
+                    if s.placement is not None
+                    else s
+                    for s in spec.shards
+                ]
+    return placed
 
 
 def physical_constraints(

@@ -29,7 +29,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_memcom.convert import fit_signatures
 from torchrec_memcom.distributed import get_sharders
-from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner
+from torchrec_memcom.distributed.planner import CompressedEmbeddingShardingPlanner, place_on_device
 from torchrec_memcom.recipes.config import DenseOptimizerConfig, SparseOptimizerConfig
 from torchrec_memcom.tables import table_config
 
@@ -116,7 +116,8 @@ def init_distributed(timeout_s: int = 600, device: str = "auto") -> DistContext:
     ``device``: ``"auto"`` (CUDA when available), ``"cuda"``, ``"cpu"`` (gloo on CPU even where CUDA is) or
     ``"cuda-shared"``: every rank of the host on GPU 0, gloo between them. Its all-to-alls between ranks are real but
     go through the host, so it checks or counts a multi-rank step on a one-GPU machine; its step times are not a
-    multi-GPU machine's. Each rank is then a host of its own (``LOCAL_WORLD_SIZE=1``), to TorchRec's planner too.
+    multi-GPU machine's. The host's ranks still plan as one host's (``LOCAL_WORLD_SIZE``), as on a GPU each: put
+    the plan's shards on the shared GPU with ``distributed.planner.place_on_device`` before sharding.
 
     Raises:
         ValueError: an unknown ``device``, or ``"cuda"`` / ``"cuda-shared"`` without CUDA.
@@ -136,10 +137,7 @@ def init_distributed(timeout_s: int = 600, device: str = "auto") -> DistContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     ranks_per_device = 1
     if shared:
-        # TorchRec places the shards of rank r on cuda:(r mod LOCAL_WORLD_SIZE): with each rank a host of its own,
-        # every shard lands on GPU 0, as every rank's tensors do.
         ranks_per_device = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        os.environ.update(LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
         local_rank = 0
         torch.cuda.set_device(0)
         where, backend = torch.device("cuda", 0), "gloo"
@@ -259,6 +257,8 @@ def shard_model(
         fused_params=fused,
     )
     plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    if ctx.ranks_per_device > 1:  # cuda-shared
+        plan = place_on_device(plan, ctx.device)
     return DistributedModelParallel(
         module=model,
         env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
