@@ -243,7 +243,8 @@ def shard_model(
 ) -> DistributedModelParallel:
     """Plans ``model`` (built on ``meta``) with ``CompressedEmbeddingShardingPlanner`` and wraps it in DMP.
 
-    The planner and DMP get the same sharder list (``get_sharders(fused)``), as TorchRec requires.
+    The planner and DMP get the same sharder list (``get_sharders(fused)``), as TorchRec requires. Ranks that share
+    a GPU (``DistContext.ranks_per_device > 1``) plan as one host's GPUs and keep every shard on theirs.
     """
     sharders = get_sharders(fused_params=fused)
     planner = CompressedEmbeddingShardingPlanner(
