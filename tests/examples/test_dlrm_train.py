@@ -56,10 +56,12 @@ def _run(cmd: List[str], timeout: int = 600, gpu: bool = False) -> str:
     return out
 
 
-def _torchrun(*args: str, script: List[str] = ("-m", "torchrec_memcom.recipes.dlrm"), restarts: int = 0) -> str:
+def _torchrun(
+    *args: str, script: List[str] = ("-m", "torchrec_memcom.recipes.dlrm"), restarts: int = 0, gpu: bool = False
+) -> str:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     cmd += ["--max-restarts", str(restarts), "--monitor-interval", "0.2"]
-    return _run([*cmd, *script, "--config", CONFIG, *args])
+    return _run([*cmd, *script, "--config", CONFIG, *args], gpu=gpu)
 
 
 def _results(path: Path) -> Dict:
@@ -218,6 +220,55 @@ def test_report_labels_each_kind_of_table() -> None:
     }
     assert _methods({"config": {"tables": tables}}) == "hash 8x, lowrank b4, memcom 16x"
     assert _methods({"config": {"tables": {}}}) == "stock"
+
+
+def test_shared_gpu_device_without_cuda_is_a_config_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from torchrec_memcom.recipes.config import ConfigError
+    from torchrec_memcom.recipes.dlrm import DLRMTask
+    from torchrec_memcom.recipes.runner import main
+
+    with pytest.raises(ConfigError, match=r"--device: .*device='cuda-shared', but CUDA is not available"):
+        main(DLRMTask, ["--config", CONFIG, "--device", "cuda-shared"])
+
+
+@pytest.mark.gpu
+def test_two_ranks_sharing_one_gpu_train_and_resume(tmp_path: Path) -> None:
+    """``--device cuda-shared``: 2 ranks on GPU 0 (gloo), planned as one host's two GPUs, train the tiny DLRM with
+    MEmCom and LMA row-wise, evaluate, checkpoint, and resume from step 4 to the uninterrupted run's losses, metrics
+    and state (to float tolerance: GPU kernels)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    full, part = tmp_path / "full", tmp_path / "part"
+    sets = [*TINY, f"checkpoint.every_steps={CKPT_EVERY}", "checkpoint.keep=null"]
+    out = _torchrun(
+        "--device", "cuda-shared", "--set", *sets, f"output.dir={full}", f"checkpoint.dir={full}/ckpt", gpu=True
+    )
+    r = _results(full)
+    assert (r["status"], r["world_size"], r["device"], r["ranks_per_device"]) == ("ok", 2, "cuda", 2)
+    assert "2 x cuda (2 ranks sharing each)" in out
+    # one host of two GPUs: rank 1's shards planned on cuda:1, placed on the shared GPU 0
+    assert "row_wise" in r["plan"] and "rank:1/cuda:0" in r["plan"] and "cuda:1" not in r["plan"], r["plan"]
+    assert [(e["step"], e["split"]) for e in r["evals"]] == [(4, "val"), (8, "val"), (8, "test")]
+    assert all(0 < e["auc"] < 1 for e in r["evals"])
+    ckpt = part / "ckpt"
+    shutil.copytree(full / "ckpt" / f"step_{CKPT_EVERY}", ckpt / f"step_{CKPT_EVERY}")
+    out = _torchrun(
+        "--device", "cuda-shared", "--resume", "--set", *TINY, f"output.dir={part}", f"checkpoint.dir={ckpt}", gpu=True
+    )
+    assert f"resumed from {ckpt}/step_{CKPT_EVERY} at step {CKPT_EVERY}" in out
+    resumed, uninterrupted = _losses(part), _losses(full)
+    assert resumed.keys() == set(range(CKPT_EVERY + 1, STEPS + 1))
+    for step, loss in resumed.items():
+        assert abs(loss - uninterrupted[step]) < 1e-5, (step, loss, uninterrupted[step])
+    assert abs(_results(part)["final"]["auc"] - r["final"]["auc"]) < 1e-4
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sa, sb = _state(full / f"ckpt/step_{STEPS}", tmp_path / "a"), _state(ckpt / f"step_{STEPS}", tmp_path / "b")
+    assert sa.keys() == sb.keys() and any("entity_weights" in k for k in sa)
+    differ = [k for k in sa if not torch.allclose(sa[k].double(), sb[k].double(), atol=1e-4, rtol=1e-4)]
+    assert not differ, differ
 
 
 @pytest.mark.gpu

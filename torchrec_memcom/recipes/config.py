@@ -498,7 +498,10 @@ def tables_override(path: str) -> str:
 
 
 def recipe_arg_parser(description: str, presets: Sequence[str]) -> argparse.ArgumentParser:
-    """The recipes' command line: ``--config <preset or yaml>``, ``--set key.sub=value ...`` and ``--resume``."""
+    """The recipes' command line: ``--config <preset or yaml>``, ``--set key.sub=value ...``, ``--tables``,
+    ``--resume`` and ``--device``."""
+    from torchrec_memcom.recipes.training import DEVICES  # training imports this module
+
     p = argparse.ArgumentParser(description=description)
     p.add_argument(
         "--config",
@@ -525,5 +528,13 @@ def recipe_arg_parser(description: str, presets: Sequence[str]) -> argparse.Argu
         action="store_true",
         help="continue from the newest good checkpoint in checkpoint.dir (start fresh if there is none); implied "
         "when torchrun restarts the workers (TORCHELASTIC_RESTART_COUNT > 0)",
+    )
+    p.add_argument(
+        "--device",
+        choices=list(DEVICES),
+        default="auto",
+        help="auto: a GPU per rank (NCCL) where CUDA is, else CPU (gloo); cpu: gloo on CPU even where CUDA is; "
+        "cuda-shared: every rank of the host on GPU 0 with gloo between them, planned as one host's GPUs: a "
+        "multi-GPU job's sharding and training checked on one GPU (its speed is not a multi-GPU machine's)",
     )
     return p

@@ -464,6 +464,7 @@ class RecipeRunner:
             "recipe": self.task.name,
             "world_size": self.ctx.world_size,
             "device": self.ctx.device.type,
+            "ranks_per_device": self.ctx.ranks_per_device,
         }
 
     def _train_section(self, losses: List[List[float]]) -> Dict[str, Any]:
@@ -537,6 +538,7 @@ class RecipeRunner:
             f"[{self.task.name} {r['run_name']}] {metrics} | embeddings {r['embedding_bytes'] / 2**20:.3f} MiB "
             f"({r['compression']:.2f}x vs stock {r['stock_embedding_bytes'] / 2**20:.3f} MiB) | {sps:,.0f} samples/s | "
             f"{r['train']['steps']} steps, {r['world_size']} x {r['device']}"
+            + (f" ({r['ranks_per_device']} ranks sharing each)" if r.get("ranks_per_device", 1) > 1 else "")
         )
 
     def run(self, resume: bool) -> Dict[str, Any]:
@@ -621,7 +623,10 @@ def main(task_cls: Type[RecipeTask], argv: Optional[Sequence[str]] = None) -> Di
     args = recipe_arg_parser(description, preset_names(task_cls.name)).parse_args(argv)
     overrides = ([tables_override(args.tables)] if args.tables else []) + args.set
     cfg = load_recipe_config(args.config, overrides, recipe=task_cls.name)
-    ctx = init_distributed()
+    try:
+        ctx = init_distributed(device=args.device)
+    except ValueError as e:  # a device this machine lacks
+        raise ConfigError(f"--device: {e}") from None
     try:
         return RecipeRunner(task_cls(cfg, ctx), cfg, ctx).run(resume=args.resume or _restarted())
     finally:
