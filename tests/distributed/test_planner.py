@@ -188,6 +188,6 @@ def test_place_on_device_keeps_the_plan_on_one_gpu() -> None:
         assert [(p.split("/")[0] + "/cuda:0", o, s) for p, o, s in planned] == after[key], key
     (memcom,) = [mp["t"] for mp in placed.plan.values() if "t" in mp]
     assert memcom.sharding_type == "row_wise"
-    assert _owner_placements(memcom, [0, 1], "cuda") == ["rank:0/cuda:0", "rank:1/cuda:0"]
+    assert _owner_placements(memcom, [0, 1]) == ["rank:0/cuda:0", "rank:1/cuda:0"]
     (planned,) = [mp["t"] for mp in plan.plan.values() if "t" in mp]
-    assert _owner_placements(planned, [0, 1], "cuda") == ["rank:0/cuda:0", "rank:1/cuda:1"]
+    assert _owner_placements(planned, [0, 1]) == ["rank:0/cuda:0", "rank:1/cuda:1"]

@@ -53,7 +53,6 @@ from torchrec_memcom.benchmarks.planning import (
 )
 from torchrec_memcom.convert import fit_signatures
 from torchrec_memcom.distributed.cuda_graph_step import GraphCaptureError, on_capture_stream, warmup_steps_for
-from torchrec_memcom.distributed.planner import place_on_device
 from torchrec_memcom.memory import MemoryReport
 from torchrec_memcom.recipes.config import DenseOptimizerConfig, SparseOptimizerConfig
 from torchrec_memcom.recipes.training import DistContext, combined_optimizer, fused_params
@@ -313,7 +312,6 @@ def run_method(
         out.update(status="does not fit", reason=storage_reason(outcome.error), planner_error=outcome.error)
         return out
     out["plan_tables"], out["plan_estimate"] = outcome.tables, outcome.estimate
-    plan = place_on_device(outcome.plan, device) if ctx.ranks_per_device > 1 else outcome.plan  # cuda-shared
     t0 = time.perf_counter()
     # with CUDA graphs, on the capture stream: DDP (the dense part) keeps gradient accumulators made on this stream
     with on_capture_stream(device, enabled=opts.cuda_graph and cuda):
@@ -321,7 +319,7 @@ def run_method(
             module=model,
             env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
             device=device,
-            plan=plan,
+            plan=ctx.place(outcome.plan),
             sharders=sharders,
         )
     dense = DenseOptimizerConfig(name=OPTIMIZERS[opts.optimizer][1], lr=opts.lr)  # type: ignore[arg-type]

@@ -16,7 +16,6 @@ from torch import nn
 from torch.distributed._shard.metadata import ShardMetadata
 from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor, ShardedTensorMetadata, TensorProperties
 from torch.distributed._shard.sharding_spec import EnumerableShardingSpec
-from torchrec.distributed.comm import get_local_size
 from torchrec.distributed.types import ParameterSharding, ShardingType
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -53,18 +52,13 @@ def sharded_vector(
     return _compat.sharded_tensor(shards, md, pg)
 
 
-def _owner_placements(ps: ParameterSharding, owners: List[int], device_type: str) -> List[str]:
+def _owner_placements(ps: ParameterSharding, owners: List[int]) -> List[str]:
     """Where each owner rank keeps its block of a table's ``w``: where the plan put the rank's shard of the table
-    (so ranks sharing a GPU keep it there, ``planner.place_on_device``), else TorchRec's ``cuda:(rank mod local
-    world size)``."""
+    (on a GPU that ranks share too, ``planner.place_on_device``)."""
     spec = ps.sharding_spec
-    planned = (
-        {s.placement.rank(): str(s.placement) for s in spec.shards} if isinstance(spec, EnumerableShardingSpec) else {}
-    )
-    if all(r in planned for r in owners):
-        return [planned[r] for r in owners]
-    local_size = get_local_size(dist.get_world_size())
-    return [f"rank:{r}/cuda:{r % local_size}" if device_type == "cuda" else f"rank:{r}/cpu" for r in owners]
+    assert isinstance(spec, EnumerableShardingSpec), ps  # row- or table-wise: a shard on every owner
+    planned = {s.placement.rank(): str(s.placement) for s in spec.shards if s.placement is not None}
+    return [planned[r] for r in owners]
 
 
 class LocalEntityWeights:
@@ -110,7 +104,7 @@ class LocalEntityWeights:
                 assert ps.ranks is not None
                 self._owners[name] = list(ps.ranks)
                 owned = range(0, n_pad) if ps.ranks[0] == rank else range(0)
-            self._placements[name] = _owner_placements(ps, self._owners[name], device.type)
+            self._placements[name] = _owner_placements(ps, self._owners[name])
             self.owned[name] = owned
             sizes.append((name, len(owned)))
         self.slices = table_slices(sizes)

@@ -21,7 +21,7 @@ from torch import nn
 from torchrec.datasets.utils import Batch
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import ParameterConstraints, Topology
-from torchrec.distributed.types import ShardingEnv
+from torchrec.distributed.types import ShardingEnv, ShardingPlan
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
@@ -86,6 +86,11 @@ class DistContext:
     device: torch.device
     backend: str
     ranks_per_device: int = 1
+
+    def place(self, plan: ShardingPlan) -> ShardingPlan:
+        """``plan`` as this job shards it: where ranks share a device, every shard on it (``place_on_device``; the
+        planner puts rank r's on ``cuda:(r mod LOCAL_WORLD_SIZE)``)."""
+        return place_on_device(plan, self.device) if self.ranks_per_device > 1 else plan
 
     @property
     def is_main(self) -> bool:
@@ -258,13 +263,11 @@ def shard_model(
         fused_params=fused,
     )
     plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
-    if ctx.ranks_per_device > 1:  # cuda-shared
-        plan = place_on_device(plan, ctx.device)
     return DistributedModelParallel(
         module=model,
         env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
         device=ctx.device,
-        plan=plan,
+        plan=ctx.place(plan),
         sharders=sharders,
     )
 
