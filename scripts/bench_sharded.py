@@ -282,7 +282,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         torch.cuda.set_per_process_memory_fraction(min(1.0, share / total), ctx.device)
     config = {**vars(args), "layout_spec": dataclasses.asdict(layout)}
     config["optimizer_label"] = optimizer_label(args.optimizer, args.lr)
-    env = environment(ctx.device, ctx.world_size, ctx.backend, ctx.ranks_per_device)
+    env = environment(ctx.device, ctx.world_size, ctx.backend, ctx.ranks_per_device, ctx.ranks_per_host)
     payload: Dict[str, Any] = {"config": config, "environment": env}
 
     def on_result(rows: List[Dict[str, Any]]) -> None:

@@ -292,7 +292,7 @@ def run_method(
     kernels = list(opts.kernels or layout.kernels)
     fused = fused_params_for(opts, kernels, device.type)
     sharders = make_sharders(fused, device.type, opts.methods.lma_raw_ids, opts.methods.memcom_rows_in_transform)
-    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
+    local_world_size = ctx.ranks_per_host
     hbm, ddr = split_caps(
         hbm_budget(opts, device, ctx.ranks_per_device), opts.ddr_cap_bytes, host_memory_bytes(), local_world_size
     )

@@ -563,16 +563,18 @@ def write_outputs(payload: Dict[str, Any], out: str, md: str, text: Optional[str
             f.write(body)
 
 
-def environment(device: torch.device, world_size: int, backend: str, ranks_per_device: int = 1) -> Dict[str, Any]:
+def environment(
+    device: torch.device, world_size: int, backend: str, ranks_per_device: int = 1, ranks_per_host: Optional[int] = None
+) -> Dict[str, Any]:
     """Hardware and library versions of a run (recorded in its JSON): ``provenance.environment()`` and the run's
     ranks, backend, device (with the ranks that share one: ``init_distributed(device="cuda-shared")``), host and the
-    ranks the planner sees on one host (``LOCAL_WORLD_SIZE``)."""
+    ranks the planner sees on one host (``DistContext.ranks_per_host``; default: every rank)."""
     cuda = device.type == "cuda"
     return {
         **provenance.environment(),
         "world_size": world_size,
         "ranks_per_device": ranks_per_device,
-        "ranks_per_host": int(os.environ.get("LOCAL_WORLD_SIZE", world_size)),
+        "ranks_per_host": ranks_per_host or world_size,
         "backend": backend,
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch import nn
 from torchrec.datasets.utils import Batch
+from torchrec.distributed.comm import get_local_size
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.types import ShardingEnv, ShardingPlan
@@ -91,6 +92,12 @@ class DistContext:
         """``plan`` as this job shards it: where ranks share a device, every shard on it (``place_on_device``; the
         planner puts rank r's on ``cuda:(r mod LOCAL_WORLD_SIZE)``)."""
         return place_on_device(plan, self.device) if self.ranks_per_device > 1 else plan
+
+    @property
+    def ranks_per_host(self) -> int:
+        """The ranks on this rank's host as TorchRec sees them (``get_local_size``: ``LOCAL_WORLD_SIZE``), for its
+        planner's topology and intra-node groups; ranks sharing a GPU count as the host's GPUs."""
+        return get_local_size(self.world_size)
 
     @property
     def is_main(self) -> bool:
@@ -256,7 +263,7 @@ def shard_model(
         topology=Topology(
             world_size=ctx.world_size,
             compute_device=ctx.device.type,
-            local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)),
+            local_world_size=ctx.ranks_per_host,
         ),
         batch_size=batch_size,
         constraints=constraints,
